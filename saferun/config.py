@@ -1,0 +1,46 @@
+"""Configuration from the environment (and a ``.env`` file), under the seed's variable names.
+
+``DATABASE_URL`` picks the store: unset means the embedded SQLite file under ``SAFERUN_HOME``
+(``~/.saferun`` by default), which needs no setup; ``postgresql://...`` switches to PostgreSQL through
+psycopg 3. Settings are read when asked for, not at import, so a process (or a test) can change the
+environment first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    home: Path = Field(default=Path("~/.saferun"), alias="SAFERUN_HOME")
+    # modules imported at start so compensation names resolve in every process (like Celery's imports)
+    compensation_modules: str = Field(default="", alias="SAFERUN_COMPENSATIONS")
+    # an agent that saw its rejection gets this long to roll back itself before any process's sweep does
+    rollback_grace_seconds: float = Field(default=30.0, alias="SAFERUN_ROLLBACK_GRACE_SECONDS")
+    x402_api_url: str | None = Field(default=None, alias="X402_API_URL")
+    x402_api_key: str | None = Field(default=None, alias="X402_API_KEY")
+    debug: bool = Field(default=False, alias="DEBUG")
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        home = self.home.expanduser()
+        return f"sqlite:///{home / 'saferun.db'}"
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the common spellings and route PostgreSQL to psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def get_settings() -> Settings:
+    return Settings()

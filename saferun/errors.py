@@ -1,0 +1,173 @@
+"""SafeRun's one error tree.
+
+Every error SafeRun raises on purpose is a ``SafeRunError``; callers can catch the root, a branch, or a
+leaf. Leaves carry the ids and fields they are about, so an API layer can map each one to a single HTTP
+status in one place (``http_status``) without parsing messages::
+
+    SafeRunError
+    ├── NotFound                      404  unknown workflow / snapshot / request / artifact
+    │   ├── WorkflowNotFound
+    │   ├── SnapshotNotFound
+    │   ├── ApprovalRequestNotFound
+    │   └── ArtifactNotFound
+    ├── Conflict                      409  the action is valid in general, not in the current state
+    │   ├── InvalidTransition             (state machine refused an event)
+    │   ├── DecisionConflict              (request already decided or expired)
+    │   └── IdempotencyConflict           (same key, different content)
+    ├── InvalidInput                  422  the caller sent something malformed; names the field
+    │   ├── StateNotSerializable          (checkpoint state is not plain JSON)
+    │   └── InvalidAmount                 (money that is negative, non-numeric or too precise)
+    ├── IntegrityError                500  stored bytes or the audit chain do not verify
+    │   ├── ArtifactCorrupted
+    │   └── AuditChainBroken
+    ├── LedgerError                   409  a posting would break a ledger rule (negative balance, ...)
+    ├── CompensationError             500  a saga compensation failed after its retries
+    └── ApprovalRejected              --   raised *to the agent* when its checkpoint was rejected
+
+Nothing here imports an I/O library: the tree is shared by the pure domain and the adapters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SafeRunError(Exception):
+    """Root of every error SafeRun raises deliberately."""
+
+    http_status: int = 500
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly shape for API answers and CLI output."""
+        return {"error": type(self).__name__, "message": self.message, **self.fields}
+
+
+class NotFound(SafeRunError):
+    http_status = 404
+
+
+class WorkflowNotFound(NotFound):
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"workflow {workflow_id!r} does not exist", workflow_id=workflow_id)
+        self.workflow_id = workflow_id
+
+
+class SnapshotNotFound(NotFound):
+    def __init__(self, snapshot_id: str) -> None:
+        super().__init__(f"snapshot {snapshot_id!r} does not exist", snapshot_id=snapshot_id)
+        self.snapshot_id = snapshot_id
+
+
+class ApprovalRequestNotFound(NotFound):
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"approval request {request_id!r} does not exist", request_id=request_id)
+        self.request_id = request_id
+
+
+class ArtifactNotFound(NotFound):
+    def __init__(self, uri: str) -> None:
+        super().__init__(f"artifact {uri!r} does not exist", uri=uri)
+        self.uri = uri
+
+
+class Conflict(SafeRunError):
+    http_status = 409
+
+
+class InvalidTransition(Conflict):
+    """The state machine has no edge for this event from the current state; nothing was changed."""
+
+    def __init__(self, workflow_id: str | None, state: str, event: str, detail: str = "") -> None:
+        msg = f"cannot {event} workflow {workflow_id!r} in state {state}"
+        super().__init__(msg + (f": {detail}" if detail else ""), workflow_id=workflow_id, state=state,
+                         event=event)
+        self.workflow_id = workflow_id
+        self.state = state
+        self.event = event
+
+
+class DecisionConflict(Conflict):
+    """A request is decided exactly once; later decisions (or decisions after expiry) change nothing."""
+
+    def __init__(self, request_id: str, status: str) -> None:
+        super().__init__(f"approval request {request_id!r} is already {status}", request_id=request_id,
+                         status=status)
+        self.request_id = request_id
+        self.status = status
+
+
+class IdempotencyConflict(Conflict):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"idempotency key {key!r} was already used for a different operation", key=key)
+        self.key = key
+
+
+class InvalidInput(SafeRunError):
+    http_status = 422
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", field=field)
+        self.field = field
+
+
+class StateNotSerializable(InvalidInput):
+    pass
+
+
+class InvalidAmount(InvalidInput):
+    pass
+
+
+class IntegrityError(SafeRunError):
+    http_status = 500
+
+
+class ArtifactCorrupted(IntegrityError):
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"stored bytes for {key} do not verify: {detail}", key=key)
+        self.key = key
+
+
+class AuditChainBroken(IntegrityError):
+    def __init__(self, workflow_id: str, seq: int, detail: str) -> None:
+        super().__init__(f"audit chain of {workflow_id!r} breaks at event {seq}: {detail}",
+                         workflow_id=workflow_id, seq=seq)
+        self.workflow_id = workflow_id
+        self.seq = seq
+
+
+class LedgerError(SafeRunError):
+    http_status = 409
+
+
+class CompensationError(SafeRunError):
+    http_status = 500
+
+
+class ApprovalRejected(SafeRunError):  # noqa: N818 - the seed's name for it (Advanced Pattern 4)
+    """Raised to the agent when a reviewer rejected its checkpoint, after compensations ran.
+
+    ``restored_state`` is the state of the last approved checkpoint (or ``None`` when nothing was approved
+    yet), so the agent can resume from there.
+    """
+
+    http_status = 409
+
+    def __init__(self, workflow_id: str, rejected_checkpoint_id: str, last_approved_checkpoint: str | None,
+                 rationale: str, restored_state: Any = None, workflow_state: str = "") -> None:
+        super().__init__(
+            f"checkpoint {rejected_checkpoint_id!r} of workflow {workflow_id!r} was rejected: {rationale}",
+            workflow_id=workflow_id, rejected_checkpoint_id=rejected_checkpoint_id,
+            last_approved_checkpoint=last_approved_checkpoint, workflow_state=workflow_state,
+        )
+        self.workflow_id = workflow_id
+        self.rejected_checkpoint_id = rejected_checkpoint_id
+        self.last_approved_checkpoint = last_approved_checkpoint
+        self.rationale = rationale
+        self.restored_state = restored_state
+        self.workflow_state = workflow_state

@@ -1,0 +1,139 @@
+"""The database handle: one engine, one way to open a transaction, migrations on first use.
+
+The caller owns the transaction: every storage function takes a ``Connection`` and never commits.
+``Database.transaction()`` opens one unit of work so a state change, its ledger postings and its audit
+events commit together or not at all.
+
+SQLite runs in WAL mode with ``BEGIN IMMEDIATE`` transactions: a writer takes the write lock when it
+starts instead of upgrading a read lock later, which is what makes SQLite's writers queue politely
+(``busy_timeout``) instead of failing with "database is locked" when two processes decide at once.
+PostgreSQL gets row locks (``lock_workflow``) for the same effect per workflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
+from sqlalchemy.pool import NullPool
+
+from saferun.config import get_settings, normalize_database_url
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class Database:
+    """An engine plus SafeRun's transaction discipline. Cheap to share; one per process is plenty."""
+
+    def __init__(self, url: str | None = None, *, migrate: bool = True, echo: bool = False) -> None:
+        self.url = normalize_database_url(url) if url else get_settings().resolved_database_url()
+        self.engine = _make_engine(self.url, echo=echo)
+        self._migrated = False
+        self._lock = threading.Lock()
+        if migrate:
+            self.ensure_schema()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One unit of work; commits on success, rolls back (writing nothing) on any exception."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def ensure_schema(self) -> None:
+        """Bring the schema to the newest revision once per process (idempotent, safe across replicas)."""
+        with self._lock:
+            if self._migrated:
+                return
+            upgrade(self.engine)
+            self._migrated = True
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _make_engine(url: str, *, echo: bool) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # NullPool: every checkout is a fresh connection, so a forked or threaded caller never shares one.
+        engine = create_engine(url, echo=echo, poolclass=NullPool,
+                               connect_args={"check_same_thread": False, "timeout": 30})
+        _sqlite_discipline(engine)
+        return engine
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def _sqlite_discipline(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")  # durable at every WAL checkpoint; safe with WAL
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def lock_workflow(conn: Connection, workflow_id: str) -> None:
+    """Serialize writers of one workflow. SQLite's BEGIN IMMEDIATE already serializes all writers."""
+    if conn.dialect.name == "postgresql":
+        from saferun.storage.schema import workflows
+
+        conn.execute(select(workflows.c.workflow_id).where(workflows.c.workflow_id == workflow_id)
+                     .with_for_update())
+
+
+def alembic_config(engine: Engine | None = None) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if engine is not None:
+        cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # one replica migrates, the others wait here and then find nothing to do
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4021990011)")
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    log.debug("schema at %s on %s", revision, engine.url.render_as_string(hide_password=True))
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()

@@ -1,0 +1,251 @@
+"""One SQLAlchemy Core schema for SQLite and PostgreSQL (in the spirit of DBOS's system database).
+
+Rules the tables keep:
+- money columns are ``BigInteger`` micro-units; there is no float money column anywhere;
+- JSON columns are ``JSON`` on SQLite and ``JSONB`` on PostgreSQL;
+- timestamps are stored as UTC and always read back timezone-aware (``UTCDateTime``);
+- the schema is created and changed only by Alembic revisions (``saferun/storage/migrations``);
+  ``metadata`` here is what those revisions must produce, and a test checks that they agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import BYTEA, JSONB
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+Blob = LargeBinary().with_variant(BYTEA(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Store naive UTC, hand back aware UTC: SQLite has no time zones, and comparisons must agree."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+workflows = Table(
+    "workflows", metadata,
+    Column("workflow_id", String(64), primary_key=True),
+    Column("name", String(500), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("state", String(32), nullable=False, index=True),
+    Column("config", JSONType, nullable=False),
+    Column("poster_id", String(200), nullable=False),
+    Column("executor_id", String(200), nullable=False),
+    Column("supervisor_id", String(200), nullable=True),
+    Column("escrow_micro", BigInteger, nullable=False),
+    # how many configured checkpoints have been approved (or passed, when no approval is required)
+    Column("current_checkpoint", Integer, nullable=False, default=0),
+    Column("job_id", String(64), nullable=True),
+    Column("escrow_id", String(64), nullable=True),
+    Column("last_approved_snapshot_id", String(64), nullable=True),
+    Column("result_uri", String(200), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("rollback_claimed_by", String(200), nullable=True),
+    Column("rollback_claimed_at", UTCDateTime, nullable=True),
+    Column("version", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("completed_at", UTCDateTime, nullable=True),
+)
+
+transitions = Table(
+    "transitions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("workflow_id", String(64), ForeignKey("workflows.workflow_id"), nullable=False, index=True),
+    Column("from_state", String(32), nullable=True),
+    Column("to_state", String(32), nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("at", UTCDateTime, nullable=False),
+)
+
+snapshots = Table(
+    "snapshots", metadata,
+    Column("snapshot_id", String(64), primary_key=True),
+    Column("workflow_id", String(64), ForeignKey("workflows.workflow_id"), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    # the configured checkpoint this snapshot belongs to, and the label the agent gave its state
+    Column("checkpoint_id", String(200), nullable=False),
+    Column("label", String(200), nullable=False),
+    # captured | approved | modified | rejected | expired | restored
+    Column("status", String(32), nullable=False),
+    Column("artifact_uri", String(200), nullable=False),
+    Column("raw_size_bytes", BigInteger, nullable=False),
+    Column("compressed_size_bytes", BigInteger, nullable=False),
+    Column("new_bytes", BigInteger, nullable=False),
+    Column("parent_snapshot_id", String(64), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("workflow_id", "sequence"),
+)
+
+approval_requests = Table(
+    "approval_requests", metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("workflow_id", String(64), ForeignKey("workflows.workflow_id"), nullable=False, index=True),
+    Column("snapshot_id", String(64), ForeignKey("snapshots.snapshot_id"), nullable=False),
+    Column("checkpoint_id", String(200), nullable=False),
+    Column("checkpoint_name", String(500), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("decision_needed", Text, nullable=False),
+    Column("context", JSONType, nullable=False),
+    Column("parameters", JSONType, nullable=False),
+    Column("recommendation", String(32), nullable=True),
+    Column("confidence", Float, nullable=True),
+    Column("risk", JSONType, nullable=False),
+    Column("alerts", JSONType, nullable=False),
+    Column("supervisor_id", String(200), nullable=True),
+    Column("on_timeout", String(16), nullable=False),
+    # pending | decided | expired
+    Column("status", String(16), nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+    Column("decided_at", UTCDateTime, nullable=True),
+)
+
+approval_responses = Table(
+    "approval_responses", metadata,
+    Column("response_id", String(64), primary_key=True),
+    Column("request_id", String(64), ForeignKey("approval_requests.request_id"), nullable=False,
+           unique=True),
+    Column("workflow_id", String(64), ForeignKey("workflows.workflow_id"), nullable=False, index=True),
+    Column("decision", String(16), nullable=False),
+    Column("rationale", Text, nullable=False),
+    Column("approved_by", String(200), nullable=False),
+    Column("modifications", JSONType, nullable=True),
+    Column("automatic", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+saga_steps = Table(
+    "saga_steps", metadata,
+    Column("step_id", String(64), primary_key=True),
+    Column("workflow_id", String(64), ForeignKey("workflows.workflow_id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("compensation", String(200), nullable=False),
+    Column("args", JSONType, nullable=False),
+    # pending (undo possible) | committed (an approval made it permanent) | compensating | compensated
+    # | failed
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    Column("claimed_by", String(200), nullable=True),
+    Column("claimed_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    UniqueConstraint("workflow_id", "seq"),
+)
+
+ledger_transactions = Table(
+    "ledger_transactions", metadata,
+    Column("txn_id", String(64), primary_key=True),
+    Column("idempotency_key", String(300), nullable=False, unique=True),
+    Column("workflow_id", String(64), nullable=True, index=True),
+    Column("kind", String(32), nullable=False),
+    Column("memo", Text, nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+ledger_legs = Table(
+    "ledger_legs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("txn_id", String(64), ForeignKey("ledger_transactions.txn_id"), nullable=False, index=True),
+    Column("account", String(300), nullable=False, index=True),
+    Column("amount_micro", BigInteger, nullable=False),
+)
+
+audit_events = Table(
+    "audit_events", metadata,
+    Column("workflow_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("payload", JSONType, nullable=False),
+    Column("at", String(40), nullable=False),  # ISO text: hashed as written, so no round-trip drift
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+blobs = Table(
+    "blobs", metadata,
+    Column("sha256", String(64), primary_key=True),
+    # chunk (key = sha256 of its bytes) | index (key = sha256 of the part it reassembles)
+    # | manifest (key = sha256 of the manifest's canonical bytes)
+    Column("kind", String(16), nullable=False),
+    Column("codec", String(16), nullable=False),  # zstd | raw
+    Column("raw_size", BigInteger, nullable=False),
+    Column("stored_size", BigInteger, nullable=False),
+    Column("data", Blob, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+artifacts = Table(
+    "artifacts", metadata,
+    Column("uri", String(200), primary_key=True),
+    Column("artifact_type", String(64), nullable=False),
+    Column("metadata", JSONType, nullable=False),
+    Column("raw_size", BigInteger, nullable=False),
+    Column("compressed_size", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+jobs = Table(
+    "jobs", metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("parent_job_id", String(64), ForeignKey("jobs.job_id"), nullable=True, index=True),
+    Column("job_type", String(64), nullable=False),
+    Column("workflow_id", String(64), nullable=True, index=True),
+    Column("status", String(32), nullable=False),
+    Column("data", JSONType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+Index("ix_approval_requests_pending_expiry", approval_requests.c.status, approval_requests.c.expires_at)
