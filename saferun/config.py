@@ -38,7 +38,7 @@ def normalize_database_url(url: str) -> str:
     """Accept the common spellings and route PostgreSQL to psycopg 3."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 

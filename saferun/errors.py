@@ -84,8 +84,9 @@ class InvalidTransition(Conflict):
 
     def __init__(self, workflow_id: str | None, state: str, event: str, detail: str = "") -> None:
         msg = f"cannot {event} workflow {workflow_id!r} in state {state}"
-        super().__init__(msg + (f": {detail}" if detail else ""), workflow_id=workflow_id, state=state,
-                         event=event)
+        super().__init__(
+            msg + (f": {detail}" if detail else ""), workflow_id=workflow_id, state=state, event=event
+        )
         self.workflow_id = workflow_id
         self.state = state
         self.event = event
@@ -95,8 +96,9 @@ class DecisionConflict(Conflict):
     """A request is decided exactly once; later decisions (or decisions after expiry) change nothing."""
 
     def __init__(self, request_id: str, status: str) -> None:
-        super().__init__(f"approval request {request_id!r} is already {status}", request_id=request_id,
-                         status=status)
+        super().__init__(
+            f"approval request {request_id!r} is already {status}", request_id=request_id, status=status
+        )
         self.request_id = request_id
         self.status = status
 
@@ -135,8 +137,11 @@ class ArtifactCorrupted(IntegrityError):
 
 class AuditChainBroken(IntegrityError):
     def __init__(self, workflow_id: str, seq: int, detail: str) -> None:
-        super().__init__(f"audit chain of {workflow_id!r} breaks at event {seq}: {detail}",
-                         workflow_id=workflow_id, seq=seq)
+        super().__init__(
+            f"audit chain of {workflow_id!r} breaks at event {seq}: {detail}",
+            workflow_id=workflow_id,
+            seq=seq,
+        )
         self.workflow_id = workflow_id
         self.seq = seq
 
@@ -149,7 +154,7 @@ class CompensationError(SafeRunError):
     http_status = 500
 
 
-class ApprovalRejected(SafeRunError):  # noqa: N818 - the seed's name for it (Advanced Pattern 4)
+class ApprovalRejected(SafeRunError):
     """Raised to the agent when a reviewer rejected its checkpoint, after compensations ran.
 
     ``restored_state`` is the state of the last approved checkpoint (or ``None`` when nothing was approved
@@ -158,12 +163,21 @@ class ApprovalRejected(SafeRunError):  # noqa: N818 - the seed's name for it (Ad
 
     http_status = 409
 
-    def __init__(self, workflow_id: str, rejected_checkpoint_id: str, last_approved_checkpoint: str | None,
-                 rationale: str, restored_state: Any = None, workflow_state: str = "") -> None:
+    def __init__(
+        self,
+        workflow_id: str,
+        rejected_checkpoint_id: str,
+        last_approved_checkpoint: str | None,
+        rationale: str,
+        restored_state: Any = None,
+        workflow_state: str = "",
+    ) -> None:
         super().__init__(
             f"checkpoint {rejected_checkpoint_id!r} of workflow {workflow_id!r} was rejected: {rationale}",
-            workflow_id=workflow_id, rejected_checkpoint_id=rejected_checkpoint_id,
-            last_approved_checkpoint=last_approved_checkpoint, workflow_state=workflow_state,
+            workflow_id=workflow_id,
+            rejected_checkpoint_id=rejected_checkpoint_id,
+            last_approved_checkpoint=last_approved_checkpoint,
+            workflow_state=workflow_state,
         )
         self.workflow_id = workflow_id
         self.rejected_checkpoint_id = rejected_checkpoint_id

@@ -40,7 +40,9 @@ def check_json(value: Any, path: str) -> None:
             continue
         if kind is float:
             if not math.isfinite(item):
-                raise StateNotSerializable(where, f"{item!r} is not a finite number (JSON has no NaN/Infinity)")
+                raise StateNotSerializable(
+                    where, f"{item!r} is not a finite number (JSON has no NaN/Infinity)"
+                )
             continue
         if kind is dict:
             if id(item) in seen:
@@ -48,8 +50,11 @@ def check_json(value: Any, path: str) -> None:
             seen.add(id(item))
             for k, v in item.items():
                 if type(k) is not str:
-                    raise StateNotSerializable(f"{where}.{k!r}", f"dict key of type {type(k).__name__} "
-                                               "is not a string; JSON objects only have string keys")
+                    raise StateNotSerializable(
+                        f"{where}.{k!r}",
+                        f"dict key of type {type(k).__name__} "
+                        "is not a string; JSON objects only have string keys",
+                    )
                 stack.append((v, f"{where}.{k}"))
             continue
         if kind is list or kind is tuple:
@@ -59,5 +64,7 @@ def check_json(value: Any, path: str) -> None:
             stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
             continue
         raise StateNotSerializable(
-            where, f"value of type {kind.__name__} is not JSON-serializable; convert it to a str, number, "
-            "bool, None, list or dict first")
+            where,
+            f"value of type {kind.__name__} is not JSON-serializable; convert it to a str, number, "
+            "bool, None, list or dict first",
+        )

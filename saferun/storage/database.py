@@ -71,14 +71,29 @@ class Database:
         self.engine.dispose()
 
 
+_instances: dict[str, Database] = {}
+_instances_lock = threading.Lock()
+
+
+def get_database(url: str | None = None) -> Database:
+    """The process's shared handle for ``url`` (default: the configured one), created on first use."""
+    resolved = normalize_database_url(url) if url else get_settings().resolved_database_url()
+    with _instances_lock:
+        db = _instances.get(resolved)
+        if db is None:
+            db = _instances[resolved] = Database(resolved)
+        return db
+
+
 def _make_engine(url: str, *, echo: bool) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         # NullPool: every checkout is a fresh connection, so a forked or threaded caller never shares one.
-        engine = create_engine(url, echo=echo, poolclass=NullPool,
-                               connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, echo=echo, poolclass=NullPool, connect_args={"check_same_thread": False, "timeout": 30}
+        )
         _sqlite_discipline(engine)
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
@@ -105,8 +120,9 @@ def lock_workflow(conn: Connection, workflow_id: str) -> None:
     if conn.dialect.name == "postgresql":
         from saferun.storage.schema import workflows
 
-        conn.execute(select(workflows.c.workflow_id).where(workflows.c.workflow_id == workflow_id)
-                     .with_for_update())
+        conn.execute(
+            select(workflows.c.workflow_id).where(workflows.c.workflow_id == workflow_id).with_for_update()
+        )
 
 
 def alembic_config(engine: Engine | None = None) -> Any:
@@ -115,7 +131,9 @@ def alembic_config(engine: Engine | None = None) -> Any:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if engine is not None:
-        cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+        # ConfigParser treats "%" as interpolation; URLs carry it (options=-csearch_path%3D...)
+        url = engine.url.render_as_string(hide_password=False).replace("%", "%%")
+        cfg.set_main_option("sqlalchemy.url", url)
     return cfg
 
 

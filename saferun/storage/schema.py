@@ -68,7 +68,8 @@ def utcnow() -> datetime:
 
 
 workflows = Table(
-    "workflows", metadata,
+    "workflows",
+    metadata,
     Column("workflow_id", String(64), primary_key=True),
     Column("name", String(500), nullable=False),
     Column("description", Text, nullable=False, default=""),
@@ -95,7 +96,8 @@ workflows = Table(
 )
 
 transitions = Table(
-    "transitions", metadata,
+    "transitions",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("workflow_id", String(64), ForeignKey("workflows.workflow_id"), nullable=False, index=True),
     Column("from_state", String(32), nullable=True),
@@ -107,7 +109,8 @@ transitions = Table(
 )
 
 snapshots = Table(
-    "snapshots", metadata,
+    "snapshots",
+    metadata,
     Column("snapshot_id", String(64), primary_key=True),
     Column("workflow_id", String(64), ForeignKey("workflows.workflow_id"), nullable=False),
     Column("sequence", Integer, nullable=False),
@@ -126,7 +129,8 @@ snapshots = Table(
 )
 
 approval_requests = Table(
-    "approval_requests", metadata,
+    "approval_requests",
+    metadata,
     Column("request_id", String(64), primary_key=True),
     Column("workflow_id", String(64), ForeignKey("workflows.workflow_id"), nullable=False, index=True),
     Column("snapshot_id", String(64), ForeignKey("snapshots.snapshot_id"), nullable=False),
@@ -141,6 +145,7 @@ approval_requests = Table(
     Column("risk", JSONType, nullable=False),
     Column("alerts", JSONType, nullable=False),
     Column("supervisor_id", String(200), nullable=True),
+    Column("job_id", String(64), nullable=True),  # the x402 approval sub-job
     Column("on_timeout", String(16), nullable=False),
     # pending | decided | expired
     Column("status", String(16), nullable=False, index=True),
@@ -150,10 +155,10 @@ approval_requests = Table(
 )
 
 approval_responses = Table(
-    "approval_responses", metadata,
+    "approval_responses",
+    metadata,
     Column("response_id", String(64), primary_key=True),
-    Column("request_id", String(64), ForeignKey("approval_requests.request_id"), nullable=False,
-           unique=True),
+    Column("request_id", String(64), ForeignKey("approval_requests.request_id"), nullable=False, unique=True),
     Column("workflow_id", String(64), ForeignKey("workflows.workflow_id"), nullable=False, index=True),
     Column("decision", String(16), nullable=False),
     Column("rationale", Text, nullable=False),
@@ -164,7 +169,8 @@ approval_responses = Table(
 )
 
 saga_steps = Table(
-    "saga_steps", metadata,
+    "saga_steps",
+    metadata,
     Column("step_id", String(64), primary_key=True),
     Column("workflow_id", String(64), ForeignKey("workflows.workflow_id"), nullable=False),
     Column("seq", Integer, nullable=False),
@@ -184,7 +190,8 @@ saga_steps = Table(
 )
 
 ledger_transactions = Table(
-    "ledger_transactions", metadata,
+    "ledger_transactions",
+    metadata,
     Column("txn_id", String(64), primary_key=True),
     Column("idempotency_key", String(300), nullable=False, unique=True),
     Column("workflow_id", String(64), nullable=True, index=True),
@@ -194,7 +201,8 @@ ledger_transactions = Table(
 )
 
 ledger_legs = Table(
-    "ledger_legs", metadata,
+    "ledger_legs",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("txn_id", String(64), ForeignKey("ledger_transactions.txn_id"), nullable=False, index=True),
     Column("account", String(300), nullable=False, index=True),
@@ -202,7 +210,8 @@ ledger_legs = Table(
 )
 
 audit_events = Table(
-    "audit_events", metadata,
+    "audit_events",
+    metadata,
     Column("workflow_id", String(64), primary_key=True),
     Column("seq", Integer, primary_key=True),
     Column("kind", String(64), nullable=False),
@@ -214,7 +223,8 @@ audit_events = Table(
 )
 
 blobs = Table(
-    "blobs", metadata,
+    "blobs",
+    metadata,
     Column("sha256", String(64), primary_key=True),
     # chunk (key = sha256 of its bytes) | index (key = sha256 of the part it reassembles)
     # | manifest (key = sha256 of the manifest's canonical bytes)
@@ -227,7 +237,8 @@ blobs = Table(
 )
 
 artifacts = Table(
-    "artifacts", metadata,
+    "artifacts",
+    metadata,
     Column("uri", String(200), primary_key=True),
     Column("artifact_type", String(64), nullable=False),
     Column("metadata", JSONType, nullable=False),
@@ -237,7 +248,8 @@ artifacts = Table(
 )
 
 jobs = Table(
-    "jobs", metadata,
+    "jobs",
+    metadata,
     Column("job_id", String(64), primary_key=True),
     Column("parent_job_id", String(64), ForeignKey("jobs.job_id"), nullable=True, index=True),
     Column("job_type", String(64), nullable=False),

@@ -1,0 +1,272 @@
+"""Deciding an approval request, exactly once, and what each decision does.
+
+Both a human decision and an expiry go through ``decide``: claim the pending request (one winner across
+all processes), record the response, then move the workflow:
+
+- APPROVED / MODIFIED: milestone paid (once per checkpoint), saga steps since the last approval become
+  permanent, the snapshot (or, for MODIFIED, a new snapshot with the merged parameters) becomes the last
+  approved one, AWAITING_APPROVAL -> EXECUTING;
+- REJECTED on a checkpoint that can roll back: -> ROLLING_BACK; the compensations run afterwards
+  (``Orchestrator.rollback``), outside this transaction, because they are side effects;
+- REJECTED on one that cannot: -> FAILED; nothing more is paid and the escrow's rest is refunded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping
+
+from saferun.core import escrow, transitions
+from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
+from saferun.core.state_machine.models import ApprovalDecision
+from saferun.domain.ids import new_id
+from saferun.domain.modifications import merge_patch, validate_modifications
+from saferun.domain.states import Event, WorkflowState
+from saferun.errors import DecisionConflict, InvalidInput
+from saferun.storage import approvals, audit, jobs, saga, snapshots
+from saferun.storage import workflows as wf_store
+from saferun.storage.database import lock_workflow
+from saferun.storage.schema import utcnow
+
+TIMEOUT_ACTOR = "saferun:timeout"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    request_id: str
+    workflow_id: str
+    decision: ApprovalDecision
+    workflow_state: WorkflowState
+    response_id: str
+    snapshot_id: str
+    approved_snapshot_id: str | None
+
+
+def decide(
+    conn: Connection,
+    capture: CheckpointCapture,
+    *,
+    workflow_id: str | None,
+    request_id: str,
+    decision: ApprovalDecision,
+    rationale: str,
+    approved_by: str,
+    modifications: dict[str, Any] | None,
+    response_id: str | None = None,
+    automatic: bool = False,
+    on_timeout_fail: bool = False,
+    now: datetime | None = None,
+) -> Outcome:
+    now = now or utcnow()
+    req = approvals.get(conn, request_id)
+    if workflow_id is not None and req["workflow_id"] != workflow_id:
+        raise InvalidInput(
+            "workflow_id",
+            f"request {request_id!r} belongs to workflow {req['workflow_id']!r}, not {workflow_id!r}",
+        )
+    wf_id = req["workflow_id"]
+    lock_workflow(conn, wf_id)
+    if decision == ApprovalDecision.MODIFIED:
+        validate_modifications(req["parameters"], modifications or {})
+    if not approvals.claim(
+        conn, request_id, "expired" if automatic else "decided", now, require_unexpired=not automatic
+    ):
+        current = approvals.get(conn, request_id)
+        raise DecisionConflict(request_id, "expired" if current["status"] == "pending" else current["status"])
+
+    response_id = response_id or new_id("resp")
+    approvals.insert_response(
+        conn,
+        response_id=response_id,
+        request_id=request_id,
+        workflow_id=wf_id,
+        decision=decision.value,
+        rationale=rationale,
+        approved_by=approved_by,
+        modifications=modifications,
+        automatic=automatic,
+    )
+    row = wf_store.get(conn, wf_id)
+    audit.append(
+        conn,
+        wf_id,
+        "decision",
+        approved_by,
+        {
+            "request_id": request_id,
+            "decision": decision.value,
+            "rationale": rationale,
+            "modifications": modifications,
+            "automatic": automatic,
+        },
+    )
+    snap = snapshots.get(conn, req["snapshot_id"])
+    if req["job_id"]:
+        jobs.set_status(conn, req["job_id"], decision.value.lower())
+
+    if decision == ApprovalDecision.REJECTED:
+        return _reject(conn, row, req, snap, response_id, rationale, approved_by, on_timeout_fail)
+    approved_id = snap["snapshot_id"]
+    if decision == ApprovalDecision.MODIFIED:
+        approved_id = _store_modified(conn, capture, row, snap, modifications or {}, approved_by)
+    else:
+        snapshots.set_status(conn, snap["snapshot_id"], "approved")
+    complete_checkpoint(
+        conn, row, req["checkpoint_id"], approved_id, req["supervisor_id"] or approved_by, approved_by
+    )
+    row = wf_store.get(conn, wf_id)
+    event = Event.MODIFIED if decision == ApprovalDecision.MODIFIED else Event.APPROVED
+    state = transitions.apply(
+        conn, row, event, actor=approved_by, reason=rationale, audit_payload={"request_id": request_id}
+    )
+    return Outcome(request_id, wf_id, decision, state, response_id, snap["snapshot_id"], approved_id)
+
+
+def complete_checkpoint(
+    conn: Connection,
+    row: RowMapping,
+    checkpoint_id: str,
+    snapshot_id: str,
+    supervisor_id: str | None,
+    actor: str,
+) -> None:
+    """A checkpoint passed: pay its milestone once, make earlier steps permanent, remember the state."""
+    first_time = checkpoint_id not in completed_checkpoints(conn, row["workflow_id"], exclude=snapshot_id)
+    escrow.release_milestone(conn, row, checkpoint_id, supervisor_id, actor)
+    saga.commit_pending(conn, row["workflow_id"])
+    values: dict[str, Any] = {"last_approved_snapshot_id": snapshot_id}
+    if first_time:
+        values["current_checkpoint"] = row["current_checkpoint"] + 1
+    wf_store.update_fields(conn, row["workflow_id"], **values)
+
+
+def completed_checkpoints(conn: Connection, workflow_id: str, exclude: str | None = None) -> set[str]:
+    return {
+        s["checkpoint_id"]
+        for s in snapshots.list_for(conn, workflow_id)
+        if s["status"] in ("approved", "modified", "passed") and s["snapshot_id"] != exclude
+    }
+
+
+def _store_modified(
+    conn: Connection,
+    capture: CheckpointCapture,
+    row: RowMapping,
+    snap: RowMapping,
+    modifications: dict[str, Any],
+    actor: str,
+) -> str:
+    """The seed's "Store Modified State": a new snapshot whose parameters carry the reviewer's changes."""
+    snapshots.set_status(conn, snap["snapshot_id"], "superseded")
+    state = capture.load_state(conn, snap["artifact_uri"])
+    merged = state.model_copy(update={"parameters": merge_patch(state.parameters, modifications)})
+    stored = capture.store_state(
+        conn, state_parts(merged), {"workflow_id": row["workflow_id"], "checkpoint_id": snap["checkpoint_id"]}
+    )
+    snapshot_id = new_id("snap")
+    snapshots.insert_snapshot(
+        conn,
+        snapshot_id=snapshot_id,
+        workflow_id=row["workflow_id"],
+        sequence=snapshots.next_sequence(conn, row["workflow_id"]),
+        checkpoint_id=snap["checkpoint_id"],
+        label=snap["label"],
+        status="modified",
+        artifact_uri=stored.uri,
+        raw_size_bytes=stored.raw_size,
+        compressed_size_bytes=stored.compressed_size,
+        new_bytes=stored.new_bytes,
+        parent_snapshot_id=snap["snapshot_id"],
+    )
+    audit.append(
+        conn,
+        row["workflow_id"],
+        "state_modified",
+        actor,
+        {
+            "snapshot_id": snapshot_id,
+            "parent_snapshot_id": snap["snapshot_id"],
+            "artifact_uri": stored.uri,
+            "modifications": modifications,
+        },
+    )
+    return snapshot_id
+
+
+def _reject(
+    conn: Connection,
+    row: RowMapping,
+    req: RowMapping,
+    snap: RowMapping,
+    response_id: str,
+    rationale: str,
+    actor: str,
+    force_fail: bool,
+) -> Outcome:
+    snapshots.set_status(conn, snap["snapshot_id"], "rejected")
+    cp = next((c for c in row["config"]["checkpoints"] if c["checkpoint_id"] == req["checkpoint_id"]), {})
+    can_rollback = bool(cp.get("can_rollback", True)) and not force_fail
+    if can_rollback:
+        state = transitions.apply(
+            conn,
+            row,
+            Event.REJECTED_ROLLBACK,
+            actor=actor,
+            reason=rationale,
+            audit_payload={"request_id": req["request_id"]},
+            rollback_claimed_by=None,
+            rollback_claimed_at=None,
+        )
+    else:
+        message = f"checkpoint {req['checkpoint_name']!r} rejected and cannot roll back: {rationale}"
+        state = transitions.apply(
+            conn,
+            row,
+            Event.REJECTED_NO_ROLLBACK,
+            actor=actor,
+            reason=rationale,
+            audit_payload={"request_id": req["request_id"]},
+            error_message=message,
+            completed_at=utcnow(),
+        )
+        escrow.refund_held(conn, row, "rejected without rollback", actor)
+        if row["job_id"]:
+            jobs.set_status(conn, row["job_id"], "failed")
+    return Outcome(
+        req["request_id"],
+        row["workflow_id"],
+        ApprovalDecision.REJECTED,
+        state,
+        response_id,
+        snap["snapshot_id"],
+        row["last_approved_snapshot_id"],
+    )
+
+
+def expire(conn: Connection, capture: CheckpointCapture, request_id: str, now: datetime) -> Outcome | None:
+    """Apply a due request's ``on_timeout`` policy; None when another process got there first."""
+    req = approvals.get(conn, request_id)
+    if req["status"] != "pending" or req["expires_at"] > now:
+        return None
+    policy = req["on_timeout"]
+    decision = ApprovalDecision.APPROVED if policy == "approve" else ApprovalDecision.REJECTED
+    rationale = f"no decision within the checkpoint's timeout; on_timeout={policy}"
+    try:
+        return decide(
+            conn,
+            capture,
+            workflow_id=None,
+            request_id=request_id,
+            decision=decision,
+            rationale=rationale,
+            approved_by=TIMEOUT_ACTOR,
+            modifications=None,
+            automatic=True,
+            on_timeout_fail=policy == "fail",
+            now=now,
+        )
+    except DecisionConflict:
+        return None

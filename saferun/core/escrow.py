@@ -1,0 +1,82 @@
+"""Escrow movements of a workflow, each posted and audited in the caller's transaction.
+
+Idempotency keys are derived from what the movement is (``release:<wf>:<checkpoint>``), not from when it
+happens, so a retried or replayed decision can never pay a milestone twice.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import Connection, RowMapping
+
+from saferun.domain import ledger as rules
+from saferun.domain.money import format_micro
+from saferun.storage import audit
+from saferun.storage import ledger as book
+
+
+def lock(conn: Connection, row: RowMapping, actor: str) -> None:
+    amount = row["escrow_micro"]
+    if amount == 0:
+        return
+    wf = row["workflow_id"]
+    txn = book.post(
+        conn, rules.lock(wf, row["poster_id"], amount), idempotency_key=f"lock:{wf}", workflow_id=wf
+    )
+    audit.append(
+        conn,
+        wf,
+        "escrow_locked",
+        actor,
+        {"amount": format_micro(amount), "txn_id": txn, "escrow_id": row["escrow_id"]},
+    )
+
+
+def milestone_amounts(row: RowMapping) -> dict[str, int]:
+    cps = row["config"]["checkpoints"]
+    weights = [Decimal(str(cp.get("milestone_weight", 1))) for cp in cps]
+    amounts = rules.allocate(row["escrow_micro"], weights) if row["escrow_micro"] else [0] * len(cps)
+    return {cp["checkpoint_id"]: amt for cp, amt in zip(cps, amounts, strict=True)}
+
+
+def release_milestone(
+    conn: Connection, row: RowMapping, checkpoint_id: str, supervisor_id: str | None, actor: str
+) -> int:
+    """Pay one milestone (90/10 by default); returns the amount, 0 when it was already paid or is empty."""
+    amount = milestone_amounts(row).get(checkpoint_id, 0)
+    wf = row["workflow_id"]
+    key = f"release:{wf}:{checkpoint_id}"
+    if amount == 0 or book.exists(conn, key):
+        return 0
+    share = Decimal(str(row["config"].get("executor_share", "0.9")))
+    posting = rules.release(wf, amount, row["executor_id"], supervisor_id, share)
+    txn = book.post(conn, posting, idempotency_key=key, workflow_id=wf)
+    audit.append(
+        conn,
+        wf,
+        "milestone_released",
+        actor,
+        {
+            "checkpoint_id": checkpoint_id,
+            "amount": format_micro(amount),
+            "txn_id": txn,
+            "legs": {leg.account: format_micro(leg.amount) for leg in posting.legs if leg.amount > 0},
+        },
+    )
+    return amount
+
+
+def refund_held(conn: Connection, row: RowMapping, reason: str, actor: str) -> int:
+    """Return what the escrow still holds to the poster (settlement and failure both end here)."""
+    wf = row["workflow_id"]
+    held = book.escrow_position(conn, wf).held
+    if held <= 0:
+        return 0
+    txn = book.post(
+        conn, rules.refund(wf, row["poster_id"], held), idempotency_key=f"refund:{wf}", workflow_id=wf
+    )
+    audit.append(
+        conn, wf, "escrow_refunded", actor, {"amount": format_micro(held), "reason": reason, "txn_id": txn}
+    )
+    return held

@@ -1,0 +1,238 @@
+"""The seed's Pydantic models: configs, execution state, snapshots, approval requests and responses.
+
+Names and defaults follow the seed's "Configuration Reference". Where the seed is loose, the models are
+strict, because a bad config found at ``initialize_workflow`` costs nothing and one found at the third
+checkpoint costs a rollback:
+
+- ``escrow_amount`` accepts the seed's floats but is held as an exact ``Decimal`` (6 decimals at most,
+  never negative); the ledger works in integer micro-units.
+- a workflow needs at least one checkpoint, and checkpoint ids must be unique.
+- every id is generated when not given (``wf_…``, ``cp_…``), so ``config.workflow_id`` is known before
+  the workflow exists, as the seed's "Creating a Supervised Workflow" example relies on.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+
+from saferun.domain.ids import new_id
+from saferun.domain.money import to_decimal
+from saferun.domain.states import WorkflowState
+from saferun.errors import InvalidAmount
+
+__all__ = [
+    "ApprovalDecision",
+    "ApprovalRequest",
+    "ApprovalResponse",
+    "CheckpointConfig",
+    "CheckpointSnapshot",
+    "ExecutionState",
+    "TimeoutPolicy",
+    "WorkflowConfig",
+    "WorkflowExecution",
+    "WorkflowState",
+]
+
+
+class ApprovalDecision(StrEnum):
+    APPROVED = "APPROVED"
+    MODIFIED = "MODIFIED"
+    REJECTED = "REJECTED"
+
+
+TimeoutPolicy = Literal["reject", "approve", "fail"]
+
+
+class CheckpointConfig(BaseModel):
+    """A point where the agent stops and (by default) waits for a human."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=500)
+    description: str = ""
+    requires_approval: bool = True
+    can_rollback: bool = True
+    timeout_seconds: int = Field(default=300, gt=0, le=60 * 60 * 24 * 365)
+    checkpoint_id: str = Field(default_factory=lambda: new_id("cp"), min_length=1, max_length=200)
+    # What happens when nobody decides in time. Rejecting is the safe default: silence is not consent.
+    on_timeout: TimeoutPolicy = "reject"
+    # This checkpoint's share of the escrow relative to the others (equal by default).
+    milestone_weight: Decimal = Field(default=Decimal(1), gt=0)
+
+
+class WorkflowConfig(BaseModel):
+    """A supervised workflow: who pays, who works, who supervises, and where the agent stops."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=500)
+    description: str = ""
+    checkpoints: list[CheckpointConfig]
+    escrow_amount: Decimal
+    poster_id: str = Field(min_length=1, max_length=200)
+    executor_id: str = Field(min_length=1, max_length=200)
+    supervisor_id: str | None = Field(default=None, max_length=200)
+    workflow_id: str = Field(default_factory=lambda: new_id("wf"), min_length=1, max_length=64)
+    # Share of each released milestone paid to the executor; the supervisor gets the rest (seed: 90/10).
+    executor_share: Decimal = Field(default=Decimal("0.9"), ge=0, le=1)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("escrow_amount", mode="before")
+    @classmethod
+    def _exact_amount(cls, value: Any) -> Decimal:
+        try:
+            dec = to_decimal(value, "escrow_amount")
+        except InvalidAmount as exc:
+            raise ValueError(exc.message) from None
+        if dec < 0:
+            raise ValueError(f"escrow_amount must not be negative, got {dec}")
+        return dec
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _checkpoints_valid(cls, value: list[CheckpointConfig]) -> list[CheckpointConfig]:
+        if not value:
+            raise ValueError("a workflow needs at least one checkpoint")
+        seen: set[str] = set()
+        for cp in value:
+            if cp.checkpoint_id in seen:
+                raise ValueError(f"duplicate checkpoint_id {cp.checkpoint_id!r}")
+            seen.add(cp.checkpoint_id)
+        return value
+
+    @model_validator(mode="after")
+    def _parties_distinct(self) -> WorkflowConfig:
+        if self.supervisor_id is not None and self.supervisor_id in (self.poster_id, self.executor_id):
+            raise ValueError("supervisor_id must differ from poster_id and executor_id (four eyes)")
+        return self
+
+    @field_serializer("escrow_amount", "executor_share")
+    def _money_as_text(self, value: Decimal) -> str:
+        return str(value)
+
+    def checkpoint(self, checkpoint_id: str) -> CheckpointConfig | None:
+        return next((cp for cp in self.checkpoints if cp.checkpoint_id == checkpoint_id), None)
+
+
+class ExecutionState(BaseModel):
+    """Everything an agent knows at a checkpoint (the seed's Diagram 3, layers 2 and 3).
+
+    The six seed fields come first. ``parameters`` holds what the agent proposes to do next in a form a
+    reviewer can change (``{"pizza_count": 100}``): a MODIFIED decision is merged into it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint_id: str = Field(min_length=1, max_length=200)
+    agent_memory: dict[str, Any] = Field(default_factory=dict)
+    api_calls: list[dict[str, Any]] = Field(default_factory=list)
+    intermediate_outputs: dict[str, Any] = Field(default_factory=dict)
+    decision_trace: list[str] = Field(default_factory=list)
+    resource_consumption: dict[str, float] = Field(default_factory=dict)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    planned_next_steps: list[str] = Field(default_factory=list)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    confidence_scores: dict[str, float] = Field(default_factory=dict)
+    risk_assessment: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def part_names(cls) -> list[str]:
+        return [name for name in cls.model_fields if name != "checkpoint_id"]
+
+
+class CheckpointSnapshot(BaseModel):
+    """A captured state, stored as a content-addressed artifact (``x402://artifacts/sha256:…``)."""
+
+    snapshot_id: str
+    workflow_id: str
+    checkpoint_id: str
+    label: str
+    sequence: int
+    status: str
+    timestamp: datetime
+    execution_state: ExecutionState | None = None
+    artifact_uri: str
+    raw_size_bytes: int
+    compressed_size_bytes: int
+    new_bytes: int
+    parent_snapshot_id: str | None = None
+
+
+class ApprovalRequest(BaseModel):
+    """What a reviewer sees (Diagram 3, layer 1) and when it stops waiting."""
+
+    request_id: str
+    workflow_id: str
+    snapshot_id: str
+    checkpoint_id: str
+    checkpoint_name: str
+    summary: str
+    decision_needed: str
+    context: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    recommendation: str | None = None
+    confidence: float | None = Field(default=None, ge=0, le=1)
+    risk: dict[str, Any] = Field(default_factory=dict)
+    alerts: list[dict[str, Any]] = Field(default_factory=list)
+    supervisor_id: str | None = None
+    on_timeout: TimeoutPolicy = "reject"
+    status: Literal["pending", "decided", "expired"] = "pending"
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None = None
+
+
+class ApprovalResponse(BaseModel):
+    """A human's (or the timeout policy's) decision on one request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1)
+    decision: ApprovalDecision
+    rationale: str = ""
+    approved_by: str = Field(min_length=1, max_length=200)
+    modifications: dict[str, Any] | None = None
+    response_id: str = Field(default_factory=lambda: new_id("resp"))
+    automatic: bool = False
+    created_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _modifications_match_decision(self) -> ApprovalResponse:
+        if self.decision == ApprovalDecision.MODIFIED and not self.modifications:
+            raise ValueError("modifications: a MODIFIED decision needs at least one modification")
+        if self.decision != ApprovalDecision.MODIFIED and self.modifications:
+            raise ValueError(
+                f"modifications: only a MODIFIED decision carries modifications, not {self.decision.value}"
+            )
+        return self
+
+
+class WorkflowExecution(BaseModel):
+    """A workflow as stored: config, state and progress. ``current_state`` is the seed's name."""
+
+    workflow_id: str
+    config: WorkflowConfig
+    current_state: WorkflowState
+    current_checkpoint: int
+    total_checkpoints: int
+    job_id: str | None = None
+    escrow_id: str | None = None
+    last_approved_snapshot_id: str | None = None
+    result_uri: str | None = None
+    error_message: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    snapshots: int = 0
+    approval_requests: int = 0
+    approval_responses: int = 0
+
+    @property
+    def status(self) -> str:
+        return self.current_state.value

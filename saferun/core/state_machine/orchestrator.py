@@ -1,0 +1,725 @@
+"""``WorkflowOrchestrator``: the seed's API over SafeRun's durable engine.
+
+Every call is one database transaction (state change + ledger + audit commit together) against the
+configured store, so any number of orchestrators, in any number of processes, see one truth, and a
+process that restarts carries on where the last one stopped. Method names and sync/async shapes are the
+seed's (``initialize_workflow`` is sync, ``create_checkpoint`` is async); additions are named for what
+they do (``register_step``, ``wait_for_decision``, ``rollback``, ``sweep``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, RowMapping
+
+from saferun.config import get_settings
+from saferun.core import decisions, escrow, transitions
+from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
+from saferun.core.rollback.reconciliation import (
+    CompensationRegistry,
+    RetryPolicy,
+    RollbackReport,
+    run_compensation,
+)
+from saferun.core.rollback.reconciliation import (
+    registry as default_registry,
+)
+from saferun.core.state_machine.models import (
+    ApprovalDecision,
+    ApprovalRequest,
+    ApprovalResponse,
+    CheckpointConfig,
+    CheckpointSnapshot,
+    ExecutionState,
+    WorkflowConfig,
+    WorkflowExecution,
+)
+from saferun.domain.canonical import canonical_bytes, check_json
+from saferun.domain.ids import new_id
+from saferun.domain.money import to_micro
+from saferun.domain.states import FAILURE_EVENT, Event, WorkflowState
+from saferun.errors import (
+    CompensationError,
+    Conflict,
+    InvalidInput,
+    InvalidTransition,
+    WorkflowNotFound,
+)
+from saferun.storage import approvals, audit, jobs, saga, snapshots
+from saferun.storage import ledger as book
+from saferun.storage import workflows as wf_store
+from saferun.storage.database import Database, get_database, lock_workflow
+from saferun.storage.schema import utcnow
+
+if TYPE_CHECKING:
+    from saferun.api.x402.client import X402Integration
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    expired: list[str] = field(default_factory=list)
+    rolled_back: list[str] = field(default_factory=list)
+
+
+class WorkflowOrchestrator:
+    """Drives workflows through the seven states. Cheap to create; all state lives in the database."""
+
+    def __init__(
+        self,
+        x402_integration: X402Integration | None = None,
+        *,
+        database: Database | None = None,
+        registry: CompensationRegistry | None = None,
+        retry: RetryPolicy | None = None,
+        actor: str = "saferun:orchestrator",
+    ) -> None:
+        self.x402 = x402_integration
+        self.db = database or getattr(x402_integration, "database", None) or get_database()
+        self.registry = registry or default_registry
+        self.retry = retry or RetryPolicy()
+        self.capture = CheckpointCapture()
+        self.actor = actor
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        # states captured by this process, so request_approval needn't re-read a large artifact
+        self._recent: OrderedDict[str, ExecutionState] = OrderedDict()
+        settings = get_settings()
+        if settings.compensation_modules:
+            self.registry.import_modules(settings.compensation_modules)
+        self.rollback_grace = timedelta(seconds=settings.rollback_grace_seconds)
+
+    # ------------------------------------------------------------------ lifecycle (seed API)
+    def initialize_workflow(self, config: WorkflowConfig, *, actor: str | None = None) -> WorkflowExecution:
+        """Create the workflow, its main job and its escrow lock in one transaction (INITIALIZED)."""
+        actor = actor or config.poster_id
+        amount = to_micro(config.escrow_amount, "escrow_amount")
+        cfg = config.model_dump(mode="json")
+        check_json(cfg, "config")
+        with self.db.transaction() as conn:
+            if wf_store.exists(conn, config.workflow_id):
+                raise Conflict(
+                    f"workflow {config.workflow_id!r} already exists", workflow_id=config.workflow_id
+                )
+            wf_store.insert_workflow(
+                conn,
+                workflow_id=config.workflow_id,
+                name=config.name,
+                description=config.description,
+                state=WorkflowState.INITIALIZED.value,
+                config=cfg,
+                poster_id=config.poster_id,
+                executor_id=config.executor_id,
+                supervisor_id=config.supervisor_id,
+                escrow_micro=amount,
+                escrow_id=f"escrow_{config.workflow_id}",
+            )
+            job_id = jobs.create(
+                conn,
+                job_type="supervised_workflow",
+                workflow_id=config.workflow_id,
+                data={
+                    "workflow_id": config.workflow_id,
+                    "executor_id": config.executor_id,
+                    "escrow_amount": str(config.escrow_amount),
+                },
+            )
+            wf_store.update_fields(conn, config.workflow_id, job_id=job_id)
+            wf_store.record_transition(
+                conn, config.workflow_id, None, WorkflowState.INITIALIZED.value, event="create", actor=actor
+            )
+            audit.append(
+                conn,
+                config.workflow_id,
+                "workflow_created",
+                actor,
+                {"name": config.name, "config": cfg, "job_id": job_id},
+            )
+            row = wf_store.get(conn, config.workflow_id)
+            escrow.lock(conn, row, actor)
+            return self._execution(conn, wf_store.get(conn, config.workflow_id))
+
+    def start_execution(self, workflow_id: str, *, actor: str | None = None) -> WorkflowExecution:
+        with self._locked(workflow_id) as (conn, row):
+            transitions.apply(conn, row, Event.START, actor=actor or row["executor_id"], started_at=utcnow())
+            if row["job_id"]:
+                jobs.set_status(conn, row["job_id"], "running")
+            return self._execution(conn, wf_store.get(conn, workflow_id))
+
+    async def create_checkpoint(self, workflow_id: str, state: ExecutionState) -> CheckpointSnapshot:
+        """Store the state as an artifact; a checkpoint that needs no approval passes at once."""
+        return self.create_checkpoint_sync(workflow_id, state)
+
+    def create_checkpoint_sync(self, workflow_id: str, state: ExecutionState) -> CheckpointSnapshot:
+        if not isinstance(state, ExecutionState):
+            raise InvalidInput("state", f"expected an ExecutionState, got {type(state).__name__}")
+        parts = state_parts(state)  # refuses non-JSON state before any write
+        with self._locked(workflow_id) as (conn, row):
+            self._require(row, WorkflowState.EXECUTING, "create a checkpoint for")
+            cp = self._bind_checkpoint(conn, row, state.checkpoint_id)
+            stored = self.capture.store_state(
+                conn, parts, {"workflow_id": workflow_id, "checkpoint_id": cp.checkpoint_id}
+            )
+            snapshot_id = new_id("snap")
+            status = "captured" if cp.requires_approval else "passed"
+            snapshots.insert_snapshot(
+                conn,
+                snapshot_id=snapshot_id,
+                workflow_id=workflow_id,
+                sequence=snapshots.next_sequence(conn, workflow_id),
+                checkpoint_id=cp.checkpoint_id,
+                label=state.checkpoint_id,
+                status=status,
+                artifact_uri=stored.uri,
+                raw_size_bytes=stored.raw_size,
+                compressed_size_bytes=stored.compressed_size,
+                new_bytes=stored.new_bytes,
+                parent_snapshot_id=row["last_approved_snapshot_id"],
+            )
+            audit.append(
+                conn,
+                workflow_id,
+                "checkpoint_captured",
+                row["executor_id"],
+                {
+                    "snapshot_id": snapshot_id,
+                    "checkpoint_id": cp.checkpoint_id,
+                    "label": state.checkpoint_id,
+                    "artifact_uri": stored.uri,
+                    "raw_size_bytes": stored.raw_size,
+                    "compressed_size_bytes": stored.compressed_size,
+                    "new_bytes": stored.new_bytes,
+                },
+            )
+            if not cp.requires_approval:
+                decisions.complete_checkpoint(
+                    conn, row, cp.checkpoint_id, snapshot_id, row["supervisor_id"], self.actor
+                )
+            self._remember(snapshot_id, state)
+            return self._snapshot(snapshots.get(conn, snapshot_id), state)
+
+    def request_approval(
+        self,
+        workflow_id: str,
+        snapshot_id: str,
+        summary: str,
+        context: dict[str, Any] | None = None,
+        *,
+        decision_needed: str | None = None,
+        recommendation: str | None = None,
+        confidence: float | None = None,
+        risk: dict[str, Any] | None = None,
+        alerts: list[dict[str, Any]] | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> ApprovalRequest:
+        """Pause the workflow for a human (EXECUTING -> AWAITING_APPROVAL) and open an approval sub-job."""
+        context = dict(context or {})
+        check_json(context, "context")
+        if confidence is not None and not 0 <= confidence <= 1:
+            raise InvalidInput("confidence", f"must be between 0 and 1, got {confidence}")
+        with self._locked(workflow_id) as (conn, row):
+            snap = snapshots.get(conn, snapshot_id)
+            if snap["workflow_id"] != workflow_id:
+                raise InvalidInput("snapshot_id", f"snapshot {snapshot_id!r} belongs to another workflow")
+            self._require(row, WorkflowState.EXECUTING, "request approval for")
+            cp = self._config(row).checkpoint(snap["checkpoint_id"])
+            assert cp is not None  # snapshots are only ever bound to configured checkpoints
+            if parameters is None:
+                parameters = self._state_of(conn, snap).parameters
+            check_json(parameters, "parameters")
+            for name, value in (("risk", risk or {}), ("alerts", alerts or [])):
+                check_json(value, name)
+            now = utcnow()
+            request_id = new_id("req")
+            supervisor = row["supervisor_id"]
+            job_id = jobs.create(
+                conn,
+                job_type="approval",
+                workflow_id=workflow_id,
+                parent_job_id=row["job_id"],
+                data={
+                    "checkpoint_id": cp.checkpoint_id,
+                    "supervisor_id": supervisor,
+                    "request_id": request_id,
+                    "snapshot_id": snapshot_id,
+                },
+            )
+            approvals.insert_request(
+                conn,
+                request_id=request_id,
+                workflow_id=workflow_id,
+                snapshot_id=snapshot_id,
+                checkpoint_id=cp.checkpoint_id,
+                checkpoint_name=cp.name,
+                summary=summary,
+                decision_needed=decision_needed or cp.description or f"Approve '{cp.name}' and continue?",
+                context=context,
+                parameters=parameters,
+                recommendation=recommendation,
+                confidence=confidence,
+                risk=risk or {},
+                alerts=alerts or [],
+                supervisor_id=supervisor,
+                job_id=job_id,
+                on_timeout=cp.on_timeout,
+                created_at=now,
+                expires_at=now + timedelta(seconds=cp.timeout_seconds),
+            )
+            transitions.apply(
+                conn,
+                row,
+                Event.CHECKPOINT_REACHED,
+                actor=row["executor_id"],
+                reason=summary,
+                audit_payload={
+                    "request_id": request_id,
+                    "snapshot_id": snapshot_id,
+                    "checkpoint_id": cp.checkpoint_id,
+                    "approval_job_id": job_id,
+                },
+            )
+            return self._request(approvals.get(conn, request_id))
+
+    def submit_approval(self, workflow_id: str | None, response: ApprovalResponse) -> WorkflowExecution:
+        """Decide a request exactly once. A second decision, or one after expiry, raises DecisionConflict."""
+        with self.db.transaction() as conn:
+            outcome = decisions.decide(
+                conn,
+                self.capture,
+                workflow_id=workflow_id,
+                request_id=response.request_id,
+                decision=response.decision,
+                rationale=response.rationale,
+                approved_by=response.approved_by,
+                modifications=response.modifications,
+                response_id=response.response_id,
+            )
+            return self._execution(conn, wf_store.get(conn, outcome.workflow_id))
+
+    def settle_workflow(
+        self, workflow_id: str, result: dict[str, Any] | None = None, *, actor: str | None = None
+    ) -> WorkflowExecution:
+        """EXECUTING -> SETTLING; the result is kept as an artifact beside the checkpoints."""
+        body = canonical_bytes(result or {}, "result")
+        with self._locked(workflow_id) as (conn, row):
+            self._require(row, WorkflowState.EXECUTING, "settle")
+            stored = self.capture.store.put_bytes(
+                conn, body, artifact_type="workflow_result", metadata={"workflow_id": workflow_id}
+            )
+            total = len(row["config"]["checkpoints"])
+            transitions.apply(
+                conn,
+                row,
+                Event.SETTLE,
+                actor=actor or row["executor_id"],
+                result_uri=stored.uri,
+                audit_payload={
+                    "result_uri": stored.uri,
+                    "completed_checkpoints": row["current_checkpoint"],
+                    "total_checkpoints": total,
+                },
+            )
+            return self._execution(conn, wf_store.get(conn, workflow_id))
+
+    def complete_workflow(self, workflow_id: str, *, actor: str | None = None) -> WorkflowExecution:
+        """SETTLING -> COMPLETED: milestones were paid as approved; what the escrow still holds goes back."""
+        with self._locked(workflow_id) as (conn, row):
+            self._require(row, WorkflowState.SETTLING, "complete")
+            escrow.refund_held(conn, row, "unearned share returned at settlement", self.actor)
+            transitions.apply(
+                conn, row, Event.SETTLEMENT_SUCCEEDED, actor=actor or self.actor, completed_at=utcnow()
+            )
+            if row["job_id"]:
+                jobs.set_status(conn, row["job_id"], "completed")
+            return self._execution(conn, wf_store.get(conn, workflow_id))
+
+    def fail_workflow(self, workflow_id: str, error: str, *, actor: str | None = None) -> WorkflowExecution:
+        """Fail from EXECUTING, ROLLING_BACK or SETTLING: approved milestones stay paid, the rest is refunded.
+
+        A workflow awaiting approval cannot be failed by its agent: the pending decision belongs to the
+        reviewer (or to the checkpoint's timeout policy).
+        """
+        with self._locked(workflow_id) as (conn, row):
+            state = WorkflowState(row["state"])
+            event = FAILURE_EVENT.get(state)
+            if event is None:
+                raise InvalidTransition(
+                    workflow_id,
+                    state.value,
+                    "fail",
+                    "only EXECUTING, ROLLING_BACK or SETTLING workflows can be failed",
+                )
+            transitions.apply(
+                conn,
+                row,
+                event,
+                actor=actor or row["executor_id"],
+                reason=error,
+                error_message=error,
+                completed_at=utcnow(),
+            )
+            escrow.refund_held(conn, row, f"workflow failed: {error}", self.actor)
+            if row["job_id"]:
+                jobs.set_status(conn, row["job_id"], "failed")
+            return self._execution(conn, wf_store.get(conn, workflow_id))
+
+    # ------------------------------------------------------------------ saga
+    def register_step(
+        self, workflow_id: str, name: str, compensation: str, args: dict[str, Any] | None = None
+    ) -> str:
+        """Record a side effect the agent just performed and how to undo it."""
+        args = dict(args or {})
+        check_json(args, "args")
+        if not compensation:
+            raise InvalidInput("compensation", "a step needs the name of its compensation")
+        with self._locked(workflow_id) as (conn, row):
+            self._require(row, WorkflowState.EXECUTING, "register a step for")
+            step_id = new_id("step")
+            seq = saga.add(
+                conn,
+                step_id=step_id,
+                workflow_id=workflow_id,
+                name=name,
+                compensation=compensation,
+                args=args,
+            )
+            audit.append(
+                conn,
+                workflow_id,
+                "step_registered",
+                row["executor_id"],
+                {"step_id": step_id, "seq": seq, "name": name, "compensation": compensation, "args": args},
+            )
+            return step_id
+
+    async def arollback(self, workflow_id: str, *, stale_claim_seconds: float = 300.0) -> RollbackReport:
+        """Undo the steps since the last approved checkpoint and resume from it (ROLLING_BACK -> ...).
+
+        Raises CompensationError, changing nothing, when a compensation name does not resolve in this
+        process; another process that knows it (or the sweep there) can finish the rollback.
+        """
+        report = RollbackReport(workflow_id)
+        with self._locked(workflow_id) as (conn, row):
+            self._require(row, WorkflowState.ROLLING_BACK, "roll back")
+            steps = saga.to_compensate(conn, workflow_id)
+        missing = sorted(
+            {s["compensation"] for s in steps if self.registry.resolve(s["compensation"]) is None}
+        )
+        if missing:
+            raise CompensationError(
+                f"compensation(s) {', '.join(missing)} are not registered in this process",
+                workflow_id=workflow_id,
+                missing=missing,
+            )
+        for step in steps:
+            now = utcnow()
+            with self._locked(workflow_id) as (conn, row):
+                if row["state"] != WorkflowState.ROLLING_BACK.value:
+                    report.final_state = row["state"]
+                    return report  # someone else finished (or failed) this rollback meanwhile
+                if not saga.claim(
+                    conn, step["step_id"], self.owner, now, now - timedelta(seconds=stale_claim_seconds)
+                ):
+                    continue
+            fn = self.registry.resolve(step["compensation"])
+            assert fn is not None
+            ok, error = await run_compensation(fn, step["args"], self.retry)
+            with self._locked(workflow_id) as (conn, row):
+                saga.finish(conn, step["step_id"], "compensated" if ok else "failed", error or None)
+                audit.append(
+                    conn,
+                    workflow_id,
+                    "compensation_" + ("succeeded" if ok else "failed"),
+                    self.actor,
+                    {
+                        "step_id": step["step_id"],
+                        "name": step["name"],
+                        "compensation": step["compensation"],
+                        "args": step["args"],
+                        "error": error or None,
+                    },
+                )
+                if not ok:
+                    message = (
+                        f"compensation {step['compensation']!r} of step {step['name']!r} failed: {error}"
+                    )
+                    transitions.apply(
+                        conn,
+                        row,
+                        Event.ROLLBACK_FAILED,
+                        actor=self.actor,
+                        reason=message,
+                        error_message=message,
+                        completed_at=utcnow(),
+                    )
+                    escrow.refund_held(conn, row, "rollback failed", self.actor)
+                    if row["job_id"]:
+                        jobs.set_status(conn, row["job_id"], "failed")
+                    report.failed, report.error = step["name"], message
+                    report.final_state = WorkflowState.FAILED.value
+                    return report
+            report.compensated.append(step["name"])
+        with self._locked(workflow_id) as (conn, row):
+            if row["state"] != WorkflowState.ROLLING_BACK.value:
+                report.final_state = row["state"]
+                return report
+            if saga.to_compensate(conn, workflow_id):
+                report.final_state = row["state"]  # a step is still claimed by another live process
+                return report
+            restored = row["last_approved_snapshot_id"]
+            restored_cp = snapshots.get(conn, restored)["checkpoint_id"] if restored else None
+            transitions.apply(
+                conn,
+                row,
+                Event.ROLLBACK_SUCCEEDED,
+                actor=self.actor,
+                reason="compensations done; resuming from the last approved checkpoint",
+                audit_payload={"restored_snapshot_id": restored, "compensated": report.compensated},
+            )
+            report.restored_snapshot_id, report.restored_checkpoint_id = restored, restored_cp
+            report.final_state = WorkflowState.EXECUTING.value
+        return report
+
+    def rollback(self, workflow_id: str) -> RollbackReport:
+        """Sync twin of ``arollback`` for the CLI and the sweep (must not be called inside an event loop)."""
+        return asyncio.run(self.arollback(workflow_id))
+
+    # ------------------------------------------------------------------ waiting and expiry
+    async def wait_for_decision(
+        self, request_id: str, timeout: float | None = None, poll_interval: float = 0.25
+    ) -> ApprovalResponse:
+        """Return the decision as soon as it exists; expiry (on_timeout) is applied here if nobody else did.
+
+        Polls the store (from 5 ms, backing off to ``poll_interval``), which is what works across processes
+        on SQLite. ``timeout`` bounds only this wait (TimeoutError); the request keeps its own expiry.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        delay = 0.005
+        while True:
+            with self.db.read() as conn:
+                req = approvals.get(conn, request_id)
+                resp = approvals.response_for(conn, request_id)
+            if resp is not None:
+                return self._response(resp)
+            if req["expires_at"] <= utcnow():
+                self.sweep_expired(only=request_id)
+                continue
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(f"no decision on {request_id} within {timeout} s")
+            await asyncio.sleep(delay)
+            delay = min(poll_interval, delay * 2)
+
+    def sweep_expired(self, now: datetime | None = None, *, only: str | None = None) -> list[str]:
+        """Resolve every due request by its on_timeout policy; exactly one process wins each request."""
+        now = now or utcnow()
+        with self.db.read() as conn:
+            due = [r["request_id"] for r in approvals.due(conn, now)] if only is None else [only]
+        resolved = []
+        for request_id in due:
+            with self.db.transaction() as conn:
+                if decisions.expire(conn, self.capture, request_id, now) is not None:
+                    resolved.append(request_id)
+        return resolved
+
+    def sweep(self, now: datetime | None = None) -> SweepReport:
+        """The maintenance any SafeRun process performs: expire due requests, finish abandoned rollbacks."""
+        now = now or utcnow()
+        report = SweepReport(expired=self.sweep_expired(now))
+        with self.db.read() as conn:
+            candidates = wf_store.rolling_back_since(conn, now - self.rollback_grace)
+        for workflow_id in candidates:
+            try:
+                if self.rollback(workflow_id).final_state == WorkflowState.EXECUTING.value:
+                    report.rolled_back.append(workflow_id)
+            except CompensationError as exc:
+                log.info("sweep leaves %s rolling back: %s", workflow_id, exc.message)
+        return report
+
+    # ------------------------------------------------------------------ reads
+    def get_workflow(self, workflow_id: str) -> WorkflowExecution:
+        with self.db.read() as conn:
+            return self._execution(conn, wf_store.get(conn, workflow_id))
+
+    def list_workflows(
+        self, state: WorkflowState | str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[WorkflowExecution]:
+        value = WorkflowState(state).value if state else None
+        with self.db.read() as conn:
+            return [
+                self._execution(conn, r)
+                for r in wf_store.list_rows(conn, state=value, limit=limit, offset=offset)
+            ]
+
+    def get_approval_request(self, request_id: str) -> ApprovalRequest:
+        with self.db.read() as conn:
+            return self._request(approvals.get(conn, request_id))
+
+    def get_approval_response(self, request_id: str) -> ApprovalResponse | None:
+        with self.db.read() as conn:
+            approvals.get(conn, request_id)
+            row = approvals.response_for(conn, request_id)
+            return self._response(row) if row else None
+
+    def pending_approvals(self, workflow_id: str | None = None) -> list[ApprovalRequest]:
+        self.sweep_expired()
+        with self.db.read() as conn:
+            return [self._request(r) for r in approvals.pending(conn, workflow_id)]
+
+    def list_snapshots(self, workflow_id: str) -> list[CheckpointSnapshot]:
+        with self.db.read() as conn:
+            wf_store.get(conn, workflow_id)
+            return [self._snapshot(r) for r in snapshots.list_for(conn, workflow_id)]
+
+    def get_snapshot_state(self, snapshot_id: str) -> ExecutionState:
+        with self.db.read() as conn:
+            return self._state_of(conn, snapshots.get(conn, snapshot_id))
+
+    def latest_approved_state(self, workflow_id: str) -> ExecutionState | None:
+        """The state a resumed or rolled-back agent continues from (None before the first approval)."""
+        with self.db.read() as conn:
+            row = wf_store.get(conn, workflow_id)
+            snap_id = row["last_approved_snapshot_id"]
+            return self._state_of(conn, snapshots.get(conn, snap_id)) if snap_id else None
+
+    def history(self, workflow_id: str) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            wf_store.get(conn, workflow_id)
+            return wf_store.history(conn, workflow_id)
+
+    def ledger_entries(self, workflow_id: str) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            wf_store.get(conn, workflow_id)
+            return book.entries(conn, workflow_id)
+
+    def escrow_position(self, workflow_id: str) -> book.EscrowPosition:
+        with self.db.read() as conn:
+            wf_store.get(conn, workflow_id)
+            return book.escrow_position(conn, workflow_id)
+
+    def audit_events(self, workflow_id: str) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            wf_store.get(conn, workflow_id)
+            return audit.events(conn, workflow_id)
+
+    def verify_audit(self, workflow_id: str) -> tuple[int, Any]:
+        with self.db.read() as conn:
+            wf_store.get(conn, workflow_id)
+            return audit.verify(conn, workflow_id)
+
+    def saga_steps(self, workflow_id: str) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            wf_store.get(conn, workflow_id)
+            return [dict(r) for r in saga.list_for(conn, workflow_id)]
+
+    # ------------------------------------------------------------------ helpers
+    @contextmanager
+    def _locked(self, workflow_id: str) -> Iterator[tuple[Connection, RowMapping]]:
+        """A transaction holding the workflow's row lock, and the row as it is under that lock."""
+        with self.db.transaction() as conn:
+            lock_workflow(conn, workflow_id)
+            yield conn, wf_store.get(conn, workflow_id)
+
+    @staticmethod
+    def _require(row: RowMapping, state: WorkflowState, action: str) -> None:
+        if row["state"] != state.value:
+            raise InvalidTransition(
+                row["workflow_id"], row["state"], action.split()[0], f"must be {state.value} to {action} it"
+            )
+
+    @staticmethod
+    def _config(row: RowMapping) -> WorkflowConfig:
+        return WorkflowConfig.model_validate(row["config"])
+
+    def _bind_checkpoint(self, conn: Connection, row: RowMapping, checkpoint_id: str) -> CheckpointConfig:
+        """Which configured checkpoint a state belongs to.
+
+        An exact id match wins. Otherwise (the seed's examples label states freely, e.g. "research_review")
+        the state belongs to the first configured checkpoint not yet passed, or to the last one when all
+        have passed (an agent may pass a repeating review more than once; it pays only once).
+        """
+        config = self._config(row)
+        exact = config.checkpoint(checkpoint_id)
+        if exact is not None:
+            return exact
+        done = decisions.completed_checkpoints(conn, row["workflow_id"])
+        return next((cp for cp in config.checkpoints if cp.checkpoint_id not in done), config.checkpoints[-1])
+
+    def _remember(self, snapshot_id: str, state: ExecutionState) -> None:
+        self._recent[snapshot_id] = state
+        while len(self._recent) > 32:
+            self._recent.popitem(last=False)
+
+    def _state_of(self, conn: Connection, snap: RowMapping) -> ExecutionState:
+        cached = self._recent.get(snap["snapshot_id"])
+        return cached if cached is not None else self.capture.load_state(conn, snap["artifact_uri"])
+
+    def _execution(self, conn: Connection, row: RowMapping) -> WorkflowExecution:
+        n_req, n_resp = approvals.counts(conn, row["workflow_id"])
+        return WorkflowExecution(
+            workflow_id=row["workflow_id"],
+            config=self._config(row),
+            current_state=WorkflowState(row["state"]),
+            current_checkpoint=row["current_checkpoint"],
+            total_checkpoints=len(row["config"]["checkpoints"]),
+            job_id=row["job_id"],
+            escrow_id=row["escrow_id"],
+            last_approved_snapshot_id=row["last_approved_snapshot_id"],
+            result_uri=row["result_uri"],
+            error_message=row["error_message"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            started_at=row["started_at"],
+            completed_at=row["completed_at"],
+            snapshots=snapshots.count(conn, row["workflow_id"]),
+            approval_requests=n_req,
+            approval_responses=n_resp,
+        )
+
+    @staticmethod
+    def _snapshot(row: RowMapping, state: ExecutionState | None = None) -> CheckpointSnapshot:
+        return CheckpointSnapshot(
+            snapshot_id=row["snapshot_id"],
+            workflow_id=row["workflow_id"],
+            checkpoint_id=row["checkpoint_id"],
+            label=row["label"],
+            sequence=row["sequence"],
+            status=row["status"],
+            timestamp=row["created_at"],
+            execution_state=state,
+            artifact_uri=row["artifact_uri"],
+            raw_size_bytes=row["raw_size_bytes"],
+            compressed_size_bytes=row["compressed_size_bytes"],
+            new_bytes=row["new_bytes"],
+            parent_snapshot_id=row["parent_snapshot_id"],
+        )
+
+    @staticmethod
+    def _request(row: RowMapping) -> ApprovalRequest:
+        return ApprovalRequest.model_validate({k: row[k] for k in ApprovalRequest.model_fields})
+
+    @staticmethod
+    def _response(row: RowMapping) -> ApprovalResponse:
+        return ApprovalResponse(
+            request_id=row["request_id"],
+            decision=ApprovalDecision(row["decision"]),
+            rationale=row["rationale"],
+            approved_by=row["approved_by"],
+            modifications=row["modifications"],
+            response_id=row["response_id"],
+            automatic=row["automatic"],
+            created_at=row["created_at"],
+        )
+
+
+__all__ = ["SweepReport", "WorkflowNotFound", "WorkflowOrchestrator"]

@@ -1,0 +1,53 @@
+"""Applying a state-machine event inside a transaction: legal edge, row update, history, audit event.
+
+This is the only code that changes ``workflows.state``. It asks the pure table (``next_state``) first,
+so an illegal event raises ``InvalidTransition`` before anything is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping
+
+from saferun.domain.states import Event, WorkflowState, next_state
+from saferun.storage import audit
+from saferun.storage import workflows as wf_store
+
+
+def apply(
+    conn: Connection,
+    row: RowMapping,
+    event: Event,
+    *,
+    actor: str,
+    reason: str | None = None,
+    audit_payload: dict[str, Any] | None = None,
+    **fields: Any,
+) -> WorkflowState:
+    current = WorkflowState(row["state"])
+    target = next_state(current, event, row["workflow_id"])
+    wf_store.set_state(
+        conn,
+        row["workflow_id"],
+        current.value,
+        target.value,
+        event=event.value,
+        actor=actor,
+        reason=reason,
+        **fields,
+    )
+    audit.append(
+        conn,
+        row["workflow_id"],
+        "transition",
+        actor,
+        {
+            "from": current.value,
+            "to": target.value,
+            "event": event.value,
+            "reason": reason,
+            **(audit_payload or {}),
+        },
+    )
+    return target

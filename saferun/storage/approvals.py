@@ -1,0 +1,111 @@
+"""Approval requests and responses. ``claim`` is the one place a request stops being pending.
+
+Exactly-once decisions rest on a single conditional UPDATE: ``pending -> decided|expired`` succeeds for
+one caller only, whichever process or replica it runs in; everyone else sees ``rowcount == 0`` and gets a
+conflict. The response row has a unique ``request_id`` as a second guard.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, func, insert, select, update
+
+from saferun.errors import ApprovalRequestNotFound
+from saferun.storage.schema import approval_requests, approval_responses, utcnow
+
+
+def insert_request(conn: Connection, **values: Any) -> None:
+    conn.execute(insert(approval_requests).values(status="pending", **values))
+
+
+def get(conn: Connection, request_id: str) -> RowMapping:
+    row = (
+        conn.execute(select(approval_requests).where(approval_requests.c.request_id == request_id))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise ApprovalRequestNotFound(request_id)
+    return row
+
+
+def claim(
+    conn: Connection, request_id: str, new_status: str, now: datetime, *, require_unexpired: bool
+) -> bool:
+    """Move a pending request to ``new_status``; True only for the one caller that did it."""
+    stmt = update(approval_requests).where(
+        approval_requests.c.request_id == request_id, approval_requests.c.status == "pending"
+    )
+    if require_unexpired:
+        stmt = stmt.where(approval_requests.c.expires_at > now)
+    return conn.execute(stmt.values(status=new_status, decided_at=now)).rowcount == 1
+
+
+def insert_response(conn: Connection, **values: Any) -> None:
+    conn.execute(insert(approval_responses).values(created_at=utcnow(), **values))
+
+
+def response_for(conn: Connection, request_id: str) -> RowMapping | None:
+    return (
+        conn.execute(select(approval_responses).where(approval_responses.c.request_id == request_id))
+        .mappings()
+        .first()
+    )
+
+
+def pending(conn: Connection, workflow_id: str | None = None) -> list[RowMapping]:
+    stmt = select(approval_requests).where(approval_requests.c.status == "pending")
+    if workflow_id:
+        stmt = stmt.where(approval_requests.c.workflow_id == workflow_id)
+    return list(conn.execute(stmt.order_by(approval_requests.c.created_at)).mappings())
+
+
+def due(conn: Connection, now: datetime, limit: int = 100) -> list[RowMapping]:
+    return list(
+        conn.execute(
+            select(approval_requests)
+            .where(approval_requests.c.status == "pending", approval_requests.c.expires_at <= now)
+            .order_by(approval_requests.c.expires_at)
+            .limit(limit)
+        ).mappings()
+    )
+
+
+def for_workflow(conn: Connection, workflow_id: str) -> list[RowMapping]:
+    return list(
+        conn.execute(
+            select(approval_requests)
+            .where(approval_requests.c.workflow_id == workflow_id)
+            .order_by(approval_requests.c.created_at)
+        ).mappings()
+    )
+
+
+def responses_for_workflow(conn: Connection, workflow_id: str) -> list[RowMapping]:
+    return list(
+        conn.execute(
+            select(approval_responses)
+            .where(approval_responses.c.workflow_id == workflow_id)
+            .order_by(approval_responses.c.created_at)
+        ).mappings()
+    )
+
+
+def counts(conn: Connection, workflow_id: str) -> tuple[int, int]:
+    n_req = conn.execute(
+        select(func.count())
+        .select_from(approval_requests)
+        .where(approval_requests.c.workflow_id == workflow_id)
+    ).scalar_one()
+    n_resp = conn.execute(
+        select(func.count())
+        .select_from(approval_responses)
+        .where(approval_responses.c.workflow_id == workflow_id)
+    ).scalar_one()
+    return n_req, n_resp
+
+
+def total_responses(conn: Connection) -> int:
+    return conn.execute(select(func.count()).select_from(approval_responses)).scalar_one()

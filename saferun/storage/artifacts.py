@@ -1,0 +1,454 @@
+"""Checkpoint artifacts: content-addressed, compressed, deduplicated, verified on every read.
+
+An artifact is a set of named *parts* (say, the top-level fields of an agent's state, each as canonical
+JSON bytes). Everything lives in the ``blobs`` table, keyed by a sha256:
+
+- **Content addressing.** A blob's key is the sha256 of the bytes it stands for, so a key is also its
+  own checksum, equal content is stored once whoever writes it, and a blob is never updated: the same
+  key can only ever mean the same bytes. Three kinds of blob:
+
+  ``chunk``     a content-defined piece of a part (``saferun.domain.chunking``), stored zstd-compressed
+                (or ``raw`` when compressing would not make it smaller); key = sha256 of the piece.
+  ``index``     how to reassemble a part from its chunks: the ordered chunk keys and sizes;
+                key = sha256 of the *whole part*.
+  ``manifest``  the artifact itself: canonical JSON of its type and ``[name, part sha256, size]`` per
+                part; key = sha256 of those bytes, and the artifact's uri is
+                ``x402://artifacts/sha256:<that key>``.
+
+  A part that is a single chunk (anything up to ``MIN_CHUNK_SIZE``, and any part FastCDC does not cut)
+  has chunk key == part key, so it is stored as that one chunk with no index. Reading therefore treats
+  a key uniformly: a ``chunk`` or ``manifest`` blob holds the bytes itself, an ``index`` blob lists the
+  keys whose bytes, concatenated, are the bytes. Whichever kind got a key first serves it for everyone.
+
+- **Dedupe at two levels.** A part whose key is already stored costs nothing: it is not even chunked
+  (an unchanged 1 MB field of a new checkpoint writes 0 bytes). A changed part is chunked and only the
+  chunks not yet stored are compressed and written, so appending to a long list writes about one
+  chunk plus the part's index and a new manifest.
+
+- **Verify on read.** ``get`` recomputes the sha256 of every chunk, every reassembled part and the
+  manifest, and checks every size against the index and manifest; any disagreement raises
+  ``ArtifactCorrupted`` naming the key that failed. Bytes that do not verify are never returned.
+
+- **Concurrent writers.** Every insert is "on conflict do nothing": two transactions storing the same
+  blob or artifact at once both succeed, and since the key fixes the content it does not matter whose
+  row won.
+
+The caller owns the transaction: every method takes a ``Connection`` and never commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+import threading
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import zstandard
+from sqlalchemy import Connection, case, null, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from saferun.domain import chunking
+from saferun.domain.canonical import canonical_bytes, canonical_loads, check_json
+from saferun.errors import ArtifactCorrupted, ArtifactNotFound, InvalidInput
+from saferun.storage.schema import artifacts, blobs, utcnow
+
+URI_PREFIX = "x402://artifacts/sha256:"
+MANIFEST_VERSION = 1
+ZSTD_LEVEL = 3
+
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+_CHUNK, _INDEX, _MANIFEST = "chunk", "index", "manifest"
+_ZSTD, _RAW = "zstd", "raw"
+# One IN list per query, short enough for any driver's parameter limit (SQLite's old one is 999).
+_IN_BATCH = 500
+# An index is one version byte, then per chunk its sha256 digest and its size (a chunk is <= 64 KiB).
+_INDEX_VERSION = b"\x01"
+_INDEX_ENTRY = struct.Struct(">32sI")
+# A chain of indexes only forms when a chunk's bytes happen to equal a whole other part; anything
+# deeper than this is a tampered store looping on itself, not data.
+_MAX_DEPTH = 16
+
+
+@dataclass(frozen=True, slots=True)
+class StoredArtifact:
+    """What one ``put`` stored; the sizes are what a snapshot row records about its artifact.
+
+    ``compressed_size`` counts every chunk the artifact references once, whoever wrote it (what the
+    artifact occupies); ``new_bytes`` counts only the blob bytes this call inserted (what it cost).
+    """
+
+    uri: str
+    sha256: str
+    raw_size: int
+    compressed_size: int
+    new_bytes: int
+
+
+def make_uri(sha: str) -> str:
+    if not isinstance(sha, str) or not _SHA_RE.fullmatch(sha):
+        raise InvalidInput("sha256", f"{sha!r} is not a lowercase hex sha256")
+    return URI_PREFIX + sha
+
+
+def parse_uri(uri: str) -> str:
+    """The manifest sha256 a uri names; strict (lowercase hex only) so one artifact has one uri."""
+    if isinstance(uri, str) and uri.startswith(URI_PREFIX):
+        sha = uri[len(URI_PREFIX):]
+        if _SHA_RE.fullmatch(sha):
+            return sha
+    raise InvalidInput("artifact_uri", f"{uri!r} is not an artifact uri ({URI_PREFIX}<64 lowercase hex>)")
+
+
+class _Row(NamedTuple):
+    key: str
+    kind: str
+    codec: str
+    raw_size: int
+    stored_size: int
+    data: bytes | None  # None when a probe skipped the payload
+
+
+class ArtifactStore:
+    """Stateless; share one. Every method works inside the caller's transaction."""
+
+    def put(self, conn: Connection, parts: Mapping[str, bytes], *, artifact_type: str,
+            metadata: dict[str, Any]) -> StoredArtifact:
+        """Store ``parts`` (or find them already stored) and record the artifact; idempotent."""
+        named = _check_parts(parts)
+        _check_type(artifact_type)
+        if not isinstance(metadata, dict):
+            raise InvalidInput("metadata", f"must be a dict, got {type(metadata).__name__}")
+        check_json(metadata, "metadata")
+
+        part_keys = {name: _sha(data) for name, data in named}
+        manifest = canonical_bytes({
+            "v": MANIFEST_VERSION, "type": artifact_type,
+            "parts": [[name, part_keys[name], len(data)] for name, data in named],
+        })
+        manifest_key = _sha(manifest)
+
+        # One probe answers both "is this part already stored" and "is this manifest already stored".
+        known = _probe(conn, [*part_keys.values(), manifest_key])
+        pending: dict[str, dict[str, Any]] = {}  # key -> row to insert, in insertion order
+        now = utcnow()
+
+        def add(key: str, kind: str, raw: bytes | memoryview) -> None:
+            codec, data = _encode(raw)
+            pending[key] = {"sha256": key, "kind": kind, "codec": codec, "raw_size": len(raw),
+                            "stored_size": len(data), "data": data, "created_at": now}
+
+        chunked: list[tuple[str, list[tuple[str, memoryview]]]] = []
+        for name, data in named:
+            key = part_keys[name]
+            if key in known or key in pending:
+                continue  # already stored: not even chunked
+            pieces = chunking.split(data)
+            if len(pieces) <= 1:
+                add(key, _CHUNK, data)  # chunk key == part key: the chunk is the part
+            else:
+                chunked.append((key, [(_sha(p), p) for p in pieces]))
+
+        chunk_keys = {ck for _, pieces in chunked for ck, _ in pieces}
+        known.update(_probe(conn, [k for k in chunk_keys if k not in known and k not in pending]))
+        for key, pieces in chunked:
+            for ck, piece in pieces:
+                if ck not in known and ck not in pending:
+                    add(ck, _CHUNK, piece)
+            add(key, _INDEX, _encode_index([(ck, len(p)) for ck, p in pieces]))
+        if manifest_key not in known and manifest_key not in pending:
+            add(manifest_key, _MANIFEST, manifest)
+
+        new_bytes = _insert_blobs(conn, list(pending.values()))
+        known.update({k: _Row(k, r["kind"], r["codec"], r["raw_size"], r["stored_size"], r["data"])
+                      for k, r in pending.items()})
+        compressed = sum(_leaf_sizes(conn, part_keys.values(), known).values())
+        raw_size = sum(len(data) for _, data in named)
+
+        uri = make_uri(manifest_key)
+        conn.execute(_insert(conn, artifacts).values(
+            {"uri": uri, "artifact_type": artifact_type, "metadata": metadata, "raw_size": raw_size,
+             "compressed_size": compressed, "created_at": now},
+        ).on_conflict_do_nothing(index_elements=["uri"]))
+        return StoredArtifact(uri=uri, sha256=manifest_key, raw_size=raw_size, compressed_size=compressed,
+                              new_bytes=new_bytes)
+
+    def put_bytes(self, conn: Connection, content: bytes, *, artifact_type: str,
+                  metadata: dict[str, Any]) -> StoredArtifact:
+        """A single opaque value (a result file, a report): one part named ``content``."""
+        return self.put(conn, {"content": content}, artifact_type=artifact_type, metadata=metadata)
+
+    def get(self, conn: Connection, uri: str) -> dict[str, bytes]:
+        """Every part of the artifact, each verified against its sha256 and size before it is returned."""
+        key = parse_uri(uri)
+        found = _fetch(conn, [key])
+        row = found.get(key)
+        if row is None:
+            raise ArtifactNotFound(uri)
+        if row.kind != _MANIFEST and self.info(conn, uri) is None:
+            raise ArtifactNotFound(uri)  # the key names some other blob, not an artifact
+        reader = _Reader(conn, found)
+        entries = _parse_manifest(key, reader.read([key])[key])
+        values = reader.read([sha for _, sha, _ in entries])
+        out: dict[str, bytes] = {}
+        for name, sha, size in entries:
+            value = values[sha]
+            if len(value) != size:
+                raise ArtifactCorrupted(sha, f"part {name!r} is {len(value)} bytes, manifest says {size}")
+            out[name] = value
+        return out
+
+    def get_bytes(self, conn: Connection, uri: str) -> bytes:
+        parts = self.get(conn, uri)
+        if set(parts) != {"content"}:
+            raise InvalidInput("artifact_uri", f"{uri} has parts {sorted(parts)}, not one 'content' part")
+        return parts["content"]
+
+    def info(self, conn: Connection, uri: str) -> dict[str, Any] | None:
+        """The ``artifacts`` row (type, metadata, sizes, created_at) without touching any blob."""
+        parse_uri(uri)
+        row = conn.execute(select(artifacts).where(artifacts.c.uri == uri)).mappings().first()
+        return None if row is None else dict(row)
+
+
+# -- writing -------------------------------------------------------------------------------------------
+
+def _check_parts(parts: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
+    """Parts sorted by name, the order the manifest lists them in (so equal parts give one uri)."""
+    if not isinstance(parts, Mapping):
+        raise InvalidInput("parts", f"must be a mapping of name to bytes, got {type(parts).__name__}")
+    out: list[tuple[str, bytes]] = []
+    for name, data in parts.items():
+        if not isinstance(name, str):
+            raise InvalidInput("parts", f"part name {name!r} is not a str")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidInput(f"parts.{name}", f"must be bytes, got {type(data).__name__}")
+        out.append((name, data if isinstance(data, bytes) else bytes(data)))
+    return sorted(out, key=lambda item: item[0])
+
+
+def _check_type(artifact_type: str) -> None:
+    limit = getattr(artifacts.c.artifact_type.type, "length", None) or 64
+    if not isinstance(artifact_type, str) or not 0 < len(artifact_type) <= limit:
+        raise InvalidInput("artifact_type", f"must be a non-empty str of at most {limit} characters")
+
+
+def _encode_index(entries: list[tuple[str, int]]) -> bytes:
+    return _INDEX_VERSION + b"".join(_INDEX_ENTRY.pack(bytes.fromhex(k), n) for k, n in entries)
+
+
+def _insert(conn: Connection, table: Any) -> Any:
+    """The dialect's INSERT, because "on conflict do nothing" is not portable SQL."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"artifact store does not support the {name} dialect")
+
+
+def _insert_blobs(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """Insert, skipping keys another writer got to first; the bytes *this* call actually added."""
+    if not rows:
+        return 0
+    stmt = _insert(conn, blobs).on_conflict_do_nothing(index_elements=["sha256"])
+    inserted = set(conn.execute(stmt.returning(blobs.c.sha256), rows).scalars())
+    return sum(len(r["data"]) for r in rows if r["sha256"] in inserted)
+
+
+def _leaf_sizes(conn: Connection, roots: Iterable[str], known: dict[str, _Row]) -> dict[str, int]:
+    """Stored size of every distinct chunk under ``roots``, following indexes (probing what is unknown)."""
+    sizes: dict[str, int] = {}
+    frontier = list(dict.fromkeys(roots))
+    seen = set(frontier)
+    depth = 0
+    while frontier:
+        depth += 1
+        if depth > _MAX_DEPTH:
+            raise ArtifactCorrupted(frontier[0], "indexes nest deeper than any stored value can")
+        known.update(_probe(conn, [k for k in frontier if k not in known]))
+        nxt: list[str] = []
+        for key in frontier:
+            row = known.get(key)
+            if row is None:
+                raise ArtifactCorrupted(key, "referenced blob is missing")
+            if row.kind == _INDEX:
+                for child, _ in _decode_index(key, _decode(row)):
+                    if child not in seen:
+                        seen.add(child)
+                        nxt.append(child)
+            else:
+                sizes[key] = row.stored_size
+        frontier = nxt
+    return sizes
+
+
+# -- reading -------------------------------------------------------------------------------------------
+
+class _Reader:
+    """Resolves keys to verified bytes, fetching each level of the tree with one IN query per batch."""
+
+    def __init__(self, conn: Connection, fetched: dict[str, _Row]) -> None:
+        self.conn = conn
+        self.rows = fetched
+        self.indexes: dict[str, list[tuple[str, int]]] = {}
+        self.values: dict[str, bytes] = {}
+
+    def read(self, keys: list[str]) -> dict[str, bytes]:
+        self._load(keys)
+        return {k: self._value(k, 0) for k in keys}
+
+    def _load(self, keys: list[str]) -> None:
+        """Fetch ``keys`` and, level by level, every chunk their indexes name."""
+        frontier = list(dict.fromkeys(keys))
+        seen = set(frontier)
+        parents: dict[str, str] = {}
+        depth = 0
+        while frontier:
+            depth += 1
+            if depth > _MAX_DEPTH:
+                raise ArtifactCorrupted(frontier[0], "indexes nest deeper than any stored value can")
+            self.rows.update(_fetch(self.conn, [k for k in frontier if k not in self.rows]))
+            nxt: list[str] = []
+            for key in frontier:
+                row = self.rows.get(key)
+                if row is None:
+                    # A part the (verified) manifest names is missing: blame the part. A chunk an index
+                    # names is missing: the index is as likely wrong as the chunk lost, so blame the index.
+                    raise ArtifactCorrupted(parents.get(key, key), f"blob {key} is not stored")
+                if row.kind == _INDEX and key not in self.indexes:
+                    self.indexes[key] = _decode_index(key, _decode(row))
+                    for child, _ in self.indexes[key]:
+                        if child not in seen:
+                            seen.add(child)
+                            parents[child] = key
+                            nxt.append(child)
+            frontier = nxt
+
+    def _value(self, key: str, depth: int) -> bytes:
+        if key in self.values:
+            return self.values[key]
+        if depth > _MAX_DEPTH:
+            raise ArtifactCorrupted(key, "index refers back to itself")
+        row = self.rows[key]
+        if row.kind == _INDEX:
+            pieces: list[bytes] = []
+            for child, size in self.indexes[key]:
+                piece = self._value(child, depth + 1)
+                if len(piece) != size:
+                    raise ArtifactCorrupted(key, f"chunk {child} is {len(piece)} bytes, index says {size}")
+                pieces.append(piece)
+            value = b"".join(pieces)
+            if _sha(value) != key:
+                raise ArtifactCorrupted(key, "reassembled chunks do not hash to the part's key")
+        elif row.kind in (_CHUNK, _MANIFEST):
+            value = _decode(row)
+            if _sha(value) != key:
+                raise ArtifactCorrupted(key, f"{row.kind} bytes do not hash to their key")
+        else:
+            raise ArtifactCorrupted(key, f"unknown blob kind {row.kind!r}")
+        self.values[key] = value
+        return value
+
+
+def _parse_manifest(key: str, data: bytes) -> list[tuple[str, str, int]]:
+    """The manifest's ``[name, sha256, size]`` entries; its bytes verified, this checks its shape."""
+    try:
+        doc = canonical_loads(data)
+    except ValueError:
+        raise ArtifactCorrupted(key, "manifest is not JSON") from None
+    entries = doc.get("parts") if isinstance(doc, dict) and doc.get("v") == MANIFEST_VERSION else None
+    if not isinstance(entries, list):
+        raise ArtifactCorrupted(key, f"not a version {MANIFEST_VERSION} manifest")
+    out: list[tuple[str, str, int]] = []
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                and isinstance(entry[1], str) and _SHA_RE.fullmatch(entry[1])
+                and type(entry[2]) is int and entry[2] >= 0):
+            raise ArtifactCorrupted(key, f"malformed manifest entry {entry!r}")
+        out.append((entry[0], entry[1], entry[2]))
+    return out
+
+
+def _decode_index(key: str, data: bytes) -> list[tuple[str, int]]:
+    body = data[len(_INDEX_VERSION):]
+    if not data.startswith(_INDEX_VERSION) or len(body) % _INDEX_ENTRY.size:
+        raise ArtifactCorrupted(key, "malformed index")
+    return [(digest.hex(), size) for digest, size in _INDEX_ENTRY.iter_unpack(body)]
+
+
+# -- blobs -------------------------------------------------------------------------------------------
+
+_local = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    """One per thread: a ZstdCompressor must not be used by two threads at once."""
+    comp = getattr(_local, "compressor", None)
+    if comp is None:
+        comp = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return comp
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    dec = getattr(_local, "decompressor", None)
+    if dec is None:
+        dec = _local.decompressor = zstandard.ZstdDecompressor()
+    return dec
+
+
+def _encode(raw: bytes | memoryview) -> tuple[str, bytes]:
+    """zstd unless that does not shrink it (random bytes, tiny values): never pay to store more."""
+    packed = _compressor().compress(raw)
+    if len(packed) < len(raw):
+        return _ZSTD, packed
+    return _RAW, bytes(raw)
+
+
+def _decode(row: _Row) -> bytes:
+    """The blob's stored bytes, uncompressed; checks the sizes so a forged header cannot balloon memory."""
+    data = row.data
+    if data is None:
+        raise AssertionError(f"blob {row.key} was probed without its data")
+    if row.codec == _ZSTD:
+        try:
+            if zstandard.frame_content_size(data) != row.raw_size:
+                raise ArtifactCorrupted(row.key, "zstd frame size disagrees with the recorded size")
+            value = _decompressor().decompress(data)
+        except zstandard.ZstdError as exc:
+            raise ArtifactCorrupted(row.key, f"zstd data does not decompress: {exc}") from None
+    elif row.codec == _RAW:
+        value = data
+    else:
+        raise ArtifactCorrupted(row.key, f"unknown codec {row.codec!r}")
+    if len(value) != row.raw_size:
+        raise ArtifactCorrupted(row.key, f"{len(value)} bytes, recorded size {row.raw_size}")
+    return value
+
+
+def _fetch(conn: Connection, keys: Collection[str]) -> dict[str, _Row]:
+    """Whole blobs (with data) for ``keys``; absent keys are simply missing from the answer."""
+    return _select(conn, keys, blobs.c.data)
+
+
+def _probe(conn: Connection, keys: Collection[str]) -> dict[str, _Row]:
+    """Which ``keys`` exist, with sizes; the payload only for indexes, which a writer must follow."""
+    return _select(conn, keys, case((blobs.c.kind == _INDEX, blobs.c.data), else_=null()))
+
+
+def _select(conn: Connection, keys: Collection[str], data_col: Any) -> dict[str, _Row]:
+    out: dict[str, _Row] = {}
+    unique = list(dict.fromkeys(keys))
+    for i in range(0, len(unique), _IN_BATCH):
+        batch = unique[i:i + _IN_BATCH]
+        stmt = select(blobs.c.sha256, blobs.c.kind, blobs.c.codec, blobs.c.raw_size, blobs.c.stored_size,
+                      data_col.label("data")).where(blobs.c.sha256.in_(batch))
+        for key, kind, codec, raw_size, stored_size, data in conn.execute(stmt):
+            out[key] = _Row(key, kind, codec, raw_size, stored_size, None if data is None else bytes(data))
+    return out
+
+
+def _sha(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()

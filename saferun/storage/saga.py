@@ -1,0 +1,94 @@
+"""Saga steps: each side effect an agent performed, with the compensation that undoes it.
+
+Status flow: ``pending`` (undoable) -> ``committed`` when an approval makes it permanent, or
+``pending -> compensating -> compensated | failed`` during a rollback. ``claim`` is a conditional
+UPDATE, so two processes rolling back the same workflow never both run one compensation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, func, insert, or_, select, update
+
+from saferun.storage.schema import saga_steps, utcnow
+
+
+def add(
+    conn: Connection, *, step_id: str, workflow_id: str, name: str, compensation: str, args: dict[str, Any]
+) -> int:
+    seq = (
+        conn.execute(
+            select(func.max(saga_steps.c.seq)).where(saga_steps.c.workflow_id == workflow_id)
+        ).scalar()
+        or 0
+    ) + 1
+    conn.execute(
+        insert(saga_steps).values(
+            step_id=step_id,
+            workflow_id=workflow_id,
+            seq=seq,
+            name=name,
+            compensation=compensation,
+            args=args,
+            status="pending",
+            attempts=0,
+            created_at=utcnow(),
+        )
+    )
+    return seq
+
+
+def commit_pending(conn: Connection, workflow_id: str) -> int:
+    """An approval makes every step before it permanent: a later rejection no longer undoes them."""
+    return conn.execute(
+        update(saga_steps)
+        .where(saga_steps.c.workflow_id == workflow_id, saga_steps.c.status == "pending")
+        .values(status="committed")
+    ).rowcount
+
+
+def to_compensate(conn: Connection, workflow_id: str) -> list[RowMapping]:
+    """Steps a rollback still has to undo, newest first (reverse order, saga style)."""
+    return list(
+        conn.execute(
+            select(saga_steps)
+            .where(
+                saga_steps.c.workflow_id == workflow_id, saga_steps.c.status.in_(["pending", "compensating"])
+            )
+            .order_by(saga_steps.c.seq.desc())
+        ).mappings()
+    )
+
+
+def claim(conn: Connection, step_id: str, owner: str, now: datetime, stale_before: datetime) -> bool:
+    """Take a step for compensation: free ones, or ones whose claimant vanished (claim too old)."""
+    stmt = (
+        update(saga_steps)
+        .where(
+            saga_steps.c.step_id == step_id,
+            or_(
+                saga_steps.c.status == "pending",
+                (saga_steps.c.status == "compensating") & (saga_steps.c.claimed_at < stale_before),
+            ),
+        )
+        .values(status="compensating", claimed_by=owner, claimed_at=now, attempts=saga_steps.c.attempts + 1)
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def finish(conn: Connection, step_id: str, status: str, error: str | None = None) -> None:
+    conn.execute(
+        update(saga_steps)
+        .where(saga_steps.c.step_id == step_id)
+        .values(status=status, last_error=error, finished_at=utcnow())
+    )
+
+
+def list_for(conn: Connection, workflow_id: str) -> list[RowMapping]:
+    return list(
+        conn.execute(
+            select(saga_steps).where(saga_steps.c.workflow_id == workflow_id).order_by(saga_steps.c.seq)
+        ).mappings()
+    )

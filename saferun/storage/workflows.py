@@ -1,0 +1,119 @@
+"""Rows of ``workflows`` and ``transitions``. The state column is written only through ``set_state``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, func, insert, select, update
+
+from saferun.errors import WorkflowNotFound
+from saferun.storage.schema import transitions, utcnow, workflows
+
+
+def insert_workflow(conn: Connection, **values: Any) -> None:
+    now = utcnow()
+    conn.execute(
+        insert(workflows).values(created_at=now, updated_at=now, version=0, current_checkpoint=0, **values)
+    )
+
+
+def get(conn: Connection, workflow_id: str) -> RowMapping:
+    row = conn.execute(select(workflows).where(workflows.c.workflow_id == workflow_id)).mappings().first()
+    if row is None:
+        raise WorkflowNotFound(workflow_id)
+    return row
+
+
+def exists(conn: Connection, workflow_id: str) -> bool:
+    return (
+        conn.execute(select(workflows.c.workflow_id).where(workflows.c.workflow_id == workflow_id)).first()
+        is not None
+    )
+
+
+def update_fields(conn: Connection, workflow_id: str, **values: Any) -> None:
+    conn.execute(
+        update(workflows)
+        .where(workflows.c.workflow_id == workflow_id)
+        .values(updated_at=utcnow(), version=workflows.c.version + 1, **values)
+    )
+
+
+def set_state(
+    conn: Connection,
+    workflow_id: str,
+    from_state: str | None,
+    to_state: str,
+    *,
+    event: str,
+    actor: str,
+    reason: str | None = None,
+    **values: Any,
+) -> None:
+    """Compare-and-set the state and record the transition; the caller checked the edge is legal."""
+    stmt = update(workflows).where(workflows.c.workflow_id == workflow_id)
+    if from_state is not None:
+        stmt = stmt.where(workflows.c.state == from_state)
+    result = conn.execute(
+        stmt.values(state=to_state, updated_at=utcnow(), version=workflows.c.version + 1, **values)
+    )
+    if result.rowcount != 1:
+        # Someone else moved the workflow between our read and this write; callers hold the row lock,
+        # so reaching this means a bug, and the transaction must not commit.
+        raise RuntimeError(f"workflow {workflow_id} left state {from_state} concurrently")
+    record_transition(conn, workflow_id, from_state, to_state, event=event, actor=actor, reason=reason)
+
+
+def record_transition(
+    conn: Connection,
+    workflow_id: str,
+    from_state: str | None,
+    to_state: str,
+    *,
+    event: str,
+    actor: str,
+    reason: str | None = None,
+) -> None:
+    conn.execute(
+        insert(transitions).values(
+            workflow_id=workflow_id,
+            from_state=from_state,
+            to_state=to_state,
+            event=event,
+            actor=actor,
+            reason=reason,
+            at=utcnow(),
+        )
+    )
+
+
+def history(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(transitions).where(transitions.c.workflow_id == workflow_id).order_by(transitions.c.id)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def list_rows(
+    conn: Connection, *, state: str | None = None, limit: int = 100, offset: int = 0
+) -> list[RowMapping]:
+    stmt = select(workflows).order_by(workflows.c.created_at.desc(), workflows.c.workflow_id)
+    if state:
+        stmt = stmt.where(workflows.c.state == state)
+    return list(conn.execute(stmt.limit(limit).offset(offset)).mappings())
+
+
+def count_by_state(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(workflows.c.state, func.count()).group_by(workflows.c.state))
+    return {state: n for state, n in rows}
+
+
+def rolling_back_since(conn: Connection, before: datetime) -> list[str]:
+    """Workflows left in ROLLING_BACK since before ``before``: the sweep's rollback candidates."""
+    rows = conn.execute(
+        select(workflows.c.workflow_id).where(
+            workflows.c.state == "rolling_back", workflows.c.updated_at <= before
+        )
+    )
+    return [r[0] for r in rows]

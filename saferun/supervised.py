@@ -1,0 +1,146 @@
+"""The agent author's API: a supervised run as a context manager.
+
+    async with supervised(config) as run:
+        order = shop.place_order(pizzas=100)
+        await run.step("place order", compensation="cancel_order", args={"order_id": order.id})
+        decision = await run.checkpoint("Review food order", parameters={"pizza_count": 100},
+                                        summary="Order 100 pizzas for $1,200?")
+        shop.update(order.id, pizzas=decision.parameters["pizza_count"])   # 10 if the reviewer modified it
+
+``checkpoint`` captures the state, opens the approval request and waits for the decision. It returns the
+decision (modifications merged into ``parameters``) or, on rejection, runs the compensations and raises
+``ApprovalRejected`` carrying the last approved state. Leaving the block normally settles and completes
+the workflow; leaving it with an exception fails it (approved milestones stay paid, the rest is refunded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from saferun.core.state_machine.models import (
+    ApprovalDecision,
+    ApprovalResponse,
+    CheckpointSnapshot,
+    ExecutionState,
+    WorkflowConfig,
+)
+from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+from saferun.domain.states import WorkflowState
+from saferun.errors import ApprovalRejected, InvalidInput
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the reviewer decided, and the parameters the agent should now use."""
+
+    decision: ApprovalDecision
+    rationale: str
+    approved_by: str
+    modifications: dict[str, Any] | None
+    parameters: dict[str, Any]
+    request_id: str | None
+    snapshot: CheckpointSnapshot
+
+    @property
+    def approved(self) -> bool:
+        return self.decision in (ApprovalDecision.APPROVED, ApprovalDecision.MODIFIED)
+
+
+class SupervisedRun:
+    """One workflow seen from the agent's side. Create it with ``supervised(...)``."""
+
+    def __init__(self, config: WorkflowConfig, orchestrator: WorkflowOrchestrator | None = None, *,
+                 result: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.orchestrator = orchestrator or WorkflowOrchestrator()
+        self.workflow_id = config.workflow_id
+        self.result: dict[str, Any] = dict(result or {})
+        self.memory: dict[str, Any] = {}
+        self.outputs: dict[str, Any] = {}
+        self.trace: list[str] = []
+
+    async def __aenter__(self) -> SupervisedRun:
+        self.orchestrator.initialize_workflow(self.config)
+        self.orchestrator.start_execution(self.workflow_id)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        state = self.orchestrator.get_workflow(self.workflow_id).current_state
+        if exc is None:
+            if state == WorkflowState.EXECUTING:
+                self.orchestrator.settle_workflow(self.workflow_id, self.result)
+                self.orchestrator.complete_workflow(self.workflow_id)
+            return
+        if state in (WorkflowState.EXECUTING, WorkflowState.ROLLING_BACK, WorkflowState.SETTLING):
+            self.orchestrator.fail_workflow(self.workflow_id, f"{type(exc).__name__}: {exc}")
+
+    async def step(self, name: str, *, compensation: str, args: dict[str, Any] | None = None) -> str:
+        """Record a side effect just performed and the registered compensation that undoes it."""
+        self.trace.append(f"step: {name}")
+        return self.orchestrator.register_step(self.workflow_id, name, compensation, args)
+
+    async def checkpoint(self, name: str | None = None, *, state: ExecutionState | None = None,
+                         summary: str | None = None, parameters: dict[str, Any] | None = None,
+                         context: dict[str, Any] | None = None, recommendation: str | None = None,
+                         confidence: float | None = None, alerts: list[dict[str, Any]] | None = None,
+                         risk: dict[str, Any] | None = None, wait_timeout: float | None = None) -> Decision:
+        """Capture, ask, wait; return the decision or raise ``ApprovalRejected`` after compensating."""
+        cp = self._checkpoint_config(name)
+        if state is None:
+            state = ExecutionState(checkpoint_id=cp.checkpoint_id, agent_memory=self.memory,
+                                   intermediate_outputs=self.outputs, decision_trace=self.trace,
+                                   parameters=parameters or {})
+        elif parameters is not None:
+            state = state.model_copy(update={"parameters": parameters})
+        if state.checkpoint_id != cp.checkpoint_id and self.config.checkpoint(state.checkpoint_id) is None:
+            state = state.model_copy(update={"checkpoint_id": cp.checkpoint_id})
+        orch = self.orchestrator
+        snapshot = await orch.create_checkpoint(self.workflow_id, state)
+        if snapshot.status == "passed":  # requires_approval=False: nothing to wait for
+            return Decision(ApprovalDecision.APPROVED, "no approval required", "saferun", None,
+                            dict(state.parameters), None, snapshot)
+        request = orch.request_approval(
+            self.workflow_id, snapshot.snapshot_id, summary or f"{cp.name}: {cp.description}".rstrip(": "),
+            context if context is not None else dict(state.intermediate_outputs), recommendation=recommendation,
+            confidence=confidence, alerts=alerts, risk=risk, parameters=dict(state.parameters))
+        response = await orch.wait_for_decision(request.request_id, timeout=wait_timeout)
+        if response.decision == ApprovalDecision.REJECTED:
+            await self._after_rejection(request.checkpoint_id, response)
+        wf = orch.get_workflow(self.workflow_id)
+        approved = orch.get_snapshot_state(wf.last_approved_snapshot_id) if wf.last_approved_snapshot_id \
+            else state
+        return Decision(response.decision, response.rationale, response.approved_by, response.modifications,
+                        dict(approved.parameters), request.request_id, snapshot)
+
+    async def _after_rejection(self, checkpoint_id: str, response: ApprovalResponse) -> None:
+        orch = self.orchestrator
+        wf = orch.get_workflow(self.workflow_id)
+        if wf.current_state == WorkflowState.ROLLING_BACK:
+            await orch.arollback(self.workflow_id)
+            wf = orch.get_workflow(self.workflow_id)
+        restored = orch.latest_approved_state(self.workflow_id)
+        last_cp = None
+        if wf.last_approved_snapshot_id:
+            last_cp = next(s.checkpoint_id for s in orch.list_snapshots(self.workflow_id)
+                           if s.snapshot_id == wf.last_approved_snapshot_id)
+        raise ApprovalRejected(self.workflow_id, checkpoint_id, last_cp, response.rationale,
+                               restored_state=restored, workflow_state=wf.current_state.value)
+
+    def _checkpoint_config(self, name: str | None) -> Any:
+        cps = self.config.checkpoints
+        if name is None:
+            done = self.orchestrator.get_workflow(self.workflow_id).current_checkpoint
+            return cps[min(done, len(cps) - 1)]
+        for cp in cps:
+            if name in (cp.name, cp.checkpoint_id):
+                return cp
+        raise InvalidInput("name", f"no checkpoint named {name!r} (configured: {', '.join(c.name for c in cps)})")
+
+
+def supervised(config: WorkflowConfig, orchestrator: WorkflowOrchestrator | None = None, *,
+               result: dict[str, Any] | None = None) -> SupervisedRun:
+    """Start a supervised workflow for the length of an ``async with`` block."""
+    return SupervisedRun(config, orchestrator, result=result)
