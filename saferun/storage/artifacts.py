@@ -88,6 +88,7 @@ class StoredArtifact:
 
 
 def make_uri(sha: str) -> str:
+    """The uri of the artifact whose manifest hashes to ``sha``; refuses anything that is not a sha256."""
     if not isinstance(sha, str) or not _SHA_RE.fullmatch(sha):
         raise InvalidInput("sha256", f"{sha!r} is not a lowercase hex sha256")
     return URI_PREFIX + sha
@@ -201,6 +202,7 @@ class ArtifactStore:
         return out
 
     def get_bytes(self, conn: Connection, uri: str) -> bytes:
+        """The value ``put_bytes`` stored; refuses a multi-part artifact rather than guess a part."""
         parts = self.get(conn, uri)
         if set(parts) != {"content"}:
             raise InvalidInput("artifact_uri", f"{uri} has parts {sorted(parts)}, not one 'content' part")
@@ -253,6 +255,8 @@ def _insert_blobs(conn: Connection, rows: list[dict[str, Any]]) -> int:
     """Insert, skipping keys another writer got to first; the bytes *this* call actually added."""
     if not rows:
         return 0
+    # Key order, so two writers sharing chunks wait on each other's rows in one order, never deadlock.
+    rows = sorted(rows, key=lambda r: r["sha256"])
     stmt = _insert(conn, blobs).on_conflict_do_nothing(index_elements=["sha256"])
     inserted = set(conn.execute(stmt.returning(blobs.c.sha256), rows).scalars())
     return sum(len(r["data"]) for r in rows if r["sha256"] in inserted)
