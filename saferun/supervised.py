@@ -51,8 +51,13 @@ class Decision:
 class SupervisedRun:
     """One workflow seen from the agent's side. Create it with ``supervised(...)``."""
 
-    def __init__(self, config: WorkflowConfig, orchestrator: WorkflowOrchestrator | None = None, *,
-                 result: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: WorkflowConfig,
+        orchestrator: WorkflowOrchestrator | None = None,
+        *,
+        result: dict[str, Any] | None = None,
+    ) -> None:
         self.config = config
         self.orchestrator = orchestrator or WorkflowOrchestrator()
         self.workflow_id = config.workflow_id
@@ -66,8 +71,9 @@ class SupervisedRun:
         self.orchestrator.start_execution(self.workflow_id)
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         state = self.orchestrator.get_workflow(self.workflow_id).current_state
         if exc is None:
             if state == WorkflowState.EXECUTING:
@@ -82,17 +88,30 @@ class SupervisedRun:
         self.trace.append(f"step: {name}")
         return self.orchestrator.register_step(self.workflow_id, name, compensation, args)
 
-    async def checkpoint(self, name: str | None = None, *, state: ExecutionState | None = None,
-                         summary: str | None = None, parameters: dict[str, Any] | None = None,
-                         context: dict[str, Any] | None = None, recommendation: str | None = None,
-                         confidence: float | None = None, alerts: list[dict[str, Any]] | None = None,
-                         risk: dict[str, Any] | None = None, wait_timeout: float | None = None) -> Decision:
+    async def checkpoint(
+        self,
+        name: str | None = None,
+        *,
+        state: ExecutionState | None = None,
+        summary: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        context: dict[str, Any] | None = None,
+        recommendation: str | None = None,
+        confidence: float | None = None,
+        alerts: list[dict[str, Any]] | None = None,
+        risk: dict[str, Any] | None = None,
+        wait_timeout: float | None = None,
+    ) -> Decision:
         """Capture, ask, wait; return the decision or raise ``ApprovalRejected`` after compensating."""
         cp = self._checkpoint_config(name)
         if state is None:
-            state = ExecutionState(checkpoint_id=cp.checkpoint_id, agent_memory=self.memory,
-                                   intermediate_outputs=self.outputs, decision_trace=self.trace,
-                                   parameters=parameters or {})
+            state = ExecutionState(
+                checkpoint_id=cp.checkpoint_id,
+                agent_memory=self.memory,
+                intermediate_outputs=self.outputs,
+                decision_trace=self.trace,
+                parameters=parameters or {},
+            )
         elif parameters is not None:
             state = state.model_copy(update={"parameters": parameters})
         if state.checkpoint_id != cp.checkpoint_id and self.config.checkpoint(state.checkpoint_id) is None:
@@ -100,20 +119,42 @@ class SupervisedRun:
         orch = self.orchestrator
         snapshot = await orch.create_checkpoint(self.workflow_id, state)
         if snapshot.status == "passed":  # requires_approval=False: nothing to wait for
-            return Decision(ApprovalDecision.APPROVED, "no approval required", "saferun", None,
-                            dict(state.parameters), None, snapshot)
+            return Decision(
+                ApprovalDecision.APPROVED,
+                "no approval required",
+                "saferun",
+                None,
+                dict(state.parameters),
+                None,
+                snapshot,
+            )
         request = orch.request_approval(
-            self.workflow_id, snapshot.snapshot_id, summary or f"{cp.name}: {cp.description}".rstrip(": "),
-            context if context is not None else dict(state.intermediate_outputs), recommendation=recommendation,
-            confidence=confidence, alerts=alerts, risk=risk, parameters=dict(state.parameters))
+            self.workflow_id,
+            snapshot.snapshot_id,
+            summary or f"{cp.name}: {cp.description}".rstrip(": "),
+            context if context is not None else dict(state.intermediate_outputs),
+            recommendation=recommendation,
+            confidence=confidence,
+            alerts=alerts,
+            risk=risk,
+            parameters=dict(state.parameters),
+        )
         response = await orch.wait_for_decision(request.request_id, timeout=wait_timeout)
         if response.decision == ApprovalDecision.REJECTED:
             await self._after_rejection(request.checkpoint_id, response)
         wf = orch.get_workflow(self.workflow_id)
-        approved = orch.get_snapshot_state(wf.last_approved_snapshot_id) if wf.last_approved_snapshot_id \
-            else state
-        return Decision(response.decision, response.rationale, response.approved_by, response.modifications,
-                        dict(approved.parameters), request.request_id, snapshot)
+        approved = (
+            orch.get_snapshot_state(wf.last_approved_snapshot_id) if wf.last_approved_snapshot_id else state
+        )
+        return Decision(
+            response.decision,
+            response.rationale,
+            response.approved_by,
+            response.modifications,
+            dict(approved.parameters),
+            request.request_id,
+            snapshot,
+        )
 
     async def _after_rejection(self, checkpoint_id: str, response: ApprovalResponse) -> None:
         orch = self.orchestrator
@@ -124,10 +165,19 @@ class SupervisedRun:
         restored = orch.latest_approved_state(self.workflow_id)
         last_cp = None
         if wf.last_approved_snapshot_id:
-            last_cp = next(s.checkpoint_id for s in orch.list_snapshots(self.workflow_id)
-                           if s.snapshot_id == wf.last_approved_snapshot_id)
-        raise ApprovalRejected(self.workflow_id, checkpoint_id, last_cp, response.rationale,
-                               restored_state=restored, workflow_state=wf.current_state.value)
+            last_cp = next(
+                s.checkpoint_id
+                for s in orch.list_snapshots(self.workflow_id)
+                if s.snapshot_id == wf.last_approved_snapshot_id
+            )
+        raise ApprovalRejected(
+            self.workflow_id,
+            checkpoint_id,
+            last_cp,
+            response.rationale,
+            restored_state=restored,
+            workflow_state=wf.current_state.value,
+        )
 
     def _checkpoint_config(self, name: str | None) -> Any:
         cps = self.config.checkpoints
@@ -137,10 +187,16 @@ class SupervisedRun:
         for cp in cps:
             if name in (cp.name, cp.checkpoint_id):
                 return cp
-        raise InvalidInput("name", f"no checkpoint named {name!r} (configured: {', '.join(c.name for c in cps)})")
+        raise InvalidInput(
+            "name", f"no checkpoint named {name!r} (configured: {', '.join(c.name for c in cps)})"
+        )
 
 
-def supervised(config: WorkflowConfig, orchestrator: WorkflowOrchestrator | None = None, *,
-               result: dict[str, Any] | None = None) -> SupervisedRun:
+def supervised(
+    config: WorkflowConfig,
+    orchestrator: WorkflowOrchestrator | None = None,
+    *,
+    result: dict[str, Any] | None = None,
+) -> SupervisedRun:
     """Start a supervised workflow for the length of an ``async with`` block."""
     return SupervisedRun(config, orchestrator, result=result)

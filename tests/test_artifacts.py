@@ -33,10 +33,13 @@ def _agent_log(n_bytes: int, seed: int = 1) -> tuple[list[dict[str, Any]], Any]:
     words = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 10))) for _ in range(3000)]
 
     def item(i: int) -> dict[str, Any]:
-        return {"step": i, "tool": rng.choice(["search", "fetch", "pay", "summarize"]),
-                "query": " ".join(rng.choices(words, k=rng.randint(3, 8))),
-                "result": " ".join(rng.choices(words, k=rng.randint(20, 120))),
-                "cost_micro": rng.randint(0, 10**6)}
+        return {
+            "step": i,
+            "tool": rng.choice(["search", "fetch", "pay", "summarize"]),
+            "query": " ".join(rng.choices(words, k=rng.randint(3, 8))),
+            "result": " ".join(rng.choices(words, k=rng.randint(20, 120))),
+            "cost_micro": rng.randint(0, 10**6),
+        }
 
     log: list[dict[str, Any]] = []
     size = 2
@@ -46,8 +49,12 @@ def _agent_log(n_bytes: int, seed: int = 1) -> tuple[list[dict[str, Any]], Any]:
     return log, item
 
 
-def _put(db: Database, parts: dict[str, bytes], artifact_type: str = "agent_state",
-         metadata: dict[str, Any] | None = None) -> StoredArtifact:
+def _put(
+    db: Database,
+    parts: dict[str, bytes],
+    artifact_type: str = "agent_state",
+    metadata: dict[str, Any] | None = None,
+) -> StoredArtifact:
     with db.transaction() as conn:
         return store.put(conn, parts, artifact_type=artifact_type, metadata=metadata or {})
 
@@ -79,11 +86,12 @@ def log_1mb() -> bytes:
 
 # -- round trips ----------------------------------------------------------------------------------------
 
+
 def test_several_parts_round_trip_byte_for_byte(db: Database, log_1mb: bytes) -> None:
     parts = {
         "agent_memory": canonical_bytes({"goal": "book a flight", "notes": ["a", "b"]}),
-        "api_calls": log_1mb,                              # many chunks
-        "binary": random.Random(2).randbytes(200_000),     # incompressible: stored raw
+        "api_calls": log_1mb,  # many chunks
+        "binary": random.Random(2).randbytes(200_000),  # incompressible: stored raw
         "empty": b"",
         "same_as_memory": canonical_bytes({"goal": "book a flight", "notes": ["a", "b"]}),
     }
@@ -121,6 +129,7 @@ def test_info_returns_the_artifacts_row(db: Database) -> None:
 
 
 # -- dedupe ------------------------------------------------------------------------------------------------
+
 
 def test_identical_content_twice_gives_the_same_uri_and_costs_nothing(db: Database, log_1mb: bytes) -> None:
     parts = {"api_calls": log_1mb, "counter": b"7"}
@@ -192,7 +201,8 @@ def test_a_part_equal_to_a_stored_manifest_is_served_by_that_manifest(db: Databa
 
 
 def test_a_chunk_already_stored_as_a_whole_part_is_reassembled_through_its_index(
-        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A chunk key can name a part stored earlier as an index; reading follows the index."""
     inner = canonical_bytes(_agent_log(150_000, seed=4)[0])
     tail = canonical_bytes(_agent_log(30_000, seed=5)[0])
@@ -205,7 +215,7 @@ def test_a_chunk_already_stored_as_a_whole_part_is_reassembled_through_its_index
 
     def split_at_inner(data: bytes) -> list[memoryview]:
         view = memoryview(data)
-        return [view[:len(inner)], view[len(inner):]] if bytes(data) == outer else real_split(data)
+        return [view[: len(inner)], view[len(inner) :]] if bytes(data) == outer else real_split(data)
 
     monkeypatch.setattr(chunking, "split", split_at_inner)
     second = _put(db, {"outer": outer})
@@ -220,14 +230,16 @@ def test_a_chunk_already_stored_as_a_whole_part_is_reassembled_through_its_index
 
 # -- sizes -------------------------------------------------------------------------------------------------
 
+
 def test_raw_and_compressed_sizes_count_each_chunk_once(db: Database, log_1mb: bytes) -> None:
     noise = random.Random(9).randbytes(100_000)
     parts = {"log": log_1mb, "log_again": log_1mb, "noise": noise, "small": b"tiny"}
     stored = _put(db, parts)
     assert stored.raw_size == sum(len(v) for v in parts.values())
     with db.transaction() as conn:
-        rows = conn.execute(select(blobs.c.kind, blobs.c.codec, blobs.c.stored_size,
-                                   func.length(blobs.c.data))).all()
+        rows = conn.execute(
+            select(blobs.c.kind, blobs.c.codec, blobs.c.stored_size, func.length(blobs.c.data))
+        ).all()
         row = store.info(conn, stored.uri)
     chunk_rows = [r for r in rows if r.kind == "chunk"]
     # the only artifact in this database: it references every chunk, each counted once
@@ -241,6 +253,7 @@ def test_raw_and_compressed_sizes_count_each_chunk_once(db: Database, log_1mb: b
 
 
 # -- verify on read ----------------------------------------------------------------------------------------
+
 
 def test_a_flipped_byte_in_a_chunk_is_detected(db: Database, log_1mb: bytes) -> None:
     stored = _put(db, {"api_calls": log_1mb})
@@ -285,8 +298,11 @@ def test_a_chunk_swapped_for_another_valid_chunk_is_detected(db: Database, log_1
     keys = _chunk_keys(log_1mb)
     with db.transaction() as conn:
         other = _blob(conn, keys[5])
-        conn.execute(update(blobs).where(blobs.c.sha256 == keys[2]).values(
-            data=other["data"], codec=other["codec"], raw_size=other["raw_size"]))
+        conn.execute(
+            update(blobs)
+            .where(blobs.c.sha256 == keys[2])
+            .values(data=other["data"], codec=other["codec"], raw_size=other["raw_size"])
+        )
     with pytest.raises(ArtifactCorrupted) as exc:
         _get(db, stored.uri)
     assert exc.value.key == keys[2]
@@ -313,6 +329,7 @@ def test_a_lying_size_column_is_detected_before_decompressing(db: Database, log_
 
 # -- addressing errors -------------------------------------------------------------------------------------
 
+
 def test_unknown_uri_raises_artifact_not_found(db: Database) -> None:
     uri = make_uri("ab" * 32)
     with db.transaction() as conn, pytest.raises(ArtifactNotFound) as exc:
@@ -327,16 +344,19 @@ def test_a_uri_naming_a_chunk_is_not_an_artifact(db: Database, log_1mb: bytes) -
         store.get(conn, uri)
 
 
-@pytest.mark.parametrize("uri", [
-    "",
-    "sha256:" + "a" * 64,
-    "x402://artifacts/sha256:" + "a" * 63,
-    "x402://artifacts/sha256:" + "A" * 64,
-    "x402://artifacts/sha256:" + "g" * 64,
-    "x402://artifacts/sha256:" + "a" * 64 + "/",
-    "x402://other/sha256:" + "a" * 64,
-    None,
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "",
+        "sha256:" + "a" * 64,
+        "x402://artifacts/sha256:" + "a" * 63,
+        "x402://artifacts/sha256:" + "A" * 64,
+        "x402://artifacts/sha256:" + "g" * 64,
+        "x402://artifacts/sha256:" + "a" * 64 + "/",
+        "x402://other/sha256:" + "a" * 64,
+        None,
+    ],
+)
 def test_malformed_uri_raises_invalid_input(db: Database, uri: Any) -> None:
     with db.transaction() as conn:
         for call in (store.get, store.get_bytes, store.info):
@@ -364,6 +384,7 @@ def test_put_refuses_malformed_input(db: Database) -> None:
 
 # -- concurrent writers ------------------------------------------------------------------------------------
 
+
 def test_the_same_artifact_stored_in_two_transactions_has_one_uri(db: Database, log_1mb: bytes) -> None:
     parts = {"api_calls": log_1mb, "counter": b"1"}
     first = _put(db, parts, metadata={"writer": 1})
@@ -378,7 +399,8 @@ def test_the_same_artifact_stored_in_two_transactions_has_one_uri(db: Database, 
 
 
 def test_a_writer_that_finds_its_blobs_already_inserted_still_succeeds(
-        db: Database, log_1mb: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    db: Database, log_1mb: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What a writer racing another sees: its probe missed rows that its insert then collides with."""
     parts = {"api_calls": log_1mb}
     first = _put(db, parts)
@@ -414,6 +436,7 @@ def test_two_concurrent_writers_of_the_same_artifact_both_succeed(db: Database, 
 
 # -- query count -------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def statements(db: Database) -> Iterator[list[str]]:
     seen: list[str] = []
@@ -426,8 +449,9 @@ def statements(db: Database) -> Iterator[list[str]]:
     event.remove(db.engine, "before_cursor_execute", record)
 
 
-def test_get_fetches_chunks_with_one_query_per_level(db: Database, log_1mb: bytes,
-                                                     statements: list[str]) -> None:
+def test_get_fetches_chunks_with_one_query_per_level(
+    db: Database, log_1mb: bytes, statements: list[str]
+) -> None:
     noise = random.Random(3).randbytes(500_000)
     stored = _put(db, {"log": log_1mb, "noise": noise, "small": b"s"})
     statements.clear()

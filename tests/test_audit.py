@@ -25,12 +25,26 @@ async def test_every_kind_of_change_is_in_the_chain(db: Database) -> None:
     orch = WorkflowOrchestrator(database=db)
     wf = await full_run(orch)
     kinds = [e["kind"] for e in orch.audit_events(wf)]
-    for kind in ("workflow_created", "escrow_locked", "transition", "checkpoint_captured", "decision",
-                 "milestone_released", "step_registered"):
+    for kind in (
+        "workflow_created",
+        "escrow_locked",
+        "transition",
+        "checkpoint_captured",
+        "decision",
+        "milestone_released",
+        "step_registered",
+    ):
         assert kind in kinds, kind
     transitions = [e["payload"]["to"] for e in orch.audit_events(wf) if e["kind"] == "transition"]
-    assert transitions == ["executing", "awaiting_approval", "executing", "awaiting_approval", "executing",
-                           "settling", "completed"]
+    assert transitions == [
+        "executing",
+        "awaiting_approval",
+        "executing",
+        "awaiting_approval",
+        "executing",
+        "settling",
+        "completed",
+    ]
     assert [h["to_state"] for h in orch.history(wf)][0] == "initialized"
     count, broken = orch.verify_audit(wf)
     assert broken is None and count == len(kinds)
@@ -40,8 +54,11 @@ async def test_tampering_is_reported_at_the_first_broken_link(db: Database) -> N
     orch = WorkflowOrchestrator(database=db)
     wf = await full_run(orch)
     with db.transaction() as conn:
-        conn.execute(update(audit_events).where(audit_events.c.workflow_id == wf, audit_events.c.seq == 5)
-                     .values(actor="mallory"))
+        conn.execute(
+            update(audit_events)
+            .where(audit_events.c.workflow_id == wf, audit_events.c.seq == 5)
+            .values(actor="mallory")
+        )
     _, broken = orch.verify_audit(wf)
     assert broken is not None and broken.seq == 5 and "altered" in broken.reason
 
@@ -52,8 +69,9 @@ def test_removed_and_reordered_events_break_the_chain() -> None:
     events, prev = [], GENESIS
     for seq in (1, 2, 3):
         ev = {"seq": seq, "kind": "k", "actor": "a", "at": "t", "payload": {"n": seq}, "prev_hash": prev}
-        ev["hash"] = prev = event_hash(workflow_id="wf", **{k: ev[k] for k in
-                                                             ("seq", "kind", "actor", "at", "payload", "prev_hash")})
+        ev["hash"] = prev = event_hash(
+            workflow_id="wf", **{k: ev[k] for k in ("seq", "kind", "actor", "at", "payload", "prev_hash")}
+        )
         events.append(ev)
     assert verify_chain("wf", events) is None
     assert verify_chain("wf", [events[0], events[2]]) == verify_chain("wf", [events[0], events[2]])

@@ -14,17 +14,25 @@ from saferun.domain.chunking import AVG_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SI
 def _agent_log(n_items: int, seed: int = 3) -> list[dict[str, object]]:
     rng = random.Random(seed)
     words = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(2000)]
-    return [{"step": i, "tool": rng.choice(["search", "fetch", "pay"]),
-             "result": " ".join(rng.choices(words, k=rng.randint(20, 120))),
-             "cost_micro": rng.randint(0, 10**6)}
-            for i in range(n_items)]
+    return [
+        {
+            "step": i,
+            "tool": rng.choice(["search", "fetch", "pay"]),
+            "result": " ".join(rng.choices(words, k=rng.randint(20, 120))),
+            "cost_micro": rng.randint(0, 10**6),
+        }
+        for i in range(n_items)
+    ]
 
 
 # A value from a few bytes to several maximum-size chunks, cheap to generate at any size.
 values = st.one_of(
     st.binary(max_size=3 * MIN_CHUNK_SIZE),
-    st.builds(lambda seed, n: random.Random(seed).randbytes(n), st.integers(0, 2**32),
-              st.integers(0, 6 * MAX_CHUNK_SIZE)),
+    st.builds(
+        lambda seed, n: random.Random(seed).randbytes(n),
+        st.integers(0, 2**32),
+        st.integers(0, 6 * MAX_CHUNK_SIZE),
+    ),
 )
 
 
@@ -57,7 +65,7 @@ def test_boundaries_before_an_append_stay_the_same(data: bytes, suffix: bytes) -
     before = boundaries(data)
     after = boundaries(data + suffix)
     # every cut but the last one (which only ended because the data did) survives the append
-    assert after[:len(before) - 1] == before[:-1]
+    assert after[: len(before) - 1] == before[:-1]
 
 
 def test_boundaries_are_deterministic() -> None:
@@ -70,8 +78,27 @@ def test_boundaries_never_drift_between_releases() -> None:
     """Stored chunk keys dedupe only if old and new code cut alike; changing the sizes must be deliberate."""
     data = random.Random(0).randbytes(300_000)
     assert boundaries(data) == [
-        17919, 33361, 47262, 70521, 84471, 92763, 97229, 107630, 122869, 134410, 145073, 157545, 164791,
-        176128, 209808, 223125, 231318, 260504, 270992, 285877, 300000,
+        17919,
+        33361,
+        47262,
+        70521,
+        84471,
+        92763,
+        97229,
+        107630,
+        122869,
+        134410,
+        145073,
+        157545,
+        164791,
+        176128,
+        209808,
+        223125,
+        231318,
+        260504,
+        270992,
+        285877,
+        300000,
     ]
 
 
@@ -80,7 +107,7 @@ def test_appending_to_a_json_list_changes_only_the_last_chunk() -> None:
     before = split(canonical_bytes(log))
     after = split(canonical_bytes([*log, {"step": 3000, "tool": "pay", "result": "ok", "cost_micro": 5}]))
     assert len(before) > 20
-    assert [bytes(c) for c in after[:len(before) - 1]] == [bytes(c) for c in before[:-1]]
+    assert [bytes(c) for c in after[: len(before) - 1]] == [bytes(c) for c in before[:-1]]
     assert len(after) - (len(before) - 1) <= 2
 
 

@@ -25,8 +25,12 @@ async def test_approval_resumes_and_pays_the_milestone_90_10(orch: WorkflowOrche
     req = await pause(orch, wf)
     assert orch.get_workflow(wf).current_state.value == "awaiting_approval"
     assert decide(orch, req, "APPROVED").current_state.value == "executing"
-    legs = {leg["account"]: leg["amount_micro"] for e in orch.ledger_entries(wf) if e["kind"] == "release"
-            for leg in e["legs"]}
+    legs = {
+        leg["account"]: leg["amount_micro"]
+        for e in orch.ledger_entries(wf)
+        if e["kind"] == "release"
+        for leg in e["legs"]
+    }
     assert legs == {"escrow:" + wf: -50_000_000, "wallet:agent": 45_000_000, "wallet:reviewer": 5_000_000}
 
 
@@ -67,10 +71,13 @@ async def test_concurrent_decisions_yield_exactly_one_winner(db: Database) -> No
     assert orch.get_workflow(wf).approval_responses == 1
 
 
-async def test_modified_merges_parameters_into_the_state_the_agent_gets_back(orch: WorkflowOrchestrator) -> None:
+async def test_modified_merges_parameters_into_the_state_the_agent_gets_back(
+    orch: WorkflowOrchestrator,
+) -> None:
     wf = started(orch)
-    req = await pause(orch, wf, parameters={"pizza_count": 100, "topping": "cheese"},
-                      agent_memory={"order": "pizza"})
+    req = await pause(
+        orch, wf, parameters={"pizza_count": 100, "topping": "cheese"}, agent_memory={"order": "pizza"}
+    )
     decide(orch, req, "MODIFIED", modifications={"pizza_count": 10})
     state = orch.latest_approved_state(wf)
     assert state is not None
@@ -95,8 +102,10 @@ async def test_modifications_are_checked_against_the_proposed_parameters(orch: W
 
 
 async def test_rejection_without_rollback_fails_and_refunds(orch: WorkflowOrchestrator) -> None:
-    cps = [CheckpointConfig(name="A", checkpoint_id="cp1"),
-           CheckpointConfig(name="B", checkpoint_id="cp2", can_rollback=False)]
+    cps = [
+        CheckpointConfig(name="A", checkpoint_id="cp1"),
+        CheckpointConfig(name="B", checkpoint_id="cp2", can_rollback=False),
+    ]
     wf = started(orch, make_config(checkpoints=cps, escrow="100.01"))
     decide(orch, await pause(orch, wf, "cp1"), "APPROVED")
     wf_after = decide(orch, await pause(orch, wf, "cp2"), "REJECTED")
@@ -108,8 +117,10 @@ async def test_rejection_without_rollback_fails_and_refunds(orch: WorkflowOrches
 
 async def test_expired_requests_apply_their_policy_once(db: Database) -> None:
     orch = WorkflowOrchestrator(database=db)
-    cps = [CheckpointConfig(name="A", checkpoint_id="cp1", timeout_seconds=1, on_timeout="approve"),
-           CheckpointConfig(name="B", checkpoint_id="cp2", timeout_seconds=1)]
+    cps = [
+        CheckpointConfig(name="A", checkpoint_id="cp1", timeout_seconds=1, on_timeout="approve"),
+        CheckpointConfig(name="B", checkpoint_id="cp2", timeout_seconds=1),
+    ]
     wf = started(orch, make_config(checkpoints=cps))
     req = await pause(orch, wf, "cp1")
     later = utcnow() + timedelta(seconds=2)
@@ -149,7 +160,9 @@ async def test_wait_for_decision_returns_the_expiry_outcome(orch: WorkflowOrches
     assert response.decision.value == "REJECTED" and response.automatic
 
 
-async def test_actions_in_the_wrong_state_raise_typed_errors_and_write_nothing(orch: WorkflowOrchestrator) -> None:
+async def test_actions_in_the_wrong_state_raise_typed_errors_and_write_nothing(
+    orch: WorkflowOrchestrator,
+) -> None:
     config = make_config()
     orch.initialize_workflow(config)
     wf = config.workflow_id

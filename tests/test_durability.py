@@ -12,15 +12,21 @@ from saferun.storage.database import Database
 
 
 def run(code: str, db: Database) -> str:
-    env = {"DATABASE_URL": db.engine.url.render_as_string(hide_password=False), "PATH": "/usr/bin:/bin",
-           "PYTHONPATH": str(Path.cwd())}
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True)
+    env = {
+        "DATABASE_URL": db.engine.url.render_as_string(hide_password=False),
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(Path.cwd()),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
 
 def test_a_paused_agent_resumes_in_a_new_process_with_every_byte_of_its_state(db: Database) -> None:
-    first = run("""
+    first = run(
+        """
         import asyncio
         from saferun import supervised, WorkflowOrchestrator, ExecutionState
         from tests.helpers import make_config, started
@@ -32,18 +38,24 @@ def test_a_paused_agent_resumes_in_a_new_process_with_every_byte_of_its_state(db
         snap = asyncio.run(orch.create_checkpoint(wf, state))
         req = orch.request_approval(wf, snap.snapshot_id, "Order 100 pizzas?", {"cost": "1200.00"})
         print(wf, req.request_id)
-    """, db)
+    """,
+        db,
+    )
     wf, req = first.split()
-    second = run(f"""
+    second = run(
+        f"""
         from saferun import WorkflowOrchestrator, ApprovalResponse
         orch = WorkflowOrchestrator()
         assert orch.get_workflow({wf!r}).current_state.value == "awaiting_approval"
         orch.submit_approval({wf!r}, ApprovalResponse(request_id={req!r}, decision="MODIFIED",
                              approved_by="reviewer", modifications={{"pizza_count": 10}}))
         print("decided")
-    """, db)
+    """,
+        db,
+    )
     assert second == "decided"
-    third = run(f"""
+    third = run(
+        f"""
         import asyncio, json
         from saferun import WorkflowOrchestrator
         orch = WorkflowOrchestrator()
@@ -51,5 +63,7 @@ def test_a_paused_agent_resumes_in_a_new_process_with_every_byte_of_its_state(db
         state = orch.latest_approved_state({wf!r})
         print(json.dumps([response.decision.value, state.parameters, state.agent_memory["notes"],
                           len(state.agent_memory["big"]), orch.verify_audit({wf!r})[1] is None]))
-    """, db)
+    """,
+        db,
+    )
     assert json.loads(third) == ["MODIFIED", {"pizza_count": 10}, ["é", "∑", 1.5, None, True], 200000, True]

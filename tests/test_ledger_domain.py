@@ -30,8 +30,9 @@ from saferun.errors import InvalidAmount, InvalidInput, LedgerError
 MAX_TOTAL = 10**15  # a billion USDC in micro-units
 
 int_weights = st.integers(min_value=1, max_value=10**6)
-decimal_weights = st.decimals(min_value=Decimal("0.001"), max_value=Decimal("1000"), places=3,
-                              allow_nan=False, allow_infinity=False)
+decimal_weights = st.decimals(
+    min_value=Decimal("0.001"), max_value=Decimal("1000"), places=3, allow_nan=False, allow_infinity=False
+)
 weights_strategy = st.lists(st.one_of(int_weights, decimal_weights), min_size=1, max_size=12)
 shares = st.decimals(min_value=0, max_value=1, places=4, allow_nan=False, allow_infinity=False)
 
@@ -93,8 +94,7 @@ def test_hundred_point_oh_one_over_three_milestones() -> None:
     total = to_micro("100.01")
     assert total == 100_010_000
     assert allocate(total, [1, 1, 1]) == [33_336_667, 33_336_667, 33_336_666]
-    assert allocate(total, [Decimal("1"), Decimal("1"), Decimal("1")]) == [33_336_667, 33_336_667,
-                                                                           33_336_666]
+    assert allocate(total, [Decimal("1"), Decimal("1"), Decimal("1")]) == [33_336_667, 33_336_667, 33_336_666]
 
 
 def test_allocate_largest_remainder_not_first_come() -> None:
@@ -104,16 +104,19 @@ def test_allocate_largest_remainder_not_first_come() -> None:
     assert allocate(5, [Decimal("0.5")]) == [5]
 
 
-@pytest.mark.parametrize(("total", "weights", "field"), [
-    (-1, [1], "total"),
-    (1.5, [1], "total"),
-    (10, [], "weights"),
-    (10, [1, 0], "weights[1]"),
-    (10, [1, -2], "weights[1]"),
-    (10, [1, 0.5], "weights[1]"),
-    (10, [True], "weights[0]"),
-    (10, [Decimal("NaN")], "weights[0]"),
-])
+@pytest.mark.parametrize(
+    ("total", "weights", "field"),
+    [
+        (-1, [1], "total"),
+        (1.5, [1], "total"),
+        (10, [], "weights"),
+        (10, [1, 0], "weights[1]"),
+        (10, [1, -2], "weights[1]"),
+        (10, [1, 0.5], "weights[1]"),
+        (10, [True], "weights[0]"),
+        (10, [Decimal("NaN")], "weights[0]"),
+    ],
+)
 def test_allocate_refuses_bad_input(total: object, weights: list[object], field: str) -> None:
     with pytest.raises(InvalidAmount) as err:
         allocate(total, weights)  # type: ignore[arg-type]
@@ -184,9 +187,11 @@ def test_builders_produce_the_documented_legs() -> None:
 
 @pytest.mark.parametrize("amount", [-1, 0, 1.5, Decimal("1")])
 def test_builders_refuse_bad_amounts(amount: object) -> None:
-    for build in (lambda: ledger.lock("w", "p", amount),  # type: ignore[arg-type]
-                  lambda: ledger.release("w", amount, "e", "s"),  # type: ignore[arg-type]
-                  lambda: ledger.refund("w", "p", amount)):  # type: ignore[arg-type]
+    for build in (
+        lambda: ledger.lock("w", "p", amount),  # type: ignore[arg-type]
+        lambda: ledger.release("w", amount, "e", "s"),  # type: ignore[arg-type]
+        lambda: ledger.refund("w", "p", amount),
+    ):  # type: ignore[arg-type]
         with pytest.raises(InvalidAmount) as err:
             build()
         assert err.value.field == "amount"
@@ -203,8 +208,7 @@ def test_idempotency_keys_are_per_milestone() -> None:
 
 
 def test_position_detects_foreign_escrow_movement() -> None:
-    postings = [ledger.lock("w", "p", 100),
-                Posting("adjust", (Leg("escrow:w", -10), Leg("wallet:x", 10)))]
+    postings = [ledger.lock("w", "p", 100), Posting("adjust", (Leg("escrow:w", -10), Leg("wallet:x", 10)))]
     pos = position_from_postings("w", postings)
     assert pos == EscrowPosition(locked=100, released=0, refunded=0, held=90)
     assert not pos.invariant_holds()
@@ -262,8 +266,9 @@ def test_random_lifecycle_keeps_every_promise(case: dict[str, object]) -> None:
 
     final = position_from_postings(wf, journal.values())
     expected_released = sum(allocations[i] for i in paid)
-    assert final == EscrowPosition(locked=total, released=expected_released,
-                                   refunded=total - expected_released, held=0)
+    assert final == EscrowPosition(
+        locked=total, released=expected_released, refunded=total - expected_released, held=0
+    )
     balances = balances_from_postings(journal.values())
     assert balances.get(funding_account(poster), 0) == -expected_released
     wallets = sum(b for a, b in balances.items() if a.startswith("wallet:"))

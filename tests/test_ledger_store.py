@@ -35,11 +35,16 @@ def test_lock_release_refund_balances_and_position(db: Database) -> None:
     total = 100_010_000
     parts = ledger.allocate(total, [1, 1, 1])
     with db.transaction() as conn:
-        txn = store.post(conn, ledger.lock(wf, "poster", total), idempotency_key=ledger.lock_key(wf),
-                         workflow_id=wf)
+        txn = store.post(
+            conn, ledger.lock(wf, "poster", total), idempotency_key=ledger.lock_key(wf), workflow_id=wf
+        )
         assert txn.startswith("txn_") and len(txn) == 24
-        store.post(conn, ledger.release(wf, parts[0], "exe", "sup", Decimal("0.9"), milestone=0),
-                   idempotency_key=ledger.release_key(wf, 0), workflow_id=wf)
+        store.post(
+            conn,
+            ledger.release(wf, parts[0], "exe", "sup", Decimal("0.9"), milestone=0),
+            idempotency_key=ledger.release_key(wf, 0),
+            workflow_id=wf,
+        )
     with db.transaction() as conn:
         assert store.balance(conn, ledger.escrow_account(wf)) == total - parts[0]
         assert store.balance(conn, "funding:poster") == -total
@@ -47,10 +52,12 @@ def test_lock_release_refund_balances_and_position(db: Database) -> None:
         assert store.balance(conn, "wallet:sup") == 3_333_666
         assert store.balance(conn, "wallet:nobody") == 0
         assert store.escrow_position(conn, wf) == EscrowPosition(
-            locked=total, released=parts[0], refunded=0, held=total - parts[0])
+            locked=total, released=parts[0], refunded=0, held=total - parts[0]
+        )
         held = store.escrow_position(conn, wf).held
-        store.post(conn, ledger.refund(wf, "poster", held), idempotency_key=ledger.refund_key(wf),
-                   workflow_id=wf)
+        store.post(
+            conn, ledger.refund(wf, "poster", held), idempotency_key=ledger.refund_key(wf), workflow_id=wf
+        )
     with db.read() as conn:
         pos = store.escrow_position(conn, wf)
         assert pos == EscrowPosition(locked=total, released=parts[0], refunded=total - parts[0], held=0)
@@ -61,9 +68,11 @@ def test_lock_release_refund_balances_and_position(db: Database) -> None:
     assert rows[0]["txn_id"] == txn
     assert rows[0]["idempotency_key"] == ledger.lock_key(wf)
     assert rows[0]["created_at"].tzinfo is not None
-    assert rows[1]["legs"] == [{"account": f"escrow:{wf}", "amount_micro": -parts[0]},
-                               {"account": "wallet:exe", "amount_micro": 30_003_001},
-                               {"account": "wallet:sup", "amount_micro": 3_333_666}]
+    assert rows[1]["legs"] == [
+        {"account": f"escrow:{wf}", "amount_micro": -parts[0]},
+        {"account": "wallet:exe", "amount_micro": 30_003_001},
+        {"account": "wallet:sup", "amount_micro": 3_333_666},
+    ]
     assert "milestone 0" in rows[1]["memo"]
     with db.read() as conn:
         assert store.entries(conn, "wf_unknown") == []
@@ -92,8 +101,12 @@ def test_releasing_a_milestone_twice_pays_once(db: Database) -> None:
         store.post(conn, ledger.lock(wf, "p", 300), idempotency_key=ledger.lock_key(wf), workflow_id=wf)
     for _ in range(3):
         with db.transaction() as conn:
-            store.post(conn, ledger.release(wf, 100, "e", None, milestone=1),
-                       idempotency_key=ledger.release_key(wf, 1), workflow_id=wf)
+            store.post(
+                conn,
+                ledger.release(wf, 100, "e", None, milestone=1),
+                idempotency_key=ledger.release_key(wf, 1),
+                workflow_id=wf,
+            )
     with db.read() as conn:
         assert store.balance(conn, "wallet:e") == 100
         assert store.escrow_position(conn, wf).released == 100
@@ -138,11 +151,19 @@ def test_overdraw_raises_and_rollback_writes_nothing(db: Database) -> None:
 
 def test_wallets_cannot_go_negative_but_funding_can(db: Database) -> None:
     with pytest.raises(LedgerError, match="wallet:x"), db.transaction() as conn:
-        store.post(conn, Posting("payout", (Leg("wallet:x", -1), Leg("funding:x", 1))),
-                   idempotency_key="payout", workflow_id=None)
+        store.post(
+            conn,
+            Posting("payout", (Leg("wallet:x", -1), Leg("funding:x", 1))),
+            idempotency_key="payout",
+            workflow_id=None,
+        )
     with db.transaction() as conn:
-        store.post(conn, Posting("deposit", (Leg("funding:x", -7), Leg("wallet:x", 7))),
-                   idempotency_key="deposit", workflow_id=None)
+        store.post(
+            conn,
+            Posting("deposit", (Leg("funding:x", -7), Leg("wallet:x", 7))),
+            idempotency_key="deposit",
+            workflow_id=None,
+        )
         assert store.balance(conn, "funding:x") == -7
 
 
@@ -219,16 +240,26 @@ decisions = st.lists(
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     total=st.integers(min_value=1, max_value=10**12),
-    weights=st.lists(st.one_of(st.integers(min_value=1, max_value=100),
-                               st.decimals(min_value=Decimal("0.01"), max_value=Decimal("10"), places=2)),
-                     min_size=1, max_size=6),
+    weights=st.lists(
+        st.one_of(
+            st.integers(min_value=1, max_value=100),
+            st.decimals(min_value=Decimal("0.01"), max_value=Decimal("10"), places=2),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
     share=st.decimals(min_value=0, max_value=1, places=3),
     supervisor=st.sampled_from([None, "sup"]),
     steps=decisions,
 )
-def test_random_decisions_keep_the_invariant(db: Database, total: int, weights: list[int | Decimal],
-                                             share: Decimal, supervisor: str | None,
-                                             steps: list[tuple[str, int]]) -> None:
+def test_random_decisions_keep_the_invariant(
+    db: Database,
+    total: int,
+    weights: list[int | Decimal],
+    share: Decimal,
+    supervisor: str | None,
+    steps: list[tuple[str, int]],
+) -> None:
     wf = _wf()  # the database is shared by all examples of one test run
     poster, executor = f"poster-{wf}", f"exe-{wf}"
     allocations = ledger.allocate(total, weights)
@@ -256,20 +287,32 @@ def test_random_decisions_keep_the_invariant(db: Database, total: int, weights: 
             if settled or allocations[i] == 0:
                 continue  # the workflow engine releases nothing after settlement or for a zero part
             with db.transaction() as conn:
-                store.post(conn, ledger.release(wf, allocations[i], executor, supervisor, share, milestone=i),
-                           idempotency_key=ledger.release_key(wf, i), workflow_id=wf)
+                store.post(
+                    conn,
+                    ledger.release(wf, allocations[i], executor, supervisor, share, milestone=i),
+                    idempotency_key=ledger.release_key(wf, i),
+                    workflow_id=wf,
+                )
             paid.add(i)
         elif action == "settle":
             with db.transaction() as conn:
                 held = store.escrow_position(conn, wf).held
                 if held:
-                    store.post(conn, ledger.refund(wf, poster, held), idempotency_key=ledger.refund_key(wf),
-                               workflow_id=wf)
+                    store.post(
+                        conn,
+                        ledger.refund(wf, poster, held),
+                        idempotency_key=ledger.refund_key(wf),
+                        workflow_id=wf,
+                    )
             settled = True
         else:
             with db.read() as conn:
                 held = store.escrow_position(conn, wf).held
             with pytest.raises(LedgerError), db.transaction() as conn:
-                store.post(conn, ledger.release(wf, held + arg, executor, supervisor, share),
-                           idempotency_key=f"{wf}:bogus:{arg}", workflow_id=wf)
+                store.post(
+                    conn,
+                    ledger.release(wf, held + arg, executor, supervisor, share),
+                    idempotency_key=f"{wf}:bogus:{arg}",
+                    workflow_id=wf,
+                )
         check()

@@ -18,8 +18,9 @@ from tests.helpers import decide, pause, started
 FAST = RetryPolicy(attempts=3, initial_delay=0.001, max_delay=0.002)
 
 
-def orchestrator(db: Database, calls: list[tuple[str, dict]], flaky: dict[str, int] | None = None
-                 ) -> WorkflowOrchestrator:
+def orchestrator(
+    db: Database, calls: list[tuple[str, dict]], flaky: dict[str, int] | None = None
+) -> WorkflowOrchestrator:
     reg = CompensationRegistry()
     flaky = flaky if flaky is not None else {}
 
@@ -29,6 +30,7 @@ def orchestrator(db: Database, calls: list[tuple[str, dict]], flaky: dict[str, i
                 flaky[name] -= 1
                 raise ConnectionError(f"{name} endpoint unavailable")
             calls.append((name, args))
+
         return undo
 
     for name in ("cancel_order", "delete_records", "unbook_room"):
@@ -55,7 +57,11 @@ async def test_rejection_compensates_newer_steps_in_reverse_and_resumes(db: Data
     restored = orch.latest_approved_state(wf)
     assert restored is not None and restored.parameters == {"n": 1}
     statuses = {s["name"]: s["status"] for s in orch.saga_steps(wf)}
-    assert statuses == {"book room": "committed", "write records": "compensated", "place order": "compensated"}
+    assert statuses == {
+        "book room": "committed",
+        "write records": "compensated",
+        "place order": "compensated",
+    }
     kinds = [e["kind"] for e in orch.audit_events(wf)]
     assert kinds.count("compensation_succeeded") == 2
 
@@ -105,14 +111,16 @@ def test_a_rollback_started_by_a_dead_agent_is_finished_by_another_process(tmp_p
     """The agent registers steps and dies; a new process that imports the compensations rolls back."""
     db_url = f"sqlite:///{tmp_path / 'saferun.db'}"
     log = tmp_path / "undo.log"
-    (tmp_path / "shop_compensations.py").write_text(textwrap.dedent(f"""
+    (tmp_path / "shop_compensations.py").write_text(
+        textwrap.dedent(f"""
         from saferun import compensation
 
         @compensation("cancel_order")
         def cancel_order(order_id):
             with open({str(log)!r}, "a") as f:
                 f.write(order_id + "\\n")
-    """))
+    """)
+    )
     agent = textwrap.dedent("""
         import asyncio, os, sys
         from saferun import WorkflowOrchestrator, ExecutionState
@@ -126,8 +134,13 @@ def test_a_rollback_started_by_a_dead_agent_is_finished_by_another_process(tmp_p
         print(wf, req.request_id, flush=True)
         os._exit(0)  # the agent dies while waiting for its decision
     """)
-    env = {"DATABASE_URL": db_url, "PYTHONPATH": f"{tmp_path}:{Path.cwd()}", "PATH": "/usr/bin:/bin",
-           "SAFERUN_COMPENSATIONS": "shop_compensations", "SAFERUN_ROLLBACK_GRACE_SECONDS": "0"}
+    env = {
+        "DATABASE_URL": db_url,
+        "PYTHONPATH": f"{tmp_path}:{Path.cwd()}",
+        "PATH": "/usr/bin:/bin",
+        "SAFERUN_COMPENSATIONS": "shop_compensations",
+        "SAFERUN_ROLLBACK_GRACE_SECONDS": "0",
+    }
     out = subprocess.run([sys.executable, "-c", agent], env=env, capture_output=True, text=True, check=True)
     wf, req = out.stdout.split()
     reviewer = textwrap.dedent(f"""
@@ -138,6 +151,8 @@ def test_a_rollback_started_by_a_dead_agent_is_finished_by_another_process(tmp_p
         report = orch.sweep()
         print(orch.get_workflow({wf!r}).current_state.value, report.rolled_back)
     """)
-    out = subprocess.run([sys.executable, "-c", reviewer], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", reviewer], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.split()[0] == "executing"
     assert log.read_text().split() == ["o-2", "o-1"]

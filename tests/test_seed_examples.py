@@ -211,7 +211,9 @@ async def _reviewer(started: asyncio.Queue, decisions: list[str]) -> str:
     for decision in decisions:
         while not (pending := orchestrator.pending_approvals(workflow_id)):
             await asyncio.sleep(0.01)
-        response = supervisor.submit_decision(pending[0].request_id, decision, rationale=f"{decision} by test")
+        response = supervisor.submit_decision(
+            pending[0].request_id, decision, rationale=f"{decision} by test"
+        )
         orchestrator.submit_approval(workflow_id, response)
     return workflow_id
 
@@ -223,7 +225,8 @@ async def test_step4_orchestration_runs_to_completion_when_approved(database_env
     started: asyncio.Queue = asyncio.Queue()
     result, workflow_id = await asyncio.gather(
         run("Research competitor pricing and suggest our pricing strategy", started),
-        _reviewer(started, ["APPROVED", "APPROVED"]))
+        _reviewer(started, ["APPROVED", "APPROVED"]),
+    )
     assert result == {"report": "Suggested: raise prices 5%"}
     wf = WorkflowOrchestrator().get_workflow(workflow_id)
     assert wf.current_state.value == "completed"
@@ -231,7 +234,11 @@ async def test_step4_orchestration_runs_to_completion_when_approved(database_env
     position = WorkflowOrchestrator().escrow_position(workflow_id)
     # two of three milestones paid (66.666667), the rest refunded at settlement
     assert (position.locked, position.released, position.refunded, position.held) == (
-        100_000_000, 66_666_667, 33_333_333, 0)
+        100_000_000,
+        66_666_667,
+        33_333_333,
+        0,
+    )
 
 
 async def test_step4_orchestration_fails_cleanly_when_rejected(database_env: Database) -> None:
@@ -239,8 +246,9 @@ async def test_step4_orchestration_fails_cleanly_when_rejected(database_env: Dat
 
     run = _step4_module()
     started: asyncio.Queue = asyncio.Queue()
-    outcome = await asyncio.gather(run("Pricing study", started), _reviewer(started, ["APPROVED", "REJECTED"]),
-                                   return_exceptions=True)
+    outcome = await asyncio.gather(
+        run("Pricing study", started), _reviewer(started, ["APPROVED", "REJECTED"]), return_exceptions=True
+    )
     assert isinstance(outcome[0], Exception) and "rollback initiated" in str(outcome[0])
     wf = WorkflowOrchestrator().get_workflow(outcome[1])
     assert wf.current_state.value == "failed"

@@ -12,16 +12,30 @@ from saferun.errors import InvalidTransition
 S = WorkflowState
 
 DIAGRAM_1 = {
-    (S.INITIALIZED, S.EXECUTING), (S.EXECUTING, S.AWAITING_APPROVAL), (S.AWAITING_APPROVAL, S.EXECUTING),
-    (S.AWAITING_APPROVAL, S.ROLLING_BACK), (S.AWAITING_APPROVAL, S.FAILED), (S.ROLLING_BACK, S.EXECUTING),
-    (S.ROLLING_BACK, S.FAILED), (S.EXECUTING, S.SETTLING), (S.EXECUTING, S.FAILED), (S.SETTLING, S.COMPLETED),
+    (S.INITIALIZED, S.EXECUTING),
+    (S.EXECUTING, S.AWAITING_APPROVAL),
+    (S.AWAITING_APPROVAL, S.EXECUTING),
+    (S.AWAITING_APPROVAL, S.ROLLING_BACK),
+    (S.AWAITING_APPROVAL, S.FAILED),
+    (S.ROLLING_BACK, S.EXECUTING),
+    (S.ROLLING_BACK, S.FAILED),
+    (S.EXECUTING, S.SETTLING),
+    (S.EXECUTING, S.FAILED),
+    (S.SETTLING, S.COMPLETED),
     (S.SETTLING, S.FAILED),
 }
 
 
 def test_there_are_exactly_seven_states() -> None:
-    assert [s.value for s in S] == ["initialized", "executing", "awaiting_approval", "rolling_back", "settling",
-                                    "completed", "failed"]
+    assert [s.value for s in S] == [
+        "initialized",
+        "executing",
+        "awaiting_approval",
+        "rolling_back",
+        "settling",
+        "completed",
+        "failed",
+    ]
 
 
 def test_table_edges_are_the_diagram_edges() -> None:

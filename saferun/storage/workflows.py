@@ -117,3 +117,17 @@ def rolling_back_since(conn: Connection, before: datetime) -> list[str]:
         )
     )
     return [r[0] for r in rows]
+
+
+def active_parties(conn: Connection) -> tuple[int, int]:
+    """Distinct executors and supervisors of workflows that have not ended."""
+    live = workflows.c.state.notin_(["completed", "failed"])
+    executors = conn.execute(
+        select(func.count(func.distinct(workflows.c.executor_id))).where(live)
+    ).scalar_one()
+    supervisors = conn.execute(
+        select(func.count(func.distinct(workflows.c.supervisor_id))).where(
+            live, workflows.c.supervisor_id.is_not(None)
+        )
+    ).scalar_one()
+    return executors, supervisors

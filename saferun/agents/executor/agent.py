@@ -61,11 +61,16 @@ class ExecutorAgent:
         self.memory["conversation"].append(f"task: {task}")
         self.decision_trace.append(f"Asked {self.provider.name} provider to handle: {task}")
         completion = await self.provider.complete(prompt)
-        self.api_calls.append({
-            "timestamp": datetime.now(UTC).isoformat(), "endpoint": f"provider:{self.provider.name}",
-            "method": "complete", "status": 200, "payload_summary": task[:200],
-            "response_summary": completion.text[:200],
-        })
+        self.api_calls.append(
+            {
+                "timestamp": datetime.now(UTC).isoformat(),
+                "endpoint": f"provider:{self.provider.name}",
+                "method": "complete",
+                "status": 200,
+                "payload_summary": task[:200],
+                "response_summary": completion.text[:200],
+            }
+        )
         self.memory["conversation"].append(f"result: {completion.text}")
         self.tokens_used += completion.input_tokens + completion.output_tokens
         self.cost_usd += completion.cost_usd
@@ -77,9 +82,16 @@ class ExecutorAgent:
     def snapshot(self, checkpoint_id: str, **extra: Any) -> ExecutionState:
         """The agent's state as recorded so far, ready for ``create_checkpoint``."""
         return ExecutionState(
-            checkpoint_id=checkpoint_id, agent_memory=self.memory, api_calls=self.api_calls,
-            intermediate_outputs=self.outputs, decision_trace=self.decision_trace,
-            resource_consumption={"tokens_used": self.tokens_used, "api_calls": len(self.api_calls),
-                                  "execution_time_seconds": round(self.elapsed, 6),
-                                  "estimated_cost_usd": self.cost_usd},
-            **extra)
+            checkpoint_id=checkpoint_id,
+            agent_memory=self.memory,
+            api_calls=self.api_calls,
+            intermediate_outputs=self.outputs,
+            decision_trace=self.decision_trace,
+            resource_consumption={
+                "tokens_used": self.tokens_used,
+                "api_calls": len(self.api_calls),
+                "execution_time_seconds": round(self.elapsed, 6),
+                "estimated_cost_usd": self.cost_usd,
+            },
+            **extra,
+        )

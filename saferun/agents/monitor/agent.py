@@ -24,14 +24,27 @@ class MonitorAgent:
         alerts: list[dict[str, Any]] = []
         for name, score in state.confidence_scores.items():
             if score < self.min_confidence:
-                alerts.append({"rule": "low_confidence", "severity": "warning", "metric": name,
-                               "value": score, "threshold": self.min_confidence,
-                               "message": f"{name} confidence {score:.0%} is below {self.min_confidence:.0%}"})
+                alerts.append(
+                    {
+                        "rule": "low_confidence",
+                        "severity": "warning",
+                        "metric": name,
+                        "value": score,
+                        "threshold": self.min_confidence,
+                        "message": f"{name} confidence {score:.0%} is below {self.min_confidence:.0%}",
+                    }
+                )
         spent = float(state.resource_consumption.get("estimated_cost_usd", 0.0))
         if self.budget_usd and spent >= self.budget_usd * self.budget_alert_share:
-            alerts.append({"rule": "budget", "severity": "warning", "value": spent, "threshold":
-                           self.budget_usd * self.budget_alert_share,
-                           "message": f"spent ${spent:.2f} of a ${self.budget_usd:.2f} budget"})
+            alerts.append(
+                {
+                    "rule": "budget",
+                    "severity": "warning",
+                    "value": spent,
+                    "threshold": self.budget_usd * self.budget_alert_share,
+                    "message": f"spent ${spent:.2f} of a ${self.budget_usd:.2f} budget",
+                }
+            )
         return alerts
 
     def needs_checkpoint(self, state: ExecutionState) -> bool:

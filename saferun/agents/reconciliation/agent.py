@@ -17,13 +17,20 @@ class ReconciliationAgent:
         self.agent_id = agent_id
         self.orchestrator = orchestrator or WorkflowOrchestrator()
 
-    async def reconcile_workflow(self, workflow_id: str, target_checkpoint: str | None = None) -> dict[str, Any]:
+    async def reconcile_workflow(
+        self, workflow_id: str, target_checkpoint: str | None = None
+    ) -> dict[str, Any]:
         """Roll back to the last approved checkpoint; ``target_checkpoint`` is checked, not chosen freely:
         a saga can only return to the last point a human approved."""
         wf = self.orchestrator.get_workflow(workflow_id)
         if wf.current_state != WorkflowState.ROLLING_BACK:
-            return {"workflow_id": workflow_id, "state": wf.current_state.value, "compensated": [],
-                    "not_undone": [], "message": "nothing to reconcile"}
+            return {
+                "workflow_id": workflow_id,
+                "state": wf.current_state.value,
+                "compensated": [],
+                "not_undone": [],
+                "message": "nothing to reconcile",
+            }
         report = await self.orchestrator.arollback(workflow_id)
         steps = self.orchestrator.saga_steps(workflow_id)
         return {

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from saferun.core.state_machine.models import ApprovalDecision, ApprovalRequest, ApprovalResponse, ExecutionState
+from saferun.core.state_machine.models import (
+    ApprovalDecision,
+    ApprovalRequest,
+    ApprovalResponse,
+    ExecutionState,
+)
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 
 LOW_CONFIDENCE = 0.8  # the seed's threshold: below it a checkpoint deserves a closer look
@@ -20,16 +25,26 @@ class SupervisorAgent:
         self.supervisor_id = supervisor_id
         self.orchestrator = orchestrator or WorkflowOrchestrator()
 
-    def create_approval_request(self, workflow_id: str, checkpoint_id: str, snapshot_id: str,
-                                execution_state: ExecutionState, summary: str | None = None,
-                                context: dict[str, Any] | None = None) -> ApprovalRequest:
+    def create_approval_request(
+        self,
+        workflow_id: str,
+        checkpoint_id: str,
+        snapshot_id: str,
+        execution_state: ExecutionState,
+        summary: str | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> ApprovalRequest:
         confidence = _confidence(execution_state)
         recommendation = "approve" if confidence is None or confidence >= LOW_CONFIDENCE else "review"
         return self.orchestrator.request_approval(
-            workflow_id=workflow_id, snapshot_id=snapshot_id,
+            workflow_id=workflow_id,
+            snapshot_id=snapshot_id,
             summary=summary or _summary(checkpoint_id, execution_state),
             context=context if context is not None else dict(execution_state.intermediate_outputs),
-            recommendation=recommendation, confidence=confidence, risk=execution_state.risk_assessment)
+            recommendation=recommendation,
+            confidence=confidence,
+            risk=execution_state.risk_assessment,
+        )
 
     def format_for_display(self, request: ApprovalRequest) -> dict[str, Any]:
         """What a reviewer reads first (Diagram 3, layer 1), in a plain dict for any UI or terminal."""
@@ -49,11 +64,21 @@ class SupervisorAgent:
             "options": [d.value for d in ApprovalDecision],
         }
 
-    def submit_decision(self, request_id: str, decision: ApprovalDecision | str, rationale: str = "",
-                        approved_by: str | None = None, modifications: dict[str, Any] | None = None
-                        ) -> ApprovalResponse:
-        return ApprovalResponse(request_id=request_id, decision=ApprovalDecision(decision), rationale=rationale,
-                                approved_by=approved_by or self.supervisor_id, modifications=modifications)
+    def submit_decision(
+        self,
+        request_id: str,
+        decision: ApprovalDecision | str,
+        rationale: str = "",
+        approved_by: str | None = None,
+        modifications: dict[str, Any] | None = None,
+    ) -> ApprovalResponse:
+        return ApprovalResponse(
+            request_id=request_id,
+            decision=ApprovalDecision(decision),
+            rationale=rationale,
+            approved_by=approved_by or self.supervisor_id,
+            modifications=modifications,
+        )
 
 
 def _confidence(state: ExecutionState) -> float | None:

@@ -561,6 +561,20 @@ class WorkflowOrchestrator:
                 for r in wf_store.list_rows(conn, state=value, limit=limit, offset=offset)
             ]
 
+    def stats(self) -> dict[str, Any]:
+        """The seed's ``GET /api/stats`` numbers."""
+        with self.db.read() as conn:
+            states = wf_store.count_by_state(conn)
+            executors, supervisors = wf_store.active_parties(conn)
+            return {
+                "total_workflows": sum(states.values()),
+                "workflow_states": states,
+                "total_approvals_processed": approvals.total_responses(conn),
+                "pending_approvals": len(approvals.pending(conn)),
+                "active_executors": executors,
+                "active_supervisors": supervisors,
+            }
+
     def get_approval_request(self, request_id: str) -> ApprovalRequest:
         with self.db.read() as conn:
             return self._request(approvals.get(conn, request_id))
