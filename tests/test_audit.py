@@ -45,7 +45,7 @@ async def test_every_kind_of_change_is_in_the_chain(db: Database) -> None:
         "settling",
         "completed",
     ]
-    assert [h["to_state"] for h in orch.history(wf)][0] == "initialized"
+    assert orch.history(wf)[0]["to_state"] == "initialized"
     count, broken = orch.verify_audit(wf)
     assert broken is None and count == len(kinds)
 

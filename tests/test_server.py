@@ -57,3 +57,43 @@ async def test_workflow_pending_and_stats_shapes(client: httpx.AsyncClient) -> N
 async def test_unknown_workflow_is_a_404_naming_it(client: httpx.AsyncClient) -> None:
     res = await client.get("/api/workflows/wf_missing")
     assert res.status_code == 404 and res.json()["detail"]["workflow_id"] == "wf_missing"
+
+
+def test_saferun_serve_answers_over_real_http(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "saferun.cli.main", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        body = None
+        for _ in range(100):
+            try:
+                body = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).json()
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert body == {"status": "healthy", "service": "SafeRun X402", "version": "0.1.0"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_serve_refuses_a_public_address_without_authentication() -> None:
+    from typer.testing import CliRunner
+
+    from saferun.cli.main import app
+
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
+    assert result.exit_code == 1 and "refusing to listen on 0.0.0.0" in result.output

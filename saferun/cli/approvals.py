@@ -1,0 +1,166 @@
+"""``saferun approvals``: see what waits for a human and decide it from a terminal.
+
+Decisions go through ``WorkflowOrchestrator.submit_approval`` exactly like the API's, so the CLI gets
+the same guarantees: each request is decided once (a second decision is a conflict), a modification is
+checked against the parameters the agent proposed, and state, ledger and audit change together.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from saferun.cli.common import cell, console, duration, echo_json, orchestrator, state_cell
+from saferun.core.state_machine.models import ApprovalDecision, ApprovalRequest, ApprovalResponse
+from saferun.storage.schema import utcnow
+
+app = typer.Typer(help="List pending approval requests and decide them.", no_args_is_help=True)
+
+RequestId = Annotated[str, typer.Argument(help="The approval request's id (req_...).")]
+By = Annotated[str, typer.Option("--by", help="Who decides (recorded with the decision and in the audit).")]
+
+
+def _advice(req: ApprovalRequest) -> str:
+    if req.recommendation is None and req.confidence is None:
+        return "-"
+    conf = f" ({req.confidence:.0%})" if req.confidence is not None else ""
+    return f"{req.recommendation or '?'}{conf}"
+
+
+@app.command("list")
+def list_pending(
+    ctx: typer.Context,
+    workflow: Annotated[str | None, typer.Option("--workflow", help="Only this workflow's requests.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List pending requests, oldest first. Requests already past their timeout are resolved first."""
+    orch = orchestrator(ctx)
+    if workflow is not None:
+        orch.get_workflow(workflow)  # an unknown id is an error, not an empty list
+    pending = orch.pending_approvals(workflow)
+    if as_json:
+        echo_json([r.model_dump(mode="json") for r in pending])
+        return
+    if not pending:
+        console().print("No pending approval requests.")
+        return
+    now = utcnow()
+    table = Table(
+        "Request",
+        "Workflow",
+        "Checkpoint",
+        "Summary",
+        "Recommendation",
+        "Expires in",
+        title="Pending approvals",
+    )
+    for req in pending:
+        left = (req.expires_at - now).total_seconds()
+        table.add_row(
+            cell(req.request_id),
+            cell(req.workflow_id),
+            cell(req.checkpoint_name),
+            cell(req.summary),
+            cell(_advice(req)),
+            cell(duration(left) if left > 0 else "expired"),
+        )
+    console().print(table)
+
+
+def _decide(
+    ctx: typer.Context,
+    request_id: str,
+    decision: ApprovalDecision,
+    by: str,
+    rationale: str,
+    modifications: dict[str, Any] | None = None,
+) -> None:
+    """Build the response (Pydantic checks it), submit it, and say where the workflow went."""
+    response = ApprovalResponse(
+        request_id=request_id,
+        decision=decision,
+        rationale=rationale,
+        approved_by=by,
+        modifications=modifications,
+    )
+    wf = orchestrator(ctx).submit_approval(None, response)
+    line = Text(f"{decision.value} {request_id} by {by}: workflow {wf.workflow_id} is now ")
+    line.append_text(state_cell(wf.status))
+    line.append(f" (checkpoints {wf.current_checkpoint}/{wf.total_checkpoints})")
+    console().print(line)
+    if wf.error_message:
+        console().print(Text(wf.error_message, style="red"))
+
+
+@app.command("approve")
+def approve(
+    ctx: typer.Context,
+    request_id: RequestId,
+    by: By,
+    rationale: Annotated[str, typer.Option("--rationale", help="Why (optional).")] = "",
+) -> None:
+    """Approve: the milestone is paid and the agent continues with the state it proposed."""
+    _decide(ctx, request_id, ApprovalDecision.APPROVED, by, rationale)
+
+
+def parse_modifications(sets: list[str], json_mods: str | None) -> dict[str, Any]:
+    """``--json-mods`` first, then each ``--set key=value`` on top (value is JSON if it parses, else text)."""
+    mods: dict[str, Any] = {}
+    if json_mods:
+        try:
+            loaded = json.loads(json_mods)
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"not valid JSON ({exc})", param_hint="--json-mods") from None
+        if not isinstance(loaded, dict):
+            raise typer.BadParameter("must be a JSON object", param_hint="--json-mods")
+        mods.update(loaded)
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
+        try:
+            mods[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            mods[key.strip()] = raw
+    return mods
+
+
+@app.command("modify")
+def modify(
+    ctx: typer.Context,
+    request_id: RequestId,
+    by: By,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="key=value, repeatable; 10 is a number, '\"10\"' a string, null removes."),
+    ] = None,
+    json_mods: Annotated[
+        str | None,
+        typer.Option("--json-mods", help='A JSON object merged into the parameters, e.g. {"k": 1}.'),
+    ] = None,
+    rationale: Annotated[str, typer.Option("--rationale", help="Why (optional).")] = "",
+) -> None:
+    """Approve with changes: the modifications are merged (JSON merge patch) into the proposed parameters.
+
+    Only parameters the agent proposed can be changed, and only with a value of the same kind.
+    """
+    _decide(
+        ctx, request_id, ApprovalDecision.MODIFIED, by, rationale, parse_modifications(sets or [], json_mods)
+    )
+
+
+@app.command("reject")
+def reject(
+    ctx: typer.Context,
+    request_id: RequestId,
+    by: By,
+    rationale: Annotated[str, typer.Option("--rationale", help="Why (required: the agent is told).")],
+) -> None:
+    """Reject: a checkpoint that can roll back goes to rolling_back, one that cannot fails the workflow."""
+    if not rationale.strip():
+        raise typer.BadParameter("a rejection needs a reason", param_hint="--rationale")
+    _decide(ctx, request_id, ApprovalDecision.REJECTED, by, rationale)

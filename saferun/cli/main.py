@@ -1,0 +1,197 @@
+"""The ``saferun`` command: operate SafeRun from a terminal against the same store the agents use.
+
+Every command is a thin layer over ``WorkflowOrchestrator`` (or the migration helpers), so what the CLI
+does is exactly what the API and the agents do, with the same one-transaction guarantees. Errors
+SafeRun raises on purpose are expected outcomes for an operator (an unknown id, a request someone else
+already decided), so they are printed as one red line with exit code 1, never as a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import click
+import pydantic
+import typer
+from rich.text import Text
+from sqlalchemy.exc import ArgumentError, OperationalError
+from typer.core import TyperGroup
+
+from saferun.cli import approvals, workflows
+from saferun.cli.common import CliState, console, orchestrator
+from saferun.errors import SafeRunError
+from saferun.storage.database import Database, alembic_config, current_revision, upgrade
+
+EXIT_ERROR = 1  # any SafeRunError (not found, conflict, invalid input), a broken chain, a failed rollback
+
+
+def _validation_message(exc: pydantic.ValidationError) -> str:
+    """``field: problem`` for each error, so the operator knows which flag to fix."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc and not msg.startswith(f"{loc}:") else msg)
+    return f"invalid {exc.title}: " + "; ".join(parts)
+
+
+def _fail(message: str) -> typer.Exit:
+    first_line = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    console(stderr=True).print(Text(f"error: {first_line}", style="red"), soft_wrap=True)
+    return typer.Exit(EXIT_ERROR)
+
+
+class SafeRunGroup(TyperGroup):
+    """The root group: turns expected errors from any sub-command into one clean line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SafeRunError as exc:
+            raise _fail(f"{type(exc).__name__}: {exc.message}") from None
+        except pydantic.ValidationError as exc:
+            raise _fail(_validation_message(exc)) from None
+        except (OperationalError, ArgumentError) as exc:  # unreachable server, malformed URL
+            raise _fail(f"database: {getattr(exc, 'orig', None) or exc}") from None
+
+
+app = typer.Typer(
+    cls=SafeRunGroup,
+    name="saferun",
+    help=(
+        "SafeRun: supervised autonomy for AI agents. Inspect workflows, decide approvals, verify audit "
+        "chains, run maintenance.\n\nExit codes: 0 success; 1 a SafeRun error (unknown id, conflict, "
+        "invalid input), a broken audit chain or a failed rollback; 2 a usage error (bad option)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(workflows.app, name="workflows")
+app.add_typer(approvals.app, name="approvals")
+audit_app = typer.Typer(help="Check the tamper-evident audit chain.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+app.add_typer(db_app, name="db")
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="Database to use (overrides DATABASE_URL; default: SQLite under SAFERUN_HOME).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Keep the global options for the sub-commands; nothing connects until a command needs it."""
+    ctx.obj = CliState(database_url=database_url)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    ctx: typer.Context, workflow_id: Annotated[str, typer.Argument(help="The workflow's id.")]
+) -> None:
+    """Recompute every event's hash and link; exit 1 naming the first broken event."""
+    count, broken = orchestrator(ctx).verify_audit(workflow_id)
+    if broken is None:
+        console().print(Text(f"OK: {count} events, chain intact", style="green"))
+        return
+    console().print(
+        Text(
+            f"BROKEN: audit chain of {workflow_id} breaks at seq {broken.seq}: {broken.reason}", style="red"
+        ),
+        soft_wrap=True,
+    )
+    raise typer.Exit(EXIT_ERROR)
+
+
+def _schema_db(ctx: typer.Context) -> Database:
+    """A handle that does not migrate on open, so ``db current`` reports the schema as it really is."""
+    state = ctx.ensure_object(CliState)
+    database = Database(state.database_url, migrate=False)
+    ctx.call_on_close(database.dispose)
+    return database
+
+
+def _head() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _where(database: Database) -> str:
+    return database.engine.url.render_as_string(hide_password=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Migrate the configured database to the newest schema (safe to repeat, safe across replicas)."""
+    database = _schema_db(ctx)
+    before = current_revision(database.engine)
+    upgrade(database.engine)
+    after = current_revision(database.engine)
+    change = "already at" if before == after else f"upgraded from {before or 'empty'} to"
+    console().print(Text(f"{_where(database)}: {change} revision {after}"))
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Print the database's schema revision and whether it is the newest."""
+    database = _schema_db(ctx)
+    rev, head = current_revision(database.engine), _head()
+    status = "up to date" if rev == head else f"behind head {head}; run 'saferun db upgrade'"
+    console().print(Text(f"{_where(database)}: revision {rev or 'none (empty database)'} ({status})"))
+
+
+@app.command("sweep")
+def sweep(ctx: typer.Context) -> None:
+    """One maintenance pass: resolve requests past their timeout, finish abandoned rollbacks."""
+    report = orchestrator(ctx).sweep()
+    con = console()
+    if not report.expired and not report.rolled_back:
+        con.print("Nothing to do.")
+        return
+    con.print(Text(f"Expired {len(report.expired)} request(s): {', '.join(report.expired) or '-'}"))
+    con.print(
+        Text(f"Rolled back {len(report.rolled_back)} workflow(s): {', '.join(report.rolled_back) or '-'}")
+    )
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to bind; this build has no authentication yet, "
+            "so only loopback addresses are allowed."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+) -> None:
+    """Run the SafeRun server (API + background expiry/rollback sweep) on the configured database."""
+    import uvicorn
+
+    from saferun.api.server import create_app
+
+    if host not in LOOPBACK:
+        raise _fail(
+            f"refusing to listen on {host}: this build has no authentication, so it serves loopback "
+            "only (127.0.0.1, localhost, ::1)"
+        )
+    orch = orchestrator(ctx)
+    con = console()
+    con.print(f"SafeRun on http://{host}:{port}  (database: {_where(orch.db)})")
+    con.print("Open mode: no authentication, loopback only. Decide with `saferun approvals ...`.")
+    uvicorn.run(create_app(orch), host=host, port=port, log_level="info")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,275 @@
+"""``saferun workflows``: list, inspect and roll back workflows.
+
+``show`` is the operator's one-page answer to "what happened to this workflow and where is its money":
+every section comes from the durable store (transitions, snapshots, decisions, saga steps, ledger),
+never from a process's memory, so it is the same answer on every host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+from rich.table import Column, Table
+from rich.text import Text
+
+from saferun.cli.common import (
+    cell,
+    compact_json,
+    console,
+    echo_json,
+    orchestrator,
+    state_cell,
+    when,
+)
+from saferun.core.state_machine.models import WorkflowExecution
+from saferun.domain.money import format_micro, to_micro
+from saferun.domain.states import WorkflowState
+from saferun.storage import approvals as approval_store
+
+app = typer.Typer(help="List, inspect and roll back workflows.", no_args_is_help=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _amount(value: Any) -> str:
+    """The config's exact Decimal escrow, shown the way the ledger shows micro-units."""
+    return format_micro(to_micro(value, "escrow_amount"))
+
+
+def _signed(micro: int) -> str:
+    return ("+" if micro > 0 else "") + format_micro(micro)
+
+
+@app.command("list")
+def list_workflows(
+    ctx: typer.Context,
+    state: Annotated[
+        WorkflowState | None, typer.Option("--state", help="Only workflows in this state.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """List workflows, newest first."""
+    rows = orchestrator(ctx).list_workflows(state=state, limit=limit)
+    if as_json:
+        echo_json([wf.model_dump(mode="json") for wf in rows])
+        return
+    if not rows:
+        console().print("No workflows" + (f" in state {state.value}." if state else "."))
+        return
+    table = Table(
+        "ID", "Name", "State", "Checkpoints", Column("Escrow", justify="right"), "Updated", title="Workflows"
+    )
+    for wf in rows:
+        table.add_row(
+            cell(wf.workflow_id),
+            cell(wf.config.name),
+            state_cell(wf.status),
+            cell(f"{wf.current_checkpoint}/{wf.total_checkpoints}"),
+            cell(_amount(wf.config.escrow_amount)),
+            cell(when(wf.updated_at)),
+        )
+    console().print(table)
+
+
+@app.command("show")
+def show_workflow(
+    ctx: typer.Context,
+    workflow_id: Annotated[str, typer.Argument(help="The workflow's id (wf_...).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show one workflow: config, state, transitions, snapshots, decisions, saga steps, ledger, escrow."""
+    orch = orchestrator(ctx)
+    wf = orch.get_workflow(workflow_id)  # WorkflowNotFound before anything else is read
+    # The orchestrator has no "all requests of a workflow" read yet; the storage helpers are read-only.
+    with orch.db.read() as conn:
+        requests = [dict(r) for r in approval_store.for_workflow(conn, workflow_id)]
+        responses = {
+            r["request_id"]: dict(r) for r in approval_store.responses_for_workflow(conn, workflow_id)
+        }
+    data: dict[str, Any] = {
+        "workflow": wf.model_dump(mode="json"),
+        "history": orch.history(workflow_id),
+        "snapshots": [
+            s.model_dump(mode="json", exclude={"execution_state"}) for s in orch.list_snapshots(workflow_id)
+        ],
+        "approvals": [{**req, "response": responses.get(req["request_id"])} for req in requests],
+        "saga_steps": orch.saga_steps(workflow_id),
+        "ledger": orch.ledger_entries(workflow_id),
+        "escrow": asdict(orch.escrow_position(workflow_id)),
+    }
+    if as_json:
+        echo_json(data)
+        return
+    _render(wf, data)
+
+
+def _render(wf: WorkflowExecution, data: dict[str, Any]) -> None:
+    con = console()
+    cfg = wf.config
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    for label, value in (
+        ("Workflow", Text(wf.workflow_id)),
+        ("Name", cell(cfg.name)),
+        ("Description", cell(cfg.description)),
+        ("State", state_cell(wf.status)),
+        ("Checkpoints", cell(f"{wf.current_checkpoint}/{wf.total_checkpoints} passed")),
+        (
+            "Parties",
+            cell(
+                f"poster {cfg.poster_id}, executor {cfg.executor_id}, supervisor {cfg.supervisor_id or '-'}"
+            ),
+        ),
+        ("Escrow", cell(f"{_amount(cfg.escrow_amount)} (executor share {cfg.executor_share})")),
+        ("Created / updated", cell(f"{when(wf.created_at)} / {when(wf.updated_at)}")),
+        ("Result", cell(wf.result_uri)),
+        ("Error", cell(wf.error_message, style="red" if wf.error_message else "")),
+    ):
+        head.add_row(label, value)
+    con.print(head)
+
+    cps = Table(
+        "#",
+        "Checkpoint",
+        "Name",
+        "Approval",
+        "Rollback",
+        "Timeout",
+        "On timeout",
+        "Weight",
+        title="Configured checkpoints",
+    )
+    for i, cp in enumerate(cfg.checkpoints, 1):
+        cps.add_row(
+            cell(i),
+            cell(cp.checkpoint_id),
+            cell(cp.name),
+            cell("yes" if cp.requires_approval else "no"),
+            cell("yes" if cp.can_rollback else "no"),
+            cell(f"{cp.timeout_seconds}s"),
+            cell(cp.on_timeout),
+            cell(cp.milestone_weight),
+        )
+    con.print(cps)
+
+    hist = Table("Time", "Transition", "Event", "Actor", "Reason", title="Transitions")
+    for h in data["history"]:
+        hist.add_row(
+            cell(when(h["at"])),
+            cell(f"{h['from_state'] or '-'} -> {h['to_state']}"),
+            cell(h["event"]),
+            cell(h["actor"]),
+            cell(h["reason"]),
+        )
+    con.print(hist)
+
+    snaps = Table(
+        "Seq", "Checkpoint", "Status", "Artifact", "Raw B", "Compressed B", "New B", title="Snapshots"
+    )
+    for s in data["snapshots"]:
+        label = s["checkpoint_id"] + (f" ({s['label']})" if s["label"] != s["checkpoint_id"] else "")
+        snaps.add_row(
+            cell(s["sequence"]),
+            cell(label),
+            cell(s["status"]),
+            cell(s["artifact_uri"]),
+            cell(s["raw_size_bytes"]),
+            cell(s["compressed_size_bytes"]),
+            cell(s["new_bytes"]),
+        )
+    con.print(snaps)
+
+    appr = Table(
+        "Request",
+        "Checkpoint",
+        "Status",
+        "Requested",
+        "Decision",
+        "By",
+        "Rationale",
+        "Modifications",
+        title="Approvals",
+    )
+    for a in data["approvals"]:
+        resp = a["response"] or {}
+        by = resp.get("approved_by")
+        appr.add_row(
+            cell(a["request_id"]),
+            cell(a["checkpoint_name"]),
+            cell(a["status"]),
+            cell(when(a["created_at"])),
+            cell(resp.get("decision")),
+            cell(f"{by} (automatic)" if resp.get("automatic") else by),
+            cell(resp.get("rationale")),
+            cell(compact_json(resp.get("modifications"))),
+        )
+    con.print(appr)
+
+    steps = Table("Seq", "Step", "Compensation", "Status", "Attempts", "Last error", title="Saga steps")
+    for st in data["saga_steps"]:
+        steps.add_row(
+            cell(st["seq"]),
+            cell(st["name"]),
+            cell(st["compensation"]),
+            cell(st["status"]),
+            cell(st["attempts"]),
+            cell(st["last_error"]),
+        )
+    con.print(steps)
+
+    ledger = Table("Time", "Kind", "Memo", "Account", Column("Amount", justify="right"), title="Ledger")
+    for e in data["ledger"]:
+        for i, leg in enumerate(e["legs"]):
+            # a posting's legs share one time/kind/memo: print those once, on its first leg
+            head = (
+                (cell(when(e["created_at"])), cell(e["kind"]), cell(e["memo"])) if i == 0 else (Text(),) * 3
+            )
+            ledger.add_row(*head, cell(leg["account"]), cell(_signed(leg["amount_micro"])))
+    con.print(ledger)
+
+    pos = data["escrow"]
+    con.print(
+        Text(
+            "Escrow: "
+            + ", ".join(f"{k} {format_micro(pos[k])}" for k in ("locked", "released", "refunded", "held"))
+        )
+    )
+
+
+@app.command("rollback")
+def rollback_workflow(
+    ctx: typer.Context,
+    workflow_id: Annotated[str, typer.Argument(help="A workflow in state rolling_back.")],
+) -> None:
+    """Run the compensations of a rejected workflow now and resume it from its last approved checkpoint.
+
+    Compensation names must resolve in this process (register them via SAFERUN_COMPENSATIONS); exits 1
+    when one is missing or fails.
+    """
+    report = orchestrator(ctx).rollback(workflow_id)
+    con = console()
+    done = ", ".join(report.compensated) or "none"
+    con.print(Text(f"Compensated {len(report.compensated)} step(s): {done}"))
+    if report.failed:
+        console(stderr=True).print(
+            Text(f"error: rollback failed at step {report.failed!r}: {report.error}", style="red")
+        )
+        con.print(Text(f"Workflow {workflow_id} is now {report.final_state}."))
+        raise typer.Exit(1)
+    if report.final_state == WorkflowState.EXECUTING.value:
+        restored = report.restored_checkpoint_id or "the start (nothing approved yet)"
+        con.print(
+            Text(f"Workflow {workflow_id} resumed from {restored}; it is now executing.", style="green")
+        )
+    else:
+        con.print(
+            Text(
+                f"Workflow {workflow_id} is {report.final_state} (another process is finishing the "
+                "rollback).",
+                style="yellow",
+            )
+        )
