@@ -166,19 +166,13 @@ def _store_modified(
     stored = capture.store_state(
         conn, state_parts(merged), {"workflow_id": row["workflow_id"], "checkpoint_id": snap["checkpoint_id"]}
     )
-    snapshot_id = new_id("snap")
-    snapshots.insert_snapshot(
+    snapshot_id = snapshots.insert_for(
         conn,
-        snapshot_id=snapshot_id,
-        workflow_id=row["workflow_id"],
-        sequence=snapshots.next_sequence(conn, row["workflow_id"]),
-        checkpoint_id=snap["checkpoint_id"],
-        label=snap["label"],
-        status="modified",
-        artifact_uri=stored.uri,
-        raw_size_bytes=stored.raw_size,
-        compressed_size_bytes=stored.compressed_size,
-        new_bytes=stored.new_bytes,
+        row["workflow_id"],
+        snap["checkpoint_id"],
+        snap["label"],
+        "modified",
+        stored,
         parent_snapshot_id=snap["snapshot_id"],
     )
     audit.append(

@@ -170,20 +170,14 @@ class WorkflowOrchestrator:
             stored = self.capture.store_state(
                 conn, parts, {"workflow_id": workflow_id, "checkpoint_id": cp.checkpoint_id}
             )
-            snapshot_id = new_id("snap")
             status = "captured" if cp.requires_approval else "passed"
-            snapshots.insert_snapshot(
+            snapshot_id = snapshots.insert_for(
                 conn,
-                snapshot_id=snapshot_id,
-                workflow_id=workflow_id,
-                sequence=snapshots.next_sequence(conn, workflow_id),
-                checkpoint_id=cp.checkpoint_id,
-                label=state.checkpoint_id,
-                status=status,
-                artifact_uri=stored.uri,
-                raw_size_bytes=stored.raw_size,
-                compressed_size_bytes=stored.compressed_size,
-                new_bytes=stored.new_bytes,
+                workflow_id,
+                cp.checkpoint_id,
+                state.checkpoint_id,
+                status,
+                stored,
                 parent_snapshot_id=row["last_approved_snapshot_id"],
             )
             audit.append(
@@ -607,29 +601,19 @@ class WorkflowOrchestrator:
             return self._state_of(conn, snapshots.get(conn, snap_id)) if snap_id else None
 
     def history(self, workflow_id: str) -> list[dict[str, Any]]:
-        with self.db.read() as conn:
-            wf_store.get(conn, workflow_id)
-            return wf_store.history(conn, workflow_id)
+        return self._read(workflow_id, wf_store.history)  # type: ignore[no-any-return]
 
     def ledger_entries(self, workflow_id: str) -> list[dict[str, Any]]:
-        with self.db.read() as conn:
-            wf_store.get(conn, workflow_id)
-            return book.entries(conn, workflow_id)
+        return self._read(workflow_id, book.entries)  # type: ignore[no-any-return]
 
     def escrow_position(self, workflow_id: str) -> book.EscrowPosition:
-        with self.db.read() as conn:
-            wf_store.get(conn, workflow_id)
-            return book.escrow_position(conn, workflow_id)
+        return self._read(workflow_id, book.escrow_position)  # type: ignore[no-any-return]
 
     def audit_events(self, workflow_id: str) -> list[dict[str, Any]]:
-        with self.db.read() as conn:
-            wf_store.get(conn, workflow_id)
-            return audit.events(conn, workflow_id)
+        return self._read(workflow_id, audit.events)  # type: ignore[no-any-return]
 
     def verify_audit(self, workflow_id: str) -> tuple[int, Any]:
-        with self.db.read() as conn:
-            wf_store.get(conn, workflow_id)
-            return audit.verify(conn, workflow_id)
+        return self._read(workflow_id, audit.verify)  # type: ignore[no-any-return]
 
     def saga_steps(self, workflow_id: str) -> list[dict[str, Any]]:
         with self.db.read() as conn:
@@ -637,6 +621,12 @@ class WorkflowOrchestrator:
             return [dict(r) for r in saga.list_for(conn, workflow_id)]
 
     # ------------------------------------------------------------------ helpers
+    def _read(self, workflow_id: str, read: Any) -> Any:
+        """Run ``read(conn, workflow_id)`` after checking the workflow exists (unknown ids: NotFound)."""
+        with self.db.read() as conn:
+            wf_store.get(conn, workflow_id)
+            return read(conn, workflow_id)
+
     @contextmanager
     def _locked(self, workflow_id: str) -> Iterator[tuple[Connection, RowMapping]]:
         """A transaction holding the workflow's row lock, and the row as it is under that lock."""
