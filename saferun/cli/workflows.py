@@ -26,7 +26,6 @@ from saferun.cli.common import (
 from saferun.core.state_machine.models import WorkflowExecution
 from saferun.domain.money import format_micro, to_micro
 from saferun.domain.states import WorkflowState
-from saferun.storage import approvals as approval_store
 
 app = typer.Typer(help="List, inspect and roll back workflows.", no_args_is_help=True)
 
@@ -83,19 +82,16 @@ def show_workflow(
     """Show one workflow: config, state, transitions, snapshots, decisions, saga steps, ledger, escrow."""
     orch = orchestrator(ctx)
     wf = orch.get_workflow(workflow_id)  # WorkflowNotFound before anything else is read
-    # The orchestrator has no "all requests of a workflow" read yet; the storage helpers are read-only.
-    with orch.db.read() as conn:
-        requests = [dict(r) for r in approval_store.for_workflow(conn, workflow_id)]
-        responses = {
-            r["request_id"]: dict(r) for r in approval_store.responses_for_workflow(conn, workflow_id)
-        }
     data: dict[str, Any] = {
         "workflow": wf.model_dump(mode="json"),
         "history": orch.history(workflow_id),
         "snapshots": [
             s.model_dump(mode="json", exclude={"execution_state"}) for s in orch.list_snapshots(workflow_id)
         ],
-        "approvals": [{**req, "response": responses.get(req["request_id"])} for req in requests],
+        "approvals": [
+            {**req.model_dump(), "response": resp.model_dump() if resp else None}
+            for req, resp in orch.approval_history(workflow_id)
+        ],
         "saga_steps": orch.saga_steps(workflow_id),
         "ledger": orch.ledger_entries(workflow_id),
         "escrow": asdict(orch.escrow_position(workflow_id)),

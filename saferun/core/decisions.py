@@ -216,19 +216,8 @@ def _reject(
         )
     else:
         message = f"checkpoint {req['checkpoint_name']!r} rejected and cannot roll back: {rationale}"
-        state = transitions.apply(
-            conn,
-            row,
-            Event.REJECTED_NO_ROLLBACK,
-            actor=actor,
-            reason=rationale,
-            audit_payload={"request_id": req["request_id"]},
-            error_message=message,
-            completed_at=utcnow(),
-        )
-        escrow.refund_held(conn, row, "rejected without rollback", actor)
-        if row["job_id"]:
-            jobs.set_status(conn, row["job_id"], "failed")
+        escrow.close_failed(conn, row, Event.REJECTED_NO_ROLLBACK, message, actor)
+        state = WorkflowState.FAILED
     return Outcome(
         req["request_id"],
         row["workflow_id"],

@@ -10,10 +10,13 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, RowMapping
 
+from saferun.core import transitions
 from saferun.domain import ledger as rules
 from saferun.domain.money import format_micro
-from saferun.storage import audit
+from saferun.domain.states import Event
+from saferun.storage import audit, jobs
 from saferun.storage import ledger as book
+from saferun.storage.schema import utcnow
 
 
 def lock(conn: Connection, row: RowMapping, actor: str) -> None:
@@ -80,3 +83,13 @@ def refund_held(conn: Connection, row: RowMapping, reason: str, actor: str) -> i
         conn, wf, "escrow_refunded", actor, {"amount": format_micro(held), "reason": reason, "txn_id": txn}
     )
     return held
+
+
+def close_failed(conn: Connection, row: RowMapping, event: Event, message: str, actor: str) -> None:
+    """Every way into FAILED ends the same: state, error recorded, unearned escrow back, job closed."""
+    transitions.apply(
+        conn, row, event, actor=actor, reason=message, error_message=message, completed_at=utcnow()
+    )
+    refund_held(conn, row, message, actor)
+    if row["job_id"]:
+        jobs.set_status(conn, row["job_id"], "failed")

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, func, insert, select, update
 
 from saferun.errors import WorkflowNotFound
+from saferun.storage.database import Database, lock_workflow
 from saferun.storage.schema import transitions, utcnow, workflows
+
+
+@contextmanager
+def locked(db: Database, workflow_id: str) -> Iterator[tuple[Connection, RowMapping]]:
+    """A transaction holding the workflow's row lock, and the row as it is under that lock."""
+    with db.transaction() as conn:
+        lock_workflow(conn, workflow_id)
+        yield conn, get(conn, workflow_id)
 
 
 def insert_workflow(conn: Connection, **values: Any) -> None:

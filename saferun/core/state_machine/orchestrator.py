@@ -14,8 +14,7 @@ import logging
 import os
 import socket
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -23,19 +22,18 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, RowMapping
 
 from saferun.config import get_settings
-from saferun.core import decisions, escrow, transitions
+from saferun.core import decisions, escrow, transitions, views
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
 from saferun.core.rollback.reconciliation import (
     CompensationRegistry,
     RetryPolicy,
     RollbackReport,
-    run_compensation,
 )
 from saferun.core.rollback.reconciliation import (
     registry as default_registry,
 )
+from saferun.core.rollback.saga import SagaRunner
 from saferun.core.state_machine.models import (
-    ApprovalDecision,
     ApprovalRequest,
     ApprovalResponse,
     CheckpointConfig,
@@ -58,7 +56,7 @@ from saferun.errors import (
 from saferun.storage import approvals, audit, jobs, saga, snapshots
 from saferun.storage import ledger as book
 from saferun.storage import workflows as wf_store
-from saferun.storage.database import Database, get_database, lock_workflow
+from saferun.storage.database import Database, get_database
 from saferun.storage.schema import utcnow
 
 if TYPE_CHECKING:
@@ -353,18 +351,7 @@ class WorkflowOrchestrator:
                     "fail",
                     "only EXECUTING, ROLLING_BACK or SETTLING workflows can be failed",
                 )
-            transitions.apply(
-                conn,
-                row,
-                event,
-                actor=actor or row["executor_id"],
-                reason=error,
-                error_message=error,
-                completed_at=utcnow(),
-            )
-            escrow.refund_held(conn, row, f"workflow failed: {error}", self.actor)
-            if row["job_id"]:
-                jobs.set_status(conn, row["job_id"], "failed")
+            escrow.close_failed(conn, row, event, error, actor or row["executor_id"])
             return self._execution(conn, wf_store.get(conn, workflow_id))
 
     # ------------------------------------------------------------------ saga
@@ -402,87 +389,8 @@ class WorkflowOrchestrator:
         Raises CompensationError, changing nothing, when a compensation name does not resolve in this
         process; another process that knows it (or the sweep there) can finish the rollback.
         """
-        report = RollbackReport(workflow_id)
-        with self._locked(workflow_id) as (conn, row):
-            self._require(row, WorkflowState.ROLLING_BACK, "roll back")
-            steps = saga.to_compensate(conn, workflow_id)
-        missing = sorted(
-            {s["compensation"] for s in steps if self.registry.resolve(s["compensation"]) is None}
-        )
-        if missing:
-            raise CompensationError(
-                f"compensation(s) {', '.join(missing)} are not registered in this process",
-                workflow_id=workflow_id,
-                missing=missing,
-            )
-        for step in steps:
-            now = utcnow()
-            with self._locked(workflow_id) as (conn, row):
-                if row["state"] != WorkflowState.ROLLING_BACK.value:
-                    report.final_state = row["state"]
-                    return report  # someone else finished (or failed) this rollback meanwhile
-                if not saga.claim(
-                    conn, step["step_id"], self.owner, now, now - timedelta(seconds=stale_claim_seconds)
-                ):
-                    continue
-            fn = self.registry.resolve(step["compensation"])
-            assert fn is not None
-            ok, error = await run_compensation(fn, step["args"], self.retry)
-            with self._locked(workflow_id) as (conn, row):
-                saga.finish(conn, step["step_id"], "compensated" if ok else "failed", error or None)
-                audit.append(
-                    conn,
-                    workflow_id,
-                    "compensation_" + ("succeeded" if ok else "failed"),
-                    self.actor,
-                    {
-                        "step_id": step["step_id"],
-                        "name": step["name"],
-                        "compensation": step["compensation"],
-                        "args": step["args"],
-                        "error": error or None,
-                    },
-                )
-                if not ok:
-                    message = (
-                        f"compensation {step['compensation']!r} of step {step['name']!r} failed: {error}"
-                    )
-                    transitions.apply(
-                        conn,
-                        row,
-                        Event.ROLLBACK_FAILED,
-                        actor=self.actor,
-                        reason=message,
-                        error_message=message,
-                        completed_at=utcnow(),
-                    )
-                    escrow.refund_held(conn, row, "rollback failed", self.actor)
-                    if row["job_id"]:
-                        jobs.set_status(conn, row["job_id"], "failed")
-                    report.failed, report.error = step["name"], message
-                    report.final_state = WorkflowState.FAILED.value
-                    return report
-            report.compensated.append(step["name"])
-        with self._locked(workflow_id) as (conn, row):
-            if row["state"] != WorkflowState.ROLLING_BACK.value:
-                report.final_state = row["state"]
-                return report
-            if saga.to_compensate(conn, workflow_id):
-                report.final_state = row["state"]  # a step is still claimed by another live process
-                return report
-            restored = row["last_approved_snapshot_id"]
-            restored_cp = snapshots.get(conn, restored)["checkpoint_id"] if restored else None
-            transitions.apply(
-                conn,
-                row,
-                Event.ROLLBACK_SUCCEEDED,
-                actor=self.actor,
-                reason="compensations done; resuming from the last approved checkpoint",
-                audit_payload={"restored_snapshot_id": restored, "compensated": report.compensated},
-            )
-            report.restored_snapshot_id, report.restored_checkpoint_id = restored, restored_cp
-            report.final_state = WorkflowState.EXECUTING.value
-        return report
+        runner = SagaRunner(self.db, self.registry, self.retry, owner=self.owner, actor=self.actor)
+        return await runner.run(workflow_id, stale_claim_seconds=stale_claim_seconds)
 
     def rollback(self, workflow_id: str) -> RollbackReport:
         """Sync twin of ``arollback`` for the CLI and the sweep (must not be called inside an event loop)."""
@@ -573,6 +481,19 @@ class WorkflowOrchestrator:
         with self.db.read() as conn:
             return self._request(approvals.get(conn, request_id))
 
+    def approval_history(self, workflow_id: str) -> list[tuple[ApprovalRequest, ApprovalResponse | None]]:
+        """Every request of a workflow, oldest first, with its decision when it has one."""
+        with self.db.read() as conn:
+            wf_store.get(conn, workflow_id)
+            responses = {
+                r["request_id"]: self._response(r)
+                for r in approvals.responses_for_workflow(conn, workflow_id)
+            }
+            return [
+                (self._request(r), responses.get(r["request_id"]))
+                for r in approvals.for_workflow(conn, workflow_id)
+            ]
+
     def get_approval_response(self, request_id: str) -> ApprovalResponse | None:
         with self.db.read() as conn:
             approvals.get(conn, request_id)
@@ -627,12 +548,8 @@ class WorkflowOrchestrator:
             wf_store.get(conn, workflow_id)
             return read(conn, workflow_id)
 
-    @contextmanager
-    def _locked(self, workflow_id: str) -> Iterator[tuple[Connection, RowMapping]]:
-        """A transaction holding the workflow's row lock, and the row as it is under that lock."""
-        with self.db.transaction() as conn:
-            lock_workflow(conn, workflow_id)
-            yield conn, wf_store.get(conn, workflow_id)
+    def _locked(self, workflow_id: str) -> AbstractContextManager[tuple[Connection, RowMapping]]:
+        return wf_store.locked(self.db, workflow_id)
 
     @staticmethod
     def _require(row: RowMapping, state: WorkflowState, action: str) -> None:
@@ -669,61 +586,11 @@ class WorkflowOrchestrator:
         return cached if cached is not None else self.capture.load_state(conn, snap["artifact_uri"])
 
     def _execution(self, conn: Connection, row: RowMapping) -> WorkflowExecution:
-        n_req, n_resp = approvals.counts(conn, row["workflow_id"])
-        return WorkflowExecution(
-            workflow_id=row["workflow_id"],
-            config=self._config(row),
-            current_state=WorkflowState(row["state"]),
-            current_checkpoint=row["current_checkpoint"],
-            total_checkpoints=len(row["config"]["checkpoints"]),
-            job_id=row["job_id"],
-            escrow_id=row["escrow_id"],
-            last_approved_snapshot_id=row["last_approved_snapshot_id"],
-            result_uri=row["result_uri"],
-            error_message=row["error_message"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            started_at=row["started_at"],
-            completed_at=row["completed_at"],
-            snapshots=snapshots.count(conn, row["workflow_id"]),
-            approval_requests=n_req,
-            approval_responses=n_resp,
-        )
+        return views.execution(conn, row)
 
-    @staticmethod
-    def _snapshot(row: RowMapping, state: ExecutionState | None = None) -> CheckpointSnapshot:
-        return CheckpointSnapshot(
-            snapshot_id=row["snapshot_id"],
-            workflow_id=row["workflow_id"],
-            checkpoint_id=row["checkpoint_id"],
-            label=row["label"],
-            sequence=row["sequence"],
-            status=row["status"],
-            timestamp=row["created_at"],
-            execution_state=state,
-            artifact_uri=row["artifact_uri"],
-            raw_size_bytes=row["raw_size_bytes"],
-            compressed_size_bytes=row["compressed_size_bytes"],
-            new_bytes=row["new_bytes"],
-            parent_snapshot_id=row["parent_snapshot_id"],
-        )
-
-    @staticmethod
-    def _request(row: RowMapping) -> ApprovalRequest:
-        return ApprovalRequest.model_validate({k: row[k] for k in ApprovalRequest.model_fields})
-
-    @staticmethod
-    def _response(row: RowMapping) -> ApprovalResponse:
-        return ApprovalResponse(
-            request_id=row["request_id"],
-            decision=ApprovalDecision(row["decision"]),
-            rationale=row["rationale"],
-            approved_by=row["approved_by"],
-            modifications=row["modifications"],
-            response_id=row["response_id"],
-            automatic=row["automatic"],
-            created_at=row["created_at"],
-        )
+    _snapshot = staticmethod(views.snapshot)
+    _request = staticmethod(views.request)
+    _response = staticmethod(views.response)
 
 
 __all__ = ["SweepReport", "WorkflowNotFound", "WorkflowOrchestrator"]
