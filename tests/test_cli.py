@@ -198,7 +198,7 @@ def test_audit_verify_detects_tampering(database_env: Database) -> None:
         conn.execute(
             update(audit_events)
             .where(audit_events.c.workflow_id == p.workflow_id, audit_events.c.seq == 2)
-            .values(payload={"forged": True})
+            .values(payload='{"forged":true}')
         )
     broken = cli("audit", "verify", p.workflow_id)
     assert broken.exit_code == 1

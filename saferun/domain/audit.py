@@ -18,8 +18,14 @@ from saferun.domain.canonical import canonical_bytes
 GENESIS = "0" * 64
 
 
+def payload_text(payload: Mapping[str, Any]) -> str:
+    """The payload as stored and hashed: canonical JSON text, never re-encoded afterwards (a database's
+    JSON type may normalise numbers, which would break the hash of an untouched event)."""
+    return canonical_bytes(dict(payload), "audit_payload").decode("utf-8")
+
+
 def event_hash(
-    *, workflow_id: str, seq: int, kind: str, actor: str, at: str, payload: Mapping[str, Any], prev_hash: str
+    *, workflow_id: str, seq: int, kind: str, actor: str, at: str, payload: str, prev_hash: str
 ) -> str:
     body = {
         "workflow_id": workflow_id,
@@ -27,7 +33,7 @@ def event_hash(
         "kind": kind,
         "actor": actor,
         "at": at,
-        "payload": dict(payload),
+        "payload": payload,
         "prev_hash": prev_hash,
     }
     return hashlib.sha256(canonical_bytes(body, "audit_event")).hexdigest()

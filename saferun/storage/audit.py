@@ -12,7 +12,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
-from saferun.domain.audit import GENESIS, ChainBreak, event_hash, verify_chain
+from saferun.domain.audit import GENESIS, ChainBreak, event_hash, payload_text, verify_chain
+from saferun.domain.canonical import canonical_loads
 from saferun.storage.schema import audit_events, utcnow
 
 
@@ -25,8 +26,9 @@ def append(conn: Connection, workflow_id: str, kind: str, actor: str, payload: M
     ).first()
     seq, prev = (last.seq + 1, last.hash) if last else (1, GENESIS)
     at = utcnow().isoformat(timespec="microseconds")
+    text = payload_text(payload)
     digest = event_hash(
-        workflow_id=workflow_id, seq=seq, kind=kind, actor=actor, at=at, payload=payload, prev_hash=prev
+        workflow_id=workflow_id, seq=seq, kind=kind, actor=actor, at=at, payload=text, prev_hash=prev
     )
     conn.execute(
         insert(audit_events).values(
@@ -34,7 +36,7 @@ def append(conn: Connection, workflow_id: str, kind: str, actor: str, payload: M
             seq=seq,
             kind=kind,
             actor=actor,
-            payload=dict(payload),
+            payload=text,
             at=at,
             prev_hash=prev,
             hash=digest,
@@ -44,6 +46,12 @@ def append(conn: Connection, workflow_id: str, kind: str, actor: str, payload: M
 
 
 def events(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
+    """Events with their payloads decoded, for readers."""
+    return [{**ev, "payload": canonical_loads(ev["payload"])} for ev in raw_events(conn, workflow_id)]
+
+
+def raw_events(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
+    """Events exactly as stored (payload as the hashed text), for verification."""
     rows = conn.execute(
         select(audit_events).where(audit_events.c.workflow_id == workflow_id).order_by(audit_events.c.seq)
     ).mappings()
@@ -52,7 +60,7 @@ def events(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
 
 def verify(conn: Connection, workflow_id: str) -> tuple[int, ChainBreak | None]:
     """How many events the chain holds, and its first broken link (None when intact)."""
-    evs = events(conn, workflow_id)
+    evs = raw_events(conn, workflow_id)
     return len(evs), verify_chain(workflow_id, evs)
 
 
