@@ -24,7 +24,7 @@ from saferun.storage.database import Database
 from saferun.storage.schema import artifacts, blobs
 
 MB = 1_000_000
-store = ArtifactStore()
+store = ArtifactStore(cache_bytes=0)  # every read below goes to the database and verifies
 
 
 def _agent_log(n_bytes: int, seed: int = 1) -> tuple[list[dict[str, Any]], Any]:
@@ -460,3 +460,23 @@ def test_get_fetches_chunks_with_one_query_per_level(
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     # manifest, then both indexes and the small part, then all ~70 chunks
     assert len(selects) == 3
+
+
+def test_the_read_cache_never_returns_bytes_it_did_not_verify(db: Database) -> None:
+    cached = ArtifactStore()
+    part = b"x" * 50_000 + b"y" * 50_000
+    with db.transaction() as conn:
+        stored = cached.put(conn, {"agent_memory": part}, artifact_type="checkpoint_state", metadata={})
+    key = _chunk_keys(part)[0]
+    _flip_middle_byte(db, key)
+    # never read by this store: the first read verifies and finds the damage
+    with db.read() as conn, pytest.raises(ArtifactCorrupted):
+        cached.get(conn, stored.uri)
+    _flip_middle_byte(db, key)  # repair
+    with db.read() as conn:
+        assert cached.get(conn, stored.uri) == {"agent_memory": part}
+    _flip_middle_byte(db, key)  # damage again after a verified read
+    with db.read() as conn:
+        assert cached.get(conn, stored.uri) == {"agent_memory": part}  # the verified original, not the damage
+        with pytest.raises(ArtifactCorrupted):
+            ArtifactStore().get(conn, stored.uri)  # any other process (fresh store) finds it

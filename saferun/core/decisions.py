@@ -134,21 +134,13 @@ def complete_checkpoint(
     actor: str,
 ) -> None:
     """A checkpoint passed: pay its milestone once, make earlier steps permanent, remember the state."""
-    first_time = checkpoint_id not in completed_checkpoints(conn, row["workflow_id"], exclude=snapshot_id)
+    first_time = not snapshots.checkpoint_passed(conn, row["workflow_id"], checkpoint_id, exclude=snapshot_id)
     escrow.release_milestone(conn, row, checkpoint_id, supervisor_id, actor)
     saga.commit_pending(conn, row["workflow_id"])
     values: dict[str, Any] = {"last_approved_snapshot_id": snapshot_id}
     if first_time:
         values["current_checkpoint"] = row["current_checkpoint"] + 1
     wf_store.update_fields(conn, row["workflow_id"], **values)
-
-
-def completed_checkpoints(conn: Connection, workflow_id: str, exclude: str | None = None) -> set[str]:
-    return {
-        s["checkpoint_id"]
-        for s in snapshots.list_for(conn, workflow_id)
-        if s["status"] in ("approved", "modified", "passed") and s["snapshot_id"] != exclude
-    }
 
 
 def _store_modified(

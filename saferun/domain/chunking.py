@@ -54,8 +54,10 @@ def split(data: bytes) -> list[memoryview]:
         return []
     if len(view) <= MIN_CHUNK_SIZE:
         return [view]
-    return [view[c.offset:c.offset + c.length]
-            for c in fastcdc(view, MIN_CHUNK_SIZE, AVG_CHUNK_SIZE, MAX_CHUNK_SIZE, fat=False)]
+    return [
+        view[c.offset : c.offset + c.length]
+        for c in fastcdc(view, MIN_CHUNK_SIZE, AVG_CHUNK_SIZE, MAX_CHUNK_SIZE, fat=False)
+    ]
 
 
 def boundaries(data: bytes) -> list[int]:

@@ -91,21 +91,26 @@ class Leg:
 
     def __post_init__(self) -> None:
         if not isinstance(self.account, str) or not self.account:
-            raise LedgerError(f"leg account must be a non-empty string, got {self.account!r}",
-                              account=self.account)
+            raise LedgerError(
+                f"leg account must be a non-empty string, got {self.account!r}", account=self.account
+            )
         if len(self.account) > MAX_ACCOUNT_LENGTH:
-            raise LedgerError(f"leg account is longer than {MAX_ACCOUNT_LENGTH} characters",
-                              account=self.account)
+            raise LedgerError(
+                f"leg account is longer than {MAX_ACCOUNT_LENGTH} characters", account=self.account
+            )
         # bool is an int subclass and Decimal/float would smuggle fractions of a micro-unit in
         if type(self.amount) is not int:
             raise LedgerError(
                 f"leg amount for {self.account!r} must be an int of micro-units, "
-                f"got {type(self.amount).__name__} {self.amount!r}", account=self.account)
+                f"got {type(self.amount).__name__} {self.amount!r}",
+                account=self.account,
+            )
         if self.amount == 0:
             raise LedgerError(f"leg amount for {self.account!r} must not be zero", account=self.account)
         if abs(self.amount) > _INT64_MAX:
-            raise LedgerError(f"leg amount for {self.account!r} does not fit in 64 bits",
-                              account=self.account)
+            raise LedgerError(
+                f"leg amount for {self.account!r} does not fit in 64 bits", account=self.account
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,15 +137,17 @@ class Posting:
             raise LedgerError(f"posting memo must be a string, got {type(self.memo).__name__}")
         if len(self.legs) < 2:
             # one non-zero leg can never balance; zero legs would be an empty, meaningless transaction
-            raise LedgerError(f"{self.kind} posting needs at least two legs, got {len(self.legs)}",
-                              kind=self.kind)
+            raise LedgerError(
+                f"{self.kind} posting needs at least two legs, got {len(self.legs)}", kind=self.kind
+            )
         for leg in self.legs:
             if not isinstance(leg, Leg):
                 raise LedgerError(f"{self.kind} posting has a non-Leg entry {leg!r}", kind=self.kind)
         total = sum(leg.amount for leg in self.legs)
         if total != 0:
-            raise LedgerError(f"{self.kind} posting legs sum to {total}, not zero", kind=self.kind,
-                              imbalance=total)
+            raise LedgerError(
+                f"{self.kind} posting legs sum to {total}, not zero", kind=self.kind, imbalance=total
+            )
 
     def delta(self, account: str) -> int:
         """Net change of ``account`` (an account may appear in several legs, e.g. executor = supervisor)."""
@@ -230,14 +237,25 @@ def _executor_share(value: Decimal) -> Fraction:
 def lock(workflow_id: str, poster_id: str, amount: int) -> Posting:
     """Move the poster's escrow from their funding source into the workflow's escrow account."""
     amount = _micro(amount, "amount", positive=True)
-    return Posting(KIND_LOCK, (
-        Leg(funding_account(poster_id), -amount),
-        Leg(escrow_account(workflow_id), amount),
-    ), memo=f"lock escrow of workflow {workflow_id}")
+    return Posting(
+        KIND_LOCK,
+        (
+            Leg(funding_account(poster_id), -amount),
+            Leg(escrow_account(workflow_id), amount),
+        ),
+        memo=f"lock escrow of workflow {workflow_id}",
+    )
 
 
-def release(workflow_id: str, amount: int, executor_id: str, supervisor_id: str | None,
-            executor_share: Decimal = DEFAULT_EXECUTOR_SHARE, *, milestone: int | None = None) -> Posting:
+def release(
+    workflow_id: str,
+    amount: int,
+    executor_id: str,
+    supervisor_id: str | None,
+    executor_share: Decimal = DEFAULT_EXECUTOR_SHARE,
+    *,
+    milestone: int | None = None,
+) -> Posting:
     """Pay one approved milestone's allocation out of escrow to the executor and supervisor.
 
     A party whose part rounds to zero gets no leg (zero legs are refused). ``milestone`` only labels
@@ -260,10 +278,14 @@ def release(workflow_id: str, amount: int, executor_id: str, supervisor_id: str 
 def refund(workflow_id: str, poster_id: str, amount: int) -> Posting:
     """Return what is still held in escrow to the poster's funding source (settlement or failure)."""
     amount = _micro(amount, "amount", positive=True)
-    return Posting(KIND_REFUND, (
-        Leg(escrow_account(workflow_id), -amount),
-        Leg(funding_account(poster_id), amount),
-    ), memo=f"refund unreleased escrow of workflow {workflow_id}")
+    return Posting(
+        KIND_REFUND,
+        (
+            Leg(escrow_account(workflow_id), -amount),
+            Leg(funding_account(poster_id), amount),
+        ),
+        memo=f"refund unreleased escrow of workflow {workflow_id}",
+    )
 
 
 def lock_key(workflow_id: str) -> str:
@@ -276,8 +298,12 @@ def release_key(workflow_id: str, milestone: str | int) -> str:
 
     Derived from *what* is paid, never from when, so a retried or replayed decision maps to the same key.
     """
-    if isinstance(milestone, bool) or not isinstance(milestone, str | int) or milestone == "" or (
-            isinstance(milestone, int) and milestone < 0):
+    if (
+        isinstance(milestone, bool)
+        or not isinstance(milestone, str | int)
+        or milestone == ""
+        or (isinstance(milestone, int) and milestone < 0)
+    ):
         raise InvalidInput("milestone", f"must be a checkpoint id or a non-negative index, got {milestone!r}")
     return f"release:{_party(workflow_id, 'workflow_id')}:{milestone}"
 
@@ -301,8 +327,10 @@ class EscrowPosition:
 
     def invariant_holds(self) -> bool:
         """False means money entered or left escrow other than by lock/release/refund, or overdrew it."""
-        return (self.locked == self.released + self.refunded + self.held
-                and min(self.locked, self.released, self.refunded, self.held) >= 0)
+        return (
+            self.locked == self.released + self.refunded + self.held
+            and min(self.locked, self.released, self.refunded, self.held) >= 0
+        )
 
 
 def position_from_escrow_deltas(deltas_by_kind: Mapping[str, int]) -> EscrowPosition:

@@ -42,6 +42,7 @@ import hashlib
 import re
 import struct
 import threading
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -97,7 +98,7 @@ def make_uri(sha: str) -> str:
 def parse_uri(uri: str) -> str:
     """The manifest sha256 a uri names; strict (lowercase hex only) so one artifact has one uri."""
     if isinstance(uri, str) and uri.startswith(URI_PREFIX):
-        sha = uri[len(URI_PREFIX):]
+        sha = uri[len(URI_PREFIX) :]
         if _SHA_RE.fullmatch(sha):
             return sha
     raise InvalidInput("artifact_uri", f"{uri!r} is not an artifact uri ({URI_PREFIX}<64 lowercase hex>)")
@@ -113,10 +114,21 @@ class _Row(NamedTuple):
 
 
 class ArtifactStore:
-    """Stateless; share one. Every method works inside the caller's transaction."""
+    """Share one per process. Every method works inside the caller's transaction.
 
-    def put(self, conn: Connection, parts: Mapping[str, bytes], *, artifact_type: str,
-            metadata: dict[str, Any]) -> StoredArtifact:
+    Reads keep a bounded cache of *verified* manifests and parts, keyed by their SHA-256: content
+    addressing makes them immutable, so an unchanged 1 MB agent memory is fetched, decompressed and
+    hashed once per process instead of on every load. The cache is filled only by reads that verified
+    the bytes (never by writes), so a process checks every stored byte the first time it reads it.
+    ``cache_bytes=0`` turns it off.
+    """
+
+    def __init__(self, cache_bytes: int = 64 * 1024 * 1024) -> None:
+        self._cache = _VerifiedCache(cache_bytes)
+
+    def put(
+        self, conn: Connection, parts: Mapping[str, bytes], *, artifact_type: str, metadata: dict[str, Any]
+    ) -> StoredArtifact:
         """Store ``parts`` (or find them already stored) and record the artifact; idempotent."""
         named = _check_parts(parts)
         _check_type(artifact_type)
@@ -125,10 +137,13 @@ class ArtifactStore:
         check_json(metadata, "metadata")
 
         part_keys = {name: _sha(data) for name, data in named}
-        manifest = canonical_bytes({
-            "v": MANIFEST_VERSION, "type": artifact_type,
-            "parts": [[name, part_keys[name], len(data)] for name, data in named],
-        })
+        manifest = canonical_bytes(
+            {
+                "v": MANIFEST_VERSION,
+                "type": artifact_type,
+                "parts": [[name, part_keys[name], len(data)] for name, data in named],
+            }
+        )
         manifest_key = _sha(manifest)
 
         # One probe answers both "is this part already stored" and "is this manifest already stored".
@@ -138,8 +153,15 @@ class ArtifactStore:
 
         def add(key: str, kind: str, raw: bytes | memoryview) -> None:
             codec, data = _encode(raw)
-            pending[key] = {"sha256": key, "kind": kind, "codec": codec, "raw_size": len(raw),
-                            "stored_size": len(data), "data": data, "created_at": now}
+            pending[key] = {
+                "sha256": key,
+                "kind": kind,
+                "codec": codec,
+                "raw_size": len(raw),
+                "stored_size": len(data),
+                "data": data,
+                "created_at": now,
+            }
 
         chunked: list[tuple[str, list[tuple[str, memoryview]]]] = []
         for name, data in named:
@@ -163,42 +185,71 @@ class ArtifactStore:
             add(manifest_key, _MANIFEST, manifest)
 
         new_bytes = _insert_blobs(conn, list(pending.values()))
-        known.update({k: _Row(k, r["kind"], r["codec"], r["raw_size"], r["stored_size"], r["data"])
-                      for k, r in pending.items()})
+        known.update(
+            {
+                k: _Row(k, r["kind"], r["codec"], r["raw_size"], r["stored_size"], r["data"])
+                for k, r in pending.items()
+            }
+        )
         compressed = sum(_leaf_sizes(conn, part_keys.values(), known).values())
         raw_size = sum(len(data) for _, data in named)
 
         uri = make_uri(manifest_key)
-        conn.execute(_insert(conn, artifacts).values(
-            {"uri": uri, "artifact_type": artifact_type, "metadata": metadata, "raw_size": raw_size,
-             "compressed_size": compressed, "created_at": now},
-        ).on_conflict_do_nothing(index_elements=["uri"]))
-        return StoredArtifact(uri=uri, sha256=manifest_key, raw_size=raw_size, compressed_size=compressed,
-                              new_bytes=new_bytes)
+        conn.execute(
+            _insert(conn, artifacts)
+            .values(
+                {
+                    "uri": uri,
+                    "artifact_type": artifact_type,
+                    "metadata": metadata,
+                    "raw_size": raw_size,
+                    "compressed_size": compressed,
+                    "created_at": now,
+                },
+            )
+            .on_conflict_do_nothing(index_elements=["uri"])
+        )
+        return StoredArtifact(
+            uri=uri, sha256=manifest_key, raw_size=raw_size, compressed_size=compressed, new_bytes=new_bytes
+        )
 
-    def put_bytes(self, conn: Connection, content: bytes, *, artifact_type: str,
-                  metadata: dict[str, Any]) -> StoredArtifact:
+    def put_bytes(
+        self, conn: Connection, content: bytes, *, artifact_type: str, metadata: dict[str, Any]
+    ) -> StoredArtifact:
         """A single opaque value (a result file, a report): one part named ``content``."""
         return self.put(conn, {"content": content}, artifact_type=artifact_type, metadata=metadata)
 
-    def get(self, conn: Connection, uri: str) -> dict[str, bytes]:
-        """Every part of the artifact, each verified against its sha256 and size before it is returned."""
+    def get(self, conn: Connection, uri: str, only: Collection[str] | None = None) -> dict[str, bytes]:
+        """The artifact's parts (all, or those named in ``only``), each verified against its sha256 and
+        size before it is returned."""
         key = parse_uri(uri)
-        found = _fetch(conn, [key])
-        row = found.get(key)
-        if row is None:
-            raise ArtifactNotFound(uri)
-        if row.kind != _MANIFEST and self.info(conn, uri) is None:
-            raise ArtifactNotFound(uri)  # the key names some other blob, not an artifact
-        reader = _Reader(conn, found)
-        entries = _parse_manifest(key, reader.read([key])[key])
-        values = reader.read([sha for _, sha, _ in entries])
+        entries = self._cache.manifest(key)
+        reader: _Reader | None = None
+        if entries is None:
+            found = _fetch(conn, [key])
+            row = found.get(key)
+            if row is None:
+                raise ArtifactNotFound(uri)
+            if row.kind != _MANIFEST and self.info(conn, uri) is None:
+                raise ArtifactNotFound(uri)  # the key names some other blob, not an artifact
+            reader = _Reader(conn, found)
+            entries = _parse_manifest(key, reader.read([key])[key])
+            self._cache.add_manifest(key, entries)
+        if only is not None:
+            entries = [e for e in entries if e[0] in only]
+        missing = [sha for _, sha, _ in entries if self._cache.part(sha) is None]
+        values = (reader or _Reader(conn, {})).read(missing) if missing else {}
         out: dict[str, bytes] = {}
         for name, sha, size in entries:
-            value = values[sha]
-            if len(value) != size:
+            value = values.get(sha)
+            if value is None:
+                value = self._cache.part(sha)
+                assert value is not None
+            elif len(value) != size:
                 raise ArtifactCorrupted(sha, f"part {name!r} is {len(value)} bytes, manifest says {size}")
             out[name] = value
+        for sha, value in values.items():
+            self._cache.add_part(sha, value)
         return out
 
     def get_bytes(self, conn: Connection, uri: str) -> bytes:
@@ -215,7 +266,50 @@ class ArtifactStore:
         return None if row is None else dict(row)
 
 
+class _VerifiedCache:
+    """LRU of verified manifests (small) and parts (bounded by total bytes)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._parts: OrderedDict[str, bytes] = OrderedDict()
+        self._manifests: OrderedDict[str, list[tuple[str, str, int]]] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def part(self, sha: str) -> bytes | None:
+        with self._lock:
+            value = self._parts.get(sha)
+            if value is not None:
+                self._parts.move_to_end(sha)
+            return value
+
+    def manifest(self, key: str) -> list[tuple[str, str, int]] | None:
+        with self._lock:
+            return self._manifests.get(key)
+
+    def add_part(self, sha: str, value: bytes) -> None:
+        if len(value) > self.max_bytes // 4:
+            return
+        with self._lock:
+            if sha in self._parts:
+                return
+            self._parts[sha] = value
+            self._size += len(value)
+            while self._size > self.max_bytes:
+                _, old = self._parts.popitem(last=False)
+                self._size -= len(old)
+
+    def add_manifest(self, key: str, entries: list[tuple[str, str, int]]) -> None:
+        if self.max_bytes <= 0:
+            return
+        with self._lock:
+            self._manifests[key] = entries
+            while len(self._manifests) > 4096:
+                self._manifests.popitem(last=False)
+
+
 # -- writing -------------------------------------------------------------------------------------------
+
 
 def _check_parts(parts: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
     """Parts sorted by name, the order the manifest lists them in (so equal parts give one uri)."""
@@ -290,6 +384,7 @@ def _leaf_sizes(conn: Connection, roots: Iterable[str], known: dict[str, _Row]) 
 
 
 # -- reading -------------------------------------------------------------------------------------------
+
 
 class _Reader:
     """Resolves keys to verified bytes, fetching each level of the tree with one IN query per batch."""
@@ -368,16 +463,22 @@ def _parse_manifest(key: str, data: bytes) -> list[tuple[str, str, int]]:
         raise ArtifactCorrupted(key, f"not a version {MANIFEST_VERSION} manifest")
     out: list[tuple[str, str, int]] = []
     for entry in entries:
-        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
-                and isinstance(entry[1], str) and _SHA_RE.fullmatch(entry[1])
-                and type(entry[2]) is int and entry[2] >= 0):
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 3
+            and isinstance(entry[0], str)
+            and isinstance(entry[1], str)
+            and _SHA_RE.fullmatch(entry[1])
+            and type(entry[2]) is int
+            and entry[2] >= 0
+        ):
             raise ArtifactCorrupted(key, f"malformed manifest entry {entry!r}")
         out.append((entry[0], entry[1], entry[2]))
     return out
 
 
 def _decode_index(key: str, data: bytes) -> list[tuple[str, int]]:
-    body = data[len(_INDEX_VERSION):]
+    body = data[len(_INDEX_VERSION) :]
     if not data.startswith(_INDEX_VERSION) or len(body) % _INDEX_ENTRY.size:
         raise ArtifactCorrupted(key, "malformed index")
     return [(digest.hex(), size) for digest, size in _INDEX_ENTRY.iter_unpack(body)]
@@ -446,9 +547,15 @@ def _select(conn: Connection, keys: Collection[str], data_col: Any) -> dict[str,
     out: dict[str, _Row] = {}
     unique = list(dict.fromkeys(keys))
     for i in range(0, len(unique), _IN_BATCH):
-        batch = unique[i:i + _IN_BATCH]
-        stmt = select(blobs.c.sha256, blobs.c.kind, blobs.c.codec, blobs.c.raw_size, blobs.c.stored_size,
-                      data_col.label("data")).where(blobs.c.sha256.in_(batch))
+        batch = unique[i : i + _IN_BATCH]
+        stmt = select(
+            blobs.c.sha256,
+            blobs.c.kind,
+            blobs.c.codec,
+            blobs.c.raw_size,
+            blobs.c.stored_size,
+            data_col.label("data"),
+        ).where(blobs.c.sha256.in_(batch))
         for key, kind, codec, raw_size, stored_size, data in conn.execute(stmt):
             out[key] = _Row(key, kind, codec, raw_size, stored_size, None if data is None else bytes(data))
     return out

@@ -38,6 +38,11 @@ class Database:
         self.engine = _make_engine(self.url, echo=echo)
         self._migrated = False
         self._lock = threading.Lock()
+        # one artifact store per database, so its cache of verified parts is shared by every orchestrator
+        # of the process and never serves one database's blobs for another's
+        from saferun.storage.artifacts import ArtifactStore
+
+        self.artifacts = ArtifactStore()
         if migrate:
             self.ensure_schema()
 

@@ -71,8 +71,14 @@ def post(conn: Connection, posting: Posting, *, idempotency_key: str, workflow_i
             conn.execute(select(func.pg_advisory_xact_lock(_advisory_key(account))))
 
     txn_id = new_txn_id()
-    values = {"txn_id": txn_id, "idempotency_key": idempotency_key, "workflow_id": workflow_id,
-              "kind": posting.kind, "memo": posting.memo, "created_at": utcnow()}
+    values = {
+        "txn_id": txn_id,
+        "idempotency_key": idempotency_key,
+        "workflow_id": workflow_id,
+        "kind": posting.kind,
+        "memo": posting.memo,
+        "created_at": utcnow(),
+    }
     # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT inserts, while a RETURNING row is exact
     inserted = conn.execute(
         _insert_ignoring_duplicate_key(conn).values(**values).returning(ledger_transactions.c.txn_id)
@@ -84,9 +90,10 @@ def post(conn: Connection, posting: Posting, *, idempotency_key: str, workflow_i
             raise LedgerError(f"idempotency key {idempotency_key!r} collided but cannot be read back")
         return existing
 
-    conn.execute(ledger_legs.insert(),
-                 [{"txn_id": txn_id, "account": leg.account, "amount_micro": leg.amount}
-                  for leg in posting.legs])
+    conn.execute(
+        ledger_legs.insert(),
+        [{"txn_id": txn_id, "account": leg.account, "amount_micro": leg.amount} for leg in posting.legs],
+    )
 
     touched = sorted({leg.account for leg in posting.legs if not is_source(leg.account)})
     if touched:
@@ -102,7 +109,11 @@ def post(conn: Connection, posting: Posting, *, idempotency_key: str, workflow_i
             raise LedgerError(
                 f"{posting.kind} posting would leave {account} at {bal} micro-units; "
                 "non-source accounts must never go negative (roll back the transaction)",
-                account=account, balance=bal, kind=posting.kind, idempotency_key=idempotency_key)
+                account=account,
+                balance=bal,
+                kind=posting.kind,
+                idempotency_key=idempotency_key,
+            )
     return txn_id
 
 
@@ -117,8 +128,7 @@ def exists(conn: Connection, idempotency_key: str) -> bool:
 def balance(conn: Connection, account: str) -> int:
     """Current balance in micro-units, as seen by this connection's transaction (0 if never used)."""
     total = conn.execute(
-        select(func.coalesce(func.sum(ledger_legs.c.amount_micro), 0))
-        .where(ledger_legs.c.account == account)
+        select(func.coalesce(func.sum(ledger_legs.c.amount_micro), 0)).where(ledger_legs.c.account == account)
     ).scalar_one()
     return int(total)
 
@@ -137,9 +147,15 @@ def escrow_position(conn: Connection, workflow_id: str) -> EscrowPosition:
 def entries(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
     """A workflow's postings in the order they were written, each with its legs (for audit and UI)."""
     rows = conn.execute(
-        select(ledger_transactions.c.txn_id, ledger_transactions.c.idempotency_key,
-               ledger_transactions.c.kind, ledger_transactions.c.memo, ledger_transactions.c.created_at,
-               ledger_legs.c.account, ledger_legs.c.amount_micro)
+        select(
+            ledger_transactions.c.txn_id,
+            ledger_transactions.c.idempotency_key,
+            ledger_transactions.c.kind,
+            ledger_transactions.c.memo,
+            ledger_transactions.c.created_at,
+            ledger_legs.c.account,
+            ledger_legs.c.amount_micro,
+        )
         .join(ledger_legs, ledger_legs.c.txn_id == ledger_transactions.c.txn_id)
         .where(ledger_transactions.c.workflow_id == workflow_id)
         # leg ids are monotonic per insert, so they order transactions even when created_at ties
@@ -150,8 +166,12 @@ def entries(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
         entry = out.get(row.txn_id)
         if entry is None:
             entry = out[row.txn_id] = {
-                "txn_id": row.txn_id, "idempotency_key": row.idempotency_key, "kind": row.kind,
-                "memo": row.memo, "created_at": row.created_at, "legs": [],
+                "txn_id": row.txn_id,
+                "idempotency_key": row.idempotency_key,
+                "kind": row.kind,
+                "memo": row.memo,
+                "created_at": row.created_at,
+                "legs": [],
             }
         entry["legs"].append({"account": row.account, "amount_micro": int(row.amount_micro)})
     return list(out.values())
@@ -160,8 +180,9 @@ def entries(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
 def _existing(conn: Connection, posting: Posting, key: str, workflow_id: str | None) -> str | None:
     """The txn id already written under ``key`` for the same posting, None if the key is unused."""
     row = conn.execute(
-        select(ledger_transactions.c.txn_id, ledger_transactions.c.kind, ledger_transactions.c.workflow_id)
-        .where(ledger_transactions.c.idempotency_key == key)
+        select(
+            ledger_transactions.c.txn_id, ledger_transactions.c.kind, ledger_transactions.c.workflow_id
+        ).where(ledger_transactions.c.idempotency_key == key)
     ).first()
     if row is None:
         return None
@@ -183,10 +204,12 @@ def _insert_ignoring_duplicate_key(conn: Connection) -> Any:
     dialect = conn.dialect.name
     if dialect == "postgresql":
         return postgresql.insert(ledger_transactions).on_conflict_do_nothing(
-            index_elements=[ledger_transactions.c.idempotency_key])
+            index_elements=[ledger_transactions.c.idempotency_key]
+        )
     if dialect == "sqlite":
         return sqlite.insert(ledger_transactions).on_conflict_do_nothing(
-            index_elements=[ledger_transactions.c.idempotency_key])
+            index_elements=[ledger_transactions.c.idempotency_key]
+        )
     return ledger_transactions.insert()  # other dialects: a duplicate fails loudly instead
 
 

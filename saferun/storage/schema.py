@@ -260,4 +260,7 @@ jobs = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+Index(
+    "ix_snapshots_workflow_checkpoint", snapshots.c.workflow_id, snapshots.c.checkpoint_id, snapshots.c.status
+)
 Index("ix_approval_requests_pending_expiry", approval_requests.c.status, approval_requests.c.expires_at)

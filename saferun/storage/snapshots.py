@@ -7,9 +7,9 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, func, insert, select, update
 
 from saferun.domain.ids import new_id
-from saferun.errors import SnapshotNotFound
+from saferun.errors import SnapshotNotFound, WorkflowNotFound
 from saferun.storage.artifacts import StoredArtifact
-from saferun.storage.schema import snapshots, utcnow
+from saferun.storage.schema import snapshots, utcnow, workflows
 
 
 def next_sequence(conn: Connection, workflow_id: str) -> int:
@@ -88,3 +88,43 @@ def count(conn: Connection, workflow_id: str) -> int:
     return conn.execute(
         select(func.count()).select_from(snapshots).where(snapshots.c.workflow_id == workflow_id)
     ).scalar_one()
+
+
+PASSED = ("approved", "modified", "passed")
+
+
+def checkpoint_passed(
+    conn: Connection, workflow_id: str, checkpoint_id: str, *, exclude: str | None = None
+) -> bool:
+    """Has this configured checkpoint been approved (or passed) before? One indexed probe."""
+    stmt = select(snapshots.c.snapshot_id).where(
+        snapshots.c.workflow_id == workflow_id,
+        snapshots.c.checkpoint_id == checkpoint_id,
+        snapshots.c.status.in_(PASSED),
+    )
+    if exclude:
+        stmt = stmt.where(snapshots.c.snapshot_id != exclude)
+    return conn.execute(stmt.limit(1)).first() is not None
+
+
+def passed_checkpoints(conn: Connection, workflow_id: str) -> set[str]:
+    rows = conn.execute(
+        select(snapshots.c.checkpoint_id)
+        .distinct()
+        .where(snapshots.c.workflow_id == workflow_id, snapshots.c.status.in_(PASSED))
+    )
+    return {r[0] for r in rows}
+
+
+def last_approved_uri(conn: Connection, workflow_id: str) -> str | None:
+    """The artifact of the workflow's last approved snapshot, in one query; NotFound for unknown ids."""
+    row = conn.execute(
+        select(workflows.c.workflow_id, snapshots.c.artifact_uri)
+        .select_from(
+            workflows.outerjoin(snapshots, snapshots.c.snapshot_id == workflows.c.last_approved_snapshot_id)
+        )
+        .where(workflows.c.workflow_id == workflow_id)
+    ).first()
+    if row is None:
+        raise WorkflowNotFound(workflow_id)
+    return row.artifact_uri

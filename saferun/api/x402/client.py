@@ -14,7 +14,6 @@ from typing import Any
 
 from saferun.config import get_settings
 from saferun.errors import SafeRunError
-from saferun.storage.artifacts import ArtifactStore
 from saferun.storage.database import Database, get_database
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ class X402Integration:
                 api_url=self.api_url,
             )
         self.database = database or get_database()
-        self.artifacts = ArtifactStore()
+        self.artifacts = self.database.artifacts
         if not _announced:
             log.info(
                 "x402: using the embedded platform in %s (set X402_API_URL for a remote one)",

@@ -7,6 +7,8 @@ artifact store chunks changed fields so an append stores only the new tail.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Connection
 
 from saferun.core.state_machine.models import ExecutionState
@@ -43,3 +45,8 @@ class CheckpointCapture:
 
     def load_state(self, conn: Connection, uri: str) -> ExecutionState:
         return state_from_parts(self.store.get(conn, uri))
+
+    def load_field(self, conn: Connection, uri: str, name: str) -> Any:
+        """One field of a stored state, without reading the others (a large memory stays unread)."""
+        parts = self.store.get(conn, uri, only={name})
+        return canonical_loads(parts[name]) if name in parts else None

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import os
 import socket
-from collections import OrderedDict
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -87,11 +86,9 @@ class WorkflowOrchestrator:
         self.db = database or getattr(x402_integration, "database", None) or get_database()
         self.registry = registry or default_registry
         self.retry = retry or RetryPolicy()
-        self.capture = CheckpointCapture()
+        self.capture = CheckpointCapture(self.db.artifacts)
         self.actor = actor
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        # states captured by this process, so request_approval needn't re-read a large artifact
-        self._recent: OrderedDict[str, ExecutionState] = OrderedDict()
         settings = get_settings()
         if settings.compensation_modules:
             self.registry.import_modules(settings.compensation_modules)
@@ -197,7 +194,6 @@ class WorkflowOrchestrator:
                 decisions.complete_checkpoint(
                     conn, row, cp.checkpoint_id, snapshot_id, row["supervisor_id"], self.actor
                 )
-            self._remember(snapshot_id, state)
             return self._snapshot(snapshots.get(conn, snapshot_id), state)
 
     def request_approval(
@@ -227,7 +223,7 @@ class WorkflowOrchestrator:
             cp = self._config(row).checkpoint(snap["checkpoint_id"])
             assert cp is not None  # snapshots are only ever bound to configured checkpoints
             if parameters is None:
-                parameters = self._state_of(conn, snap).parameters
+                parameters = self.capture.load_field(conn, snap["artifact_uri"], "parameters") or {}
             check_json(parameters, "parameters")
             for name, value in (("risk", risk or {}), ("alerts", alerts or [])):
                 check_json(value, name)
@@ -517,9 +513,8 @@ class WorkflowOrchestrator:
     def latest_approved_state(self, workflow_id: str) -> ExecutionState | None:
         """The state a resumed or rolled-back agent continues from (None before the first approval)."""
         with self.db.read() as conn:
-            row = wf_store.get(conn, workflow_id)
-            snap_id = row["last_approved_snapshot_id"]
-            return self._state_of(conn, snapshots.get(conn, snap_id)) if snap_id else None
+            uri = snapshots.last_approved_uri(conn, workflow_id)
+            return self.capture.load_state(conn, uri) if uri else None
 
     def history(self, workflow_id: str) -> list[dict[str, Any]]:
         return self._read(workflow_id, wf_store.history)  # type: ignore[no-any-return]
@@ -573,17 +568,11 @@ class WorkflowOrchestrator:
         exact = config.checkpoint(checkpoint_id)
         if exact is not None:
             return exact
-        done = decisions.completed_checkpoints(conn, row["workflow_id"])
+        done = snapshots.passed_checkpoints(conn, row["workflow_id"])
         return next((cp for cp in config.checkpoints if cp.checkpoint_id not in done), config.checkpoints[-1])
 
-    def _remember(self, snapshot_id: str, state: ExecutionState) -> None:
-        self._recent[snapshot_id] = state
-        while len(self._recent) > 32:
-            self._recent.popitem(last=False)
-
     def _state_of(self, conn: Connection, snap: RowMapping) -> ExecutionState:
-        cached = self._recent.get(snap["snapshot_id"])
-        return cached if cached is not None else self.capture.load_state(conn, snap["artifact_uri"])
+        return self.capture.load_state(conn, snap["artifact_uri"])
 
     def _execution(self, conn: Connection, row: RowMapping) -> WorkflowExecution:
         return views.execution(conn, row)

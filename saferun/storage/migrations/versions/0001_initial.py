@@ -188,6 +188,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("snapshot_id", name=op.f("pk_snapshots")),
         sa.UniqueConstraint("workflow_id", "sequence", name=op.f("uq_snapshots_workflow_id_sequence")),
     )
+    op.create_index(
+        "ix_snapshots_workflow_checkpoint",
+        "snapshots",
+        ["workflow_id", "checkpoint_id", "status"],
+        unique=False,
+    )
     op.create_table(
         "transitions",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -313,6 +319,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_transitions_workflow_id"))
 
     op.drop_table("transitions")
+    op.drop_index("ix_snapshots_workflow_checkpoint", table_name="snapshots")
     op.drop_table("snapshots")
     op.drop_table("saga_steps")
     with op.batch_alter_table("ledger_legs", schema=None) as batch_op:
