@@ -117,8 +117,17 @@ class SupervisedRun:
         if state.checkpoint_id != cp.checkpoint_id and self.config.checkpoint(state.checkpoint_id) is None:
             state = state.model_copy(update={"checkpoint_id": cp.checkpoint_id})
         orch = self.orchestrator
-        snapshot = await orch.create_checkpoint(self.workflow_id, state)
-        if snapshot.status == "passed":  # requires_approval=False: nothing to wait for
+        snapshot, request = await orch.pause(
+            self.workflow_id,
+            state,
+            summary or f"{cp.name}: {cp.description}".rstrip(": "),
+            context if context is not None else dict(state.intermediate_outputs),
+            recommendation=recommendation,
+            confidence=confidence,
+            alerts=alerts,
+            risk=risk,
+        )
+        if request is None:  # requires_approval=False: nothing to wait for
             return Decision(
                 ApprovalDecision.APPROVED,
                 "no approval required",
@@ -128,17 +137,6 @@ class SupervisedRun:
                 None,
                 snapshot,
             )
-        request = orch.request_approval(
-            self.workflow_id,
-            snapshot.snapshot_id,
-            summary or f"{cp.name}: {cp.description}".rstrip(": "),
-            context if context is not None else dict(state.intermediate_outputs),
-            recommendation=recommendation,
-            confidence=confidence,
-            alerts=alerts,
-            risk=risk,
-            parameters=dict(state.parameters),
-        )
         response = await orch.wait_for_decision(request.request_id, timeout=wait_timeout)
         if response.decision == ApprovalDecision.REJECTED:
             await self._after_rejection(request.checkpoint_id, response)

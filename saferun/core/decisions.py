@@ -103,7 +103,12 @@ def decide(
             "automatic": automatic,
         },
     )
-    snap = snapshots.get(conn, req["snapshot_id"])
+    # only a modification needs the snapshot row itself (its artifact and label)
+    snap: Any = (
+        snapshots.get(conn, req["snapshot_id"])
+        if decision == ApprovalDecision.MODIFIED
+        else {"snapshot_id": req["snapshot_id"]}
+    )
     if req["job_id"]:
         jobs.set_status(conn, req["job_id"], decision.value.lower())
 
@@ -114,13 +119,24 @@ def decide(
         approved_id = _store_modified(conn, capture, row, snap, modifications or {}, approved_by)
     else:
         snapshots.set_status(conn, snap["snapshot_id"], "approved")
-    complete_checkpoint(
-        conn, row, req["checkpoint_id"], approved_id, req["supervisor_id"] or approved_by, approved_by
+    passed = complete_checkpoint(
+        conn,
+        row,
+        req["checkpoint_id"],
+        approved_id,
+        req["supervisor_id"] or approved_by,
+        approved_by,
+        write=False,
     )
-    row = wf_store.get(conn, wf_id)
     event = Event.MODIFIED if decision == ApprovalDecision.MODIFIED else Event.APPROVED
     state = transitions.apply(
-        conn, row, event, actor=approved_by, reason=rationale, audit_payload={"request_id": request_id}
+        conn,
+        row,
+        event,
+        actor=approved_by,
+        reason=rationale,
+        audit_payload={"request_id": request_id},
+        **passed,
     )
     return Outcome(request_id, wf_id, decision, state, response_id, snap["snapshot_id"], approved_id)
 
@@ -132,15 +148,23 @@ def complete_checkpoint(
     snapshot_id: str,
     supervisor_id: str | None,
     actor: str,
-) -> None:
-    """A checkpoint passed: pay its milestone once, make earlier steps permanent, remember the state."""
+    *,
+    write: bool = True,
+) -> dict[str, Any]:
+    """A checkpoint passed: pay its milestone once, make earlier steps permanent, remember the state.
+
+    Returns the workflow fields that change; with ``write=False`` the caller folds them into the state
+    transition's own UPDATE instead of a second one.
+    """
     first_time = not snapshots.checkpoint_passed(conn, row["workflow_id"], checkpoint_id, exclude=snapshot_id)
     escrow.release_milestone(conn, row, checkpoint_id, supervisor_id, actor)
     saga.commit_pending(conn, row["workflow_id"])
     values: dict[str, Any] = {"last_approved_snapshot_id": snapshot_id}
     if first_time:
         values["current_checkpoint"] = row["current_checkpoint"] + 1
-    wf_store.update_fields(conn, row["workflow_id"], **values)
+    if write:
+        wf_store.update_fields(conn, row["workflow_id"], **values)
+    return values
 
 
 def _store_modified(
@@ -166,7 +190,7 @@ def _store_modified(
         "modified",
         stored,
         parent_snapshot_id=snap["snapshot_id"],
-    )
+    )["snapshot_id"]
     audit.append(
         conn,
         row["workflow_id"],

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from typing import Any
+
 from sqlalchemy import Connection, RowMapping
 
 from saferun.core.state_machine.models import (
@@ -14,14 +18,37 @@ from saferun.core.state_machine.models import (
     WorkflowExecution,
 )
 from saferun.domain.states import WorkflowState
-from saferun.storage import approvals, snapshots
+from saferun.storage import workflows as wf_store
+
+_configs: OrderedDict[tuple[str, Any], WorkflowConfig] = OrderedDict()
+_configs_lock = threading.Lock()
+
+
+def config(row: Any) -> WorkflowConfig:
+    """A workflow's validated config. Configs never change after creation, so each is validated once per
+    process (bounded cache) instead of on every call that returns or inspects a workflow."""
+    # keyed with the creation time too, so equal ids in two databases (tests, tenants) never mix
+    key = (row["workflow_id"], row["created_at"])
+    with _configs_lock:
+        cached = _configs.get(key)
+        if cached is not None:
+            _configs.move_to_end(key)
+            return cached
+    parsed = WorkflowConfig.model_validate(row["config"])
+    with _configs_lock:
+        _configs[key] = parsed
+        while len(_configs) > 2048:
+            _configs.popitem(last=False)
+    return parsed
 
 
 def execution(conn: Connection, row: RowMapping) -> WorkflowExecution:
-    n_req, n_resp = approvals.counts(conn, row["workflow_id"])
+    if "n_snapshots" not in row:  # a plain row: fetch it again with its counts
+        row = wf_store.get_with_counts(conn, row["workflow_id"])
+    n_snap, n_req, n_resp = row["n_snapshots"], row["n_requests"], row["n_responses"]
     return WorkflowExecution(
         workflow_id=row["workflow_id"],
-        config=WorkflowConfig.model_validate(row["config"]),
+        config=config(row),
         current_state=WorkflowState(row["state"]),
         current_checkpoint=row["current_checkpoint"],
         total_checkpoints=len(row["config"]["checkpoints"]),
@@ -34,7 +61,7 @@ def execution(conn: Connection, row: RowMapping) -> WorkflowExecution:
         updated_at=row["updated_at"],
         started_at=row["started_at"],
         completed_at=row["completed_at"],
-        snapshots=snapshots.count(conn, row["workflow_id"]),
+        snapshots=n_snap,
         approval_requests=n_req,
         approval_responses=n_resp,
     )

@@ -10,22 +10,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
 
 from saferun.errors import ApprovalRequestNotFound
 from saferun.storage.schema import approval_requests, approval_responses, utcnow
 
+_GET = select(approval_requests).where(approval_requests.c.request_id == bindparam("b_req"))
+_CLAIM = update(approval_requests).where(
+    approval_requests.c.request_id == bindparam("b_req"), approval_requests.c.status == "pending"
+)
+_CLAIM_UNEXPIRED = _CLAIM.where(approval_requests.c.expires_at > bindparam("b_now"))
+_INSERT_REQUEST = insert(approval_requests)
+_INSERT_RESPONSE = insert(approval_responses)
+_RESPONSE = select(approval_responses).where(approval_responses.c.request_id == bindparam("b_req"))
+
 
 def insert_request(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(approval_requests).values(status="pending", **values))
+    conn.execute(_INSERT_REQUEST, {"status": "pending", **values})
 
 
 def get(conn: Connection, request_id: str) -> RowMapping:
-    row = (
-        conn.execute(select(approval_requests).where(approval_requests.c.request_id == request_id))
-        .mappings()
-        .first()
-    )
+    row = conn.execute(_GET, {"b_req": request_id}).mappings().first()
     if row is None:
         raise ApprovalRequestNotFound(request_id)
     return row
@@ -35,24 +40,18 @@ def claim(
     conn: Connection, request_id: str, new_status: str, now: datetime, *, require_unexpired: bool
 ) -> bool:
     """Move a pending request to ``new_status``; True only for the one caller that did it."""
-    stmt = update(approval_requests).where(
-        approval_requests.c.request_id == request_id, approval_requests.c.status == "pending"
-    )
+    params = {"b_req": request_id, "status": new_status, "decided_at": now}
     if require_unexpired:
-        stmt = stmt.where(approval_requests.c.expires_at > now)
-    return conn.execute(stmt.values(status=new_status, decided_at=now)).rowcount == 1
+        return conn.execute(_CLAIM_UNEXPIRED, {**params, "b_now": now}).rowcount == 1
+    return conn.execute(_CLAIM, params).rowcount == 1
 
 
 def insert_response(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(approval_responses).values(created_at=utcnow(), **values))
+    conn.execute(_INSERT_RESPONSE, {"created_at": utcnow(), **values})
 
 
 def response_for(conn: Connection, request_id: str) -> RowMapping | None:
-    return (
-        conn.execute(select(approval_responses).where(approval_responses.c.request_id == request_id))
-        .mappings()
-        .first()
-    )
+    return conn.execute(_RESPONSE, {"b_req": request_id}).mappings().first()
 
 
 def pending(conn: Connection, workflow_id: str | None = None) -> list[RowMapping]:

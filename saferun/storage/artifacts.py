@@ -48,12 +48,12 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import zstandard
-from sqlalchemy import Connection, case, null, select
+from sqlalchemy import Connection, bindparam, case, null, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from saferun.domain import chunking
 from saferun.domain.canonical import canonical_bytes, canonical_loads, check_json
-from saferun.errors import ArtifactCorrupted, ArtifactNotFound, InvalidInput
+from saferun.errors import ArtifactCorrupted, ArtifactNotFound, InvalidInput, SafeRunError
 from saferun.storage.schema import artifacts, blobs, utcnow
 
 URI_PREFIX = "x402://artifacts/sha256:"
@@ -196,18 +196,15 @@ class ArtifactStore:
 
         uri = make_uri(manifest_key)
         conn.execute(
-            _insert(conn, artifacts)
-            .values(
-                {
-                    "uri": uri,
-                    "artifact_type": artifact_type,
-                    "metadata": metadata,
-                    "raw_size": raw_size,
-                    "compressed_size": compressed,
-                    "created_at": now,
-                },
-            )
-            .on_conflict_do_nothing(index_elements=["uri"])
+            _statement(conn, "insert_artifact"),
+            {
+                "uri": uri,
+                "artifact_type": artifact_type,
+                "metadata": metadata,
+                "raw_size": raw_size,
+                "compressed_size": compressed,
+                "created_at": now,
+            },
         )
         return StoredArtifact(
             uri=uri, sha256=manifest_key, raw_size=raw_size, compressed_size=compressed, new_bytes=new_bytes
@@ -335,14 +332,34 @@ def _encode_index(entries: list[tuple[str, int]]) -> bytes:
     return _INDEX_VERSION + b"".join(_INDEX_ENTRY.pack(bytes.fromhex(k), n) for k, n in entries)
 
 
-def _insert(conn: Connection, table: Any) -> Any:
-    """The dialect's INSERT, because "on conflict do nothing" is not portable SQL."""
-    name = conn.dialect.name
-    if name == "postgresql":
-        return postgresql.insert(table)
-    if name == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"artifact store does not support the {name} dialect")
+_DIALECT_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+_DATA_OR_NULL = case((blobs.c.kind == _INDEX, blobs.c.data), else_=null())
+
+
+def _statement(conn: Connection, purpose: str) -> Any:
+    """Statements built once per dialect: building a Core statement costs more than running it here.
+
+    INSERTs are the dialect's own, because "on conflict do nothing" is not portable SQL.
+    """
+    key = (conn.dialect.name, purpose)
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        make = _DIALECT_INSERT.get(conn.dialect.name)
+        if make is None:
+            raise SafeRunError(f"the artifact store supports SQLite and PostgreSQL, not {conn.dialect.name}")
+        keys = blobs.c.sha256.in_(bindparam("b_keys", expanding=True))
+        columns = (blobs.c.sha256, blobs.c.kind, blobs.c.codec, blobs.c.raw_size, blobs.c.stored_size)
+        stmt = {
+            "insert_blobs": lambda: (
+                make(blobs).on_conflict_do_nothing(index_elements=["sha256"]).returning(blobs.c.sha256)
+            ),
+            "insert_artifact": lambda: make(artifacts).on_conflict_do_nothing(index_elements=["uri"]),
+            "fetch": lambda: select(*columns, blobs.c.data.label("data")).where(keys),
+            "probe": lambda: select(*columns, _DATA_OR_NULL.label("data")).where(keys),
+        }[purpose]()
+        _STATEMENTS[key] = stmt
+    return stmt
 
 
 def _insert_blobs(conn: Connection, rows: list[dict[str, Any]]) -> int:
@@ -351,8 +368,7 @@ def _insert_blobs(conn: Connection, rows: list[dict[str, Any]]) -> int:
         return 0
     # Key order, so two writers sharing chunks wait on each other's rows in one order, never deadlock.
     rows = sorted(rows, key=lambda r: r["sha256"])
-    stmt = _insert(conn, blobs).on_conflict_do_nothing(index_elements=["sha256"])
-    inserted = set(conn.execute(stmt.returning(blobs.c.sha256), rows).scalars())
+    inserted = set(conn.execute(_statement(conn, "insert_blobs"), rows).scalars())
     return sum(len(r["data"]) for r in rows if r["sha256"] in inserted)
 
 
@@ -535,28 +551,21 @@ def _decode(row: _Row) -> bytes:
 
 def _fetch(conn: Connection, keys: Collection[str]) -> dict[str, _Row]:
     """Whole blobs (with data) for ``keys``; absent keys are simply missing from the answer."""
-    return _select(conn, keys, blobs.c.data)
+    return _select(conn, keys, "fetch")
 
 
 def _probe(conn: Connection, keys: Collection[str]) -> dict[str, _Row]:
     """Which ``keys`` exist, with sizes; the payload only for indexes, which a writer must follow."""
-    return _select(conn, keys, case((blobs.c.kind == _INDEX, blobs.c.data), else_=null()))
+    return _select(conn, keys, "probe")
 
 
-def _select(conn: Connection, keys: Collection[str], data_col: Any) -> dict[str, _Row]:
+def _select(conn: Connection, keys: Collection[str], purpose: str) -> dict[str, _Row]:
     out: dict[str, _Row] = {}
     unique = list(dict.fromkeys(keys))
+    stmt = _statement(conn, purpose)
     for i in range(0, len(unique), _IN_BATCH):
         batch = unique[i : i + _IN_BATCH]
-        stmt = select(
-            blobs.c.sha256,
-            blobs.c.kind,
-            blobs.c.codec,
-            blobs.c.raw_size,
-            blobs.c.stored_size,
-            data_col.label("data"),
-        ).where(blobs.c.sha256.in_(batch))
-        for key, kind, codec, raw_size, stored_size, data in conn.execute(stmt):
+        for key, kind, codec, raw_size, stored_size, data in conn.execute(stmt, {"b_keys": batch}):
             out[key] = _Row(key, kind, codec, raw_size, stored_size, None if data is None else bytes(data))
     return out
 

@@ -10,38 +10,58 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select
 
 from saferun.domain.audit import GENESIS, ChainBreak, event_hash, payload_text, verify_chain
 from saferun.domain.canonical import canonical_loads
 from saferun.storage.schema import audit_events, utcnow
 
+_HEAD = (
+    select(audit_events.c.seq, audit_events.c.hash)
+    .where(audit_events.c.workflow_id == bindparam("workflow_id"))
+    .order_by(audit_events.c.seq.desc())
+    .limit(1)
+)
+_INSERT = insert(audit_events)
+
+
+def _heads(conn: Connection) -> dict[str, tuple[int, str]]:
+    """Chain heads written in *this* transaction (under the workflow lock), so a transaction that appends
+    several events reads the head once. Keyed by the transaction so a stash never outlives it."""
+    txn = conn.get_transaction()
+    stash = conn.info.get("saferun_audit_heads")
+    if stash is None or stash[0] is not txn:
+        stash = conn.info["saferun_audit_heads"] = (txn, {})
+    return stash[1]
+
 
 def append(conn: Connection, workflow_id: str, kind: str, actor: str, payload: Mapping[str, Any]) -> int:
-    last = conn.execute(
-        select(audit_events.c.seq, audit_events.c.hash)
-        .where(audit_events.c.workflow_id == workflow_id)
-        .order_by(audit_events.c.seq.desc())
-        .limit(1)
-    ).first()
-    seq, prev = (last.seq + 1, last.hash) if last else (1, GENESIS)
+    heads = _heads(conn)
+    if workflow_id in heads:
+        last_seq, prev = heads[workflow_id]
+        seq = last_seq + 1
+    else:
+        last = conn.execute(_HEAD, {"workflow_id": workflow_id}).first()
+        seq, prev = (last.seq + 1, last.hash) if last else (1, GENESIS)
     at = utcnow().isoformat(timespec="microseconds")
     text = payload_text(payload)
     digest = event_hash(
         workflow_id=workflow_id, seq=seq, kind=kind, actor=actor, at=at, payload=text, prev_hash=prev
     )
     conn.execute(
-        insert(audit_events).values(
-            workflow_id=workflow_id,
-            seq=seq,
-            kind=kind,
-            actor=actor,
-            payload=text,
-            at=at,
-            prev_hash=prev,
-            hash=digest,
-        )
+        _INSERT,
+        {
+            "workflow_id": workflow_id,
+            "seq": seq,
+            "kind": kind,
+            "actor": actor,
+            "payload": text,
+            "at": at,
+            "prev_hash": prev,
+            "hash": digest,
+        },
     )
+    heads[workflow_id] = (seq, digest)
     return seq
 
 

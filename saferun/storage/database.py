@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy.pool import QueuePool
+from sqlalchemy.util import LRUCache
 
 from saferun.config import get_settings, normalize_database_url
 
@@ -72,7 +73,10 @@ class Database:
         with self._lock:
             if self._migrated:
                 return
-            upgrade(self.engine)
+            # a process opening an up-to-date database (every one but the first) pays one SELECT, not
+            # Alembic's full environment
+            if current_revision(self.engine) != head_revision():
+                upgrade(self.engine)
             self._migrated = True
 
     def dispose(self) -> None:
@@ -112,7 +116,17 @@ def _make_engine(url: str, *, echo: bool) -> Engine:
     else:
         engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
     _fork_safe(engine)
-    return engine
+    return _share_compiled_cache(engine)
+
+
+# Compiled SQL shared by every engine of a dialect in this process: a Database opened later (a CLI call,
+# a second orchestrator, a test) reuses what the first compiled instead of compiling every statement again.
+_COMPILED: dict[str, LRUCache[Any, Any]] = {}
+
+
+def _share_compiled_cache(engine: Engine) -> Engine:
+    cache = _COMPILED.setdefault(engine.dialect.name, LRUCache(1000))
+    return engine.execution_options(compiled_cache=cache)
 
 
 def _fork_safe(engine: Engine) -> None:
@@ -169,6 +183,19 @@ def alembic_config(engine: Engine | None = None) -> Any:
     return cfg
 
 
+_HEAD: str | None = None
+
+
+def head_revision() -> str:
+    """The newest revision in the migrations folder (read once per process)."""
+    global _HEAD
+    if _HEAD is None:
+        from alembic.script import ScriptDirectory
+
+        _HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
+    return _HEAD
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
@@ -183,7 +210,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
+    """The database's schema revision, or None for a database SafeRun has never migrated."""
+    with engine.connect().execution_options(saferun_read=True) as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None
         return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()

@@ -264,3 +264,43 @@ Index(
     "ix_snapshots_workflow_checkpoint", snapshots.c.workflow_id, snapshots.c.checkpoint_id, snapshots.c.status
 )
 Index("ix_approval_requests_pending_expiry", approval_requests.c.status, approval_requests.c.expires_at)
+
+# --- identities and authorization (revision 0002) -------------------------------------------------------
+
+identities = Table(
+    "identities",
+    metadata,
+    # chosen by the admin ("human_789") or generated ("id_<hex>"); the same ids workflows name as poster,
+    # executor and supervisor
+    Column("identity_id", String(200), primary_key=True),
+    Column("display_name", String(500), nullable=False, default=""),
+    Column("roles", JSONType, nullable=False),  # sorted list of role names (saferun.domain.policy.Role)
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("identity_id", String(200), ForeignKey("identities.identity_id"), nullable=False, index=True),
+    # hex SHA-256 of the key's 32 random bytes; the plaintext is shown once and never stored
+    Column("key_hash", String(64), nullable=False),
+    Column("label", String(200), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    # hex SHA-256 of the cookie value: a leaked table opens no session
+    Column("session_id_hash", String(64), primary_key=True),
+    Column("identity_id", String(200), ForeignKey("identities.identity_id"), nullable=False, index=True),
+    # the key the session was signed in with: revoking the key ends its sessions
+    Column("key_id", String(64), ForeignKey("api_keys.key_id"), nullable=True, index=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)

@@ -4,23 +4,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
 
 from saferun.domain.ids import new_id
 from saferun.errors import SnapshotNotFound, WorkflowNotFound
 from saferun.storage.artifacts import StoredArtifact
 from saferun.storage.schema import snapshots, utcnow, workflows
 
+PASSED = ("approved", "modified", "passed")
+_NEXT_SEQ = select(func.max(snapshots.c.sequence)).where(snapshots.c.workflow_id == bindparam("b_wf"))
+_INSERT = insert(snapshots)
+_GET = select(snapshots).where(snapshots.c.snapshot_id == bindparam("b_snap"))
+_SET_STATUS = update(snapshots).where(snapshots.c.snapshot_id == bindparam("b_snap"))
+_PASSED = (
+    select(snapshots.c.snapshot_id)
+    .where(
+        snapshots.c.workflow_id == bindparam("b_wf"),
+        snapshots.c.checkpoint_id == bindparam("b_cp"),
+        snapshots.c.status.in_(PASSED),
+        snapshots.c.snapshot_id != bindparam("b_exclude"),
+    )
+    .limit(1)
+)
+
 
 def next_sequence(conn: Connection, workflow_id: str) -> int:
-    last = conn.execute(
-        select(func.max(snapshots.c.sequence)).where(snapshots.c.workflow_id == workflow_id)
-    ).scalar()
+    last = conn.execute(_NEXT_SEQ, {"b_wf": workflow_id}).scalar()
     return (last or 0) + 1
 
 
 def insert_snapshot(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(snapshots).values(created_at=utcnow(), **values))
+    conn.execute(_INSERT, {"created_at": utcnow(), **values})
 
 
 def insert_for(
@@ -32,35 +46,35 @@ def insert_for(
     stored: StoredArtifact,
     *,
     parent_snapshot_id: str | None,
-) -> str:
-    """Record a snapshot of a just-stored artifact as the workflow's next one; returns its id."""
-    snapshot_id = new_id("snap")
-    insert_snapshot(
-        conn,
-        snapshot_id=snapshot_id,
-        workflow_id=workflow_id,
-        sequence=next_sequence(conn, workflow_id),
-        checkpoint_id=checkpoint_id,
-        label=label,
-        status=status,
-        artifact_uri=stored.uri,
-        raw_size_bytes=stored.raw_size,
-        compressed_size_bytes=stored.compressed_size,
-        new_bytes=stored.new_bytes,
-        parent_snapshot_id=parent_snapshot_id,
-    )
-    return snapshot_id
+) -> dict[str, Any]:
+    """Record a snapshot of a just-stored artifact as the workflow's next one; returns the row written."""
+    row = {
+        "snapshot_id": new_id("snap"),
+        "workflow_id": workflow_id,
+        "sequence": next_sequence(conn, workflow_id),
+        "checkpoint_id": checkpoint_id,
+        "label": label,
+        "status": status,
+        "artifact_uri": stored.uri,
+        "raw_size_bytes": stored.raw_size,
+        "compressed_size_bytes": stored.compressed_size,
+        "new_bytes": stored.new_bytes,
+        "parent_snapshot_id": parent_snapshot_id,
+        "created_at": utcnow(),
+    }
+    conn.execute(_INSERT, row)
+    return row
 
 
 def get(conn: Connection, snapshot_id: str) -> RowMapping:
-    row = conn.execute(select(snapshots).where(snapshots.c.snapshot_id == snapshot_id)).mappings().first()
+    row = conn.execute(_GET, {"b_snap": snapshot_id}).mappings().first()
     if row is None:
         raise SnapshotNotFound(snapshot_id)
     return row
 
 
 def set_status(conn: Connection, snapshot_id: str, status: str) -> None:
-    conn.execute(update(snapshots).where(snapshots.c.snapshot_id == snapshot_id).values(status=status))
+    conn.execute(_SET_STATUS, {"b_snap": snapshot_id, "status": status})
 
 
 def list_for(conn: Connection, workflow_id: str) -> list[RowMapping]:
@@ -90,21 +104,12 @@ def count(conn: Connection, workflow_id: str) -> int:
     ).scalar_one()
 
 
-PASSED = ("approved", "modified", "passed")
-
-
 def checkpoint_passed(
     conn: Connection, workflow_id: str, checkpoint_id: str, *, exclude: str | None = None
 ) -> bool:
     """Has this configured checkpoint been approved (or passed) before? One indexed probe."""
-    stmt = select(snapshots.c.snapshot_id).where(
-        snapshots.c.workflow_id == workflow_id,
-        snapshots.c.checkpoint_id == checkpoint_id,
-        snapshots.c.status.in_(PASSED),
-    )
-    if exclude:
-        stmt = stmt.where(snapshots.c.snapshot_id != exclude)
-    return conn.execute(stmt.limit(1)).first() is not None
+    params = {"b_wf": workflow_id, "b_cp": checkpoint_id, "b_exclude": exclude or ""}
+    return conn.execute(_PASSED, params).first() is not None
 
 
 def passed_checkpoints(conn: Connection, workflow_id: str) -> set[str]:
@@ -116,15 +121,18 @@ def passed_checkpoints(conn: Connection, workflow_id: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+_LAST_APPROVED_URI = (
+    select(workflows.c.workflow_id, snapshots.c.artifact_uri)
+    .select_from(
+        workflows.outerjoin(snapshots, snapshots.c.snapshot_id == workflows.c.last_approved_snapshot_id)
+    )
+    .where(workflows.c.workflow_id == bindparam("b_wf"))
+)
+
+
 def last_approved_uri(conn: Connection, workflow_id: str) -> str | None:
     """The artifact of the workflow's last approved snapshot, in one query; NotFound for unknown ids."""
-    row = conn.execute(
-        select(workflows.c.workflow_id, snapshots.c.artifact_uri)
-        .select_from(
-            workflows.outerjoin(snapshots, snapshots.c.snapshot_id == workflows.c.last_approved_snapshot_id)
-        )
-        .where(workflows.c.workflow_id == workflow_id)
-    ).first()
+    row = conn.execute(_LAST_APPROVED_URI, {"b_wf": workflow_id}).first()
     if row is None:
         raise WorkflowNotFound(workflow_id)
     return row.artifact_uri

@@ -7,11 +7,18 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
 
 from saferun.errors import WorkflowNotFound
 from saferun.storage.database import Database, lock_workflow
-from saferun.storage.schema import transitions, utcnow, workflows
+from saferun.storage.schema import (
+    approval_requests,
+    approval_responses,
+    snapshots,
+    transitions,
+    utcnow,
+    workflows,
+)
 
 
 @contextmanager
@@ -29,8 +36,20 @@ def insert_workflow(conn: Connection, **values: Any) -> None:
     )
 
 
+# Hot statements are built once: constructing a Core statement costs ~50 us per call, more than SQLite
+# takes to run it. Bind names carry a b_ prefix so they never collide with a column being SET.
+_GET = select(workflows).where(workflows.c.workflow_id == bindparam("b_wf"))
+_UPDATE = (
+    update(workflows)
+    .where(workflows.c.workflow_id == bindparam("b_wf"))
+    .values(version=workflows.c.version + 1)
+)
+_SET_STATE = _UPDATE.where(workflows.c.state == bindparam("b_from"))
+_INSERT_TRANSITION = insert(transitions)
+
+
 def get(conn: Connection, workflow_id: str) -> RowMapping:
-    row = conn.execute(select(workflows).where(workflows.c.workflow_id == workflow_id)).mappings().first()
+    row = conn.execute(_GET, {"b_wf": workflow_id}).mappings().first()
     if row is None:
         raise WorkflowNotFound(workflow_id)
     return row
@@ -44,11 +63,7 @@ def exists(conn: Connection, workflow_id: str) -> bool:
 
 
 def update_fields(conn: Connection, workflow_id: str, **values: Any) -> None:
-    conn.execute(
-        update(workflows)
-        .where(workflows.c.workflow_id == workflow_id)
-        .values(updated_at=utcnow(), version=workflows.c.version + 1, **values)
-    )
+    conn.execute(_UPDATE, {"b_wf": workflow_id, "updated_at": utcnow(), **values})
 
 
 def set_state(
@@ -63,12 +78,11 @@ def set_state(
     **values: Any,
 ) -> None:
     """Compare-and-set the state and record the transition; the caller checked the edge is legal."""
-    stmt = update(workflows).where(workflows.c.workflow_id == workflow_id)
-    if from_state is not None:
-        stmt = stmt.where(workflows.c.state == from_state)
-    result = conn.execute(
-        stmt.values(state=to_state, updated_at=utcnow(), version=workflows.c.version + 1, **values)
-    )
+    params = {"b_wf": workflow_id, "state": to_state, "updated_at": utcnow(), **values}
+    if from_state is None:
+        result = conn.execute(_UPDATE, params)
+    else:
+        result = conn.execute(_SET_STATE, {**params, "b_from": from_state})
     if result.rowcount != 1:
         # Someone else moved the workflow between our read and this write; callers hold the row lock,
         # so reaching this means a bug, and the transaction must not commit.
@@ -87,15 +101,16 @@ def record_transition(
     reason: str | None = None,
 ) -> None:
     conn.execute(
-        insert(transitions).values(
-            workflow_id=workflow_id,
-            from_state=from_state,
-            to_state=to_state,
-            event=event,
-            actor=actor,
-            reason=reason,
-            at=utcnow(),
-        )
+        _INSERT_TRANSITION,
+        {
+            "workflow_id": workflow_id,
+            "from_state": from_state,
+            "to_state": to_state,
+            "event": event,
+            "actor": actor,
+            "reason": reason,
+            "at": utcnow(),
+        },
     )
 
 
@@ -109,7 +124,7 @@ def history(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
 def list_rows(
     conn: Connection, *, state: str | None = None, limit: int = 100, offset: int = 0
 ) -> list[RowMapping]:
-    stmt = select(workflows).order_by(workflows.c.created_at.desc(), workflows.c.workflow_id)
+    stmt = _WITH_COUNTS.order_by(workflows.c.created_at.desc(), workflows.c.workflow_id)
     if state:
         stmt = stmt.where(workflows.c.state == state)
     return list(conn.execute(stmt.limit(limit).offset(offset)).mappings())
@@ -142,3 +157,31 @@ def active_parties(conn: Connection) -> tuple[int, int]:
         )
     ).scalar_one()
     return executors, supervisors
+
+
+def _count(table: Any) -> Any:
+    """How many rows of ``table`` belong to the workflow of the enclosing query (correlated)."""
+    return (
+        select(func.count())
+        .select_from(table)
+        .where(table.c.workflow_id == workflows.c.workflow_id)
+        .correlate(workflows)
+        .scalar_subquery()
+    )
+
+
+_WITH_COUNTS = select(
+    workflows,
+    _count(snapshots).label("n_snapshots"),
+    _count(approval_requests).label("n_requests"),
+    _count(approval_responses).label("n_responses"),
+)
+_GET_WITH_COUNTS = _WITH_COUNTS.where(workflows.c.workflow_id == bindparam("b_wf"))
+
+
+def get_with_counts(conn: Connection, workflow_id: str) -> RowMapping:
+    """The workflow row plus how many snapshots, requests and responses it has, in one round trip."""
+    row = conn.execute(_GET_WITH_COUNTS, {"b_wf": workflow_id}).mappings().first()
+    if row is None:
+        raise WorkflowNotFound(workflow_id)
+    return row

@@ -70,6 +70,53 @@ class SweepReport:
     rolled_back: list[str] = field(default_factory=list)
 
 
+def _parts(state: ExecutionState) -> dict[str, bytes]:
+    if not isinstance(state, ExecutionState):
+        raise InvalidInput("state", f"expected an ExecutionState, got {type(state).__name__}")
+    return state_parts(state)
+
+
+@dataclass(frozen=True)
+class _Review:
+    """What a reviewer is shown beside the state, checked before any write."""
+
+    summary: str
+    context: dict[str, Any]
+    decision_needed: str | None
+    recommendation: str | None
+    confidence: float | None
+    risk: dict[str, Any]
+    alerts: list[dict[str, Any]]
+
+    @classmethod
+    def checked(
+        cls,
+        summary: str,
+        context: dict[str, Any] | None = None,
+        decision_needed: str | None = None,
+        recommendation: str | None = None,
+        confidence: float | None = None,
+        risk: dict[str, Any] | None = None,
+        alerts: list[dict[str, Any]] | None = None,
+    ) -> _Review:
+        if not isinstance(summary, str) or not summary.strip():
+            raise InvalidInput("summary", "a reviewer needs a non-empty summary")
+        if confidence is not None and not 0 <= confidence <= 1:
+            raise InvalidInput("confidence", f"must be between 0 and 1, got {confidence}")
+        review = cls(
+            summary,
+            dict(context or {}),
+            decision_needed,
+            recommendation,
+            confidence,
+            dict(risk or {}),
+            list(alerts or []),
+        )
+        for name in ("context", "risk", "alerts"):
+            check_json(getattr(review, name), name)
+        return review
+
+
 class WorkflowOrchestrator:
     """Drives workflows through the seven states. Cheap to create; all state lives in the database."""
 
@@ -142,59 +189,23 @@ class WorkflowOrchestrator:
             )
             row = wf_store.get(conn, config.workflow_id)
             escrow.lock(conn, row, actor)
-            return self._execution(conn, wf_store.get(conn, config.workflow_id))
+            return self._fresh(conn, config.workflow_id)
 
     def start_execution(self, workflow_id: str, *, actor: str | None = None) -> WorkflowExecution:
         with self._locked(workflow_id) as (conn, row):
             transitions.apply(conn, row, Event.START, actor=actor or row["executor_id"], started_at=utcnow())
             if row["job_id"]:
                 jobs.set_status(conn, row["job_id"], "running")
-            return self._execution(conn, wf_store.get(conn, workflow_id))
+            return self._fresh(conn, workflow_id)
 
     async def create_checkpoint(self, workflow_id: str, state: ExecutionState) -> CheckpointSnapshot:
         """Store the state as an artifact; a checkpoint that needs no approval passes at once."""
         return self.create_checkpoint_sync(workflow_id, state)
 
     def create_checkpoint_sync(self, workflow_id: str, state: ExecutionState) -> CheckpointSnapshot:
-        if not isinstance(state, ExecutionState):
-            raise InvalidInput("state", f"expected an ExecutionState, got {type(state).__name__}")
-        parts = state_parts(state)  # refuses non-JSON state before any write
+        parts = _parts(state)  # refuses non-JSON state before any write
         with self._locked(workflow_id) as (conn, row):
-            self._require(row, WorkflowState.EXECUTING, "create a checkpoint for")
-            cp = self._bind_checkpoint(conn, row, state.checkpoint_id)
-            stored = self.capture.store_state(
-                conn, parts, {"workflow_id": workflow_id, "checkpoint_id": cp.checkpoint_id}
-            )
-            status = "captured" if cp.requires_approval else "passed"
-            snapshot_id = snapshots.insert_for(
-                conn,
-                workflow_id,
-                cp.checkpoint_id,
-                state.checkpoint_id,
-                status,
-                stored,
-                parent_snapshot_id=row["last_approved_snapshot_id"],
-            )
-            audit.append(
-                conn,
-                workflow_id,
-                "checkpoint_captured",
-                row["executor_id"],
-                {
-                    "snapshot_id": snapshot_id,
-                    "checkpoint_id": cp.checkpoint_id,
-                    "label": state.checkpoint_id,
-                    "artifact_uri": stored.uri,
-                    "raw_size_bytes": stored.raw_size,
-                    "compressed_size_bytes": stored.compressed_size,
-                    "new_bytes": stored.new_bytes,
-                },
-            )
-            if not cp.requires_approval:
-                decisions.complete_checkpoint(
-                    conn, row, cp.checkpoint_id, snapshot_id, row["supervisor_id"], self.actor
-                )
-            return self._snapshot(snapshots.get(conn, snapshot_id), state)
+            return self._capture(conn, row, state, parts)
 
     def request_approval(
         self,
@@ -211,72 +222,135 @@ class WorkflowOrchestrator:
         parameters: dict[str, Any] | None = None,
     ) -> ApprovalRequest:
         """Pause the workflow for a human (EXECUTING -> AWAITING_APPROVAL) and open an approval sub-job."""
-        context = dict(context or {})
-        check_json(context, "context")
-        if confidence is not None and not 0 <= confidence <= 1:
-            raise InvalidInput("confidence", f"must be between 0 and 1, got {confidence}")
+        review = _Review.checked(summary, context, decision_needed, recommendation, confidence, risk, alerts)
         with self._locked(workflow_id) as (conn, row):
             snap = snapshots.get(conn, snapshot_id)
             if snap["workflow_id"] != workflow_id:
                 raise InvalidInput("snapshot_id", f"snapshot {snapshot_id!r} belongs to another workflow")
             self._require(row, WorkflowState.EXECUTING, "request approval for")
-            cp = self._config(row).checkpoint(snap["checkpoint_id"])
-            assert cp is not None  # snapshots are only ever bound to configured checkpoints
             if parameters is None:
                 parameters = self.capture.load_field(conn, snap["artifact_uri"], "parameters") or {}
-            check_json(parameters, "parameters")
-            for name, value in (("risk", risk or {}), ("alerts", alerts or [])):
-                check_json(value, name)
-            now = utcnow()
-            request_id = new_id("req")
-            supervisor = row["supervisor_id"]
-            job_id = jobs.create(
-                conn,
-                job_type="approval",
-                workflow_id=workflow_id,
-                parent_job_id=row["job_id"],
-                data={
-                    "checkpoint_id": cp.checkpoint_id,
-                    "supervisor_id": supervisor,
-                    "request_id": request_id,
-                    "snapshot_id": snapshot_id,
-                },
+            return self._open_request(conn, row, snap, review, parameters)
+
+    async def pause(
+        self,
+        workflow_id: str,
+        state: ExecutionState,
+        summary: str,
+        context: dict[str, Any] | None = None,
+        **review: Any,
+    ) -> tuple[CheckpointSnapshot, ApprovalRequest | None]:
+        """``create_checkpoint`` and ``request_approval`` in one transaction: what an agent does at every
+        checkpoint, at the cost of one commit. No request is opened when the checkpoint needs no approval."""
+        parts = _parts(state)
+        checked = _Review.checked(summary, context, **review)
+        with self._locked(workflow_id) as (conn, row):
+            snapshot = self._capture(conn, row, state, parts)
+            if snapshot.status == "passed":
+                return snapshot, None
+            snap_row = {"snapshot_id": snapshot.snapshot_id, "checkpoint_id": snapshot.checkpoint_id}
+            row = {**row, "state": WorkflowState.EXECUTING.value}
+            return snapshot, self._open_request(conn, row, snap_row, checked, dict(state.parameters))
+
+    def _capture(
+        self, conn: Connection, row: RowMapping, state: ExecutionState, parts: dict[str, bytes]
+    ) -> CheckpointSnapshot:
+        workflow_id = row["workflow_id"]
+        self._require(row, WorkflowState.EXECUTING, "create a checkpoint for")
+        cp = self._bind_checkpoint(conn, row, state.checkpoint_id)
+        stored = self.capture.store_state(
+            conn, parts, {"workflow_id": workflow_id, "checkpoint_id": cp.checkpoint_id}
+        )
+        status = "captured" if cp.requires_approval else "passed"
+        snap = snapshots.insert_for(
+            conn,
+            workflow_id,
+            cp.checkpoint_id,
+            state.checkpoint_id,
+            status,
+            stored,
+            parent_snapshot_id=row["last_approved_snapshot_id"],
+        )
+        audit.append(
+            conn,
+            workflow_id,
+            "checkpoint_captured",
+            row["executor_id"],
+            {
+                "snapshot_id": snap["snapshot_id"],
+                "checkpoint_id": cp.checkpoint_id,
+                "label": state.checkpoint_id,
+                "artifact_uri": stored.uri,
+                "raw_size_bytes": stored.raw_size,
+                "compressed_size_bytes": stored.compressed_size,
+                "new_bytes": stored.new_bytes,
+            },
+        )
+        if not cp.requires_approval:
+            decisions.complete_checkpoint(
+                conn, row, cp.checkpoint_id, snap["snapshot_id"], row["supervisor_id"], self.actor
             )
-            approvals.insert_request(
-                conn,
-                request_id=request_id,
-                workflow_id=workflow_id,
-                snapshot_id=snapshot_id,
-                checkpoint_id=cp.checkpoint_id,
-                checkpoint_name=cp.name,
-                summary=summary,
-                decision_needed=decision_needed or cp.description or f"Approve '{cp.name}' and continue?",
-                context=context,
-                parameters=parameters,
-                recommendation=recommendation,
-                confidence=confidence,
-                risk=risk or {},
-                alerts=alerts or [],
-                supervisor_id=supervisor,
-                job_id=job_id,
-                on_timeout=cp.on_timeout,
-                created_at=now,
-                expires_at=now + timedelta(seconds=cp.timeout_seconds),
-            )
-            transitions.apply(
-                conn,
-                row,
-                Event.CHECKPOINT_REACHED,
-                actor=row["executor_id"],
-                reason=summary,
-                audit_payload={
-                    "request_id": request_id,
-                    "snapshot_id": snapshot_id,
-                    "checkpoint_id": cp.checkpoint_id,
-                    "approval_job_id": job_id,
-                },
-            )
-            return self._request(approvals.get(conn, request_id))
+        return self._snapshot(snap, state)
+
+    def _open_request(
+        self, conn: Connection, row: Any, snap: Any, review: _Review, parameters: dict[str, Any]
+    ) -> ApprovalRequest:
+        check_json(parameters, "parameters")
+        workflow_id = row["workflow_id"]
+        cp = self._config(row).checkpoint(snap["checkpoint_id"])
+        assert cp is not None  # snapshots are only ever bound to configured checkpoints
+        now = utcnow()
+        request_id = new_id("req")
+        supervisor = row["supervisor_id"]
+        job_id = jobs.create(
+            conn,
+            job_type="approval",
+            workflow_id=workflow_id,
+            parent_job_id=row["job_id"],
+            data={
+                "checkpoint_id": cp.checkpoint_id,
+                "supervisor_id": supervisor,
+                "request_id": request_id,
+                "snapshot_id": snap["snapshot_id"],
+            },
+        )
+        values = {
+            "request_id": request_id,
+            "workflow_id": workflow_id,
+            "snapshot_id": snap["snapshot_id"],
+            "checkpoint_id": cp.checkpoint_id,
+            "checkpoint_name": cp.name,
+            "summary": review.summary,
+            "decision_needed": review.decision_needed
+            or cp.description
+            or f"Approve '{cp.name}' and continue?",
+            "context": review.context,
+            "parameters": parameters,
+            "recommendation": review.recommendation,
+            "confidence": review.confidence,
+            "risk": review.risk,
+            "alerts": review.alerts,
+            "supervisor_id": supervisor,
+            "job_id": job_id,
+            "on_timeout": cp.on_timeout,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=cp.timeout_seconds),
+        }
+        approvals.insert_request(conn, **values)
+        transitions.apply(
+            conn,
+            row,
+            Event.CHECKPOINT_REACHED,
+            actor=row["executor_id"],
+            reason=review.summary,
+            audit_payload={
+                "request_id": request_id,
+                "snapshot_id": snap["snapshot_id"],
+                "checkpoint_id": cp.checkpoint_id,
+                "approval_job_id": job_id,
+            },
+        )
+        return ApprovalRequest(status="pending", **values)
 
     def submit_approval(self, workflow_id: str | None, response: ApprovalResponse) -> WorkflowExecution:
         """Decide a request exactly once. A second decision, or one after expiry, raises DecisionConflict."""
@@ -292,7 +366,7 @@ class WorkflowOrchestrator:
                 modifications=response.modifications,
                 response_id=response.response_id,
             )
-            return self._execution(conn, wf_store.get(conn, outcome.workflow_id))
+            return self._fresh(conn, outcome.workflow_id)
 
     def settle_workflow(
         self, workflow_id: str, result: dict[str, Any] | None = None, *, actor: str | None = None
@@ -317,7 +391,7 @@ class WorkflowOrchestrator:
                     "total_checkpoints": total,
                 },
             )
-            return self._execution(conn, wf_store.get(conn, workflow_id))
+            return self._fresh(conn, workflow_id)
 
     def complete_workflow(self, workflow_id: str, *, actor: str | None = None) -> WorkflowExecution:
         """SETTLING -> COMPLETED: milestones were paid as approved; what the escrow still holds goes back."""
@@ -329,7 +403,7 @@ class WorkflowOrchestrator:
             )
             if row["job_id"]:
                 jobs.set_status(conn, row["job_id"], "completed")
-            return self._execution(conn, wf_store.get(conn, workflow_id))
+            return self._fresh(conn, workflow_id)
 
     def fail_workflow(self, workflow_id: str, error: str, *, actor: str | None = None) -> WorkflowExecution:
         """Fail from EXECUTING, ROLLING_BACK or SETTLING: approved milestones stay paid, the rest is refunded.
@@ -348,7 +422,7 @@ class WorkflowOrchestrator:
                     "only EXECUTING, ROLLING_BACK or SETTLING workflows can be failed",
                 )
             escrow.close_failed(conn, row, event, error, actor or row["executor_id"])
-            return self._execution(conn, wf_store.get(conn, workflow_id))
+            return self._fresh(conn, workflow_id)
 
     # ------------------------------------------------------------------ saga
     def register_step(
@@ -406,10 +480,11 @@ class WorkflowOrchestrator:
         delay = 0.005
         while True:
             with self.db.read() as conn:
-                req = approvals.get(conn, request_id)
                 resp = approvals.response_for(conn, request_id)
+                req = approvals.get(conn, request_id) if resp is None else None
             if resp is not None:
                 return self._response(resp)
+            assert req is not None
             if req["expires_at"] <= utcnow():
                 self.sweep_expired(only=request_id)
                 continue
@@ -447,7 +522,7 @@ class WorkflowOrchestrator:
     # ------------------------------------------------------------------ reads
     def get_workflow(self, workflow_id: str) -> WorkflowExecution:
         with self.db.read() as conn:
-            return self._execution(conn, wf_store.get(conn, workflow_id))
+            return self._fresh(conn, workflow_id)
 
     def list_workflows(
         self, state: WorkflowState | str | None = None, limit: int = 100, offset: int = 0
@@ -554,8 +629,8 @@ class WorkflowOrchestrator:
             )
 
     @staticmethod
-    def _config(row: RowMapping) -> WorkflowConfig:
-        return WorkflowConfig.model_validate(row["config"])
+    def _config(row: Any) -> WorkflowConfig:
+        return views.config(row)
 
     def _bind_checkpoint(self, conn: Connection, row: RowMapping, checkpoint_id: str) -> CheckpointConfig:
         """Which configured checkpoint a state belongs to.
@@ -573,6 +648,10 @@ class WorkflowOrchestrator:
 
     def _state_of(self, conn: Connection, snap: RowMapping) -> ExecutionState:
         return self.capture.load_state(conn, snap["artifact_uri"])
+
+    def _fresh(self, conn: Connection, workflow_id: str) -> WorkflowExecution:
+        """The workflow as it stands now, with its counts, in one query."""
+        return views.execution(conn, wf_store.get_with_counts(conn, workflow_id))
 
     def _execution(self, conn: Connection, row: RowMapping) -> WorkflowExecution:
         return views.execution(conn, row)
