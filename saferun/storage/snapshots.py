@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, bindparam, func, insert, select, update
 
 from saferun.domain.ids import new_id
 from saferun.errors import SnapshotNotFound, WorkflowNotFound
 from saferun.storage.artifacts import StoredArtifact
+from saferun.storage.database import raw_fetchone
 from saferun.storage.schema import snapshots, utcnow, workflows
 
 PASSED = ("approved", "modified", "passed")
@@ -136,3 +137,17 @@ def last_approved_uri(conn: Connection, workflow_id: str) -> str | None:
     if row is None:
         raise WorkflowNotFound(workflow_id)
     return row.artifact_uri
+
+
+_LAST_APPROVED_URI_SQL = (
+    "SELECT s.artifact_uri FROM workflows w"
+    " LEFT JOIN snapshots s ON s.snapshot_id = w.last_approved_snapshot_id WHERE w.workflow_id = ?"
+)
+
+
+def last_approved_uri_fast(engine: Engine, workflow_id: str) -> str | None:
+    """``last_approved_uri`` through the bare driver (see ``raw_fetchone``), for the resume hot path."""
+    row = raw_fetchone(engine, _LAST_APPROVED_URI_SQL, (workflow_id,))
+    if row is None:
+        raise WorkflowNotFound(workflow_id)
+    return row[0]  # type: ignore[no-any-return]

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, RowMapping
 
 from saferun.config import get_settings
 from saferun.core import decisions, escrow, transitions, views
-from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
+from saferun.core.checkpoints.capture import CheckpointCapture, state_from_parts, state_parts
 from saferun.core.rollback.reconciliation import (
     CompensationRegistry,
     RetryPolicy,
@@ -587,9 +587,14 @@ class WorkflowOrchestrator:
 
     def latest_approved_state(self, workflow_id: str) -> ExecutionState | None:
         """The state a resumed or rolled-back agent continues from (None before the first approval)."""
+        uri = snapshots.last_approved_uri_fast(self.db.engine, workflow_id)
+        if uri is None:
+            return None
+        cached = self.capture.store.get_cached(uri)
+        if cached is not None:
+            return state_from_parts(cached)
         with self.db.read() as conn:
-            uri = snapshots.last_approved_uri(conn, workflow_id)
-            return self.capture.load_state(conn, uri) if uri else None
+            return self.capture.load_state(conn, uri)
 
     def history(self, workflow_id: str) -> list[dict[str, Any]]:
         return self._read(workflow_id, wf_store.history)  # type: ignore[no-any-return]
