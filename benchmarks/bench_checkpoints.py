@@ -25,8 +25,8 @@ Per memory size, each side gets a fresh SQLite file and is measured on:
                                    SafeRun: ``await pause()`` (create_checkpoint + request_approval in one
                                    transaction, as ``run.checkpoint`` does; ``--two-calls`` for the seed's
                                    two calls) + submit_approval(APPROVED) + ``await wait_for_decision``,
-                                   CYCLES times on one workflow; LangGraph: invoke() to interrupt() + invoke(Command(
-                                   resume=...)).
+                                   CYCLES times on one workflow; LangGraph: invoke() to interrupt() +
+                                   invoke(Command(resume=...)).
 
 Run:  bash benchmarks/setup_bench_venv.sh && .bench-venv/bin/python benchmarks/bench_checkpoints.py
 """
