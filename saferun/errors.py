@@ -20,6 +20,9 @@ status in one place (``http_status``) without parsing messages::
     ├── IntegrityError                500  stored bytes or the audit chain do not verify
     │   ├── ArtifactCorrupted
     │   └── AuditChainBroken
+    ├── Unauthorized                  401  no valid API key or session where one is required
+    ├── Forbidden                     403  authenticated (or named), but a policy rule refuses the action
+    ├── PayloadTooLarge               413  a request body over the server's limit
     ├── LedgerError                   409  a posting would break a ledger rule (negative balance, ...)
     ├── CompensationError             500  a saga compensation failed after its retries
     └── ApprovalRejected              --   raised *to the agent* when its checkpoint was rejected
@@ -144,6 +147,24 @@ class AuditChainBroken(IntegrityError):
         )
         self.workflow_id = workflow_id
         self.seq = seq
+
+
+class Unauthorized(SafeRunError):
+    http_status = 401
+
+
+class Forbidden(SafeRunError):
+    """A policy rule refused the action; ``rule`` names it (``four_eyes``, ``assigned_supervisor``, ...)."""
+
+    http_status = 403
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message, rule=rule)
+        self.rule = rule
+
+
+class PayloadTooLarge(SafeRunError):
+    http_status = 413
 
 
 class LedgerError(SafeRunError):

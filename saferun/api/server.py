@@ -1,9 +1,9 @@
-"""The HTTP face of SafeRun (``uvicorn saferun.api.server:app``), on the configured store.
+"""The SafeRun server: REST API, reviewer dashboard and the background sweep, on the configured store.
 
-This build serves the seed's read endpoints in the seed's shapes (health, workflows, pending approvals,
-stats) and runs the expiry/rollback sweep in the background, so a server alone keeps timeouts honest.
-Deciding over HTTP, the dashboard and authentication come with the server issue; until then decisions are
-made with ``saferun approvals approve|modify|reject`` or in Python.
+``uvicorn saferun.api.server:app`` (the seed's command) and ``saferun serve`` both run ``create_app()``.
+Several processes pointed at one PostgreSQL database behave as one system: every piece of state is in
+the database, decisions are claimed with conditional UPDATEs, and the sweep resolves each expired request
+in exactly one process.
 """
 
 from __future__ import annotations
@@ -11,124 +11,167 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saferun import __version__
-from saferun.core.state_machine.models import WorkflowExecution
+from saferun.api import approvals, system, workflows
+from saferun.api.deps import auth_mode
+from saferun.core.identity import IdentityService
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
-from saferun.domain.states import WorkflowState
-from saferun.errors import SafeRunError
+from saferun.errors import PayloadTooLarge, SafeRunError
 
 log = logging.getLogger(__name__)
 SWEEP_INTERVAL_SECONDS = 1.0
+DEFAULT_MAX_BODY = 16 * 1024 * 1024  # a checkpoint may carry megabytes of agent memory
 
 
-def _orchestrator(request: Request) -> WorkflowOrchestrator:
-    return request.app.state.orchestrator  # type: ignore[no-any-return]
+def create_app(
+    orchestrator: WorkflowOrchestrator | None = None,
+    *,
+    auth: str | None = None,
+    max_body_bytes: int | None = None,
+    sweep: bool = True,
+) -> FastAPI:
+    app = FastAPI(
+        title="SafeRun X402",
+        version=__version__,
+        lifespan=_lifespan,
+        description="Supervised autonomy for AI agents: durable checkpoints, human decisions, "
+        "saga rollback and exact escrow.",
+    )
+    app.state.orchestrator = orchestrator
+    app.state.auth_mode = auth or auth_mode()
+    app.state.sweep = sweep
+    limit = max_body_bytes or int(os.environ.get("SAFERUN_MAX_BODY_BYTES", DEFAULT_MAX_BODY))
+    app.add_middleware(BodyLimit, max_bytes=limit)
+    _install_error_handlers(app)
+    app.include_router(workflows.router)
+    app.include_router(approvals.router)
+    app.include_router(system.router)
+    _include_dashboard(app)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    if app.state.orchestrator is None:
+        app.state.orchestrator = WorkflowOrchestrator()
+    orch: WorkflowOrchestrator = app.state.orchestrator
+    app.state.identities = IdentityService(orch.db)
+    task = asyncio.create_task(_sweeper(orch)) if app.state.sweep else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _sweeper(orch: WorkflowOrchestrator) -> None:
+    """Expire due requests and finish abandoned rollbacks, forever; a failed pass is logged and retried."""
     while True:
         try:
             await asyncio.to_thread(orch.sweep)
-        except Exception:  # a failed pass is logged and retried; the loop must outlive it
+        except Exception:
             log.exception("sweep failed")
         await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
 
 
-@contextlib.asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    app.state.orchestrator = getattr(app.state, "orchestrator", None) or WorkflowOrchestrator()
-    task = asyncio.create_task(_sweeper(app.state.orchestrator))
+def _include_dashboard(app: FastAPI) -> None:
     try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        from saferun.ui.routes import router as ui_router
+    except ImportError:  # the dashboard is optional in embedded use; the API stands alone
+        return
+    app.include_router(ui_router)
 
 
-def create_app(orchestrator: WorkflowOrchestrator | None = None) -> FastAPI:
-    app = FastAPI(title="SafeRun X402", version=__version__, lifespan=lifespan)
-    if orchestrator is not None:
-        app.state.orchestrator = orchestrator
-
+def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SafeRunError)
-    async def _safe_run_error(_: Request, exc: SafeRunError) -> JSONResponse:
+    async def _saferun(_: Request, exc: SafeRunError) -> JSONResponse:
+        if exc.http_status >= 500:
+            log.error("server-side failure: %s", exc.message)
         return JSONResponse(status_code=exc.http_status, content={"detail": exc.to_dict()})
 
-    @app.get("/api/health")
-    async def health() -> dict[str, str]:
-        return {"status": "healthy", "service": "SafeRun X402", "version": __version__}
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": _fields(exc.errors(), skip_first=True)})
 
-    @app.get("/api/workflows")
-    async def list_workflows(
-        request: Request, status: WorkflowState | None = None, limit: int = 100, offset: int = 0
-    ) -> dict[str, Any]:
-        rows = _orchestrator(request).list_workflows(
-            status, limit=max(1, min(limit, 500)), offset=max(0, offset)
-        )
-        return {"workflows": [_summary(w) for w in rows], "total": len(rows)}
-
-    @app.get("/api/workflows/{workflow_id}")
-    async def get_workflow(request: Request, workflow_id: str) -> dict[str, Any]:
-        wf = _orchestrator(request).get_workflow(workflow_id)
-        return {
-            **_summary(wf),
-            "description": wf.config.description,
-            "snapshots": wf.snapshots,
-            "approval_requests": wf.approval_requests,
-            "approval_responses": wf.approval_responses,
-            "completed_at": _iso(wf.completed_at),
-            "error_message": wf.error_message,
-        }
-
-    @app.get("/api/approvals/pending")
-    async def pending(request: Request) -> dict[str, Any]:
-        reqs = _orchestrator(request).pending_approvals()
-        return {
-            "pending_approvals": [
-                {
-                    "request_id": r.request_id,
-                    "workflow_id": r.workflow_id,
-                    "checkpoint_name": r.checkpoint_name,
-                    "summary": r.summary,
-                    "context": r.context,
-                    "created_at": _iso(r.created_at),
-                    "expires_at": _iso(r.expires_at),
-                    "parameters": r.parameters,
-                    "recommendation": r.recommendation,
-                    "confidence": r.confidence,
-                }
-                for r in reqs
-            ],
-            "total": len(reqs),
-        }
-
-    @app.get("/api/stats")
-    async def stats(request: Request) -> dict[str, Any]:
-        return _orchestrator(request).stats()
-
-    return app
+    @app.exception_handler(ValidationError)
+    async def _model_invalid(_: Request, exc: ValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": _fields(exc.errors(), skip_first=False)})
 
 
-def _iso(value: Any) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
-
-
-def _summary(wf: WorkflowExecution) -> dict[str, Any]:
+def _fields(errors: Any, *, skip_first: bool) -> dict[str, Any]:
+    """One message per field, named by its dotted path (``body.escrow_amount`` -> ``escrow_amount``)."""
+    out = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        if skip_first and loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+            loc = loc[1:]
+        field = ".".join(loc) or "body"
+        out.append({"field": field, "message": err.get("msg", "invalid"), "type": err.get("type")})
+    first = out[0] if out else {"field": "body", "message": "invalid"}
     return {
-        "workflow_id": wf.workflow_id,
-        "name": wf.config.name,
-        "status": wf.current_state.value,
-        "current_checkpoint": wf.current_checkpoint,
-        "total_checkpoints": wf.total_checkpoints,
-        "started_at": _iso(wf.started_at),
+        "error": "InvalidInput",
+        "message": f"{first['field']}: {first['message']}",
+        "field": first["field"],
+        "errors": out,
     }
+
+
+class BodyLimit:
+    """Refuses request bodies over ``max_bytes`` with 413, by header and while streaming, before a route
+    (or a JSON parser) ever holds them in memory."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _too_large(self.max_bytes, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            await _too_large(self.max_bytes, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(limit: int, send: Callable[[Message], Awaitable[None]]) -> None:
+    error = PayloadTooLarge(f"request body exceeds {limit} bytes (SAFERUN_MAX_BODY_BYTES)", limit=limit)
+    response = JSONResponse(status_code=413, content={"detail": error.to_dict()})
+    await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
 
 
 app = create_app()

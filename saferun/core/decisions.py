@@ -59,6 +59,7 @@ def decide(
     automatic: bool = False,
     on_timeout_fail: bool = False,
     now: datetime | None = None,
+    claim_status: str | None = None,
 ) -> Outcome:
     now = now or utcnow()
     req = approvals.get(conn, request_id)
@@ -72,7 +73,11 @@ def decide(
     if decision == ApprovalDecision.MODIFIED:
         validate_modifications(req["parameters"], modifications or {})
     if not approvals.claim(
-        conn, request_id, "expired" if automatic else "decided", now, require_unexpired=not automatic
+        conn,
+        request_id,
+        claim_status or ("expired" if automatic else "decided"),
+        now,
+        require_unexpired=not automatic,
     ):
         current = approvals.get(conn, request_id)
         raise DecisionConflict(request_id, "expired" if current["status"] == "pending" else current["status"])
@@ -269,3 +274,23 @@ def expire(conn: Connection, capture: CheckpointCapture, request_id: str, now: d
         )
     except DecisionConflict:
         return None
+
+
+CANCEL_ACTOR = "saferun:cancel"
+
+
+def cancel_pending(conn: Connection, capture: CheckpointCapture, request_id: str, rationale: str) -> Outcome:
+    """Close a pending request because the workflow is being cancelled: a rejection without rollback."""
+    return decide(
+        conn,
+        capture,
+        workflow_id=None,
+        request_id=request_id,
+        decision=ApprovalDecision.REJECTED,
+        rationale=rationale,
+        approved_by=CANCEL_ACTOR,
+        modifications=None,
+        automatic=True,
+        on_timeout_fail=True,
+        claim_status="cancelled",
+    )

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, bindparam, func, insert, or_, select, update
 
+from saferun.errors import NotFound
 from saferun.storage.schema import saga_steps, utcnow
 
 
@@ -79,6 +80,13 @@ def claim(conn: Connection, step_id: str, owner: str, now: datetime, stale_befor
         .values(status="compensating", claimed_by=owner, claimed_at=now, attempts=saga_steps.c.attempts + 1)
     )
     return conn.execute(stmt).rowcount == 1
+
+
+def get(conn: Connection, step_id: str) -> RowMapping:
+    row = conn.execute(select(saga_steps).where(saga_steps.c.step_id == step_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"saga step {step_id!r} does not exist", step_id=step_id)
+    return row
 
 
 def finish(conn: Connection, step_id: str, status: str, error: str | None = None) -> None:

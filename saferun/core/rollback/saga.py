@@ -9,6 +9,7 @@ process died) and can be taken over.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from saferun.core import escrow, transitions
 from saferun.core.rollback.reconciliation import (
@@ -25,7 +26,85 @@ from saferun.storage.schema import utcnow
 from saferun.storage.workflows import locked
 
 
+def steps_to_undo(db: Database, workflow_id: str) -> list[dict[str, Any]]:
+    """The steps a rollback still has to compensate, newest first; the workflow must be rolling back."""
+    with locked(db, workflow_id) as (conn, row):
+        if row["state"] != WorkflowState.ROLLING_BACK.value:
+            raise InvalidTransition(
+                workflow_id,
+                row["state"],
+                "roll back",
+                "only a rejected workflow that is rolling_back can be rolled back",
+            )
+        return [dict(s) for s in saga.to_compensate(conn, workflow_id)]
+
+
+def claim_step(db: Database, workflow_id: str, step_id: str, owner: str, stale_claim_seconds: float) -> bool:
+    """Take one step for compensation; False when someone else holds it or the rollback is over."""
+    now = utcnow()
+    with locked(db, workflow_id) as (conn, row):
+        if row["state"] != WorkflowState.ROLLING_BACK.value:
+            return False
+        return saga.claim(conn, step_id, owner, now, now - timedelta(seconds=stale_claim_seconds))
+
+
+def finish_step(db: Database, workflow_id: str, step_id: str, ok: bool, error: str, actor: str) -> str:
+    """Record a compensation's outcome; a failure fails the workflow naming the step. Returns the state."""
+    with locked(db, workflow_id) as (conn, row):
+        step = saga.get(conn, step_id)
+        if step["workflow_id"] != workflow_id or step["status"] != "compensating":
+            raise InvalidTransition(
+                workflow_id,
+                row["state"],
+                "finish compensation",
+                f"step {step_id} is {step['status']}, not claimed for compensation",
+            )
+        saga.finish(conn, step_id, "compensated" if ok else "failed", error or None)
+        audit.append(
+            conn,
+            workflow_id,
+            "compensation_" + ("succeeded" if ok else "failed"),
+            actor,
+            {
+                "step_id": step_id,
+                "name": step["name"],
+                "compensation": step["compensation"],
+                "args": step["args"],
+                "error": error or None,
+            },
+        )
+        if ok:
+            return str(row["state"])
+        message = f"compensation {step['compensation']!r} of step {step['name']!r} failed: {error}"
+        escrow.close_failed(conn, row, Event.ROLLBACK_FAILED, message, actor)
+        return WorkflowState.FAILED.value
+
+
+def complete_rollback(db: Database, workflow_id: str, actor: str, report: RollbackReport) -> RollbackReport:
+    """Resume from the last approved checkpoint once nothing is left to undo (ROLLING_BACK -> EXECUTING)."""
+    with locked(db, workflow_id) as (conn, row):
+        report.final_state = row["state"]
+        if row["state"] != WorkflowState.ROLLING_BACK.value or saga.to_compensate(conn, workflow_id):
+            return report  # finished or failed elsewhere, or a step is still held by another live process
+        restored = row["last_approved_snapshot_id"]
+        restored_cp = snapshots.get(conn, restored)["checkpoint_id"] if restored else None
+        transitions.apply(
+            conn,
+            row,
+            Event.ROLLBACK_SUCCEEDED,
+            actor=actor,
+            reason="compensations done; resuming from the last approved checkpoint",
+            audit_payload={"restored_snapshot_id": restored, "compensated": report.compensated},
+        )
+        report.restored_snapshot_id, report.restored_checkpoint_id = restored, restored_cp
+        report.final_state = WorkflowState.EXECUTING.value
+        return report
+
+
 class SagaRunner:
+    """Runs the compensations this process knows, through the step operations above (which a remote agent
+    drives over HTTP instead)."""
+
     def __init__(
         self, db: Database, registry: CompensationRegistry, retry: RetryPolicy, *, owner: str, actor: str
     ) -> None:
@@ -38,15 +117,7 @@ class SagaRunner:
         process; another process that knows it (or the sweep there) can finish the rollback.
         """
         report = RollbackReport(workflow_id)
-        with locked(self.db, workflow_id) as (conn, row):
-            if row["state"] != WorkflowState.ROLLING_BACK.value:
-                raise InvalidTransition(
-                    workflow_id,
-                    row["state"],
-                    "roll back",
-                    "only a rejected workflow that is rolling_back can be rolled back",
-                )
-            steps = saga.to_compensate(conn, workflow_id)
+        steps = steps_to_undo(self.db, workflow_id)
         missing = sorted(
             {s["compensation"] for s in steps if self.registry.resolve(s["compensation"]) is None}
         )
@@ -57,59 +128,18 @@ class SagaRunner:
                 missing=missing,
             )
         for step in steps:
-            now = utcnow()
-            with locked(self.db, workflow_id) as (conn, row):
-                if row["state"] != WorkflowState.ROLLING_BACK.value:
-                    report.final_state = row["state"]
-                    return report  # someone else finished (or failed) this rollback meanwhile
-                if not saga.claim(
-                    conn, step["step_id"], self.owner, now, now - timedelta(seconds=stale_claim_seconds)
-                ):
-                    continue
+            if not claim_step(self.db, workflow_id, step["step_id"], self.owner, stale_claim_seconds):
+                continue
             fn = self.registry.resolve(step["compensation"])
             assert fn is not None
             ok, error = await run_compensation(fn, step["args"], self.retry)
-            with locked(self.db, workflow_id) as (conn, row):
-                saga.finish(conn, step["step_id"], "compensated" if ok else "failed", error or None)
-                audit.append(
-                    conn,
-                    workflow_id,
-                    "compensation_" + ("succeeded" if ok else "failed"),
-                    self.actor,
-                    {
-                        "step_id": step["step_id"],
-                        "name": step["name"],
-                        "compensation": step["compensation"],
-                        "args": step["args"],
-                        "error": error or None,
-                    },
+            state = finish_step(self.db, workflow_id, step["step_id"], ok, error, self.actor)
+            if not ok:
+                report.failed = step["name"]
+                report.error = (
+                    f"compensation {step['compensation']!r} of step {step['name']!r} failed: {error}"
                 )
-                if not ok:
-                    message = (
-                        f"compensation {step['compensation']!r} of step {step['name']!r} failed: {error}"
-                    )
-                    escrow.close_failed(conn, row, Event.ROLLBACK_FAILED, message, self.actor)
-                    report.failed, report.error = step["name"], message
-                    report.final_state = WorkflowState.FAILED.value
-                    return report
+                report.final_state = state
+                return report
             report.compensated.append(step["name"])
-        with locked(self.db, workflow_id) as (conn, row):
-            if row["state"] != WorkflowState.ROLLING_BACK.value:
-                report.final_state = row["state"]
-                return report
-            if saga.to_compensate(conn, workflow_id):
-                report.final_state = row["state"]  # a step is still claimed by another live process
-                return report
-            restored = row["last_approved_snapshot_id"]
-            restored_cp = snapshots.get(conn, restored)["checkpoint_id"] if restored else None
-            transitions.apply(
-                conn,
-                row,
-                Event.ROLLBACK_SUCCEEDED,
-                actor=self.actor,
-                reason="compensations done; resuming from the last approved checkpoint",
-                audit_payload={"restored_snapshot_id": restored, "compensated": report.compensated},
-            )
-            report.restored_snapshot_id, report.restored_checkpoint_id = restored, restored_cp
-            report.final_state = WorkflowState.EXECUTING.value
-        return report
+        return complete_rollback(self.db, workflow_id, self.actor, report)

@@ -181,7 +181,7 @@ class ApprovalRequest(BaseModel):
     alerts: list[dict[str, Any]] = Field(default_factory=list)
     supervisor_id: str | None = None
     on_timeout: TimeoutPolicy = "reject"
-    status: Literal["pending", "decided", "expired"] = "pending"
+    status: Literal["pending", "decided", "expired", "cancelled"] = "pending"
     created_at: datetime
     expires_at: datetime
     decided_at: datetime | None = None

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, RowMapping
 from saferun.config import get_settings
 from saferun.core import decisions, escrow, transitions, views
 from saferun.core.checkpoints.capture import CheckpointCapture, state_from_parts, state_parts
+from saferun.core.rollback import saga as saga_ops
 from saferun.core.rollback.reconciliation import (
     CompensationRegistry,
     RetryPolicy,
@@ -461,6 +462,44 @@ class WorkflowOrchestrator:
         """
         runner = SagaRunner(self.db, self.registry, self.retry, owner=self.owner, actor=self.actor)
         return await runner.run(workflow_id, stale_claim_seconds=stale_claim_seconds)
+
+    # The saga's step protocol, for agents whose compensations run in another process (the HTTP client).
+    def steps_to_undo(self, workflow_id: str) -> list[dict[str, Any]]:
+        return saga_ops.steps_to_undo(self.db, workflow_id)
+
+    def claim_compensation(
+        self, workflow_id: str, step_id: str, owner: str, stale_claim_seconds: float = 300.0
+    ) -> bool:
+        return saga_ops.claim_step(self.db, workflow_id, step_id, owner, stale_claim_seconds)
+
+    def finish_compensation(
+        self, workflow_id: str, step_id: str, ok: bool, error: str = "", actor: str | None = None
+    ) -> str:
+        return saga_ops.finish_step(self.db, workflow_id, step_id, ok, error, actor or self.actor)
+
+    def complete_rollback(self, workflow_id: str, compensated: list[str] | None = None) -> RollbackReport:
+        report = RollbackReport(workflow_id, compensated=list(compensated or []))
+        return saga_ops.complete_rollback(self.db, workflow_id, self.actor, report)
+
+    def cancel_workflow(self, workflow_id: str, reason: str, *, actor: str) -> WorkflowExecution:
+        """Stop a workflow for good (the poster's call): a pending request is closed as a rejection without
+        rollback; approved milestones stay paid and the rest of the escrow is refunded."""
+        message = f"cancelled by {actor}: {reason}" if reason else f"cancelled by {actor}"
+        with self._locked(workflow_id) as (conn, row):
+            state = WorkflowState(row["state"])
+            if state in (WorkflowState.COMPLETED, WorkflowState.FAILED):
+                raise InvalidTransition(workflow_id, state.value, "cancel", "the workflow has already ended")
+            if state == WorkflowState.AWAITING_APPROVAL:
+                for req in approvals.pending(conn, workflow_id):
+                    decisions.cancel_pending(conn, self.capture, req["request_id"], message)
+                return self._fresh(conn, workflow_id)
+            if state == WorkflowState.INITIALIZED:
+                # Diagram 1 has no INITIALIZED -> FAILED arrow: start, then fail, both recorded
+                transitions.apply(conn, row, Event.START, actor=actor, reason=message, started_at=utcnow())
+                row = wf_store.get(conn, workflow_id)
+                state = WorkflowState.EXECUTING
+            escrow.close_failed(conn, row, FAILURE_EVENT[state], message, actor)
+            return self._fresh(conn, workflow_id)
 
     def rollback(self, workflow_id: str) -> RollbackReport:
         """Sync twin of ``arollback`` for the CLI and the sweep (must not be called inside an event loop)."""

@@ -1,0 +1,105 @@
+"""Who is calling, and the engine to call: the two things every route needs.
+
+Authentication modes (``SAFERUN_AUTH``):
+
+- ``open``: local development. Requests need no key; the caller is whoever the request names. Only
+  served on a loopback address (``saferun serve`` refuses to start otherwise, and a request arriving on
+  any other address is refused with 401).
+- ``keys``: every request carries an API key (``Authorization: Bearer sr_key_...`` or ``X-API-Key``) or a
+  dashboard session cookie (then unsafe methods also need the ``X-CSRF-Token`` header).
+- ``auto`` (default): ``open`` when the server is bound to loopback, ``keys`` otherwise.
+
+A key is honoured in every mode, so a client can use the same key locally and in production.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from saferun.core.identity import IdentityService
+from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+from saferun.domain.policy import Caller, Refusal
+from saferun.errors import Forbidden, InvalidInput, Unauthorized
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient", "test"}
+SESSION_COOKIE = "saferun_session"
+MODES = ("auto", "open", "keys")
+
+
+def auth_mode() -> str:
+    mode = os.environ.get("SAFERUN_AUTH", "auto").strip().lower()
+    if mode not in MODES:
+        raise InvalidInput("SAFERUN_AUTH", f"must be one of {', '.join(MODES)}, not {mode!r}")
+    return mode
+
+
+def is_loopback(host: str | None) -> bool:
+    return bool(host) and (host in LOOPBACK or str(host).startswith("127."))
+
+
+def orchestrator(request: Request) -> WorkflowOrchestrator:
+    state = request.app.state
+    if state.orchestrator is None:  # served without lifespan (an ASGI test transport)
+        state.orchestrator = WorkflowOrchestrator()
+    return state.orchestrator  # type: ignore[no-any-return]
+
+
+def identities(request: Request) -> IdentityService:
+    state = request.app.state
+    if getattr(state, "identities", None) is None:
+        state.identities = IdentityService(orchestrator(request).db)
+    return state.identities  # type: ignore[no-any-return]
+
+
+def effective_mode(request: Request) -> str:
+    mode = request.app.state.auth_mode
+    if mode != "auto":
+        return mode  # type: ignore[no-any-return]
+    server = request.scope.get("server")
+    return "open" if server is None or is_loopback(server[0]) else "keys"
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+def caller(request: Request) -> Caller:
+    """The caller of this request; raises 401 when keys are required and none (valid) was given."""
+    service = identities(request)
+    key = _bearer(request)
+    if key:
+        found = service.caller_for_key(key)
+        if found is None:
+            raise Unauthorized("the API key is unknown, revoked or malformed")
+        return found
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        session = service.session(cookie)
+        if session is not None:
+            if request.method not in ("GET", "HEAD", "OPTIONS") and not request.url.path.startswith("/ui"):
+                token = request.headers.get("x-csrf-token")
+                if token != session.csrf_token:
+                    raise Forbidden("csrf", "a session-authenticated API call must send X-CSRF-Token")
+            return session.caller
+    mode = effective_mode(request)
+    if mode == "open":
+        server = request.scope.get("server")
+        if server is not None and not is_loopback(server[0]):
+            raise Unauthorized("open mode serves loopback only; use an API key")
+        return Caller.open()
+    raise Unauthorized("an API key is required (Authorization: Bearer sr_key_...)")
+
+
+def enforce(refusal: Refusal | None) -> None:
+    if refusal is not None:
+        raise Forbidden(refusal.rule, refusal.message)
+
+
+CallerDep = Annotated[Caller, Depends(caller)]
+OrchestratorDep = Annotated[WorkflowOrchestrator, Depends(orchestrator)]

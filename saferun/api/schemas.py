@@ -1,0 +1,213 @@
+"""Request and response bodies of the REST API (what the OpenAPI schema documents).
+
+Field names and status words are the seed's "API Reference"; additions are optional fields.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from saferun.core.state_machine.models import ApprovalDecision, CheckpointConfig, ExecutionState
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateWorkflow(Strict):
+    name: str = Field(min_length=1, max_length=500)
+    description: str = Field(default="", max_length=20_000)
+    checkpoint_names: list[str] | None = Field(default=None, description="the seed's shorthand")
+    checkpoints: list[CheckpointConfig] | None = Field(default=None, description="full checkpoint configs")
+    escrow_amount: Any = Field(description="exact amount, at most 6 decimals (number or string)")
+    poster_id: str = Field(min_length=1, max_length=200)
+    executor_id: str = Field(min_length=1, max_length=200)
+    supervisor_id: str | None = Field(default=None, max_length=200)
+    workflow_id: str | None = Field(default=None, min_length=1, max_length=64)
+    executor_share: Any = None
+
+
+class X402Setup(BaseModel):
+    job_id: str | None
+    escrow_id: str | None
+
+
+class WorkflowCreated(BaseModel):
+    workflow_id: str
+    status: str
+    x402_setup: X402Setup
+    checkpoints: int
+    message: str
+
+
+class WorkflowSummary(BaseModel):
+    workflow_id: str
+    name: str
+    status: str
+    current_checkpoint: int
+    total_checkpoints: int
+    started_at: datetime | None
+
+
+class WorkflowDetail(WorkflowSummary):
+    description: str
+    snapshots: int
+    approval_requests: int
+    approval_responses: int
+    completed_at: datetime | None
+    error_message: str | None
+    poster_id: str
+    executor_id: str
+    supervisor_id: str | None
+    escrow_amount: str
+    last_approved_snapshot_id: str | None
+
+
+class WorkflowList(BaseModel):
+    workflows: list[WorkflowSummary]
+    total: int
+
+
+class PendingApproval(BaseModel):
+    request_id: str
+    workflow_id: str
+    checkpoint_name: str
+    summary: str
+    context: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime
+    decision_needed: str
+    parameters: dict[str, Any]
+    recommendation: str | None
+    confidence: float | None
+    risk: dict[str, Any]
+    alerts: list[dict[str, Any]]
+    supervisor_id: str | None
+
+
+class PendingList(BaseModel):
+    pending_approvals: list[PendingApproval]
+    total: int
+
+
+class SubmitDecision(Strict):
+    request_id: str = Field(min_length=1, max_length=64)
+    decision: ApprovalDecision
+    rationale: str = Field(default="", max_length=20_000)
+    approved_by: str | None = Field(default=None, min_length=1, max_length=200)
+    modifications: dict[str, Any] | None = None
+
+
+class DecisionResult(BaseModel):
+    success: bool
+    decision: ApprovalDecision
+    workflow_status: str
+    message: str
+
+
+class Health(BaseModel):
+    status: str
+    service: str
+    version: str
+
+
+class Stats(BaseModel):
+    total_workflows: int
+    workflow_states: dict[str, int]
+    total_approvals_processed: int
+    pending_approvals: int
+    active_executors: int
+    active_supervisors: int
+
+
+class CheckpointIn(Strict):
+    """A remote agent's checkpoint: its state plus what the reviewer should see."""
+
+    state: ExecutionState
+    request_approval: bool = True
+    summary: str | None = Field(default=None, max_length=20_000)
+    decision_needed: str | None = Field(default=None, max_length=20_000)
+    context: dict[str, Any] | None = None
+    recommendation: str | None = Field(default=None, max_length=32)
+    confidence: float | None = Field(default=None, ge=0, le=1)
+    risk: dict[str, Any] | None = None
+    alerts: list[dict[str, Any]] | None = None
+
+
+class CheckpointOut(BaseModel):
+    snapshot_id: str
+    checkpoint_id: str
+    status: str
+    artifact_uri: str
+    raw_size_bytes: int
+    compressed_size_bytes: int
+    new_bytes: int
+    approval_request_id: str | None
+
+
+class ApprovalDetail(BaseModel):
+    request: dict[str, Any]
+    status: str
+    decision: dict[str, Any] | None
+
+
+class StepIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    compensation: str = Field(min_length=1, max_length=200)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class StepOut(BaseModel):
+    step_id: str
+
+
+class SettleIn(Strict):
+    result: dict[str, Any] = Field(default_factory=dict)
+
+
+class FailIn(Strict):
+    error: str = Field(min_length=1, max_length=20_000)
+
+
+class CancelIn(Strict):
+    reason: str = Field(default="", max_length=20_000)
+
+
+class ClaimIn(Strict):
+    owner: str = Field(min_length=1, max_length=200)
+    stale_claim_seconds: float = Field(default=300.0, gt=0, le=86_400)
+
+
+class FinishIn(Strict):
+    ok: bool
+    error: str = Field(default="", max_length=20_000)
+
+
+class RollbackDone(Strict):
+    compensated: list[str] = Field(default_factory=list)
+
+
+class RollbackOut(BaseModel):
+    workflow_id: str
+    final_state: str
+    restored_snapshot_id: str | None
+    restored_checkpoint_id: str | None
+    compensated: list[str]
+
+
+class AuditOut(BaseModel):
+    workflow_id: str
+    events: list[dict[str, Any]]
+    verified: bool
+    broken_at: int | None
+    reason: str | None
+
+
+class ErrorBody(BaseModel):
+    detail: dict[str, Any]
+
+
+DecisionWord = Literal["APPROVED", "MODIFIED", "REJECTED"]

@@ -1,0 +1,92 @@
+"""Health, stats, Prometheus metrics, verified artifact bytes and the live event stream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+
+from saferun import __version__
+from saferun.api import metrics
+from saferun.api import schemas as s
+from saferun.api.deps import CallerDep, OrchestratorDep
+from saferun.domain.canonical import canonical_loads
+from saferun.errors import ArtifactNotFound, InvalidInput
+from saferun.storage.artifacts import make_uri
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/api/health", response_model=s.Health)
+def health() -> dict[str, str]:
+    return {"status": "healthy", "service": "SafeRun X402", "version": __version__}
+
+
+@router.get("/api/stats", response_model=s.Stats)
+def stats(orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    return orch.stats()
+
+
+@router.get("/metrics", include_in_schema=False)
+def prometheus(orch: OrchestratorDep) -> Response:
+    body, content_type = metrics.render(orch)
+    return Response(content=body, media_type=content_type)
+
+
+@router.get("/api/artifacts/{sha256}")
+def artifact(sha256: str, orch: OrchestratorDep, caller: CallerDep) -> Response:
+    """An artifact's bytes, verified against their hashes before they are sent (a tampered byte is a 500
+    naming the damaged blob, never silently served)."""
+    uri = make_uri(sha256) if not sha256.startswith("x402://") else sha256
+    store = orch.capture.store
+    with orch.db.read() as conn:
+        info = store.info(conn, uri)
+        if info is None:
+            raise ArtifactNotFound(uri)
+        parts = store.get(conn, uri)
+    headers = {"X-Artifact-Uri": uri, "X-Artifact-Type": info["artifact_type"]}
+    if set(parts) == {"content"}:
+        return Response(parts["content"], media_type="application/octet-stream", headers=headers)
+    try:
+        body = {name: canonical_loads(data) for name, data in parts.items()}
+    except ValueError:
+        raise InvalidInput("sha256", "artifact has non-JSON parts; fetch it with the Python client") from None
+    return Response(json.dumps(body), media_type="application/json", headers=headers)
+
+
+@router.get("/api/events")
+async def events(request: Request, orch: OrchestratorDep, caller: CallerDep) -> StreamingResponse:
+    """Server-sent events: one ``workflow`` event per state change, resumable with ``Last-Event-ID``."""
+    from saferun.core import events as feed
+
+    try:
+        after = int(request.headers.get("last-event-id") or request.query_params.get("after") or 0)
+    except ValueError:
+        raise InvalidInput("Last-Event-ID", "must be an integer event id") from None
+
+    async def stream() -> AsyncIterator[bytes]:
+        nonlocal after
+        yield b"retry: 2000\n\n"
+        idle = 0
+        while not await request.is_disconnected():
+            with orch.db.read() as conn:
+                batch = feed.events_since(conn, after, 200)
+            for ev in batch:
+                after = ev["id"]
+                yield f"id: {ev['id']}\nevent: workflow\ndata: {json.dumps(ev, default=str)}\n\n".encode()
+            if not batch:
+                idle += 1
+                if idle % 30 == 0:
+                    yield b": keep-alive\n\n"
+                await feed.wait_for_change(orch.db, timeout=0.5)
+            else:
+                idle = 0
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

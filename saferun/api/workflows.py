@@ -1,0 +1,276 @@
+"""Workflow routes: the seed's create/get/list, and what a remote agent does to its workflow.
+
+Routes are thin: check who may do it (``saferun.domain.policy``), call the engine, shape the answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from saferun.api import schemas as s
+from saferun.api.deps import CallerDep, OrchestratorDep, enforce
+from saferun.core.state_machine.models import (
+    CheckpointConfig,
+    ExecutionState,
+    WorkflowConfig,
+    WorkflowExecution,
+)
+from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+from saferun.domain.policy import Caller, Role, may_act_as_agent, may_create_workflow
+from saferun.domain.states import WorkflowState
+from saferun.errors import Forbidden, InvalidInput
+
+router = APIRouter(prefix="/api/workflows", tags=["workflows"])
+
+
+def summary(wf: WorkflowExecution) -> dict[str, Any]:
+    return {
+        "workflow_id": wf.workflow_id,
+        "name": wf.config.name,
+        "status": wf.current_state.value,
+        "current_checkpoint": wf.current_checkpoint,
+        "total_checkpoints": wf.total_checkpoints,
+        "started_at": wf.started_at,
+    }
+
+
+def detail(wf: WorkflowExecution) -> dict[str, Any]:
+    cfg = wf.config
+    return {
+        **summary(wf),
+        "description": cfg.description,
+        "snapshots": wf.snapshots,
+        "approval_requests": wf.approval_requests,
+        "approval_responses": wf.approval_responses,
+        "completed_at": wf.completed_at,
+        "error_message": wf.error_message,
+        "poster_id": cfg.poster_id,
+        "executor_id": cfg.executor_id,
+        "supervisor_id": cfg.supervisor_id,
+        "escrow_amount": str(cfg.escrow_amount),
+        "last_approved_snapshot_id": wf.last_approved_snapshot_id,
+    }
+
+
+def as_agent(orch: WorkflowOrchestrator, caller: Caller, workflow_id: str) -> WorkflowExecution:
+    wf = orch.get_workflow(workflow_id)
+    enforce(may_act_as_agent(caller, wf.config.executor_id))
+    return wf
+
+
+@router.post("", status_code=201, response_model=s.WorkflowCreated)
+def create_workflow(body: s.CreateWorkflow, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    enforce(may_create_workflow(caller, body.poster_id))
+    if body.checkpoints and body.checkpoint_names:
+        raise InvalidInput("checkpoints", "give checkpoints or checkpoint_names, not both")
+    checkpoints = body.checkpoints or [CheckpointConfig(name=n) for n in (body.checkpoint_names or [])]
+    values: dict[str, Any] = {
+        "name": body.name,
+        "description": body.description,
+        "checkpoints": checkpoints,
+        "escrow_amount": body.escrow_amount,
+        "poster_id": body.poster_id,
+        "executor_id": body.executor_id,
+        "supervisor_id": body.supervisor_id,
+    }
+    if body.workflow_id:
+        values["workflow_id"] = body.workflow_id
+    if body.executor_share is not None:
+        values["executor_share"] = body.executor_share
+    config = WorkflowConfig(**values)
+    wf = orch.initialize_workflow(config, actor=caller.identity_id or config.poster_id)
+    return {
+        "workflow_id": wf.workflow_id,
+        "status": wf.current_state.value,
+        "x402_setup": {"job_id": wf.job_id, "escrow_id": wf.escrow_id},
+        "checkpoints": wf.total_checkpoints,
+        "message": "Workflow created and ready to execute",
+    }
+
+
+@router.get("", response_model=s.WorkflowList)
+def list_workflows(
+    orch: OrchestratorDep,
+    caller: CallerDep,
+    status: WorkflowState | None = None,
+    limit: int = Query(100, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=10_000_000),
+) -> dict[str, Any]:
+    rows = orch.list_workflows(status, limit=limit, offset=offset)
+    return {"workflows": [summary(w) for w in rows], "total": len(rows)}
+
+
+@router.get("/{workflow_id}", response_model=s.WorkflowDetail)
+def get_workflow(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    return detail(orch.get_workflow(workflow_id))
+
+
+@router.post("/{workflow_id}/start", response_model=s.WorkflowDetail)
+def start(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    as_agent(orch, caller, workflow_id)
+    return detail(orch.start_execution(workflow_id, actor=caller.identity_id or None))
+
+
+@router.post("/{workflow_id}/checkpoints", status_code=201, response_model=s.CheckpointOut)
+async def checkpoint(
+    workflow_id: str, body: s.CheckpointIn, orch: OrchestratorDep, caller: CallerDep
+) -> dict[str, Any]:
+    """Store the agent's state; unless ``request_approval`` is false, also pause for a human."""
+    wf = as_agent(orch, caller, workflow_id)
+    state = ExecutionState.model_validate(body.state)
+    request_id = None
+    if body.request_approval:
+        name = next(
+            (c.name for c in wf.config.checkpoints if c.checkpoint_id == state.checkpoint_id), wf.config.name
+        )
+        snap, req = await orch.pause(
+            workflow_id,
+            state,
+            body.summary or f"Review: {name}",
+            body.context,
+            decision_needed=body.decision_needed,
+            recommendation=body.recommendation,
+            confidence=body.confidence,
+            risk=body.risk,
+            alerts=body.alerts,
+        )
+        request_id = req.request_id if req else None
+    else:
+        snap = await orch.create_checkpoint(workflow_id, state)
+    return {
+        "snapshot_id": snap.snapshot_id,
+        "checkpoint_id": snap.checkpoint_id,
+        "status": snap.status,
+        "artifact_uri": snap.artifact_uri,
+        "raw_size_bytes": snap.raw_size_bytes,
+        "compressed_size_bytes": snap.compressed_size_bytes,
+        "new_bytes": snap.new_bytes,
+        "approval_request_id": request_id,
+    }
+
+
+@router.get("/{workflow_id}/snapshots")
+def list_snapshots(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    snaps = orch.list_snapshots(workflow_id)
+    return {
+        "snapshots": [x.model_dump(mode="json", exclude={"execution_state"}) for x in snaps],
+        "total": len(snaps),
+    }
+
+
+@router.get("/{workflow_id}/state")
+def latest_state(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """The last approved state: what a resumed or rolled-back agent continues from (null before any)."""
+    state = orch.latest_approved_state(workflow_id)
+    return {"workflow_id": workflow_id, "state": state.model_dump(mode="json") if state else None}
+
+
+@router.post("/{workflow_id}/steps", status_code=201, response_model=s.StepOut)
+def register_step(
+    workflow_id: str, body: s.StepIn, orch: OrchestratorDep, caller: CallerDep
+) -> dict[str, Any]:
+    as_agent(orch, caller, workflow_id)
+    return {"step_id": orch.register_step(workflow_id, body.name, body.compensation, body.args)}
+
+
+@router.get("/{workflow_id}/steps")
+def list_steps(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    steps = orch.saga_steps(workflow_id)
+    return {"steps": steps, "total": len(steps)}
+
+
+@router.get("/{workflow_id}/rollback/steps")
+def steps_to_undo(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """The steps a rollback still has to compensate, newest first (the agent runs them)."""
+    as_agent(orch, caller, workflow_id)
+    steps = orch.steps_to_undo(workflow_id)
+    return {"steps": steps, "total": len(steps)}
+
+
+@router.post("/{workflow_id}/rollback/steps/{step_id}/claim")
+def claim_step(
+    workflow_id: str, step_id: str, body: s.ClaimIn, orch: OrchestratorDep, caller: CallerDep
+) -> dict[str, Any]:
+    as_agent(orch, caller, workflow_id)
+    return {"claimed": orch.claim_compensation(workflow_id, step_id, body.owner, body.stale_claim_seconds)}
+
+
+@router.post("/{workflow_id}/rollback/steps/{step_id}/finish")
+def finish_step(
+    workflow_id: str, step_id: str, body: s.FinishIn, orch: OrchestratorDep, caller: CallerDep
+) -> dict[str, Any]:
+    as_agent(orch, caller, workflow_id)
+    state = orch.finish_compensation(workflow_id, step_id, body.ok, body.error, caller.identity_id or None)
+    return {"workflow_status": state}
+
+
+@router.post("/{workflow_id}/rollback/complete", response_model=s.RollbackOut)
+def complete_rollback(
+    workflow_id: str, body: s.RollbackDone, orch: OrchestratorDep, caller: CallerDep
+) -> dict[str, Any]:
+    as_agent(orch, caller, workflow_id)
+    report = orch.complete_rollback(workflow_id, body.compensated)
+    return {
+        "workflow_id": workflow_id,
+        "final_state": report.final_state,
+        "restored_snapshot_id": report.restored_snapshot_id,
+        "restored_checkpoint_id": report.restored_checkpoint_id,
+        "compensated": report.compensated,
+    }
+
+
+@router.post("/{workflow_id}/settle", response_model=s.WorkflowDetail)
+def settle(workflow_id: str, body: s.SettleIn, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    as_agent(orch, caller, workflow_id)
+    return detail(orch.settle_workflow(workflow_id, body.result, actor=caller.identity_id or None))
+
+
+@router.post("/{workflow_id}/complete", response_model=s.WorkflowDetail)
+def complete(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    as_agent(orch, caller, workflow_id)
+    return detail(orch.complete_workflow(workflow_id, actor=caller.identity_id or None))
+
+
+@router.post("/{workflow_id}/fail", response_model=s.WorkflowDetail)
+def fail(workflow_id: str, body: s.FailIn, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    as_agent(orch, caller, workflow_id)
+    return detail(orch.fail_workflow(workflow_id, body.error, actor=caller.identity_id or None))
+
+
+@router.post("/{workflow_id}/cancel", response_model=s.WorkflowDetail)
+def cancel(workflow_id: str, body: s.CancelIn, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """The poster (or an admin) stops the workflow; approved milestones stay paid, the rest is refunded."""
+    wf = orch.get_workflow(workflow_id)
+    if caller.authenticated and not caller.has(Role.ADMIN) and caller.identity_id != wf.config.poster_id:
+        raise Forbidden(
+            "poster_cancels",
+            "refused by rule poster_cancels: only the workflow's poster or an admin may cancel it",
+        )
+    actor = caller.identity_id or wf.config.poster_id
+    return detail(orch.cancel_workflow(workflow_id, body.reason, actor=actor))
+
+
+@router.get("/{workflow_id}/audit", response_model=s.AuditOut)
+def audit(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    events = orch.audit_events(workflow_id)
+    _, broken = orch.verify_audit(workflow_id)
+    return {
+        "workflow_id": workflow_id,
+        "events": events,
+        "verified": broken is None,
+        "broken_at": broken.seq if broken else None,
+        "reason": broken.reason if broken else None,
+    }
+
+
+@router.get("/{workflow_id}/ledger")
+def ledger(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from saferun.domain.money import format_micro
+
+    entries = orch.ledger_entries(workflow_id)
+    position = {k: format_micro(v) for k, v in asdict(orch.escrow_position(workflow_id)).items()}
+    return {"entries": entries, "escrow": position}
