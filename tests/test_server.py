@@ -96,4 +96,5 @@ def test_serve_refuses_a_public_address_without_authentication() -> None:
     from saferun.cli.main import app
 
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
-    assert result.exit_code == 1 and "refusing to listen on 0.0.0.0" in result.output
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--auth", "open"])
+    assert result.exit_code == 1 and "refusing to listen on 0.0.0.0 in open mode" in result.output

@@ -162,36 +162,61 @@ def sweep(ctx: typer.Context) -> None:
     )
 
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
 @app.command("serve")
 def serve(
     ctx: typer.Context,
     host: Annotated[
-        str,
-        typer.Option(
-            help="Address to bind; this build has no authentication yet, "
-            "so only loopback addresses are allowed."
-        ),
+        str, typer.Option(help="Address to bind. Open mode is only allowed on loopback.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    auth: Annotated[
+        str | None,
+        typer.Option(help="open | keys | auto (default, or SAFERUN_AUTH): open on loopback, keys elsewhere."),
+    ] = None,
+    demo: Annotated[
+        bool, typer.Option(help="On an empty database, create demo identities and print their keys.")
+    ] = True,
 ) -> None:
-    """Run the SafeRun server (API + background expiry/rollback sweep) on the configured database."""
+    """Run the SafeRun server: REST API, reviewer dashboard (/approvals) and the background sweep."""
     import uvicorn
 
+    from saferun.api.deps import auth_mode, is_loopback
     from saferun.api.server import create_app
+    from saferun.core.identity import ensure_demo_identities
 
-    if host not in LOOPBACK:
+    mode = (auth or auth_mode()).lower()
+    if mode not in ("auto", "open", "keys"):
+        raise _fail(f"--auth must be open, keys or auto, not {mode!r}")
+    loopback = is_loopback(host)
+    effective = ("open" if loopback else "keys") if mode == "auto" else mode
+    if effective == "open" and not loopback:
         raise _fail(
-            f"refusing to listen on {host}: this build has no authentication, so it serves loopback "
-            "only (127.0.0.1, localhost, ::1)"
+            f"refusing to listen on {host} in open mode: open mode has no authentication and serves "
+            "loopback only (127.0.0.1, localhost, ::1); use --auth keys"
         )
     orch = orchestrator(ctx)
     con = console()
-    con.print(f"SafeRun on http://{host}:{port}  (database: {_where(orch.db)})")
-    con.print("Open mode: no authentication, loopback only. Decide with `saferun approvals ...`.")
-    uvicorn.run(create_app(orch), host=host, port=port, log_level="info")
+    base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    con.print(Text(f"SafeRun {base}  dashboard {base}/approvals  API docs {base}/docs"))
+    con.print(Text(f"Database: {_where(orch.db)}"))
+    if effective == "open":
+        con.print(
+            Text(
+                "Open mode: no authentication, loopback only. Anyone on this machine can decide.",
+                style="yellow",
+            )
+        )
+    else:
+        con.print(Text("Keys mode: every request needs an API key (saferun identities create ...)."))
+    if demo:
+        created = ensure_demo_identities(orch.db)
+        if created:
+            con.print(Text("Demo identities (keys are shown once):", style="bold"))
+            for ident in created:
+                con.print(
+                    Text(f"  {ident.identity_id:<16} {','.join(sorted(ident.roles)):<11} {ident.api_key}")
+                )
+    uvicorn.run(create_app(orch, auth=effective), host=host, port=port, log_level="info")
 
 
 if __name__ == "__main__":  # pragma: no cover
