@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from saferun import __version__
 from saferun.api import approvals, system, workflows
 from saferun.api.deps import auth_mode
+from saferun.core import notify
 from saferun.core.identity import IdentityService
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.errors import PayloadTooLarge, SafeRunError
@@ -66,6 +67,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.orchestrator = WorkflowOrchestrator()
     orch: WorkflowOrchestrator = app.state.orchestrator
     app.state.identities = IdentityService(orch.db)
+    notifier = notify.notifier_for(orch.db)
+    try:
+        await notifier.astart(5.0)  # LISTEN before the first request, so no wake-up is missed
+    except Exception:  # waiters fall back to polling; the listener keeps retrying in the background
+        log.warning("notification listener not ready; long-polls fall back to polling", exc_info=True)
     task = asyncio.create_task(_sweeper(orch)) if app.state.sweep else None
     try:
         yield

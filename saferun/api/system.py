@@ -61,6 +61,7 @@ def artifact(sha256: str, orch: OrchestratorDep, caller: CallerDep) -> Response:
 async def events(request: Request, orch: OrchestratorDep, caller: CallerDep) -> StreamingResponse:
     """Server-sent events: one ``workflow`` event per state change, resumable with ``Last-Event-ID``."""
     from saferun.core import events as feed
+    from saferun.core import notify
 
     try:
         after = int(request.headers.get("last-event-id") or request.query_params.get("after") or 0)
@@ -71,19 +72,22 @@ async def events(request: Request, orch: OrchestratorDep, caller: CallerDep) -> 
         nonlocal after
         yield b"retry: 2000\n\n"
         idle = 0
-        while not await request.is_disconnected():
-            with orch.db.read() as conn:
-                batch = feed.events_since(conn, after, 200)
-            for ev in batch:
-                after = ev["id"]
-                yield f"id: {ev['id']}\nevent: workflow\ndata: {json.dumps(ev, default=str)}\n\n".encode()
-            if not batch:
+        # subscribe before the first read, so a change committed between a read and the wait is not missed
+        with notify.notifier_for(orch.db).subscribe({"workflow", "resync"}) as changes:
+            while not await request.is_disconnected():
+                changes.drain()
+                with orch.db.read() as conn:
+                    batch = feed.events_since(conn, after, 200)
+                for ev in batch:
+                    after = ev["id"]
+                    yield f"id: {ev['id']}\nevent: workflow\ndata: {json.dumps(ev, default=str)}\n\n".encode()
+                if batch:
+                    idle = 0
+                    continue
                 idle += 1
                 if idle % 30 == 0:
                     yield b": keep-alive\n\n"
-                await feed.wait_for_change(orch.db, timeout=0.5)
-            else:
-                idle = 0
+                await changes.get(0.5)
 
     return StreamingResponse(
         stream(),

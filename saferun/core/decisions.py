@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import escrow, transitions
+from saferun.core import escrow, notify, transitions
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
 from saferun.core.state_machine.models import ApprovalDecision
 from saferun.domain.ids import new_id
@@ -81,6 +81,7 @@ def decide(
     ):
         current = approvals.get(conn, request_id)
         raise DecisionConflict(request_id, "expired" if current["status"] == "pending" else current["status"])
+    notify.publish(conn, "decision", request_id)  # wakes waiters once this transaction commits
 
     response_id = response_id or new_id("resp")
     approvals.insert_response(

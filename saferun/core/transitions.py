@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
+from saferun.core import notify
 from saferun.domain.states import Event, WorkflowState, next_state
 from saferun.storage import audit
 from saferun.storage import workflows as wf_store
@@ -37,6 +38,7 @@ def apply(
         reason=reason,
         **fields,
     )
+    notify.publish(conn, "workflow", row["workflow_id"])  # delivered only if the transaction commits
     audit.append(
         conn,
         row["workflow_id"],

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, RowMapping
 
 from saferun.config import get_settings
-from saferun.core import decisions, escrow, transitions, views
+from saferun.core import decisions, escrow, notify, transitions, views
 from saferun.core.checkpoints.capture import CheckpointCapture, state_from_parts, state_parts
 from saferun.core.rollback import saga as saga_ops
 from saferun.core.rollback.reconciliation import (
@@ -181,6 +181,7 @@ class WorkflowOrchestrator:
             wf_store.record_transition(
                 conn, config.workflow_id, None, WorkflowState.INITIALIZED.value, event="create", actor=actor
             )
+            notify.publish(conn, "workflow", config.workflow_id)
             audit.append(
                 conn,
                 config.workflow_id,
@@ -511,26 +512,48 @@ class WorkflowOrchestrator:
     ) -> ApprovalResponse:
         """Return the decision as soon as it exists; expiry (on_timeout) is applied here if nobody else did.
 
-        Polls the store (from 5 ms, backing off to ``poll_interval``), which is what works across processes
-        on SQLite. ``timeout`` bounds only this wait (TimeoutError); the request keeps its own expiry.
+        Between reads it waits on the process's notifier (``core/notify``): on PostgreSQL a decision
+        committed by any process wakes it at once (LISTEN/NOTIFY); on SQLite one committed in this process
+        does. Polling stays as the fallback (SQLite across processes, a listener reconnecting): from 5 ms
+        backing off to ``poll_interval``, or at ``poll_interval`` while the listener is up. ``timeout``
+        bounds only this wait (TimeoutError); the request keeps its own expiry. A debug record on this
+        module's logger says what found the decision (attribute ``woken_by``: first read, notice, poll or
+        expiry).
         """
+
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         delay = 0.005
-        while True:
-            with self.db.read() as conn:
-                resp = approvals.response_for(conn, request_id)
-                req = approvals.get(conn, request_id) if resp is None else None
-            if resp is not None:
-                return self._response(resp)
-            assert req is not None
-            if req["expires_at"] <= utcnow():
-                self.sweep_expired(only=request_id)
-                continue
-            if deadline is not None and loop.time() >= deadline:
-                raise TimeoutError(f"no decision on {request_id} within {timeout} s")
-            await asyncio.sleep(delay)
-            delay = min(poll_interval, delay * 2)
+        woken_by = "first read"
+        notifier = notify.notifier_for(self.db)
+        # registered before the first read, so a decision committed after that read is never missed
+        with notifier.watch("decision", request_id) as watch:
+            while True:
+                watch.clear()
+                with self.db.read() as conn:
+                    resp = approvals.response_for(conn, request_id)
+                    req = approvals.get(conn, request_id) if resp is None else None
+                if resp is not None:
+                    extra = {"request_id": request_id, "woken_by": woken_by}
+                    log.debug("decision on %s found by %s", request_id, woken_by, extra=extra)
+                    return self._response(resp)
+                assert req is not None
+                until_expiry = (req["expires_at"] - utcnow()).total_seconds()
+                if until_expiry <= 0:
+                    self.sweep_expired(only=request_id)
+                    woken_by = "expiry"
+                    continue
+                if deadline is not None and loop.time() >= deadline:
+                    raise TimeoutError(f"no decision on {request_id} within {timeout} s")
+                if woken_by == "first read":
+                    extra = {"request_id": request_id, "listening": notifier.listening}
+                    log.debug("waiting for a decision on %s", request_id, extra=extra)
+                # while the listener is up a poll is only a safety net; otherwise back off from 5 ms
+                step = min(poll_interval if notifier.listening else delay, until_expiry + 0.001)
+                if deadline is not None:
+                    step = min(step, max(deadline - loop.time(), 0.0))
+                woken_by = "notice" if await watch.wait(step) else "poll"
+                delay = min(poll_interval, delay * 2)
 
     def sweep_expired(self, now: datetime | None = None, *, only: str | None = None) -> list[str]:
         """Resolve every due request by its on_timeout policy; exactly one process wins each request."""

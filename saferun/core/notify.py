@@ -1,0 +1,452 @@
+"""Wake-ups the moment a decision or a state change commits, in this process or any other.
+
+A writer calls ``publish(conn, topic, key)`` inside its transaction; a waiter registers a ``Watch`` (or a
+``Subscription`` for a stream) on the process's ``Notifier`` for its database and is woken once that
+transaction commits. Nothing is delivered for a transaction that rolls back. A notice is only a hint
+("re-read now"): a waiter always re-reads the store, so a spurious or duplicated notice is harmless and a
+lost one costs latency, never correctness (waiters keep polling as the fallback).
+
+- **PostgreSQL**: ``publish`` runs ``SELECT pg_notify('saferun', '<topic>:<key>')``, which the server
+  delivers only if the transaction commits, to every listener in every process. One daemon thread per
+  Notifier holds a dedicated psycopg 3 connection with ``LISTEN saferun`` and hands notices to waiters on
+  their own event loops (``call_soon_threadsafe``). The thread starts lazily with the first watch (or with
+  ``start()``), reconnects with backoff when its connection drops, and after every (re)connect wakes every
+  waiter once (topic ``resync``), because notices sent while it was not listening are lost.
+- **SQLite** has no cross-process notification: ``publish`` records the notice on the connection and it is
+  delivered to this process's waiters after the commit (engine ``commit``/``rollback`` events and the pool's
+  ``checkin``). Waiters in other processes find the change by polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Engine, event, text
+
+if TYPE_CHECKING:
+    from saferun.storage.database import Database
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "saferun"
+RESYNC = "resync"  # topic of the wake-up every waiter gets after the listener (re)connects or closes
+ANY = "*"  # a watch on key ANY matches every key of its topic
+
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :payload)")
+_PENDING = "saferun_notices_pending"  # conn.info: notices of the open transaction
+_COMMITTED = "saferun_notices_committed"  # conn.info: notices whose transaction committed, not yet delivered
+
+
+def publish(conn: Connection, topic: str, key: str) -> None:
+    """Announce, inside the writing transaction, that ``topic``/``key`` changed; delivered on commit only."""
+    if ":" in topic:
+        raise ValueError(f"a topic may not contain ':' ({topic!r})")
+    if conn.dialect.name == "postgresql":
+        conn.execute(_NOTIFY, {"payload": f"{topic}:{key}"})
+        return
+    url = _local_url(conn.engine)
+    if url is not None:
+        conn.info.setdefault(_PENDING, []).append((url, topic, key))
+
+
+@dataclass
+class NotifierStats:
+    received: int = 0  # notices that reached this Notifier (from the listener or a local commit)
+    connects: int = 0  # successful LISTENs (1 + reconnects)
+    failures: int = 0  # connection attempts or connections that failed
+
+
+class Notifier:
+    """One per process per database (``notifier_for(db)``); thread-safe, usable from any event loop."""
+
+    def __init__(self, url: str, dialect: str) -> None:
+        self.url = url
+        self.is_postgres = dialect == "postgresql"
+        self.stats = NotifierStats()
+        self.closed = False
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+        self._watches: dict[tuple[str, str], set[Watch]] = {}
+        self._subscriptions: set[Subscription] = set()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._listening = threading.Event()
+        self.backend_pid: int | None = None  # the listener connection's server process (PostgreSQL)
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def listening(self) -> bool:
+        """True while notices from other processes arrive (PostgreSQL with its listener connected)."""
+        return self._listening.is_set()
+
+    def start(self) -> None:
+        """Start the PostgreSQL listener thread if it is not running (idempotent, returns at once)."""
+        if not self.is_postgres:
+            return
+        with self._lock:
+            if self.closed or (self._thread is not None and self._thread.is_alive()):
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="saferun-notify", daemon=True)
+            self._thread.start()
+
+    async def astart(self, timeout: float = 10.0) -> bool:
+        """``start()`` and wait until the listener is connected; True when it is (always True on SQLite,
+        where in-process delivery needs no connection)."""
+        if not self.is_postgres:
+            return True
+        self.start()
+        return await asyncio.to_thread(self._listening.wait, timeout)
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the listener (within ~0.25 s) and wake every waiter once so it falls back to polling."""
+        with self._lock:
+            self.closed = True
+            thread = self._thread
+        self._stop.set()
+        self._wake_all()
+        if wait and thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        with _registry_lock:
+            if _registry.get(self.url) is self:
+                del _registry[self.url]
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    # ------------------------------------------------------------------ publishing and waiting
+    def publish(self, conn: Connection, topic: str, key: str) -> None:
+        publish(conn, topic, key)
+
+    def watch(self, topic: str, key: str = ANY) -> Watch:
+        """Register interest now (before reading the store, so nothing committed after the read is missed);
+        use as a context manager, ``clear()`` before each read and ``await wait(t)`` after it."""
+        w = Watch(self, topic, key)
+        with self._lock:
+            self._watches.setdefault((topic, key), set()).add(w)
+        self.start()
+        return w
+
+    async def wait(self, topic: str, key: str = ANY, timeout: float | None = None) -> bool:
+        """True as soon as a matching notice arrives, False at ``timeout``. Only notices that arrive after
+        the call are seen: to check-then-wait without a gap, hold a ``watch()`` across the check."""
+        with self.watch(topic, key) as w:
+            return await w.wait(timeout)
+
+    def subscribe(self, topics: Iterable[str] | None = None, maxsize: int = 10_000) -> Subscription:
+        """Every notice (``(topic, key)``) from now on, for streams such as server-sent events; ``topics``
+        filters (``resync`` always passes). Use as an (async) context manager or ``close()`` it."""
+        sub = Subscription(self, frozenset(topics) if topics is not None else None, maxsize)
+        with self._lock:
+            self._subscriptions.add(sub)
+        self.start()
+        return sub
+
+    def deliver(self, topic: str, key: str) -> None:
+        """Hand a notice to every matching waiter (thread-safe; the listener and local commits call it)."""
+        self.stats.received += 1
+        with self._lock:
+            watches = [*self._watches.get((topic, key), ()), *self._watches.get((topic, ANY), ())]
+            subs = [s for s in self._subscriptions if s.topics is None or topic in s.topics]
+        for w in watches:
+            w._schedule()
+        for s in subs:
+            s._schedule((topic, key))
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            watches = [w for ws in self._watches.values() for w in ws]
+            subs = list(self._subscriptions)
+        for w in watches:
+            w._schedule()
+        for s in subs:
+            s._schedule((RESYNC, ""))
+
+    def _forget(self, item: Watch | Subscription) -> None:
+        with self._lock:
+            if isinstance(item, Subscription):
+                self._subscriptions.discard(item)
+                return
+            ws = self._watches.get((item.topic, item.key))
+            if ws is not None:
+                ws.discard(item)
+                if not ws:
+                    del self._watches[(item.topic, item.key)]
+
+    # ------------------------------------------------------------------ the PostgreSQL listener
+    def _conninfo(self) -> str:
+        from sqlalchemy.engine import make_url
+
+        # the engine's URL without "+psycopg"; its query (options=-csearch_path%3D...) passes to libpq
+        return make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def _run(self) -> None:
+        try:
+            self._listen_forever()
+        except BaseException:  # never die silently
+            log.critical("saferun notify listener stopped by an unexpected error", exc_info=True)
+            raise
+        finally:
+            self._listening.clear()
+
+    def _listen_forever(self) -> None:
+        import psycopg
+
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(
+                    self._conninfo(),
+                    autocommit=True,
+                    connect_timeout=10,
+                    keepalives=1,
+                    keepalives_idle=30,
+                    keepalives_interval=10,
+                    keepalives_count=3,
+                    application_name="saferun-notify",
+                ) as pg:
+                    pg.execute(f"LISTEN {CHANNEL}")
+                    self.backend_pid = pg.info.backend_pid
+                    self.stats.connects += 1
+                    if self.stats.connects > 1:
+                        log.info("saferun notify listener reconnected")
+                    backoff = 0.1
+                    # anything committed while we were not listening was announced to nobody
+                    self._wake_all()
+                    self._listening.set()
+                    checked = time.monotonic()
+                    while not self._stop.is_set():
+                        for n in pg.notifies(timeout=0.25):
+                            topic, _, key = n.payload.partition(":")
+                            self.deliver(topic, key)
+                        if time.monotonic() - checked > 30:  # notice a dead connection while idle
+                            pg.execute("SELECT 1")
+                            checked = time.monotonic()
+            except Exception as exc:
+                self._listening.clear()
+                if self._stop.is_set():
+                    break
+                self.stats.failures += 1
+                log.warning(
+                    "saferun notify listener lost its connection (%s: %s); retrying in %.1f s",
+                    type(exc).__name__,
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+                    backoff,
+                )
+                self._wake_all()  # waiters poll until we are back
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                self._listening.clear()
+
+
+class Watch:
+    """Interest in one ``(topic, key)``, woken on the event loop that created it."""
+
+    def __init__(self, notifier: Notifier, topic: str, key: str) -> None:
+        self.notifier = notifier
+        self.topic = topic
+        self.key = key
+        self.loop = asyncio.get_running_loop()
+        self.notices = 0  # how many notices (including resync wake-ups) reached this watch
+        self._event = asyncio.Event()
+
+    def _schedule(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
+            self.loop.call_soon_threadsafe(self._fire)
+
+    def _fire(self) -> None:
+        self.notices += 1
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """True when a notice arrived (since the last ``clear()``), False at ``timeout``."""
+        if not self._event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), timeout)
+        return self._event.is_set()
+
+    def close(self) -> None:
+        self.notifier._forget(self)
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Subscription:
+    """A queue of ``(topic, key)`` notices on the event loop that created it."""
+
+    def __init__(self, notifier: Notifier, topics: frozenset[str] | None, maxsize: int) -> None:
+        self.notifier = notifier
+        self.topics = topics if topics is None else topics | {RESYNC}
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize)
+        self.dropped = 0  # notices lost to a full queue (the consumer should re-read everything)
+
+    def _schedule(self, item: tuple[str, str]) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._put, item)
+
+    def _put(self, item: tuple[str, str]) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def get(self, timeout: float | None = None) -> tuple[str, str] | None:
+        """The next notice, or None at ``timeout``."""
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    def drain(self) -> list[tuple[str, str]]:
+        """Every notice already queued, without waiting."""
+        items = []
+        while not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        return items
+
+    def __aiter__(self) -> AsyncIterator[tuple[str, str]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[tuple[str, str]]:
+        while True:
+            yield await self.queue.get()
+
+    def close(self) -> None:
+        self.notifier._forget(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------- one Notifier per database
+_registry: dict[str, Notifier] = {}
+_registry_lock = threading.Lock()
+_generation = 0  # bumped whenever a Notifier is created, so engines re-check after a miss
+_hooked: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+_missed: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
+
+
+def _url_key(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+def notifier_for(db: Database) -> Notifier:
+    """The process's Notifier for ``db``'s database (created on first use; PostgreSQL listens lazily)."""
+    global _generation
+    url = _url_key(db.engine)
+    with _registry_lock:
+        notifier = _registry.get(url)
+        if notifier is None or notifier.closed:
+            notifier = _registry[url] = Notifier(url, db.dialect)
+            _generation += 1
+        _hook(db.engine, url)
+    return notifier
+
+
+def close_all() -> None:
+    """Close every Notifier of the process (for server shutdown and tests)."""
+    with _registry_lock:
+        notifiers = list(_registry.values())
+    for n in notifiers:
+        n.close()
+
+
+def _local_url(engine: Engine) -> str | None:
+    """For a SQLite engine: its URL when a Notifier of this process may want its notices, else None."""
+    url = _hooked.get(engine)
+    if url is not None:
+        return url
+    if _missed.get(engine) == _generation:
+        return None
+    key = _url_key(engine)
+    with _registry_lock:
+        if key in _registry:  # a second engine on a database someone is waiting on
+            _hook(engine, key)
+            return key
+        _missed[engine] = _generation
+    return None
+
+
+def _hook(engine: Engine, url: str) -> None:
+    """Install the per-engine events once (caller holds ``_registry_lock``)."""
+    if engine in _hooked:
+        return
+    _hooked[engine] = url
+    event.listen(engine, "engine_disposed", _on_disposed)
+    if engine.dialect.name != "postgresql":
+        event.listen(engine, "commit", _on_commit)
+        event.listen(engine, "rollback", _on_rollback)
+        event.listen(engine, "checkin", _on_checkin)
+
+
+def _on_commit(conn: Connection) -> None:
+    # fires just before the COMMIT: move the notices aside; they go out once the connection is checked in
+    pending = conn.info.pop(_PENDING, None)
+    if pending:
+        conn.info.setdefault(_COMMITTED, []).extend(pending)
+
+
+def _on_rollback(conn: Connection) -> None:
+    conn.info.pop(_PENDING, None)
+
+
+def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+    if record is None:
+        return
+    done = record.info.pop(_COMMITTED, None)
+    record.info.pop(_PENDING, None)  # a transaction never committed leaves nothing behind
+    for url, topic, key in done or ():
+        notifier = _registry.get(url)
+        if notifier is not None:
+            notifier.deliver(topic, key)
+
+
+def _on_disposed(engine: Engine) -> None:
+    """``Database.dispose()`` (or a fork) ends the database's Notifier; the next use starts a fresh one."""
+    notifier = _registry.get(_hooked.get(engine) or "")
+    if notifier is not None and notifier.pid == os.getpid():  # a forked child just forgets its parent's
+        notifier.close(wait=False)
+
+
+def _after_fork() -> None:
+    # the listener thread does not exist in a forked child; start afresh there
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    _registry.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
