@@ -1,0 +1,185 @@
+"""What each dashboard page shows, read from the engine: one function per page, returning its context.
+
+These only read (``WorkflowOrchestrator`` reads, each its own read transaction); deciding is in
+``routes``. The review page holds everything the seed's Diagram 3 puts in front of a reviewer: Layer 1
+(summary, the decision needed, relevant artifacts, recommendation and confidence) and Layer 2 (inputs,
+intermediate outputs, planned next steps, confidence scores, risk), plus from Layer 3 the recent actions
+and API calls, the decision trace and the resource use, and what changed since the last approved state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from saferun.core.state_machine.models import ApprovalRequest, ExecutionState
+from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+from saferun.domain.money import format_micro
+from saferun.domain.policy import Caller, Refusal, may_decide
+from saferun.domain.states import WorkflowState
+from saferun.errors import NotFound
+from saferun.ui import review, timeline
+from saferun.ui.viewer import Viewer
+
+RECENT_CALLS = 8
+COST_WORDS = ("cost", "usd", "price", "spend", "fee")
+
+
+def _alert(alert: dict[str, Any]) -> dict[str, str]:
+    level = str(alert.get("level") or alert.get("severity") or "info")
+    text = alert.get("message") or alert.get("text") or alert.get("title")
+    extra = {k: v for k, v in alert.items() if k not in ("level", "severity", "message", "text", "title")}
+    if text is None:
+        text, extra = review.short(alert), {}
+    return {"level": level.lower(), "message": str(text), "extra": review.short(extra) if extra else ""}
+
+
+def _risk(risk: dict[str, Any]) -> dict[str, Any]:
+    level = risk.get("level") or risk.get("rating") or risk.get("severity")
+    rest = {k: v for k, v in risk.items() if k not in ("level", "rating", "severity")}
+    return {"level": str(level).lower() if level is not None else None, "items": rest}
+
+
+def _resources(consumption: dict[str, float]) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "value": value, "cost": any(w in name.lower() for w in COST_WORDS)}
+        for name, value in consumption.items()
+    ]
+
+
+def decide_refusal(viewer: Viewer, req: ApprovalRequest, orch: WorkflowOrchestrator) -> Refusal | None:
+    """What ``may_decide`` would say to this viewer (in open mode: to the remembered 'acting as' name)."""
+    caller = viewer.caller
+    if caller is None:
+        return None
+    approved_by = caller.identity_id if caller.authenticated else viewer.acting_as
+    if not approved_by:
+        return None
+    return refusal_for(orch, req, caller, approved_by)
+
+
+def refusal_for(
+    orch: WorkflowOrchestrator, req: ApprovalRequest, caller: Caller, approved_by: str
+) -> Refusal | None:
+    cfg = orch.get_workflow(req.workflow_id).config
+    return may_decide(
+        caller,
+        poster_id=cfg.poster_id,
+        executor_id=cfg.executor_id,
+        supervisor_id=cfg.supervisor_id,
+        approved_by=approved_by,
+    )
+
+
+def pending(orch: WorkflowOrchestrator) -> dict[str, Any]:
+    items = []
+    for req in orch.pending_approvals():
+        wf = orch.get_workflow(req.workflow_id)
+        items.append(
+            {
+                "req": req,
+                "workflow": wf,
+                "alerts": [_alert(a) for a in req.alerts],
+                "risk": _risk(req.risk),
+            }
+        )
+    return {"items": items}
+
+
+def flash(orch: WorkflowOrchestrator, request_id: str | None) -> dict[str, Any] | None:
+    """The outcome of a decision just made, shown once on the queue after the redirect."""
+    if not request_id:
+        return None
+    try:
+        req = orch.get_approval_request(request_id)
+        resp = orch.get_approval_response(request_id)
+        wf = orch.get_workflow(req.workflow_id)
+    except NotFound:
+        return None
+    if resp is None:
+        return None
+    return {"req": req, "resp": resp, "workflow": wf}
+
+
+def approval(orch: WorkflowOrchestrator, request_id: str) -> dict[str, Any]:
+    req = orch.get_approval_request(request_id)
+    wf = orch.get_workflow(req.workflow_id)
+    snaps = {s.snapshot_id: s for s in orch.list_snapshots(req.workflow_id)}
+    snap = snaps.get(req.snapshot_id)
+    state = orch.get_snapshot_state(req.snapshot_id)
+    parent_id = snap.parent_snapshot_id if snap else None
+    before: ExecutionState | None = orch.get_snapshot_state(parent_id) if parent_id else None
+    calls = state.api_calls
+    recent = calls[-RECENT_CALLS:]
+    response = orch.get_approval_response(request_id) if req.status != "pending" else None
+    steps = orch.saga_steps(req.workflow_id)
+    artifact_sha = snap.artifact_uri.rsplit("sha256:", 1)[-1] if snap else None
+    return {
+        "req": req,
+        "workflow": wf,
+        "snapshot": snap,
+        "artifact_sha": artifact_sha,
+        "parent": snaps.get(parent_id) if parent_id else None,
+        "state": state,
+        "alerts": [_alert(a) for a in req.alerts],
+        "risk": _risk(req.risk),
+        "state_risk": _risk(state.risk_assessment),
+        "recent_calls": list(reversed(recent)),
+        "older_calls": len(calls) - len(recent),
+        "call_columns": review.table_columns(recent),
+        "resources": _resources(state.resource_consumption),
+        "diff": review.state_diff(before, state),
+        "first_checkpoint": before is None,
+        "response": response,
+        "memory": state.agent_memory,
+        # side effects since the last approval: what a rejection would undo (compensate)
+        "open_steps": [st for st in steps if st["status"] not in ("committed", "compensated")],
+        "committed_steps": sum(1 for st in steps if st["status"] == "committed"),
+    }
+
+
+def workflows(orch: WorkflowOrchestrator, status: str | None) -> dict[str, Any]:
+    state = WorkflowState(status) if status else None
+    rows = orch.list_workflows(state, limit=200)
+    waiting = {r.workflow_id: r.request_id for r in orch.pending_approvals()}
+    return {
+        "workflows": rows,
+        "waiting": waiting,
+        "status_filter": status or "",
+        "states": [s.value for s in WorkflowState],
+    }
+
+
+def workflow(orch: WorkflowOrchestrator, workflow_id: str) -> dict[str, Any]:
+    wf = orch.get_workflow(workflow_id)
+    history = orch.history(workflow_id)
+    approvals = orch.approval_history(workflow_id)
+    ledger = orch.ledger_entries(workflow_id)
+    position = orch.escrow_position(workflow_id)
+    locked = position.locked or 1
+    return {
+        "workflow": wf,
+        "timeline": timeline.build(history, approvals, ledger),
+        "pending": [req for req, resp in approvals if req.status == "pending"],
+        "snapshots": orch.list_snapshots(workflow_id),
+        "escrow": {k: format_micro(v) for k, v in asdict(position).items()},
+        "escrow_share": {
+            "released": 100 * position.released / locked,
+            "refunded": 100 * position.refunded / locked,
+            "held": 100 * position.held / locked,
+        },
+        "checkpoints": wf.config.checkpoints,
+    }
+
+
+def stats(orch: WorkflowOrchestrator) -> dict[str, Any]:
+    numbers = orch.stats()
+    states = numbers["workflow_states"]
+    total = max(sum(states.values()), 1)
+    return {
+        "stats": numbers,
+        "state_rows": [
+            {"state": s.value, "count": states.get(s.value, 0), "share": 100 * states.get(s.value, 0) / total}
+            for s in WorkflowState
+        ],
+    }

@@ -1,0 +1,270 @@
+"""What the review page computes from a checkpoint, without I/O: the parameter editor and the state diff.
+
+The parameter editor shows one input per proposed parameter, typed after the value the agent proposed
+(a whole number gets a whole-number input, a flag gets true/false, an object or a list gets a JSON box).
+The browser checks the same rules before submitting; ``parse_modifications`` checks them again on the
+server, because a form can be posted without the page, and returns one message per field so the page can
+show each next to its input. Only the parameters the reviewer actually changed become modifications.
+
+The diff compares the checkpoint's state with the state approved before it, field by field
+(``api_calls``, ``intermediate_outputs``, ...): keys of an object field, or positions of a list field,
+that were added, removed or changed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from saferun.core.state_machine.models import ExecutionState
+
+PARAM_PREFIX = "param."
+PATCH_FIELD = "patch"
+_INTEGER = re.compile(r"^[+-]?\d+$")
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+LONG_TEXT = 80
+
+
+def kind_of(value: Any) -> str:
+    """The editor kind for a proposed value: integer, number, boolean, string, text or json."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "text" if len(value) > LONG_TEXT or "\n" in value else "string"
+    return "json"
+
+
+def json_kind(value: Any) -> str:
+    """The JSON type of a value, as the engine compares them (a number stays a number)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def as_input(value: Any) -> str:
+    """The text an input shows for a value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return repr(value) if isinstance(value, float) else str(value)
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ParamField:
+    """One input of the parameter editor."""
+
+    name: str
+    kind: str
+    value: str
+    original: Any
+    error: str | None = None
+
+    @property
+    def input_name(self) -> str:
+        return PARAM_PREFIX + self.name
+
+    @property
+    def json_type(self) -> str:
+        return json_kind(self.original)
+
+
+def param_fields(
+    parameters: Mapping[str, Any],
+    submitted: Mapping[str, str] | None = None,
+    errors: Mapping[str, str] | None = None,
+) -> list[ParamField]:
+    """The editor's inputs, showing what the reviewer submitted (after a refusal) or the proposed values."""
+    submitted = submitted or {}
+    errors = errors or {}
+    return [
+        ParamField(
+            name=name,
+            kind=kind_of(value),
+            value=submitted.get(PARAM_PREFIX + name, as_input(value)),
+            original=value,
+            error=errors.get(name),
+        )
+        for name, value in parameters.items()
+    ]
+
+
+def _parse(kind: str, raw: str, original: Any) -> Any:
+    """One input's value; raises ValueError with the message the reviewer sees."""
+    text = raw.strip()
+    if kind == "integer":
+        if not _INTEGER.match(text):
+            raise ValueError(f"expected a whole number like {original!r}, got {raw!r}")
+        return int(text)
+    if kind == "number":
+        if not _NUMBER.match(text):
+            raise ValueError(f"expected a number like {original!r}, got {raw!r}")
+        number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {raw!r}")
+        return int(text) if _INTEGER.match(text) else number
+    if kind == "boolean":
+        if text not in ("true", "false"):
+            raise ValueError(f"expected true or false, got {raw!r}")
+        return text == "true"
+    if kind in ("string", "text"):
+        return raw.replace("\r\n", "\n")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    if original is not None and value is not None and json_kind(value) != json_kind(original):
+        raise ValueError(
+            f"expected a JSON {json_kind(original)} like the proposed value, got {json_kind(value)}"
+        )
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json_kind(a) == json_kind(b) and json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+@dataclass
+class ParsedModifications:
+    modifications: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def parse_modifications(parameters: Mapping[str, Any], form: Mapping[str, str]) -> ParsedModifications:
+    """The reviewer's changes to the proposed parameters, or a message per field that is wrong.
+
+    Parameters not in the form are left as proposed; a parameter the form names but the agent did not
+    propose is refused. When the agent proposed no parameters, the form's ``patch`` is a JSON object
+    that becomes them.
+    """
+    out = ParsedModifications()
+    if not parameters:
+        raw = form.get(PATCH_FIELD, "").strip()
+        if not raw:
+            out.errors[PATCH_FIELD] = "give the parameters as a JSON object"
+            return out
+        try:
+            patch = json.loads(raw)
+        except ValueError as exc:
+            out.errors[PATCH_FIELD] = f"not valid JSON: {exc}"
+            return out
+        if not isinstance(patch, dict) or not patch:
+            out.errors[PATCH_FIELD] = "expected a non-empty JSON object"
+            return out
+        out.modifications = patch
+        return out
+    for key in form:
+        if key.startswith(PARAM_PREFIX) and key[len(PARAM_PREFIX) :] not in parameters:
+            name = key[len(PARAM_PREFIX) :]
+            out.errors[name] = "not a parameter of this checkpoint"
+    for name, original in parameters.items():
+        raw = form.get(PARAM_PREFIX + name)
+        if raw is None:
+            continue
+        try:
+            value = _parse(kind_of(original), raw, original)
+        except ValueError as exc:
+            out.errors[name] = str(exc)
+            continue
+        if not _same(value, original):
+            out.modifications[name] = value
+    return out
+
+
+# ---------------------------------------------------------------------- what changed
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    before: Any = None
+    after: Any = None
+
+
+@dataclass(frozen=True)
+class FieldDiff:
+    """The changes of one ExecutionState field between two checkpoints."""
+
+    field: str
+    added: list[Change]
+    removed: list[Change]
+    changed: list[Change]
+
+    @property
+    def count(self) -> int:
+        return len(self.added) + len(self.removed) + len(self.changed)
+
+
+def _entries(value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, list):
+        return {f"[{i}]": v for i, v in enumerate(value)}
+    return {} if value in (None, "") else {"value": value}
+
+
+def diff_field(name: str, before: Any, after: Any) -> FieldDiff:
+    old, new = _entries(before), _entries(after)
+    return FieldDiff(
+        field=name,
+        added=[Change(k, after=new[k]) for k in new if k not in old],
+        removed=[Change(k, before=old[k]) for k in old if k not in new],
+        changed=[Change(k, old[k], new[k]) for k in new if k in old and not _same(old[k], new[k])],
+    )
+
+
+def state_diff(before: ExecutionState | None, after: ExecutionState) -> list[FieldDiff]:
+    """Per-field changes from ``before`` (the last approved state; None before any) to ``after``.
+
+    Fields that did not change are left out.
+    """
+    diffs = []
+    for name in ExecutionState.part_names():
+        old = getattr(before, name) if before is not None else None
+        found = diff_field(name, old, getattr(after, name))
+        if found.count:
+            diffs.append(found)
+    return diffs
+
+
+def short(value: Any, limit: int = 120) -> str:
+    """A value as one line of JSON-ish text, cut at ``limit`` characters."""
+    text = (
+        value
+        if isinstance(value, str)
+        else json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    )
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def table_columns(rows: list[dict[str, Any]], limit: int = 6) -> list[str]:
+    """Columns for a list of dicts (API calls): the keys in first-seen order, at most ``limit``."""
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    return columns[:limit]
