@@ -20,7 +20,8 @@ from saferun.domain.canonical import check_json
 from saferun.errors import InvalidInput
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """The JSON type of a value: what a modification must keep (a number stays a number)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -50,8 +51,8 @@ def validate_modifications(
         old = parameters[key]
         if new is None:
             continue
-        if _kind(old) != _kind(new) and old is not None:
-            raise InvalidInput(where, f"expected a {_kind(old)} like the proposed {old!r}, got {new!r}")
+        if json_kind(old) != json_kind(new) and old is not None:
+            raise InvalidInput(where, f"expected a {json_kind(old)} like the proposed {old!r}, got {new!r}")
         if isinstance(old, dict) and isinstance(new, dict) and old:
             validate_modifications(old, new, where)
 

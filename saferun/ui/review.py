@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from saferun.core.state_machine.models import ExecutionState
+from saferun.domain.modifications import json_kind
 
 PARAM_PREFIX = "param."
 PATCH_FIELD = "patch"
@@ -40,21 +41,6 @@ def kind_of(value: Any) -> str:
     if isinstance(value, str):
         return "text" if len(value) > LONG_TEXT or "\n" in value else "string"
     return "json"
-
-
-def json_kind(value: Any) -> str:
-    """The JSON type of a value, as the engine compares them (a number stays a number)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 def as_input(value: Any) -> str:
