@@ -90,11 +90,10 @@ def test_saferun_serve_answers_over_real_http(tmp_path) -> None:  # type: ignore
         proc.wait(timeout=10)
 
 
-def test_serve_refuses_a_public_address_without_authentication() -> None:
+def test_serve_refuses_open_mode_on_a_public_address() -> None:
     from typer.testing import CliRunner
 
     from saferun.cli.main import app
 
-    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--auth", "open"])
     assert result.exit_code == 1 and "refusing to listen on 0.0.0.0 in open mode" in result.output
