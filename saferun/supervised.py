@@ -17,18 +17,51 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
+from saferun.core.rollback.reconciliation import RollbackReport
 from saferun.core.state_machine.models import (
     ApprovalDecision,
+    ApprovalRequest,
     ApprovalResponse,
     CheckpointSnapshot,
     ExecutionState,
     WorkflowConfig,
+    WorkflowExecution,
 )
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.states import WorkflowState
 from saferun.errors import ApprovalRejected, InvalidInput
+
+
+class Orchestrator(Protocol):
+    """What a supervised run needs from its orchestrator: the in-process ``WorkflowOrchestrator``, or
+    ``saferun.client.RemoteOrchestrator`` for a SafeRun server over HTTP."""
+
+    def initialize_workflow(self, config: WorkflowConfig) -> WorkflowExecution: ...
+    def start_execution(self, workflow_id: str) -> WorkflowExecution: ...
+    def get_workflow(self, workflow_id: str) -> WorkflowExecution: ...
+    def settle_workflow(
+        self, workflow_id: str, result: dict[str, Any] | None = None
+    ) -> WorkflowExecution: ...
+    def complete_workflow(self, workflow_id: str) -> WorkflowExecution: ...
+    def fail_workflow(self, workflow_id: str, error: str) -> WorkflowExecution: ...
+    def register_step(
+        self, workflow_id: str, name: str, compensation: str, args: dict[str, Any] | None = None
+    ) -> str: ...
+    async def pause(
+        self,
+        workflow_id: str,
+        state: ExecutionState,
+        summary: str,
+        context: dict[str, Any] | None = None,
+        **review: Any,
+    ) -> tuple[CheckpointSnapshot, ApprovalRequest | None]: ...
+    async def wait_for_decision(self, request_id: str, timeout: float | None = None) -> ApprovalResponse: ...
+    async def arollback(self, workflow_id: str) -> RollbackReport: ...
+    def latest_approved_state(self, workflow_id: str) -> ExecutionState | None: ...
+    def list_snapshots(self, workflow_id: str) -> list[CheckpointSnapshot]: ...
+    def get_snapshot_state(self, snapshot_id: str) -> ExecutionState: ...
 
 
 @dataclass(frozen=True)
@@ -54,12 +87,12 @@ class SupervisedRun:
     def __init__(
         self,
         config: WorkflowConfig,
-        orchestrator: WorkflowOrchestrator | None = None,
+        orchestrator: Orchestrator | None = None,
         *,
         result: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
-        self.orchestrator = orchestrator or WorkflowOrchestrator()
+        self.orchestrator: Orchestrator = orchestrator or WorkflowOrchestrator()
         self.workflow_id = config.workflow_id
         self.result: dict[str, Any] = dict(result or {})
         self.memory: dict[str, Any] = {}
@@ -192,9 +225,10 @@ class SupervisedRun:
 
 def supervised(
     config: WorkflowConfig,
-    orchestrator: WorkflowOrchestrator | None = None,
+    orchestrator: Orchestrator | None = None,
     *,
     result: dict[str, Any] | None = None,
 ) -> SupervisedRun:
-    """Start a supervised workflow for the length of an ``async with`` block."""
+    """Start a supervised workflow for the length of an ``async with`` block, in this process (default)
+    or on a SafeRun server (``saferun.client.RemoteOrchestrator``)."""
     return SupervisedRun(config, orchestrator, result=result)
