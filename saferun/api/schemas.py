@@ -64,6 +64,12 @@ class WorkflowDetail(WorkflowSummary):
     supervisor_id: str | None
     escrow_amount: str
     last_approved_snapshot_id: str | None
+    config: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    job_id: str | None
+    escrow_id: str | None
+    result_uri: str | None
 
 
 class WorkflowList(BaseModel):

@@ -50,6 +50,12 @@ def detail(wf: WorkflowExecution) -> dict[str, Any]:
         "executor_id": cfg.executor_id,
         "supervisor_id": cfg.supervisor_id,
         "escrow_amount": str(cfg.escrow_amount),
+        "config": cfg.model_dump(mode="json"),
+        "created_at": wf.created_at,
+        "updated_at": wf.updated_at,
+        "job_id": wf.job_id,
+        "escrow_id": wf.escrow_id,
+        "result_uri": wf.result_uri,
         "last_approved_snapshot_id": wf.last_approved_snapshot_id,
     }
 
