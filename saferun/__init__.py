@@ -19,7 +19,7 @@ from saferun.core.state_machine.models import (
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.states import WorkflowState
 from saferun.errors import ApprovalRejected, SafeRunError
-from saferun.supervised import Decision, SupervisedRun, supervised
+from saferun.supervised import Decision, SupervisedRun, attach, supervised
 
 __version__ = "0.1.0"
 
@@ -40,6 +40,7 @@ __all__ = [
     "WorkflowOrchestrator",
     "WorkflowState",
     "__version__",
+    "attach",
     "compensation",
     "registry",
     "supervised",

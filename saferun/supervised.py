@@ -90,8 +90,10 @@ class SupervisedRun:
         orchestrator: Orchestrator | None = None,
         *,
         result: dict[str, Any] | None = None,
+        create: bool = True,
     ) -> None:
         self.config = config
+        self.create = create
         self.orchestrator: Orchestrator = orchestrator or WorkflowOrchestrator()
         self.workflow_id = config.workflow_id
         self.result: dict[str, Any] = dict(result or {})
@@ -100,8 +102,10 @@ class SupervisedRun:
         self.trace: list[str] = []
 
     async def __aenter__(self) -> SupervisedRun:
-        self.orchestrator.initialize_workflow(self.config)
-        self.orchestrator.start_execution(self.workflow_id)
+        if self.create:
+            self.orchestrator.initialize_workflow(self.config)
+        if self.orchestrator.get_workflow(self.workflow_id).current_state == WorkflowState.INITIALIZED:
+            self.orchestrator.start_execution(self.workflow_id)
         return self
 
     async def __aexit__(
@@ -232,3 +236,16 @@ def supervised(
     """Start a supervised workflow for the length of an ``async with`` block, in this process (default)
     or on a SafeRun server (``saferun.client.RemoteOrchestrator``)."""
     return SupervisedRun(config, orchestrator, result=result)
+
+
+def attach(
+    workflow_id: str, orchestrator: Orchestrator | None = None, *, result: dict[str, Any] | None = None
+) -> SupervisedRun:
+    """Run as the agent of a workflow someone else created (a poster, through the API or the dashboard).
+
+    The workflow is started if it is still INITIALIZED; an agent that restarts mid-workflow attaches the
+    same way and continues from ``orchestrator.latest_approved_state(workflow_id)``.
+    """
+    orch: Orchestrator = orchestrator or WorkflowOrchestrator()
+    config = orch.get_workflow(workflow_id).config
+    return SupervisedRun(config, orch, result=result, create=False)

@@ -79,3 +79,19 @@ async def test_an_exception_in_the_block_fails_the_workflow_and_refunds(db: Data
     wf = orch.get_workflow(config.workflow_id)
     assert wf.current_state.value == "failed" and "model provider down" in (wf.error_message or "")
     assert orch.escrow_position(config.workflow_id).refunded == 100_000_000
+
+
+async def test_an_agent_attaches_to_a_workflow_a_poster_created(db: Database) -> None:
+    from saferun import attach
+
+    orch = WorkflowOrchestrator(database=db)
+    config = make_config(n=1)
+    orch.initialize_workflow(config)  # the poster's side
+
+    async def agent() -> None:
+        async with attach(config.workflow_id, orch) as run:
+            decision = await run.checkpoint(parameters={"plan": "A"})
+            assert decision.approved
+
+    await asyncio.gather(agent(), reviewer(orch, config.workflow_id, [("APPROVED", None)]))
+    assert orch.get_workflow(config.workflow_id).current_state.value == "completed"
