@@ -370,3 +370,18 @@ def test_the_openapi_schema_documents_the_agent_endpoints(db: Database) -> None:
         "/api/health",
     ):
         assert path in paths, path
+
+
+async def test_checkpoint_answers_carry_the_snapshot_and_the_request(api: httpx.AsyncClient) -> None:
+    wf, req = await paused(api)
+    pending = (await api.get("/api/approvals/pending")).json()["pending_approvals"][0]
+    assert pending["snapshot_id"] and pending["on_timeout"] == "reject" and pending["status"] == "pending"
+    snap = (await api.get(f"/api/snapshots/{pending['snapshot_id']}")).json()
+    assert snap["workflow_id"] == wf and snap["execution_state"]["parameters"] == {"threshold": 100}
+    await api.post(
+        "/api/approvals/submit", json={"request_id": req, "decision": "APPROVED", "approved_by": "human_789"}
+    )
+    out = (await api.post(f"/api/workflows/{wf}/checkpoints", json={"state": {"checkpoint_id": "x"}})).json()
+    assert out["sequence"] == 2 and out["parent_snapshot_id"] == snap["snapshot_id"]
+    assert out["approval_request"]["request_id"] == out["approval_request_id"]
+    assert (await api.get("/api/snapshots/snap_nope")).status_code == 404

@@ -17,22 +17,7 @@ MAX_WAIT_SECONDS = 60.0
 
 
 def pending_item(r: ApprovalRequest) -> dict[str, Any]:
-    return {
-        "request_id": r.request_id,
-        "workflow_id": r.workflow_id,
-        "checkpoint_name": r.checkpoint_name,
-        "summary": r.summary,
-        "context": r.context,
-        "created_at": r.created_at,
-        "expires_at": r.expires_at,
-        "decision_needed": r.decision_needed,
-        "parameters": r.parameters,
-        "recommendation": r.recommendation,
-        "confidence": r.confidence,
-        "risk": r.risk,
-        "alerts": r.alerts,
-        "supervisor_id": r.supervisor_id,
-    }
+    return r.model_dump(exclude={"decided_at"})
 
 
 @router.get("/pending", response_model=s.PendingList)

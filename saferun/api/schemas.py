@@ -80,7 +80,11 @@ class WorkflowList(BaseModel):
 class PendingApproval(BaseModel):
     request_id: str
     workflow_id: str
+    snapshot_id: str
+    checkpoint_id: str
     checkpoint_name: str
+    status: str
+    on_timeout: str
     summary: str
     context: dict[str, Any]
     created_at: datetime
@@ -145,13 +149,19 @@ class CheckpointIn(Strict):
 
 class CheckpointOut(BaseModel):
     snapshot_id: str
+    workflow_id: str
     checkpoint_id: str
+    label: str
+    sequence: int
+    timestamp: datetime
+    parent_snapshot_id: str | None
     status: str
     artifact_uri: str
     raw_size_bytes: int
     compressed_size_bytes: int
     new_bytes: int
     approval_request_id: str | None
+    approval_request: dict[str, Any] | None = Field(default=None, description="the request opened, if any")
 
 
 class ApprovalDetail(BaseModel):

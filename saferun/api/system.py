@@ -15,6 +15,7 @@ from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, OrchestratorDep
 from saferun.domain.canonical import canonical_loads
 from saferun.errors import ArtifactNotFound, InvalidInput
+from saferun.storage import snapshots as snapshots_store
 from saferun.storage.artifacts import make_uri
 
 router = APIRouter(tags=["system"])
@@ -34,6 +35,18 @@ def stats(orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
 def prometheus(orch: OrchestratorDep) -> Response:
     body, content_type = metrics.render(orch)
     return Response(content=body, media_type=content_type)
+
+
+@router.get("/api/snapshots/{snapshot_id}")
+def snapshot(snapshot_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """One snapshot: where it is stored, its sizes, and the verified state it holds."""
+    with orch.db.read() as conn:
+        row = snapshots_store.get(conn, snapshot_id)
+    state = orch.get_snapshot_state(snapshot_id)
+    return {
+        **orch._snapshot(row).model_dump(mode="json", exclude={"execution_state"}),
+        "execution_state": state.model_dump(mode="json"),
+    }
 
 
 @router.get("/api/artifacts/{sha256}")

@@ -126,7 +126,7 @@ async def checkpoint(
     """Store the agent's state; unless ``request_approval`` is false, also pause for a human."""
     wf = as_agent(orch, caller, workflow_id)
     state = ExecutionState.model_validate(body.state)
-    request_id = None
+    req = None
     if body.request_approval:
         name = next(
             (c.name for c in wf.config.checkpoints if c.checkpoint_id == state.checkpoint_id), wf.config.name
@@ -142,18 +142,12 @@ async def checkpoint(
             risk=body.risk,
             alerts=body.alerts,
         )
-        request_id = req.request_id if req else None
     else:
         snap = await orch.create_checkpoint(workflow_id, state)
     return {
-        "snapshot_id": snap.snapshot_id,
-        "checkpoint_id": snap.checkpoint_id,
-        "status": snap.status,
-        "artifact_uri": snap.artifact_uri,
-        "raw_size_bytes": snap.raw_size_bytes,
-        "compressed_size_bytes": snap.compressed_size_bytes,
-        "new_bytes": snap.new_bytes,
-        "approval_request_id": request_id,
+        **snap.model_dump(mode="json", exclude={"execution_state"}),
+        "approval_request_id": req.request_id if req else None,
+        "approval_request": req.model_dump(mode="json") if req else None,
     }
 
 
