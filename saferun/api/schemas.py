@@ -28,6 +28,7 @@ class CreateWorkflow(Strict):
     supervisor_id: str | None = Field(default=None, max_length=200)
     workflow_id: str | None = Field(default=None, min_length=1, max_length=64)
     executor_share: Any = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class X402Setup(BaseModel):

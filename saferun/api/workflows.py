@@ -80,6 +80,7 @@ def create_workflow(body: s.CreateWorkflow, orch: OrchestratorDep, caller: Calle
         "poster_id": body.poster_id,
         "executor_id": body.executor_id,
         "supervisor_id": body.supervisor_id,
+        "metadata": body.metadata,
     }
     if body.workflow_id:
         values["workflow_id"] = body.workflow_id
