@@ -22,7 +22,7 @@ from sqlalchemy import Connection, RowMapping
 
 from saferun.config import get_settings
 from saferun.core import decisions, escrow, notify, transitions, views
-from saferun.core.checkpoints.capture import CheckpointCapture, state_from_parts, state_parts
+from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
 from saferun.core.rollback import saga as saga_ops
 from saferun.core.rollback.reconciliation import (
     CompensationRegistry,
@@ -42,6 +42,7 @@ from saferun.core.state_machine.models import (
     WorkflowConfig,
     WorkflowExecution,
 )
+from saferun.core.state_machine.reads import WorkflowReads
 from saferun.domain.canonical import canonical_bytes, check_json
 from saferun.domain.ids import new_id
 from saferun.domain.money import to_micro
@@ -54,7 +55,6 @@ from saferun.errors import (
     WorkflowNotFound,
 )
 from saferun.storage import approvals, audit, jobs, saga, snapshots
-from saferun.storage import ledger as book
 from saferun.storage import workflows as wf_store
 from saferun.storage.database import Database, get_database
 from saferun.storage.schema import utcnow
@@ -118,7 +118,7 @@ class _Review:
         return review
 
 
-class WorkflowOrchestrator:
+class WorkflowOrchestrator(WorkflowReads):
     """Drives workflows through the seven states. Cheap to create; all state lives in the database."""
 
     def __init__(
@@ -581,110 +581,13 @@ class WorkflowOrchestrator:
                 log.info("sweep leaves %s rolling back: %s", workflow_id, exc.message)
         return report
 
-    # ------------------------------------------------------------------ reads
-    def get_workflow(self, workflow_id: str) -> WorkflowExecution:
-        with self.db.read() as conn:
-            return self._fresh(conn, workflow_id)
-
-    def list_workflows(
-        self, state: WorkflowState | str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[WorkflowExecution]:
-        value = WorkflowState(state).value if state else None
-        with self.db.read() as conn:
-            return [
-                self._execution(conn, r)
-                for r in wf_store.list_rows(conn, state=value, limit=limit, offset=offset)
-            ]
-
-    def stats(self) -> dict[str, Any]:
-        """The seed's ``GET /api/stats`` numbers."""
-        with self.db.read() as conn:
-            states = wf_store.count_by_state(conn)
-            executors, supervisors = wf_store.active_parties(conn)
-            return {
-                "total_workflows": sum(states.values()),
-                "workflow_states": states,
-                "total_approvals_processed": approvals.total_responses(conn),
-                "pending_approvals": len(approvals.pending(conn)),
-                "active_executors": executors,
-                "active_supervisors": supervisors,
-            }
-
-    def get_approval_request(self, request_id: str) -> ApprovalRequest:
-        with self.db.read() as conn:
-            return self._request(approvals.get(conn, request_id))
-
-    def approval_history(self, workflow_id: str) -> list[tuple[ApprovalRequest, ApprovalResponse | None]]:
-        """Every request of a workflow, oldest first, with its decision when it has one."""
-        with self.db.read() as conn:
-            wf_store.get(conn, workflow_id)
-            responses = {
-                r["request_id"]: self._response(r)
-                for r in approvals.responses_for_workflow(conn, workflow_id)
-            }
-            return [
-                (self._request(r), responses.get(r["request_id"]))
-                for r in approvals.for_workflow(conn, workflow_id)
-            ]
-
-    def get_approval_response(self, request_id: str) -> ApprovalResponse | None:
-        with self.db.read() as conn:
-            approvals.get(conn, request_id)
-            row = approvals.response_for(conn, request_id)
-            return self._response(row) if row else None
-
+    # ------------------------------------------------------------------ reads that may write
     def pending_approvals(self, workflow_id: str | None = None) -> list[ApprovalRequest]:
         self.sweep_expired()
         with self.db.read() as conn:
             return [self._request(r) for r in approvals.pending(conn, workflow_id)]
 
-    def list_snapshots(self, workflow_id: str) -> list[CheckpointSnapshot]:
-        with self.db.read() as conn:
-            wf_store.get(conn, workflow_id)
-            return [self._snapshot(r) for r in snapshots.list_for(conn, workflow_id)]
-
-    def get_snapshot_state(self, snapshot_id: str) -> ExecutionState:
-        with self.db.read() as conn:
-            return self._state_of(conn, snapshots.get(conn, snapshot_id))
-
-    def latest_approved_state(self, workflow_id: str) -> ExecutionState | None:
-        """The state a resumed or rolled-back agent continues from (None before the first approval)."""
-        uri = snapshots.last_approved_uri_fast(self.db.engine, workflow_id)
-        if uri is None:
-            return None
-        cached = self.capture.store.get_cached(uri)
-        if cached is not None:
-            return state_from_parts(cached)
-        with self.db.read() as conn:
-            return self.capture.load_state(conn, uri)
-
-    def history(self, workflow_id: str) -> list[dict[str, Any]]:
-        return self._read(workflow_id, wf_store.history)  # type: ignore[no-any-return]
-
-    def ledger_entries(self, workflow_id: str) -> list[dict[str, Any]]:
-        return self._read(workflow_id, book.entries)  # type: ignore[no-any-return]
-
-    def escrow_position(self, workflow_id: str) -> book.EscrowPosition:
-        return self._read(workflow_id, book.escrow_position)  # type: ignore[no-any-return]
-
-    def audit_events(self, workflow_id: str) -> list[dict[str, Any]]:
-        return self._read(workflow_id, audit.events)  # type: ignore[no-any-return]
-
-    def verify_audit(self, workflow_id: str) -> tuple[int, Any]:
-        return self._read(workflow_id, audit.verify)  # type: ignore[no-any-return]
-
-    def saga_steps(self, workflow_id: str) -> list[dict[str, Any]]:
-        with self.db.read() as conn:
-            wf_store.get(conn, workflow_id)
-            return [dict(r) for r in saga.list_for(conn, workflow_id)]
-
     # ------------------------------------------------------------------ helpers
-    def _read(self, workflow_id: str, read: Any) -> Any:
-        """Run ``read(conn, workflow_id)`` after checking the workflow exists (unknown ids: NotFound)."""
-        with self.db.read() as conn:
-            wf_store.get(conn, workflow_id)
-            return read(conn, workflow_id)
-
     def _locked(self, workflow_id: str) -> AbstractContextManager[tuple[Connection, RowMapping]]:
         return wf_store.locked(self.db, workflow_id)
 
@@ -712,20 +615,6 @@ class WorkflowOrchestrator:
             return exact
         done = snapshots.passed_checkpoints(conn, row["workflow_id"])
         return next((cp for cp in config.checkpoints if cp.checkpoint_id not in done), config.checkpoints[-1])
-
-    def _state_of(self, conn: Connection, snap: RowMapping) -> ExecutionState:
-        return self.capture.load_state(conn, snap["artifact_uri"])
-
-    def _fresh(self, conn: Connection, workflow_id: str) -> WorkflowExecution:
-        """The workflow as it stands now, with its counts, in one query."""
-        return views.execution(conn, wf_store.get_with_counts(conn, workflow_id))
-
-    def _execution(self, conn: Connection, row: RowMapping) -> WorkflowExecution:
-        return views.execution(conn, row)
-
-    _snapshot = staticmethod(views.snapshot)
-    _request = staticmethod(views.request)
-    _response = staticmethod(views.response)
 
 
 __all__ = ["SweepReport", "WorkflowNotFound", "WorkflowOrchestrator"]
