@@ -1,4 +1,9 @@
-"""Rows of ``jobs``: the x402 Jobs primitive on the embedded platform (main job, approval sub-jobs)."""
+"""Rows of ``jobs`` and ``job_events``: the x402 Jobs primitive on the embedded platform.
+
+A job (a workflow's main job, an approval sub-job per checkpoint, ...) has one current ``status`` on its
+row and a history in ``job_events``: every status it was ever given, in order, including the first. The
+row and its event are written by the same call, in the caller's transaction.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, bindparam, insert, select, update
 
 from saferun.domain.ids import new_id
-from saferun.storage.schema import jobs, utcnow
+from saferun.errors import NotFound
+from saferun.storage.schema import job_events, jobs, utcnow
 
 _INSERT = insert(jobs)
+_INSERT_EVENT = insert(job_events)
 _SET_STATUS = update(jobs).where(jobs.c.job_id == bindparam("b_job"))
 
 
@@ -37,11 +44,32 @@ def create(
             "updated_at": now,
         },
     )
+    conn.execute(_INSERT_EVENT, {"job_id": job_id, "status": status, "reason": "created", "at": now})
     return job_id
 
 
-def set_status(conn: Connection, job_id: str, status: str) -> None:
-    conn.execute(_SET_STATUS, {"b_job": job_id, "status": status, "updated_at": utcnow()})
+def set_status(conn: Connection, job_id: str, status: str, reason: str = "") -> None:
+    now = utcnow()
+    conn.execute(_SET_STATUS, {"b_job": job_id, "status": status, "updated_at": now})
+    conn.execute(_INSERT_EVENT, {"job_id": job_id, "status": status, "reason": reason, "at": now})
+
+
+def get(conn: Connection, job_id: str) -> RowMapping:
+    row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"job {job_id!r} does not exist", job_id=job_id)
+    return row
+
+
+def history(conn: Connection, job_id: str) -> list[RowMapping]:
+    """The job's statuses, oldest first."""
+    query = select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.id)
+    return list(conn.execute(query).mappings())
+
+
+def children(conn: Connection, job_id: str) -> list[RowMapping]:
+    query = select(jobs).where(jobs.c.parent_job_id == job_id).order_by(jobs.c.created_at, jobs.c.job_id)
+    return list(conn.execute(query).mappings())
 
 
 def for_workflow(conn: Connection, workflow_id: str) -> list[RowMapping]:

@@ -304,3 +304,64 @@ sessions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False, index=True),
 )
+
+# --- the embedded x402 platform: job history, idempotent requests, marketplace (revision 0003) ---------
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(64), ForeignKey("jobs.job_id"), nullable=False, index=True),
+    Column("status", String(32), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("at", UTCDateTime, nullable=False),
+)
+
+platform_requests = Table(
+    "platform_requests",
+    metadata,
+    # the client-supplied idempotency key of one mutating platform call, and the answer it got
+    Column("idempotency_key", String(200), primary_key=True),
+    Column("operation", String(64), nullable=False),
+    Column("request_hash", String(64), nullable=False),  # SHA-256 of the call's canonical arguments
+    Column("response", JSONType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+supervisor_profiles = Table(
+    "supervisor_profiles",
+    metadata,
+    Column("supervisor_id", String(200), ForeignKey("identities.identity_id"), primary_key=True),
+    Column("specialties", JSONType, nullable=False),  # sorted list of workflow types
+    Column("available", Boolean, nullable=False, default=True),
+    Column("price_per_approval_micro", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+supervisor_ratings = Table(
+    "supervisor_ratings",
+    metadata,
+    Column("supervisor_id", String(200), ForeignKey("identities.identity_id"), primary_key=True),
+    Column("workflow_id", String(64), primary_key=True),
+    Column("rating", Integer, nullable=False),  # 1..5
+    Column("review", Text, nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+approval_quality = Table(
+    "approval_quality",
+    metadata,
+    Column("supervisor_id", String(200), ForeignKey("identities.identity_id"), primary_key=True),
+    Column("workflow_id", String(64), primary_key=True),
+    Column("quality_score", Float, nullable=False),  # 0..1; a score, not money
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+supervisor_assignments = Table(
+    "supervisor_assignments",
+    metadata,
+    Column("workflow_id", String(64), primary_key=True),
+    Column("supervisor_id", String(200), ForeignKey("identities.identity_id"), nullable=False, index=True),
+    Column("assigned_at", UTCDateTime, nullable=False),
+)

@@ -1,9 +1,11 @@
 """``X402Integration``: the seed's client for the five x402 primitives.
 
-With no ``X402_API_URL`` it is the *embedded* platform: jobs, escrow and artifacts live in SafeRun's own
-database (the default, needing no service or key). This build implements the Artifacts primitive's
-calls directly; the orchestrator drives Jobs and Escrow inside its own transactions (so a state change
-and its money movement commit together). A remote platform over HTTP is not part of this build: setting
+With no ``X402_API_URL`` it is the *embedded* platform: jobs, escrow, artifacts, identities and the
+supervisor marketplace live in SafeRun's own database (the default, needing no service or key). The
+Artifacts calls are implemented here; every other seed call delegates to
+``saferun.platform.embedded.EmbeddedPlatform`` (each mutating one takes an optional ``idempotency_key``).
+The orchestrator still drives its own jobs and escrow inside its transactions (so a state change and its
+money movement commit together). A remote platform over HTTP is not part of this build: setting
 ``X402_API_URL`` is refused at construction, loudly, instead of being silently ignored.
 """
 
@@ -14,6 +16,7 @@ from typing import Any
 
 from saferun.config import get_settings
 from saferun.errors import SafeRunError
+from saferun.platform.embedded import EmbeddedPlatform
 from saferun.storage.database import Database, get_database
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ class X402Integration:
             )
         self.database = database or get_database()
         self.artifacts = self.database.artifacts
+        self.platform = EmbeddedPlatform(self.database)
         if not _announced:
             log.info(
                 "x402: using the embedded platform in %s (set X402_API_URL for a remote one)",
@@ -72,6 +76,111 @@ class X402Integration:
             "artifact_type": info.get("artifact_type"),
             "metadata": info.get("metadata", {}),
         }
+
+    # --- Jobs, Escrow, Identity, Marketplace: the embedded platform ---------------------------------------
+
+    async def create_job(
+        self,
+        job_type: str,
+        job_data: dict[str, Any],
+        escrow_amount: Any,
+        executor_id: str,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        return await self.platform.create_job(
+            job_type, job_data, escrow_amount, executor_id, idempotency_key=idempotency_key
+        )
+
+    async def create_approval_subjob(
+        self,
+        parent_job_id: str,
+        checkpoint_id: str,
+        supervisor_id: str,
+        approval_data: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        return await self.platform.create_approval_subjob(
+            parent_job_id, checkpoint_id, supervisor_id, approval_data, idempotency_key=idempotency_key
+        )
+
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        return await self.platform.get_job(job_id)
+
+    async def lock_escrow(
+        self,
+        workflow_id: str,
+        amount: Any,
+        poster_id: str,
+        executor_id: str,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        return await self.platform.lock_escrow(
+            workflow_id, amount, poster_id, executor_id, idempotency_key=idempotency_key
+        )
+
+    async def release_escrow(
+        self,
+        escrow_id: str,
+        amount: Any,
+        recipient_id: str,
+        reason: str,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        return await self.platform.release_escrow(
+            escrow_id, amount, recipient_id, reason, idempotency_key=idempotency_key
+        )
+
+    async def split_payment(
+        self,
+        escrow_id: str,
+        splits: list[dict[str, Any]],
+        *,
+        total: Any = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        return await self.platform.split_payment(
+            escrow_id, splits, total=total, idempotency_key=idempotency_key
+        )
+
+    async def verify_identity(self, user_id: str, role: str) -> bool:
+        return await self.platform.verify_identity(user_id, role)
+
+    async def get_user_profile(self, user_id: str) -> dict[str, Any]:
+        return await self.platform.get_user_profile(user_id)
+
+    async def record_approval_quality(
+        self, supervisor_id: str, workflow_id: str, quality_score: Any, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return await self.platform.record_approval_quality(
+            supervisor_id, workflow_id, quality_score, idempotency_key=idempotency_key
+        )
+
+    async def find_supervisors(self, workflow_type: str, min_reputation: float = 0.0) -> list[dict[str, Any]]:
+        return await self.platform.find_supervisors(workflow_type, min_reputation)
+
+    async def request_supervisor(
+        self, supervisor_id: str, workflow_id: str, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return await self.platform.request_supervisor(
+            supervisor_id, workflow_id, idempotency_key=idempotency_key
+        )
+
+    async def rate_supervisor(
+        self,
+        supervisor_id: str,
+        workflow_id: str,
+        rating: int,
+        review: str = "",
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        return await self.platform.rate_supervisor(
+            supervisor_id, workflow_id, rating, review, idempotency_key=idempotency_key
+        )
 
     async def close(self) -> None:
         """Nothing to release for the embedded platform: the database handle is shared per process."""
