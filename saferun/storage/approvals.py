@@ -92,19 +92,5 @@ def responses_for_workflow(conn: Connection, workflow_id: str) -> list[RowMappin
     )
 
 
-def counts(conn: Connection, workflow_id: str) -> tuple[int, int]:
-    n_req = conn.execute(
-        select(func.count())
-        .select_from(approval_requests)
-        .where(approval_requests.c.workflow_id == workflow_id)
-    ).scalar_one()
-    n_resp = conn.execute(
-        select(func.count())
-        .select_from(approval_responses)
-        .where(approval_responses.c.workflow_id == workflow_id)
-    ).scalar_one()
-    return n_req, n_resp
-
-
 def total_responses(conn: Connection) -> int:
     return conn.execute(select(func.count()).select_from(approval_responses)).scalar_one()

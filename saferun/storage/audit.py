@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 
 from saferun.domain.audit import GENESIS, ChainBreak, event_hash, payload_text, verify_chain
 from saferun.domain.canonical import canonical_loads
@@ -82,9 +82,3 @@ def verify(conn: Connection, workflow_id: str) -> tuple[int, ChainBreak | None]:
     """How many events the chain holds, and its first broken link (None when intact)."""
     evs = raw_events(conn, workflow_id)
     return len(evs), verify_chain(workflow_id, evs)
-
-
-def count(conn: Connection, workflow_id: str) -> int:
-    return conn.execute(
-        select(func.count()).select_from(audit_events).where(audit_events.c.workflow_id == workflow_id)
-    ).scalar_one()

@@ -10,7 +10,7 @@ from saferun.domain.ids import new_id
 from saferun.errors import SnapshotNotFound, WorkflowNotFound
 from saferun.storage.artifacts import StoredArtifact
 from saferun.storage.database import raw_fetchone
-from saferun.storage.schema import snapshots, utcnow, workflows
+from saferun.storage.schema import snapshots, utcnow
 
 PASSED = ("approved", "modified", "passed")
 _NEXT_SEQ = select(func.max(snapshots.c.sequence)).where(snapshots.c.workflow_id == bindparam("b_wf"))
@@ -99,12 +99,6 @@ def latest(conn: Connection, workflow_id: str) -> RowMapping | None:
     )
 
 
-def count(conn: Connection, workflow_id: str) -> int:
-    return conn.execute(
-        select(func.count()).select_from(snapshots).where(snapshots.c.workflow_id == workflow_id)
-    ).scalar_one()
-
-
 def checkpoint_passed(
     conn: Connection, workflow_id: str, checkpoint_id: str, *, exclude: str | None = None
 ) -> bool:
@@ -122,31 +116,16 @@ def passed_checkpoints(conn: Connection, workflow_id: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-_LAST_APPROVED_URI = (
-    select(workflows.c.workflow_id, snapshots.c.artifact_uri)
-    .select_from(
-        workflows.outerjoin(snapshots, snapshots.c.snapshot_id == workflows.c.last_approved_snapshot_id)
-    )
-    .where(workflows.c.workflow_id == bindparam("b_wf"))
-)
-
-
-def last_approved_uri(conn: Connection, workflow_id: str) -> str | None:
-    """The artifact of the workflow's last approved snapshot, in one query; NotFound for unknown ids."""
-    row = conn.execute(_LAST_APPROVED_URI, {"b_wf": workflow_id}).first()
-    if row is None:
-        raise WorkflowNotFound(workflow_id)
-    return row.artifact_uri
-
-
 _LAST_APPROVED_URI_SQL = (
     "SELECT s.artifact_uri FROM workflows w"
     " LEFT JOIN snapshots s ON s.snapshot_id = w.last_approved_snapshot_id WHERE w.workflow_id = ?"
 )
 
 
-def last_approved_uri_fast(engine: Engine, workflow_id: str) -> str | None:
-    """``last_approved_uri`` through the bare driver (see ``raw_fetchone``), for the resume hot path."""
+def last_approved_uri(engine: Engine, workflow_id: str) -> str | None:
+    """The artifact of the workflow's last approved snapshot (None before any); NotFound for unknown ids.
+
+    Read through the bare driver (see ``raw_fetchone``): it is the resume hot path."""
     row = raw_fetchone(engine, _LAST_APPROVED_URI_SQL, (workflow_id,))
     if row is None:
         raise WorkflowNotFound(workflow_id)

@@ -92,7 +92,7 @@ class WorkflowReads:
 
     def latest_approved_state(self, workflow_id: str) -> ExecutionState | None:
         """The state a resumed or rolled-back agent continues from (None before the first approval)."""
-        uri = snapshots.last_approved_uri_fast(self.db.engine, workflow_id)
+        uri = snapshots.last_approved_uri(self.db.engine, workflow_id)
         if uri is None:
             return None
         cached = self.capture.store.get_cached(uri)
