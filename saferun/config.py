@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     compensation_modules: str = Field(default="", alias="SAFERUN_COMPENSATIONS")
     # an agent that saw its rejection gets this long to roll back itself before any process's sweep does
     rollback_grace_seconds: float = Field(default=30.0, alias="SAFERUN_ROLLBACK_GRACE_SECONDS")
+    # role checks at each step: registered (default) | strict | off (saferun/core/parties.py)
+    identity_checks: str = Field(default="registered", alias="SAFERUN_IDENTITY_CHECKS")
     x402_api_url: str | None = Field(default=None, alias="X402_API_URL")
     x402_api_key: str | None = Field(default=None, alias="X402_API_KEY")
     debug: bool = Field(default=False, alias="DEBUG")

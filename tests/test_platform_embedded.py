@@ -24,6 +24,7 @@ from saferun.errors import (
 from saferun.platform.embedded import EmbeddedPlatform
 from saferun.storage import identities as id_store
 from saferun.storage import ledger as book
+from saferun.storage import marketplace as market
 from saferun.storage.database import Database
 from saferun.storage.schema import (
     job_events,
@@ -84,6 +85,13 @@ def invariant(db: Database, workflow_id: str = WF) -> None:
     assert position.invariant_holds(), position
     assert sum(balances(db).values()) == 0
     assert all(v >= 0 for k, v in balances(db).items() if not k.startswith("funding:"))
+
+
+def supervised_by(db: Database, supervisor_id: str, *workflow_ids: str) -> None:
+    """Record that ``supervisor_id`` was assigned to these workflows: only then may they be rated."""
+    with db.transaction() as conn:
+        for workflow_id in workflow_ids:
+            market.assign(conn, workflow_id, supervisor_id)
 
 
 async def locked(platform: EmbeddedPlatform, amount: Any = 100.0) -> dict[str, Any]:
@@ -307,6 +315,10 @@ async def test_identity_calls(platform: EmbeddedPlatform, db: Database) -> None:
     with pytest.raises(NotFound):
         await platform.get_user_profile("nobody")
 
+    with pytest.raises(Forbidden) as stranger:  # sup_1 has not supervised WF yet
+        await platform.record_approval_quality("sup_1", WF, 0.95)
+    assert stranger.value.rule == "supervised_workflow"
+    supervised_by(db, "sup_1", WF, "wf_other")
     result = await platform.record_approval_quality(supervisor_id="sup_1", workflow_id=WF, quality_score=0.95)
     assert result["reputation"] == reputation([], [0.95]) > 0.5
     assert (await platform.record_approval_quality("sup_1", WF, 0.95)) == result  # same record: no change
@@ -330,10 +342,14 @@ async def test_marketplace_find_request_rate(platform: EmbeddedPlatform, db: Dat
     await platform.register_supervisor("sup_2", ["data_processing"], price_per_approval="1")
     await platform.register_supervisor("sup_3", ["data_processing"], price_per_approval=1, available=False)
 
+    supervised_by(db, "sup_1", "wf_a", "wf_b", "wf_c")
+    supervised_by(db, "sup_2", "wf_d")
     for wf, rating in (("wf_a", 5), ("wf_b", 5), ("wf_c", 4)):
         r = await platform.rate_supervisor(supervisor_id="sup_1", workflow_id=wf, rating=rating, review="ok")
     assert r["reputation"] == reputation([5, 5, 4], [])
-    await platform.rate_supervisor("sup_2", "wf_a", 2)
+    await platform.rate_supervisor("sup_2", "wf_d", 2)
+    with pytest.raises(Forbidden, match="did not supervise"):
+        await platform.rate_supervisor("sup_2", "wf_a", 1)
 
     found = await platform.find_supervisors(workflow_type="data_processing", min_reputation=0.0)
     assert [s["supervisor_id"] for s in found] == ["sup_1", "sup_2"]  # sup_3 unavailable
@@ -393,6 +409,7 @@ async def test_marketplace_bad_input_moves_nothing(platform: EmbeddedPlatform, d
         await platform.register_supervisor("sup_1", ["x"], -1)
     assert snapshot(db) == before
 
+    supervised_by(db, "sup_1", WF)
     await platform.rate_supervisor("sup_1", WF, 4, "good")
     with pytest.raises(Conflict, match="already rated"):  # one rating per (supervisor, workflow)
         await platform.rate_supervisor("sup_1", WF, 5, "better")
@@ -408,6 +425,7 @@ async def _no_profile(platform: EmbeddedPlatform) -> None:
 async def test_automatic_assignment_skips_the_parties(platform: EmbeddedPlatform, db: Database) -> None:
     await platform.register_supervisor("sup_3", ["data_processing"], price_per_approval=1)
     await platform.register_supervisor("sup_1", ["data_processing"], price_per_approval=1)
+    supervised_by(db, "sup_3", "wf_old")
     await platform.rate_supervisor("sup_3", "wf_old", 5)  # the best reputation, but it executes WF
     await platform.create_job("supervised_workflow", {"workflow_id": WF}, 10, "sup_3")
     with pytest.raises(NotFound, match="unknown to the platform"):
@@ -417,10 +435,11 @@ async def test_automatic_assignment_skips_the_parties(platform: EmbeddedPlatform
     assigned = await platform.assign_supervisor(WF, "data_processing")
     assert assigned["supervisor_id"] == "sup_1"
     assert (await platform.assign_supervisor(WF, "data_processing"))["supervisor_id"] == "sup_1"
-    assert count(db, supervisor_assignments) == 1
+    assert count(db, supervisor_assignments) == 2  # wf_old's and WF's
 
 
 async def test_rate_supervisor_idempotent(platform: EmbeddedPlatform, db: Database) -> None:
+    supervised_by(db, "sup_1", "wf_a", "wf_b")
     first = await platform.rate_supervisor("sup_1", "wf_a", 5, "great", idempotency_key="rate-1")
     assert await platform.rate_supervisor("sup_1", "wf_a", 5, "great", idempotency_key="rate-1") == first
     assert count(db, supervisor_ratings) == 1

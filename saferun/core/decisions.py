@@ -116,7 +116,7 @@ def decide(
         else {"snapshot_id": req["snapshot_id"]}
     )
     if req["job_id"]:
-        jobs.set_status(conn, req["job_id"], decision.value.lower())
+        jobs.set_status(conn, req["job_id"], "completed", decision.value.lower())
 
     if decision == ApprovalDecision.REJECTED:
         return _reject(conn, row, req, snap, response_id, rationale, approved_by, on_timeout_fail)

@@ -10,10 +10,11 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import transitions
+from saferun.core import parties, transitions
 from saferun.domain import ledger as rules
 from saferun.domain.money import format_micro
 from saferun.domain.states import Event
+from saferun.errors import Conflict
 from saferun.storage import audit, jobs
 from saferun.storage import ledger as book
 from saferun.storage.schema import utcnow
@@ -91,5 +92,50 @@ def close_failed(conn: Connection, row: RowMapping, event: Event, message: str, 
         conn, row, event, actor=actor, reason=message, error_message=message, completed_at=utcnow()
     )
     refund_held(conn, row, message, actor)
-    if row["job_id"]:
-        jobs.set_status(conn, row["job_id"], "failed")
+    close_jobs(conn, row, "failed", message)
+    parties.record_quality(conn, row, actor)
+
+
+def require_funded(conn: Connection, row: RowMapping) -> None:
+    """A workflow funded through x402 cannot start before its escrow holds the full amount."""
+    if row["config"].get("funding") != "x402" or row["escrow_micro"] == 0:
+        return
+    locked = book.escrow_position(conn, row["workflow_id"]).locked
+    if locked < row["escrow_micro"]:
+        raise Conflict(
+            f"workflow {row['workflow_id']!r} waits for its escrow of {format_micro(row['escrow_micro'])}: "
+            f"fund it first (POST /api/workflows/{row['workflow_id']}/escrow/fund with an x402 payment)",
+            workflow_id=row["workflow_id"],
+            reason="escrow_not_funded",
+        )
+
+
+def close_jobs(conn: Connection, row: RowMapping, status: str, reason: str) -> None:
+    """End the workflow's main job and record its settlement job (the seed's third kind of job).
+
+    The settlement job carries where every unit of the escrow went, read back from the ledger rather
+    than recomputed, so it can never disagree with the money that actually moved.
+    """
+    if not row["job_id"]:
+        return
+    wf = row["workflow_id"]
+    position = book.escrow_position(conn, wf)
+    jobs.create(
+        conn,
+        job_type="settlement",
+        workflow_id=wf,
+        parent_job_id=row["job_id"],
+        status="completed",
+        data={
+            "workflow_id": wf,
+            "outcome": status,
+            "locked": format_micro(position.locked),
+            "released": format_micro(position.released),
+            "refunded": format_micro(position.refunded),
+            "held": format_micro(position.held),
+            "payments": {
+                account: format_micro(amount) for account, amount in book.payments(conn, wf).items()
+            },
+        },
+    )
+    jobs.set_status(conn, row["job_id"], status, reason)

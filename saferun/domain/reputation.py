@@ -33,3 +33,15 @@ def reputation(ratings: Iterable[int], qualities: Iterable[float]) -> float:
     observations += [Fraction(repr(float(q))) for q in qualities]
     total = PRIOR_WEIGHT * PRIOR_MEAN + sum(observations, Fraction(0))
     return round(float(total / (PRIOR_WEIGHT + len(observations))), 4)
+
+
+def approval_quality(requests_opened: int, decided_in_person: int) -> float | None:
+    """The approval-quality score SafeRun records for a supervisor when a workflow ends.
+
+    The share of the workflow's approval requests the supervisor decided themselves, before the
+    timeout policy had to decide for them: a supervisor who lets checkpoints expire is not supervising.
+    None when the workflow never asked for a decision (nothing to judge, nothing recorded).
+    """
+    if requests_opened <= 0:
+        return None
+    return round(min(decided_in_person, requests_opened) / requests_opened, 4)

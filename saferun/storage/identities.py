@@ -118,7 +118,7 @@ def create_identity(
     identity_id = new_id("id") if identity_id is None else validate_identity_id(identity_id)
     name = _text(display_name, "display_name", MAX_NAME) or identity_id
     role_names = _role_list(roles)
-    if _find_identity(conn, identity_id) is not None:
+    if find_identity(conn, identity_id) is not None:
         raise Conflict(f"identity {identity_id!r} already exists", identity_id=identity_id)
     try:
         conn.execute(
@@ -135,12 +135,12 @@ def create_identity(
     return get_identity(conn, identity_id)
 
 
-def _find_identity(conn: Connection, identity_id: str) -> RowMapping | None:
+def find_identity(conn: Connection, identity_id: str) -> RowMapping | None:
     return conn.execute(select(identities).where(identities.c.identity_id == identity_id)).mappings().first()
 
 
 def get_identity(conn: Connection, identity_id: str) -> RowMapping:
-    row = _find_identity(conn, identity_id) if isinstance(identity_id, str) else None
+    row = find_identity(conn, identity_id) if isinstance(identity_id, str) else None
     if row is None:
         raise NotFound(f"identity {identity_id!r} does not exist", identity_id=identity_id)
     return row

@@ -144,6 +144,22 @@ def escrow_position(conn: Connection, workflow_id: str) -> EscrowPosition:
     return position_from_escrow_deltas({kind: int(total) for kind, total in rows})
 
 
+def payments(conn: Connection, workflow_id: str) -> dict[str, int]:
+    """What each account other than the escrow received from the workflow's postings (refunds included)."""
+    rows = conn.execute(
+        select(ledger_legs.c.account, func.sum(ledger_legs.c.amount_micro))
+        .join(ledger_transactions, ledger_transactions.c.txn_id == ledger_legs.c.txn_id)
+        .where(
+            ledger_transactions.c.workflow_id == workflow_id,
+            ledger_legs.c.amount_micro > 0,
+            ledger_legs.c.account != escrow_account(workflow_id),
+        )
+        .group_by(ledger_legs.c.account)
+        .order_by(ledger_legs.c.account)
+    ).all()
+    return {account: int(total) for account, total in rows}
+
+
 def entries(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
     """A workflow's postings in the order they were written, each with its legs (for audit and UI)."""
     rows = conn.execute(

@@ -11,11 +11,13 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, insert, select, update
+from sqlalchemy import Connection, RowMapping, func, insert, select, update
 
 from saferun.domain.reputation import reputation
 from saferun.storage.schema import (
     approval_quality,
+    approval_requests,
+    approval_responses,
     supervisor_assignments,
     supervisor_profiles,
     supervisor_ratings,
@@ -145,3 +147,36 @@ def assign(conn: Connection, workflow_id: str, supervisor_id: str) -> None:
             workflow_id=workflow_id, supervisor_id=supervisor_id, assigned_at=utcnow()
         )
     )
+
+
+def decided_on(conn: Connection, supervisor_id: str, workflow_id: str) -> bool:
+    """Whether ``supervisor_id`` made a (human, not timed-out) decision on one of the workflow's requests."""
+    query = (
+        select(approval_responses.c.response_id)
+        .where(
+            approval_responses.c.workflow_id == workflow_id,
+            approval_responses.c.approved_by == supervisor_id,
+            approval_responses.c.automatic.is_(False),
+        )
+        .limit(1)
+    )
+    return conn.execute(query).first() is not None
+
+
+def decision_counts(conn: Connection, supervisor_id: str, workflow_id: str) -> tuple[int, int]:
+    """``(requests the workflow opened, of them decided by supervisor_id in person)``."""
+    opened = conn.execute(
+        select(func.count())
+        .select_from(approval_requests)
+        .where(approval_requests.c.workflow_id == workflow_id)
+    ).scalar_one()
+    decided = conn.execute(
+        select(func.count())
+        .select_from(approval_responses)
+        .where(
+            approval_responses.c.workflow_id == workflow_id,
+            approval_responses.c.approved_by == supervisor_id,
+            approval_responses.c.automatic.is_(False),
+        )
+    ).scalar_one()
+    return int(opened), int(decided)

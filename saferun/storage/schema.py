@@ -85,6 +85,9 @@ workflows = Table(
     Column("escrow_id", String(64), nullable=True),
     Column("last_approved_snapshot_id", String(64), nullable=True),
     Column("result_uri", String(200), nullable=True),
+    # None: the embedded platform holds the workflow's jobs and money; else the remote x402 platform's
+    # URL, which receives them through platform_outbox
+    Column("platform_url", String(500), nullable=True),
     Column("error_message", Text, nullable=True),
     Column("rollback_claimed_by", String(200), nullable=True),
     Column("rollback_claimed_at", UTCDateTime, nullable=True),
@@ -364,4 +367,27 @@ supervisor_assignments = Table(
     Column("workflow_id", String(64), primary_key=True),
     Column("supervisor_id", String(200), ForeignKey("identities.identity_id"), nullable=False, index=True),
     Column("assigned_at", UTCDateTime, nullable=False),
+)
+
+platform_outbox = Table(
+    "platform_outbox",
+    metadata,
+    # One call the engine owes a remote x402 platform, written in the same transaction as the local
+    # change it mirrors and delivered after commit (a transactional outbox). The idempotency key is
+    # derived from what the call is (``lock:<wf>``, ``release:<wf>:<checkpoint>``), so a redelivery after
+    # a crash or a lost response can never pay twice on the platform.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("workflow_id", String(64), nullable=False, index=True),
+    Column("operation", String(64), nullable=False),
+    Column("arguments", JSONType, nullable=False),
+    Column("idempotency_key", String(200), nullable=False, unique=True),
+    # a call that needs another's answer (an approval sub-job needs its parent job's platform id)
+    Column("after_key", String(200), nullable=True),
+    Column("status", String(16), nullable=False, index=True),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    Column("result", JSONType, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
 )

@@ -81,6 +81,14 @@ class WorkflowConfig(BaseModel):
     # Share of each released milestone paid to the executor; the supervisor gets the rest (seed: 90/10).
     executor_share: Decimal = Field(default=Decimal("0.9"), ge=0, le=1)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # "ledger": the escrow is drawn from the poster's funding account when the workflow is created (the
+    # seed's behaviour). "x402": the poster pays it with an x402 payment (POST .../escrow/fund); the
+    # workflow stays INITIALIZED, and cannot start, until that payment has settled.
+    funding: Literal["ledger", "x402"] = "ledger"
+    # What the supervisor marketplace matches against a supervisor's specialties when the workflow names
+    # no supervisor (None: any available supervisor qualifies).
+    workflow_type: str | None = Field(default=None, min_length=1, max_length=64)
+    min_supervisor_reputation: float = Field(default=0.0, ge=0, le=1)
 
     @field_validator("escrow_amount", mode="before")
     @classmethod

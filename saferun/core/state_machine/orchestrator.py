@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, RowMapping
 
 from saferun.config import get_settings
-from saferun.core import decisions, escrow, notify, transitions, views
+from saferun.core import decisions, escrow, notify, parties, transitions, views
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
 from saferun.core.rollback import saga as saga_ops
 from saferun.core.rollback.reconciliation import (
@@ -129,6 +129,7 @@ class WorkflowOrchestrator(WorkflowReads):
         registry: CompensationRegistry | None = None,
         retry: RetryPolicy | None = None,
         actor: str = "saferun:orchestrator",
+        identity_checks: str | parties.IdentityChecks | None = None,
     ) -> None:
         self.x402 = x402_integration
         self.db = database or getattr(x402_integration, "database", None) or get_database()
@@ -141,10 +142,16 @@ class WorkflowOrchestrator(WorkflowReads):
         if settings.compensation_modules:
             self.registry.import_modules(settings.compensation_modules)
         self.rollback_grace = timedelta(seconds=settings.rollback_grace_seconds)
+        self.identity_checks = parties.parse_mode(identity_checks or settings.identity_checks)
 
     # ------------------------------------------------------------------ lifecycle (seed API)
     def initialize_workflow(self, config: WorkflowConfig, *, actor: str | None = None) -> WorkflowExecution:
-        """Create the workflow, its main job and its escrow lock in one transaction (INITIALIZED)."""
+        """Create the workflow, its main job and its escrow lock in one transaction (INITIALIZED).
+
+        The parties are checked in their roles first; a workflow that names no supervisor gets the
+        marketplace's best eligible one; a workflow funded through x402 locks nothing yet (its escrow
+        arrives with the poster's payment, and it cannot start before).
+        """
         actor = actor or config.poster_id
         amount = to_micro(config.escrow_amount, "escrow_amount")
         cfg = config.model_dump(mode="json")
@@ -154,6 +161,13 @@ class WorkflowOrchestrator(WorkflowReads):
                 raise Conflict(
                     f"workflow {config.workflow_id!r} already exists", workflow_id=config.workflow_id
                 )
+            parties.check_config_parties(
+                conn, config.poster_id, config.executor_id, config.supervisor_id, self.identity_checks
+            )
+            supervisor = config.supervisor_id
+            assigned = supervisor is None and (
+                supervisor := parties.pick_supervisor(conn, cfg, config.poster_id, config.executor_id)
+            )
             wf_store.insert_workflow(
                 conn,
                 workflow_id=config.workflow_id,
@@ -163,7 +177,7 @@ class WorkflowOrchestrator(WorkflowReads):
                 config=cfg,
                 poster_id=config.poster_id,
                 executor_id=config.executor_id,
-                supervisor_id=config.supervisor_id,
+                supervisor_id=supervisor,
                 escrow_micro=amount,
                 escrow_id=f"escrow_{config.workflow_id}",
             )
@@ -189,12 +203,18 @@ class WorkflowOrchestrator(WorkflowReads):
                 actor,
                 {"name": config.name, "config": cfg, "job_id": job_id},
             )
+            if assigned and supervisor is not None:
+                parties.record_assignment(conn, config.workflow_id, supervisor, "saferun:marketplace")
             row = wf_store.get(conn, config.workflow_id)
-            escrow.lock(conn, row, actor)
+            if config.funding == "ledger":
+                escrow.lock(conn, row, actor)
             return self._fresh(conn, config.workflow_id)
 
     def start_execution(self, workflow_id: str, *, actor: str | None = None) -> WorkflowExecution:
         with self._locked(workflow_id) as (conn, row):
+            self._require_role(conn, row["executor_id"], parties.Role.EXECUTOR, "start the workflow")
+            if row["state"] == WorkflowState.INITIALIZED.value:
+                escrow.require_funded(conn, row)
             transitions.apply(conn, row, Event.START, actor=actor or row["executor_id"], started_at=utcnow())
             if row["job_id"]:
                 jobs.set_status(conn, row["job_id"], "running")
@@ -259,6 +279,7 @@ class WorkflowOrchestrator(WorkflowReads):
     ) -> CheckpointSnapshot:
         workflow_id = row["workflow_id"]
         self._require(row, WorkflowState.EXECUTING, "create a checkpoint for")
+        self._require_role(conn, row["executor_id"], parties.Role.EXECUTOR, "create a checkpoint")
         cp = self._bind_checkpoint(conn, row, state.checkpoint_id)
         stored = self.capture.store_state(
             conn, parts, {"workflow_id": workflow_id, "checkpoint_id": cp.checkpoint_id}
@@ -357,6 +378,7 @@ class WorkflowOrchestrator(WorkflowReads):
     def submit_approval(self, workflow_id: str | None, response: ApprovalResponse) -> WorkflowExecution:
         """Decide a request exactly once. A second decision, or one after expiry, raises DecisionConflict."""
         with self.db.transaction() as conn:
+            self._require_role(conn, response.approved_by, parties.Role.SUPERVISOR, "decide an approval")
             outcome = decisions.decide(
                 conn,
                 self.capture,
@@ -377,6 +399,7 @@ class WorkflowOrchestrator(WorkflowReads):
         body = canonical_bytes(result or {}, "result")
         with self._locked(workflow_id) as (conn, row):
             self._require(row, WorkflowState.EXECUTING, "settle")
+            self._require_role(conn, row["executor_id"], parties.Role.EXECUTOR, "settle the workflow")
             stored = self.capture.store.put_bytes(
                 conn, body, artifact_type="workflow_result", metadata={"workflow_id": workflow_id}
             )
@@ -403,8 +426,8 @@ class WorkflowOrchestrator(WorkflowReads):
             transitions.apply(
                 conn, row, Event.SETTLEMENT_SUCCEEDED, actor=actor or self.actor, completed_at=utcnow()
             )
-            if row["job_id"]:
-                jobs.set_status(conn, row["job_id"], "completed")
+            escrow.close_jobs(conn, row, "completed", "settled")
+            parties.record_quality(conn, row, self.actor)
             return self._fresh(conn, workflow_id)
 
     def fail_workflow(self, workflow_id: str, error: str, *, actor: str | None = None) -> WorkflowExecution:
@@ -425,6 +448,9 @@ class WorkflowOrchestrator(WorkflowReads):
                 )
             escrow.close_failed(conn, row, event, error, actor or row["executor_id"])
             return self._fresh(conn, workflow_id)
+
+    def _require_role(self, conn: Connection, user_id: str, role: parties.Role, action: str) -> None:
+        parties.require_role(conn, user_id, role, self.identity_checks, action)
 
     # ------------------------------------------------------------------ saga
     def register_step(
