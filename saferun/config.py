@@ -27,6 +27,15 @@ class Settings(BaseSettings):
     identity_checks: str = Field(default="registered", alias="SAFERUN_IDENTITY_CHECKS")
     x402_api_url: str | None = Field(default=None, alias="X402_API_URL")
     x402_api_key: str | None = Field(default=None, alias="X402_API_KEY")
+    # escrow funding through x402 payments (saferun/payments, docs/x402-funding.md)
+    x402_facilitator: str = Field(default="local", alias="SAFERUN_X402_FACILITATOR")  # local | remote
+    x402_facilitator_url: str | None = Field(default=None, alias="SAFERUN_X402_FACILITATOR_URL")
+    x402_network: str = Field(default="eip155:84532", alias="SAFERUN_X402_NETWORK")
+    x402_asset: str = Field(default="0x036CbD53842c5426634e7929541eC2318f3dCF7e", alias="SAFERUN_X402_ASSET")
+    x402_asset_name: str = Field(default="USDC", alias="SAFERUN_X402_ASSET_NAME")  # EIP-712 domain name
+    x402_asset_version: str = Field(default="2", alias="SAFERUN_X402_ASSET_VERSION")  # EIP-712 version
+    x402_pay_to: str | None = Field(default=None, alias="SAFERUN_X402_PAY_TO")
+    x402_max_timeout_seconds: int = Field(default=300, alias="SAFERUN_X402_MAX_TIMEOUT_SECONDS")
     debug: bool = Field(default=False, alias="DEBUG")
 
     def resolved_database_url(self) -> str:

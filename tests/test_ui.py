@@ -411,9 +411,9 @@ async def test_keys_mode_refuses_a_signed_in_poster_by_four_eyes(orch: WorkflowO
 
 
 async def test_keys_mode_needs_the_supervisor_role(orch: WorkflowOrchestrator) -> None:
+    _, request_id = ui.data_workflow(orch)  # before "reviewer" is registered: creation would refuse it
     service = IdentityService(orch.db)
     _, key = service.create_identity_with_key("reviewer", "Not a supervisor", ["verifier"])
-    _, request_id = ui.data_workflow(orch)
     async with client_for(orch, "keys") as client:
         await sign_in(client, key.api_key)
         res = await decide(client, request_id, {"decision": "APPROVED"})

@@ -39,7 +39,7 @@ def submit(body: s.SubmitDecision, orch: OrchestratorDep, caller: CallerDep) -> 
             caller,
             poster_id=wf.config.poster_id,
             executor_id=wf.config.executor_id,
-            supervisor_id=wf.config.supervisor_id,
+            supervisor_id=wf.supervisor_id,  # the assigned one, whether named or given by the marketplace
             approved_by=approved_by,
         )
     )

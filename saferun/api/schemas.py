@@ -29,6 +29,12 @@ class CreateWorkflow(Strict):
     workflow_id: str | None = Field(default=None, min_length=1, max_length=64)
     executor_share: Any = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    funding: Literal["ledger", "x402"] = Field(
+        default="ledger",
+        description="x402: the poster pays the escrow (POST .../escrow/fund) before it starts",
+    )
+    workflow_type: str | None = Field(default=None, min_length=1, max_length=64)
+    min_supervisor_reputation: float = Field(default=0.0, ge=0, le=1)
 
 
 class X402Setup(BaseModel):
@@ -191,6 +197,11 @@ class FailIn(Strict):
 
 class CancelIn(Strict):
     reason: str = Field(default="", max_length=20_000)
+
+
+class RatingIn(Strict):
+    rating: int = Field(ge=1, le=5, strict=True, description="1 (poor) to 5 (excellent)")
+    review: str = Field(default="", max_length=2000)
 
 
 class ClaimIn(Strict):

@@ -23,6 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saferun import __version__
 from saferun.api import approvals, system, workflows
+from saferun.api import funding as x402_funding
+from saferun.api import platform as x402_platform
 from saferun.api.deps import auth_mode
 from saferun.core import notify
 from saferun.core.identity import IdentityService
@@ -57,6 +59,8 @@ def create_app(
     app.include_router(workflows.router)
     app.include_router(approvals.router)
     app.include_router(system.router)
+    app.include_router(x402_platform.router)
+    app.include_router(x402_funding.router)
     _include_dashboard(app)
     return app
 
@@ -87,6 +91,7 @@ async def _sweeper(orch: WorkflowOrchestrator) -> None:
     while True:
         try:
             await asyncio.to_thread(orch.sweep)
+            await orch.deliver_platform_calls()
         except Exception:
             log.exception("sweep failed")
         await asyncio.sleep(SWEEP_INTERVAL_SECONDS)

@@ -48,7 +48,7 @@ def detail(wf: WorkflowExecution) -> dict[str, Any]:
         "error_message": wf.error_message,
         "poster_id": cfg.poster_id,
         "executor_id": cfg.executor_id,
-        "supervisor_id": cfg.supervisor_id,
+        "supervisor_id": wf.supervisor_id,
         "escrow_amount": str(cfg.escrow_amount),
         "config": cfg.model_dump(mode="json"),
         "created_at": wf.created_at,
@@ -81,6 +81,9 @@ def create_workflow(body: s.CreateWorkflow, orch: OrchestratorDep, caller: Calle
         "executor_id": body.executor_id,
         "supervisor_id": body.supervisor_id,
         "metadata": body.metadata,
+        "funding": body.funding,
+        "workflow_type": body.workflow_type,
+        "min_supervisor_reputation": body.min_supervisor_reputation,
     }
     if body.workflow_id:
         values["workflow_id"] = body.workflow_id
@@ -93,7 +96,9 @@ def create_workflow(body: s.CreateWorkflow, orch: OrchestratorDep, caller: Calle
         "status": wf.current_state.value,
         "x402_setup": {"job_id": wf.job_id, "escrow_id": wf.escrow_id},
         "checkpoints": wf.total_checkpoints,
-        "message": "Workflow created and ready to execute",
+        "message": "Workflow created; fund its escrow with an x402 payment before it can start"
+        if config.funding == "x402" and wf.config.escrow_amount > 0
+        else "Workflow created and ready to execute",
     }
 
 
@@ -251,6 +256,22 @@ def cancel(workflow_id: str, body: s.CancelIn, orch: OrchestratorDep, caller: Ca
         )
     actor = caller.identity_id or wf.config.poster_id
     return detail(orch.cancel_workflow(workflow_id, body.reason, actor=actor))
+
+
+@router.post("/{workflow_id}/rating")
+async def rate(
+    workflow_id: str, body: s.RatingIn, orch: OrchestratorDep, caller: CallerDep
+) -> dict[str, Any]:
+    """The poster rates the workflow's supervisor (1-5) once it has ended; it moves their reputation."""
+    wf = orch.get_workflow(workflow_id)
+    if caller.authenticated and not caller.has(Role.ADMIN) and caller.identity_id != wf.config.poster_id:
+        raise Forbidden(
+            "poster_rates",
+            "refused by rule poster_rates: only the workflow's poster or an admin may rate its supervisor",
+        )
+    return await orch.rate_supervisor(
+        workflow_id, body.rating, body.review, rated_by=caller.identity_id or wf.config.poster_id
+    )
 
 
 @router.get("/{workflow_id}/audit", response_model=s.AuditOut)

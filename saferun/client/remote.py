@@ -313,6 +313,7 @@ class RemoteOrchestrator:
             "current_state": WorkflowState(detail["status"]),
             "current_checkpoint": detail["current_checkpoint"],
             "total_checkpoints": detail["total_checkpoints"],
+            "supervisor_id": detail.get("supervisor_id"),
             "job_id": detail.get("job_id", meta.get("job_id")),
             "escrow_id": detail.get("escrow_id", meta.get("escrow_id")),
             "last_approved_snapshot_id": detail.get("last_approved_snapshot_id"),

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import escrow, notify, transitions
+from saferun.core import escrow, mirror, notify, transitions
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
 from saferun.core.state_machine.models import ApprovalDecision
 from saferun.domain.ids import new_id
@@ -117,6 +117,10 @@ def decide(
     )
     if req["job_id"]:
         jobs.set_status(conn, req["job_id"], "completed", decision.value.lower())
+    if req["supervisor_id"] is None and not automatic:
+        mirror.approval_subjob(
+            conn, row, request_id, req["checkpoint_id"], approved_by, {"request_id": request_id}
+        )
 
     if decision == ApprovalDecision.REJECTED:
         return _reject(conn, row, req, snap, response_id, rationale, approved_by, on_timeout_fail)

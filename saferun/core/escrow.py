@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import parties, transitions
+from saferun.core import mirror, parties, transitions
 from saferun.domain import ledger as rules
 from saferun.domain.money import format_micro
 from saferun.domain.states import Event
@@ -28,6 +28,7 @@ def lock(conn: Connection, row: RowMapping, actor: str) -> None:
     txn = book.post(
         conn, rules.lock(wf, row["poster_id"], amount), idempotency_key=f"lock:{wf}", workflow_id=wf
     )
+    mirror.lock(conn, row)
     audit.append(
         conn,
         wf,
@@ -56,6 +57,7 @@ def release_milestone(
     share = Decimal(str(row["config"].get("executor_share", "0.9")))
     posting = rules.release(wf, amount, row["executor_id"], supervisor_id, share)
     txn = book.post(conn, posting, idempotency_key=key, workflow_id=wf)
+    mirror.release(conn, row, checkpoint_id, posting)
     audit.append(
         conn,
         wf,
@@ -80,6 +82,7 @@ def refund_held(conn: Connection, row: RowMapping, reason: str, actor: str) -> i
     txn = book.post(
         conn, rules.refund(wf, row["poster_id"], held), idempotency_key=f"refund:{wf}", workflow_id=wf
     )
+    mirror.refund(conn, row, held, reason)
     audit.append(
         conn, wf, "escrow_refunded", actor, {"amount": format_micro(held), "reason": reason, "txn_id": txn}
     )
@@ -120,22 +123,22 @@ def close_jobs(conn: Connection, row: RowMapping, status: str, reason: str) -> N
         return
     wf = row["workflow_id"]
     position = book.escrow_position(conn, wf)
+    data = {
+        "workflow_id": wf,
+        "outcome": status,
+        "locked": format_micro(position.locked),
+        "released": format_micro(position.released),
+        "refunded": format_micro(position.refunded),
+        "held": format_micro(position.held),
+        "payments": {account: format_micro(amount) for account, amount in book.payments(conn, wf).items()},
+    }
     jobs.create(
         conn,
         job_type="settlement",
         workflow_id=wf,
         parent_job_id=row["job_id"],
         status="completed",
-        data={
-            "workflow_id": wf,
-            "outcome": status,
-            "locked": format_micro(position.locked),
-            "released": format_micro(position.released),
-            "refunded": format_micro(position.refunded),
-            "held": format_micro(position.held),
-            "payments": {
-                account: format_micro(amount) for account, amount in book.payments(conn, wf).items()
-            },
-        },
+        data=data,
     )
     jobs.set_status(conn, row["job_id"], status, reason)
+    mirror.settlement_job(conn, row, data)

@@ -30,10 +30,11 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, update
 
+from saferun.core import mirror
 from saferun.domain.policy import Role
 from saferun.domain.reputation import approval_quality
 from saferun.errors import Forbidden, InvalidInput
-from saferun.storage import audit, marketplace
+from saferun.storage import audit, jobs, marketplace
 from saferun.storage import identities as id_store
 from saferun.storage.schema import approval_requests, workflows
 
@@ -153,7 +154,8 @@ def record_assignment(conn: Connection, workflow_id: str, supervisor_id: str, ac
 def worked_on(
     conn: Connection, supervisor_id: str, workflow_row: RowMapping | None, workflow_id: str
 ) -> bool:
-    """Whether ``supervisor_id`` supervised the workflow: assigned to it, or decided one of its requests.
+    """Whether ``supervisor_id`` supervised the workflow: assigned to it, decided one of its requests, or
+    was given one of its approval sub-jobs (all a platform serving another SafeRun knows of it).
 
     A rating or an approval-quality score for anyone else would move a reputation nobody earned.
     """
@@ -162,7 +164,12 @@ def worked_on(
     assignment = marketplace.get_assignment(conn, workflow_id)
     if assignment is not None and assignment["supervisor_id"] == supervisor_id:
         return True
-    return marketplace.decided_on(conn, supervisor_id, workflow_id)
+    if marketplace.decided_on(conn, supervisor_id, workflow_id):
+        return True
+    return any(
+        job["job_type"] == "approval" and (job["data"] or {}).get("supervisor_id") == supervisor_id
+        for job in jobs.for_workflow(conn, workflow_id)
+    )
 
 
 def record_quality(conn: Connection, row: RowMapping, actor: str) -> float | None:
@@ -172,12 +179,15 @@ def record_quality(conn: Connection, row: RowMapping, actor: str) -> float | Non
     never asked for a decision, records nothing. Recorded once per supervisor and workflow.
     """
     supervisor = row["supervisor_id"]
-    if supervisor is None or id_store.find_identity(conn, supervisor) is None:
-        return None
-    if marketplace.get_quality(conn, supervisor, row["workflow_id"]) is not None:
+    if supervisor is None:
         return None
     score = approval_quality(*marketplace.decision_counts(conn, supervisor, row["workflow_id"]))
     if score is None:
+        return None
+    mirror.approval_quality(conn, row, supervisor, score)  # a remote platform's reputation, if any
+    if id_store.find_identity(conn, supervisor) is None:
+        return None
+    if marketplace.get_quality(conn, supervisor, row["workflow_id"]) is not None:
         return None
     marketplace.add_quality(conn, supervisor, row["workflow_id"], score)
     audit.append(

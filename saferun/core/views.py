@@ -52,6 +52,7 @@ def execution(conn: Connection, row: RowMapping) -> WorkflowExecution:
         current_state=WorkflowState(row["state"]),
         current_checkpoint=row["current_checkpoint"],
         total_checkpoints=len(row["config"]["checkpoints"]),
+        supervisor_id=row["supervisor_id"],
         job_id=row["job_id"],
         escrow_id=row["escrow_id"],
         last_approved_snapshot_id=row["last_approved_snapshot_id"],

@@ -35,13 +35,14 @@ from saferun.errors import InvalidInput
 
 
 class Role(StrEnum):
-    """The roles an identity can carry (the seed's Identity primitive plus an admin)."""
+    """The roles an identity can carry (the seed's Identity primitive, an admin, and a platform client)."""
 
     POSTER = "poster"
     EXECUTOR = "executor"
     SUPERVISOR = "supervisor"
     VERIFIER = "verifier"
     ADMIN = "admin"
+    PLATFORM = "platform"  # another SafeRun (or service) using this server's /x402 platform API
 
 
 def parse_roles(values: Iterable[str], field: str = "roles") -> frozenset[Role]:
@@ -172,3 +173,15 @@ def may_act_as_agent(caller: Caller, executor_id: str) -> Refusal | None:
     if not caller.has(Role.EXECUTOR):
         return _refuse("executor_role", f"{caller.identity_id!r} does not have the executor role")
     return None
+
+
+def may_use_platform(caller: Caller) -> Refusal | None:
+    """May ``caller`` use the x402 platform API (``/x402``: jobs, escrow, artifacts, identity, marketplace)?
+
+    That API moves money between any parties and names them itself, so with a key the caller needs the
+    ``platform`` role (a service account, typically another SafeRun whose ``X402_API_URL`` points here)
+    or ``admin``. Open mode: allowed (loopback development, like every other route).
+    """
+    if not caller.authenticated or caller.is_admin or caller.has(Role.PLATFORM):
+        return None
+    return _refuse("platform_role", f"{caller.identity_id!r} has neither the platform nor the admin role")

@@ -1,9 +1,12 @@
-"""The embedded x402 platform: the seed's Jobs, Escrow, Identity and Marketplace calls on SafeRun's database.
+"""The embedded x402 platform: the seed's Jobs, Escrow, Artifacts, Identity and Marketplace calls on SafeRun's
+database.
 
-``EmbeddedPlatform(db)`` is what ``X402Integration`` delegates to when no ``X402_API_URL`` is set. Every
-method is one unit of work (one ``db.transaction()``), and answers a plain-JSON ``dict`` (or list, or bool)
-shaped like the seed's examples; amounts are answered as decimal strings (``"90.00"``) next to exact
-integer micro-units (``"amount_micro"``), never as floats.
+``EmbeddedPlatform(db)`` is what ``X402Integration`` delegates to when no ``X402_API_URL`` is set, and what
+the server's ``/x402`` API serves (``saferun.api.platform``). It implements ``saferun.platform.base.Platform``
+(Jobs, Escrow, Artifacts, Identity, Marketplace). Every method is one unit of work (one
+``db.transaction()``), and answers a plain-JSON ``dict`` (or list, or bool) shaped like the seed's examples;
+amounts are answered as decimal strings (``"90.00"``) next to exact integer micro-units (``"amount_micro"``),
+never as floats.
 
 **Idempotency.** Every mutating call takes an optional ``idempotency_key``. A repeat with the same key
 and the same arguments answers the first call's result and changes nothing (``platform_requests``); the
@@ -24,6 +27,8 @@ people nobody registered); the marketplace always needs registered supervisors.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 from collections.abc import Callable
 from decimal import Decimal
@@ -31,6 +36,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from saferun.core import parties
 from saferun.domain import ledger as rules
 from saferun.domain.canonical import check_json
 from saferun.domain.ids import new_id
@@ -475,6 +481,61 @@ class EmbeddedPlatform:
             "invariant_holds": position.invariant_holds(),
         }
 
+    # --- Artifacts ----------------------------------------------------------------------------------------
+
+    async def create_artifact(
+        self,
+        artifact_type: str,
+        content: str | bytes,
+        metadata: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Store ``content`` (text is stored as its UTF-8 bytes) as a content-addressed artifact."""
+        if isinstance(content, str):
+            data = content.encode("utf-8")
+        elif isinstance(content, bytes | bytearray | memoryview):
+            data = bytes(content)
+        else:
+            raise InvalidInput("content", f"must be text or bytes, got {type(content).__name__}")
+        metadata = _json_dict(metadata, "metadata")
+
+        def work(conn: Connection) -> dict[str, Any]:
+            stored = self.db.artifacts.put_bytes(conn, data, artifact_type=artifact_type, metadata=metadata)
+            return {
+                "artifact_id": stored.sha256,
+                "uri": stored.uri,
+                "size_bytes": stored.raw_size,
+                "compressed_size_bytes": stored.compressed_size,
+            }
+
+        args = {
+            "artifact_type": artifact_type,
+            "content_sha256": hashlib.sha256(data).hexdigest(),
+            "metadata": metadata,
+        }
+        return self._mutate("create_artifact", args, idempotency_key, work)
+
+    async def get_artifact(self, artifact_uri: str) -> dict[str, Any]:
+        """The stored value: ``content`` is its text, or base64 when the bytes are not UTF-8
+        (``content_encoding`` says which)."""
+        if not isinstance(artifact_uri, str):
+            raise InvalidInput("artifact_uri", f"must be a string, got {type(artifact_uri).__name__}")
+        with self.db.read() as conn:
+            data = self.db.artifacts.get_bytes(conn, artifact_uri)
+            info = self.db.artifacts.info(conn, artifact_uri) or {}
+        try:
+            content, encoding = data.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            content, encoding = base64.b64encode(data).decode("ascii"), "base64"
+        return {
+            "uri": artifact_uri,
+            "content": content,
+            "content_encoding": encoding,
+            "artifact_type": info.get("artifact_type"),
+            "metadata": info.get("metadata") or {},
+        }
+
     # --- Identity -----------------------------------------------------------------------------------------
 
     async def verify_identity(self, user_id: str, role: str) -> bool:
@@ -522,6 +583,7 @@ class EmbeddedPlatform:
 
         def work(conn: Connection) -> dict[str, Any]:
             supervisor = self._party(conn, supervisor_id, "supervisor_id", Role.SUPERVISOR, strict=True)
+            self._require_worked_on(conn, supervisor, workflow_id)
             existing = market.get_quality(conn, supervisor, workflow_id)
             if existing is None:
                 market.add_quality(conn, supervisor, workflow_id, score)
@@ -540,6 +602,16 @@ class EmbeddedPlatform:
 
         args = {"supervisor_id": supervisor_id, "workflow_id": workflow_id, "quality_score": repr(score)}
         return self._mutate("record_approval_quality", args, idempotency_key, work)
+
+    @staticmethod
+    def _require_worked_on(conn: Connection, supervisor: str, workflow_id: str) -> None:
+        row = conn.execute(select(workflows).where(workflows.c.workflow_id == workflow_id)).mappings().first()
+        if not parties.worked_on(conn, supervisor, row, workflow_id):
+            raise Forbidden(
+                "supervised_workflow",
+                f"{supervisor!r} did not supervise workflow {workflow_id!r} (not assigned to it and decided "
+                "none of its approvals), so it cannot be rated or scored for it",
+            )
 
     # --- Marketplace --------------------------------------------------------------------------------------
 
@@ -586,26 +658,11 @@ class EmbeddedPlatform:
         }
         return self._mutate("register_supervisor", args, idempotency_key, work)
 
-    def _find(self, conn: Connection, workflow_type: str, min_reputation: float) -> list[dict[str, Any]]:
-        profiles = [
-            p for p in market.list_profiles(conn) if p["available"] and workflow_type in p["specialties"]
-        ]
-        reps = market.reputations(conn, [p["supervisor_id"] for p in profiles])
-        found = []
-        for p in profiles:
-            ident = (
-                conn.execute(
-                    select(id_store.identities).where(id_store.identities.c.identity_id == p["supervisor_id"])
-                )
-                .mappings()
-                .first()
-            )
-            if ident is None or ident["disabled"] or Role.SUPERVISOR not in id_store.roles_of(ident):
-                continue
-            if reps[p["supervisor_id"]] >= min_reputation:
-                found.append(self._profile_dict(p, reps[p["supervisor_id"]]))
-        found.sort(key=lambda s: (-s["reputation"], s["price_per_approval_micro"], s["supervisor_id"]))
-        return found
+    def _find(
+        self, conn: Connection, workflow_type: str, min_reputation: float, exclude: set[str] | None = None
+    ) -> list[dict[str, Any]]:
+        found = parties.candidates(conn, workflow_type, min_reputation, exclude or ())
+        return [self._profile_dict(profile, reputation) for profile, reputation in found]
 
     async def find_supervisors(self, workflow_type: str, min_reputation: float = 0.0) -> list[dict[str, Any]]:
         """Available supervisors for ``workflow_type`` with at least ``min_reputation``, best first."""
@@ -658,7 +715,7 @@ class EmbeddedPlatform:
                 raise NotFound(
                     f"supervisor {supervisor!r} has no marketplace profile", supervisor_id=supervisor
                 )
-            known, parties, engine_supervisor = self._workflow_parties(conn, workflow_id)
+            known, named, engine_supervisor = self._workflow_parties(conn, workflow_id)
             if not known:
                 raise NotFound(
                     f"workflow {workflow_id!r} is unknown to the platform", workflow_id=workflow_id
@@ -671,7 +728,7 @@ class EmbeddedPlatform:
                     workflow_id=workflow_id,
                     supervisor_id=current,
                 )
-            if supervisor in parties:
+            if supervisor in named:
                 raise Forbidden(
                     "four_eyes",
                     f"{supervisor!r} posts or executes workflow {workflow_id!r} and cannot supervise it",
@@ -679,7 +736,7 @@ class EmbeddedPlatform:
             if assignment is None:
                 if not profile["available"]:
                     raise Conflict(f"supervisor {supervisor!r} is not available", supervisor_id=supervisor)
-                market.assign(conn, workflow_id, supervisor)
+                parties.record_assignment(conn, workflow_id, supervisor, "saferun:marketplace")
                 assignment = market.get_assignment(conn, workflow_id)
             return {
                 "workflow_id": workflow_id,
@@ -712,7 +769,7 @@ class EmbeddedPlatform:
             raise InvalidInput("min_reputation", f"must be a number between 0 and 1, got {min_reputation!r}")
 
         def work(conn: Connection) -> dict[str, Any]:
-            known, parties, engine_supervisor = self._workflow_parties(conn, workflow_id)
+            known, named, engine_supervisor = self._workflow_parties(conn, workflow_id)
             if not known:
                 raise NotFound(
                     f"workflow {workflow_id!r} is unknown to the platform", workflow_id=workflow_id
@@ -720,11 +777,7 @@ class EmbeddedPlatform:
             assignment = market.get_assignment(conn, workflow_id)
             current = assignment["supervisor_id"] if assignment is not None else engine_supervisor
             if current is None:
-                candidates = [
-                    s
-                    for s in self._find(conn, workflow_type, float(min_reputation))
-                    if s["supervisor_id"] not in parties
-                ]
+                candidates = self._find(conn, workflow_type, float(min_reputation), exclude=named)
                 if not candidates:
                     raise NotFound(
                         f"no available supervisor for {workflow_type!r} may supervise workflow "
@@ -733,7 +786,7 @@ class EmbeddedPlatform:
                         workflow_type=workflow_type,
                     )
                 current = candidates[0]["supervisor_id"]
-                market.assign(conn, workflow_id, current)
+                parties.record_assignment(conn, workflow_id, current, "saferun:marketplace")
             return {"workflow_id": workflow_id, "supervisor_id": current, "status": "assigned"}
 
         args = {
@@ -762,6 +815,7 @@ class EmbeddedPlatform:
 
         def work(conn: Connection) -> dict[str, Any]:
             supervisor = self._party(conn, supervisor_id, "supervisor_id", Role.SUPERVISOR, strict=True)
+            self._require_worked_on(conn, supervisor, workflow_id)
             existing = market.get_rating(conn, supervisor, workflow_id)
             if existing is None:
                 market.add_rating(conn, supervisor, workflow_id, rating, review)
@@ -786,3 +840,6 @@ class EmbeddedPlatform:
             "review": review,
         }
         return self._mutate("rate_supervisor", args, idempotency_key, work)
+
+    async def close(self) -> None:
+        """Nothing to release: the database handle is shared per process."""

@@ -391,3 +391,71 @@ platform_outbox = Table(
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime, nullable=True),
 )
+
+# --- escrow funding through x402 (revision 0005; saferun/payments) ---------------------------------------
+
+x402_token_transfers = Table(
+    "x402_token_transfers",
+    metadata,
+    # The local facilitator's token ledger: SafeRun's stand-in for an EIP-3009 token contract on a chain.
+    # Each row is one ERC-20 Transfer (a mint comes from the zero address); a balance is the SUM of what an
+    # address received minus what it sent, never stored. Amounts are atomic token units (USDC has 6
+    # decimals, so one unit is one SafeRun micro-unit). Addresses are lower-case hex.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tx_hash", String(66), nullable=False, unique=True),
+    Column("network", String(64), nullable=False),
+    Column("asset", String(42), nullable=False),
+    Column("from_address", String(42), nullable=False),
+    Column("to_address", String(42), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    # the EIP-3009 authorization nonce it consumed (NULL for a mint): an authorization is used once
+    Column("nonce", String(66), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("network", "asset", "from_address", "nonce"),
+)
+Index(
+    "ix_x402_token_transfers_receiver",
+    x402_token_transfers.c.network,
+    x402_token_transfers.c.asset,
+    x402_token_transfers.c.to_address,
+)
+
+x402_payments = Table(
+    "x402_payments",
+    metadata,
+    # Every x402 payment that settled (or may have settled) for a workflow's escrow, identified by what
+    # the payer signed: one EIP-3009 authorization (payer, nonce) of one token on one network.
+    Column("payment_id", String(64), primary_key=True),
+    Column("workflow_id", String(64), ForeignKey("workflows.workflow_id"), nullable=False, index=True),
+    Column("network", String(64), nullable=False),
+    Column("asset", String(42), nullable=False),
+    Column("payer", String(42), nullable=False),
+    Column("nonce", String(66), nullable=False),
+    Column("pay_to", String(42), nullable=False),
+    Column("amount_micro", BigInteger, nullable=False),
+    # credited (the escrow lock was posted) | unapplied (settled, but the workflow could no longer take it)
+    # | unconfirmed (outcome unknown: the facilitator did not answer, or broadcast without confirming)
+    Column("status", String(16), nullable=False),
+    Column("tx_hash", String(100), nullable=True),
+    Column("ledger_txn_id", String(64), nullable=True),
+    Column("receipt", JSONType, nullable=True),  # the settlement answer sent as PAYMENT-RESPONSE
+    Column("reason", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("network", "asset", "payer", "nonce"),
+)
+
+x402_funding_claims = Table(
+    "x402_funding_claims",
+    metadata,
+    # The one payment a workflow is settling right now: a second payment is refused before it settles,
+    # so no money moves for a workflow that is being (or has been) funded. A claim expires, so a process
+    # that died mid-settlement cannot block its workflow forever.
+    Column("workflow_id", String(64), ForeignKey("workflows.workflow_id"), primary_key=True),
+    Column("network", String(64), nullable=False),
+    Column("asset", String(42), nullable=False),
+    Column("payer", String(42), nullable=False),
+    Column("nonce", String(66), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)

@@ -61,12 +61,13 @@ def decide_refusal(viewer: Viewer, req: ApprovalRequest, orch: WorkflowOrchestra
 def refusal_for(
     orch: WorkflowOrchestrator, req: ApprovalRequest, caller: Caller, approved_by: str
 ) -> Refusal | None:
-    cfg = orch.get_workflow(req.workflow_id).config
+    wf = orch.get_workflow(req.workflow_id)
+    cfg = wf.config
     return may_decide(
         caller,
         poster_id=cfg.poster_id,
         executor_id=cfg.executor_id,
-        supervisor_id=cfg.supervisor_id,
+        supervisor_id=wf.supervisor_id,
         approved_by=approved_by,
     )
 

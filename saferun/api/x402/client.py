@@ -1,83 +1,111 @@
-"""``X402Integration``: the seed's client for the five x402 primitives.
+"""``X402Integration``: the seed's client for the five x402 primitives, on one of two platforms.
 
-With no ``X402_API_URL`` it is the *embedded* platform: jobs, escrow, artifacts, identities and the
-supervisor marketplace live in SafeRun's own database (the default, needing no service or key). The
-Artifacts calls are implemented here; every other seed call delegates to
-``saferun.platform.embedded.EmbeddedPlatform`` (each mutating one takes an optional ``idempotency_key``).
-The orchestrator still drives its own jobs and escrow inside its transactions (so a state change and its
-money movement commit together). A remote platform over HTTP is not part of this build: setting
-``X402_API_URL`` is refused at construction, loudly, instead of being silently ignored.
+- **Remote** (``X402_API_URL`` set, or ``api_url=``): ``saferun.platform.remote.RemotePlatform`` speaks HTTP
+  to that platform with ``X402_API_KEY`` (required: construction fails at once without it), retrying
+  timeouts, dropped connections and 5xx with exponential backoff and jitter, and sending an idempotency
+  key with every mutating call so a retried release never pays twice. Another SafeRun server is such a
+  platform: ``X402_API_URL=https://that-server/x402`` with the key of an identity holding the ``platform``
+  role there.
+- **Embedded** (the default, no ``X402_API_URL``): ``saferun.platform.embedded.EmbeddedPlatform`` on
+  SafeRun's own database, needing no service or key; said once in the log.
+
+Every call delegates to ``self.platform`` (a ``saferun.platform.base.Platform``) and answers what the seed
+shows. Each mutating call takes an optional ``idempotency_key``; errors are ``saferun.errors`` classes on
+both platforms.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from saferun.config import get_settings
+from saferun.core.rollback.reconciliation import RetryPolicy
 from saferun.errors import SafeRunError
+from saferun.platform.base import Platform
 from saferun.platform.embedded import EmbeddedPlatform
+from saferun.platform.remote import DEFAULT_TIMEOUT, RemotePlatform
 from saferun.storage.database import Database, get_database
 
+if TYPE_CHECKING:
+    from saferun.storage.artifacts import ArtifactStore
+
 log = logging.getLogger(__name__)
-_announced = False
+_announced: set[str] = set()
+
+
+def _announce(mode: str, message: str, *args: Any) -> None:
+    """Log which platform is in use, once per process and mode."""
+    if mode not in _announced:
+        _announced.add(mode)
+        log.info(message, *args)
 
 
 class X402Integration:
+    """``X402Integration()`` reads ``X402_API_URL`` / ``X402_API_KEY``; arguments override them.
+
+    ``database`` is the embedded platform's database (default: the configured one) and is ``None`` for a
+    remote platform, as is ``artifacts``; ``timeout`` (seconds per attempt) and ``retry`` tune the remote
+    client.
+    """
+
     def __init__(
-        self, api_key: str | None = None, api_url: str | None = None, *, database: Database | None = None
+        self,
+        api_key: str | None = None,
+        api_url: str | None = None,
+        *,
+        database: Database | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
     ) -> None:
-        global _announced
         settings = get_settings()
-        self.api_url = api_url or settings.x402_api_url
-        self.api_key = api_key or settings.x402_api_key
+        self.api_url = api_url or settings.x402_api_url or None
+        self.api_key = api_key or settings.x402_api_key or None
+        self.database: Database | None
+        self.artifacts: ArtifactStore | None
+        self.platform: Platform
         if self.api_url:
-            raise SafeRunError(
-                f"X402_API_URL is set ({self.api_url}), but this SafeRun build has only the embedded x402 "
-                "platform; unset X402_API_URL to use it",
-                api_url=self.api_url,
-            )
-        self.database = database or get_database()
-        self.artifacts = self.database.artifacts
-        self.platform = EmbeddedPlatform(self.database)
-        if not _announced:
-            log.info(
+            if not self.api_key or not self.api_key.strip():
+                raise SafeRunError(
+                    f"X402_API_KEY is required when X402_API_URL is set ({self.api_url}): set X402_API_KEY "
+                    "(environment or .env) to the platform's API key, or unset X402_API_URL to use the "
+                    "embedded platform",
+                    api_url=self.api_url,
+                )
+            self.database = None
+            self.artifacts = None
+            self.platform = RemotePlatform(self.api_url, self.api_key, timeout=timeout, retry=retry)
+            _announce("remote", "x402: using the remote platform at %s", self.platform.api_url)
+        else:
+            self.database = database or get_database()
+            self.artifacts = self.database.artifacts
+            self.platform = EmbeddedPlatform(self.database)
+            _announce(
+                "embedded",
                 "x402: using the embedded platform in %s (set X402_API_URL for a remote one)",
                 self.database.engine.url.render_as_string(hide_password=True),
             )
-            _announced = True
 
     @property
     def mode(self) -> str:
-        return "embedded"
+        """``"remote"`` (an x402 platform over HTTP) or ``"embedded"`` (SafeRun's own database)."""
+        return "remote" if isinstance(self.platform, RemotePlatform) else "embedded"
 
-    async def create_artifact(
-        self, artifact_type: str, content: str | bytes, metadata: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
-        with self.database.transaction() as conn:
-            stored = self.artifacts.put_bytes(
-                conn, data, artifact_type=artifact_type, metadata=metadata or {}
-            )
-        return {
-            "artifact_id": stored.sha256,
-            "uri": stored.uri,
-            "size_bytes": stored.raw_size,
-            "compressed_size_bytes": stored.compressed_size,
-        }
+    def __repr__(self) -> str:  # never the key
+        where = self.api_url if self.mode == "remote" else "embedded"
+        return f"X402Integration({where})"
 
-    async def get_artifact(self, artifact_uri: str) -> dict[str, Any]:
-        with self.database.read() as conn:
-            data = self.artifacts.get_bytes(conn, artifact_uri)
-            info = self.artifacts.info(conn, artifact_uri) or {}
-        return {
-            "uri": artifact_uri,
-            "content": data.decode("utf-8"),
-            "artifact_type": info.get("artifact_type"),
-            "metadata": info.get("metadata", {}),
-        }
+    async def close(self) -> None:
+        """Release the remote platform's connections (nothing to release for the embedded one)."""
+        await self.platform.close()
 
-    # --- Jobs, Escrow, Identity, Marketplace: the embedded platform ---------------------------------------
+    async def __aenter__(self) -> X402Integration:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --- Jobs ---------------------------------------------------------------------------------------------
 
     async def create_job(
         self,
@@ -107,6 +135,13 @@ class X402Integration:
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         return await self.platform.get_job(job_id)
+
+    async def update_job_status(
+        self, job_id: str, status: str, reason: str = "", *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return await self.platform.update_job_status(job_id, status, reason, idempotency_key=idempotency_key)
+
+    # --- Escrow -------------------------------------------------------------------------------------------
 
     async def lock_escrow(
         self,
@@ -146,6 +181,28 @@ class X402Integration:
             escrow_id, splits, total=total, idempotency_key=idempotency_key
         )
 
+    async def get_escrow(self, escrow_id: str) -> dict[str, Any]:
+        return await self.platform.get_escrow(escrow_id)
+
+    # --- Artifacts ----------------------------------------------------------------------------------------
+
+    async def create_artifact(
+        self,
+        artifact_type: str,
+        content: str | bytes,
+        metadata: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        return await self.platform.create_artifact(
+            artifact_type, content, metadata, idempotency_key=idempotency_key
+        )
+
+    async def get_artifact(self, artifact_uri: str) -> dict[str, Any]:
+        return await self.platform.get_artifact(artifact_uri)
+
+    # --- Identity -----------------------------------------------------------------------------------------
+
     async def verify_identity(self, user_id: str, role: str) -> bool:
         return await self.platform.verify_identity(user_id, role)
 
@@ -159,6 +216,21 @@ class X402Integration:
             supervisor_id, workflow_id, quality_score, idempotency_key=idempotency_key
         )
 
+    # --- Marketplace --------------------------------------------------------------------------------------
+
+    async def register_supervisor(
+        self,
+        supervisor_id: str,
+        specialties: list[str],
+        price_per_approval: Any,
+        available: bool = True,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        return await self.platform.register_supervisor(
+            supervisor_id, specialties, price_per_approval, available, idempotency_key=idempotency_key
+        )
+
     async def find_supervisors(self, workflow_type: str, min_reputation: float = 0.0) -> list[dict[str, Any]]:
         return await self.platform.find_supervisors(workflow_type, min_reputation)
 
@@ -167,6 +239,18 @@ class X402Integration:
     ) -> dict[str, Any]:
         return await self.platform.request_supervisor(
             supervisor_id, workflow_id, idempotency_key=idempotency_key
+        )
+
+    async def assign_supervisor(
+        self,
+        workflow_id: str,
+        workflow_type: str,
+        min_reputation: float = 0.0,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        return await self.platform.assign_supervisor(
+            workflow_id, workflow_type, min_reputation, idempotency_key=idempotency_key
         )
 
     async def rate_supervisor(
@@ -181,6 +265,3 @@ class X402Integration:
         return await self.platform.rate_supervisor(
             supervisor_id, workflow_id, rating, review, idempotency_key=idempotency_key
         )
-
-    async def close(self) -> None:
-        """Nothing to release for the embedded platform: the database handle is shared per process."""

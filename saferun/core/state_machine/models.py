@@ -228,6 +228,8 @@ class WorkflowExecution(BaseModel):
     current_state: WorkflowState
     current_checkpoint: int
     total_checkpoints: int
+    # who supervises now: the config's supervisor, or the one the marketplace assigned later
+    supervisor_id: str | None = None
     job_id: str | None = None
     escrow_id: str | None = None
     last_approved_snapshot_id: str | None = None

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, RowMapping
 
 from saferun.config import get_settings
-from saferun.core import decisions, escrow, notify, parties, transitions, views
+from saferun.core import decisions, escrow, mirror, notify, parties, transitions, views
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
 from saferun.core.rollback import saga as saga_ops
 from saferun.core.rollback.reconciliation import (
@@ -54,6 +54,9 @@ from saferun.errors import (
     InvalidTransition,
     WorkflowNotFound,
 )
+from saferun.platform.base import Platform
+from saferun.platform.delivery import DeliveryReport, OutboxDelivery
+from saferun.platform.embedded import EmbeddedPlatform
 from saferun.storage import approvals, audit, jobs, saga, snapshots
 from saferun.storage import workflows as wf_store
 from saferun.storage.database import Database, get_database
@@ -143,6 +146,13 @@ class WorkflowOrchestrator(WorkflowReads):
             self.registry.import_modules(settings.compensation_modules)
         self.rollback_grace = timedelta(seconds=settings.rollback_grace_seconds)
         self.identity_checks = parties.parse_mode(identity_checks or settings.identity_checks)
+        self._delivery: OutboxDelivery | None = None
+        # workflows this orchestrator creates keep their jobs and money on this platform (None: embedded)
+        self.platform_url: str | None = (
+            x402_integration.api_url
+            if x402_integration is not None and x402_integration.mode == "remote"
+            else None
+        )
 
     # ------------------------------------------------------------------ lifecycle (seed API)
     def initialize_workflow(self, config: WorkflowConfig, *, actor: str | None = None) -> WorkflowExecution:
@@ -180,6 +190,7 @@ class WorkflowOrchestrator(WorkflowReads):
                 supervisor_id=supervisor,
                 escrow_micro=amount,
                 escrow_id=f"escrow_{config.workflow_id}",
+                platform_url=self.platform_url,
             )
             job_id = jobs.create(
                 conn,
@@ -206,6 +217,7 @@ class WorkflowOrchestrator(WorkflowReads):
             if assigned and supervisor is not None:
                 parties.record_assignment(conn, config.workflow_id, supervisor, "saferun:marketplace")
             row = wf_store.get(conn, config.workflow_id)
+            mirror.main_job(conn, row)
             if config.funding == "ledger":
                 escrow.lock(conn, row, actor)
             return self._fresh(conn, config.workflow_id)
@@ -360,6 +372,14 @@ class WorkflowOrchestrator(WorkflowReads):
             "expires_at": now + timedelta(seconds=cp.timeout_seconds),
         }
         approvals.insert_request(conn, **values)
+        mirror.approval_subjob(
+            conn,
+            row,
+            request_id,
+            cp.checkpoint_id,
+            supervisor,
+            {"request_id": request_id, "snapshot_id": snap["snapshot_id"], "summary": review.summary},
+        )
         transitions.apply(
             conn,
             row,
@@ -641,6 +661,53 @@ class WorkflowOrchestrator(WorkflowReads):
             return exact
         done = snapshots.passed_checkpoints(conn, row["workflow_id"])
         return next((cp for cp in config.checkpoints if cp.checkpoint_id not in done), config.checkpoints[-1])
+    @property
+    def platform(self) -> Platform:
+        """The x402 platform this orchestrator's workflows live on (embedded unless configured remote)."""
+        if self.platform_url is not None and self.x402 is not None:
+            return self.x402.platform
+        return EmbeddedPlatform(self.db, strict_identities=False)
+
+    async def rate_supervisor(
+        self, workflow_id: str, rating: int, review: str = "", *, rated_by: str | None = None
+    ) -> dict[str, Any]:
+        """The poster's rating of the workflow's supervisor, once the workflow has ended.
+
+        One rating per workflow (idempotency key ``rating:<workflow_id>``: the same rating again is a
+        no-op, a different one a conflict); it moves the supervisor's reputation on the platform.
+        """
+        wf = self.get_workflow(workflow_id)
+        if wf.current_state not in (WorkflowState.COMPLETED, WorkflowState.FAILED):
+            raise InvalidTransition(
+                workflow_id, wf.current_state.value, "rate", "supervisors are rated once the workflow ended"
+            )
+        if wf.supervisor_id is None:
+            raise Conflict(f"workflow {workflow_id!r} had no supervisor to rate", workflow_id=workflow_id)
+        result = await self.platform.rate_supervisor(
+            wf.supervisor_id, workflow_id, rating, review, idempotency_key=f"rating:{workflow_id}"
+        )
+        with self.db.transaction() as conn:
+            audit.append(
+                conn,
+                workflow_id,
+                "supervisor_rated",
+                rated_by or wf.config.poster_id,
+                {"supervisor_id": wf.supervisor_id, "rating": rating, "review": review},
+            )
+        return result
+
+    async def deliver_platform_calls(self) -> DeliveryReport | None:
+        """Send what this store owes the remote x402 platform (``saferun.platform.delivery``).
+
+        None when this orchestrator uses the embedded platform, which needs no delivery. The server's
+        sweeper calls this every second; an agent process without a server can await it itself.
+        """
+        if self.platform_url is None or self.x402 is None:
+            return None
+        if self._delivery is None:
+            self._delivery = OutboxDelivery(self.db, self.x402.platform)
+        return await self._delivery.deliver_due()
+
 
 
 __all__ = ["SweepReport", "WorkflowNotFound", "WorkflowOrchestrator"]

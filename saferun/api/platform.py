@@ -1,0 +1,296 @@
+"""The x402 platform API (``/x402``): the embedded platform served over HTTP, so one SafeRun can be the
+platform of another (``X402_API_URL=http(s)://this-server/x402``, spoken by ``RemotePlatform``).
+
+Each route is one call of ``saferun.platform.embedded.EmbeddedPlatform`` on this server's database, with
+the same arguments and the same JSON answer; errors are the platform's ``saferun.errors`` (``422`` naming
+the field, ``404``, ``409``, ``403`` naming the rule), so the remote client raises what the embedded one
+would. Mutating routes read the ``Idempotency-Key`` header and pass it on as ``idempotency_key``: a repeat
+with the same key and body answers the first call's result and moves nothing.
+
+**Who may call it** (rule ``platform_role``, ``saferun.domain.policy.may_use_platform``): with a key, an
+identity with the ``platform`` role (a service account for the SafeRun that uses this one as its platform)
+or ``admin``. The API moves money between parties it names itself, so no poster, executor or supervisor
+key may use it. Open mode (loopback development): anyone, like every other route. Identities named in
+calls are always checked (registered, enabled, with the role they act in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Coroutine
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from pydantic import Field, WithJsonSchema
+
+from saferun.api.deps import CallerDep, enforce, orchestrator
+from saferun.api.schemas import Strict
+from saferun.domain.policy import may_use_platform
+from saferun.errors import InvalidInput
+from saferun.platform.embedded import JOB_STATUSES, EmbeddedPlatform
+
+router = APIRouter(prefix="/x402", tags=["x402 platform"])
+
+T = TypeVar("T")
+# validated by the platform itself (``InvalidAmount`` naming the field, as on the embedded platform)
+Amount = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "number"}, {"type": "string"}],
+            "description": "exact amount, at most 6 decimals (number or decimal string)",
+        }
+    ),
+]
+Id = Annotated[str, Field(min_length=1, max_length=200)]
+KEY_DOC = (
+    "Makes the call idempotent: a repeat with the same key and body answers the first result and changes "
+    "nothing; the same key with another body is 409 IdempotencyConflict."
+)
+
+
+def platform(request: Request, caller: CallerDep) -> EmbeddedPlatform:
+    enforce(may_use_platform(caller))
+    return EmbeddedPlatform(orchestrator(request).db)
+
+
+PlatformDep = Annotated[EmbeddedPlatform, Depends(platform)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", description=KEY_DOC)]
+
+
+def run(call: Coroutine[Any, Any, T]) -> T:
+    """Run one platform call to completion. Routes are sync (FastAPI runs them in its thread pool) because
+    the embedded platform's async methods do blocking database work; this keeps it off the event loop."""
+    return asyncio.run(call)
+
+
+# --- bodies ---------------------------------------------------------------------------------------------
+
+
+class CreateJob(Strict):
+    job_type: str = Field(min_length=1, max_length=64)
+    job_data: dict[str, Any] = Field(default_factory=dict)
+    escrow_amount: Amount
+    executor_id: Id
+
+
+class CreateSubjob(Strict):
+    checkpoint_id: str = Field(min_length=1, max_length=200)
+    supervisor_id: Id
+    approval_data: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobStatus(Strict):
+    status: str = Field(description=f"one of {', '.join(JOB_STATUSES)}")
+    reason: str = Field(default="", max_length=2000)
+
+
+class LockEscrow(Strict):
+    workflow_id: str = Field(min_length=1, max_length=64)
+    amount: Amount
+    poster_id: Id
+    executor_id: Id
+
+
+class ReleaseEscrow(Strict):
+    amount: Amount
+    recipient_id: Id
+    reason: str = Field(default="", max_length=200)
+
+
+class Split(Strict):
+    recipient_id: Id
+    amount: Amount
+    reason: str = Field(default="", max_length=200)
+
+
+class SplitPayment(Strict):
+    splits: list[Split] = Field(min_length=1, max_length=1000)
+    total: Amount | None = None
+
+
+class CreateArtifact(Strict):
+    artifact_type: str = Field(min_length=1, max_length=64)
+    content: str
+    content_encoding: Literal["utf-8", "base64"] = "utf-8"
+    metadata: dict[str, Any] | None = None
+
+
+class ApprovalQuality(Strict):
+    workflow_id: str = Field(min_length=1, max_length=64)
+    quality_score: float = Field(ge=0, le=1)
+
+
+class RegisterSupervisor(Strict):
+    supervisor_id: Id
+    specialties: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=100
+    )
+    price_per_approval: Amount
+    available: bool = True
+
+
+class RequestSupervisor(Strict):
+    workflow_id: str = Field(min_length=1, max_length=64)
+
+
+class AssignSupervisor(Strict):
+    workflow_id: str = Field(min_length=1, max_length=64)
+    workflow_type: str = Field(min_length=1, max_length=64)
+    min_reputation: float = Field(default=0.0, ge=0, le=1)
+
+
+class RateSupervisor(Strict):
+    workflow_id: str = Field(min_length=1, max_length=64)
+    rating: int = Field(ge=1, le=5)
+    review: str = Field(default="", max_length=2000)
+
+
+# --- routes ---------------------------------------------------------------------------------------------
+
+
+@router.get("/health")
+def health() -> dict[str, str]:
+    """Whether the platform API is up (no key needed), as ``curl "$X402_API_URL/health"`` expects."""
+    return {"status": "healthy", "service": "SafeRun x402 platform"}
+
+
+@router.post("/jobs", status_code=201)
+def create_job(body: CreateJob, p: PlatformDep, key: IdempotencyKey = None) -> dict[str, Any]:
+    return run(
+        p.create_job(body.job_type, body.job_data, body.escrow_amount, body.executor_id, idempotency_key=key)
+    )
+
+
+@router.post("/jobs/{parent_job_id:path}/approval-subjobs", status_code=201)
+def create_approval_subjob(
+    parent_job_id: str, body: CreateSubjob, p: PlatformDep, key: IdempotencyKey = None
+) -> dict[str, Any]:
+    return run(
+        p.create_approval_subjob(
+            parent_job_id, body.checkpoint_id, body.supervisor_id, body.approval_data, idempotency_key=key
+        )
+    )
+
+
+@router.post("/jobs/{job_id:path}/status")
+def update_job_status(
+    job_id: str, body: JobStatus, p: PlatformDep, key: IdempotencyKey = None
+) -> dict[str, Any]:
+    return run(p.update_job_status(job_id, body.status, body.reason, idempotency_key=key))
+
+
+@router.get("/jobs/{job_id:path}")
+def get_job(job_id: str, p: PlatformDep) -> dict[str, Any]:
+    return run(p.get_job(job_id))
+
+
+@router.post("/escrow/lock")
+def lock_escrow(body: LockEscrow, p: PlatformDep, key: IdempotencyKey = None) -> dict[str, Any]:
+    return run(
+        p.lock_escrow(body.workflow_id, body.amount, body.poster_id, body.executor_id, idempotency_key=key)
+    )
+
+
+@router.post("/escrow/{escrow_id:path}/release")
+def release_escrow(
+    escrow_id: str, body: ReleaseEscrow, p: PlatformDep, key: IdempotencyKey = None
+) -> dict[str, Any]:
+    return run(p.release_escrow(escrow_id, body.amount, body.recipient_id, body.reason, idempotency_key=key))
+
+
+@router.post("/escrow/{escrow_id:path}/split")
+def split_payment(
+    escrow_id: str, body: SplitPayment, p: PlatformDep, key: IdempotencyKey = None
+) -> dict[str, Any]:
+    splits = [s.model_dump() for s in body.splits]
+    return run(p.split_payment(escrow_id, splits, total=body.total, idempotency_key=key))
+
+
+@router.get("/escrow/{escrow_id:path}")
+def get_escrow(escrow_id: str, p: PlatformDep) -> dict[str, Any]:
+    return run(p.get_escrow(escrow_id))
+
+
+@router.post("/artifacts", status_code=201)
+def create_artifact(body: CreateArtifact, p: PlatformDep, key: IdempotencyKey = None) -> dict[str, Any]:
+    content: str | bytes = body.content
+    if body.content_encoding == "base64":
+        try:
+            content = base64.b64decode(body.content, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput("content", "is not valid base64 (content_encoding is base64)") from None
+    return run(p.create_artifact(body.artifact_type, content, body.metadata, idempotency_key=key))
+
+
+@router.get("/artifacts")
+def get_artifact(p: PlatformDep, uri: str = Query(min_length=1, max_length=200)) -> dict[str, Any]:
+    return run(p.get_artifact(uri))
+
+
+@router.get("/identities/{user_id:path}/verify")
+def verify_identity(
+    user_id: str, p: PlatformDep, role: str = Query(min_length=1, max_length=64)
+) -> dict[str, Any]:
+    """``verified`` is false for an unknown, disabled or role-less identity; an unknown role is 422."""
+    return {"user_id": user_id, "role": role, "verified": run(p.verify_identity(user_id, role))}
+
+
+@router.get("/identities/{user_id:path}")
+def get_user_profile(user_id: str, p: PlatformDep) -> dict[str, Any]:
+    return run(p.get_user_profile(user_id))
+
+
+@router.post("/supervisors", status_code=201)
+def register_supervisor(
+    body: RegisterSupervisor, p: PlatformDep, key: IdempotencyKey = None
+) -> dict[str, Any]:
+    return run(
+        p.register_supervisor(
+            body.supervisor_id, body.specialties, body.price_per_approval, body.available, idempotency_key=key
+        )
+    )
+
+
+@router.get("/supervisors")
+def find_supervisors(
+    p: PlatformDep,
+    workflow_type: str = Query(min_length=1, max_length=64),
+    min_reputation: float = Query(0.0, ge=0, le=1),
+) -> dict[str, Any]:
+    found = run(p.find_supervisors(workflow_type, min_reputation))
+    return {"supervisors": found, "total": len(found)}
+
+
+@router.post("/supervisors/assignments")
+def assign_supervisor(body: AssignSupervisor, p: PlatformDep, key: IdempotencyKey = None) -> dict[str, Any]:
+    return run(
+        p.assign_supervisor(body.workflow_id, body.workflow_type, body.min_reputation, idempotency_key=key)
+    )
+
+
+@router.post("/supervisors/{supervisor_id:path}/requests")
+def request_supervisor(
+    supervisor_id: str, body: RequestSupervisor, p: PlatformDep, key: IdempotencyKey = None
+) -> dict[str, Any]:
+    return run(p.request_supervisor(supervisor_id, body.workflow_id, idempotency_key=key))
+
+
+@router.post("/supervisors/{supervisor_id:path}/ratings")
+def rate_supervisor(
+    supervisor_id: str, body: RateSupervisor, p: PlatformDep, key: IdempotencyKey = None
+) -> dict[str, Any]:
+    return run(
+        p.rate_supervisor(supervisor_id, body.workflow_id, body.rating, body.review, idempotency_key=key)
+    )
+
+
+@router.post("/supervisors/{supervisor_id:path}/approval-quality")
+def record_approval_quality(
+    supervisor_id: str, body: ApprovalQuality, p: PlatformDep, key: IdempotencyKey = None
+) -> dict[str, Any]:
+    return run(
+        p.record_approval_quality(supervisor_id, body.workflow_id, body.quality_score, idempotency_key=key)
+    )

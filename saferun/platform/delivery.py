@@ -1,0 +1,138 @@
+"""Delivering ``platform_outbox`` to a remote x402 platform: at least once, acted on exactly once.
+
+Each due row is claimed with a lease (so two SafeRun processes do not send it at the same moment, and a
+crashed one's row comes back when its lease runs out), sent with its own idempotency key, and marked
+delivered with the platform's answer. A lost answer or a 5xx leaves the row pending with exponential
+backoff and full jitter; the next send carries the same key, and the platform answers the first result
+instead of acting again. A 4xx is the platform refusing the call itself (unknown identity, a release
+above what it holds, ...): retrying cannot help, so the row is marked ``failed`` with the platform's
+message and shown by ``saferun platform outbox`` for an operator; the workflow's later calls wait
+behind it (a workflow's calls reach the platform in the order they happened) until
+``saferun platform outbox --retry`` puts it back in the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from saferun.errors import SafeRunError
+from saferun.platform.base import MUTATING_CALLS, Platform
+from saferun.storage import outbox
+from saferun.storage.database import Database
+from saferun.storage.schema import utcnow
+
+log = logging.getLogger(__name__)
+
+# 408 and 429 say "later", not "never"
+_RETRYABLE_4XX = frozenset({408, 429})
+
+
+@dataclass
+class DeliveryReport:
+    delivered: list[str] = field(default_factory=list)
+    retrying: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # behind an earlier call not delivered yet
+
+
+def permanent(exc: BaseException) -> bool:
+    """Whether the platform refused the call itself (4xx), as opposed to not answering (retry)."""
+    status = getattr(exc, "http_status", 500)
+    return isinstance(exc, SafeRunError) and 400 <= status < 500 and status not in _RETRYABLE_4XX
+
+
+def _resolve(value: Any, results: dict[str, Any]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$result", "field"}:
+            return results[value["$result"]][value["field"]]
+        return {k: _resolve(v, results) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, results) for v in value]
+    return value
+
+
+def _refs(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        if set(value) == {"$result", "field"}:
+            return {value["$result"]}
+        return set().union(*(_refs(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(_refs(v) for v in value)) if value else set()
+    return set()
+
+
+class OutboxDelivery:
+    """Sends what the engine owes ``platform``; ``deliver_due`` is safe to run from every process."""
+
+    def __init__(
+        self,
+        db: Database,
+        platform: Platform,
+        *,
+        lease: timedelta = timedelta(seconds=60),
+        batch: int = 100,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 300.0,
+    ) -> None:
+        self.db = db
+        self.platform = platform
+        self.lease = lease
+        self.batch = batch
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+
+    def _backoff(self, attempts: int) -> timedelta:
+        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** max(0, attempts - 1))
+        return timedelta(seconds=random.uniform(0, ceiling))  # full jitter
+
+    async def deliver_due(self, now: datetime | None = None) -> DeliveryReport:
+        report = DeliveryReport()
+        now = now or utcnow()
+        with self.db.read() as conn:
+            due = outbox.due(conn, now, self.batch)
+        for row in due:
+            key = row["idempotency_key"]
+            needs = _refs(row["arguments"]) | ({row["after_key"]} if row["after_key"] else set())
+            with self.db.transaction() as conn:
+                earlier = {k: outbox.by_key(conn, k) for k in needs}
+                blocked = outbox.earlier_undelivered(conn, row)
+                if blocked or any(r is None or r["status"] != outbox.DELIVERED for r in earlier.values()):
+                    report.waiting.append(key)
+                    continue
+                if not outbox.claim(conn, row, self.lease, now):
+                    continue  # another process has it
+            results = {k: r["result"] for k, r in earlier.items() if r is not None}
+            await self._send(row, results, report)
+        return report
+
+    async def _send(self, row: Any, results: dict[str, Any], report: DeliveryReport) -> None:
+        key = row["idempotency_key"]
+        operation = row["operation"]
+        if operation not in MUTATING_CALLS:
+            with self.db.transaction() as conn:
+                outbox.mark_failed(conn, row["id"], f"unknown platform call {operation!r}")
+            report.failed.append(key)
+            return
+        try:
+            arguments = _resolve(row["arguments"], results)
+            result = await getattr(self.platform, operation)(**arguments, idempotency_key=key)
+        except Exception as exc:  # every failure is recorded on the row; none may stop the others
+            message = exc.message if isinstance(exc, SafeRunError) else f"{type(exc).__name__}: {exc}"
+            with self.db.transaction() as conn:
+                if permanent(exc):
+                    outbox.mark_failed(conn, row["id"], message)
+                    report.failed.append(key)
+                    log.error("platform refused %s (%s): %s", operation, key, message)
+                else:
+                    attempts = row["attempts"] + 1
+                    outbox.mark_retry(conn, row["id"], message, utcnow() + self._backoff(attempts))
+                    report.retrying.append(key)
+                    log.warning("platform call %s (%s) will be retried: %s", operation, key, message)
+            return
+        with self.db.transaction() as conn:
+            outbox.mark_delivered(conn, row["id"], result if isinstance(result, dict) else {"result": result})
+        report.delivered.append(key)
