@@ -19,7 +19,7 @@ from saferun.core.state_machine.models import (
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.states import WorkflowState
 from saferun.errors import ApprovalRejected, SafeRunError
-from saferun.supervised import Decision, SupervisedRun, attach, supervised
+from saferun.supervised import Decision, SupervisedRun, attach, current_run, supervised
 
 __version__ = "0.1.0"
 
@@ -42,6 +42,7 @@ __all__ = [
     "__version__",
     "attach",
     "compensation",
+    "current_run",
     "registry",
     "supervised",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     x402_asset_version: str = Field(default="2", alias="SAFERUN_X402_ASSET_VERSION")  # EIP-712 version
     x402_pay_to: str | None = Field(default=None, alias="SAFERUN_X402_PAY_TO")
     x402_max_timeout_seconds: int = Field(default=300, alias="SAFERUN_X402_MAX_TIMEOUT_SECONDS")
+    # the ExecutorAgent's model (saferun/agents/executor, docs/agents.md): offline (default) | anthropic
+    executor_provider: str = Field(default="offline", alias="SAFERUN_EXECUTOR_PROVIDER")
+    executor_model: str | None = Field(default=None, alias="SAFERUN_EXECUTOR_MODEL")
+    anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
     debug: bool = Field(default=False, alias="DEBUG")
 
     def resolved_database_url(self) -> str:

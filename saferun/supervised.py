@@ -15,6 +15,8 @@ the workflow; leaving it with an exception fails it (approved milestones stay pa
 
 from __future__ import annotations
 
+import asyncio
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -100,17 +102,28 @@ class SupervisedRun:
         self.memory: dict[str, Any] = {}
         self.outputs: dict[str, Any] = {}
         self.trace: list[str] = []
+        # the loop the run lives on, so code in worker threads (sync tools) can wait on it
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._token: Token[SupervisedRun | None] | None = None
 
     async def __aenter__(self) -> SupervisedRun:
         if self.create:
             self.orchestrator.initialize_workflow(self.config)
         if self.orchestrator.get_workflow(self.workflow_id).current_state == WorkflowState.INITIALIZED:
             self.orchestrator.start_execution(self.workflow_id)
+        self.loop = asyncio.get_running_loop()
+        self._token = _current_run.set(self)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._token is not None:
+            try:
+                _current_run.reset(self._token)
+            except ValueError:  # left in another context than it was entered in: just forget it there
+                _current_run.set(None)
+            self._token = None
         state = self.orchestrator.get_workflow(self.workflow_id).current_state
         if exc is None:
             if state == WorkflowState.EXECUTING:
@@ -225,6 +238,19 @@ class SupervisedRun:
         raise InvalidInput(
             "name", f"no checkpoint named {name!r} (configured: {', '.join(c.name for c in cps)})"
         )
+
+
+# The run whose ``async with`` block is executing; tasks and worker threads started inside it inherit it.
+_current_run: ContextVar[SupervisedRun | None] = ContextVar("saferun_current_run", default=None)
+
+
+def current_run() -> SupervisedRun | None:
+    """The supervised run this code executes in, or None outside any ``async with supervised(...)`` block.
+
+    Lets helpers that wrap an agent's functions (``saferun.integrations.requires_approval``, the LangGraph
+    adapter) find the run without it being threaded through every call of the agent's code.
+    """
+    return _current_run.get()
 
 
 def supervised(

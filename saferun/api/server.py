@@ -30,6 +30,8 @@ from saferun.core import notify
 from saferun.core.identity import IdentityService
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.errors import PayloadTooLarge, SafeRunError
+from saferun.notifications import settings as notification_settings
+from saferun.notifications.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
 SWEEP_INTERVAL_SECONDS = 1.0
@@ -42,6 +44,7 @@ def create_app(
     auth: str | None = None,
     max_body_bytes: int | None = None,
     sweep: bool = True,
+    notifications: notification_settings.NotificationSettings | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="SafeRun X402",
@@ -53,6 +56,8 @@ def create_app(
     app.state.orchestrator = orchestrator
     app.state.auth_mode = auth or auth_mode()
     app.state.sweep = sweep
+    # checked here, so a bad SAFERUN_WEBHOOK_URLS (or any notification setting) stops the server at start
+    app.state.notifications = notifications or notification_settings.load()
     limit = max_body_bytes or int(os.environ.get("SAFERUN_MAX_BODY_BYTES", DEFAULT_MAX_BODY))
     app.add_middleware(BodyLimit, max_bytes=limit)
     _install_error_handlers(app)
@@ -76,11 +81,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await notifier.astart(5.0)  # LISTEN before the first request, so no wake-up is missed
     except Exception:  # waiters fall back to polling; the listener keeps retrying in the background
         log.warning("notification listener not ready; long-polls fall back to polling", exc_info=True)
-    task = asyncio.create_task(_sweeper(orch)) if app.state.sweep else None
+    tasks = []
+    if app.state.sweep:
+        tasks.append(asyncio.create_task(_sweeper(orch)))
+        # notices run beside the sweep, not in it: a slow webhook or SMTP server never delays an expiry
+        tasks.append(asyncio.create_task(Dispatcher(orch.db, app.state.notifications).run()))
     try:
         yield
     finally:
-        if task is not None:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -99,10 +108,12 @@ async def _sweeper(orch: WorkflowOrchestrator) -> None:
 
 def _include_dashboard(app: FastAPI) -> None:
     try:
+        from saferun.ui.decision_links import router as links_router
         from saferun.ui.routes import router as ui_router
     except ImportError:  # the dashboard is optional in embedded use; the API stands alone
         return
     app.include_router(ui_router)
+    app.include_router(links_router)  # /decide/{token}: the notices' single-use decision links
 
 
 def _install_error_handlers(app: FastAPI) -> None:

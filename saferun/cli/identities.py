@@ -199,3 +199,29 @@ def enable(ctx: typer.Context, identity_id: IdentityId) -> None:
     """Enable a disabled identity again (revoked keys stay revoked)."""
     _service(ctx).set_disabled(identity_id, False)
     console().print(Text(f"Enabled {identity_id}"))
+
+
+@app.command("email")
+def email(
+    ctx: typer.Context,
+    identity_id: IdentityId,
+    address: Annotated[
+        str | None, typer.Argument(help="The new address; omitted, the current one is shown.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the stored address.")] = False,
+) -> None:
+    """Show, set or clear the e-mail address an identity's notices (and decision links) go to."""
+    from saferun.notifications.settings import check_email
+    from saferun.storage import identities as id_store
+    from saferun.storage import notifications as notices
+
+    with _service(ctx).db.transaction() as conn:
+        id_store.get_identity(conn, identity_id)  # NotFound for an unknown identity
+        if clear:
+            notices.set_email(conn, identity_id, None)
+        elif address is not None:
+            notices.set_email(conn, identity_id, check_email(address, "address"))
+        current = notices.email_of(conn, identity_id)
+    console().print(
+        Text(f"{identity_id}: {current or 'no e-mail address (SAFERUN_NOTIFY_EMAILS may name one)'}")
+    )

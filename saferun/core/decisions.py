@@ -27,6 +27,7 @@ from saferun.domain.modifications import merge_patch, validate_modifications
 from saferun.domain.states import Event, WorkflowState
 from saferun.errors import DecisionConflict, InvalidInput
 from saferun.storage import approvals, audit, jobs, saga, snapshots
+from saferun.storage import notifications as notices
 from saferun.storage import workflows as wf_store
 from saferun.storage.database import lock_workflow
 from saferun.storage.schema import utcnow
@@ -82,6 +83,8 @@ def decide(
         current = approvals.get(conn, request_id)
         raise DecisionConflict(request_id, "expired" if current["status"] == "pending" else current["status"])
     notify.publish(conn, "decision", request_id)  # wakes waiters once this transaction commits
+    # the notice commits with the decision, so none is lost to a crash (saferun/notifications)
+    notices.record(conn, claim_status or ("expired" if automatic else "decided"), request_id, wf_id)
 
     response_id = response_id or new_id("resp")
     approvals.insert_response(

@@ -14,14 +14,13 @@ behind it (a workflow's calls reach the platform in the order they happened) unt
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from saferun.errors import SafeRunError
 from saferun.platform.base import MUTATING_CALLS, Platform
-from saferun.storage import outbox
+from saferun.storage import leased, outbox
 from saferun.storage.database import Database
 from saferun.storage.schema import utcnow
 
@@ -86,8 +85,7 @@ class OutboxDelivery:
         self.backoff_cap = backoff_cap
 
     def _backoff(self, attempts: int) -> timedelta:
-        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** max(0, attempts - 1))
-        return timedelta(seconds=random.uniform(0, ceiling))  # full jitter
+        return leased.backoff(attempts, self.backoff_base, self.backoff_cap)
 
     async def deliver_due(self, now: datetime | None = None) -> DeliveryReport:
         report = DeliveryReport()

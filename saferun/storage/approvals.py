@@ -46,6 +46,13 @@ def claim(
     return conn.execute(_CLAIM, params).rowcount == 1
 
 
+def set_alerts(conn: Connection, request_id: str, alerts: list[dict[str, Any]]) -> None:
+    """Replace a request's alerts (the monitor adds to them while the request is pending)."""
+    conn.execute(
+        update(approval_requests).where(approval_requests.c.request_id == request_id).values(alerts=alerts)
+    )
+
+
 def insert_response(conn: Connection, **values: Any) -> None:
     conn.execute(_INSERT_RESPONSE, {"created_at": utcnow(), **values})
 

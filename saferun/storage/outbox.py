@@ -12,9 +12,10 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, insert, select, update
 
+from saferun.storage import leased
 from saferun.storage.schema import platform_outbox, utcnow
 
-PENDING = "pending"
+PENDING = leased.PENDING
 DELIVERED = "delivered"
 FAILED = "failed"
 
@@ -50,27 +51,12 @@ def enqueue(
 
 
 def due(conn: Connection, now: datetime, limit: int) -> list[RowMapping]:
-    query = (
-        select(platform_outbox)
-        .where(platform_outbox.c.status == PENDING, platform_outbox.c.next_attempt_at <= now)
-        .order_by(platform_outbox.c.id)
-        .limit(limit)
-    )
-    return list(conn.execute(query).mappings())
+    return leased.due(conn, platform_outbox, now, limit)
 
 
 def claim(conn: Connection, row: RowMapping, lease: timedelta, now: datetime) -> bool:
     """Take ``row`` for ``lease`` (one deliverer at a time; a crashed one's lease simply runs out)."""
-    result = conn.execute(
-        update(platform_outbox)
-        .where(
-            platform_outbox.c.id == row["id"],
-            platform_outbox.c.status == PENDING,
-            platform_outbox.c.next_attempt_at == row["next_attempt_at"],
-        )
-        .values(next_attempt_at=now + lease, attempts=platform_outbox.c.attempts + 1)
-    )
-    return result.rowcount == 1
+    return leased.claim(conn, platform_outbox, row, lease, now)
 
 
 def by_key(conn: Connection, idempotency_key: str) -> RowMapping | None:

@@ -459,3 +459,69 @@ x402_funding_claims = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
+
+# --- notifications: notices, their deliveries, decision links, e-mail addresses (revision 0006) ----------
+
+notifications = Table(
+    "notifications",
+    metadata,
+    # One notice that a request is waiting, was decided, expired or was cancelled, written in the same
+    # transaction as that change (saferun/notifications), so it exists exactly when the change does: a
+    # crash can lose neither the change nor its notice.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # waiting | decided | expired | cancelled
+    Column("request_id", String(64), ForeignKey("approval_requests.request_id"), nullable=False),
+    Column("workflow_id", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # when the one dispatcher that won it fanned it out into deliveries (NULL: not yet)
+    Column("dispatched_at", UTCDateTime, nullable=True, index=True),
+    UniqueConstraint("request_id", "kind"),
+)
+
+notification_deliveries = Table(
+    "notification_deliveries",
+    metadata,
+    # One notice to one destination (a webhook URL or an e-mail address), retried with backoff until it is
+    # delivered or gives up. ``next_attempt_at`` doubles as the lease of the process sending it.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("notification_id", Integer, ForeignKey("notifications.id"), nullable=False, index=True),
+    Column("channel", String(16), nullable=False),  # webhook | email
+    Column("target", String(2000), nullable=False),
+    Column("format", String(16), nullable=False),  # json | slack (webhook), text (email)
+    Column("status", String(16), nullable=False),  # pending | delivered | failed | skipped
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    UniqueConstraint("notification_id", "channel", "target"),
+)
+Index(
+    "ix_notification_deliveries_due",
+    notification_deliveries.c.status,
+    notification_deliveries.c.next_attempt_at,
+)
+
+decision_links = Table(
+    "decision_links",
+    metadata,
+    # A single-use link that decides one request as its assigned supervisor without signing in. Only the
+    # SHA-256 of the token is stored (like API keys): a copy of this table decides nothing.
+    Column("token_hash", String(64), primary_key=True),
+    Column("request_id", String(64), ForeignKey("approval_requests.request_id"), nullable=False, index=True),
+    Column("supervisor_id", String(200), nullable=False),
+    Column("delivery_id", Integer, ForeignKey("notification_deliveries.id"), nullable=True, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),  # the request's own expiry
+    Column("used_at", UTCDateTime, nullable=True),
+    Column("decision", String(16), nullable=True),
+)
+
+identity_emails = Table(
+    "identity_emails",
+    metadata,
+    # where an identity's notices go (``saferun identities email``); SAFERUN_NOTIFY_EMAILS is the fallback
+    Column("identity_id", String(200), ForeignKey("identities.identity_id"), primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

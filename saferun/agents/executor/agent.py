@@ -1,97 +1,410 @@
 """``ExecutorAgent``: does the work and records what an ``ExecutionState`` needs while doing it.
 
-The model behind it is a *provider*. The default is ``OfflineProvider``: deterministic, no key, no
-network, so every example and test runs anywhere; it answers with a structured plan derived from the
-task text. (Provider choice by configuration, including Anthropic's SDK, is a later issue.)
+    agent = ExecutorAgent("researcher_1")                    # offline provider unless configured
+    async with agent:                                         # verifies the provider before any work
+        research = await agent.execute_task("Gather competitor data", {"market": "EU"})
+        rows = await agent.call_api("/api/data/query", {"table": "customers"}, query_db)
+        state = agent.snapshot("research_review", parameters={"next": "analysis"})
+
+Every model call (``execute_task``) and every tool or API call made through the agent (``call_api``, or
+a function wrapped with ``tool``) is recorded by its ``Recorder`` with timing, summaries, tokens, cost
+and errors; ``snapshot`` turns that record into the ``ExecutionState`` a checkpoint captures. The model
+is a pluggable provider (``providers.py``): ``provider=`` (a name or a ``Provider``), else
+``SAFERUN_EXECUTOR_PROVIDER``, else the offline deterministic one.
+
+A bad provider configuration fails at the start, never mid-task: an unknown name or a missing key when
+the agent is built, a refused key or an unknown model at ``start()`` — which ``execute_task``,
+``call_api`` and ``async with`` all run first. Call ``await agent.start()`` before opening a supervised
+workflow to fail before any escrow is locked.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import functools
+import inspect
+import json
+import re
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
 
+from saferun.agents.executor.pricing import ModelPrice
+from saferun.agents.executor.providers import (
+    Completion,
+    OfflineProvider,
+    Provider,
+    ProviderCheck,
+    make_provider,
+)
+from saferun.agents.executor.recorder import Recorder, jsonable, started_at, summarize
 from saferun.core.state_machine.models import ExecutionState
+from saferun.errors import InvalidInput
+
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "Completion", "ExecutorAgent", "OfflineProvider", "Provider"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are an executor agent whose work a human reviews at checkpoints. Do the task with the context "
+    "given; be concrete and brief. End your answer with one line 'Confidence: X', X between 0 and 1: "
+    "how sure you are that the answer is correct and complete."
+)
+_CONFIDENCE = re.compile(r"^\s*confidence\s*[:=]\s*(\d+(?:\.\d+)?)\s*(%?)\s*$", re.IGNORECASE)
+_KEY_LIMIT = 120
 
 
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-
-
-class Provider(Protocol):
-    name: str
-
-    async def complete(self, prompt: str) -> Completion: ...
-
-
-class OfflineProvider:
-    """A deterministic stand-in for a model: same prompt, same answer; token counts are word counts."""
-
-    name = "offline"
-
-    async def complete(self, prompt: str) -> Completion:
-        digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
-        words = prompt.split()
-        text = f"Plan {digest}: " + "; ".join(f"step {i + 1}: {w}" for i, w in enumerate(words[:5]))
-        return Completion(text=text, input_tokens=len(words), output_tokens=len(text.split()), cost_usd=0.0)
-
-
-@dataclass
 class ExecutorAgent:
-    agent_id: str
-    provider: Provider = field(default_factory=OfflineProvider)
-    memory: dict[str, Any] = field(default_factory=lambda: {"conversation": [], "facts": {}})
-    api_calls: list[dict[str, Any]] = field(default_factory=list)
-    decision_trace: list[str] = field(default_factory=list)
-    outputs: dict[str, Any] = field(default_factory=dict)
-    tokens_used: int = 0
-    cost_usd: float = 0.0
-    elapsed: float = 0.0
+    """An agent whose work is recorded for checkpoints, with a pluggable model provider.
 
-    async def execute_task(self, task: str, context: dict[str, Any]) -> dict[str, Any]:
-        """Run one task; returns ``{"task", "result", "agent_id"}`` and records telemetry on the agent."""
-        started = time.perf_counter()
-        prompt = f"{task}\nContext: {sorted(context)}" if context else task
-        self.memory["conversation"].append(f"task: {task}")
-        self.decision_trace.append(f"Asked {self.provider.name} provider to handle: {task}")
-        completion = await self.provider.complete(prompt)
-        self.api_calls.append(
-            {
-                "timestamp": datetime.now(UTC).isoformat(),
-                "endpoint": f"provider:{self.provider.name}",
-                "method": "complete",
-                "status": 200,
-                "payload_summary": task[:200],
-                "response_summary": completion.text[:200],
+    ``agent_id`` is the seed's positional argument. ``provider`` is a name (``offline``, ``anthropic``,
+    or one added with ``register_provider``) or a ``Provider`` object; ``model`` and ``price`` are passed
+    to a provider built by name. ``max_tokens`` caps each answer; ``system_prompt`` asks the model for a
+    ``Confidence:`` line, which is parsed into ``confidence_scores``.
+    """
+
+    def __init__(
+        self,
+        agent_id: str,
+        provider: str | Provider | None = None,
+        *,
+        model: str | None = None,
+        price: ModelPrice | None = None,
+        max_tokens: int = 1024,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    ) -> None:
+        if not isinstance(agent_id, str) or not agent_id.strip():
+            raise InvalidInput("agent_id", "must be a non-empty string")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise InvalidInput("max_tokens", f"must be a positive integer, got {max_tokens!r}")
+        self.agent_id = agent_id
+        if provider is None or isinstance(provider, str):
+            self.provider: Provider = make_provider(provider, model=model, price=price)
+        elif callable(getattr(provider, "complete", None)):
+            self.provider = provider
+        else:
+            raise InvalidInput(
+                "provider", f"must be a provider name or a Provider object, not {type(provider).__name__}"
+            )
+        self.max_tokens = max_tokens
+        self.system_prompt = system_prompt
+        self.recorder = Recorder()
+        self._started = False
+        self._start_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------------------- lifecycle
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def start(self) -> None:
+        """Verify the provider once (a refused key or unknown model raises ``InvalidInput`` here)."""
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            begun, at = time.perf_counter(), started_at()
+            with self.recorder.active():
+                try:
+                    check = await self.provider.verify()
+                except BaseException as exc:
+                    self._record_check(None, begun, at, exc)
+                    raise
+                if check is not None:
+                    self._record_check(check, begun, at, None)
+            self._started = True
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()
+
+    async def __aenter__(self) -> ExecutorAgent:
+        try:
+            await self.start()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def _record_check(
+        self, check: ProviderCheck | None, begun: float, at: str, error: BaseException | None
+    ) -> None:
+        p = self.provider
+        self.recorder.call(
+            kind="provider_check",
+            endpoint=check.endpoint if check else p.endpoint,
+            method=check.method if check else "VERIFY",
+            payload={"provider": p.name, "model": p.model},
+            started_at=at,
+            duration=time.perf_counter() - begun,
+            response=check.summary if check else None,
+            error=error,
+            status=check.status if check else None,
+        )
+        if error is None:
+            self.recorder.note(f"Checked the {p.name} provider: {check.summary if check else 'ok'}")
+        else:
+            self.recorder.note(f"The {p.name} provider check failed: {type(error).__name__}")
+
+    # ------------------------------------------------------------------------------- the work
+    async def execute_task(
+        self, task: str, context: Mapping[str, Any] | None = None, *, key: str | None = None
+    ) -> dict[str, Any]:
+        """Run one task through the provider and record it.
+
+        Returns the seed's task result: ``{"task", "result", "agent_id"}`` plus ``provider``, ``model``,
+        ``confidence``, ``input_tokens``, ``output_tokens`` and ``cost_usd`` (exact decimal string, or
+        ``None`` for an unpriced model). The answer is stored in ``intermediate_outputs[key]`` (``key``
+        defaults to the task text) and the context in ``inputs[key]``.
+        """
+        if not isinstance(task, str) or not task.strip():
+            raise InvalidInput("task", "must be a non-empty string")
+        if context is not None and not isinstance(context, Mapping):
+            raise InvalidInput("context", f"must be a dict, not {type(context).__name__}")
+        if key is not None and (not isinstance(key, str) or not key.strip()):
+            raise InvalidInput("key", "must be a non-empty string")
+        await self.start()
+        p, rec = self.provider, self.recorder
+        with rec.active():
+            key = key or self._output_key(task)
+            ctx = jsonable(dict(context or {}))
+            if ctx:
+                rec.inputs[key] = ctx
+            prompt = build_prompt(task, ctx)
+            rec.say("task", task)
+            rec.note(f"Asked the {p.name} provider ({p.model}) to: {summarize(task, 120)}")
+            begun, at = time.perf_counter(), started_at()
+            payload = {
+                "model": p.model,
+                "task": task,
+                "context_keys": sorted(ctx),
+                "prompt_chars": len(prompt),
             }
-        )
-        self.memory["conversation"].append(f"result: {completion.text}")
-        self.tokens_used += completion.input_tokens + completion.output_tokens
-        self.cost_usd += completion.cost_usd
-        self.elapsed += time.perf_counter() - started
-        self.outputs[task] = completion.text
-        self.decision_trace.append(f"Produced a result of {len(completion.text)} characters")
-        return {"task": task, "result": completion.text, "agent_id": self.agent_id}
+            try:
+                completion = await p.complete(prompt, system=self.system_prompt, max_tokens=self.max_tokens)
+            except BaseException as exc:
+                rec.call(
+                    kind="model",
+                    endpoint=p.endpoint,
+                    method=p.method,
+                    payload=payload,
+                    started_at=at,
+                    duration=time.perf_counter() - begun,
+                    error=exc,
+                    model=p.model,
+                )
+                rec.note(f"The {p.name} provider failed: {type(exc).__name__}")
+                raise
+            text, confidence = split_confidence(completion.text)
+            cost = None if completion.cost_usd is None else str(completion.cost_usd)
+            rec.call(
+                kind="model",
+                endpoint=p.endpoint,
+                method=p.method,
+                payload=payload,
+                started_at=at,
+                duration=time.perf_counter() - begun,
+                response=text,
+                status=200,
+                model=completion.model,
+                input_tokens=completion.input_tokens,
+                output_tokens=completion.output_tokens,
+                cost_usd=cost,
+                stop_reason=completion.stop_reason,
+                request_id=completion.request_id,
+            )
+            rec.say("result", text)
+            rec.output(key, text)
+            if confidence is not None:
+                rec.confidence[key] = confidence
+            rec.note(
+                f"Got {len(text)} characters from {completion.model} "
+                f"({completion.input_tokens} in / {completion.output_tokens} out tokens, "
+                f"{'$' + cost if cost is not None else 'unpriced'}"
+                f"{'' if confidence is None else f', confidence {confidence:.2f}'})"
+            )
+            if completion.stop_reason == "max_tokens":
+                rec.note(f"The answer was cut at max_tokens={self.max_tokens}")
+        return {
+            "task": task,
+            "result": text,
+            "agent_id": self.agent_id,
+            "provider": p.name,
+            "model": completion.model,
+            "confidence": confidence,
+            "input_tokens": completion.input_tokens,
+            "output_tokens": completion.output_tokens,
+            "cost_usd": cost,
+        }
 
+    async def call_api(
+        self,
+        name: str,
+        payload: Mapping[str, Any] | None,
+        fn: Callable[..., Awaitable[T] | T],
+        *,
+        method: str = "CALL",
+    ) -> T:
+        """Call ``fn(**payload)`` (sync or async) and record it: endpoint ``name``, summaries of payload
+        and response (secrets redacted), duration, status, and the error if it raised (then re-raised)."""
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInput("name", "must be a non-empty string naming the API or tool")
+        if payload is not None and not isinstance(payload, Mapping):
+            raise InvalidInput(
+                "payload", f"must be a dict of keyword arguments, not {type(payload).__name__}"
+            )
+        if not callable(fn):
+            raise InvalidInput("fn", "must be callable")
+        args = dict(payload or {})
+        return await self._recorded(name, method, args, lambda: fn(**args))
+
+    def tool(self, fn: Callable[P, Awaitable[T] | T] | None = None, *, name: str | None = None) -> Any:
+        """Wrap ``fn`` so every call goes through ``call_api``'s recording (``@agent.tool`` or
+        ``agent.tool(fn, name="search")``). The wrapper is always async."""
+
+        def wrap(func: Callable[P, Awaitable[T] | T]) -> Callable[P, Awaitable[T]]:
+            label = name or getattr(func, "__name__", "tool")
+
+            @functools.wraps(func)
+            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+                payload: dict[str, Any] = dict(kwargs)
+                if args:
+                    payload["args"] = list(args)
+                return await self._recorded(label, "CALL", payload, lambda: func(*args, **kwargs))
+
+            return wrapper
+
+        return wrap if fn is None else wrap(fn)
+
+    async def _recorded(
+        self, name: str, method: str, payload: dict[str, Any], thunk: Callable[[], Awaitable[T] | T]
+    ) -> T:
+        await self.start()
+        rec = self.recorder
+        with rec.active():
+            begun, at = time.perf_counter(), started_at()
+            try:
+                result = thunk()
+                if inspect.isawaitable(result):
+                    result = await result
+            except BaseException as exc:
+                entry = rec.call(
+                    kind="tool",
+                    endpoint=name,
+                    method=method,
+                    payload=payload,
+                    started_at=at,
+                    duration=time.perf_counter() - begun,
+                    error=exc,
+                )
+                rec.note(f"Called {name}: failed ({entry['status']}, {type(exc).__name__})")
+                raise
+            entry = rec.call(
+                kind="tool",
+                endpoint=name,
+                method=method,
+                payload=payload,
+                started_at=at,
+                duration=time.perf_counter() - begun,
+                response=result,
+            )
+            rec.note(f"Called {name}: {entry['status']}")
+            return result  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------------------- by hand
+    def remember(self, key: str, value: Any) -> None:
+        """Add a fact to ``agent_memory["facts"]``."""
+        self.recorder.remember(key, value)
+
+    def note(self, step: str) -> None:
+        """Add a reasoning step to the decision trace."""
+        self.recorder.note(step)
+
+    def output(self, key: str, value: Any) -> None:
+        """Record an intermediate result the agent produced itself."""
+        self.recorder.output(key, value)
+
+    def set_confidence(self, name: str, score: float) -> None:
+        if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
+            raise InvalidInput("score", f"a confidence is a number between 0 and 1, got {score!r}")
+        self.recorder.confidence[name] = float(score)
+
+    # ------------------------------------------------------------------------------- reading
     def snapshot(self, checkpoint_id: str, **extra: Any) -> ExecutionState:
-        """The agent's state as recorded so far, ready for ``create_checkpoint``."""
-        return ExecutionState(
-            checkpoint_id=checkpoint_id,
-            agent_memory=self.memory,
-            api_calls=self.api_calls,
-            intermediate_outputs=self.outputs,
-            decision_trace=self.decision_trace,
-            resource_consumption={
-                "tokens_used": self.tokens_used,
-                "api_calls": len(self.api_calls),
-                "execution_time_seconds": round(self.elapsed, 6),
-                "estimated_cost_usd": self.cost_usd,
-            },
-            **extra,
-        )
+        """The state recorded so far, for ``create_checkpoint`` or ``run.checkpoint(state=...)``.
+
+        A deep copy: recording more later does not change a captured state. ``extra`` adds (or replaces)
+        fields such as ``parameters``, ``planned_next_steps`` or ``risk_assessment``.
+        """
+        return self.recorder.to_state(checkpoint_id, **extra)
+
+    def restore(self, state: ExecutionState) -> None:
+        """Continue from a captured state, e.g. ``ApprovalRejected.restored_state`` after a rollback."""
+        self.recorder.restore(state)
+
+    @property
+    def resource_consumption(self) -> dict[str, float]:
+        return self.recorder.resource_consumption()
+
+    @property
+    def cost_usd(self) -> Decimal:
+        """Exact dollars spent on priced model calls so far."""
+        return self.recorder.cost_usd()
+
+    @property
+    def memory(self) -> dict[str, Any]:
+        return self.recorder.memory
+
+    @property
+    def api_calls(self) -> list[dict[str, Any]]:
+        return self.recorder.api_calls
+
+    @property
+    def decision_trace(self) -> list[str]:
+        return self.recorder.trace
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return self.recorder.outputs
+
+    @property
+    def tokens_used(self) -> int:
+        return int(self.recorder.resource_consumption()["tokens_used"])
+
+    def _output_key(self, task: str) -> str:
+        base = " ".join(task.split())
+        if len(base) > _KEY_LIMIT:
+            base = base[: _KEY_LIMIT - 1] + "…"
+        key, n = base, 2
+        while key in self.recorder.outputs:
+            key, n = f"{base} #{n}", n + 1
+        return key
+
+
+def build_prompt(task: str, context: Mapping[str, Any]) -> str:
+    """The task, then its context as JSON (sorted, so the same inputs give the same prompt)."""
+    if not context:
+        return task
+    return f"{task}\n\nContext (JSON):\n{json.dumps(context, indent=2, sort_keys=True, ensure_ascii=False)}"
+
+
+def split_confidence(text: str) -> tuple[str, float | None]:
+    """Take a trailing ``Confidence: 0.85`` (or ``85%``) line off an answer; ``None`` when absent."""
+    lines = text.rstrip().splitlines()
+    if not lines:
+        return text, None
+    match = _CONFIDENCE.match(lines[-1])
+    if not match:
+        return text, None
+    value = float(match.group(1)) / (100 if match.group(2) else 1)
+    if not 0 <= value <= 1:
+        return text, None
+    return "\n".join(lines[:-1]).rstrip(), value

@@ -1,51 +1,217 @@
-"""``MonitorAgent``: reads an execution state and says what a reviewer should be warned about.
+"""``MonitorAgent``: watches a workflow's live telemetry and brings in a human when the rules say so.
 
-This build checks the seed's two simplest triggers, on numbers the state already carries: confidence
-below the threshold (the seed's 80 %) and spend past a share of the budget. Each alert names its rule
-and the numbers behind it, so the reviewer can judge the alert as well as the work.
+The rules themselves are pure (``saferun.domain.monitor_rules``: budget, API-call and error-rate spikes
+against the workflow's own baseline, stuck or far ahead of schedule, confidence below 80 %, critical or
+irreversible actions). This agent reads an ``ExecutionState`` as telemetry and acts on the verdict
+through the orchestrator, so what it does is durable and audited like any checkpoint:
+
+- the workflow is executing and a rule asks for a checkpoint: ``pause`` it with the alerts (and the
+  recommendation they imply), so the agent stops until a human decides;
+- the workflow already awaits approval: the alerts are added to the pending request, so the reviewer
+  sees what happened while they were reading;
+- otherwise the alerts are returned for the caller to show at its next checkpoint.
+
+Rules are per workflow: a workflow whose ``config.metadata["monitor"]`` holds rules (same shape as the
+YAML) is watched with those; any other with the agent's own ``config``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
 
-from saferun.core.state_machine.models import ExecutionState
+from saferun.agents.monitor.telemetry import telemetry_from_state
+from saferun.core.state_machine.models import (
+    ApprovalRequest,
+    CheckpointSnapshot,
+    ExecutionState,
+    WorkflowExecution,
+)
+from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+from saferun.domain.monitor_rules import (
+    Alert,
+    Evaluation,
+    MonitorConfig,
+    Telemetry,
+    Verdict,
+    critical_action_alert,
+    evaluate,
+)
+from saferun.domain.recommendation import REASON_KEY, recommend
+from saferun.domain.states import WorkflowState
+
+Clock = Callable[[], datetime]
+
+
+def load_config(path: str | Path) -> MonitorConfig:
+    """One workflow's rules from a YAML file (parsing and errors as ``MonitorConfig.from_yaml``)."""
+    return MonitorConfig.from_yaml(Path(path).read_text(encoding="utf-8"))
 
 
 @dataclass
+class Observation:
+    """What one look at a workflow found and what the monitor did about it."""
+
+    workflow_id: str
+    evaluation: Evaluation
+    action: Literal["checkpoint", "alerts_added", "none"]
+    request: ApprovalRequest | None = None
+    snapshot: CheckpointSnapshot | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.evaluation.verdict
+
+
 class MonitorAgent:
-    agent_id: str = "monitor"
-    min_confidence: float = 0.8
-    budget_usd: float | None = None
-    budget_alert_share: float = 0.8
+    def __init__(
+        self,
+        config: MonitorConfig | None = None,
+        *,
+        agent_id: str = "monitor",
+        orchestrator: WorkflowOrchestrator | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        """``clock`` anchors the API-call intervals and the elapsed time of states that record none;
+        without one, a state's intervals end at its newest call (so a stored snapshot reads the same
+        whenever it is checked) and elapsed time falls back to the system clock."""
+        self.config = config or MonitorConfig()
+        self.agent_id = agent_id
+        self._orchestrator = orchestrator
+        self.clock = clock
+
+    @classmethod
+    def from_yaml_file(cls, path: str | Path, **kwargs: Any) -> MonitorAgent:
+        return cls(load_config(path), **kwargs)
+
+    @property
+    def orchestrator(self) -> WorkflowOrchestrator:
+        if self._orchestrator is None:
+            self._orchestrator = WorkflowOrchestrator()
+        return self._orchestrator
+
+    # ------------------------------------------------------------------ pure reads of a state
+    def config_for(self, workflow: WorkflowExecution | None) -> MonitorConfig:
+        """The workflow's own rules (``metadata["monitor"]``: a mapping, or YAML text) when it has them,
+        else this agent's."""
+        rules = workflow.config.metadata.get("monitor") if workflow is not None else None
+        if rules is None:
+            return self.config
+        if isinstance(rules, str):  # the YAML text itself
+            return MonitorConfig.from_yaml(rules)
+        return MonitorConfig.from_mapping(rules, field="metadata.monitor", prefix="metadata.monitor")
+
+    def telemetry(
+        self,
+        state: ExecutionState,
+        config: MonitorConfig | None = None,
+        *,
+        started_at: datetime | None = None,
+    ) -> Telemetry:
+        now = self.clock() if self.clock else None
+        elapsed = None
+        if started_at is not None:
+            elapsed = max(((now or datetime.now(UTC)) - started_at).total_seconds(), 0.0)
+        return telemetry_from_state(state, config or self.config, now=now, elapsed_seconds=elapsed)
+
+    def evaluate(
+        self,
+        state: ExecutionState,
+        config: MonitorConfig | None = None,
+        *,
+        started_at: datetime | None = None,
+    ) -> Evaluation:
+        config = config or self.config
+        return evaluate(config, self.telemetry(state, config, started_at=started_at))
 
     def check(self, state: ExecutionState) -> list[dict[str, Any]]:
-        alerts: list[dict[str, Any]] = []
-        for name, score in state.confidence_scores.items():
-            if score < self.min_confidence:
-                alerts.append(
-                    {
-                        "rule": "low_confidence",
-                        "severity": "warning",
-                        "metric": name,
-                        "value": score,
-                        "threshold": self.min_confidence,
-                        "message": f"{name} confidence {score:.0%} is below {self.min_confidence:.0%}",
-                    }
-                )
-        spent = float(state.resource_consumption.get("estimated_cost_usd", 0.0))
-        if self.budget_usd and spent >= self.budget_usd * self.budget_alert_share:
-            alerts.append(
-                {
-                    "rule": "budget",
-                    "severity": "warning",
-                    "value": spent,
-                    "threshold": self.budget_usd * self.budget_alert_share,
-                    "message": f"spent ${spent:.2f} of a ${self.budget_usd:.2f} budget",
-                }
-            )
-        return alerts
+        """The alerts this state raises under this agent's rules, as JSON dicts."""
+        return self.evaluate(state).to_dicts()
 
     def needs_checkpoint(self, state: ExecutionState) -> bool:
-        return bool(self.check(state))
+        return self.evaluate(state).verdict == Verdict.CHECKPOINT
+
+    def gate(self, action: str, tags: Iterable[str]) -> Alert | None:
+        """The alert when ``action`` is tagged critical or irreversible (it must be approved before it runs),
+        or None when it may run unsupervised."""
+        return critical_action_alert(self.config.critical_actions, action, tags)
+
+    # ------------------------------------------------------------------ acting through the orchestrator
+    async def observe(
+        self, workflow_id: str, state: ExecutionState, *, summary: str | None = None
+    ) -> Observation:
+        """Evaluate the workflow's current state and checkpoint it, or add to its pending request."""
+        orch = self.orchestrator
+        wf = orch.get_workflow(workflow_id)
+        config = self.config_for(wf)
+        telemetry = self.telemetry(state, config, started_at=wf.started_at)
+        return await self._act(wf, state, config, telemetry, summary)
+
+    async def gate_action(
+        self,
+        workflow_id: str,
+        state: ExecutionState,
+        action: str,
+        tags: Iterable[str],
+        *,
+        summary: str | None = None,
+    ) -> Observation:
+        """Call before running ``action``: when it is tagged critical or irreversible the workflow pauses
+        for approval (with the other alerts the state raises); the caller waits for the decision
+        (``orchestrator.wait_for_decision(observation.request.request_id)``) before running it."""
+        tags = list(tags)
+        risk = {**state.risk_assessment, "next_action": action, "action_tags": tags}
+        return await self.observe(
+            workflow_id, state.model_copy(update={"risk_assessment": risk}), summary=summary
+        )
+
+    async def _act(
+        self,
+        wf: WorkflowExecution,
+        state: ExecutionState,
+        config: MonitorConfig,
+        telemetry: Telemetry,
+        summary: str | None,
+    ) -> Observation:
+        orch = self.orchestrator
+        evaluation = evaluate(config, telemetry)
+        alerts = evaluation.to_dicts()
+        seen = Observation(wf.workflow_id, evaluation, "none", alerts=alerts)
+        if not alerts:
+            return seen
+        if wf.current_state == WorkflowState.AWAITING_APPROVAL:
+            pending = orch.pending_approvals(wf.workflow_id)
+            if pending:
+                seen.request = orch.add_alerts(pending[0].request_id, alerts, actor=self.agent_id)
+                seen.action = "alerts_added"
+            return seen
+        if wf.current_state != WorkflowState.EXECUTING or evaluation.verdict != Verdict.CHECKPOINT:
+            return seen
+        if config.checkpoint_id is not None:
+            state = state.model_copy(update={"checkpoint_id": config.checkpoint_id})
+        advice = recommend(alerts, state.risk_assessment, telemetry.confidence)
+        risk = {**state.risk_assessment, REASON_KEY: advice.explanation}
+        snapshot, request = await orch.pause(
+            wf.workflow_id,
+            state,
+            summary or _summary(evaluation),
+            dict(state.intermediate_outputs),
+            alerts=alerts,
+            recommendation=advice.advice.value,
+            confidence=advice.confidence,
+            risk=risk,
+        )
+        seen.snapshot, seen.request = snapshot, request
+        seen.action = "checkpoint" if request is not None else "none"
+        return seen
+
+
+def _summary(evaluation: Evaluation) -> str:
+    rules = ", ".join(dict.fromkeys(a.rule for a in evaluation.alerts))
+    first = evaluation.alerts[0].message
+    more = len(evaluation.alerts) - 1
+    return f"The monitor paused this workflow ({rules}): {first}" + (f" (+{more} more)" if more else "")

@@ -3,12 +3,18 @@ into an ``ApprovalResponse`` (the seed's "Requesting Approval" and "Submitting A
 
 It opens requests through the orchestrator (so they are durable and expire) and builds responses; the
 decision itself is applied by ``orchestrator.submit_approval``, which is where exactly-once is kept.
+
+Each request carries a recommendation (approve / modify / reject) with a confidence derived from the
+monitor's findings on the state, the checkpoint's risk and the agent's own confidence
+(``saferun.domain.recommendation``), and one sentence saying why, stored as
+``risk["recommendation_reason"]`` so every view that shows the risk (the dashboard, the API) shows it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from saferun.agents.monitor.agent import MonitorAgent
 from saferun.core.state_machine.models import (
     ApprovalDecision,
     ApprovalRequest,
@@ -16,14 +22,37 @@ from saferun.core.state_machine.models import (
     ExecutionState,
 )
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
-
-LOW_CONFIDENCE = 0.8  # the seed's threshold: below it a checkpoint deserves a closer look
+from saferun.domain.monitor_rules import MonitorConfig, evaluate
+from saferun.domain.recommendation import REASON_KEY, Recommendation, recommend
 
 
 class SupervisorAgent:
-    def __init__(self, supervisor_id: str, orchestrator: WorkflowOrchestrator | None = None) -> None:
+    def __init__(
+        self,
+        supervisor_id: str,
+        orchestrator: WorkflowOrchestrator | None = None,
+        *,
+        monitor: MonitorAgent | None = None,
+    ) -> None:
         self.supervisor_id = supervisor_id
         self.orchestrator = orchestrator or WorkflowOrchestrator()
+        # the rules whose alerts inform the recommendation (default: confidence < 80 %, critical actions,
+        # spikes against the state's own history)
+        self.monitor = monitor or MonitorAgent(orchestrator=self.orchestrator)
+
+    def recommend(
+        self,
+        execution_state: ExecutionState,
+        alerts: list[dict[str, Any]] | None = None,
+        config: MonitorConfig | None = None,
+    ) -> Recommendation:
+        """The advice for a state: ``alerts`` as given, or those the monitor's rules (``config``, default
+        the monitor's own) find in the state."""
+        config = config or self.monitor.config
+        telemetry = self.monitor.telemetry(execution_state, config)
+        if alerts is None:
+            alerts = evaluate(config, telemetry).to_dicts()
+        return recommend(alerts, execution_state.risk_assessment, telemetry.confidence)
 
     def create_approval_request(
         self,
@@ -33,17 +62,24 @@ class SupervisorAgent:
         execution_state: ExecutionState,
         summary: str | None = None,
         context: dict[str, Any] | None = None,
+        alerts: list[dict[str, Any]] | None = None,
     ) -> ApprovalRequest:
-        confidence = _confidence(execution_state)
-        recommendation = "approve" if confidence is None or confidence >= LOW_CONFIDENCE else "review"
+        """Open the request for a captured checkpoint, with the monitor's alerts (under the workflow's own
+        rules when it has them) and the recommendation they imply."""
+        config = self.monitor.config_for(self.orchestrator.get_workflow(workflow_id))
+        if alerts is None:
+            alerts = evaluate(config, self.monitor.telemetry(execution_state, config)).to_dicts()
+        advice = self.recommend(execution_state, alerts, config)
+        risk = {**execution_state.risk_assessment, REASON_KEY: advice.explanation}
         return self.orchestrator.request_approval(
             workflow_id=workflow_id,
             snapshot_id=snapshot_id,
             summary=summary or _summary(checkpoint_id, execution_state),
             context=context if context is not None else dict(execution_state.intermediate_outputs),
-            recommendation=recommendation,
-            confidence=confidence,
-            risk=execution_state.risk_assessment,
+            recommendation=advice.advice.value,
+            confidence=advice.confidence,
+            risk=risk,
+            alerts=alerts,
         )
 
     def format_for_display(self, request: ApprovalRequest) -> dict[str, Any]:
@@ -58,8 +94,9 @@ class SupervisorAgent:
             "parameters": request.parameters,
             "recommendation": request.recommendation,
             "confidence": None if request.confidence is None else f"{request.confidence:.0%}",
-            "risk": request.risk,
-            "alerts": request.alerts,
+            "why": request.risk.get(REASON_KEY),
+            "risk": {k: v for k, v in request.risk.items() if k != REASON_KEY},
+            "alerts": [_alert_line(a) for a in request.alerts],
             "expires_at": request.expires_at.isoformat(),
             "options": [d.value for d in ApprovalDecision],
         }
@@ -81,12 +118,15 @@ class SupervisorAgent:
         )
 
 
-def _confidence(state: ExecutionState) -> float | None:
-    scores = list(state.confidence_scores.values())
-    quality = state.intermediate_outputs.get("quality_score")
-    if isinstance(quality, int | float) and not isinstance(quality, bool):
-        scores.append(float(quality))
-    return min(scores) if scores else None
+def _alert_line(alert: dict[str, Any]) -> dict[str, Any]:
+    """An alert as a reviewer reads it: how bad, what, and the numbers (kept whole for a UI to show)."""
+    return {
+        "severity": alert.get("severity") or alert.get("level") or "info",
+        "rule": alert.get("rule"),
+        "message": alert.get("message") or alert.get("text") or str(alert),
+        "observed": alert.get("observed", {}),
+        "threshold": alert.get("threshold", {}),
+    }
 
 
 def _summary(checkpoint_id: str, state: ExecutionState) -> str:

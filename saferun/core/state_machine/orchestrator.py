@@ -50,6 +50,7 @@ from saferun.domain.states import FAILURE_EVENT, Event, WorkflowState
 from saferun.errors import (
     CompensationError,
     Conflict,
+    DecisionConflict,
     InvalidInput,
     InvalidTransition,
     WorkflowNotFound,
@@ -58,6 +59,7 @@ from saferun.platform.base import Platform
 from saferun.platform.delivery import DeliveryReport, OutboxDelivery
 from saferun.platform.embedded import EmbeddedPlatform
 from saferun.storage import approvals, audit, jobs, saga, snapshots
+from saferun.storage import notifications as notices
 from saferun.storage import workflows as wf_store
 from saferun.storage.database import Database, get_database
 from saferun.storage.schema import utcnow
@@ -372,6 +374,7 @@ class WorkflowOrchestrator(WorkflowReads):
             "expires_at": now + timedelta(seconds=cp.timeout_seconds),
         }
         approvals.insert_request(conn, **values)
+        notices.record(conn, "waiting", request_id, workflow_id)  # commits with the request it announces
         mirror.approval_subjob(
             conn,
             row,
@@ -552,6 +555,40 @@ class WorkflowOrchestrator(WorkflowReads):
         """Sync twin of ``arollback`` for the CLI and the sweep (must not be called inside an event loop)."""
         return asyncio.run(self.arollback(workflow_id))
 
+    # ------------------------------------------------------------------ agents' notes (monitor, reconciler)
+    def add_alerts(
+        self, request_id: str, alerts: list[dict[str, Any]], *, actor: str | None = None
+    ) -> ApprovalRequest:
+        """Add alerts to a pending request, so its reviewer sees what the monitor found while they read.
+
+        Alerts already on the request are not added twice (a monitor may report the same finding again).
+        A decided or expired request is closed: DecisionConflict, nothing changed.
+        """
+        alerts = list(alerts)
+        if not all(isinstance(a, dict) for a in alerts):
+            raise InvalidInput("alerts", "each alert is a JSON object")
+        check_json(alerts, "alerts")
+        with self.db.read() as conn:
+            workflow_id = approvals.get(conn, request_id)["workflow_id"]
+        with self._locked(workflow_id) as (conn, _row):
+            req = approvals.get(conn, request_id)
+            if req["status"] != "pending":
+                raise DecisionConflict(request_id, req["status"])
+            current = list(req["alerts"] or [])
+            new = [a for i, a in enumerate(alerts) if a not in current and a not in alerts[:i]]
+            if new:
+                approvals.set_alerts(conn, request_id, current + new)
+                payload = {"request_id": request_id, "alerts": new}
+                audit.append(conn, workflow_id, "alerts_added", actor or self.actor, payload)
+                notify.publish(conn, "workflow", workflow_id)
+            return self._request(approvals.get(conn, request_id))
+
+    def record_reconciliation(self, workflow_id: str, report: dict[str, Any], *, actor: str) -> None:
+        """Put a reconciliation's outcome (what was undone, cleaned up, or was not) on the audit chain."""
+        check_json(report, "report")
+        with self._locked(workflow_id) as (conn, _row):
+            audit.append(conn, workflow_id, "reconciliation_report", actor, report)
+
     # ------------------------------------------------------------------ waiting and expiry
     async def wait_for_decision(
         self, request_id: str, timeout: float | None = None, poll_interval: float = 0.25
@@ -627,40 +664,6 @@ class WorkflowOrchestrator(WorkflowReads):
                 log.info("sweep leaves %s rolling back: %s", workflow_id, exc.message)
         return report
 
-    # ------------------------------------------------------------------ reads that may write
-    def pending_approvals(self, workflow_id: str | None = None) -> list[ApprovalRequest]:
-        self.sweep_expired()
-        with self.db.read() as conn:
-            return [self._request(r) for r in approvals.pending(conn, workflow_id)]
-
-    # ------------------------------------------------------------------ helpers
-    def _locked(self, workflow_id: str) -> AbstractContextManager[tuple[Connection, RowMapping]]:
-        return wf_store.locked(self.db, workflow_id)
-
-    @staticmethod
-    def _require(row: RowMapping, state: WorkflowState, action: str) -> None:
-        if row["state"] != state.value:
-            raise InvalidTransition(
-                row["workflow_id"], row["state"], action.split()[0], f"must be {state.value} to {action} it"
-            )
-
-    @staticmethod
-    def _config(row: Any) -> WorkflowConfig:
-        return views.config(row)
-
-    def _bind_checkpoint(self, conn: Connection, row: RowMapping, checkpoint_id: str) -> CheckpointConfig:
-        """Which configured checkpoint a state belongs to.
-
-        An exact id match wins. Otherwise (the seed's examples label states freely, e.g. "research_review")
-        the state belongs to the first configured checkpoint not yet passed, or to the last one when all
-        have passed (an agent may pass a repeating review more than once; it pays only once).
-        """
-        config = self._config(row)
-        exact = config.checkpoint(checkpoint_id)
-        if exact is not None:
-            return exact
-        done = snapshots.passed_checkpoints(conn, row["workflow_id"])
-        return next((cp for cp in config.checkpoints if cp.checkpoint_id not in done), config.checkpoints[-1])
     @property
     def platform(self) -> Platform:
         """The x402 platform this orchestrator's workflows live on (embedded unless configured remote)."""
@@ -708,6 +711,40 @@ class WorkflowOrchestrator(WorkflowReads):
             self._delivery = OutboxDelivery(self.db, self.x402.platform)
         return await self._delivery.deliver_due()
 
+    # ------------------------------------------------------------------ reads that may write
+    def pending_approvals(self, workflow_id: str | None = None) -> list[ApprovalRequest]:
+        self.sweep_expired()
+        with self.db.read() as conn:
+            return [self._request(r) for r in approvals.pending(conn, workflow_id)]
+
+    # ------------------------------------------------------------------ helpers
+    def _locked(self, workflow_id: str) -> AbstractContextManager[tuple[Connection, RowMapping]]:
+        return wf_store.locked(self.db, workflow_id)
+
+    @staticmethod
+    def _require(row: RowMapping, state: WorkflowState, action: str) -> None:
+        if row["state"] != state.value:
+            raise InvalidTransition(
+                row["workflow_id"], row["state"], action.split()[0], f"must be {state.value} to {action} it"
+            )
+
+    @staticmethod
+    def _config(row: Any) -> WorkflowConfig:
+        return views.config(row)
+
+    def _bind_checkpoint(self, conn: Connection, row: RowMapping, checkpoint_id: str) -> CheckpointConfig:
+        """Which configured checkpoint a state belongs to.
+
+        An exact id match wins. Otherwise (the seed's examples label states freely, e.g. "research_review")
+        the state belongs to the first configured checkpoint not yet passed, or to the last one when all
+        have passed (an agent may pass a repeating review more than once; it pays only once).
+        """
+        config = self._config(row)
+        exact = config.checkpoint(checkpoint_id)
+        if exact is not None:
+            return exact
+        done = snapshots.passed_checkpoints(conn, row["workflow_id"])
+        return next((cp for cp in config.checkpoints if cp.checkpoint_id not in done), config.checkpoints[-1])
 
 
 __all__ = ["SweepReport", "WorkflowNotFound", "WorkflowOrchestrator"]

@@ -1,0 +1,80 @@
+"""``/decide/{token}``: the page a notice's decision link opens, and the form that decides.
+
+No sign-in: the token is the credential (``saferun.notifications.links``). ``GET`` only shows the request
+and never spends the link, because mail scanners and chat unfurlers fetch links on their own. ``POST``
+decides, once. The form carries the token again in a field (``token``) and is refused when the browser
+says it came from another site: a page elsewhere cannot forge a decision without already holding the
+link. Every refusal is a page with the status that says why (404 unknown or altered, 409 used, expired
+or already decided, 403 a policy rule, 422 a bad form) and decides nothing. The pages send
+``Referrer-Policy: no-referrer`` so the token in the address never leaks to another origin.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from saferun.api import deps
+from saferun.errors import Forbidden, InvalidInput, SafeRunError
+from saferun.notifications import links
+from saferun.ui import render
+from saferun.ui.routes import FormDep
+from saferun.ui.viewer import same_origin
+
+router = APIRouter(include_in_schema=False)
+TITLES = {403: "Not allowed", 404: "Unknown link", 409: "Link can no longer decide", 422: "Check the form"}
+HEADERS = {"Referrer-Policy": "no-referrer"}
+
+
+def _page(status: int, title: str, message: str = "", **context: Any) -> Response:
+    context.setdefault("view", None)
+    context.setdefault("token", "")
+    return render.html(
+        "decide_link.html", status, headers=HEADERS, code=status, title=title, message=message, **context
+    )
+
+
+def _refused(exc: SafeRunError) -> Response:
+    status = exc.http_status if exc.http_status < 500 else 500
+    message = exc.message if status < 500 else "The server could not do that; the error is in its log."
+    return _page(status, TITLES.get(status, "Error"), message)
+
+
+@router.get("/decide/{token}")
+def show(request: Request, token: str) -> Response:
+    """The request the link decides, with Approve and Reject (reading only: the link stays unused)."""
+    try:
+        view = links.inspect(deps.orchestrator(request), token)
+    except SafeRunError as exc:
+        return _refused(exc)
+    return _page(200, "Approve or reject", view=view, token=token)
+
+
+@router.post("/decide/{token}")
+def decide(request: Request, token: str, form: dict[str, str] = FormDep) -> Response:
+    """Decide the link's request as its assigned supervisor, spending the link in the same transaction."""
+    orch = deps.orchestrator(request)
+    try:
+        if not same_origin(request):
+            raise Forbidden("csrf", "refused by rule csrf: the form was posted from another site")
+        if not hmac.compare_digest(form.get("token", "").encode(), token.encode()):
+            raise Forbidden("csrf", "refused by rule csrf: the form does not carry this link's token")
+        outcome = links.decide(orch, token, form.get("decision", ""), form.get("rationale", ""))
+    except InvalidInput as exc:
+        try:  # the link is unspent: show the form again with what to fix
+            view = links.inspect(orch, token)
+        except SafeRunError as again:
+            return _refused(again)
+        return _page(422, TITLES[422], exc.message, view=view, token=token)
+    except SafeRunError as exc:
+        return _refused(exc)
+    word = outcome.decision.value.lower()
+    return _page(
+        200,
+        f"Recorded: {word}",
+        f"Request {outcome.request_id} is {word}; the workflow is now {outcome.workflow_state.value}. "
+        "This link cannot be used again.",
+    )
