@@ -291,31 +291,27 @@ class ExecutorAgent:
         rec = self.recorder
         with rec.active():
             begun, at = time.perf_counter(), started_at()
-            try:
-                result = thunk()
-                if inspect.isawaitable(result):
-                    result = await result
-            except BaseException as exc:
-                entry = rec.call(
+
+            def record(**outcome: Any) -> dict[str, Any]:
+                return rec.call(
                     kind="tool",
                     endpoint=name,
                     method=method,
                     payload=payload,
                     started_at=at,
                     duration=time.perf_counter() - begun,
-                    error=exc,
+                    **outcome,
                 )
+
+            try:
+                result = thunk()
+                if inspect.isawaitable(result):
+                    result = await result
+            except BaseException as exc:
+                entry = record(error=exc)
                 rec.note(f"Called {name}: failed ({entry['status']}, {type(exc).__name__})")
                 raise
-            entry = rec.call(
-                kind="tool",
-                endpoint=name,
-                method=method,
-                payload=payload,
-                started_at=at,
-                duration=time.perf_counter() - begun,
-                response=result,
-            )
+            entry = record(response=result)
             rec.note(f"Called {name}: {entry['status']}")
             return result  # type: ignore[return-value]
 
