@@ -783,3 +783,20 @@ async def test_a_workflow_created_over_rest_for_x402_waits_until_paid(env: Env) 
         started = await http.post(f"/api/workflows/{wf}/start")
         assert started.status_code == 200 and started.json()["status"] == "executing"
     assert env.balance(account.address) == 10_000_000 - 7_250_000
+
+
+async def test_unearned_escrow_goes_back_to_the_payer_not_to_someone_else(env: Env) -> None:
+    """A failed x402-funded workflow refunds the payer's funding account, the one the escrow came from."""
+    wf = env.workflow()
+    account = env.payer(20_000_000)
+    async with env.paying(account) as http:
+        assert (await http.post(fund_url(wf))).status_code == 200
+    env.orch.start_execution(wf)
+    env.orch.fail_workflow(wf, "the agent gave up before any milestone")
+    payer_account = rules.funding_account(payer_party(account.address))
+    refund = next(e for e in env.orch.ledger_entries(wf) if e["kind"] == "refund")
+    assert {(leg["account"], leg["amount_micro"]) for leg in refund["legs"]} == {
+        (rules.escrow_account(wf), -ESCROW),
+        (payer_account, ESCROW),
+    }
+    assert env.orch.escrow_position(wf).held == 0

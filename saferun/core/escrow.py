@@ -74,14 +74,22 @@ def release_milestone(
 
 
 def refund_held(conn: Connection, row: RowMapping, reason: str, actor: str) -> int:
-    """Return what the escrow still holds to the poster (settlement and failure both end here)."""
+    """Return what the escrow still holds to where it came from (settlement and failure both end here).
+
+    That is the poster's funding account, or for an escrow paid with x402 the payer's
+    (``funding:x402-<address>``): money goes back to the account that paid it, never to one that did not.
+    """
     wf = row["workflow_id"]
     held = book.escrow_position(conn, wf).held
     if held <= 0:
         return 0
-    txn = book.post(
-        conn, rules.refund(wf, row["poster_id"], held), idempotency_key=f"refund:{wf}", workflow_id=wf
+    source = book.lock_source(conn, wf)
+    party = (
+        source[len(rules.FUNDING_PREFIX) :]
+        if source is not None and source.startswith(rules.FUNDING_PREFIX)
+        else row["poster_id"]
     )
+    txn = book.post(conn, rules.refund(wf, party, held), idempotency_key=f"refund:{wf}", workflow_id=wf)
     mirror.refund(conn, row, held, reason)
     audit.append(
         conn, wf, "escrow_refunded", actor, {"amount": format_micro(held), "reason": reason, "txn_id": txn}

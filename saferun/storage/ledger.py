@@ -37,6 +37,7 @@ from saferun.domain.ledger import (
     Posting,
     escrow_account,
     is_source,
+    lock_key,
     position_from_escrow_deltas,
 )
 from saferun.errors import IdempotencyConflict, InvalidInput, LedgerError
@@ -142,6 +143,19 @@ def escrow_position(conn: Connection, workflow_id: str) -> EscrowPosition:
         .group_by(ledger_transactions.c.kind)
     ).all()
     return position_from_escrow_deltas({kind: int(total) for kind, total in rows})
+
+
+def lock_source(conn: Connection, workflow_id: str) -> str | None:
+    """The account a workflow's escrow was locked from (the poster's, or an x402 payer's), if locked."""
+    row = conn.execute(
+        select(ledger_legs.c.account)
+        .join(ledger_transactions, ledger_transactions.c.txn_id == ledger_legs.c.txn_id)
+        .where(
+            ledger_transactions.c.idempotency_key == lock_key(workflow_id),
+            ledger_legs.c.amount_micro < 0,
+        )
+    ).first()
+    return None if row is None else str(row[0])
 
 
 def payments(conn: Connection, workflow_id: str) -> dict[str, int]:
