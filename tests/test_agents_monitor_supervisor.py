@@ -25,7 +25,7 @@ from saferun.domain.monitor_rules import (
     MonitorConfig,
     Verdict,
 )
-from saferun.errors import DecisionConflict, InvalidInput
+from saferun.errors import DecisionConflict, InvalidInput, WorkflowNotFound
 from saferun.storage.database import Database
 from tests.helpers import decide, make_config, pause, started
 
@@ -207,10 +207,13 @@ async def test_rules_come_from_the_workflows_own_metadata(db: Database) -> None:
     assert [a["rule"] for a in seen.alerts] == ["spend_budget"]
 
     bad = make_config(metadata={"monitor": {"budget": {"budget_usd": -1}}})
-    wf3 = started(orch, bad)
-    with pytest.raises(InvalidInput) as info:
-        await agent.observe(wf3, ExecutionState(checkpoint_id="cp1"))
+    with pytest.raises(InvalidInput) as info:  # refused when the workflow is created, not mid-run
+        orch.initialize_workflow(bad)
     assert info.value.field == "metadata.monitor.budget.budget_usd"
+    with pytest.raises(WorkflowNotFound):
+        orch.get_workflow(bad.workflow_id)
+    with pytest.raises(InvalidInput, match="YAML"):
+        orch.initialize_workflow(make_config(metadata={"monitor": "budget: [unclosed"}))
 
 
 async def test_stuck_is_measured_from_the_workflows_start_when_the_state_records_no_time(

@@ -222,6 +222,19 @@ class MonitorConfig(_Model):
             raise InvalidInput("yaml", f"not valid YAML{where}: {problem}") from None
         return cls.from_mapping(data, field="yaml")
 
+    @classmethod
+    def from_metadata(cls, rules: Any) -> MonitorConfig | None:
+        """A workflow's own rules (``metadata["monitor"]``: a mapping, or YAML text); None when it has none.
+
+        The orchestrator calls this when a workflow is created, so impossible thresholds are refused
+        then (422 naming ``metadata.monitor.<field>``), not when the monitor first reads them mid-run.
+        """
+        if rules is None:
+            return None
+        if isinstance(rules, str):
+            return cls.from_yaml(rules)
+        return cls.from_mapping(rules, field="metadata.monitor", prefix="metadata.monitor")
+
     def to_yaml(self) -> str:
         """The rules as YAML that ``from_yaml`` reads back equal (a rule switched off is ``null``)."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -99,11 +99,7 @@ class MonitorAgent:
         """The workflow's own rules (``metadata["monitor"]``: a mapping, or YAML text) when it has them,
         else this agent's."""
         rules = workflow.config.metadata.get("monitor") if workflow is not None else None
-        if rules is None:
-            return self.config
-        if isinstance(rules, str):  # the YAML text itself
-            return MonitorConfig.from_yaml(rules)
-        return MonitorConfig.from_mapping(rules, field="metadata.monitor", prefix="metadata.monitor")
+        return MonitorConfig.from_metadata(rules) or self.config
 
     def telemetry(
         self,

@@ -46,6 +46,7 @@ from saferun.core.state_machine.reads import WorkflowReads
 from saferun.domain.canonical import canonical_bytes, check_json
 from saferun.domain.ids import new_id
 from saferun.domain.money import to_micro
+from saferun.domain.monitor_rules import MonitorConfig
 from saferun.domain.states import FAILURE_EVENT, Event, WorkflowState
 from saferun.errors import (
     CompensationError,
@@ -168,6 +169,7 @@ class WorkflowOrchestrator(WorkflowReads):
         amount = to_micro(config.escrow_amount, "escrow_amount")
         cfg = config.model_dump(mode="json")
         check_json(cfg, "config")
+        MonitorConfig.from_metadata(config.metadata.get("monitor"))  # refuse impossible rules now
         with self.db.transaction() as conn:
             if wf_store.exists(conn, config.workflow_id):
                 raise Conflict(
