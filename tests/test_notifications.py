@@ -576,3 +576,29 @@ def test_the_verify_helper_accepts_only_fresh_untouched_bodies() -> None:
     assert not messages.verify(SECRET, str(now + 1), body, signature, now=now)  # timestamp changed
     assert not messages.verify("another-secret-0123456789", str(now), body, signature, now=now)
     assert not messages.verify(SECRET, str(now), body, signature, now=now + 301)  # a replay, too late
+
+
+def test_the_cli_lists_failed_deliveries_and_sends_them_again(database_env: Database) -> None:
+    db = database_env
+    orch = WorkflowOrchestrator(database=db)
+    request_id = asyncio.run(open_request(orch))
+    runner = CliRunner()
+    with webhook_receiver(410, 200) as receiver:
+        config = settings(webhook_urls=(receiver.url,))
+        asyncio.run(dispatcher(db, config).run_once())  # 410: refused, failed at once
+        failed = runner.invoke(cli_app, ["notifications", "list", "--status", "failed", "--json"])
+        assert failed.exit_code == 0, failed.output
+        [row] = json.loads(failed.stdout)
+        assert (
+            row["request_id"] == request_id and row["kind"] == "waiting" and "HTTP 410" in row["last_error"]
+        )
+        assert "HTTP 410" in runner.invoke(cli_app, ["notifications", "list"]).stdout
+
+        again = runner.invoke(cli_app, ["notifications", "list", "--retry", "--request", request_id])
+        assert again.exit_code == 0 and "1 failed deliveries queued again" in again.stdout
+        asyncio.run(dispatcher(db, config).run_once())  # the receiver takes it now
+        assert len(receiver.received) == 2
+    [delivery] = deliveries(db, request_id)
+    assert delivery["status"] == "delivered" and delivery["attempts"] == 1
+    none = runner.invoke(cli_app, ["notifications", "list", "--retry", "--request", "req_unknown"])
+    assert "0 failed deliveries queued again" in none.stdout

@@ -17,7 +17,7 @@ from rich.text import Text
 from sqlalchemy.exc import ArgumentError, OperationalError
 from typer.core import TyperGroup
 
-from saferun.cli import approvals, identities, platform, workflows
+from saferun.cli import approvals, identities, notifications, platform, workflows
 from saferun.cli.common import CliState, console, orchestrator
 from saferun.errors import SafeRunError
 from saferun.storage.database import Database, alembic_config, current_revision, upgrade
@@ -71,6 +71,7 @@ app.add_typer(workflows.app, name="workflows")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(identities.app, name="identities")
 app.add_typer(platform.app, name="platform")
+app.add_typer(notifications.app, name="notifications")
 audit_app = typer.Typer(help="Check the tamper-evident audit chain.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")

@@ -13,9 +13,10 @@ import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, RowMapping, Table, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, Table, select, update
 
 PENDING = "pending"
+FAILED = "failed"
 
 
 def due(conn: Connection, table: Table, now: datetime, limit: int) -> list[RowMapping]:
@@ -41,6 +42,13 @@ def claim(conn: Connection, table: Table, row: RowMapping, lease: timedelta, now
         .values(next_attempt_at=now + lease, attempts=table.c.attempts + 1)
     )
     return result.rowcount == 1
+
+
+def requeue_failed(conn: Connection, table: Table, now: datetime, *where: ColumnElement[bool]) -> int:
+    """Put ``failed`` rows (matching ``where``) back in the queue with a fresh attempt budget, after an
+    operator fixed what made them fail; answers how many."""
+    query = update(table).where(table.c.status == FAILED, *where)
+    return conn.execute(query.values(status=PENDING, attempts=0, next_attempt_at=now)).rowcount
 
 
 def backoff(attempts: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> timedelta:

@@ -153,6 +153,15 @@ def deliveries(conn: Connection, request_id: str | None = None) -> list[RowMappi
     return list(conn.execute(query).mappings())
 
 
+def requeue_failed(conn: Connection, now: datetime, request_id: str | None = None) -> int:
+    """Send failed deliveries again (after the receiver or the SMTP settings were fixed)."""
+    where = []
+    if request_id is not None:
+        notices = select(notifications.c.id).where(notifications.c.request_id == request_id)
+        where.append(notification_deliveries.c.notification_id.in_(notices))
+    return leased.requeue_failed(conn, notification_deliveries, now, *where)
+
+
 # --- decision links --------------------------------------------------------------------------------------
 
 

@@ -115,7 +115,5 @@ def earlier_undelivered(conn: Connection, row: RowMapping) -> bool:
 
 def retry_failed(conn: Connection, workflow_id: str | None = None) -> int:
     """Put failed calls back in the queue (after an operator fixed what the platform refused)."""
-    query = update(platform_outbox).where(platform_outbox.c.status == FAILED)
-    if workflow_id is not None:
-        query = query.where(platform_outbox.c.workflow_id == workflow_id)
-    return conn.execute(query.values(status=PENDING, next_attempt_at=utcnow())).rowcount
+    where = [] if workflow_id is None else [platform_outbox.c.workflow_id == workflow_id]
+    return leased.requeue_failed(conn, platform_outbox, utcnow(), *where)
