@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create <repo>/.bench-venv: SafeRun (editable) plus LangGraph and its SQLite checkpointer, for
-# benchmarks/bench_checkpoints.py. LangGraph is a benchmark-only dependency: it never enters
-# SafeRun's own pyproject.toml or .venv. Idempotent: re-running reuses the venv and only installs
+# benchmarks/bench_checkpoints.py. The peer's checkpointer (langgraph-checkpoint-sqlite) is a
+# benchmark-only dependency, kept apart from .venv (where LangGraph itself is only the optional
+# `saferun[langgraph]` integration). Idempotent: re-running reuses the venv and only installs
 # what is missing (set BENCH_VENV_UPGRADE=1 to upgrade LangGraph to the newest release).
 set -euo pipefail
 

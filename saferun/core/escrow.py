@@ -7,6 +7,7 @@ happens, so a retried or replayed decision can never pay a milestone twice.
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import lru_cache
 
 from sqlalchemy import Connection, RowMapping
 
@@ -40,9 +41,16 @@ def lock(conn: Connection, row: RowMapping, actor: str) -> None:
 
 def milestone_amounts(row: RowMapping) -> dict[str, int]:
     cps = row["config"]["checkpoints"]
-    weights = [Decimal(str(cp.get("milestone_weight", 1))) for cp in cps]
-    amounts = rules.allocate(row["escrow_micro"], weights) if row["escrow_micro"] else [0] * len(cps)
+    weights = tuple(str(cp.get("milestone_weight", 1)) for cp in cps)
+    amounts = _allocation(row["escrow_micro"], weights) if row["escrow_micro"] else (0,) * len(cps)
     return {cp["checkpoint_id"]: amt for cp, amt in zip(cps, amounts, strict=True)}
+
+
+@lru_cache(maxsize=1024)
+def _allocation(total: int, weights: tuple[str, ...]) -> tuple[int, ...]:
+    """``allocate`` is exact (fractions) and O(checkpoints); a workflow asks for the same split at every
+    release, so it is computed once per (escrow, weights)."""
+    return tuple(rules.allocate(total, [Decimal(w) for w in weights]))
 
 
 def release_milestone(

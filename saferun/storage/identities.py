@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, delete, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from saferun.domain.ids import new_id
@@ -135,8 +135,11 @@ def create_identity(
     return get_identity(conn, identity_id)
 
 
+_FIND = select(identities).where(identities.c.identity_id == bindparam("b_id"))  # built once: a hot read
+
+
 def find_identity(conn: Connection, identity_id: str) -> RowMapping | None:
-    return conn.execute(select(identities).where(identities.c.identity_id == identity_id)).mappings().first()
+    return conn.execute(_FIND, {"b_id": identity_id}).mappings().first()
 
 
 def get_identity(conn: Connection, identity_id: str) -> RowMapping:

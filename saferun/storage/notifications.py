@@ -48,10 +48,12 @@ def record(conn: Connection, kind: str, request_id: str, workflow_id: str) -> No
     announces.
     """
     conn.execute(
-        insert(notifications).values(
-            kind=kind, request_id=request_id, workflow_id=workflow_id, created_at=utcnow(), dispatched_at=None
-        )
+        _INSERT_NOTICE,
+        {"kind": kind, "request_id": request_id, "workflow_id": workflow_id, "created_at": utcnow()},
     )
+
+
+_INSERT_NOTICE = insert(notifications).values(dispatched_at=None)  # built once: every request writes it
 
 
 def undispatched(conn: Connection, limit: int) -> list[RowMapping]:
