@@ -44,7 +44,7 @@ from saferun.errors import (
     WorkflowNotFound,
 )
 from saferun.storage.database import Database
-from tests.helpers import make_config
+from tests.helpers import decide, make_config
 
 FAST = RetryPolicy(attempts=3, initial_delay=0.001, max_delay=0.005)
 
@@ -440,3 +440,42 @@ def test_an_unreachable_server_is_a_clear_error_after_the_retries() -> None:
         with pytest.raises(ServerUnreachable):
             c.fail("wf_1", "boom")
         assert len(attempts) == 1
+
+
+async def test_a_monitor_beside_a_remote_agent_adds_alerts_over_http(db: Database) -> None:
+    """MonitorAgent works with RemoteOrchestrator: it finds the pending request and adds its alerts; only
+    the workflow's agent (or an admin) may, and a decided request takes none."""
+    from saferun.agents.monitor.agent import MonitorAgent
+    from saferun.domain.monitor_rules import ConfidenceRule, MonitorConfig
+
+    service = IdentityService(db)
+    _, agent_key = service.create_identity_with_key("agent", "Agent", ["executor"])
+    _, poster_key = service.create_identity_with_key("poster", "Pat", ["poster"])
+    config = make_config(n=1)
+    wf = config.workflow_id
+    local = WorkflowOrchestrator(database=db)
+    local.initialize_workflow(config)
+    local.start_execution(wf)
+    _, req = await local.pause(wf, ExecutionState(checkpoint_id="cp1"), "look")
+    assert req is not None
+    with serving(db, auth="keys") as url:
+        async with RemoteOrchestrator(url, api_key=agent_key.api_key) as remote:
+            assert [p.request_id for p in remote.pending_approvals(wf)] == [req.request_id]
+            monitor = MonitorAgent(
+                MonitorConfig(confidence=ConfidenceRule(min_confidence=0.8)), orchestrator=remote
+            )
+            low = ExecutionState(checkpoint_id="cp1", confidence_scores={"plan": 0.4})
+            seen = await monitor.observe(wf, low)
+            assert seen.action == "alerts_added" and seen.request is not None
+            assert [a["rule"] for a in seen.request.alerts] == ["low_confidence"]
+            again = await monitor.observe(wf, low)  # the same finding is not added twice
+            assert again.request is not None and len(again.request.alerts) == 1
+        with SafeRunClient(url, api_key=poster_key.api_key) as poster:
+            with pytest.raises(Forbidden):
+                poster.add_alerts(req.request_id, [{"rule": "mine", "message": "let me in"}])
+            with pytest.raises(InvalidInput):
+                poster.add_alerts(req.request_id, [])
+        decide(local, req.request_id, "APPROVED")
+        with SafeRunClient(url, api_key=agent_key.api_key) as agent, pytest.raises(DecisionConflict):
+            agent.add_alerts(req.request_id, [{"rule": "late", "message": "too late"}])
+    assert [a["rule"] for a in local.get_approval_request(req.request_id).alerts] == ["low_confidence"]

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, OrchestratorDep, enforce
+from saferun.api.workflows import as_agent
 from saferun.core.state_machine.models import ApprovalRequest, ApprovalResponse
 from saferun.domain.policy import may_decide
 from saferun.errors import InvalidInput
@@ -84,3 +85,16 @@ async def get_request(
         "status": request.status,
         "decision": response.model_dump(mode="json") if response else None,
     }
+
+
+@router.post("/{request_id}/alerts", response_model=s.ApprovalDetail)
+def add_alerts(request_id: str, body: s.AlertsIn, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """Add a monitor's alerts to a pending request, so its reviewer sees them while reading it.
+
+    The workflow's agent (or an admin) may: a monitor watches the agent it runs beside and speaks with its
+    key. Alerts already on the request are not added twice; a decided or expired request is 409.
+    """
+    request = orch.get_approval_request(request_id)
+    as_agent(orch, caller, request.workflow_id)
+    updated = orch.add_alerts(request_id, body.alerts, actor=caller.identity_id or None)
+    return {"request": updated.model_dump(mode="json"), "status": updated.status, "decision": None}

@@ -177,6 +177,14 @@ class ApprovalDetail(BaseModel):
     decision: dict[str, Any] | None
 
 
+class AlertsIn(Strict):
+    alerts: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=100,
+        description="what a monitor found, e.g. {rule, severity, message, observed, threshold}",
+    )
+
+
 class StepIn(Strict):
     name: str = Field(min_length=1, max_length=200)
     compensation: str = Field(min_length=1, max_length=200)

@@ -249,6 +249,10 @@ class Endpoints:
         return _get("/api/approvals/pending", {"workflow_id": workflow_id})
 
     @staticmethod
+    def add_alerts(request_id: str, alerts: list[dict[str, Any]]) -> Call:
+        return _post(f"/api/approvals/{_seg(request_id)}/alerts", {"alerts": list(alerts)})
+
+    @staticmethod
     def register_step(workflow_id: str, name: str, compensation: str, args: dict[str, Any] | None) -> Call:
         body = {"name": name, "compensation": compensation, "args": dict(args or {})}
         return _post(f"/api/workflows/{_seg(workflow_id)}/steps", body)
@@ -560,6 +564,10 @@ class SafeRunClient(BaseSafeRunClient):
     def pending(self, workflow_id: str | None = None) -> dict[str, Any]:
         return self._json(Endpoints.pending(workflow_id))
 
+    def add_alerts(self, request_id: str, alerts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Add a monitor's alerts to a pending request (409 once it is decided)."""
+        return self._json(Endpoints.add_alerts(request_id, alerts))
+
     # -- saga
     def register_step(
         self, workflow_id: str, name: str, compensation: str, args: dict[str, Any] | None = None
@@ -734,6 +742,10 @@ class AsyncSafeRunClient(BaseSafeRunClient):
 
     async def pending(self, workflow_id: str | None = None) -> dict[str, Any]:
         return await self._json(Endpoints.pending(workflow_id))
+
+    async def add_alerts(self, request_id: str, alerts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Add a monitor's alerts to a pending request (409 once it is decided)."""
+        return await self._json(Endpoints.add_alerts(request_id, alerts))
 
     # -- saga
     async def register_step(

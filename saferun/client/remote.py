@@ -205,6 +205,17 @@ class RemoteOrchestrator:
         decision = self.client.get_approval(request_id).get("decision")
         return ApprovalResponse.model_validate(decision) if decision else None
 
+    def pending_approvals(self, workflow_id: str | None = None) -> list[ApprovalRequest]:
+        """Requests still waiting for a decision (all, or one workflow's), as the server sees them."""
+        items = self.client.pending(workflow_id)["pending_approvals"]
+        return [ApprovalRequest.model_validate(item) for item in items]
+
+    def add_alerts(
+        self, request_id: str, alerts: list[dict[str, Any]], *, actor: str | None = None
+    ) -> ApprovalRequest:
+        """What a MonitorAgent beside a remote agent calls; the server records it under the caller."""
+        return ApprovalRequest.model_validate(self.client.add_alerts(request_id, alerts)["request"])
+
     def submit_approval(self, workflow_id: str | None, response: ApprovalResponse) -> WorkflowExecution:
         """Decide a request as ``response`` says (a reviewer's call; the server checks who may)."""
         self.client.submit_decision(
