@@ -800,3 +800,21 @@ async def test_unearned_escrow_goes_back_to_the_payer_not_to_someone_else(env: E
         (payer_account, ESCROW),
     }
     assert env.orch.escrow_position(wf).held == 0
+
+
+async def test_a_workflow_on_a_remote_platform_owes_it_the_lock_once_funded(env: Env) -> None:
+    """The credit enqueues the platform's lock_escrow in its transaction, as a ledger lock does."""
+    from saferun.storage import outbox
+    from saferun.storage.schema import workflows
+
+    wf = env.workflow()
+    with env.db.transaction() as conn:  # as an orchestrator with a remote X402Integration would have made it
+        conn.execute(
+            workflows.update().where(workflows.c.workflow_id == wf).values(platform_url="https://p.example")
+        )
+    account = env.payer(20_000_000)
+    async with env.paying(account) as http:
+        assert (await http.post(fund_url(wf))).status_code == 200
+    with env.db.read() as conn:
+        owed = [(r["operation"], r["idempotency_key"]) for r in outbox.for_workflow(conn, wf)]
+    assert owed == [("lock_escrow", f"lock:{wf}")]

@@ -67,7 +67,7 @@ from x402.mechanisms.evm.constants import ERR_NONCE_ALREADY_USED
 from x402.mechanisms.evm.exact import ExactEvmServerScheme
 from x402.schemas import AssetAmount, PaymentPayload, SettleResponse
 
-from saferun.core import notify
+from saferun.core import mirror, notify
 from saferun.domain import ledger as rules
 from saferun.domain.money import format_micro
 from saferun.domain.policy import Caller, may_create_workflow
@@ -527,6 +527,8 @@ class FundingService:
                 idempotency_key=rules.lock_key(workflow_id),
                 workflow_id=workflow_id,
             )
+            # a workflow whose money lives on a remote platform gets its lock there too (the outbox)
+            mirror.lock(conn, row)
             payment_id = records.record(conn, identity, status=records.CREDITED, ledger_txn_id=txn, **common)
             audit.append(
                 conn,
