@@ -16,6 +16,7 @@ the workflow; leaving it with an exception fails it (approved milestones stay pa
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import TracebackType
@@ -33,7 +34,9 @@ from saferun.core.state_machine.models import (
 )
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.states import WorkflowState
-from saferun.errors import ApprovalRejected, InvalidInput
+from saferun.errors import ApprovalRejected, InvalidInput, InvalidTransition
+
+log = logging.getLogger(__name__)
 
 
 class Orchestrator(Protocol):
@@ -64,6 +67,7 @@ class Orchestrator(Protocol):
     def latest_approved_state(self, workflow_id: str) -> ExecutionState | None: ...
     def list_snapshots(self, workflow_id: str) -> list[CheckpointSnapshot]: ...
     def get_snapshot_state(self, snapshot_id: str) -> ExecutionState: ...
+    def pending_approvals(self, workflow_id: str | None = None) -> list[ApprovalRequest]: ...
 
 
 @dataclass(frozen=True)
@@ -167,16 +171,19 @@ class SupervisedRun:
         if state.checkpoint_id != cp.checkpoint_id and self.config.checkpoint(state.checkpoint_id) is None:
             state = state.model_copy(update={"checkpoint_id": cp.checkpoint_id})
         orch = self.orchestrator
-        snapshot, request = await orch.pause(
-            self.workflow_id,
-            state,
-            summary or f"{cp.name}: {cp.description}".rstrip(": "),
-            context if context is not None else dict(state.intermediate_outputs),
-            recommendation=recommendation,
-            confidence=confidence,
-            alerts=alerts,
-            risk=risk,
-        )
+        try:
+            snapshot, request = await orch.pause(
+                self.workflow_id,
+                state,
+                summary or f"{cp.name}: {cp.description}".rstrip(": "),
+                context if context is not None else dict(state.intermediate_outputs),
+                recommendation=recommendation,
+                confidence=confidence,
+                alerts=alerts,
+                risk=risk,
+            )
+        except InvalidTransition as exc:
+            snapshot, request = self._adopt_pending(cp.checkpoint_id, exc)
         if request is None:  # requires_approval=False: nothing to wait for
             return Decision(
                 ApprovalDecision.APPROVED,
@@ -203,6 +210,29 @@ class SupervisedRun:
             request.request_id,
             snapshot,
         )
+
+    def _adopt_pending(
+        self, checkpoint_id: str, refused: InvalidTransition
+    ) -> tuple[CheckpointSnapshot, ApprovalRequest]:
+        """An agent that restarted while this checkpoint waited for its reviewer waits on that request
+        instead of failing: the pause survived the process, so the agent's code can simply run again."""
+        if refused.state != WorkflowState.AWAITING_APPROVAL.value:
+            raise refused
+        orch = self.orchestrator
+        waiting = [r for r in orch.pending_approvals(self.workflow_id) if r.checkpoint_id == checkpoint_id]
+        if not waiting:
+            raise refused
+        request = waiting[0]
+        snapshots = orch.list_snapshots(self.workflow_id)
+        snapshot = next(s for s in snapshots if s.snapshot_id == request.snapshot_id)
+        self.trace.append(f"resumed waiting for {checkpoint_id} (request {request.request_id})")
+        log.info(
+            "workflow %s: checkpoint %s already waits as %s; waiting on it",
+            self.workflow_id,
+            checkpoint_id,
+            request.request_id,
+        )
+        return snapshot, request
 
     async def _after_rejection(self, checkpoint_id: str, response: ApprovalResponse) -> None:
         orch = self.orchestrator

@@ -29,6 +29,7 @@ from saferun import (
     WorkflowConfig,
     WorkflowOrchestrator,
     WorkflowState,
+    attach,
     current_run,
     supervised,
 )
@@ -314,6 +315,56 @@ async def test_an_interrupt_in_a_node_becomes_an_approval_and_the_graph_resumes_
     assert orch.get_workflow(cfg.workflow_id).current_state == WorkflowState.COMPLETED
     saved = await graph.aget_state({"configurable": {"thread_id": cfg.workflow_id}})
     assert saved.values["ordered"] == 10 and not saved.interrupts
+
+
+async def test_a_graph_whose_agent_died_mid_approval_carries_on_with_the_same_request(
+    orch: WorkflowOrchestrator,
+) -> None:
+    """The agent's task dies while the reviewer reads (the graph's pause is in its checkpointer, the
+    request in SafeRun); a new agent runs the same code: the graph is not started over and the open
+    request is waited on, not asked again."""
+    starts: list[int] = []
+    runs: list[Any] = []
+
+    def order(state: Order) -> Order:
+        starts.append(state["count"])
+        decision = approval("Review order", parameters={"count": state["count"]})
+        return {"ordered": decision.parameters["count"]}
+
+    graph = one_node_graph(order)  # one checkpointer, as a persistent one survives the process
+    cfg = config("Review order")
+    orch.initialize_workflow(cfg)
+
+    async def agent() -> Any:
+        async with attach(cfg.workflow_id, orch) as run:
+            runs.append(run)
+            return await run_graph(graph, {"count": 100}, run)
+
+    first = asyncio.ensure_future(agent())
+    while not orch.pending_approvals(cfg.workflow_id):
+        assert not first.done(), first.exception()
+        await asyncio.sleep(0.01)
+    [request] = orch.pending_approvals(cfg.workflow_id)
+    first.cancel()  # the process dies mid-wait
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    second = asyncio.ensure_future(agent())
+    while not (len(runs) == 2 and any("resumed waiting" in t for t in runs[1].trace)):
+        assert not second.done(), second.exception()
+        await asyncio.sleep(0.01)
+    orch.submit_approval(
+        cfg.workflow_id,
+        ApprovalResponse(
+            request_id=request.request_id,
+            decision=ApprovalDecision.MODIFIED,
+            approved_by=REVIEWER,
+            modifications={"count": 10},
+        ),
+    )
+    assert await second == {"count": 100, "ordered": 10}
+    assert [r.request_id for r, _ in orch.approval_history(cfg.workflow_id)] == [request.request_id]
+    assert starts == [100, 100]  # the node ran to its interrupt once, and once more when resumed
+    assert orch.get_workflow(cfg.workflow_id).current_state == WorkflowState.COMPLETED
 
 
 async def test_a_rejection_reaches_the_node_after_the_compensations_ran(

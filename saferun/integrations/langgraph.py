@@ -230,7 +230,9 @@ async def run_graph(
     ``graph.ainvoke`` returns at the end. An interrupt that is not SafeRun's (the graph asking its user
     something else) ends the call early with the interrupted result, for the caller to resume with
     ``Command(resume=...)``; passing that command back in as ``input`` carries on. A rejection the graph
-    does not handle propagates as ``ApprovalRejected``.
+    does not handle propagates as ``ApprovalRejected``. A graph found paused at a SafeRun approval (its
+    process died while the reviewer was reading; a persistent checkpointer kept the pause) is carried on
+    from there: ``input`` is not run again, and the checkpoint waits on the request already open.
     """
     types = _langgraph_types()
     run = run or current_run()
@@ -246,9 +248,17 @@ async def run_graph(
     cfg["configurable"] = {"thread_id": run.workflow_id, **dict(cfg.get("configurable") or {})}
     thread_id = str(cfg["configurable"]["thread_id"])
     step_input = input
+    # a graph already paused at a SafeRun approval (its process restarted while the reviewer read):
+    # carry on with that pause instead of starting the graph over; the checkpoint finds its request
+    snapshot = await graph.aget_state(cfg)
+    resuming = bool(snapshot.interrupts) and all(_is_ours(i.value) for i in snapshot.interrupts)
+    result: Any = None
     while True:
-        result = await graph.ainvoke(step_input, cfg)
-        snapshot = await graph.aget_state(cfg)
+        if resuming:
+            resuming = False
+        else:
+            result = await graph.ainvoke(step_input, cfg)
+            snapshot = await graph.aget_state(cfg)
         pending = list(snapshot.interrupts)
         if not pending:
             return result
