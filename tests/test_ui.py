@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import AsyncIterator
 
@@ -495,3 +496,21 @@ def test_state_diff_names_added_removed_and_changed_keys() -> None:
     assert [c.key for c in diff["api_calls"].added] == ["[1]"]
     assert [c.key for c in diff["parameters"].removed] == ["n"]
     assert review.state_diff(after, after) == []
+
+
+async def test_the_supervisor_agents_reason_sits_beside_its_recommendation(
+    client: httpx.AsyncClient, orch: WorkflowOrchestrator
+) -> None:
+    from saferun.agents.supervisor.agent import SupervisorAgent
+    from saferun.core.state_machine.models import ExecutionState
+    from tests.helpers import make_config, started
+
+    wf = started(orch, make_config())
+    state = ExecutionState(checkpoint_id="cp1", confidence_scores={"plan": 0.55})
+    snap = await orch.create_checkpoint(wf, state)
+    request = SupervisorAgent("reviewer", orch).create_approval_request(wf, "cp1", snap.snapshot_id, state)
+    assert request.recommendation and request.risk.get("recommendation_reason")
+    page = (await client.get(f"/approvals/{request.request_id}")).text
+    why = page.split('id="recommendation-why">', 1)[1].split("</p>", 1)[0]
+    assert html.unescape(why) == request.risk["recommendation_reason"]
+    assert "recommendation_reason" not in page  # not repeated among the risk details

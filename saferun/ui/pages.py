@@ -16,6 +16,7 @@ from saferun.core.state_machine.models import ApprovalRequest, ExecutionState
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.money import format_micro
 from saferun.domain.policy import Caller, Refusal, may_decide
+from saferun.domain.recommendation import REASON_KEY
 from saferun.domain.states import WorkflowState
 from saferun.errors import NotFound
 from saferun.ui import review, timeline
@@ -35,9 +36,17 @@ def _alert(alert: dict[str, Any]) -> dict[str, str]:
 
 
 def _risk(risk: dict[str, Any]) -> dict[str, Any]:
+    """The risk panel: its level, the SupervisorAgent's one-sentence reason (shown beside the
+    recommendation, not buried in the details), and the rest."""
     level = risk.get("level") or risk.get("rating") or risk.get("severity")
-    rest = {k: v for k, v in risk.items() if k not in ("level", "rating", "severity")}
-    return {"level": str(level).lower() if level is not None else None, "items": rest}
+    shown = ("level", "rating", "severity", REASON_KEY)
+    rest = {k: v for k, v in risk.items() if k not in shown}
+    why = risk.get(REASON_KEY)
+    return {
+        "level": str(level).lower() if level is not None else None,
+        "why": str(why) if why else None,
+        "items": rest,
+    }
 
 
 def _resources(consumption: dict[str, float]) -> list[dict[str, Any]]:
