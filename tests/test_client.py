@@ -479,3 +479,28 @@ async def test_a_monitor_beside_a_remote_agent_adds_alerts_over_http(db: Databas
         with SafeRunClient(url, api_key=agent_key.api_key) as agent, pytest.raises(DecisionConflict):
             agent.add_alerts(req.request_id, [{"rule": "late", "message": "too late"}])
     assert [a["rule"] for a in local.get_approval_request(req.request_id).alerts] == ["low_confidence"]
+
+
+async def test_a_remote_agent_that_restarts_waits_on_its_open_request(server: str, db: Database) -> None:
+    """The agent process that opened the request is gone; the new one attaches over HTTP and its
+    checkpoint call waits on that request instead of opening another."""
+    from saferun import attach
+
+    config = make_config(n=1)
+    wf = config.workflow_id
+    local = WorkflowOrchestrator(database=db)
+    local.initialize_workflow(config)
+    local.start_execution(wf)
+    _, req = await local.pause(wf, ExecutionState(checkpoint_id="cp1", parameters={"n": 5}), "look")
+    assert req is not None
+    async with RemoteOrchestrator(server) as remote:
+        run = attach(wf, remote)
+        async with run:
+            waiting = asyncio.ensure_future(run.checkpoint("cp1", parameters={"n": 5}))
+            while not any("resumed waiting" in t for t in run.trace):
+                assert not waiting.done(), waiting.exception()
+                await asyncio.sleep(0.01)
+            decide(local, req.request_id, "MODIFIED", modifications={"n": 2})
+            decision = await waiting
+    assert decision.request_id == req.request_id and decision.parameters == {"n": 2}
+    assert [r.request_id for r, _ in local.approval_history(wf)] == [req.request_id]
