@@ -716,4 +716,13 @@ async def test_an_orchestrator_on_a_remote_platform_pays_each_milestone_once(
     assert settlement["data"]["job_data"]["released"] == "100.00"
     quality = remembered(db, f"quality:{wf}")
     assert quality["quality_score"] == 1.0
+    with local.read() as conn:  # each checkpoint's state is in the platform's Artifacts primitive
+        sent = [
+            r["result"]["uri"] for r in outbox.for_workflow(conn, wf) if r["operation"] == "create_artifact"
+        ]
+    states = [
+        ExecutionState.model_validate_json((await EmbeddedPlatform(db).get_artifact(u))["content"])
+        for u in sent
+    ]
+    assert [s.checkpoint_id for s in states] == ["cp1", "cp2"]
     local.dispose()

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from saferun.client.http import ServerUnreachable
 from saferun.core.parties import IdentityChecks
-from saferun.core.state_machine.models import CheckpointConfig
+from saferun.core.state_machine.models import CheckpointConfig, ExecutionState
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain import ledger as rules
 from saferun.domain.reputation import reputation
@@ -323,13 +323,16 @@ async def test_outbox_mirrors_jobs_and_money_exactly_once(
     assert [r["operation"] for r in queued] == [
         "create_job",
         "lock_escrow",
+        "create_artifact",  # the checkpoint's state, read from the local store when it is sent
         "create_approval_subjob",
         "split_payment",
+        "create_artifact",
         "create_approval_subjob",
         "split_payment",
         "create_job",
         "record_approval_quality",
     ]
+    assert "agent_memory" not in str(queued[2]["arguments"])  # a reference, not a copy of the state
 
     flaky.fail_next = 1  # the first send finds the platform down
     flaky.lose_next = 2  # the next two act but their answers are lost
@@ -348,6 +351,11 @@ async def test_outbox_mirrors_jobs_and_money_exactly_once(
     assert paid == {"wallet:agent": 90_000_000, "wallet:reviewer": 10_000_000}
     assert job_types == ["approval", "approval", "settlement", "supervised_workflow"]
     assert (await remote_platform.get_user_profile("reviewer"))["reputation"] == reputation([], [1.0])
+    with db.read() as conn:
+        artifact = next(r for r in outbox.for_workflow(conn, wf) if r["operation"] == "create_artifact")
+    stored = await remote_platform.get_artifact(artifact["result"]["uri"])
+    assert stored["artifact_type"] == "checkpoint_state" and stored["metadata"]["checkpoint_id"] == "cp1"
+    assert ExecutionState.model_validate_json(stored["content"]).checkpoint_id == "cp1"
     await drain(delivery)  # nothing left to send, nothing sent again
     with remote_platform.db.read() as conn:
         assert book.escrow_position(conn, wf).released == 100_000_000

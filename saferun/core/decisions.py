@@ -204,6 +204,7 @@ def _store_modified(
         stored,
         parent_snapshot_id=snap["snapshot_id"],
     )["snapshot_id"]
+    mirror.checkpoint_state(conn, row, snapshot_id, snap["checkpoint_id"], stored.uri)
     audit.append(
         conn,
         row["workflow_id"],

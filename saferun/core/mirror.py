@@ -8,6 +8,11 @@ those changes also enqueues the seed's platform call (``platform_outbox``), deli
 ``saferun.platform.delivery``. Each call's idempotency key says *what* it is (``lock:<wf>``,
 ``release:<wf>:<checkpoint>``), so however often it is delivered the platform acts once.
 
+A checkpoint's state goes to the platform's Artifacts primitive as the seed's ``create_artifact`` call
+(``artifact_type="checkpoint_state"``, the state as JSON), named by the local artifact URI as
+``{"$state": uri}`` and read from the local store when it is sent, so a megabyte of agent memory is never
+copied into the outbox itself.
+
 A call that needs an earlier call's answer (the approval sub-job needs the platform's id of the main job,
 a release needs the escrow id the lock answered) names it as ``{"$result": key, "field": name}``; the
 deliverer substitutes it and never sends a call before the one it depends on was delivered.
@@ -67,6 +72,29 @@ def lock(conn: Connection, row: RowMapping) -> None:
             "executor_id": row["executor_id"],
         },
         _key("lock", row),
+    )
+
+
+def checkpoint_state(
+    conn: Connection, row: Any, snapshot_id: str, checkpoint_id: str, artifact_uri: str
+) -> None:
+    if not remote(row):
+        return
+    outbox.enqueue(
+        conn,
+        row["workflow_id"],
+        "create_artifact",
+        {
+            "artifact_type": "checkpoint_state",
+            "content": {"$state": artifact_uri},
+            "metadata": {
+                "workflow_id": row["workflow_id"],
+                "checkpoint_id": checkpoint_id,
+                "snapshot_id": snapshot_id,
+                "saferun_uri": artifact_uri,
+            },
+        },
+        _key("artifact", row, snapshot_id),
     )
 
 

@@ -14,10 +14,12 @@ behind it (a workflow's calls reach the platform in the order they happened) unt
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from saferun.core.checkpoints.capture import CheckpointCapture
 from saferun.errors import SafeRunError
 from saferun.platform.base import MUTATING_CALLS, Platform
 from saferun.storage import leased, outbox
@@ -44,13 +46,15 @@ def permanent(exc: BaseException) -> bool:
     return isinstance(exc, SafeRunError) and 400 <= status < 500 and status not in _RETRYABLE_4XX
 
 
-def _resolve(value: Any, results: dict[str, Any]) -> Any:
+def _resolve(value: Any, results: dict[str, Any], load_state: Callable[[str], str]) -> Any:
     if isinstance(value, dict):
         if set(value) == {"$result", "field"}:
             return results[value["$result"]][value["field"]]
-        return {k: _resolve(v, results) for k, v in value.items()}
+        if set(value) == {"$state"}:
+            return load_state(value["$state"])
+        return {k: _resolve(v, results, load_state) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve(v, results) for v in value]
+        return [_resolve(v, results, load_state) for v in value]
     return value
 
 
@@ -78,11 +82,17 @@ class OutboxDelivery:
         backoff_cap: float = 300.0,
     ) -> None:
         self.db = db
+        self.capture = CheckpointCapture(db.artifacts)
         self.platform = platform
         self.lease = lease
         self.batch = batch
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+
+    def _state_json(self, artifact_uri: str) -> str:
+        """A stored checkpoint state as the JSON text the platform's Artifacts primitive keeps."""
+        with self.db.read() as conn:
+            return self.capture.load_state(conn, artifact_uri).model_dump_json()
 
     def _backoff(self, attempts: int) -> timedelta:
         return leased.backoff(attempts, self.backoff_base, self.backoff_cap)
@@ -116,7 +126,7 @@ class OutboxDelivery:
             report.failed.append(key)
             return
         try:
-            arguments = _resolve(row["arguments"], results)
+            arguments = _resolve(row["arguments"], results, self._state_json)
             result = await getattr(self.platform, operation)(**arguments, idempotency_key=key)
         except Exception as exc:  # every failure is recorded on the row; none may stop the others
             message = exc.message if isinstance(exc, SafeRunError) else f"{type(exc).__name__}: {exc}"

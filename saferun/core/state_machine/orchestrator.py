@@ -310,6 +310,7 @@ class WorkflowOrchestrator(WorkflowReads):
             stored,
             parent_snapshot_id=row["last_approved_snapshot_id"],
         )
+        mirror.checkpoint_state(conn, row, snap["snapshot_id"], cp.checkpoint_id, stored.uri)
         audit.append(
             conn,
             workflow_id,
