@@ -188,30 +188,27 @@ class ExecutorAgent:
                 "context_keys": sorted(ctx),
                 "prompt_chars": len(prompt),
             }
-            try:
-                completion = await p.complete(prompt, system=self.system_prompt, max_tokens=self.max_tokens)
-            except BaseException as exc:
-                rec.call(
+
+            def record(**outcome: Any) -> dict[str, Any]:
+                return rec.call(
                     kind="model",
                     endpoint=p.endpoint,
                     method=p.method,
                     payload=payload,
                     started_at=at,
                     duration=time.perf_counter() - begun,
-                    error=exc,
-                    model=p.model,
+                    **outcome,
                 )
+
+            try:
+                completion = await p.complete(prompt, system=self.system_prompt, max_tokens=self.max_tokens)
+            except BaseException as exc:
+                record(error=exc, model=p.model)
                 rec.note(f"The {p.name} provider failed: {type(exc).__name__}")
                 raise
             text, confidence = split_confidence(completion.text)
             cost = None if completion.cost_usd is None else str(completion.cost_usd)
-            rec.call(
-                kind="model",
-                endpoint=p.endpoint,
-                method=p.method,
-                payload=payload,
-                started_at=at,
-                duration=time.perf_counter() - begun,
+            record(
                 response=text,
                 status=200,
                 model=completion.model,
