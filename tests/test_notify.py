@@ -266,3 +266,20 @@ async def test_the_listener_reconnects_and_wakes_waiters_after_losing_its_connec
                 break
             assert await watch.wait(GENEROUS), "the reconnected listener delivered nothing"
         worker.join()
+
+
+@pytest.mark.parametrize("subscription", [False, True])
+async def test_a_waiter_cancelled_as_its_notice_arrives_is_cancelled(
+    sqlite_db: Database, subscription: bool
+) -> None:
+    """The notice lands in the same loop turn as the cancellation (an agent shutting down as its decision
+    arrives): the waiter must end cancelled, not swallow it and wait on (Python 3.11's wait_for did)."""
+    notifier = notify.notifier_for(sqlite_db)
+    with notifier.watch("decision", "req_x") as watch, notifier.subscribe({"decision"}) as sub:
+        task = asyncio.ensure_future(sub.get(30) if subscription else watch.wait(30))
+        await asyncio.sleep(0)  # the task is now waiting
+        notifier.deliver("decision", "req_x")
+        await asyncio.sleep(0)  # the notice's callback is queued ahead of the cancellation
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), 5)

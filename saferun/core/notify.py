@@ -278,8 +278,11 @@ class Watch:
     async def wait(self, timeout: float | None = None) -> bool:
         """True when a notice arrived (since the last ``clear()``), False at ``timeout``."""
         if not self._event.is_set():
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # arrives as the event is set, and the cancelled waiter then waits forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._event.wait()
         return self._event.is_set()
 
     def close(self) -> None:
@@ -315,7 +318,8 @@ class Subscription:
     async def get(self, timeout: float | None = None) -> tuple[str, str] | None:
         """The next notice, or None at ``timeout``."""
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: see Watch.wait
+                return await self.queue.get()
         except TimeoutError:
             return None
 
