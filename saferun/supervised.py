@@ -37,6 +37,8 @@ from saferun.domain.states import WorkflowState
 from saferun.errors import ApprovalRejected, InvalidInput, InvalidTransition
 
 log = logging.getLogger(__name__)
+# audit events only the agent's own progress writes: after one of them, a decision was already acted on
+_AGENT_PROGRESS = frozenset({"step_registered", "checkpoint_captured"})
 
 
 class Orchestrator(Protocol):
@@ -68,6 +70,9 @@ class Orchestrator(Protocol):
     def list_snapshots(self, workflow_id: str) -> list[CheckpointSnapshot]: ...
     def get_snapshot_state(self, snapshot_id: str) -> ExecutionState: ...
     def pending_approvals(self, workflow_id: str | None = None) -> list[ApprovalRequest]: ...
+    def audit_events(self, workflow_id: str) -> list[dict[str, Any]]: ...
+    def get_approval_request(self, request_id: str) -> ApprovalRequest: ...
+    def get_approval_response(self, request_id: str) -> ApprovalResponse | None: ...
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,9 @@ class SupervisedRun:
         # the loop the run lives on, so code in worker threads (sync tools) can wait on it
         self.loop: asyncio.AbstractEventLoop | None = None
         self._token: Token[SupervisedRun | None] | None = None
+        # an attached run (an agent restarted, or one that did not create the workflow) may find its
+        # first checkpoint already asked and answered while no agent was running
+        self._may_replay = not create
 
     async def __aenter__(self) -> SupervisedRun:
         if self.create:
@@ -171,6 +179,10 @@ class SupervisedRun:
         if state.checkpoint_id != cp.checkpoint_id and self.config.checkpoint(state.checkpoint_id) is None:
             state = state.model_copy(update={"checkpoint_id": cp.checkpoint_id})
         orch = self.orchestrator
+        replayed = self._decided_while_away(cp.checkpoint_id) if self._may_replay else None
+        self._may_replay = False
+        if replayed is not None:
+            return await self._decision(replayed[0], replayed[1], state)
         try:
             snapshot, request = await orch.pause(
                 self.workflow_id,
@@ -195,8 +207,23 @@ class SupervisedRun:
                 snapshot,
             )
         response = await orch.wait_for_decision(request.request_id, timeout=wait_timeout)
+        return await self._decision(request, response, state, snapshot)
+
+    async def _decision(
+        self,
+        request: ApprovalRequest,
+        response: ApprovalResponse,
+        state: ExecutionState,
+        snapshot: CheckpointSnapshot | None = None,
+    ) -> Decision:
+        """What ``checkpoint`` answers for a decided request (a rejection raises, after compensating)."""
+        orch = self.orchestrator
         if response.decision == ApprovalDecision.REJECTED:
             await self._after_rejection(request.checkpoint_id, response)
+        if snapshot is None:
+            snapshot = next(
+                s for s in orch.list_snapshots(self.workflow_id) if s.snapshot_id == request.snapshot_id
+            )
         wf = orch.get_workflow(self.workflow_id)
         approved = (
             orch.get_snapshot_state(wf.last_approved_snapshot_id) if wf.last_approved_snapshot_id else state
@@ -210,6 +237,29 @@ class SupervisedRun:
             request.request_id,
             snapshot,
         )
+
+    def _decided_while_away(self, checkpoint_id: str) -> tuple[ApprovalRequest, ApprovalResponse] | None:
+        """The workflow's last decision, when it answered this checkpoint and the agent has done nothing
+        since (no step registered, no checkpoint captured): an agent that died while its reviewer was
+        reading, restarted after the decision, and runs its code again gets that decision instead of
+        asking the same question twice. Only a run's first checkpoint call looks (see ``attach``)."""
+        orch = self.orchestrator
+        events = orch.audit_events(self.workflow_id)
+        last = next((i for i in range(len(events) - 1, -1, -1) if events[i]["kind"] == "decision"), None)
+        if last is None or any(e["kind"] in _AGENT_PROGRESS for e in events[last + 1 :]):
+            return None
+        request = orch.get_approval_request(events[last]["payload"]["request_id"])
+        response = orch.get_approval_response(request.request_id)
+        if request.checkpoint_id != checkpoint_id or response is None:
+            return None
+        self.trace.append(f"decided while away: {checkpoint_id} (request {request.request_id})")
+        log.info(
+            "workflow %s: checkpoint %s was decided (%s) while no agent ran; using that decision",
+            self.workflow_id,
+            checkpoint_id,
+            response.decision.value,
+        )
+        return request, response
 
     def _adopt_pending(
         self, checkpoint_id: str, refused: InvalidTransition

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from saferun import ApprovalRejected, CompensationRegistry, WorkflowOrchestrator, supervised
+from saferun import ApprovalRejected, CompensationRegistry, WorkflowOrchestrator, attach, supervised
 from saferun.core.rollback.reconciliation import RetryPolicy
 from saferun.storage.database import Database
 from tests.helpers import decide, make_config
@@ -95,3 +96,85 @@ async def test_an_agent_attaches_to_a_workflow_a_poster_created(db: Database) ->
 
     await asyncio.gather(agent(), reviewer(orch, config.workflow_id, [("APPROVED", None)]))
     assert orch.get_workflow(config.workflow_id).current_state.value == "completed"
+
+
+# --- an agent that died while its reviewer was reading ----------------------------------------------
+
+
+async def _first_agent_dies_waiting(orch: WorkflowOrchestrator, config: Any) -> str:
+    """An attached agent opens cp1's request, then its process dies (the task is cancelled mid-wait)."""
+
+    async def agent() -> None:
+        async with attach(config.workflow_id, orch) as run:
+            await run.step("held a room", compensation="release", args={"room": "4B"})
+            await run.checkpoint("cp1", parameters={"pizza_count": 100})
+
+    task = asyncio.ensure_future(agent())
+    while not orch.pending_approvals(config.workflow_id):
+        assert not task.done(), task.exception()
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return orch.pending_approvals(config.workflow_id)[0].request_id
+
+
+async def test_a_decision_made_while_no_agent_ran_is_the_answer_when_its_code_runs_again(
+    db: Database,
+) -> None:
+    orch = WorkflowOrchestrator(database=db)
+    config = make_config(n=2)
+    orch.initialize_workflow(config)
+    request_id = await _first_agent_dies_waiting(orch, config)
+    decide(orch, request_id, "MODIFIED", modifications={"pizza_count": 10})  # nobody is waiting
+
+    async with attach(config.workflow_id, orch) as run:  # the agent's code, from the top
+        decision = await run.checkpoint("cp1", parameters={"pizza_count": 100})
+        assert decision.request_id == request_id and decision.parameters == {"pizza_count": 10}
+        assert any("decided while away" in t for t in run.trace)
+        await run.step("ordered pizza", compensation="refund", args={"n": 10})
+        second = asyncio.ensure_future(run.checkpoint("cp2"))
+        while not orch.pending_approvals(config.workflow_id):
+            await asyncio.sleep(0.005)
+        decide(orch, orch.pending_approvals(config.workflow_id)[0].request_id, "APPROVED")
+        assert (await second).request_id != request_id  # later checkpoints ask as usual
+    history = [
+        (r.checkpoint_id, resp.decision.value) for r, resp in orch.approval_history(config.workflow_id)
+    ]
+    assert history == [("cp1", "MODIFIED"), ("cp2", "APPROVED")]  # cp1 was asked once
+
+
+async def test_a_rejection_made_while_no_agent_ran_rolls_back_and_is_raised_again(db: Database) -> None:
+    orch = WorkflowOrchestrator(database=db)
+    released: list[str] = []
+    registry = CompensationRegistry()
+    registry.register("release", lambda room: released.append(room))
+    orch.registry = registry
+    config = make_config(n=1)
+    orch.initialize_workflow(config)
+    request_id = await _first_agent_dies_waiting(orch, config)
+    decide(orch, request_id, "REJECTED", rationale="the meeting moved")
+
+    with pytest.raises(ApprovalRejected) as rejected:
+        async with attach(config.workflow_id, orch) as run:
+            await run.checkpoint("cp1", parameters={"pizza_count": 100})
+    assert rejected.value.rationale == "the meeting moved" and released == ["4B"]  # compensated once
+    assert len(orch.approval_history(config.workflow_id)) == 1
+
+
+async def test_an_agent_that_acted_after_the_decision_is_asked_again(db: Database) -> None:
+    """Progress recorded after the decision means the agent saw it; a new checkpoint call is a new ask."""
+    orch = WorkflowOrchestrator(database=db)
+    config = make_config(n=1)
+    orch.initialize_workflow(config)
+    request_id = await _first_agent_dies_waiting(orch, config)
+    decide(orch, request_id, "APPROVED")
+    orch.register_step(config.workflow_id, "sent the order", "refund", {"n": 100})
+
+    async with attach(config.workflow_id, orch) as run:
+        again = asyncio.ensure_future(run.checkpoint("cp1", parameters={"pizza_count": 100}))
+        while not orch.pending_approvals(config.workflow_id):
+            assert not again.done(), again.exception()
+            await asyncio.sleep(0.005)
+        decide(orch, orch.pending_approvals(config.workflow_id)[0].request_id, "APPROVED")
+        assert (await again).request_id != request_id
