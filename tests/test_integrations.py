@@ -367,6 +367,43 @@ async def test_a_graph_whose_agent_died_mid_approval_carries_on_with_the_same_re
     assert orch.get_workflow(cfg.workflow_id).current_state == WorkflowState.COMPLETED
 
 
+async def test_a_graph_decided_while_its_agent_was_down_resumes_with_that_decision(
+    orch: WorkflowOrchestrator,
+) -> None:
+    def order(state: Order) -> Order:
+        decision = approval("Review order", parameters={"count": state["count"]})
+        return {"ordered": decision.parameters["count"]}
+
+    graph = one_node_graph(order)
+    cfg = config("Review order")
+    orch.initialize_workflow(cfg)
+
+    async def agent() -> Any:
+        async with attach(cfg.workflow_id, orch) as run:
+            return await run_graph(graph, {"count": 100}, run)
+
+    first = asyncio.ensure_future(agent())
+    while not orch.pending_approvals(cfg.workflow_id):
+        assert not first.done(), first.exception()
+        await asyncio.sleep(0.01)
+    [request] = orch.pending_approvals(cfg.workflow_id)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    orch.submit_approval(  # decided while no agent runs
+        cfg.workflow_id,
+        ApprovalResponse(
+            request_id=request.request_id,
+            decision=ApprovalDecision.MODIFIED,
+            approved_by=REVIEWER,
+            modifications={"count": 10},
+        ),
+    )
+    assert await agent() == {"count": 100, "ordered": 10}
+    assert [r.request_id for r, _ in orch.approval_history(cfg.workflow_id)] == [request.request_id]
+    assert orch.get_workflow(cfg.workflow_id).current_state == WorkflowState.COMPLETED
+
+
 async def test_a_rejection_reaches_the_node_after_the_compensations_ran(
     orch: WorkflowOrchestrator, registry: CompensationRegistry
 ) -> None:
