@@ -15,7 +15,7 @@ copied into the outbox itself.
 
 A call that needs an earlier call's answer (the approval sub-job needs the platform's id of the main job,
 a release needs the escrow id the lock answered) names it as ``{"$result": key, "field": name}``; the
-deliverer substitutes it and never sends a call before the one it depends on was delivered.
+deliverer sends a workflow's calls in order and substitutes the answer.
 """
 
 from __future__ import annotations
@@ -116,7 +116,6 @@ def approval_subjob(
             "approval_data": data,
         },
         _key("approval", row, request_id),
-        after_key=_key("job", row),
     )
 
 
@@ -142,7 +141,6 @@ def release(conn: Connection, row: RowMapping, checkpoint_id: str, posting: Post
             "total": format_micro(total),
         },
         _key("release", row, checkpoint_id),
-        after_key=_key("lock", row),
     )
 
 
@@ -162,7 +160,6 @@ def refund(conn: Connection, row: RowMapping, amount: int, reason: str) -> None:
             "reason": f"refund: {reason}"[:200],
         },
         _key("refund", row),
-        after_key=_key("lock", row),
     )
 
 
@@ -180,7 +177,6 @@ def settlement_job(conn: Connection, row: RowMapping, data: dict[str, Any]) -> N
             "executor_id": row["executor_id"],
         },
         _key("settlement", row),
-        after_key=_key("job", row),
     )
 
 

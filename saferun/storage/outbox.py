@@ -26,8 +26,6 @@ def enqueue(
     operation: str,
     arguments: dict[str, Any],
     idempotency_key: str,
-    *,
-    after_key: str | None = None,
 ) -> None:
     exists = conn.execute(
         select(platform_outbox.c.id).where(platform_outbox.c.idempotency_key == idempotency_key)
@@ -41,7 +39,6 @@ def enqueue(
             operation=operation,
             arguments=arguments,
             idempotency_key=idempotency_key,
-            after_key=after_key,
             status=PENDING,
             attempts=0,
             created_at=now,

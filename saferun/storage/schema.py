@@ -381,8 +381,6 @@ platform_outbox = Table(
     Column("operation", String(64), nullable=False),
     Column("arguments", JSONType, nullable=False),
     Column("idempotency_key", String(200), nullable=False, unique=True),
-    # a call that needs another's answer (an approval sub-job needs its parent job's platform id)
-    Column("after_key", String(200), nullable=True),
     Column("status", String(16), nullable=False, index=True),  # pending | delivered | failed
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text, nullable=True),

@@ -35,7 +35,6 @@ def upgrade() -> None:
         sa.Column("operation", sa.String(length=64), nullable=False),
         sa.Column("arguments", _json(), nullable=False),
         sa.Column("idempotency_key", sa.String(length=200), nullable=False),
-        sa.Column("after_key", sa.String(length=200), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
