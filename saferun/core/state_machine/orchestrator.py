@@ -178,10 +178,10 @@ class WorkflowOrchestrator(WorkflowReads):
             parties.check_config_parties(
                 conn, config.poster_id, config.executor_id, config.supervisor_id, self.identity_checks
             )
-            supervisor = config.supervisor_id
-            assigned = supervisor is None and (
-                supervisor := parties.pick_supervisor(conn, cfg, config.poster_id, config.executor_id)
-            )
+            assigned = None  # the marketplace's pick, when the config names no supervisor
+            if config.supervisor_id is None:
+                assigned = parties.pick_supervisor(conn, cfg, config.poster_id, config.executor_id)
+            supervisor = config.supervisor_id or assigned
             wf_store.insert_workflow(
                 conn,
                 workflow_id=config.workflow_id,
@@ -218,8 +218,8 @@ class WorkflowOrchestrator(WorkflowReads):
                 actor,
                 {"name": config.name, "config": cfg, "job_id": job_id},
             )
-            if assigned and supervisor is not None:
-                parties.record_assignment(conn, config.workflow_id, supervisor, "saferun:marketplace")
+            if assigned is not None:
+                parties.record_assignment(conn, config.workflow_id, assigned, "saferun:marketplace")
             row = wf_store.get(conn, config.workflow_id)
             mirror.main_job(conn, row)
             if config.funding == "ledger":
