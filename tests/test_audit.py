@@ -94,3 +94,43 @@ async def test_a_number_a_database_might_normalise_still_verifies(db: Database) 
     req = await pause(orch, wf, parameters={"amount": 1.0, "big": 1e16, "tiny": 1e-7})
     decide(orch, req, "MODIFIED", modifications={"amount": 2.5, "big": 2e16})
     assert orch.verify_audit(wf)[1] is None
+
+
+async def test_a_changed_decision_row_is_detected(db: Database) -> None:
+    """Issue 10: a MODIFIED decision's stored modifications changed behind SafeRun's back."""
+    from saferun.storage.schema import approval_responses
+
+    orch = WorkflowOrchestrator(database=db)
+    wf = started(orch)
+    req = await pause(orch, wf, "cp1", parameters={"n": 1})
+    decide(orch, req, "MODIFIED", modifications={"n": 857})
+    assert orch.verify_audit(wf)[1] is None
+    with db.transaction() as conn:
+        conn.execute(
+            update(approval_responses)
+            .where(approval_responses.c.request_id == req)
+            .values(modifications={"n": 858})
+        )
+    _, broken = orch.verify_audit(wf)
+    assert broken is not None and "does not match" in broken.reason
+
+
+async def test_a_ledger_leg_changed_so_its_posting_no_longer_sums_to_zero_is_detected(db: Database) -> None:
+    from saferun.storage.schema import ledger_legs, ledger_transactions
+
+    orch = WorkflowOrchestrator(database=db)
+    wf = await full_run(orch)
+    assert orch.verify_audit(wf)[1] is None
+    with db.transaction() as conn:
+        leg = conn.execute(
+            ledger_legs.select()
+            .join(ledger_transactions, ledger_transactions.c.txn_id == ledger_legs.c.txn_id)
+            .where(ledger_transactions.c.workflow_id == wf)
+            .limit(1)
+        ).first()
+        assert leg is not None
+        conn.execute(
+            update(ledger_legs).where(ledger_legs.c.id == leg.id).values(amount_micro=leg.amount_micro ^ 1)
+        )
+    _, broken = orch.verify_audit(wf)
+    assert broken is not None and "does not sum to zero" in broken.reason

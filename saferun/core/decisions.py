@@ -22,6 +22,7 @@ from sqlalchemy import Connection, RowMapping
 from saferun.core import escrow, mirror, notify, transitions
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
 from saferun.core.state_machine.models import ApprovalDecision
+from saferun.domain.audit import decision_digest
 from saferun.domain.ids import new_id
 from saferun.domain.modifications import merge_patch, validate_modifications
 from saferun.domain.states import Event, WorkflowState
@@ -87,17 +88,16 @@ def decide(
     notices.record(conn, claim_status or ("expired" if automatic else "decided"), request_id, wf_id)
 
     response_id = response_id or new_id("resp")
-    approvals.insert_response(
-        conn,
-        response_id=response_id,
-        request_id=request_id,
-        workflow_id=wf_id,
-        decision=decision.value,
-        rationale=rationale,
-        approved_by=approved_by,
-        modifications=modifications,
-        automatic=automatic,
-    )
+    response = {
+        "response_id": response_id,
+        "request_id": request_id,
+        "decision": decision.value,
+        "rationale": rationale,
+        "approved_by": approved_by,
+        "modifications": modifications,
+        "automatic": automatic,
+    }
+    approvals.insert_response(conn, workflow_id=wf_id, **response)
     row = wf_store.get(conn, wf_id)
     audit.append(
         conn,
@@ -110,6 +110,8 @@ def decide(
             "rationale": rationale,
             "modifications": modifications,
             "automatic": automatic,
+            # binds the stored decision row to the chain (saferun audit verify recomputes it)
+            "response_sha256": decision_digest(response),
         },
     )
     # only a modification needs the snapshot row itself (its artifact and label)

@@ -39,6 +39,38 @@ def event_hash(
     return hashlib.sha256(canonical_bytes(body, "audit_event")).hexdigest()
 
 
+DECISION_FIELDS = (
+    "response_id",
+    "request_id",
+    "decision",
+    "rationale",
+    "approved_by",
+    "modifications",
+    "automatic",
+)
+
+
+def decision_digest(row: Mapping[str, Any]) -> str:
+    """SHA-256 of what a decision says (its ``approval_responses`` row minus the timestamp). The decision
+    event carries it, so a stored decision changed afterwards (say a MODIFIED decision's modifications)
+    no longer matches the chain even though every event still hashes to itself."""
+    body = {name: _numbers_as_stored(row[name]) for name in DECISION_FIELDS}
+    body["automatic"] = bool(body["automatic"])
+    return hashlib.sha256(canonical_bytes(body, "decision")).hexdigest()
+
+
+def _numbers_as_stored(value: Any) -> Any:
+    """PostgreSQL's JSONB hands ``2e16`` back as the integer 20000000000000000 (and ``1.0`` as ``1.0`` or
+    ``1``): integral floats are hashed as integers so the row read back hashes like the row written."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _numbers_as_stored(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_numbers_as_stored(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True)
 class ChainBreak:
     seq: int

@@ -10,11 +10,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select
 
-from saferun.domain.audit import GENESIS, ChainBreak, event_hash, payload_text, verify_chain
+from saferun.domain.audit import (
+    GENESIS,
+    ChainBreak,
+    decision_digest,
+    event_hash,
+    payload_text,
+    verify_chain,
+)
 from saferun.domain.canonical import canonical_loads
-from saferun.storage.schema import audit_events, utcnow
+from saferun.storage.schema import (
+    approval_responses,
+    audit_events,
+    ledger_legs,
+    ledger_transactions,
+    utcnow,
+)
 
 _HEAD = (
     select(audit_events.c.seq, audit_events.c.hash)
@@ -79,6 +92,51 @@ def raw_events(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
 
 
 def verify(conn: Connection, workflow_id: str) -> tuple[int, ChainBreak | None]:
-    """How many events the chain holds, and its first broken link (None when intact)."""
+    """How many events the chain holds, and its first broken link (None when intact).
+
+    Beyond the links: every decision row must hash to what its ``decision`` event recorded (events written
+    before decisions were bound carry no ``response_sha256`` and are checked as before), and every ledger
+    posting of the workflow must sum to zero."""
     evs = raw_events(conn, workflow_id)
-    return len(evs), verify_chain(workflow_id, evs)
+    broken = verify_chain(workflow_id, evs)
+    if broken is None:
+        broken = _check_decisions(conn, workflow_id, evs) or _check_postings(conn, workflow_id)
+    return len(evs), broken
+
+
+def _check_decisions(conn: Connection, workflow_id: str, evs: list[dict[str, Any]]) -> ChainBreak | None:
+    rows = {
+        r["request_id"]: r
+        for r in conn.execute(
+            select(approval_responses).where(approval_responses.c.workflow_id == workflow_id)
+        ).mappings()
+    }
+    for ev in evs:
+        if ev["kind"] != "decision":
+            continue
+        payload = canonical_loads(ev["payload"])
+        expected = payload.get("response_sha256")
+        if expected is None:  # legacy event, written before decisions were bound
+            continue
+        request_id = payload.get("request_id")
+        row = rows.get(request_id)
+        if row is None:
+            return ChainBreak(ev["seq"], f"decision of request {request_id} is missing from the table")
+        if row["workflow_id"] != workflow_id or decision_digest(row) != expected:
+            return ChainBreak(
+                ev["seq"], f"stored decision of request {request_id} does not match what this event recorded"
+            )
+    return None
+
+
+def _check_postings(conn: Connection, workflow_id: str) -> ChainBreak | None:
+    sums = conn.execute(
+        select(ledger_legs.c.txn_id, func.sum(ledger_legs.c.amount_micro))
+        .join(ledger_transactions, ledger_transactions.c.txn_id == ledger_legs.c.txn_id)
+        .where(ledger_transactions.c.workflow_id == workflow_id)
+        .group_by(ledger_legs.c.txn_id)
+        .having(func.sum(ledger_legs.c.amount_micro) != 0)
+    ).first()
+    if sums is not None:
+        return ChainBreak(0, f"ledger posting {sums[0]} does not sum to zero ({int(sums[1])} micro-units)")
+    return None
