@@ -523,3 +523,47 @@ identity_emails = Table(
     Column("email", String(320), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# -- LangGraph checkpointer (saferun.integrations.langgraph.checkpoint) ---------------------------------
+# LangGraph's own checkpoint model, kept as LangGraph defines it: a checkpoint row per (thread, namespace,
+# id) without its channel values, one row per (channel, version) pointing at a content-addressed artifact
+# (so an unchanged channel is never rewritten and an append-only one costs about one chunk), and the
+# pending writes of a step. ``run_id`` is lifted out of the metadata so ``delete_for_runs`` is one DELETE.
+lg_checkpoints = Table(
+    "lg_checkpoints",
+    metadata,
+    Column("thread_id", String(255), primary_key=True),
+    Column("checkpoint_ns", String(255), primary_key=True),
+    Column("checkpoint_id", String(64), primary_key=True),
+    Column("parent_checkpoint_id", String(64), nullable=True),
+    Column("run_id", String(255), nullable=True, index=True),
+    Column("checkpoint_type", String(32), nullable=False),
+    Column("checkpoint", Blob, nullable=False),
+    Column("metadata_type", String(32), nullable=False),
+    Column("metadata", Blob, nullable=False),
+)
+
+lg_blobs = Table(
+    "lg_blobs",
+    metadata,
+    Column("thread_id", String(255), primary_key=True),
+    Column("checkpoint_ns", String(255), primary_key=True),
+    Column("channel", String(255), primary_key=True),
+    Column("version", String(255), primary_key=True),
+    Column("value_type", String(32), nullable=False),
+    Column("artifact_uri", String(100), nullable=True),  # None for LangGraph's "empty" channel
+)
+
+lg_writes = Table(
+    "lg_writes",
+    metadata,
+    Column("thread_id", String(255), primary_key=True),
+    Column("checkpoint_ns", String(255), primary_key=True),
+    Column("checkpoint_id", String(64), primary_key=True),
+    Column("task_id", String(255), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("channel", String(255), nullable=False),
+    Column("value_type", String(32), nullable=False),
+    Column("value", Blob, nullable=False),
+    Column("task_path", Text, nullable=False),
+)

@@ -1,0 +1,473 @@
+"""SafeRun as a LangGraph checkpointer: ``graph.compile(checkpointer=SafeRunSaver())``.
+
+The checkpoint model is LangGraph's own (threads, namespaces, parent ids, pending writes, channel
+versions); what SafeRun adds is where channel values live. Each (channel, version) LangGraph hands to
+``put`` is serialized with the saver's serde and stored as a SafeRun artifact (chunked, zstd-compressed,
+content-addressed, verified on every read). LangGraph only passes the channels that changed, so an
+unchanged 1 MB channel costs nothing per checkpoint, and an append-only message list re-stores only the
+chunks that are new. A flipped byte in a stored chunk is ``ArtifactCorrupted`` on read, never a wrong value.
+
+One class serves both the sync and the async API: the async methods run the same code in a worker
+thread (``asyncio.to_thread``), so a graph on an event loop never blocks it on a database call.
+``AsyncSafeRunSaver`` is the same class under the name LangGraph users look for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, insert, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from saferun.errors import InvalidInput
+from saferun.storage.database import Database, get_database
+from saferun.storage.schema import lg_blobs, lg_checkpoints, lg_writes
+
+try:
+    from langgraph.checkpoint.base import (
+        WRITES_IDX_MAP,
+        BaseCheckpointSaver,
+        ChannelVersions,
+        Checkpoint,
+        CheckpointMetadata,
+        CheckpointTuple,
+        get_checkpoint_id,
+        get_checkpoint_metadata,
+    )
+    from langgraph.checkpoint.serde.base import SerializerProtocol
+except ImportError as exc:  # pragma: no cover - exercised by the optional-extra probe test
+    from saferun.integrations.langgraph import INSTALL_HINT
+
+    raise ImportError(INSTALL_HINT) from exc
+
+ARTIFACT_TYPE = "langgraph.channel"
+_EMPTY = "empty"
+
+
+class SafeRunSaver(BaseCheckpointSaver[str]):
+    """A LangGraph checkpointer on SafeRun's store (SQLite by default, PostgreSQL for replicas).
+
+    ``database`` is a ``Database`` or a URL; by default the configured SafeRun database, so the graph's
+    checkpoints sit next to the workflows, approvals and audit chain that supervise it.
+    """
+
+    def __init__(
+        self, database: Database | str | None = None, *, serde: SerializerProtocol | None = None
+    ) -> None:
+        super().__init__(serde=serde)
+        if isinstance(database, Database):
+            self.db = database
+        else:
+            self.db = get_database(database)
+
+    # ------------------------------------------------------------------------------------------ reads
+    def get_tuple(self, config: dict[str, Any]) -> CheckpointTuple | None:
+        conf = config["configurable"]
+        thread_id = str(conf["thread_id"])
+        ns = conf.get("checkpoint_ns", "")
+        checkpoint_id = get_checkpoint_id(config)  # type: ignore[arg-type]
+        with self.db.read() as conn:
+            query = select(lg_checkpoints).where(
+                lg_checkpoints.c.thread_id == thread_id, lg_checkpoints.c.checkpoint_ns == ns
+            )
+            if checkpoint_id:
+                query = query.where(lg_checkpoints.c.checkpoint_id == checkpoint_id)
+            else:
+                query = query.order_by(lg_checkpoints.c.checkpoint_id.desc()).limit(1)
+            row = conn.execute(query).mappings().first()
+            if row is None:
+                return None
+            return self._tuple(conn, row)
+
+    def list(
+        self,
+        config: dict[str, Any] | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: dict[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        query = select(lg_checkpoints)
+        if config is not None:
+            conf = config["configurable"]
+            query = query.where(lg_checkpoints.c.thread_id == str(conf["thread_id"]))
+            if conf.get("checkpoint_ns") is not None:
+                query = query.where(lg_checkpoints.c.checkpoint_ns == conf["checkpoint_ns"])
+            if checkpoint_id := get_checkpoint_id(config):  # type: ignore[arg-type]
+                query = query.where(lg_checkpoints.c.checkpoint_id == checkpoint_id)
+        if before is not None and (before_id := get_checkpoint_id(before)):  # type: ignore[arg-type]
+            query = query.where(lg_checkpoints.c.checkpoint_id < before_id)
+        if filter and set(filter) == {"run_id"}:
+            query = query.where(lg_checkpoints.c.run_id == str(filter["run_id"]))
+        query = query.order_by(lg_checkpoints.c.checkpoint_id.desc())
+        if limit is not None and not filter:
+            query = query.limit(max(limit, 0))
+        # the tuples are built inside one read, then yielded: a caller consuming slowly holds no snapshot
+        out: list[CheckpointTuple] = []
+        with self.db.read() as conn:
+            for row in conn.execute(query).mappings():
+                if limit is not None and len(out) >= limit:
+                    break
+                if filter:
+                    metadata = self.serde.loads_typed((row["metadata_type"], row["metadata"]))
+                    if not all(metadata.get(k) == v for k, v in filter.items()):
+                        continue
+                out.append(self._tuple(conn, row))
+        yield from out
+
+    def _tuple(self, conn: Connection, row: Any) -> CheckpointTuple:
+        thread_id, ns, checkpoint_id = row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"]
+        checkpoint = self.serde.loads_typed((row["checkpoint_type"], row["checkpoint"]))
+        metadata = self.serde.loads_typed((row["metadata_type"], row["metadata"]))
+        values = self._load_values(conn, thread_id, ns, checkpoint.get("channel_versions", {}))
+        writes = conn.execute(
+            select(lg_writes.c.task_id, lg_writes.c.channel, lg_writes.c.value_type, lg_writes.c.value)
+            .where(
+                lg_writes.c.thread_id == thread_id,
+                lg_writes.c.checkpoint_ns == ns,
+                lg_writes.c.checkpoint_id == checkpoint_id,
+            )
+            .order_by(lg_writes.c.task_path, lg_writes.c.task_id, lg_writes.c.idx)
+        ).all()
+        parent = row["parent_checkpoint_id"]
+        return CheckpointTuple(
+            config={
+                "configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}
+            },
+            checkpoint={**checkpoint, "channel_values": values},
+            metadata=metadata,
+            parent_config=(
+                {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent}}
+                if parent
+                else None
+            ),
+            pending_writes=[(t, c, self.serde.loads_typed((vt, v))) for t, c, vt, v in writes],
+        )
+
+    def _load_values(
+        self, conn: Connection, thread_id: str, ns: str, versions: dict[str, Any]
+    ) -> dict[str, Any]:
+        if not versions:
+            return {}
+        pairs = [(channel, str(version)) for channel, version in versions.items()]
+        rows = conn.execute(
+            select(lg_blobs.c.channel, lg_blobs.c.value_type, lg_blobs.c.artifact_uri).where(
+                lg_blobs.c.thread_id == thread_id,
+                lg_blobs.c.checkpoint_ns == ns,
+                tuple_(lg_blobs.c.channel, lg_blobs.c.version).in_(pairs),
+            )
+        ).all()
+        store = self.db.artifacts
+        values: dict[str, Any] = {}
+        for channel, value_type, uri in rows:
+            if value_type == _EMPTY or uri is None:
+                continue
+            parts = store.get_cached(uri)
+            data = parts["content"] if parts is not None else store.get_bytes(conn, uri)
+            values[channel] = self.serde.loads_typed((value_type, data))
+        return values
+
+    # ----------------------------------------------------------------------------------------- writes
+    def put(
+        self,
+        config: dict[str, Any],
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> dict[str, Any]:
+        conf = config["configurable"]
+        thread_id = str(conf["thread_id"])
+        ns = conf.get("checkpoint_ns", "")
+        parent_id = conf.get("checkpoint_id")
+        copy = checkpoint.copy()
+        values: dict[str, Any] = copy.pop("channel_values", {})  # type: ignore[misc]
+        # serialize everything before opening the transaction: an unserializable value writes nothing
+        blobs: list[tuple[str, str, str, bytes | None]] = []
+        for channel, version in new_versions.items():
+            if channel in values:
+                value_type, data = self._dumps(values[channel], f"channel_values.{channel}")
+                blobs.append((channel, str(version), value_type, data))
+            else:
+                blobs.append((channel, str(version), _EMPTY, None))
+        checkpoint_type, checkpoint_bytes = self._dumps(copy, "checkpoint")
+        full_metadata = get_checkpoint_metadata(config, metadata)  # type: ignore[arg-type]
+        metadata_type, metadata_bytes = self._dumps(full_metadata, "metadata")
+        run_id = full_metadata.get("run_id")
+        with self.db.transaction() as conn:
+            for channel, version, value_type, data in blobs:
+                uri = None
+                if data is not None:
+                    uri = self.db.artifacts.put_bytes(
+                        conn, data, artifact_type=ARTIFACT_TYPE, metadata={}
+                    ).uri
+                self._upsert(
+                    conn,
+                    lg_blobs,
+                    {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": ns,
+                        "channel": channel,
+                        "version": version,
+                        "value_type": value_type,
+                        "artifact_uri": uri,
+                    },
+                    ("thread_id", "checkpoint_ns", "channel", "version"),
+                    replace=False,
+                )
+            self._upsert(
+                conn,
+                lg_checkpoints,
+                {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": ns,
+                    "checkpoint_id": checkpoint["id"],
+                    "parent_checkpoint_id": parent_id,
+                    "run_id": None if run_id is None else str(run_id),
+                    "checkpoint_type": checkpoint_type,
+                    "checkpoint": checkpoint_bytes,
+                    "metadata_type": metadata_type,
+                    "metadata": metadata_bytes,
+                },
+                ("thread_id", "checkpoint_ns", "checkpoint_id"),
+                replace=True,
+            )
+        return {
+            "configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}
+        }
+
+    def put_writes(
+        self,
+        config: dict[str, Any],
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        conf = config["configurable"]
+        thread_id = str(conf["thread_id"])
+        ns = conf.get("checkpoint_ns", "")
+        checkpoint_id = conf["checkpoint_id"]
+        rows = []
+        for idx, (channel, value) in enumerate(writes):
+            value_type, data = self._dumps(value, f"writes.{channel}")
+            rows.append(
+                {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": ns,
+                    "checkpoint_id": checkpoint_id,
+                    "task_id": task_id,
+                    "idx": WRITES_IDX_MAP.get(channel, idx),
+                    "channel": channel,
+                    "value_type": value_type,
+                    "value": data,
+                    "task_path": task_path,
+                }
+            )
+        keys = ("thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx")
+        with self.db.transaction() as conn:
+            for row in rows:
+                # special channels (errors, interrupts, resume) replace; ordinary writes are kept once
+                self._upsert(conn, lg_writes, row, keys, replace=row["idx"] < 0)
+
+    def delete_thread(self, thread_id: str) -> None:
+        with self.db.transaction() as conn:
+            for table in (lg_writes, lg_blobs, lg_checkpoints):
+                conn.execute(delete(table).where(table.c.thread_id == str(thread_id)))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        run_ids = [str(r) for r in run_ids]
+        if not run_ids:
+            return
+        with self.db.transaction() as conn:
+            doomed = conn.execute(
+                select(
+                    lg_checkpoints.c.thread_id, lg_checkpoints.c.checkpoint_ns, lg_checkpoints.c.checkpoint_id
+                ).where(lg_checkpoints.c.run_id.in_(run_ids))
+            ).all()
+            self._delete_checkpoints(conn, [tuple(r) for r in doomed])
+            self._drop_unreferenced_blobs(conn, {t for t, _, _ in doomed})
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        source, target = str(source_thread_id), str(target_thread_id)
+        with self.db.transaction() as conn:
+            for table in (lg_checkpoints, lg_blobs, lg_writes):
+                rows = conn.execute(select(table).where(table.c.thread_id == source)).mappings().all()
+                copied = []
+                for row in rows:
+                    new = dict(row)
+                    new["thread_id"] = target
+                    if table is lg_checkpoints:
+                        metadata = self.serde.loads_typed((row["metadata_type"], row["metadata"]))
+                        if "thread_id" in metadata:
+                            metadata["thread_id"] = target
+                            new["metadata_type"], new["metadata"] = self.serde.dumps_typed(metadata)
+                    copied.append(new)
+                if copied:
+                    conn.execute(delete(table).where(table.c.thread_id == target))
+                    conn.execute(insert(table), copied)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        thread_ids = [str(t) for t in thread_ids]
+        if strategy not in ("keep_latest", "delete"):
+            raise InvalidInput("strategy", f"{strategy!r} is not one of 'keep_latest', 'delete'")
+        if not thread_ids:
+            return
+        if strategy == "delete":
+            for thread_id in thread_ids:
+                self.delete_thread(thread_id)
+            return
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                select(
+                    lg_checkpoints.c.thread_id, lg_checkpoints.c.checkpoint_ns, lg_checkpoints.c.checkpoint_id
+                )
+                .where(lg_checkpoints.c.thread_id.in_(thread_ids))
+                .order_by(lg_checkpoints.c.checkpoint_id.desc())
+            ).all()
+            latest: set[tuple[str, str]] = set()
+            doomed = []
+            for thread_id, ns, checkpoint_id in rows:
+                if (thread_id, ns) in latest:
+                    doomed.append((thread_id, ns, checkpoint_id))
+                else:
+                    latest.add((thread_id, ns))
+            self._delete_checkpoints(conn, doomed)
+            self._drop_unreferenced_blobs(conn, set(thread_ids))
+
+    # ------------------------------------------------------------------------------------------ async
+    async def aget_tuple(self, config: dict[str, Any]) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: dict[str, Any] | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: dict[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        tuples = await asyncio.to_thread(
+            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
+        )
+        for item in tuples:
+            yield item
+
+    async def aput(
+        self,
+        config: dict[str, Any],
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> dict[str, Any]:
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self, config: dict[str, Any], writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
+
+    # ---------------------------------------------------------------------------------------- helpers
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """Versions as ``<counter>.<random>`` strings, like LangGraph's SQL savers: ordered by counter."""
+        import random
+
+        if current is None:
+            current_v = 0
+        elif isinstance(current, int):
+            current_v = current
+        else:
+            current_v = int(str(current).split(".")[0])
+        return f"{current_v + 1:032}.{random.random():016}"
+
+    def _dumps(self, value: Any, field: str) -> tuple[str, bytes]:
+        try:
+            return self.serde.dumps_typed(value)
+        except Exception as exc:
+            raise InvalidInput(_culprit(self.serde, value, field), f"cannot be serialized: {exc}") from exc
+
+    def _delete_checkpoints(self, conn: Connection, keys: list[tuple[str, str, str]]) -> None:
+        for thread_id, ns, checkpoint_id in keys:
+            for table in (lg_writes, lg_checkpoints):
+                conn.execute(
+                    delete(table).where(
+                        table.c.thread_id == thread_id,
+                        table.c.checkpoint_ns == ns,
+                        table.c.checkpoint_id == checkpoint_id,
+                    )
+                )
+
+    def _drop_unreferenced_blobs(self, conn: Connection, thread_ids: set[str]) -> None:
+        """Channel versions no remaining checkpoint of the thread refers to (the artifacts stay: they are
+        content-addressed and may be shared)."""
+        for thread_id in thread_ids:
+            referenced: set[tuple[str, str, str]] = set()
+            for ns, ctype, cbytes in conn.execute(
+                select(
+                    lg_checkpoints.c.checkpoint_ns,
+                    lg_checkpoints.c.checkpoint_type,
+                    lg_checkpoints.c.checkpoint,
+                ).where(lg_checkpoints.c.thread_id == thread_id)
+            ):
+                checkpoint = self.serde.loads_typed((ctype, cbytes))
+                for channel, version in checkpoint.get("channel_versions", {}).items():
+                    referenced.add((ns, channel, str(version)))
+            for ns, channel, version in conn.execute(
+                select(lg_blobs.c.checkpoint_ns, lg_blobs.c.channel, lg_blobs.c.version).where(
+                    lg_blobs.c.thread_id == thread_id
+                )
+            ).all():
+                if (ns, channel, version) not in referenced:
+                    conn.execute(
+                        delete(lg_blobs).where(
+                            and_(
+                                lg_blobs.c.thread_id == thread_id,
+                                lg_blobs.c.checkpoint_ns == ns,
+                                lg_blobs.c.channel == channel,
+                                lg_blobs.c.version == version,
+                            )
+                        )
+                    )
+
+    @staticmethod
+    def _upsert(
+        conn: Connection, table: Any, row: dict[str, Any], keys: tuple[str, ...], *, replace: bool
+    ) -> None:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(table).values(**row)
+        if replace:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=list(keys), set_={k: v for k, v in row.items() if k not in keys}
+            )
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+        conn.execute(stmt)
+
+
+def _culprit(serde: SerializerProtocol, value: Any, field: str) -> str:
+    """The deepest key of ``value`` that alone fails to serialize (the graph's input reaches ``put`` as
+    one ``__start__`` dict, so naming only the channel would not say which state key was at fault)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            try:
+                serde.dumps_typed(item)
+            except Exception:
+                return _culprit(serde, item, f"{field}.{key}")
+    return field
+
+
+AsyncSafeRunSaver = SafeRunSaver
+
+__all__ = ["ARTIFACT_TYPE", "AsyncSafeRunSaver", "SafeRunSaver"]

@@ -1,0 +1,119 @@
+"""SafeRunSaver against LangGraph's published conformance suite, plus what the suite does not check."""
+
+from __future__ import annotations
+
+import itertools
+import operator
+import random
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from langgraph.checkpoint.conformance import checkpointer_test, validate
+from langgraph.checkpoint.conformance.report import ProgressCallbacks
+from langgraph.graph import END, START, StateGraph
+from sqlalchemy import func, select, update
+
+from saferun.errors import ArtifactCorrupted, InvalidInput
+from saferun.integrations.langgraph.checkpoint import SafeRunSaver
+from saferun.storage.database import Database
+from saferun.storage.schema import blobs, lg_blobs, lg_checkpoints
+
+
+async def test_conformance_all_capabilities(db: Database) -> None:
+    @checkpointer_test(name="SafeRunSaver")
+    async def saferun_saver() -> AsyncIterator[SafeRunSaver]:
+        yield SafeRunSaver(db)
+
+    report = await validate(saferun_saver, progress=ProgressCallbacks.verbose())
+    report.print_report()
+    assert report.passed_all_base()
+    assert report.passed_all(), (
+        "every extended capability must pass too (copy_thread, delete_for_runs, prune)"
+    )
+    for name, result in report.results.items():
+        assert result.detected and result.tests_failed == 0 and result.tests_skipped == 0, name
+    assert sum(r.tests_passed for r in report.results.values()) >= 80
+
+
+# -- a real graph on the saver ---------------------------------------------------------------------------
+class State(TypedDict):
+    big: str
+    counter: int
+    messages: Annotated[list[str], operator.add]
+    extra: Any
+
+
+def _graph(saver: SafeRunSaver, steps: int = 3) -> Any:
+    builder = StateGraph(State)
+    names = [f"step{i}" for i in range(steps)]
+    for i, name in enumerate(names):
+        builder.add_node(name, lambda s, i=i: {"counter": s["counter"] + 1, "messages": [f"message {i}"]})
+    builder.add_edge(START, names[0])
+    for a, b in itertools.pairwise(names):
+        builder.add_edge(a, b)
+    builder.add_edge(names[-1], END)
+    return builder.compile(checkpointer=saver)
+
+
+def _blob_bytes(db: Database) -> int:
+    with db.read() as conn:
+        return int(conn.execute(select(func.coalesce(func.sum(blobs.c.stored_size), 0))).scalar_one())
+
+
+def test_graph_round_trip_and_unchanged_channel_costs_nothing(db: Database) -> None:
+    saver = SafeRunSaver(db)
+    big = random.Random(1).randbytes(500_000).hex()  # 1 MB that does not compress away
+    graph = _graph(saver, steps=1)
+    config = {"configurable": {"thread_id": "t1"}}
+    graph.invoke({"big": big, "counter": 0, "messages": [], "extra": None}, config)
+    after_first = _blob_bytes(db)
+    graph = _graph(saver, steps=6)
+    graph.invoke({"counter": 0}, {"configurable": {"thread_id": "t1"}})
+    state = graph.get_state(config)
+    assert state.values["big"] == big and state.values["counter"] == 6
+    # six more checkpoints with the 1 MB channel unchanged: a few small blobs, nowhere near another 1 MB copy
+    assert _blob_bytes(db) - after_first < 20_000
+    with db.read() as conn:
+        assert conn.execute(select(func.count()).select_from(lg_checkpoints)).scalar_one() >= 8
+
+
+def test_unknown_thread_is_none(db: Database) -> None:
+    saver = SafeRunSaver(db)
+    assert saver.get_tuple({"configurable": {"thread_id": "nobody"}}) is None
+    assert saver.get({"configurable": {"thread_id": "nobody", "checkpoint_id": "x"}}) is None
+    assert list(saver.list({"configurable": {"thread_id": "nobody"}})) == []
+    state = _graph(saver).get_state({"configurable": {"thread_id": "nobody"}})
+    assert state.values == {} and state.next == ()
+
+
+def test_unserializable_channel_names_the_channel_and_writes_nothing(db: Database) -> None:
+    saver = SafeRunSaver(db)
+    graph = _graph(saver, steps=1)
+    with pytest.raises(InvalidInput) as info:
+        graph.invoke(
+            {"big": "x", "counter": 0, "messages": [], "extra": object()},
+            {"configurable": {"thread_id": "u"}},
+        )
+    assert "extra" in str(info.value)
+    with db.read() as conn:
+        assert conn.execute(select(func.count()).select_from(lg_checkpoints)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(lg_blobs)).scalar_one() == 0
+
+
+def test_tampered_channel_blob_is_an_error_on_read(db: Database) -> None:
+    saver = SafeRunSaver(db)
+    graph = _graph(saver, steps=2)
+    config = {"configurable": {"thread_id": "tamper"}}
+    graph.invoke({"big": "secret payload " * 100, "counter": 0, "messages": [], "extra": None}, config)
+    with db.transaction() as conn:
+        rows = conn.execute(select(blobs.c.sha256, blobs.c.data).where(blobs.c.kind == "chunk")).all()
+        for sha, data in rows:
+            if not data:
+                continue
+            flipped = bytes([data[0] ^ 0x01]) + data[1:]
+            conn.execute(update(blobs).where(blobs.c.sha256 == sha).values(data=flipped))
+    fresh = SafeRunSaver(Database(db.url) if db.is_sqlite else db)  # an empty cache reads the stored bytes
+    fresh.db.artifacts._cache.max_bytes = 0
+    with pytest.raises(ArtifactCorrupted):
+        fresh.get_tuple(config)
