@@ -167,6 +167,12 @@ class PayloadTooLarge(SafeRunError):
     http_status = 413
 
 
+class SchemaMismatch(SafeRunError):
+    """The database's schema is not the one this code runs on (behind with migrations off, or newer)."""
+
+    http_status = 503
+
+
 class LedgerError(SafeRunError):
     http_status = 409
 

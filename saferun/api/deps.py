@@ -14,15 +14,15 @@ A key is honoured in every mode, so a client can use the same key locally and in
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from saferun.config import get_settings
 from saferun.core.identity import IdentityService
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.policy import Caller, Refusal
-from saferun.errors import Forbidden, InvalidInput, Unauthorized
+from saferun.errors import Forbidden, Unauthorized
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient", "test"}
 SESSION_COOKIE = "saferun_session"
@@ -30,10 +30,8 @@ MODES = ("auto", "open", "keys")
 
 
 def auth_mode() -> str:
-    mode = os.environ.get("SAFERUN_AUTH", "auto").strip().lower()
-    if mode not in MODES:
-        raise InvalidInput("SAFERUN_AUTH", f"must be one of {', '.join(MODES)}, not {mode!r}")
-    return mode
+    """``SAFERUN_AUTH`` from the one ``Settings`` (environment or ``.env``), checked there."""
+    return get_settings().auth
 
 
 def is_loopback(host: str | None) -> bool:

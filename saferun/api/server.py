@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,21 +20,20 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from saferun import __version__
+from saferun import __version__, config
 from saferun.api import approvals, system, workflows
 from saferun.api import funding as x402_funding
 from saferun.api import platform as x402_platform
-from saferun.api.deps import auth_mode
 from saferun.core import notify
 from saferun.core.identity import IdentityService
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.errors import PayloadTooLarge, SafeRunError
+from saferun.logs import RequestIdMiddleware
 from saferun.notifications import settings as notification_settings
 from saferun.notifications.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
 SWEEP_INTERVAL_SECONDS = 1.0
-DEFAULT_MAX_BODY = 16 * 1024 * 1024  # a checkpoint may carry megabytes of agent memory
 
 
 def create_app(
@@ -53,13 +51,16 @@ def create_app(
         description="Supervised autonomy for AI agents: durable checkpoints, human decisions, "
         "saga rollback and exact escrow.",
     )
+    # checked first: an unknown SAFERUN_* name or a malformed value stops the server before it serves
+    settings = config.check()
     app.state.orchestrator = orchestrator
-    app.state.auth_mode = auth or auth_mode()
+    app.state.auth_mode = auth or settings.auth
     app.state.sweep = sweep
     # checked here, so a bad SAFERUN_WEBHOOK_URLS (or any notification setting) stops the server at start
-    app.state.notifications = notifications or notification_settings.load()
-    limit = max_body_bytes or int(os.environ.get("SAFERUN_MAX_BODY_BYTES", DEFAULT_MAX_BODY))
+    app.state.notifications = notifications or notification_settings.load(settings)
+    limit = max_body_bytes or settings.max_body_bytes
     app.add_middleware(BodyLimit, max_bytes=limit)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every log line of the request carries its id
     _install_error_handlers(app)
     app.include_router(workflows.router)
     app.include_router(approvals.router)

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from saferun.config import Settings
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.storage.database import get_database
 
@@ -37,6 +38,8 @@ class CliState:
     """Per-invocation settings from the root callback, kept on the Click context (``ctx.obj``)."""
 
     database_url: str | None = None
+    log_level: str = "INFO"
+    settings: Settings | None = None
     _orchestrator: WorkflowOrchestrator | None = None
 
 

@@ -17,11 +17,13 @@ from rich.text import Text
 from sqlalchemy.exc import ArgumentError, OperationalError
 from typer.core import TyperGroup
 
-from saferun.cli import approvals, identities, notifications, platform, workflows
+from saferun import config, logs
+from saferun.cli import approvals, config_cmd, identities, notifications, platform, workflows
 from saferun.cli.common import CliState, console, orchestrator
 from saferun.errors import SafeRunError
-from saferun.storage.database import Database, alembic_config, current_revision, upgrade
+from saferun.storage.database import Database, alembic_config, check_revision, current_revision, upgrade
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 EXIT_ERROR = 1  # any SafeRunError (not found, conflict, invalid input), a broken chain, a failed rollback
 
 
@@ -52,7 +54,8 @@ class SafeRunGroup(TyperGroup):
         except pydantic.ValidationError as exc:
             raise _fail(_validation_message(exc)) from None
         except (OperationalError, ArgumentError) as exc:  # unreachable server, malformed URL
-            raise _fail(f"database: {getattr(exc, 'orig', None) or exc}") from None
+            cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise _fail(f"database: {cause} (check DATABASE_URL or --database-url)") from None
 
 
 app = typer.Typer(
@@ -72,6 +75,7 @@ app.add_typer(approvals.app, name="approvals")
 app.add_typer(identities.app, name="identities")
 app.add_typer(platform.app, name="platform")
 app.add_typer(notifications.app, name="notifications")
+app.add_typer(config_cmd.app, name="config")
 audit_app = typer.Typer(help="Check the tamper-evident audit chain.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
@@ -89,9 +93,28 @@ def root(
             show_default=False,
         ),
     ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            help="DEBUG | INFO | WARNING | ERROR (overrides SAFERUN_LOG_LEVEL; default INFO).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Keep the global options for the sub-commands; nothing connects until a command needs it."""
-    ctx.obj = CliState(database_url=database_url)
+    """Check the configuration and set up logging; nothing connects until a command needs it.
+
+    An unknown ``SAFERUN_*`` variable or a malformed value (environment or ``.env``) ends every command
+    here with one line naming it, before anything is read or written."""
+    try:
+        settings = config.check()
+    except config.ConfigError as exc:
+        raise _fail(f"configuration: {exc.message}") from None
+    level = (log_level or settings.log_level).upper()
+    if level not in LOG_LEVELS:
+        raise _fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
+    logs.configure(level, settings.log_format)
+    ctx.obj = CliState(database_url=database_url, log_level=level, settings=settings)
 
 
 @audit_app.command("verify")
@@ -135,6 +158,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     """Migrate the configured database to the newest schema (safe to repeat, safe across replicas)."""
     database = _schema_db(ctx)
     before = current_revision(database.engine)
+    check_revision(before, migrate=True)  # a schema newer than this code: refuse, do not guess
     upgrade(database.engine)
     after = current_revision(database.engine)
     change = "already at" if before == after else f"upgraded from {before or 'empty'} to"
@@ -218,7 +242,9 @@ def serve(
                 con.print(
                     Text(f"  {ident.identity_id:<16} {','.join(sorted(ident.roles)):<11} {ident.api_key}")
                 )
-    uvicorn.run(create_app(orch, auth=effective), host=host, port=port, log_level="info")
+    state = ctx.ensure_object(CliState)
+    log_config = logs.config_dict(state.log_level, state.settings.log_format if state.settings else "text")
+    uvicorn.run(create_app(orch, auth=effective), host=host, port=port, log_config=log_config)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,9 +31,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
+from saferun.config import Settings, get_settings
 from saferun.errors import InvalidInput
 
 FORMATS = ("json", "slack")
@@ -121,28 +119,6 @@ class NotificationSettings:
         return bool(self.webhook_urls) or self.smtp is not None
 
 
-class _Env(BaseSettings):
-    """The raw strings; ``load`` checks them so each error can name its setting."""
-
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
-
-    webhook_urls: str = Field(default="", alias="SAFERUN_WEBHOOK_URLS")
-    webhook_secret: str = Field(default="", alias="SAFERUN_WEBHOOK_SECRET")
-    webhook_format: str = Field(default="json", alias="SAFERUN_WEBHOOK_FORMAT")
-    webhook_timeout: str = Field(default="10", alias="SAFERUN_WEBHOOK_TIMEOUT")
-    smtp_host: str = Field(default="", alias="SAFERUN_SMTP_HOST")
-    smtp_port: str = Field(default="", alias="SAFERUN_SMTP_PORT")
-    smtp_user: str = Field(default="", alias="SAFERUN_SMTP_USER")
-    smtp_password: str = Field(default="", alias="SAFERUN_SMTP_PASSWORD")
-    smtp_from: str = Field(default="", alias="SAFERUN_SMTP_FROM")
-    smtp_starttls: str = Field(default="true", alias="SAFERUN_SMTP_STARTTLS")
-    smtp_ssl: str = Field(default="false", alias="SAFERUN_SMTP_SSL")
-    notify_emails: str = Field(default="", alias="SAFERUN_NOTIFY_EMAILS")
-    max_attempts: str = Field(default="8", alias="SAFERUN_NOTIFY_MAX_ATTEMPTS")
-    backoff: str = Field(default="2", alias="SAFERUN_NOTIFY_BACKOFF_SECONDS")
-    public_url: str = Field(default=DEFAULT_PUBLIC_URL, alias="SAFERUN_PUBLIC_URL")
-
-
 def _number(value: str, name: str, kind: type[int] | type[float]) -> float:
     try:
         return kind(value.strip())
@@ -169,12 +145,12 @@ def _pairs(value: str) -> dict[str, str]:
     return out
 
 
-def _smtp(env: _Env) -> SmtpSettings | None:
+def _smtp(env: Settings) -> SmtpSettings | None:
     if not env.smtp_host.strip():
         return None
     if not env.smtp_from.strip():
         raise InvalidInput("SAFERUN_SMTP_FROM", "is required with SAFERUN_SMTP_HOST (the sender address)")
-    if bool(env.smtp_user) != bool(env.smtp_password):
+    if bool(env.smtp_user) != bool(env.smtp_password.get_secret_value()):
         raise InvalidInput(
             "SAFERUN_SMTP_USER", "set both SAFERUN_SMTP_USER and SAFERUN_SMTP_PASSWORD, or neither"
         )
@@ -187,23 +163,23 @@ def _smtp(env: _Env) -> SmtpSettings | None:
         port=port,
         sender=check_email(env.smtp_from, "SAFERUN_SMTP_FROM"),
         user=env.smtp_user or None,
-        password=env.smtp_password or None,
+        password=env.smtp_password.get_secret_value() or None,
         starttls=_flag(env.smtp_starttls, "SAFERUN_SMTP_STARTTLS") and not ssl,
         ssl=ssl,
     )
 
 
-def load() -> NotificationSettings:
+def load(settings: Settings | None = None) -> NotificationSettings:
     """The notification settings of this process's environment; ``InvalidInput`` names a bad setting."""
-    env = _Env()
+    env = settings or get_settings()
     return NotificationSettings(
         webhook_urls=tuple(u for u in (p.strip() for p in env.webhook_urls.split(",")) if u),
-        webhook_secret=env.webhook_secret or None,
+        webhook_secret=env.webhook_secret.get_secret_value() or None,
         webhook_format=env.webhook_format.strip().lower(),
         webhook_timeout=_number(env.webhook_timeout, "SAFERUN_WEBHOOK_TIMEOUT", float),
         smtp=_smtp(env),
         emails=_pairs(env.notify_emails),
         public_url=env.public_url,
-        max_attempts=int(_number(env.max_attempts, "SAFERUN_NOTIFY_MAX_ATTEMPTS", int)),
-        backoff_base=_number(env.backoff, "SAFERUN_NOTIFY_BACKOFF_SECONDS", float),
+        max_attempts=int(_number(env.notify_max_attempts, "SAFERUN_NOTIFY_MAX_ATTEMPTS", int)),
+        backoff_base=_number(env.notify_backoff, "SAFERUN_NOTIFY_BACKOFF_SECONDS", float),
     )

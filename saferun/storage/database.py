@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy.pool import QueuePool
 
 from saferun.config import get_settings, normalize_database_url
+from saferun.errors import SchemaMismatch
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,9 @@ class Database:
                 return
             # a process opening an up-to-date database (every one but the first) pays one SELECT, not
             # Alembic's full environment
-            if current_revision(self.engine) != head_revision():
+            rev = current_revision(self.engine)
+            if rev != head_revision():
+                check_revision(rev, migrate=get_settings().migrate)
                 upgrade(self.engine)
             self._migrated = True
 
@@ -125,6 +128,8 @@ def _fork_safe(engine: Engine) -> None:
 
 
 def _sqlite_discipline(engine: Engine) -> None:
+    synchronous = _synchronous()  # read once per engine, not on every new pooled connection
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
@@ -132,7 +137,7 @@ def _sqlite_discipline(engine: Engine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed decision survives power loss, not only a crash (NORMAL would lose the last
         # commits on power loss); SAFERUN_SQLITE_SYNCHRONOUS=NORMAL trades that for speed.
-        cur.execute(f"PRAGMA synchronous={_synchronous()}")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
@@ -144,10 +149,7 @@ def _sqlite_discipline(engine: Engine) -> None:
 
 
 def _synchronous() -> str:
-    value = os.environ.get("SAFERUN_SQLITE_SYNCHRONOUS", "FULL").upper()
-    if value not in {"FULL", "NORMAL", "EXTRA"}:
-        raise ValueError(f"SAFERUN_SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA, not {value!r}")
-    return value
+    return get_settings().sqlite_synchronous  # FULL | NORMAL | EXTRA, checked by Settings
 
 
 def raw_fetchone(engine: Engine, sql: str, params: tuple[Any, ...]) -> Any:
@@ -205,6 +207,29 @@ def head_revision() -> str:
 
         _HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
     return _HEAD
+
+
+def known_revisions() -> set[str]:
+    """Every revision this code's migrations folder knows."""
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+
+
+def check_revision(rev: str | None, *, migrate: bool) -> None:
+    """Refuse a schema this code cannot run on: one newer than its migrations (another replica was
+    upgraded first: serving would write rows the newer code does not expect), or an older one when
+    migrating on open is off (``SAFERUN_MIGRATE=false``, as in the container and Kubernetes setups)."""
+    if rev is not None and rev not in known_revisions():
+        raise SchemaMismatch(
+            f"the database's schema (revision {rev}) is newer than this SafeRun (head {head_revision()}): "
+            "upgrade SafeRun here, or point it at the database it was migrated for"
+        )
+    if not migrate and rev != head_revision():
+        raise SchemaMismatch(
+            f"the database is at revision {rev or 'none (empty)'}, this SafeRun needs {head_revision()}: "
+            "run `saferun db upgrade` (SAFERUN_MIGRATE=false turns off migrating on start)"
+        )
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

@@ -60,7 +60,8 @@ class X402Integration:
     ) -> None:
         settings = get_settings()
         self.api_url = api_url or settings.x402_api_url or None
-        self.api_key = api_key or settings.x402_api_key or None
+        secret = settings.x402_api_key.get_secret_value() if settings.x402_api_key else None
+        self.api_key = api_key or secret or None
         self.database: Database | None
         self.artifacts: ArtifactStore | None
         self.platform: Platform
