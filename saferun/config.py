@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     notify_backoff: str = Field(default="2", alias="SAFERUN_NOTIFY_BACKOFF_SECONDS")
     public_url: str = Field(default="http://127.0.0.1:8000", alias="SAFERUN_PUBLIC_URL")
 
+
+    # --- the original SafeRun-X402's remaining fields (docs/original-api.md), for code written for it ---
+    app_name: str = Field(default="SafeRun X402", alias="APP_NAME")
+    default_checkpoint_timeout: int = Field(default=300, alias="DEFAULT_CHECKPOINT_TIMEOUT")
+    max_rollback_depth: int = Field(default=10, alias="MAX_ROLLBACK_DEPTH")
+    enable_auto_reconciliation: bool = Field(default=True, alias="ENABLE_AUTO_RECONCILIATION")
+
     @field_validator("log_level", "sqlite_synchronous", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
@@ -224,3 +231,13 @@ def _mask_url(url: str) -> str:
 
 def get_settings() -> Settings:
     return Settings()
+
+
+def __getattr__(name: str) -> Settings:
+    # The original's ``from saferun.config import settings``: built when first imported (not at this
+    # module's import, so a process can set its environment first), like the original's singleton.
+    if name == "settings":
+        value = Settings()
+        globals()["settings"] = value
+        return value
+    raise AttributeError(name)

@@ -21,10 +21,13 @@ import asyncio
 import inspect
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from saferun.agents.reconciliation.cleanup import Cleanup, CleanupRegistry, cleanup_registry
+from saferun.core.rollback.compensating import RollbackManager
 from saferun.core.rollback.reconciliation import RetryPolicy
+from saferun.core.state_machine.models import ExecutionState
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.canonical import check_json
 from saferun.domain.states import WorkflowState
@@ -62,23 +65,80 @@ class ReconciliationReport:
 class ReconciliationAgent:
     def __init__(
         self,
-        agent_id: str,
+        agent_id: str = "reconciler",
         orchestrator: WorkflowOrchestrator | None = None,
         *,
         cleanup: CleanupRegistry | None = None,
     ) -> None:
+        # ``ReconciliationAgent()`` (the original) and ``ReconciliationAgent("id")`` (the seed README)
         self.agent_id = agent_id
-        self.orchestrator = orchestrator or WorkflowOrchestrator()
+        self._orchestrator = orchestrator
         self.cleanup = cleanup if cleanup is not None else cleanup_registry
+        self.rollback_manager = RollbackManager()  # the original's in-process undo registry
 
-    async def reconcile_workflow(
-        self, workflow_id: str, target_checkpoint: str | None = None
-    ) -> ReconciliationReport:
+    @property
+    def orchestrator(self) -> WorkflowOrchestrator:
+        # opened on first use: the original's form never touches the store
+        if self._orchestrator is None:
+            self._orchestrator = WorkflowOrchestrator()
+        return self._orchestrator
+
+    async def reconcile_workflow(  # type: ignore[misc]
+        self,
+        workflow_id: str,
+        target_checkpoint: str | ExecutionState | None = None,
+        rejection_reason: str | None = None,
+        escrow_amount: float | None = None,
+        *,
+        checkpoint_state: ExecutionState | None = None,
+    ) -> Any:
         """Undo the steps since the last approved checkpoint and run the cleanup hooks.
 
         ``target_checkpoint`` is checked, not chosen: a saga returns to the last checkpoint a human
         approved, so any other target (by id or name) is ``InvalidInput`` and nothing runs.
+
+        The original's form, ``reconcile_workflow(workflow_id, checkpoint_state, rejection_reason,
+        escrow_amount)``, runs ``rollback_manager``'s undos for the state's side-effecting calls and
+        returns the original's 8-key report dict (see ``seed_reconcile``).
         """
+        if isinstance(target_checkpoint, ExecutionState):
+            checkpoint_state, target_checkpoint = target_checkpoint, None
+        if checkpoint_state is not None:
+            return await self.seed_reconcile(
+                workflow_id, checkpoint_state, rejection_reason or "", escrow_amount or 0.0
+            )
+        return await self._reconcile(workflow_id, target_checkpoint)
+
+    async def seed_reconcile(
+        self, workflow_id: str, checkpoint_state: ExecutionState, rejection_reason: str, escrow_amount: float
+    ) -> dict[str, Any]:
+        """The original's reconciliation report (completion estimate, undo outcome, pro-rated payment)."""
+        factors = []
+        if checkpoint_state.api_calls:
+            factors.append(min(len(checkpoint_state.api_calls) / 10, 1.0))
+        if checkpoint_state.intermediate_outputs:
+            factors.append(min(len(checkpoint_state.intermediate_outputs) / 5, 1.0))
+        if checkpoint_state.decision_trace:
+            factors.append(min(len(checkpoint_state.decision_trace) / 10, 1.0))
+        completion = sum(factors) / len(factors) if factors else 0.0
+        actions = [
+            str(call.get("call_id", f"call_{i}"))
+            for i, call in enumerate(checkpoint_state.api_calls)
+            if call.get("has_side_effects")
+        ]
+        success = await self.rollback_manager.execute_rollback(checkpoint_state, actions)
+        return {
+            "workflow_id": workflow_id,
+            "checkpoint_id": checkpoint_state.checkpoint_id,
+            "rejection_reason": rejection_reason,
+            "timestamp": datetime.now(UTC).replace(tzinfo=None).isoformat(),
+            "partial_completion": completion,
+            "rollback_success": success,
+            "cleanup_actions": [{"action_id": a, "status": "completed"} for a in actions],
+            "recommended_payment": max(0.0, float(escrow_amount) * min(max(completion, 0.0), 1.0)),
+        }
+
+    async def _reconcile(self, workflow_id: str, target_checkpoint: str | None) -> ReconciliationReport:
         orch = self.orchestrator
         wf = orch.get_workflow(workflow_id)
         restored = self._last_approved_checkpoint(workflow_id, wf.last_approved_snapshot_id)

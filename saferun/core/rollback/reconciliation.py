@@ -120,4 +120,8 @@ def __getattr__(name: str) -> Any:
         from saferun.agents.reconciliation.agent import ReconciliationAgent
 
         return ReconciliationAgent
+    if name in ("CompensatingTransaction", "RollbackManager"):  # the original's in-process API
+        from saferun.core.rollback import compensating
+
+        return getattr(compensating, name)
     raise AttributeError(name)

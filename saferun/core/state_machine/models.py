@@ -13,12 +13,20 @@ checkpoint costs a rollback:
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from saferun.domain.ids import new_id
 from saferun.domain.money import to_decimal
@@ -127,6 +135,10 @@ class WorkflowConfig(BaseModel):
         return next((cp for cp in self.checkpoints if cp.checkpoint_id == checkpoint_id), None)
 
 
+def _utcnow_naive() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 class ExecutionState(BaseModel):
     """Everything an agent knows at a checkpoint (the seed's Diagram 3, layers 2 and 3).
 
@@ -147,6 +159,32 @@ class ExecutionState(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     confidence_scores: dict[str, float] = Field(default_factory=dict)
     risk_assessment: dict[str, Any] = Field(default_factory=dict)
+    # The original's ``timestamp`` (naive UTC, set at construction). Private, so it is no stored part
+    # and no field of the strict schema: two states with the same content are equal whenever taken.
+    _timestamp: datetime = PrivateAttr(default_factory=_utcnow_naive)
+
+    def __init__(self, **data: Any) -> None:
+        stamp = data.pop("timestamp", None)
+        super().__init__(**data)
+        if stamp is not None:
+            self.timestamp = stamp
+
+    @property
+    def timestamp(self) -> datetime:
+        """When the state was captured (the original's field; its callers read and pass it)."""
+        return self._timestamp
+
+    @timestamp.setter
+    def timestamp(self, value: datetime | str) -> None:
+        self._timestamp = datetime.fromisoformat(value) if isinstance(value, str) else value
+
+    def __eq__(self, other: object) -> bool:
+        # content equality, as the original's tests compare a stored copy with the state they passed
+        if not isinstance(other, ExecutionState):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
 
     @classmethod
     def part_names(cls) -> list[str]:

@@ -1,0 +1,280 @@
+"""The original SafeRun-X402 API, called as its users called it (docs/original-api.md).
+
+Plain calls and the return values and shapes the original gave: capture, checkpoint export/import,
+the file artifact store, in-process compensations and the original's reconciliation report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from saferun.core.artifacts.store import ArtifactStore, StoredArtifact
+from saferun.core.checkpoints.capture import CheckpointManager, StateCapture
+from saferun.core.rollback.reconciliation import (
+    CompensatingTransaction,
+    ReconciliationAgent,
+    RollbackManager,
+)
+from saferun.core.state_machine.models import ExecutionState
+
+
+def test_state_capture_builds_state_and_history() -> None:
+    capture = StateCapture()
+    state = capture.capture_state(
+        "cp1", {"task": "t"}, [{"call_id": "1"}], {"out": 1}, ["d"], {"tokens": 100}
+    )
+    assert state.checkpoint_id == "cp1"
+    assert state.resource_consumption == {"tokens": 100.0}
+    assert isinstance(state.timestamp, datetime) and state.timestamp.tzinfo is None
+    entry = capture.capture_history[0]
+    assert entry["checkpoint_id"] == "cp1" and entry["timestamp"] == state.timestamp.isoformat()
+    assert entry["state"]["agent_memory"] == {"task": "t"}
+    assert isinstance(entry["state"]["timestamp"], datetime)
+
+
+def test_serialize_round_trip_hash_and_key_order() -> None:
+    capture = StateCapture()
+    state = capture.capture_state("cp1", {"k": "v"}, [], {}, [], {})
+    text = capture.serialize_state(state)
+    assert list(json.loads(text)) == [
+        "checkpoint_id",
+        "timestamp",
+        "agent_memory",
+        "api_calls",
+        "intermediate_outputs",
+        "decision_trace",
+        "resource_consumption",
+    ]
+    assert text.startswith('{\n  "checkpoint_id"')
+    back = capture.deserialize_state(text)
+    assert back == state and back.timestamp == state.timestamp
+    assert capture.compute_state_hash(state) == hashlib.sha256(text.encode()).hexdigest()
+    with pytest.raises(TypeError):
+        capture.serialize_state(ExecutionState(checkpoint_id="x", agent_memory={"when": datetime.now()}))
+    with pytest.raises(ValueError):
+        capture.deserialize_state("not json")
+
+
+def test_compare_states() -> None:
+    capture = StateCapture()
+    a = ExecutionState(checkpoint_id="a", agent_memory={"x": 1, "y": 2}, api_calls=[{}], decision_trace=["1"])
+    b = ExecutionState(checkpoint_id="b", agent_memory={"x": 5, "z": 3}, api_calls=[{}, {}, {}])
+    diff = capture.compare_states(a, b)
+    changed = {"x": {"old": 1, "new": 5}}
+    assert diff["memory_diff"] == {"added": {"z": 3}, "removed": {"y": 2}, "changed": changed}
+    assert diff["outputs_diff"] == {"added": {}, "removed": {}, "changed": {}}
+    assert diff["api_calls_added"] == 2 and diff["decisions_added"] == -1
+
+
+def test_checkpoint_manager_create_get_export_import() -> None:
+    manager = CheckpointManager()
+    state = manager.create_checkpoint("cp1", {"task": "analyze"})
+    assert state.checkpoint_id == "cp1" and state.api_calls == [] and state.resource_consumption == {}
+    assert manager.get_checkpoint("cp1") is state and manager.restore_checkpoint("cp1") is state
+    assert manager.get_checkpoint("nope") is None and manager.restore_checkpoint("nope") is None
+    again = manager.create_checkpoint("cp1", {"task": "other"})
+    assert manager.get_checkpoint("cp1") is again
+    manager.create_checkpoint("cp2", {})
+    assert manager.list_checkpoints() == ["cp1", "cp2"]
+    exported = manager.export_checkpoint("cp1")
+    assert exported is not None and manager.export_checkpoint("nope") is None
+    other = CheckpointManager()
+    assert other.import_checkpoint("imported", exported) is True
+    assert other.get_checkpoint("imported") == again
+    assert manager.delete_checkpoint("cp2") is True and manager.delete_checkpoint("cp2") is False
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not json",
+        "[]",
+        "{}",
+        '{"checkpoint_id": "x", "timestamp": 5}',
+        '{"checkpoint_id": "x", "timestamp": "yesterday"}',
+        '{"checkpoint_id": "x", "api_calls": "nope"}',
+        '{"checkpoint_id": "x", "unknown_field": 1}',
+        "",
+    ],
+)
+def test_import_checkpoint_malformed_is_false_and_stores_nothing(bad: str) -> None:
+    manager = CheckpointManager()
+    assert manager.import_checkpoint("cp", bad) is False
+    assert manager.list_checkpoints() == []
+
+
+class _FakeHttpClient:
+    """Stands for an X402Client in the original's own shape (an object with an async get_artifact)."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+
+    async def get_artifact(self, uri: str) -> dict[str, Any]:
+        return self.store.get(uri)
+
+
+class _Integration:
+    def __init__(self, store: ArtifactStore) -> None:
+        self.artifacts = store
+
+
+async def test_load_checkpoint_from_artifact(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "artifacts")
+    manager = CheckpointManager()
+    state = manager.create_checkpoint("cp1", {"k": 1}, decision_trace=["d"])
+    record = store.create("checkpoint_state", manager.export_checkpoint("cp1") or "", {"checkpoint_id": "c"})
+    loaded = await CheckpointManager().load_checkpoint_from_artifact(
+        record["uri"], "cp1", _FakeHttpClient(store)
+    )
+    assert loaded == state
+    via_integration = CheckpointManager()
+    loaded = await via_integration.load_checkpoint_from_artifact(record["uri"], "x", _Integration(store))
+    assert loaded == state
+    assert via_integration.list_checkpoints() == ["x"]
+    with pytest.raises(ValueError):
+        await manager.load_checkpoint_from_artifact(record["uri"], "cp1", None)
+
+
+def test_artifact_store_content_addressed(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "a" / "b"))
+    assert store.base_dir == tmp_path / "a" / "b" and store.base_dir.is_dir()
+    record = store.create("checkpoint_state", "héllo", {"m": 1})
+    digest = hashlib.sha256("héllo".encode()).hexdigest()
+    assert record["uri"] == f"saferun://artifacts/{digest}"
+    assert record["artifact_id"] == "artifact_" + digest[:16]
+    assert record["size_bytes"] == len("héllo".encode()) and record["created_at"].endswith("Z")
+    assert "content" not in record and record["type"] == "checkpoint_state"
+    assert (store.base_dir / f"{digest}.json").exists()
+    full = store.get(record["uri"])
+    assert full["content"] == "héllo" and full["metadata"] == {"m": 1}
+    with pytest.raises(ValueError):
+        store.get("x402://artifacts/sha256:" + digest)
+    with pytest.raises(FileNotFoundError):
+        store.get("saferun://artifacts/" + "0" * 64)
+    with pytest.raises(ValueError):
+        store.get("saferun://artifacts/../../etc/passwd")
+    frozen = StoredArtifact("a", "u", "h", 1, "t", {})
+    with pytest.raises(AttributeError):
+        frozen.uri = "other"  # type: ignore[misc]
+
+
+def test_artifact_store_refuses_a_corrupted_file(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    record = store.create("t", "content", {})
+    path = tmp_path / f"{record['content_hash']}.json"
+    data = json.loads(path.read_text())
+    data["content"] = "tampered"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="hash"):
+        store.get(record["uri"])
+
+
+async def test_compensating_transaction_runs_once_and_never_raises() -> None:
+    calls: list[dict[str, Any]] = []
+
+    async def undo(data: dict[str, Any]) -> None:
+        calls.append(data)
+
+    async def broken(data: dict[str, Any]) -> None:
+        raise RuntimeError("down")
+
+    tx = CompensatingTransaction("t1", "payment", {"amount": 5}, undo)
+    assert (tx.executed, tx.success) == (False, False)
+    assert await tx.execute() is True and await tx.execute() is True
+    assert calls == [{"amount": 5}]
+    bad = CompensatingTransaction("t2", "payment", {}, broken)
+    assert await bad.execute() is False and bad.executed is True and bad.success is False
+    assert await CompensatingTransaction("t3", "noop", {}).execute() is True
+
+
+async def test_rollback_manager_reverse_order_unknown_skipped_history() -> None:
+    order: list[str] = []
+
+    def undo(name: str) -> Any:
+        async def run(data: dict[str, Any]) -> None:
+            order.append(name)
+
+        return run
+
+    async def broken(data: dict[str, Any]) -> None:
+        raise RuntimeError("x")
+
+    manager = RollbackManager()
+    manager.register_action("a", "email", {}, undo("a"))
+    manager.register_action("b", "payment", {}, undo("b"))
+    manager.register_action("c", "payment", {}, broken)
+    state = ExecutionState(checkpoint_id="cp")
+    assert await manager.execute_rollback(state, ["a", "b", "never"]) is True
+    assert order == ["b", "a"]
+    assert await manager.partial_rollback(state, ["payment"]) is False
+    history = manager.get_rollback_history()
+    assert history is manager.rollback_history and len(history) == 2
+    assert history[0]["actions_count"] == 3 and history[0]["success"] is True
+    assert history[1]["failures"] == ["c"] and history[1]["checkpoint_id"] == "cp"
+    assert set(manager.compensating_transactions) == {"a", "b", "c"}
+    manager.clear_transactions()
+    assert manager.compensating_transactions == {}
+
+
+async def test_reconciliation_agent_original_signature() -> None:
+    agent = ReconciliationAgent()
+    assert isinstance(agent.rollback_manager, RollbackManager)
+    undone: list[dict[str, Any]] = []
+
+    async def refund(data: dict[str, Any]) -> None:
+        undone.append(data)
+
+    agent.rollback_manager.register_action("1", "payment", {"amount": 10}, refund)
+    state = ExecutionState(
+        checkpoint_id="cp1",
+        api_calls=[{"call_id": "0", "has_side_effects": False}, {"call_id": "1", "has_side_effects": True}],
+    )
+    report = await agent.reconcile_workflow("wf1", state, "Too expensive", 100.0)
+    assert set(report) == {
+        "workflow_id",
+        "checkpoint_id",
+        "rejection_reason",
+        "timestamp",
+        "partial_completion",
+        "rollback_success",
+        "cleanup_actions",
+        "recommended_payment",
+    }
+    assert report["partial_completion"] == pytest.approx(0.2)
+    assert report["recommended_payment"] == pytest.approx(20.0)
+    assert report["rollback_success"] is True and undone == [{"amount": 10}]
+    assert report["cleanup_actions"] == [{"action_id": "1", "status": "completed"}]
+    keyword = await ReconciliationAgent("reconciler_1").reconcile_workflow(
+        workflow_id="wf2",
+        checkpoint_state=ExecutionState(checkpoint_id="c"),
+        rejection_reason="r",
+        escrow_amount=5,
+    )
+    assert keyword["partial_completion"] == 0.0 and keyword["recommended_payment"] == 0.0
+
+
+def test_original_settings_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    from saferun.config import Settings
+
+    monkeypatch.setenv("MAX_ROLLBACK_DEPTH", "4")
+    s = Settings()
+    assert s.app_name == "SafeRun X402" and s.max_rollback_depth == 4
+    assert s.default_checkpoint_timeout == 300 and s.enable_auto_reconciliation is True
+    assert s.openai_api_key is None
+    from saferun.config import settings
+
+    assert isinstance(settings, Settings)
+
+
+def test_seed_setup_files_exist() -> None:
+    root = Path(__file__).resolve().parent.parent
+    assert "-e ." in (root / "requirements.txt").read_text()
+    env = (root / ".env.example").read_text()
+    for name in ("X402_API_URL", "X402_API_KEY", "ANTHROPIC_API_KEY", "DATABASE_URL"):
+        assert name in env
