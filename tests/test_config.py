@@ -162,3 +162,16 @@ def test_every_response_has_a_request_id(tmp_path: Path) -> None:
         assert client.get("/api/health", headers={"X-Request-ID": "abc-1"}).headers["x-request-id"] == "abc-1"
         assert len(client.get("/api/health").headers["x-request-id"]) == 16
     db.dispose()
+
+
+def test_health_is_503_when_the_database_does_not_answer(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'h.db'}")
+    from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+
+    with TestClient(create_app(WorkflowOrchestrator(database=db), sweep=False)) as client:
+        assert client.get("/api/health").json()["status"] == "healthy"
+        (tmp_path / "h.db").unlink()
+        (tmp_path / "h.db").mkdir()  # the file is gone and cannot be recreated: no database to read
+        db.dispose()
+        answer = client.get("/api/health")
+        assert answer.status_code == 503 and answer.json()["status"] == "unhealthy"

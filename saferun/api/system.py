@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from saferun import __version__
 from saferun.api import metrics
@@ -22,7 +22,19 @@ router = APIRouter(tags=["system"])
 
 
 @router.get("/api/health", response_model=s.Health)
-def health() -> dict[str, str]:
+def health(orch: OrchestratorDep) -> Any:
+    """Healthy only when the database answers: the container HEALTHCHECK and Kubernetes readiness probe
+    use this, so a replica that lost its database stops getting traffic (503)."""
+    try:
+        with orch.db.read() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:  # any driver failure means "not ready"; the reason is in the body
+        cause = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        return JSONResponse(
+            status_code=503,
+            content={"status": "unhealthy", "service": "SafeRun X402", "version": __version__,
+                     "error": cause},
+        )
     return {"status": "healthy", "service": "SafeRun X402", "version": __version__}
 
 
