@@ -49,3 +49,16 @@ def test_the_image_builds_where_a_container_engine_runs() -> None:
         [docker, "build", "-q", "-t", "saferun-test", str(ROOT)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_compose_runs_one_migration_then_three_replicas_behind_a_proxy() -> None:
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = spec["services"]
+    assert services["migrate"]["command"] == ["saferun", "db", "upgrade"]
+    app = services["saferun"]
+    assert app["deploy"]["replicas"] == 3
+    assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert app["environment"]["SAFERUN_MIGRATE"] == "false" and app["environment"]["SAFERUN_AUTH"] == "keys"
+    assert "proxy_pass http://saferun" in (ROOT / "deploy" / "nginx.conf").read_text()
