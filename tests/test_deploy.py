@@ -62,3 +62,28 @@ def test_compose_runs_one_migration_then_three_replicas_behind_a_proxy() -> None
     assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert app["environment"]["SAFERUN_MIGRATE"] == "false" and app["environment"]["SAFERUN_AUTH"] == "keys"
     assert "proxy_pass http://saferun" in (ROOT / "deploy" / "nginx.conf").read_text()
+
+
+def test_the_kubernetes_manifests_validate_against_the_schemas() -> None:
+    kv = pytest.importorskip("kubernetes_validate") if not IN_CI else __import__("kubernetes_validate")
+    import yaml
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is not None:  # the kustomization renders all four resources
+        rendered = subprocess.run(
+            [kubectl, "kustomize", str(ROOT / "deploy" / "k8s")], capture_output=True, text=True, check=True
+        ).stdout
+        docs = [d for d in yaml.safe_load_all(rendered) if d]
+    else:
+        docs = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "deploy" / "k8s").glob("[!k]*.yaml"))]
+    kinds = {d["kind"] for d in docs}
+    assert kinds == {"Deployment", "Service", "Job", "PodDisruptionBudget"}
+    for doc in docs:
+        kv.validate(doc, "1.30", strict=True)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert deployment["spec"]["replicas"] == 3
+    assert container["readinessProbe"]["httpGet"]["path"] == "/api/health"
+    assert container["resources"]["requests"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "saferun"
