@@ -115,8 +115,8 @@ class IdempotencyConflict(Conflict):
 class InvalidInput(SafeRunError):
     http_status = 422
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}", field=field)
+    def __init__(self, field: str, message: str, **extra: Any) -> None:
+        super().__init__(f"{field}: {message}", field=field, **extra)
         self.field = field
 
 

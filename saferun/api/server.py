@@ -24,6 +24,7 @@ from saferun import __version__, config
 from saferun.api import approvals, system, workflows
 from saferun.api import funding as x402_funding
 from saferun.api import platform as x402_platform
+from saferun.api.input_guard import InputGuard
 from saferun.core import notify
 from saferun.core.identity import IdentityService
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
@@ -59,6 +60,7 @@ def create_app(
     # checked here, so a bad SAFERUN_WEBHOOK_URLS (or any notification setting) stops the server at start
     app.state.notifications = notifications or notification_settings.load(settings)
     limit = max_body_bytes or settings.max_body_bytes
+    app.add_middleware(InputGuard)  # inside BodyLimit: depth/NaN/NUL checked on a body of bounded size
     app.add_middleware(BodyLimit, max_bytes=limit)
     app.add_middleware(RequestIdMiddleware)  # outermost: every log line of the request carries its id
     _install_error_handlers(app)

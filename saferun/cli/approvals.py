@@ -16,6 +16,7 @@ from rich.text import Text
 
 from saferun.cli.common import cell, console, duration, echo_json, orchestrator, state_cell
 from saferun.core.state_machine.models import ApprovalDecision, ApprovalRequest, ApprovalResponse
+from saferun.domain.canonical import MAX_DEPTH, json_depth
 from saferun.storage.schema import utcnow
 
 app = typer.Typer(help="List pending approval requests and decide them.", no_args_is_help=True)
@@ -107,12 +108,21 @@ def approve(
     _decide(ctx, request_id, ApprovalDecision.APPROVED, by, rationale)
 
 
+def _loads_bounded(text: str, hint: str) -> Any:
+    """``json.loads`` after a depth check that never recurses: a 100,000-deep argument is a clean error,
+    not a RecursionError (or a crash, where the x402 stack raised the recursion limit)."""
+    depth = json_depth(text.encode("utf-8", "surrogatepass"))
+    if depth > MAX_DEPTH:
+        raise typer.BadParameter(f"JSON nests {depth} levels deep; the limit is {MAX_DEPTH}", param_hint=hint)
+    return json.loads(text)
+
+
 def parse_modifications(sets: list[str], json_mods: str | None) -> dict[str, Any]:
     """``--json-mods`` first, then each ``--set key=value`` on top (value is JSON if it parses, else text)."""
     mods: dict[str, Any] = {}
     if json_mods:
         try:
-            loaded = json.loads(json_mods)
+            loaded = _loads_bounded(json_mods, "--json-mods")
         except json.JSONDecodeError as exc:
             raise typer.BadParameter(f"not valid JSON ({exc})", param_hint="--json-mods") from None
         if not isinstance(loaded, dict):
@@ -123,7 +133,7 @@ def parse_modifications(sets: list[str], json_mods: str | None) -> dict[str, Any
         if not sep or not key.strip():
             raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
         try:
-            mods[key.strip()] = json.loads(raw)
+            mods[key.strip()] = _loads_bounded(raw, "--set")
         except json.JSONDecodeError:
             mods[key.strip()] = raw
     return mods

@@ -8,7 +8,7 @@ supervisor's fee must never differ from what the poster typed.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException
 from typing import Any
 
 from saferun.errors import InvalidAmount
@@ -16,6 +16,9 @@ from saferun.errors import InvalidAmount
 DECIMALS = 6
 MICRO = 10**DECIMALS
 _QUANTUM = Decimal(1).scaleb(-DECIMALS)
+# every amount is stored as a signed 64-bit count of micro-units (BIGINT on PostgreSQL and SQLite)
+MAX_MICRO = 2**63 - 1
+MAX_AMOUNT = Decimal(MAX_MICRO).scaleb(-DECIMALS)  # 9223372036854.775807
 
 
 def to_decimal(value: Any, field: str = "amount") -> Decimal:
@@ -29,14 +32,19 @@ def to_decimal(value: Any, field: str = "amount") -> Decimal:
     elif isinstance(value, float):
         dec = Decimal(repr(value))
     elif isinstance(value, str):
+        if len(value) > 64:  # no amount needs more; a megabyte of digits would be parsed for nothing
+            raise InvalidAmount(field, f"is {len(value)} characters long; an amount has at most 64")
         try:
             dec = Decimal(value.strip())
-        except InvalidOperation:
+        except DecimalException:
             raise InvalidAmount(field, f"{value!r} is not a number") from None
     else:
         raise InvalidAmount(field, f"must be a number, got {type(value).__name__}")
     if not dec.is_finite():
         raise InvalidAmount(field, f"{value!r} is not a finite amount")
+    # range first: quantizing 1e30 to 6 places overflows the decimal context (InvalidOperation)
+    if dec.copy_abs() > MAX_AMOUNT:  # copy_abs, unlike abs(), never rounds (or overflows)
+        raise InvalidAmount(field, f"{value!r} is out of range; amounts are at most {MAX_AMOUNT}")
     if dec != dec.quantize(_QUANTUM):
         raise InvalidAmount(field, f"{value!r} has more than {DECIMALS} decimal places")
     return dec.quantize(_QUANTUM)
