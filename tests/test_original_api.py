@@ -278,3 +278,32 @@ def test_seed_setup_files_exist() -> None:
     env = (root / ".env.example").read_text()
     for name in ("X402_API_URL", "X402_API_KEY", "ANTHROPIC_API_KEY", "DATABASE_URL"):
         assert name in env
+
+
+async def test_x402_integration_original_helpers(database_env: Any) -> None:
+    from saferun.api.x402.client import X402Integration
+
+    x402 = X402Integration()
+    setup = await x402.setup_supervised_workflow("wf1", {"supervisor_id": "sup"}, 100.0, "poster", "exec")
+    assert set(setup) == {"workflow_id", "job_id", "escrow_id", "supervisor_id", "status"}
+    assert setup["job_id"].startswith("job_") and setup["escrow_id"] is None
+    assert setup["supervisor_id"] == "sup" and setup["status"] == "ready"
+    other = await x402.setup_supervised_workflow("wf1", {}, 100.0, "poster", "exec")
+    assert other["supervisor_id"] == "default_supervisor"
+    manager = CheckpointManager()
+    state = manager.create_checkpoint("cp1", {"k": "v"}, decision_trace=["went well"])
+    exported = manager.export_checkpoint("cp1") or ""
+    uri = await x402.store_checkpoint_artifact("cp1", exported, {"workflow_id": "wf1"})
+    assert isinstance(uri, str) and uri
+    loaded = await CheckpointManager().load_checkpoint_from_artifact(uri, "cp1", x402)
+    assert loaded == state
+    plan = await x402.settle_workflow("wf1", None, 100.0, 1.0, "exec", "sup")
+    assert plan["total_payout"] == 100.0
+    assert plan["splits"] == [
+        {"recipient_type": "executor", "amount": 90.0, "reason": "partial_completion"},
+        {"recipient_type": "supervisor", "amount": 10.0, "reason": "supervision_fee"},
+    ]
+    partial = await x402.client.calculate_settlement("wf1", 0.5, 33.3)
+    assert partial["total_escrow"] == 33.3 and partial["completion_percentage"] == 0.5
+    assert partial["splits"][0]["amount"] + partial["splits"][1]["amount"] == pytest.approx(16.65)
+    await x402.close()

@@ -17,6 +17,8 @@ both platforms.
 from __future__ import annotations
 
 import logging
+import uuid
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from saferun.config import get_settings
@@ -91,6 +93,11 @@ class X402Integration:
     def mode(self) -> str:
         """``"remote"`` (an x402 platform over HTTP) or ``"embedded"`` (SafeRun's own database)."""
         return "remote" if isinstance(self.platform, RemotePlatform) else "embedded"
+
+    @property
+    def client(self) -> X402Integration:
+        """The original's ``integration.client`` (its HTTP client): the same calls are on this object."""
+        return self
 
     def __repr__(self) -> str:  # never the key
         where = self.api_url if self.mode == "remote" else "embedded"
@@ -185,6 +192,55 @@ class X402Integration:
     async def get_escrow(self, escrow_id: str) -> dict[str, Any]:
         return await self.platform.get_escrow(escrow_id)
 
+    # --- The original SafeRun-X402's workflow helpers (docs/original-api.md) ------------------------------
+
+    async def setup_supervised_workflow(
+        self,
+        workflow_id: str,
+        workflow_config: dict[str, Any],
+        escrow_amount: float,
+        poster_id: str,
+        executor_id: str,
+        supervisor_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The original's setup plan (5 keys). Nothing is created: SafeRun's orchestrator creates the job
+        and locks the escrow in the transaction that creates the workflow (``initialize_workflow``)."""
+        return {
+            "workflow_id": workflow_id,
+            "job_id": f"job_{uuid.uuid4()}",
+            "escrow_id": None,
+            "supervisor_id": supervisor_id or workflow_config.get("supervisor_id") or "default_supervisor",
+            "status": "ready",
+        }
+
+    async def store_checkpoint_artifact(
+        self, checkpoint_id: str, checkpoint_data: str, metadata: dict[str, Any]
+    ) -> str:
+        """Store a serialized checkpoint as a platform artifact; returns its URI (read back with
+        ``get_artifact``, or ``CheckpointManager.load_checkpoint_from_artifact``)."""
+        stored = await self.create_artifact(
+            "checkpoint_state", checkpoint_data, {"checkpoint_id": checkpoint_id, **(metadata or {})}
+        )
+        return str(stored["uri"])
+
+    async def calculate_settlement(
+        self, workflow_id: str, completion_percentage: float, escrow_amount: float
+    ) -> dict[str, Any]:
+        return calculate_settlement(workflow_id, completion_percentage, escrow_amount)
+
+    async def settle_workflow(
+        self,
+        workflow_id: str,
+        escrow_id: str | None,
+        escrow_amount: float,
+        completion_percentage: float,
+        executor_id: str,
+        supervisor_id: str,
+    ) -> dict[str, Any]:
+        """The original's settlement *plan*; no money moves here. SafeRun pays approved milestones from
+        the escrow as they are approved and refunds the rest at ``complete_workflow``/``fail_workflow``."""
+        return calculate_settlement(workflow_id, completion_percentage, escrow_amount)
+
     # --- Artifacts ----------------------------------------------------------------------------------------
 
     async def create_artifact(
@@ -266,3 +322,22 @@ class X402Integration:
         return await self.platform.rate_supervisor(
             supervisor_id, workflow_id, rating, review, idempotency_key=idempotency_key
         )
+
+
+def calculate_settlement(
+    workflow_id: str, completion_percentage: float, escrow_amount: float
+) -> dict[str, Any]:
+    """The original's 90/10 split of ``escrow * completion`` (floats, completion not clamped), computed in
+    Decimal so the two amounts add up to the payout exactly as printed."""
+    payout = Decimal(str(escrow_amount)) * Decimal(str(completion_percentage))
+    executor = payout * Decimal("0.9")
+    return {
+        "workflow_id": workflow_id,
+        "completion_percentage": completion_percentage,
+        "total_escrow": escrow_amount,
+        "total_payout": float(payout),
+        "splits": [
+            {"recipient_type": "executor", "amount": float(executor), "reason": "partial_completion"},
+            {"recipient_type": "supervisor", "amount": float(payout - executor), "reason": "supervision_fee"},
+        ],
+    }
