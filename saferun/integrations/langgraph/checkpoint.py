@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, select, tuple_
+from sqlalchemy import Connection, and_, bindparam, delete, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from saferun.errors import InvalidInput
@@ -65,18 +65,15 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
     # ------------------------------------------------------------------------------------------ reads
     def get_tuple(self, config: dict[str, Any]) -> CheckpointTuple | None:
         conf = config["configurable"]
-        thread_id = str(conf["thread_id"])
-        ns = conf.get("checkpoint_ns", "")
+        params = {"thread_id": str(conf["thread_id"]), "ns": conf.get("checkpoint_ns", "")}
         checkpoint_id = get_checkpoint_id(config)  # type: ignore[arg-type]
         with self.db.read() as conn:
-            query = select(lg_checkpoints).where(
-                lg_checkpoints.c.thread_id == thread_id, lg_checkpoints.c.checkpoint_ns == ns
-            )
             if checkpoint_id:
-                query = query.where(lg_checkpoints.c.checkpoint_id == checkpoint_id)
+                query = _statement(conn, "checkpoint")
+                params["checkpoint_id"] = checkpoint_id
             else:
-                query = query.order_by(lg_checkpoints.c.checkpoint_id.desc()).limit(1)
-            row = conn.execute(query).mappings().first()
+                query = _statement(conn, "latest")
+            row = conn.execute(query, params).mappings().first()
             if row is None:
                 return None
             return self._tuple(conn, row)
@@ -123,13 +120,7 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
         metadata = self.serde.loads_typed((row["metadata_type"], row["metadata"]))
         values = self._load_values(conn, thread_id, ns, checkpoint.get("channel_versions", {}))
         writes = conn.execute(
-            select(lg_writes.c.task_id, lg_writes.c.channel, lg_writes.c.value_type, lg_writes.c.value)
-            .where(
-                lg_writes.c.thread_id == thread_id,
-                lg_writes.c.checkpoint_ns == ns,
-                lg_writes.c.checkpoint_id == checkpoint_id,
-            )
-            .order_by(lg_writes.c.task_path, lg_writes.c.task_id, lg_writes.c.idx)
+            _statement(conn, "writes"), {"thread_id": thread_id, "ns": ns, "checkpoint_id": checkpoint_id}
         ).all()
         parent = row["parent_checkpoint_id"]
         return CheckpointTuple(
@@ -149,24 +140,23 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
     def _load_values(
         self, conn: Connection, thread_id: str, ns: str, versions: dict[str, Any]
     ) -> dict[str, Any]:
+        """The channel values a checkpoint's versions name: one verified (usually cached) read per
+        artifact, and an artifact holds every channel its checkpoint changed."""
         if not versions:
             return {}
         pairs = [(channel, str(version)) for channel, version in versions.items()]
         rows = conn.execute(
-            select(lg_blobs.c.channel, lg_blobs.c.value_type, lg_blobs.c.artifact_uri).where(
-                lg_blobs.c.thread_id == thread_id,
-                lg_blobs.c.checkpoint_ns == ns,
-                tuple_(lg_blobs.c.channel, lg_blobs.c.version).in_(pairs),
-            )
+            _statement(conn, "blobs"), {"thread_id": thread_id, "ns": ns, "pairs": pairs}
         ).all()
-        store = self.db.artifacts
-        values: dict[str, Any] = {}
+        by_uri: dict[str, list[tuple[str, str]]] = {}
         for channel, value_type, uri in rows:
-            if value_type == _EMPTY or uri is None:
-                continue
-            parts = store.get_cached(uri)
-            data = parts["content"] if parts is not None else store.get_bytes(conn, uri)
-            values[channel] = self.serde.loads_typed((value_type, data))
+            if value_type != _EMPTY and uri is not None:
+                by_uri.setdefault(uri, []).append((channel, value_type))
+        values: dict[str, Any] = {}
+        for uri, channels in by_uri.items():
+            parts = self.db.artifacts.get(conn, uri, only={c for c, _ in channels})
+            for channel, value_type in channels:
+                values[channel] = self.serde.loads_typed((value_type, parts[channel]))
         return values
 
     # ----------------------------------------------------------------------------------------- writes
@@ -196,29 +186,27 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
         metadata_type, metadata_bytes = self._dumps(full_metadata, "metadata")
         run_id = full_metadata.get("run_id")
         with self.db.transaction() as conn:
-            for channel, version, value_type, data in blobs:
-                uri = None
-                if data is not None:
-                    uri = self.db.artifacts.put_bytes(
-                        conn, data, artifact_type=ARTIFACT_TYPE, metadata={}
-                    ).uri
-                self._upsert(
-                    conn,
-                    lg_blobs,
-                    {
-                        "thread_id": thread_id,
-                        "checkpoint_ns": ns,
-                        "channel": channel,
-                        "version": version,
-                        "value_type": value_type,
-                        "artifact_uri": uri,
-                    },
-                    ("thread_id", "checkpoint_ns", "channel", "version"),
-                    replace=False,
-                )
-            self._upsert(
-                conn,
-                lg_checkpoints,
+            # every channel this checkpoint changed goes into one artifact (a part per channel): one probe
+            # and one insert however many changed, and chunks already stored are not stored again
+            parts = {channel: data for channel, _, _, data in blobs if data is not None}
+            uri = None
+            if parts:
+                uri = self.db.artifacts.put(conn, parts, artifact_type=ARTIFACT_TYPE, metadata={}).uri
+            rows = [
+                {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": ns,
+                    "channel": channel,
+                    "version": version,
+                    "value_type": value_type,
+                    "artifact_uri": uri if data is not None else None,
+                }
+                for channel, version, value_type, data in blobs
+            ]
+            if rows:
+                conn.execute(_statement(conn, "insert_blobs"), rows)
+            conn.execute(
+                _statement(conn, "upsert_checkpoint"),
                 {
                     "thread_id": thread_id,
                     "checkpoint_ns": ns,
@@ -230,8 +218,6 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
                     "metadata_type": metadata_type,
                     "metadata": metadata_bytes,
                 },
-                ("thread_id", "checkpoint_ns", "checkpoint_id"),
-                replace=True,
             )
         return {
             "configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}
@@ -264,11 +250,14 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
                     "task_path": task_path,
                 }
             )
-        keys = ("thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx")
+        # special channels (errors, interrupts, resume) replace; ordinary writes are kept once
+        replace = [r for r in rows if r["idx"] < 0]
+        keep = [r for r in rows if r["idx"] >= 0]
         with self.db.transaction() as conn:
-            for row in rows:
-                # special channels (errors, interrupts, resume) replace; ordinary writes are kept once
-                self._upsert(conn, lg_writes, row, keys, replace=row["idx"] < 0)
+            if replace:
+                conn.execute(_statement(conn, "upsert_writes"), replace)
+            if keep:
+                conn.execute(_statement(conn, "insert_writes"), keep)
 
     def delete_thread(self, thread_id: str) -> None:
         with self.db.transaction() as conn:
@@ -441,20 +430,6 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
                         )
                     )
 
-    @staticmethod
-    def _upsert(
-        conn: Connection, table: Any, row: dict[str, Any], keys: tuple[str, ...], *, replace: bool
-    ) -> None:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(table).values(**row)
-        if replace:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=list(keys), set_={k: v for k, v in row.items() if k not in keys}
-            )
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
-        conn.execute(stmt)
-
 
 def _culprit(serde: SerializerProtocol, value: Any, field: str) -> str:
     """The deepest key of ``value`` that alone fails to serialize (the graph's input reaches ``put`` as
@@ -466,6 +441,58 @@ def _culprit(serde: SerializerProtocol, value: Any, field: str) -> str:
             except Exception:
                 return _culprit(serde, item, f"{field}.{key}")
     return field
+
+
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+_CHECKPOINT_KEYS = ("thread_id", "checkpoint_ns", "checkpoint_id")
+_WRITE_KEYS = (*_CHECKPOINT_KEYS, "task_id", "idx")
+
+
+def _statement(conn: Connection, purpose: str) -> Any:
+    """Statements built once per dialect (building a Core statement costs more than running it), with
+    bind parameters so SQLAlchemy's compiled cache serves every call after the first."""
+    key = (conn.dialect.name, purpose)
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        make = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        c, b, w = lg_checkpoints.c, lg_blobs.c, lg_writes.c
+        same = (c.thread_id == bindparam("thread_id"), c.checkpoint_ns == bindparam("ns"))
+
+        def upsert(table: Any, keys: tuple[str, ...]) -> Any:
+            base = make(table)
+            return base.on_conflict_do_update(
+                index_elements=list(keys),
+                set_={col.name: base.excluded[col.name] for col in table.c if col.name not in keys},
+            )
+
+        stmt = {
+            "checkpoint": lambda: select(lg_checkpoints).where(
+                *same, c.checkpoint_id == bindparam("checkpoint_id")
+            ),
+            "latest": lambda: select(lg_checkpoints).where(*same).order_by(c.checkpoint_id.desc()).limit(1),
+            "blobs": lambda: select(b.channel, b.value_type, b.artifact_uri).where(
+                b.thread_id == bindparam("thread_id"),
+                b.checkpoint_ns == bindparam("ns"),
+                tuple_(b.channel, b.version).in_(bindparam("pairs", expanding=True)),
+            ),
+            "writes": lambda: (
+                select(w.task_id, w.channel, w.value_type, w.value)
+                .where(
+                    w.thread_id == bindparam("thread_id"),
+                    w.checkpoint_ns == bindparam("ns"),
+                    w.checkpoint_id == bindparam("checkpoint_id"),
+                )
+                .order_by(w.task_path, w.task_id, w.idx)
+            ),
+            "insert_blobs": lambda: make(lg_blobs).on_conflict_do_nothing(
+                index_elements=["thread_id", "checkpoint_ns", "channel", "version"]
+            ),
+            "upsert_checkpoint": lambda: upsert(lg_checkpoints, _CHECKPOINT_KEYS),
+            "insert_writes": lambda: make(lg_writes).on_conflict_do_nothing(index_elements=list(_WRITE_KEYS)),
+            "upsert_writes": lambda: upsert(lg_writes, _WRITE_KEYS),
+        }[purpose]()
+        _STATEMENTS[key] = stmt
+    return stmt
 
 
 AsyncSafeRunSaver = SafeRunSaver
