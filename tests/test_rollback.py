@@ -156,3 +156,18 @@ def test_a_rollback_started_by_a_dead_agent_is_finished_by_another_process(tmp_p
     )
     assert out.stdout.split()[0] == "executing"
     assert log.read_text().split() == ["o-2", "o-1"]
+
+
+async def test_a_step_cannot_be_claimed_through_another_workflow(db: Database) -> None:
+    """Issue 9, finding 4: B's step taken through A's URL would make B's agent skip its compensation."""
+    calls: list[tuple[str, dict]] = []
+    orch = orchestrator(db, calls)
+    a, b = started(orch), started(orch)
+    for wf in (a, b):
+        orch.register_step(wf, "place order", "cancel_order", {"order_id": wf})
+        decide(orch, await pause(orch, wf, "cp1"), "REJECTED")
+    b_step = orch.saga_steps(b)[0]["step_id"]
+    assert orch.claim_compensation(a, b_step, "intruder") is False
+    assert orch.saga_steps(b)[0]["status"] == "pending"
+    report = await orch.arollback(b)
+    assert report.succeeded and calls == [("cancel_order", {"order_id": b})]

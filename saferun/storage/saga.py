@@ -66,11 +66,18 @@ def to_compensate(conn: Connection, workflow_id: str) -> list[RowMapping]:
     )
 
 
-def claim(conn: Connection, step_id: str, owner: str, now: datetime, stale_before: datetime) -> bool:
-    """Take a step for compensation: free ones, or ones whose claimant vanished (claim too old)."""
+def claim(
+    conn: Connection, workflow_id: str, step_id: str, owner: str, now: datetime, stale_before: datetime
+) -> bool:
+    """Take a step for compensation: free ones, or ones whose claimant vanished (claim too old).
+
+    The step is matched WITH its workflow, so a caller entitled to one workflow's rollback cannot take
+    another workflow's step through its own workflow's URL (issue 9, finding 4).
+    """
     stmt = (
         update(saga_steps)
         .where(
+            saga_steps.c.workflow_id == workflow_id,
             saga_steps.c.step_id == step_id,
             or_(
                 saga_steps.c.status == "pending",

@@ -45,7 +45,8 @@ def claim_step(db: Database, workflow_id: str, step_id: str, owner: str, stale_c
     with locked(db, workflow_id) as (conn, row):
         if row["state"] != WorkflowState.ROLLING_BACK.value:
             return False
-        return saga.claim(conn, step_id, owner, now, now - timedelta(seconds=stale_claim_seconds))
+        stale_before = now - timedelta(seconds=stale_claim_seconds)
+        return saga.claim(conn, workflow_id, step_id, owner, now, stale_before)
 
 
 def finish_step(db: Database, workflow_id: str, step_id: str, ok: bool, error: str, actor: str) -> str:
