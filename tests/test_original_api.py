@@ -307,3 +307,64 @@ async def test_x402_integration_original_helpers(database_env: Any) -> None:
     assert partial["total_escrow"] == 33.3 and partial["completion_percentage"] == 0.5
     assert partial["splits"][0]["amount"] + partial["splits"][1]["amount"] == pytest.approx(16.65)
     await x402.close()
+
+
+async def test_monitor_agent_original_api() -> None:
+    from saferun.agents.monitor.agent import MonitorAgent
+    from saferun.core.state_machine.models import CheckpointConfig
+
+    monitor = MonitorAgent(monitor_id="monitor_1")
+    assert monitor.monitor_id == "monitor_1" and MonitorAgent("m2").monitor_id == "m2"
+    assert monitor.telemetry == [] and monitor.checkpoint_triggers == {} and monitor.alert_callback is None
+    assert monitor.get_telemetry_summary() == {"message": "No telemetry captured"}
+    cfg = CheckpointConfig(name="Review", description="d")
+    quiet = ExecutionState(checkpoint_id="x", api_calls=[{}] * 3, intermediate_outputs={"a": 1})
+    report = await monitor.monitor_execution(quiet, cfg)
+    assert set(report) == {
+        "monitor_id",
+        "checkpoint_id",
+        "timestamp",
+        "should_checkpoint",
+        "trigger_reason",
+        "telemetry",
+        "anomalies",
+        "recommendations",
+    }
+    assert report["checkpoint_id"] == cfg.checkpoint_id and report["should_checkpoint"] is False
+    assert report["trigger_reason"] is None and report["anomalies"] == [] and report["recommendations"] == []
+    assert report["telemetry"]["api_calls"] == 3 and report["telemetry"]["outputs"] == 1
+
+    alerts: list[dict[str, Any]] = []
+
+    async def on_alert(alert: dict[str, Any]) -> None:
+        alerts.append(alert)
+
+    monitor.set_alert_callback(on_alert)
+    monitor.register_checkpoint_trigger(cfg.checkpoint_id, lambda s: len(s.api_calls) > 2)
+    noisy = ExecutionState(
+        checkpoint_id="x",
+        api_calls=[{}] * 60,
+        decision_trace=["Step 2 FAILED"],
+        resource_consumption={"tokens_used": 20000},
+    )
+    report = await monitor.monitor_execution(noisy, cfg)
+    assert report["should_checkpoint"] is True and report["trigger_reason"] == "anomaly_detected"
+    kinds = [a["type"] for a in report["anomalies"]]
+    assert kinds == ["high_api_volume", "high_token_usage", "error_detected"]
+    assert report["recommendations"] == [
+        "Human review recommended due to detected anomalies",
+        "Consider breaking task into smaller steps",
+        "No outputs generated yet, verify progress",
+    ]
+    expected = {"type": "anomaly", "checkpoint_id": cfg.checkpoint_id, "anomalies": report["anomalies"]}
+    assert alerts == [expected]
+    report = await monitor.monitor_execution(quiet, cfg)
+    assert report["trigger_reason"] == "custom_condition"
+    old = ExecutionState(checkpoint_id="x", timestamp=datetime(2020, 1, 1), intermediate_outputs={"a": 1})
+    assert (await monitor.monitor_execution(old, cfg))["trigger_reason"] == "timeout"
+    summary = monitor.get_telemetry_summary()
+    assert summary["entries_count"] == 4 and summary["total_api_calls"] == 3 + 60 + 3 + 0
+    assert summary["monitor_id"] == "monitor_1" and summary["latest"] == monitor.telemetry[-1]
+    progress = monitor.compare_progress(quiet, {"api_calls": 3, "outputs": 1})
+    assert progress["on_track"] is True and progress["metrics"]["api_calls"]["variance"] == 0
+    assert monitor.compare_progress(quiet, {"api_calls": 10})["on_track"] is False

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from saferun.agents.monitor.original import AlertCallback, OriginalMonitorAPI, Trigger
 from saferun.agents.monitor.telemetry import telemetry_from_state
 from saferun.core.state_machine.models import (
     ApprovalRequest,
@@ -67,20 +68,30 @@ class Observation:
         return self.evaluation.verdict
 
 
-class MonitorAgent:
+class MonitorAgent(OriginalMonitorAPI):
     def __init__(
         self,
-        config: MonitorConfig | None = None,
+        config: MonitorConfig | str | None = None,
         *,
         agent_id: str = "monitor",
         orchestrator: WorkflowOrchestrator | None = None,
         clock: Clock | None = None,
+        monitor_id: str | None = None,
     ) -> None:
         """``clock`` anchors the API-call intervals and the elapsed time of states that record none;
         without one, a state's intervals end at its newest call (so a stored snapshot reads the same
-        whenever it is checked) and elapsed time falls back to the system clock."""
+        whenever it is checked) and elapsed time falls back to the system clock.
+
+        ``MonitorAgent("monitor_1")`` / ``MonitorAgent(monitor_id=...)`` is the original's form: the
+        same agent, named, with default rules and the original's methods (``original.py``)."""
+        if isinstance(config, str):
+            monitor_id, config = config, None
         self.config = config or MonitorConfig()
-        self.agent_id = agent_id
+        self.agent_id = monitor_id or agent_id
+        self.monitor_id = self.agent_id
+        self.telemetry: list[dict[str, Any]] = []  # the original's per-agent telemetry log
+        self.checkpoint_triggers: dict[str, Trigger] = {}
+        self.alert_callback: AlertCallback | None = None
         self._orchestrator = orchestrator
         self.clock = clock
 
@@ -101,7 +112,7 @@ class MonitorAgent:
         rules = workflow.config.metadata.get("monitor") if workflow is not None else None
         return MonitorConfig.from_metadata(rules) or self.config
 
-    def telemetry(
+    def read_telemetry(
         self,
         state: ExecutionState,
         config: MonitorConfig | None = None,
@@ -122,7 +133,7 @@ class MonitorAgent:
         started_at: datetime | None = None,
     ) -> Evaluation:
         config = config or self.config
-        return evaluate(config, self.telemetry(state, config, started_at=started_at))
+        return evaluate(config, self.read_telemetry(state, config, started_at=started_at))
 
     def check(self, state: ExecutionState) -> list[dict[str, Any]]:
         """The alerts this state raises under this agent's rules, as JSON dicts."""
@@ -144,7 +155,7 @@ class MonitorAgent:
         orch = self.orchestrator
         wf = orch.get_workflow(workflow_id)
         config = self.config_for(wf)
-        telemetry = self.telemetry(state, config, started_at=wf.started_at)
+        telemetry = self.read_telemetry(state, config, started_at=wf.started_at)
         return await self._act(wf, state, config, telemetry, summary)
 
     async def gate_action(

@@ -49,7 +49,7 @@ class SupervisorAgent:
         """The advice for a state: ``alerts`` as given, or those the monitor's rules (``config``, default
         the monitor's own) find in the state."""
         config = config or self.monitor.config
-        telemetry = self.monitor.telemetry(execution_state, config)
+        telemetry = self.monitor.read_telemetry(execution_state, config)
         if alerts is None:
             alerts = evaluate(config, telemetry).to_dicts()
         return recommend(alerts, execution_state.risk_assessment, telemetry.confidence)
@@ -68,7 +68,7 @@ class SupervisorAgent:
         rules when it has them) and the recommendation they imply."""
         config = self.monitor.config_for(self.orchestrator.get_workflow(workflow_id))
         if alerts is None:
-            alerts = evaluate(config, self.monitor.telemetry(execution_state, config)).to_dicts()
+            alerts = evaluate(config, self.monitor.read_telemetry(execution_state, config)).to_dicts()
         advice = self.recommend(execution_state, alerts, config)
         risk = {**execution_state.risk_assessment, REASON_KEY: advice.explanation}
         return self.orchestrator.request_approval(
