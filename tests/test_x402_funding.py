@@ -727,7 +727,8 @@ async def test_remote_facilitator_configured_by_url_over_real_http(
 async def test_an_unreachable_remote_facilitator_is_a_503_and_nothing_moves(db: Database) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    dead = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound, never listening: connections are refused
+    # bound, never listening: connections are refused; its password must never reach the error body
+    dead = f"http://facuser:s3cret-pw@127.0.0.1:{sock.getsockname()[1]}"
     try:
         env = Env(db)
         env.app.state.x402_funding = FundingService(
@@ -738,6 +739,7 @@ async def test_an_unreachable_remote_facilitator_is_a_503_and_nothing_moves(db: 
             r = await http.post(fund_url(wf))
         assert r.status_code == 503, r.text
         assert r.json()["detail"]["error"] == "FacilitatorUnavailable"
+        assert "s3cret-pw" not in r.text and "facuser" not in r.text
         assert env.orch.escrow_position(wf).locked == 0
     finally:
         sock.close()

@@ -97,6 +97,20 @@ class FundingInProgress(Conflict):
     """Another settlement (or this same payment) is running for the workflow; retry in a moment."""
 
 
+def _mask_url(url: str | None) -> str | None:
+    """The URL with any user:password replaced by ***, for error bodies and logs."""
+    if not url or "@" not in url:
+        return url
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 class FacilitatorUnavailable(SafeRunError):
     http_status = 503
 
@@ -314,10 +328,14 @@ class FundingService:
             try:
                 self.http.initialize()  # asks the facilitator what it supports (/supported when remote)
             except Exception as exc:
+                # the URL may carry credentials (user:password@); an error body must never show them
+                url = self.settings.facilitator_url
+                shown = _mask_url(url)
+                detail = str(exc).replace(url, shown) if url else str(exc)
                 raise FacilitatorUnavailable(
-                    f"the x402 facilitator is not available ({type(exc).__name__}: {exc})",
+                    f"the x402 facilitator is not available ({type(exc).__name__}: {detail})",
                     facilitator=self.settings.facilitator,
-                    url=self.settings.facilitator_url,
+                    url=shown,
                 ) from exc
             self._ready = True
 
