@@ -15,6 +15,9 @@ thread (``asyncio.to_thread``), so a graph on an event loop never blocks it on a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -61,12 +64,20 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
             self.db = database
         else:
             self.db = get_database(database)
+        # LangGraph writes a step's checkpoint and the next step's writes from different threads; on
+        # SQLite two writers of one process would meet at the database lock and back off in busy-timeout
+        # sleeps (milliseconds each), so this process's writers queue here instead
+        self._write_lock = _write_lock(self.db) if self.db.is_sqlite else contextlib.nullcontext()
 
     # ------------------------------------------------------------------------------------------ reads
     def get_tuple(self, config: dict[str, Any]) -> CheckpointTuple | None:
         conf = config["configurable"]
-        params = {"thread_id": str(conf["thread_id"]), "ns": conf.get("checkpoint_ns", "")}
+        thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "")
         checkpoint_id = get_checkpoint_id(config)  # type: ignore[arg-type]
+        fast = self._fast_tuple(thread_id, ns, checkpoint_id)
+        if fast is not _MISS:
+            return fast  # type: ignore[return-value]
+        params = {"thread_id": thread_id, "ns": ns}
         with self.db.read() as conn:
             if checkpoint_id:
                 query = _statement(conn, "checkpoint")
@@ -77,6 +88,69 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
             if row is None:
                 return None
             return self._tuple(conn, row)
+
+    def _fast_tuple(self, thread_id: str, ns: str, checkpoint_id: str | None) -> Any:
+        """``get_state`` on the bare driver when every channel value is already verified in this process
+        (SQLAlchemy's execution path costs more than SQLite's three indexed lookups); ``_MISS`` sends the
+        caller to the full path, which fetches and verifies the bytes."""
+        q = "" if self.db.engine.dialect.paramstyle == "qmark" else "%s"
+
+        def sql(text: str) -> str:
+            return text.replace("?", q) if q else text
+
+        conn = self.db.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            try:
+                where = "thread_id = ? and checkpoint_ns = ?"
+                if checkpoint_id:
+                    cur.execute(
+                        sql(f"select {_CP_COLUMNS} from lg_checkpoints where {where} and checkpoint_id = ?"),
+                        (thread_id, ns, checkpoint_id),
+                    )
+                else:
+                    cur.execute(
+                        sql(
+                            f"select {_CP_COLUMNS} from lg_checkpoints where {where} "
+                            "order by checkpoint_id desc limit 1"
+                        ),
+                        (thread_id, ns),
+                    )
+                found = cur.fetchone()
+                if found is None:
+                    return None
+                row = dict(zip(_CP_COLUMN_NAMES, found, strict=True))
+                checkpoint = self.serde.loads_typed((row["checkpoint_type"], bytes(row["checkpoint"])))
+                versions = checkpoint.get("channel_versions", {})
+                values: dict[str, Any] = {}
+                if versions:
+                    ors = " or ".join(["(channel = ? and version = ?)"] * len(versions))
+                    columns = "channel, value_type, artifact_uri"
+                    cur.execute(
+                        sql(f"select {columns} from lg_blobs where {where} and ({ors})"),
+                        (thread_id, ns, *[x for c, v in versions.items() for x in (c, str(v))]),
+                    )
+                    for channel, value_type, uri in cur.fetchall():
+                        if value_type == _EMPTY or uri is None:
+                            continue
+                        parts = self.db.artifacts.get_cached(uri)
+                        if parts is None or channel not in parts:
+                            return _MISS
+                        values[channel] = self.serde.loads_typed((value_type, parts[channel]))
+                cur.execute(
+                    sql(
+                        f"select task_id, channel, value_type, value from lg_writes where {where} "
+                        "and checkpoint_id = ? order by task_path, task_id, idx"
+                    ),
+                    (thread_id, ns, row["checkpoint_id"]),
+                )
+                writes = cur.fetchall()
+            finally:
+                cur.close()
+        finally:
+            conn.close()
+        metadata = self.serde.loads_typed((row["metadata_type"], bytes(row["metadata"])))
+        return self._make_tuple(row, checkpoint, metadata, values, writes)
 
     def list(
         self,
@@ -122,6 +196,12 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
         writes = conn.execute(
             _statement(conn, "writes"), {"thread_id": thread_id, "ns": ns, "checkpoint_id": checkpoint_id}
         ).all()
+        return self._make_tuple(row, checkpoint, metadata, values, writes)
+
+    def _make_tuple(
+        self, row: Any, checkpoint: Any, metadata: Any, values: dict[str, Any], writes: Any
+    ) -> CheckpointTuple:
+        thread_id, ns, checkpoint_id = row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"]
         parent = row["parent_checkpoint_id"]
         return CheckpointTuple(
             config={
@@ -134,7 +214,7 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
                 if parent
                 else None
             ),
-            pending_writes=[(t, c, self.serde.loads_typed((vt, v))) for t, c, vt, v in writes],
+            pending_writes=[(t, c, self.serde.loads_typed((vt, bytes(v)))) for t, c, vt, v in writes],
         )
 
     def _load_values(
@@ -154,7 +234,8 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
                 by_uri.setdefault(uri, []).append((channel, value_type))
         values: dict[str, Any] = {}
         for uri, channels in by_uri.items():
-            parts = self.db.artifacts.get(conn, uri, only={c for c, _ in channels})
+            # all parts, so the verified-parts cache can serve the next read of this artifact on its own
+            parts = self.db.artifacts.get(conn, uri)
             for channel, value_type in channels:
                 values[channel] = self.serde.loads_typed((value_type, parts[channel]))
         return values
@@ -185,7 +266,7 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
         full_metadata = get_checkpoint_metadata(config, metadata)  # type: ignore[arg-type]
         metadata_type, metadata_bytes = self._dumps(full_metadata, "metadata")
         run_id = full_metadata.get("run_id")
-        with self.db.transaction() as conn:
+        with self._write_lock, self.db.transaction() as conn:
             # every channel this checkpoint changed goes into one artifact (a part per channel): one probe
             # and one insert however many changed, and chunks already stored are not stored again
             parts = {channel: data for channel, _, _, data in blobs if data is not None}
@@ -253,14 +334,14 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
         # special channels (errors, interrupts, resume) replace; ordinary writes are kept once
         replace = [r for r in rows if r["idx"] < 0]
         keep = [r for r in rows if r["idx"] >= 0]
-        with self.db.transaction() as conn:
+        with self._write_lock, self.db.transaction() as conn:
             if replace:
                 conn.execute(_statement(conn, "upsert_writes"), replace)
             if keep:
                 conn.execute(_statement(conn, "insert_writes"), keep)
 
     def delete_thread(self, thread_id: str) -> None:
-        with self.db.transaction() as conn:
+        with self._write_lock, self.db.transaction() as conn:
             for table in (lg_writes, lg_blobs, lg_checkpoints):
                 conn.execute(delete(table).where(table.c.thread_id == str(thread_id)))
 
@@ -268,7 +349,7 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
         run_ids = [str(r) for r in run_ids]
         if not run_ids:
             return
-        with self.db.transaction() as conn:
+        with self._write_lock, self.db.transaction() as conn:
             doomed = conn.execute(
                 select(
                     lg_checkpoints.c.thread_id, lg_checkpoints.c.checkpoint_ns, lg_checkpoints.c.checkpoint_id
@@ -279,7 +360,7 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         source, target = str(source_thread_id), str(target_thread_id)
-        with self.db.transaction() as conn:
+        with self._write_lock, self.db.transaction() as conn:
             for table in (lg_checkpoints, lg_blobs, lg_writes):
                 rows = conn.execute(select(table).where(table.c.thread_id == source)).mappings().all()
                 copied = []
@@ -306,7 +387,7 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
             for thread_id in thread_ids:
                 self.delete_thread(thread_id)
             return
-        with self.db.transaction() as conn:
+        with self._write_lock, self.db.transaction() as conn:
             rows = conn.execute(
                 select(
                     lg_checkpoints.c.thread_id, lg_checkpoints.c.checkpoint_ns, lg_checkpoints.c.checkpoint_id
@@ -443,6 +524,31 @@ def _culprit(serde: SerializerProtocol, value: Any, field: str) -> str:
     return field
 
 
+_MISS = object()
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Database, threading.Lock] = weakref.WeakKeyDictionary()
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(db: Database) -> threading.Lock:
+    """One lock per SQLite database handle, shared by every saver on it."""
+    with _WRITE_LOCKS_GUARD:
+        lock = _WRITE_LOCKS.get(db)
+        if lock is None:
+            lock = _WRITE_LOCKS[db] = threading.Lock()
+        return lock
+
+
+_CP_COLUMN_NAMES = (
+    "thread_id",
+    "checkpoint_ns",
+    "checkpoint_id",
+    "parent_checkpoint_id",
+    "checkpoint_type",
+    "checkpoint",
+    "metadata_type",
+    "metadata",
+)
+_CP_COLUMNS = ", ".join(_CP_COLUMN_NAMES)
 _STATEMENTS: dict[tuple[str, str], Any] = {}
 _CHECKPOINT_KEYS = ("thread_id", "checkpoint_ns", "checkpoint_id")
 _WRITE_KEYS = (*_CHECKPOINT_KEYS, "task_id", "idx")
