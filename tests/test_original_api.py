@@ -368,3 +368,55 @@ async def test_monitor_agent_original_api() -> None:
     progress = monitor.compare_progress(quiet, {"api_calls": 3, "outputs": 1})
     assert progress["on_track"] is True and progress["metrics"]["api_calls"]["variance"] == 0
     assert monitor.compare_progress(quiet, {"api_calls": 10})["on_track"] is False
+
+
+def test_executor_agent_original_attributes() -> None:
+    from saferun.agents.executor.agent import ExecutorAgent
+
+    agent = ExecutorAgent("exec_1", {"temperature": 0})
+    assert agent.config == {"temperature": 0} and agent.checkpoint_callback is None
+    assert ExecutorAgent("e2", agent_config=None).config == {}
+    agent.execution_context = {"task": "analyze", "status": "executing"}
+    agent.api_call_history = [{"call_id": "call_1", "has_side_effects": True}]
+    agent.decision_trace = ["[t] decided"]
+    agent.intermediate_outputs = {"plan": {"steps": []}}
+    state = agent.capture_current_state("cp1")
+    assert state.checkpoint_id == "cp1" and state.agent_memory == {"task": "analyze", "status": "executing"}
+    assert state.api_calls == [{"call_id": "call_1", "has_side_effects": True}]
+    assert state.decision_trace == ["[t] decided"] and state.intermediate_outputs == {"plan": {"steps": []}}
+    agent.decision_trace.append("later")
+    assert state.decision_trace == ["[t] decided"]  # a copy
+    agent.apply_modifications({"task": "summarize", "plan": {"steps": [1]}, "unknown": 1})
+    assert agent.execution_context["task"] == "summarize" and "unknown" not in agent.execution_context
+    assert agent.intermediate_outputs["plan"] == {"steps": [1]}
+    status = agent.get_status()
+    assert set(status) == {
+        "agent_id",
+        "context",
+        "api_calls_made",
+        "decisions_made",
+        "outputs_generated",
+        "resources_consumed",
+    }
+    assert (status["api_calls_made"], status["decisions_made"], status["outputs_generated"]) == (1, 2, 1)
+    agent.restore_state(state)
+    assert agent.execution_context == {"task": "analyze", "status": "executing"}
+    assert agent.decision_trace == ["[t] decided"]
+
+    async def callback(**kwargs: Any) -> dict[str, Any]:
+        return {"approved": True}
+
+    agent.set_checkpoint_callback(callback)
+    assert agent.checkpoint_callback is callback
+
+
+def test_executor_agent_with_anthropic_key_makes_no_call_at_construction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from saferun.agents.executor.agent import ExecutorAgent
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key-placeholder")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")  # nothing listens: a call would fail
+    agent = ExecutorAgent("exec_1", "anthropic")
+    assert agent.provider.name == "anthropic" and agent.started is False
+    assert ExecutorAgent("exec_2").provider.name == "offline"

@@ -69,13 +69,19 @@ class ExecutorAgent:
     def __init__(
         self,
         agent_id: str,
-        provider: str | Provider | None = None,
+        provider: str | Provider | dict[str, Any] | None = None,
         *,
         model: str | None = None,
         price: ModelPrice | None = None,
         max_tokens: int = 1024,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        agent_config: dict[str, Any] | None = None,
     ) -> None:
+        # the original's ``ExecutorAgent(agent_id, agent_config)``: a dict second argument is the config
+        if isinstance(provider, dict):
+            agent_config, provider = provider, None
+        self.config: dict[str, Any] = agent_config or {}
+        self.checkpoint_callback: Callable[..., Awaitable[dict[str, Any]]] | None = None
         if not isinstance(agent_id, str) or not agent_id.strip():
             raise InvalidInput("agent_id", "must be a non-empty string")
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
@@ -363,6 +369,66 @@ class ExecutorAgent:
     @property
     def decision_trace(self) -> list[str]:
         return self.recorder.trace
+
+    @decision_trace.setter
+    def decision_trace(self, value: list[str]) -> None:
+        self.recorder.trace = list(value)
+
+    # --- the original SafeRun-X402's names for the same record (plain, assignable) -------------------
+    @property
+    def execution_context(self) -> dict[str, Any]:
+        return self.recorder.memory
+
+    @execution_context.setter
+    def execution_context(self, value: dict[str, Any]) -> None:
+        self.recorder.memory = dict(value)
+
+    @property
+    def api_call_history(self) -> list[dict[str, Any]]:
+        return self.recorder.api_calls
+
+    @api_call_history.setter
+    def api_call_history(self, value: list[dict[str, Any]]) -> None:
+        self.recorder.api_calls = list(value)
+
+    @property
+    def intermediate_outputs(self) -> dict[str, Any]:
+        return self.recorder.outputs
+
+    @intermediate_outputs.setter
+    def intermediate_outputs(self, value: dict[str, Any]) -> None:
+        self.recorder.outputs = dict(value)
+
+    def set_checkpoint_callback(self, callback: Callable[..., Awaitable[dict[str, Any]]] | None) -> None:
+        self.checkpoint_callback = callback
+
+    def capture_current_state(self, checkpoint_id: str) -> ExecutionState:
+        """The original's name for ``snapshot``: the recorded state as an ``ExecutionState``."""
+        return self.snapshot(checkpoint_id)
+
+    def restore_state(self, execution_state: ExecutionState) -> None:
+        """The original's ``restore``: the five attributes become copies of the state's fields, exactly."""
+        self.restore(execution_state)
+        self.recorder.memory = dict(execution_state.agent_memory)
+
+    def apply_modifications(self, modifications: dict[str, Any]) -> None:
+        """A reviewer's changes: a key already in the context or the outputs is overwritten there;
+        any other key is ignored (the original's rule)."""
+        for key, value in modifications.items():
+            if key in self.recorder.memory:
+                self.recorder.memory[key] = value
+            elif key in self.recorder.outputs:
+                self.recorder.outputs[key] = value
+
+    def get_status(self) -> dict[str, Any]:
+        return {
+            "agent_id": self.agent_id,
+            "context": self.execution_context,
+            "api_calls_made": len(self.recorder.api_calls),
+            "decisions_made": len(self.recorder.trace),
+            "outputs_generated": len(self.recorder.outputs),
+            "resources_consumed": self.resource_consumption,
+        }
 
     @property
     def outputs(self) -> dict[str, Any]:
