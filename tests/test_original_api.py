@@ -420,3 +420,67 @@ def test_executor_agent_with_anthropic_key_makes_no_call_at_construction(
     agent = ExecutorAgent("exec_1", "anthropic")
     assert agent.provider.name == "anthropic" and agent.started is False
     assert ExecutorAgent("exec_2").provider.name == "offline"
+
+
+async def test_supervisor_agent_original_api(database_env: Any) -> None:
+    from saferun.agents.monitor.agent import MonitorAgent
+    from saferun.agents.supervisor.agent import SupervisorAgent
+    from saferun.core.state_machine.models import ApprovalDecision, CheckpointConfig, WorkflowConfig
+    from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+
+    orch = WorkflowOrchestrator()
+    config = WorkflowConfig(
+        name="Research",
+        description="d",
+        checkpoints=[CheckpointConfig(name="Review", description="Review the data")],
+        escrow_amount=100.0,
+        poster_id="poster",
+        executor_id="exec",
+    )
+    wid = orch.initialize_workflow(config).workflow_id
+    orch.start_execution(wid)
+    state = ExecutionState(
+        checkpoint_id=config.checkpoints[0].checkpoint_id,
+        api_calls=[{"description": "query db", "has_side_effects": False}],
+        intermediate_outputs={"rows": 12},
+        decision_trace=["picked table"],
+        resource_consumption={"api_calls": 1, "tokens_used": 300},
+    )
+    snap = await orch.create_checkpoint(wid, state)
+    report = await MonitorAgent("monitor_1").monitor_execution(state, config.checkpoints[0])
+    supervisor = SupervisorAgent("supervisor_1")
+    assert supervisor.pending_approvals == {} and supervisor.approval_history == []
+    assert supervisor.get_approval_stats() == {
+        "supervisor_id": "supervisor_1",
+        "total_approvals": 0,
+        "message": "No approvals processed yet",
+    }
+    request = supervisor.create_approval_request(
+        wid, snap.checkpoint_id, snap.snapshot_id, state, monitoring_report=report
+    )
+    assert request.request_id in supervisor.pending_approvals
+    assert supervisor.get_pending_approvals() == [request]
+    assert request.summary.startswith("Agent completed 1 actions with 1 decisions | Generated outputs: rows")
+    assert request.context["execution_summary"]["api_calls_count"] == 1
+    assert request.context["recent_api_calls"][0]["description"] == "query db"
+    assert "monitoring" in request.context
+    # the orchestrator's view and the supervisor's are one request (adopted, not opened twice)
+    assert [r.request_id for r in orch.pending_approvals(wid)] == [request.request_id]
+    again = supervisor.create_approval_request(wid, snap.checkpoint_id, snap.snapshot_id, state)
+    assert again.request_id == request.request_id
+    display = supervisor.format_for_display(request)
+    assert display["request_id"] == request.request_id and display["checkpoint_id"] == request.checkpoint_id
+    titles = [s["title"] for s in display["sections"]]
+    assert titles[0] == "Summary" and titles[-1] == "Decision Required"
+    assert "Recent Actions" in titles and "Outputs Generated" in titles
+    decision = display["sections"][-1]["content"]["options"]
+    assert [o["value"] for o in decision] == ["APPROVED", "MODIFIED", "REJECTED"]
+    response = supervisor.submit_decision(request.request_id, ApprovalDecision.APPROVED, "fine", "alice")
+    assert response.decision == ApprovalDecision.APPROVED and supervisor.pending_approvals == {}
+    assert supervisor.get_approval_history() == [response] and len(supervisor.response_times_sec) == 1
+    with pytest.raises(ValueError, match="not found"):
+        supervisor.submit_decision(request.request_id, ApprovalDecision.REJECTED, "changed mind", "alice")
+    stats = supervisor.get_approval_stats()
+    assert stats["total_approvals"] == 1 and stats["pending"] == 0 and stats["approval_rate"] == 1.0
+    assert stats["decision_breakdown"] == {"approved": 1, "rejected": 0, "modified": 0}
+    assert isinstance(stats["average_response_time"], float)

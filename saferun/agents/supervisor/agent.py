@@ -15,6 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 from saferun.agents.monitor.agent import MonitorAgent
+from saferun.agents.supervisor.original import (
+    OriginalSupervisorAPI,
+    original_context,
+    original_summary,
+    sections,
+)
 from saferun.core.state_machine.models import (
     ApprovalDecision,
     ApprovalRequest,
@@ -26,7 +32,7 @@ from saferun.domain.monitor_rules import MonitorConfig, evaluate
 from saferun.domain.recommendation import REASON_KEY, Recommendation, recommend
 
 
-class SupervisorAgent:
+class SupervisorAgent(OriginalSupervisorAPI):
     def __init__(
         self,
         supervisor_id: str,
@@ -35,6 +41,10 @@ class SupervisorAgent:
         monitor: MonitorAgent | None = None,
     ) -> None:
         self.supervisor_id = supervisor_id
+        # the original's view of this agent's own requests and decisions (supervisor/original.py)
+        self.pending_approvals: dict[str, ApprovalRequest] = {}
+        self.approval_history: list[ApprovalResponse] = []
+        self.response_times_sec: list[float] = []
         self.orchestrator = orchestrator or WorkflowOrchestrator()
         # the rules whose alerts inform the recommendation (default: confidence < 80 %, critical actions,
         # spikes against the state's own history)
@@ -63,15 +73,31 @@ class SupervisorAgent:
         summary: str | None = None,
         context: dict[str, Any] | None = None,
         alerts: list[dict[str, Any]] | None = None,
+        *,
+        monitoring_report: dict[str, Any] | None = None,
+        request_id: str | None = None,
     ) -> ApprovalRequest:
         """Open the request for a captured checkpoint, with the monitor's alerts (under the workflow's own
-        rules when it has them) and the recommendation they imply."""
+        rules when it has them) and the recommendation they imply.
+
+        A request already open for this snapshot (or ``request_id``) is adopted, not opened twice: the
+        original's callers ask the orchestrator and then this agent for the same pause. With a
+        ``monitoring_report`` (the original's ``MonitorAgent.monitor_execution``) the original's
+        summary and context are used."""
+        for open_req in self.orchestrator.pending_approvals(workflow_id):
+            if open_req.request_id == request_id or open_req.snapshot_id == snapshot_id:
+                self.pending_approvals[open_req.request_id] = open_req
+                return open_req
+        if monitoring_report is not None:
+            summary = summary or original_summary(execution_state, monitoring_report)
+            if context is None:
+                context = original_context(execution_state, monitoring_report)
         config = self.monitor.config_for(self.orchestrator.get_workflow(workflow_id))
         if alerts is None:
             alerts = evaluate(config, self.monitor.read_telemetry(execution_state, config)).to_dicts()
         advice = self.recommend(execution_state, alerts, config)
         risk = {**execution_state.risk_assessment, REASON_KEY: advice.explanation}
-        return self.orchestrator.request_approval(
+        request = self.orchestrator.request_approval(
             workflow_id=workflow_id,
             snapshot_id=snapshot_id,
             summary=summary or _summary(checkpoint_id, execution_state),
@@ -81,6 +107,8 @@ class SupervisorAgent:
             risk=risk,
             alerts=alerts,
         )
+        self.pending_approvals[request.request_id] = request
+        return request
 
     def format_for_display(self, request: ApprovalRequest) -> dict[str, Any]:
         """What a reviewer reads first (Diagram 3, layer 1), in a plain dict for any UI or terminal."""
@@ -99,6 +127,10 @@ class SupervisorAgent:
             "alerts": [_alert_line(a) for a in request.alerts],
             "expires_at": request.expires_at.isoformat(),
             "options": [d.value for d in ApprovalDecision],
+            # the original's keys
+            "checkpoint_id": request.checkpoint_id,
+            "created_at": request.created_at.isoformat(),
+            "sections": sections(request),
         }
 
     def submit_decision(
@@ -109,13 +141,18 @@ class SupervisorAgent:
         approved_by: str | None = None,
         modifications: dict[str, Any] | None = None,
     ) -> ApprovalResponse:
-        return ApprovalResponse(
+        """The response to pass to ``orchestrator.submit_approval``. A second decision on a request this
+        agent already decided raises ``ValueError`` (the original's rule); the orchestrator keeps
+        exactly-once for everyone else."""
+        response = ApprovalResponse(
             request_id=request_id,
             decision=ApprovalDecision(decision),
             rationale=rationale,
             approved_by=approved_by or self.supervisor_id,
             modifications=modifications,
         )
+        self._record_decision(response)
+        return response
 
 
 def _alert_line(alert: dict[str, Any]) -> dict[str, Any]:
