@@ -389,9 +389,20 @@ def _state_value(state: Any, key: str) -> Any:
     return getattr(state, key)
 
 
+def __getattr__(name: str) -> Any:
+    """``SafeRunSaver`` and ``AsyncSafeRunSaver`` from here too, imported only when asked for."""
+    if name in ("SafeRunSaver", "AsyncSafeRunSaver"):
+        from saferun.integrations.langgraph import checkpoint
+
+        return getattr(checkpoint, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "INSTALL_HINT",
+    "AsyncSafeRunSaver",
     "GraphDecision",
+    "SafeRunSaver",
     "approval",
     "approval_node",
     "approval_tool",
