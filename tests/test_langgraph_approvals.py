@@ -167,3 +167,59 @@ def test_kill_9_while_an_interrupt_waits_then_a_redeploy_resumes_with_the_decisi
     assert "RESULT {'count': 100, 'ordered': 10, 'note': 'placed by v2'}" in second.stdout
     assert [r.request_id for r, _ in orch.approval_history(cfg.workflow_id)] == [request.request_id]
     assert orch.get_workflow(cfg.workflow_id).current_state == WorkflowState.COMPLETED
+
+
+async def test_two_interrupts_of_one_step_are_two_requests_and_resume_the_graph_together(db: Database) -> None:
+    """Parallel branches both interrupt in one superstep: each is its own SafeRun request (decided in
+    turn: the engine holds one open request per workflow), and the graph resumes once with both."""
+    orch = WorkflowOrchestrator(database=db)
+
+    class Trip(TypedDict, total=False):
+        hotel: int
+        flight: int
+
+    def hotel(state: Trip) -> Trip:
+        decision = approval("Review hotel", parameters={"hotel": state["hotel"]})
+        return {"hotel": decision.parameters["hotel"]}
+
+    def flight(state: Trip) -> Trip:
+        decision = approval("Review flight", parameters={"flight": state["flight"]})
+        return {"flight": decision.parameters["flight"]}
+
+    builder = StateGraph(Trip)
+    builder.add_node("hotel", hotel)
+    builder.add_node("flight", flight)
+    builder.add_edge(START, "hotel")
+    builder.add_edge(START, "flight")
+    builder.add_edge("hotel", END)
+    builder.add_edge("flight", END)
+    saver = SafeRunSaver(db)
+    graph = builder.compile(checkpointer=saver)
+    cfg = _config("Review hotel", "Review flight")
+
+    async def agent() -> Any:
+        async with supervised(cfg, orch) as run:
+            return await run_graph(graph, {"hotel": 300, "flight": 900}, run)
+
+    task = asyncio.ensure_future(agent())
+    seen: list[str] = []
+    while not task.done():
+        for request in orch.pending_approvals(cfg.workflow_id):
+            seen.append(request.checkpoint_id)
+            [(key, value)] = request.parameters.items()
+            orch.submit_approval(
+                request.workflow_id,
+                ApprovalResponse(
+                    request_id=request.request_id,
+                    decision=ApprovalDecision.MODIFIED,
+                    approved_by=REVIEWER,
+                    modifications={key: value // 3},
+                ),
+            )
+        await asyncio.sleep(0.01)
+    assert task.result() == {"hotel": 100, "flight": 300}
+    assert len(seen) == 2 and len(set(seen)) == 2
+    # both answers reached the graph's stored state
+    history = list(saver.list({"configurable": {"thread_id": cfg.workflow_id, "checkpoint_ns": ""}}))
+    assert history[0].checkpoint["channel_values"] == {"hotel": 100, "flight": 300}
+    assert orch.get_workflow(cfg.workflow_id).current_state == WorkflowState.COMPLETED
