@@ -169,7 +169,7 @@ def test_kill_9_while_an_interrupt_waits_then_a_redeploy_resumes_with_the_decisi
     assert orch.get_workflow(cfg.workflow_id).current_state == WorkflowState.COMPLETED
 
 
-async def test_two_interrupts_of_one_step_are_two_requests_and_resume_the_graph_together(db: Database) -> None:
+async def test_two_interrupts_in_one_step_are_two_requests_and_the_graph_gets_both(db: Database) -> None:
     """Parallel branches both interrupt in one superstep: each is its own SafeRun request (decided in
     turn: the engine holds one open request per workflow), and the graph resumes once with both."""
     orch = WorkflowOrchestrator(database=db)
