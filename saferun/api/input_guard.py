@@ -69,6 +69,10 @@ class InputGuard:
 def check_body(body: bytes, max_depth: int = MAX_BODY_DEPTH) -> InvalidInput | None:
     """The error for a JSON body SafeRun refuses before parsing, or ``None``. Malformed JSON passes: the
     framework's parser refuses it with its own 422 (safely, since its depth is bounded by now)."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return InvalidInput("body", f"is not UTF-8 (byte {exc.start}); JSON bodies must be UTF-8")
     depth = json_depth(body)
     if depth > max_depth:
         return InvalidInput(

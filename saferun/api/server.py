@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saferun import __version__, config
-from saferun.api import approvals, system, workflows
+from saferun.api import approvals, openapi, system, workflows
 from saferun.api import funding as x402_funding
 from saferun.api import platform as x402_platform
 from saferun.api.input_guard import InputGuard
@@ -64,6 +64,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=limit)
     app.add_middleware(RequestIdMiddleware)  # outermost: every log line of the request carries its id
     _install_error_handlers(app)
+    openapi.install(app)  # the schema documents SafeRun's real error model and codes
     app.include_router(workflows.router)
     app.include_router(approvals.router)
     app.include_router(system.router)

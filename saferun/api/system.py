@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from saferun import __version__
@@ -17,6 +17,8 @@ from saferun.domain.canonical import canonical_loads
 from saferun.errors import ArtifactNotFound, InvalidInput
 from saferun.storage import snapshots as snapshots_store
 from saferun.storage.artifacts import make_uri
+
+SHA256_PATTERN = "^[0-9a-f]{64}$"  # in the schema too, so clients (and fuzzers) know the form
 
 router = APIRouter(tags=["system"])
 
@@ -62,7 +64,9 @@ def snapshot(snapshot_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict
 
 
 @router.get("/api/artifacts/{sha256}")
-def artifact(sha256: str, orch: OrchestratorDep, caller: CallerDep) -> Response:
+def artifact(
+    sha256: Annotated[str, Path(pattern=SHA256_PATTERN)], orch: OrchestratorDep, caller: CallerDep
+) -> Response:
     """An artifact's bytes, verified against their hashes before they are sent (a tampered byte is a 500
     naming the damaged blob, never silently served)."""
     uri = make_uri(sha256) if not sha256.startswith("x402://") else sha256

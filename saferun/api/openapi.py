@@ -1,0 +1,174 @@
+"""The OpenAPI document as SafeRun really answers: its error model, its error codes, its bearer keys.
+
+FastAPI documents every 422 as its own ``HTTPValidationError`` (``{"detail": [...]}``), while SafeRun
+answers ``{"detail": {"error", "message", "field", ...}}`` for every error (``api/server.py``), and it
+documents none of the 401/403/404/409/413/503 answers a route can give. A client generated from the
+schema (or Schemathesis checking answers against it) would then reject SafeRun's real answers. So the
+generated document is rewritten once: one ``SafeRunError`` schema, the error codes declared on every
+operation, and the ``Authorization: Bearer sr_key_…`` scheme (optional: open mode needs no key).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+# JSON Schema cannot say "no NUL" except by pattern; every free string gets this one, so a client (or a
+# fuzzer) generating from the schema never sends what the server refuses (api/input_guard.py)
+NO_NUL = "^[^\\u0000]*$"
+_FREE_STRING_KEYS = ("pattern", "format", "enum", "const")
+_JSON_REF = {"$ref": "#/components/schemas/JsonValue"}
+# "any JSON value" as SafeRun accepts it: no NUL in any string or key (NaN/Infinity are not JSON at all)
+JSON_VALUE: dict[str, Any] = {
+    "title": "JsonValue",
+    "anyOf": [
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": _JSON_REF},
+        {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": _JSON_REF},
+    ],
+}
+_SHAPE_KEYS = ("type", "$ref", "anyOf", "oneOf", "allOf", "enum", "const", "not")
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "SafeRunError",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {
+            "type": "object",
+            "required": ["error", "message"],
+            "properties": {
+                "error": {"type": "string", "description": "the error's class, e.g. InvalidInput"},
+                "message": {"type": "string"},
+                "field": {"type": "string", "description": "the offending field (dotted path)"},
+                "limit": {"type": "integer", "description": "the limit that was exceeded"},
+                "errors": {"type": "array", "items": {"type": "object"}},
+            },
+            "additionalProperties": True,
+        }
+    },
+}
+
+# every operation can answer these: authentication and roles (keys mode), unknown ids, state conflicts,
+# oversized or malformed bodies, and a store that is temporarily unavailable
+ERROR_CODES = {
+    "401": "No valid API key or session where one is required",
+    "403": "Authenticated, but a policy rule (named in `rule`) refuses the action",
+    "404": "Unknown workflow, snapshot, request, artifact or route",
+    "409": "Valid in general, not in the current state",
+    "413": "Request body over SAFERUN_MAX_BODY_BYTES",
+    "422": "Invalid input; `field` names it (`limit` when a size or depth limit was exceeded)",
+    "503": "The store is temporarily unavailable (disk full, read-only, locked); retry after Retry-After",
+}
+
+
+def install(app: FastAPI) -> None:
+    """Replace ``app.openapi`` with the rewritten document (built once, on first request)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = rewrite(doc)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Routing's own answers (unknown path, wrong method) in SafeRun's error shape; a 405 lists every
+        method the path supports, not just those of the first route that matched it."""
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(app, request))
+        name = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        content = {"detail": {"error": name, "message": str(exc.detail)}}
+        return JSONResponse(status_code=exc.status_code, content=content, headers=headers)
+
+
+def rewrite(doc: dict[str, Any]) -> dict[str, Any]:
+    components = doc.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    schemas["SafeRunError"] = ERROR_SCHEMA
+    components["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "An API key: sr_key_…"}
+    }
+    ref = {"application/json": {"schema": {"$ref": "#/components/schemas/SafeRunError"}}}
+    for path_item in doc.get("paths", {}).values():
+        for method, operation in path_item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            responses = operation.setdefault("responses", {})
+            for code, description in ERROR_CODES.items():
+                responses[code] = {"description": description, "content": ref}
+            operation.setdefault("security", [{}, {"bearer": []}])
+            for parameter in operation.get("parameters", []):
+                _no_nul(parameter.get("schema", {}))
+    for model in schemas.values():
+        _no_nul(model)
+    schemas["JsonValue"] = JSON_VALUE
+    for path_item in doc.get("paths", {}).values():
+        for operation in path_item.values():
+            body = operation.get("requestBody", {}) if isinstance(operation, dict) else {}
+            for media in body.get("content", {}).values():
+                _no_nul(media.get("schema", {}))
+    return doc
+
+
+def _no_nul(schema: Any) -> None:
+    """Add ``NO_NUL`` to every free string (and every free object's keys) under ``schema``, iteratively."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        if node.get("type") == "string" and not any(k in node for k in _FREE_STRING_KEYS):
+            node["pattern"] = NO_NUL
+        if node.get("type") == "object" and node.get("additionalProperties", True) is not False:
+            node.setdefault("propertyNames", {"pattern": NO_NUL})
+            extra = node.get("additionalProperties", True)
+            if extra is True or (isinstance(extra, dict) and _is_any(extra)):
+                node["additionalProperties"] = dict(_JSON_REF)
+        for container in ("properties",):
+            for name, sub in list(node.get(container, {}).items()):
+                if isinstance(sub, dict) and _is_any(sub):
+                    node[container][name] = {**sub, "allOf": [dict(_JSON_REF)]}
+        if isinstance(node.get("items"), dict) and _is_any(node["items"]):
+            node["items"] = {**node["items"], "allOf": [dict(_JSON_REF)]}
+        for key in ("anyOf", "oneOf"):
+            for i, sub in enumerate(node.get(key, [])):
+                if isinstance(sub, dict) and _is_any(sub):
+                    node[key][i] = dict(_JSON_REF)
+        for key, value in node.items():
+            if key not in ("example", "examples", "default", "const", "enum"):
+                stack.append(value)
+
+
+def _is_any(schema: dict[str, Any]) -> bool:
+    return not any(k in schema for k in _SHAPE_KEYS)
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
