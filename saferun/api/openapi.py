@@ -118,6 +118,10 @@ def rewrite(doc: dict[str, Any]) -> dict[str, Any]:
             operation.setdefault("security", [{}, {"bearer": []}])
             for parameter in operation.get("parameters", []):
                 _no_nul(parameter.get("schema", {}))
+    events = doc.get("paths", {}).get("/api/events", {}).get("get")
+    if events:  # a Server-Sent Events stream, not JSON
+        event = {"type": "object", "properties": {k: {"type": "string"} for k in ("event", "data", "id")}}
+        events["responses"]["200"]["content"] = {"text/event-stream": {"schema": event}}
     for model in schemas.values():
         _no_nul(model)
     schemas["JsonValue"] = JSON_VALUE
