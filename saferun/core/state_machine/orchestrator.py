@@ -127,6 +127,16 @@ class _Review:
 class WorkflowOrchestrator(WorkflowReads):
     """Drives workflows through the seven states. Cheap to create; all state lives in the database."""
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # The original's form, ``WorkflowOrchestrator(x402_integration)`` without ``database=``, gets the
+        # original's answers (True/False, lists) around this strict orchestrator (seed_compat.py).
+        seed_form = args or "x402_integration" in kwargs
+        if cls is WorkflowOrchestrator and seed_form and "database" not in kwargs:
+            from saferun.core.state_machine.seed_compat import SeedOrchestrator
+
+            return SeedOrchestrator(*args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(
         self,
         x402_integration: X402Integration | None = None,
