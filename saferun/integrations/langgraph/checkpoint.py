@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, insert, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, and_, delete, insert, select
 
 from saferun.errors import InvalidInput
+from saferun.integrations.langgraph.statements import CP_COLUMN_NAMES, CP_COLUMNS, statement, write_lock
 from saferun.storage.database import Database, get_database
 from saferun.storage.schema import lg_blobs, lg_checkpoints, lg_writes
 
@@ -67,7 +65,7 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
         # LangGraph writes a step's checkpoint and the next step's writes from different threads; on
         # SQLite two writers of one process would meet at the database lock and back off in busy-timeout
         # sleeps (milliseconds each), so this process's writers queue here instead
-        self._write_lock = _write_lock(self.db) if self.db.is_sqlite else contextlib.nullcontext()
+        self._write_lock = write_lock(self.db) if self.db.is_sqlite else contextlib.nullcontext()
 
     # ------------------------------------------------------------------------------------------ reads
     def get_tuple(self, config: dict[str, Any]) -> CheckpointTuple | None:
@@ -80,10 +78,10 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
         params = {"thread_id": thread_id, "ns": ns}
         with self.db.read() as conn:
             if checkpoint_id:
-                query = _statement(conn, "checkpoint")
+                query = statement(conn, "checkpoint")
                 params["checkpoint_id"] = checkpoint_id
             else:
-                query = _statement(conn, "latest")
+                query = statement(conn, "latest")
             row = conn.execute(query, params).mappings().first()
             if row is None:
                 return None
@@ -105,13 +103,13 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
                 where = "thread_id = ? and checkpoint_ns = ?"
                 if checkpoint_id:
                     cur.execute(
-                        sql(f"select {_CP_COLUMNS} from lg_checkpoints where {where} and checkpoint_id = ?"),
+                        sql(f"select {CP_COLUMNS} from lg_checkpoints where {where} and checkpoint_id = ?"),
                         (thread_id, ns, checkpoint_id),
                     )
                 else:
                     cur.execute(
                         sql(
-                            f"select {_CP_COLUMNS} from lg_checkpoints where {where} "
+                            f"select {CP_COLUMNS} from lg_checkpoints where {where} "
                             "order by checkpoint_id desc limit 1"
                         ),
                         (thread_id, ns),
@@ -119,7 +117,7 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
                 found = cur.fetchone()
                 if found is None:
                     return None
-                row = dict(zip(_CP_COLUMN_NAMES, found, strict=True))
+                row = dict(zip(CP_COLUMN_NAMES, found, strict=True))
                 checkpoint = self.serde.loads_typed((row["checkpoint_type"], bytes(row["checkpoint"])))
                 versions = checkpoint.get("channel_versions", {})
                 values: dict[str, Any] = {}
@@ -194,7 +192,7 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
         metadata = self.serde.loads_typed((row["metadata_type"], row["metadata"]))
         values = self._load_values(conn, thread_id, ns, checkpoint.get("channel_versions", {}))
         writes = conn.execute(
-            _statement(conn, "writes"), {"thread_id": thread_id, "ns": ns, "checkpoint_id": checkpoint_id}
+            statement(conn, "writes"), {"thread_id": thread_id, "ns": ns, "checkpoint_id": checkpoint_id}
         ).all()
         return self._make_tuple(row, checkpoint, metadata, values, writes)
 
@@ -226,7 +224,7 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
             return {}
         pairs = [(channel, str(version)) for channel, version in versions.items()]
         rows = conn.execute(
-            _statement(conn, "blobs"), {"thread_id": thread_id, "ns": ns, "pairs": pairs}
+            statement(conn, "blobs"), {"thread_id": thread_id, "ns": ns, "pairs": pairs}
         ).all()
         by_uri: dict[str, list[tuple[str, str]]] = {}
         for channel, value_type, uri in rows:
@@ -285,9 +283,9 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
                 for channel, version, value_type, data in blobs
             ]
             if rows:
-                conn.execute(_statement(conn, "insert_blobs"), rows)
+                conn.execute(statement(conn, "insert_blobs"), rows)
             conn.execute(
-                _statement(conn, "upsert_checkpoint"),
+                statement(conn, "upsert_checkpoint"),
                 {
                     "thread_id": thread_id,
                     "checkpoint_ns": ns,
@@ -336,9 +334,9 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
         keep = [r for r in rows if r["idx"] >= 0]
         with self._write_lock, self.db.transaction() as conn:
             if replace:
-                conn.execute(_statement(conn, "upsert_writes"), replace)
+                conn.execute(statement(conn, "upsert_writes"), replace)
             if keep:
-                conn.execute(_statement(conn, "insert_writes"), keep)
+                conn.execute(statement(conn, "insert_writes"), keep)
 
     def delete_thread(self, thread_id: str) -> None:
         with self._write_lock, self.db.transaction() as conn:
@@ -525,82 +523,6 @@ def _culprit(serde: SerializerProtocol, value: Any, field: str) -> str:
 
 
 _MISS = object()
-_WRITE_LOCKS: weakref.WeakKeyDictionary[Database, threading.Lock] = weakref.WeakKeyDictionary()
-_WRITE_LOCKS_GUARD = threading.Lock()
-
-
-def _write_lock(db: Database) -> threading.Lock:
-    """One lock per SQLite database handle, shared by every saver on it."""
-    with _WRITE_LOCKS_GUARD:
-        lock = _WRITE_LOCKS.get(db)
-        if lock is None:
-            lock = _WRITE_LOCKS[db] = threading.Lock()
-        return lock
-
-
-_CP_COLUMN_NAMES = (
-    "thread_id",
-    "checkpoint_ns",
-    "checkpoint_id",
-    "parent_checkpoint_id",
-    "checkpoint_type",
-    "checkpoint",
-    "metadata_type",
-    "metadata",
-)
-_CP_COLUMNS = ", ".join(_CP_COLUMN_NAMES)
-_STATEMENTS: dict[tuple[str, str], Any] = {}
-_CHECKPOINT_KEYS = ("thread_id", "checkpoint_ns", "checkpoint_id")
-_WRITE_KEYS = (*_CHECKPOINT_KEYS, "task_id", "idx")
-
-
-def _statement(conn: Connection, purpose: str) -> Any:
-    """Statements built once per dialect (building a Core statement costs more than running it), with
-    bind parameters so SQLAlchemy's compiled cache serves every call after the first."""
-    key = (conn.dialect.name, purpose)
-    stmt = _STATEMENTS.get(key)
-    if stmt is None:
-        make = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        c, b, w = lg_checkpoints.c, lg_blobs.c, lg_writes.c
-        same = (c.thread_id == bindparam("thread_id"), c.checkpoint_ns == bindparam("ns"))
-
-        def upsert(table: Any, keys: tuple[str, ...]) -> Any:
-            base = make(table)
-            return base.on_conflict_do_update(
-                index_elements=list(keys),
-                set_={col.name: base.excluded[col.name] for col in table.c if col.name not in keys},
-            )
-
-        stmt = {
-            "checkpoint": lambda: select(lg_checkpoints).where(
-                *same, c.checkpoint_id == bindparam("checkpoint_id")
-            ),
-            "latest": lambda: select(lg_checkpoints).where(*same).order_by(c.checkpoint_id.desc()).limit(1),
-            "blobs": lambda: select(b.channel, b.value_type, b.artifact_uri).where(
-                b.thread_id == bindparam("thread_id"),
-                b.checkpoint_ns == bindparam("ns"),
-                tuple_(b.channel, b.version).in_(bindparam("pairs", expanding=True)),
-            ),
-            "writes": lambda: (
-                select(w.task_id, w.channel, w.value_type, w.value)
-                .where(
-                    w.thread_id == bindparam("thread_id"),
-                    w.checkpoint_ns == bindparam("ns"),
-                    w.checkpoint_id == bindparam("checkpoint_id"),
-                )
-                .order_by(w.task_path, w.task_id, w.idx)
-            ),
-            "insert_blobs": lambda: make(lg_blobs).on_conflict_do_nothing(
-                index_elements=["thread_id", "checkpoint_ns", "channel", "version"]
-            ),
-            "upsert_checkpoint": lambda: upsert(lg_checkpoints, _CHECKPOINT_KEYS),
-            "insert_writes": lambda: make(lg_writes).on_conflict_do_nothing(index_elements=list(_WRITE_KEYS)),
-            "upsert_writes": lambda: upsert(lg_writes, _WRITE_KEYS),
-        }[purpose]()
-        _STATEMENTS[key] = stmt
-    return stmt
-
-
 AsyncSafeRunSaver = SafeRunSaver
 
 __all__ = ["ARTIFACT_TYPE", "AsyncSafeRunSaver", "SafeRunSaver"]
