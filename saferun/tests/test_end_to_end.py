@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from saferun.agents.supervisor.agent import SupervisorAgent
 from saferun.api.x402.client import X402Integration
 from saferun.core.checkpoints.capture import CheckpointManager
@@ -115,6 +117,7 @@ async def test_workflow_with_modification() -> None:
 
 async def test_checkpoint_artifact_storage() -> None:
     x402 = X402Integration()
+    assert x402.mode == ("remote" if os.environ.get("X402_API_URL") else "embedded")
     orch = WorkflowOrchestrator(x402_integration=x402)
     config = _config(1)
     wid = orch.initialize_workflow(config).workflow_id
