@@ -23,6 +23,7 @@ status in one place (``http_status``) without parsing messages::
     ├── Unauthorized                  401  no valid API key or session where one is required
     ├── Forbidden                     403  authenticated (or named), but a policy rule refuses the action
     ├── PayloadTooLarge               413  a request body over the server's limit
+    ├── StoreUnavailable              503  disk full / read-only / locked: nothing written, retry later
     ├── LedgerError                   409  a posting would break a ledger rule (negative balance, ...)
     ├── CompensationError             500  a saga compensation failed after its retries
     └── ApprovalRejected              --   raised *to the agent* when its checkpoint was rejected
@@ -171,6 +172,19 @@ class SchemaMismatch(SafeRunError):
     """The database's schema is not the one this code runs on (behind with migrations off, or newer)."""
 
     http_status = 503
+
+
+class StoreUnavailable(SafeRunError):
+    """The database refused the work for a reason that passes (disk full, read-only file, a lock held too
+    long): nothing was written, and the same call can succeed once the fault clears."""
+
+    http_status = 503
+
+    def __init__(self, reason: str, detail: str, retry_after: int = 5) -> None:
+        message = f"the store is unavailable ({reason}): {detail}"
+        super().__init__(message, reason=reason, retry_after=retry_after)
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class LedgerError(SafeRunError):

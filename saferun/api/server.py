@@ -28,7 +28,7 @@ from saferun.api.input_guard import InputGuard
 from saferun.core import notify
 from saferun.core.identity import IdentityService
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
-from saferun.errors import PayloadTooLarge, SafeRunError
+from saferun.errors import PayloadTooLarge, SafeRunError, StoreUnavailable
 from saferun.logs import RequestIdMiddleware
 from saferun.notifications import settings as notification_settings
 from saferun.notifications.dispatcher import Dispatcher
@@ -125,7 +125,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _saferun(_: Request, exc: SafeRunError) -> JSONResponse:
         if exc.http_status >= 500:
             log.error("server-side failure: %s", exc.message)
-        return JSONResponse(status_code=exc.http_status, content={"detail": exc.to_dict()})
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, StoreUnavailable) else None
+        return JSONResponse(status_code=exc.http_status, content={"detail": exc.to_dict()}, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -24,7 +24,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy.pool import QueuePool
 
 from saferun.config import get_settings, normalize_database_url
-from saferun.errors import SchemaMismatch
+from saferun.errors import SchemaMismatch, StoreUnavailable
+from saferun.storage import faults
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +58,28 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One unit of work; commits on success, rolls back (writing nothing) on any exception."""
-        with self.engine.begin() as conn:
+        """One unit of work; commits on success, rolls back (writing nothing) on any exception. A passing
+        fault (disk full, read-only, locked) is ``StoreUnavailable``, and the pool is renewed."""
+        with self._faults(), self.engine.begin() as conn:
             yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A consistent read. On SQLite it takes no write lock (plain deferred BEGIN), so readers such as
         a polling agent never hold up writers in other processes."""
-        with self.engine.connect().execution_options(saferun_read=True) as conn:
+        with self._faults(), self.engine.connect().execution_options(saferun_read=True) as conn:
             yield conn
+
+    @contextmanager
+    def _faults(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            reason = faults.classify(exc)
+            if reason is None:
+                raise
+            self.engine.dispose()  # connections that saw the fault may keep failing after it clears
+            raise StoreUnavailable(reason, str(getattr(exc, "orig", exc)).splitlines()[0]) from exc
 
     def ensure_schema(self) -> None:
         """Bring the schema to the newest revision once per process (idempotent, safe across replicas)."""
