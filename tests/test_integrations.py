@@ -311,7 +311,13 @@ async def test_an_interrupt_in_a_node_becomes_an_approval_and_the_graph_resumes_
     final, [request] = await reviewed(orch, agent(), lambda r: ("MODIFIED", "ten", {"count": 10}))
     assert final == {"count": 100, "ordered": 10, "by": REVIEWER}
     assert request.summary == "Order?" and request.parameters == {"count": 100}
-    assert request.context == {"langgraph_node": "order", "langgraph_thread_id": cfg.workflow_id}
+    saved = await graph.aget_state({"configurable": {"thread_id": cfg.workflow_id}})
+    paused = saved.parent_config["configurable"]["checkpoint_id"]  # the pause, one step before the end
+    assert request.context == {
+        "langgraph_node": "order",
+        "langgraph_thread_id": cfg.workflow_id,
+        "langgraph_checkpoint_id": paused,
+    }
     assert orch.get_workflow(cfg.workflow_id).current_state == WorkflowState.COMPLETED
     saved = await graph.aget_state({"configurable": {"thread_id": cfg.workflow_id}})
     assert saved.values["ordered"] == 10 and not saved.interrupts

@@ -159,6 +159,9 @@ def test_kill_9_while_an_interrupt_waits_then_a_redeploy_resumes_with_the_decisi
     [request] = orch.pending_approvals(cfg.workflow_id)
     paused = SafeRunSaver(db).get_tuple({"configurable": {"thread_id": cfg.workflow_id}})
     assert paused is not None and any(w[1] == "__interrupt__" for w in paused.pending_writes)
+    # the request names the graph checkpoint it paused at, which is in the same store
+    assert request.context["langgraph_checkpoint_id"] == paused.config["configurable"]["checkpoint_id"]
+    assert paused.checkpoint["channel_values"]["count"] == 100
     _decide(orch, request, 10)
     second = subprocess.run(
         [sys.executable, str(v2), url, cfg.workflow_id], env=env, capture_output=True, text=True, timeout=300

@@ -265,18 +265,24 @@ async def run_graph(
         if not all(_is_ours(i.value) for i in pending):
             return result
         nodes = {i.id: task.name for task in snapshot.tasks for i in task.interrupts}
+        # where the paused graph's state is: with SafeRunSaver, a checkpoint in the same store
+        paused_at = str((snapshot.config.get("configurable") or {}).get("checkpoint_id") or "")
         resume = {}
         for intr in pending:  # a workflow awaits one decision at a time: parallel requests go in turn
-            resume[intr.id] = await _decide(run, intr.value[INTERRUPT_KEY], nodes.get(intr.id), thread_id)
+            resume[intr.id] = await _decide(
+                run, intr.value[INTERRUPT_KEY], nodes.get(intr.id), thread_id, paused_at
+            )
         step_input = types.Command(resume=resume)
 
 
 async def _decide(
-    run: SupervisedRun, request: dict[str, Any], node: str | None, thread_id: str
+    run: SupervisedRun, request: dict[str, Any], node: str | None, thread_id: str, paused_at: str = ""
 ) -> dict[str, Any]:
     """One SafeRun checkpoint for one interrupt; the decision (or rejection) as a resume value."""
     where = node or "a node"
     context = {**request["context"], "langgraph_node": where, "langgraph_thread_id": thread_id}
+    if paused_at:
+        context["langgraph_checkpoint_id"] = paused_at
     params = request["parameters"]
     summary = request["summary"] or (
         f"LangGraph node {where!r} asks to continue with "
