@@ -484,3 +484,56 @@ async def test_supervisor_agent_original_api(database_env: Any) -> None:
     assert stats["total_approvals"] == 1 and stats["pending"] == 0 and stats["approval_rate"] == 1.0
     assert stats["decision_breakdown"] == {"approved": 1, "rejected": 0, "modified": 0}
     assert isinstance(stats["average_response_time"], float)
+
+
+async def test_seed_orchestrator_calls_on_each_database(database_env: Any) -> None:
+    """The original's orchestrator calls and answers, on SQLite and PostgreSQL."""
+    from saferun.api.x402.client import X402Integration
+    from saferun.core.state_machine.models import (
+        ApprovalDecision,
+        ApprovalResponse,
+        CheckpointConfig,
+        WorkflowConfig,
+        WorkflowState,
+    )
+    from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+
+    orch = WorkflowOrchestrator(x402_integration=X402Integration())
+    strict = WorkflowOrchestrator()  # SafeRun's own API stays strict beside it
+    config = WorkflowConfig(
+        name="wf",
+        description="d",
+        checkpoints=[CheckpointConfig(name=n, description=n) for n in ("a", "b")],
+        escrow_amount=100,
+        poster_id="poster",
+        executor_id="exec",
+    )
+    wid = orch.initialize_workflow(config).workflow_id
+    assert orch.initialize_workflow(config).workflow_id == wid  # the stored one answers, no exception
+    assert orch.start_execution(wid) is True and orch.start_execution(wid) is False
+    assert orch.settle_workflow("missing", {}) is False and orch.fail_workflow("missing", "x") is False
+    assert orch.complete_rollback("missing", True) is False
+    responses = []
+    for i, cp in enumerate(config.checkpoints):
+        snap = await orch.create_checkpoint(wid, ExecutionState(checkpoint_id="any", agent_memory={"i": i}))
+        assert snap is not None and snap.checkpoint_id == cp.checkpoint_id
+        assert orch.request_approval(wid, snap.snapshot_id, "s", {}) is not None
+        response = ApprovalResponse(
+            request_id=f"not-the-request-{i}",
+            decision=ApprovalDecision.APPROVED,
+            rationale="",
+            approved_by="sup",
+        )
+        assert orch.submit_approval(wid, response) is True
+        assert orch.submit_approval(wid, response) is False  # exactly once
+        responses.append(response)
+    wf = orch.get_workflow(wid)
+    assert wf.current_state == WorkflowState.SETTLING and wf.current_checkpoint_index == 2
+    assert [len(wf.snapshots), len(wf.approval_requests), len(wf.approval_responses)] == [2, 2, 2]
+    assert wf.snapshots[1].execution_state.agent_memory == {"i": 1}
+    assert orch.settle_workflow(wid, {"r": 1}) is True and orch.complete_workflow(wid) is True
+    assert orch.complete_workflow(wid) is False  # refused from COMPLETED, with a falsy answer
+    assert strict.get_workflow(wid).snapshots == 2  # the strict view keeps its counts
+    assert wid in orch.active_workflows and orch.active_workflows[wid].workflow_id == wid
+    with pytest.raises(Exception, match="already exists"):
+        strict.initialize_workflow(config)
