@@ -537,3 +537,44 @@ async def test_seed_orchestrator_calls_on_each_database(database_env: Any) -> No
     assert wid in orch.active_workflows and orch.active_workflows[wid].workflow_id == wid
     with pytest.raises(Exception, match="already exists"):
         strict.initialize_workflow(config)
+
+
+async def test_x402_client_original_construction_and_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    from saferun.api.x402.client import X402Client, retry_on_failure
+
+    monkeypatch.delenv("X402_API_KEY", raising=False)
+    monkeypatch.setenv("X402_API_URL", "https://api.x402.io")
+    with pytest.raises(ValueError):
+        X402Client()
+    with pytest.raises(ValueError):
+        X402Client(api_key="k")  # the placeholder URL
+    monkeypatch.setenv("X402_API_URL", "http://127.0.0.1:9/x402")
+    client = X402Client(api_key="k")
+    assert client.api_key == "k" and client.base_url == "http://127.0.0.1:9/x402"
+    plan = await client.calculate_settlement("wf", 0.5, 100.0)
+    assert plan["total_payout"] == 50.0
+    with pytest.raises(httpx.ConnectError):  # errors are raised, never turned into False
+        await retry_on_failure(1, 0.001)(client.get_job.__wrapped__)(client, "job_1")  # type: ignore[attr-defined]
+    await client.close()
+    attempts: list[int] = []
+
+    @retry_on_failure(max_retries=2, delay=0.001)
+    async def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise httpx.ConnectError("down")
+        return "ok"
+
+    assert await flaky() == "ok" and len(attempts) == 3
+
+    @retry_on_failure(max_retries=3, delay=0.001)
+    async def broken() -> None:
+        attempts.append(1)
+        raise KeyError("not an HTTP error")
+
+    attempts.clear()
+    with pytest.raises(KeyError):
+        await broken()
+    assert len(attempts) == 1

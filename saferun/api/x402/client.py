@@ -341,3 +341,12 @@ def calculate_settlement(
             {"recipient_type": "supervisor", "amount": float(payout - executor), "reason": "supervision_fee"},
         ],
     }
+
+
+def __getattr__(name: str) -> Any:
+    # the original's HTTP client and its retry decorator (original_client.py)
+    if name in ("X402Client", "retry_on_failure"):
+        from saferun.api.x402 import original_client
+
+        return getattr(original_client, name)
+    raise AttributeError(name)
