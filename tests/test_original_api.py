@@ -578,3 +578,29 @@ async def test_x402_client_original_construction_and_retry(monkeypatch: pytest.M
     with pytest.raises(KeyError):
         await broken()
     assert len(attempts) == 1
+
+
+async def test_executor_checkpoint_callback_reviews_the_plan() -> None:
+    from saferun.agents.executor.agent import ExecutorAgent
+
+    seen: list[dict[str, Any]] = []
+
+    async def approve(**kwargs: Any) -> dict[str, Any]:
+        seen.append(kwargs)
+        return {"approved": True}
+
+    async def refuse(**kwargs: Any) -> dict[str, Any]:
+        return {"approved": False}
+
+    agent = ExecutorAgent("exec_1")
+    agent.set_checkpoint_callback(approve)
+    result = await agent.execute_task("Summarize the data", {"rows": 3})
+    assert result["agent_id"] == "exec_1"
+    assert seen[0]["checkpoint_id"] == "plan_review"
+    assert seen[0]["summary"].startswith("Review execution plan")
+    assert isinstance(seen[0]["state"], ExecutionState)
+    refused = ExecutorAgent("exec_2")
+    refused.set_checkpoint_callback(refuse)
+    with pytest.raises(Exception, match="Plan not approved"):
+        await refused.execute_task("Summarize", {})
+    assert refused.api_call_history == []  # nothing ran

@@ -178,6 +178,15 @@ class ExecutorAgent:
         if key is not None and (not isinstance(key, str) or not key.strip()):
             raise InvalidInput("key", "must be a non-empty string")
         await self.start()
+        if self.checkpoint_callback is not None:
+            # the original's plan review: the callback sees the state before any model call
+            state = self.snapshot("plan_review")
+            answer = await self.checkpoint_callback(
+                checkpoint_id="plan_review", state=state, summary=f"Review execution plan: {task}"
+            )
+            if not (answer or {}).get("approved"):
+                self.recorder.note("The plan was not approved")
+                raise Exception("Plan not approved")
         p, rec = self.provider, self.recorder
         with rec.active():
             key = key or self._output_key(task)
