@@ -175,3 +175,34 @@ def test_health_is_503_when_the_database_does_not_answer(tmp_path: Path) -> None
         db.dispose()
         answer = client.get("/api/health")
         assert answer.status_code == 503 and answer.json()["status"] == "unhealthy"
+
+
+def _serve_without_listening(monkeypatch: pytest.MonkeyPatch, url: str, *args: str) -> str:
+    """Run ``saferun serve`` up to the point where uvicorn would listen, and return what it printed."""
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    result = runner.invoke(app, ["--database-url", url, "serve", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_keys_mode_creates_no_demo_identities_unless_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    out = _serve_without_listening(monkeypatch, url, "--auth", "keys")
+    assert "demo_admin" not in out and "sr_key_" not in out
+    db = Database(url)
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM identities")).scalar_one() == 0
+    db.dispose()
+    out = _serve_without_listening(monkeypatch, url, "--auth", "keys", "--demo")
+    assert "demo_admin" in out  # asked for: created once and shown
+
+
+def test_open_mode_keeps_the_demo_identities_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _serve_without_listening(monkeypatch, f"sqlite:///{tmp_path / 'open.db'}", "--auth", "open")
+    assert "demo_supervisor" in out

@@ -200,8 +200,13 @@ def serve(
         typer.Option(help="open | keys | auto (default, or SAFERUN_AUTH): open on loopback, keys elsewhere."),
     ] = None,
     demo: Annotated[
-        bool, typer.Option(help="On an empty database, create demo identities and print their keys.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--demo/--no-demo",
+            help="On an empty database, create demo identities (admin included) and print their keys. "
+            "Default: on in open mode, off in keys mode, where printed keys would be real credentials.",
+        ),
+    ] = None,
 ) -> None:
     """Run the SafeRun server: REST API, reviewer dashboard (/approvals) and the background sweep."""
     import uvicorn
@@ -234,6 +239,8 @@ def serve(
         )
     else:
         con.print(Text("Keys mode: every request needs an API key (saferun identities create ...)."))
+    if demo is None:
+        demo = effective == "open"
     if demo:
         created = ensure_demo_identities(orch.db)
         if created:
