@@ -385,3 +385,19 @@ async def test_checkpoint_answers_carry_the_snapshot_and_the_request(api: httpx.
     assert out["sequence"] == 2 and out["parent_snapshot_id"] == snap["snapshot_id"]
     assert out["approval_request"]["request_id"] == out["approval_request_id"]
     assert (await api.get("/api/snapshots/snap_nope")).status_code == 404
+
+
+async def test_the_originals_lower_case_decision_words_are_accepted(api: httpx.AsyncClient) -> None:
+    """The original project's clients send ``"approved"``; the seed README sends ``"APPROVED"``. Both decide."""
+    _wf, req = await paused(api)
+    decided = await api.post(
+        "/api/approvals/submit",
+        json={"request_id": req, "decision": "approved", "rationale": "ok", "approved_by": "human_789"},
+    )
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["decision"] == "APPROVED"
+    wrong = await api.post(
+        "/api/approvals/submit",
+        json={"request_id": req, "decision": "approve-ish", "approved_by": "human_789"},
+    )
+    assert wrong.status_code == 422 and "decision" in wrong.text

@@ -604,3 +604,17 @@ async def test_executor_checkpoint_callback_reviews_the_plan() -> None:
     with pytest.raises(Exception, match="Plan not approved"):
         await refused.execute_task("Summarize", {})
     assert refused.api_call_history == []  # nothing ran
+
+
+def test_approval_decision_accepts_the_originals_lower_case_values() -> None:
+    from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
+
+    assert ApprovalDecision("approved") is ApprovalDecision.APPROVED
+    assert ApprovalDecision("rejected") is ApprovalDecision.REJECTED
+    assert ApprovalDecision("modified") is ApprovalDecision.MODIFIED
+    response = ApprovalResponse(
+        request_id="r", decision="modified", rationale="x", approved_by="s", modifications={"n": 2}
+    )
+    assert response.decision is ApprovalDecision.MODIFIED
+    with pytest.raises(ValueError):
+        ApprovalDecision("maybe")

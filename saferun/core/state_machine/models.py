@@ -48,9 +48,19 @@ __all__ = [
 
 
 class ApprovalDecision(StrEnum):
+    """A reviewer's answer. Values are the seed README's upper-case words (``"APPROVED"``), which is also what
+    is stored; the original project's lower-case values (``"approved"``) are accepted on input everywhere,
+    so ``ApprovalDecision("approved") is ApprovalDecision.APPROVED`` and models validate either spelling."""
+
     APPROVED = "APPROVED"
     MODIFIED = "MODIFIED"
     REJECTED = "REJECTED"
+
+    @classmethod
+    def _missing_(cls, value: object) -> ApprovalDecision | None:
+        if isinstance(value, str):
+            return cls.__members__.get(value.strip().upper())
+        return None
 
 
 TimeoutPolicy = Literal["reject", "approve", "fail"]
