@@ -388,7 +388,7 @@ async def test_checkpoint_answers_carry_the_snapshot_and_the_request(api: httpx.
 
 
 async def test_the_originals_lower_case_decision_words_are_accepted(api: httpx.AsyncClient) -> None:
-    """The original project's clients send ``"approved"``; the seed README sends ``"APPROVED"``. Both decide."""
+    """The original project's clients send ``"approved"``, the seed README ``"APPROVED"``: both decide."""
     _wf, req = await paused(api)
     decided = await api.post(
         "/api/approvals/submit",

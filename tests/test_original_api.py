@@ -618,3 +618,48 @@ def test_approval_decision_accepts_the_originals_lower_case_values() -> None:
     assert response.decision is ApprovalDecision.MODIFIED
     with pytest.raises(ValueError):
         ApprovalDecision("maybe")
+
+
+async def test_executor_calls_the_callback_after_each_critical_step() -> None:
+    from saferun.agents.executor.agent import ExecutorAgent
+    from saferun.errors import InvalidInput
+
+    seen: list[str] = []
+
+    async def review(**kwargs: Any) -> dict[str, Any]:
+        seen.append(kwargs["checkpoint_id"])
+        assert isinstance(kwargs["state"], ExecutionState)
+        if kwargs["checkpoint_id"] == "step_2":
+            return {"approved": False, "modifications": {"description": "send fewer"}}
+        return {"approved": True}
+
+    agent = ExecutorAgent("exec_steps")
+    agent.set_checkpoint_callback(review)
+    steps = [
+        {"id": 1, "description": "read the orders", "critical": False},
+        {"id": 2, "description": "send the invoices", "critical": True},
+        {"id": 3, "description": "archive", "critical": True},
+    ]
+    result = await agent.execute_task("Bill the customers", {"steps": steps, "month": "May"})
+    assert seen == ["plan_review", "step_2", "step_3"]
+    assert result["status"] == "completed" and result["steps_completed"] == 3
+    assert result["summary"] == "Task completed successfully"
+    assert [r["step_id"] for r in result["results"]] == [1, 2, 3]
+    assert len(agent.api_call_history) == 3  # one model call per step
+    plan = agent.intermediate_outputs["plan"]  # the reviewer's change applied after the fact
+    assert plan["steps"][1]["description"] == "send fewer"
+    assert steps[1]["description"] == "send the invoices"  # the caller's list is not mutated
+    assert any("step 2 was not approved" in line for line in agent.decision_trace)
+    assert agent.intermediate_outputs["results"][2]["step_id"] == 3
+
+    for bad, field in (
+        ([], "context.steps"),
+        ([{"id": 1}], "context.steps[0].description"),
+        ([{"id": 1, "description": "a"}, {"id": 1, "description": "b"}], "context.steps[1].id"),
+        ([{"id": 1, "description": "a", "critical": "yes"}], "context.steps[0].critical"),
+    ):
+        fresh = ExecutorAgent("exec_bad")
+        with pytest.raises(InvalidInput) as raised:
+            await fresh.execute_task("t", {"steps": bad})
+        assert raised.value.field == field
+        assert fresh.api_call_history == []

@@ -170,6 +170,12 @@ class ExecutorAgent:
         ``confidence``, ``input_tokens``, ``output_tokens`` and ``cost_usd`` (exact decimal string, or
         ``None`` for an unpriced model). The answer is stored in ``intermediate_outputs[key]`` (``key``
         defaults to the task text) and the context in ``inputs[key]``.
+
+        With a ``checkpoint_callback`` set, the plan is reviewed first (``checkpoint_id="plan_review"``;
+        not approved raises ``Exception("Plan not approved")`` before any model call). A ``context`` with
+        ``"steps": [{"id", "description", "critical"}]`` runs the original's plan: one call per step, the
+        callback after each critical step, and the original's result shape (``status``,
+        ``steps_completed``, ``results``, ``summary``).
         """
         if not isinstance(task, str) or not task.strip():
             raise InvalidInput("task", "must be a non-empty string")
@@ -177,6 +183,7 @@ class ExecutorAgent:
             raise InvalidInput("context", f"must be a dict, not {type(context).__name__}")
         if key is not None and (not isinstance(key, str) or not key.strip()):
             raise InvalidInput("key", "must be a non-empty string")
+        steps = _plan_steps(context)
         await self.start()
         if self.checkpoint_callback is not None:
             # the original's plan review: the callback sees the state before any model call
@@ -187,6 +194,55 @@ class ExecutorAgent:
             if not (answer or {}).get("approved"):
                 self.recorder.note("The plan was not approved")
                 raise Exception("Plan not approved")
+        if steps is None:
+            return await self._complete_once(task, context, key)
+        return await self._run_plan(task, dict(context or {}), steps)
+
+    async def _run_plan(
+        self, task: str, context: dict[str, Any], steps: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The original's plan execution: one model call per step, and after each *critical* step the
+        checkpoint callback (``checkpoint_id="step_<id>"``). A step the reviewer did not approve gets the
+        returned ``modifications`` applied to it after the fact and execution carries on, as the original
+        did; the trace says so, so the reviewer's answer is never silently lost."""
+        context = {k: v for k, v in context.items() if k != "steps"}
+        self.recorder.output("plan", {"summary": task, "steps": steps})
+        results: list[dict[str, Any]] = []
+        for step in steps:
+            sid = step["id"]
+            outcome = await self._complete_once(
+                f"{task}: step {sid}: {step['description']}",
+                {**context, "step": dict(step)},
+                f"step_{sid}",
+            )
+            results.append({"step_id": sid, **outcome})
+            if step.get("critical") and self.checkpoint_callback is not None:
+                answer = await self.checkpoint_callback(
+                    checkpoint_id=f"step_{sid}",
+                    state=self.snapshot(f"step_{sid}"),
+                    summary=f"Review critical step {sid}: {step['description']}",
+                )
+                if not (answer or {}).get("approved"):
+                    changes = (answer or {}).get("modifications") or {}
+                    step.update(changes)
+                    self.recorder.output("plan", {"summary": task, "steps": steps})
+                    self.recorder.note(
+                        f"Critical step {sid} was not approved; applied {sorted(changes)} and carried on"
+                    )
+        self.recorder.output("results", results)
+        return {
+            "status": "completed",
+            "steps_completed": len(results),
+            "results": results,
+            "summary": "Task completed successfully",
+            "task": task,
+            "agent_id": self.agent_id,
+        }
+
+    async def _complete_once(
+        self, task: str, context: Mapping[str, Any] | None, key: str | None
+    ) -> dict[str, Any]:
+        """One recorded model call: the seed README's ``execute_task`` (and one step of a plan)."""
         p, rec = self.provider, self.recorder
         with rec.active():
             key = key or self._output_key(task)
@@ -476,3 +532,34 @@ def split_confidence(text: str) -> tuple[str, float | None]:
     if not 0 <= value <= 1:
         return text, None
     return "\n".join(lines[:-1]).rstrip(), value
+
+
+def _plan_steps(context: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:
+    """The explicit plan in ``context["steps"]`` (the original's ``[{"id", "description", "critical"}]``),
+    checked before anything runs; ``None`` when the task has no plan (one model call, the seed's form).
+
+    The original asked the model for the plan; SafeRun takes it from the caller, so what runs and which
+    steps stop for review is decided by code a reviewer can read, not by a model's answer."""
+    if context is None or not isinstance(context, Mapping) or "steps" not in context:
+        return None
+    raw = context["steps"]
+    if not isinstance(raw, list) or not raw:
+        raise InvalidInput("context.steps", "must be a non-empty list of {id, description, critical}")
+    steps: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw):
+        field = f"context.steps[{i}]"
+        if not isinstance(item, Mapping):
+            raise InvalidInput(field, f"must be an object, not {type(item).__name__}")
+        sid, description = item.get("id"), item.get("description")
+        if isinstance(sid, bool) or not isinstance(sid, (str, int)) or str(sid).strip() == "":
+            raise InvalidInput(f"{field}.id", "must be a non-empty string or an integer")
+        if str(sid) in seen:
+            raise InvalidInput(f"{field}.id", f"{sid!r} is used by an earlier step")
+        seen.add(str(sid))
+        if not isinstance(description, str) or not description.strip():
+            raise InvalidInput(f"{field}.description", "must be a non-empty string")
+        if not isinstance(item.get("critical", False), bool):
+            raise InvalidInput(f"{field}.critical", "must be true or false")
+        steps.append(dict(item))
+    return steps
