@@ -663,3 +663,38 @@ async def test_executor_calls_the_callback_after_each_critical_step() -> None:
             await fresh.execute_task("t", {"steps": bad})
         assert raised.value.field == field
         assert fresh.api_call_history == []
+
+
+async def test_server_module_globals_read_the_servers_store(database_env: Any) -> None:
+    """``saferun.api.server.orchestrator`` / ``.x402`` / ``active_*`` / ``approval_waiters``: the original's
+    module globals, reading the same store the server serves (a script's workflows appear in the server)."""
+    from saferun.api import seed_globals, server
+    from saferun.core.checkpoints.capture import CheckpointManager
+    from saferun.core.state_machine.models import CheckpointConfig, WorkflowConfig
+
+    seed_globals.reset()
+    orch = server.orchestrator
+    assert server.orchestrator is orch and orch.x402_integration is server.x402
+    assert isinstance(server.checkpoint_manager, CheckpointManager)
+    assert dict(server.active_executors) == {} and len(server.approval_waiters) == 0
+    config = WorkflowConfig(
+        name="wf",
+        description="d",
+        checkpoints=[CheckpointConfig(name="a", description="a")],
+        escrow_amount=10,
+        poster_id="poster",
+        executor_id="exec",
+        supervisor_id="sup",
+    )
+    wid = orch.initialize_workflow(config).workflow_id
+    assert orch.start_execution(wid) is True
+    snap = await orch.create_checkpoint(wid, ExecutionState(checkpoint_id="a"))
+    request = orch.request_approval(wid, snap.snapshot_id, "ok?", {})
+    assert server.active_executors[wid] == "exec" and server.active_supervisors[wid] == "sup"
+    assert server.active_monitors[wid] == f"monitor_{wid}"
+    assert list(server.approval_waiters) == [request.request_id]
+    assert orch.fail_workflow(wid, "stopped") is True
+    assert wid not in server.active_executors and len(server.approval_waiters) == 0
+    with pytest.raises(AttributeError):
+        server.no_such_global  # noqa: B018
+    seed_globals.reset()

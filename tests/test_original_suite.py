@@ -54,3 +54,27 @@ def test_seed_suite_against_a_remote_saferun_platform(
             select(func.count()).select_from(artifacts).where(artifacts.c.artifact_type == "checkpoint_state")
         ).scalar_one()
     assert stored >= 1
+
+
+@pytest.mark.postgres
+def test_seed_suite_on_postgresql() -> None:
+    """The seed-named suite on the embedded platform over PostgreSQL (its own run uses SQLite)."""
+    from tests.conftest import drop_pg_schema, make_pg_database, require_postgres
+
+    require_postgres()
+    database, schema = make_pg_database()
+    try:
+        url = database.engine.url.render_as_string(hide_password=False)
+        database.dispose()
+        result = _run_suite({"DATABASE_URL": url, "SAFERUN_TEST_KEEP_DATABASE": "1"})
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert " passed" in result.stdout and "failed" not in result.stdout
+        check = Database(url)
+        try:
+            with check.read() as conn:
+                stored = conn.execute(select(func.count()).select_from(artifacts)).scalar_one()
+            assert stored >= 1  # the suite's checkpoints were written to this PostgreSQL schema
+        finally:
+            check.dispose()
+    finally:
+        drop_pg_schema(schema)

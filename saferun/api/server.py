@@ -202,3 +202,19 @@ async def _no_receive() -> Message:
 
 
 app = create_app()
+
+
+def __getattr__(name: str) -> Any:
+    """The original server's module globals (``orchestrator``, ``x402``, ``active_*``, ...), built on first
+    use from the store: see ``saferun/api/seed_globals.py``."""
+    from saferun.api import seed_globals
+
+    return seed_globals.resolve(name)
+
+
+if __name__ == "__main__":  # the original's ``python -m saferun.api.server``: ``saferun serve`` (port 8000)
+    import sys
+
+    from saferun.cli.main import app as _cli
+
+    _cli(["serve", *sys.argv[1:]], prog_name="python -m saferun.api.server")

@@ -13,7 +13,7 @@ import pytest
 def _fresh_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     import os
 
-    if not os.environ.get("SAFERUN_SEED_SUITE_KEEP_DATABASE"):
+    if not os.environ.get("SAFERUN_TEST_KEEP_DATABASE"):
         monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'saferun.db'}")
     monkeypatch.chdir(tmp_path)  # the original's relative ./saferun_artifacts stays in the test's dir
     yield
