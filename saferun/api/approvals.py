@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from saferun.api import schemas as s
-from saferun.api.deps import CallerDep, OrchestratorDep, enforce
+from saferun.api.deps import CallerDep, OrchestratorDep, enforce, visible
 from saferun.api.workflows import as_agent
 from saferun.core.state_machine.models import ApprovalRequest, ApprovalResponse
 from saferun.domain.policy import may_decide
-from saferun.errors import InvalidInput
+from saferun.errors import ApprovalRequestNotFound, InvalidInput
 
 router = APIRouter(prefix="/api/approvals", tags=["approvals"])
 MAX_WAIT_SECONDS = 60.0
@@ -23,7 +23,7 @@ def pending_item(r: ApprovalRequest) -> dict[str, Any]:
 
 @router.get("/pending", response_model=s.PendingList)
 def pending(orch: OrchestratorDep, caller: CallerDep, workflow_id: str | None = None) -> dict[str, Any]:
-    reqs = orch.pending_approvals(workflow_id)
+    reqs = orch.pending_approvals(workflow_id, visible_to=caller)
     return {"pending_approvals": [pending_item(r) for r in reqs], "total": len(reqs)}
 
 
@@ -34,7 +34,7 @@ def submit(body: s.SubmitDecision, orch: OrchestratorDep, caller: CallerDep) -> 
     if not approved_by:
         raise InvalidInput("approved_by", "say who decides (or authenticate with an API key)")
     request = orch.get_approval_request(body.request_id)
-    wf = orch.get_workflow(request.workflow_id)
+    wf = visible(orch, caller, request.workflow_id, ApprovalRequestNotFound(body.request_id))
     enforce(
         may_decide(
             caller,
@@ -73,6 +73,7 @@ async def get_request(
     """The request and, once it exists, its decision. With ``wait`` the call returns as soon as the
     decision is made (in any process or replica) or when ``wait`` seconds have passed."""
     request = orch.get_approval_request(request_id)
+    visible(orch, caller, request.workflow_id, ApprovalRequestNotFound(request_id))
     response = orch.get_approval_response(request_id)
     if response is None and wait > 0:
         try:
@@ -95,6 +96,7 @@ def add_alerts(request_id: str, body: s.AlertsIn, orch: OrchestratorDep, caller:
     key. Alerts already on the request are not added twice; a decided or expired request is 409.
     """
     request = orch.get_approval_request(request_id)
+    visible(orch, caller, request.workflow_id, ApprovalRequestNotFound(request_id))
     as_agent(orch, caller, request.workflow_id)
     updated = orch.add_alerts(request_id, body.alerts, actor=caller.identity_id or None)
     return {"request": updated.model_dump(mode="json"), "status": updated.status, "decision": None}

@@ -20,9 +20,10 @@ from fastapi import Depends, Request
 
 from saferun.config import get_settings
 from saferun.core.identity import IdentityService
+from saferun.core.state_machine.models import WorkflowExecution
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
-from saferun.domain.policy import Caller, Refusal
-from saferun.errors import Forbidden, Unauthorized
+from saferun.domain.policy import Caller, Refusal, may_see_workflow
+from saferun.errors import Forbidden, SafeRunError, Unauthorized, WorkflowNotFound
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient", "test"}
 SESSION_COOKIE = "saferun_session"
@@ -92,6 +93,30 @@ def caller(request: Request) -> Caller:
             raise Unauthorized("open mode serves loopback only; use an API key")
         return Caller.open()
     raise Unauthorized("an API key is required (Authorization: Bearer sr_key_...)")
+
+
+def sees(caller: Caller, wf: WorkflowExecution) -> bool:
+    """The one visibility rule (``policy.may_see_workflow``) for a loaded workflow."""
+    cfg = wf.config
+    return may_see_workflow(
+        caller,
+        poster_id=cfg.poster_id,
+        executor_id=cfg.executor_id,
+        supervisor_id=wf.supervisor_id,
+        platform_id=cfg.platform_id,
+    )
+
+
+def visible(
+    orch: WorkflowOrchestrator, caller: Caller, workflow_id: str, hidden: SafeRunError | None = None
+) -> WorkflowExecution:
+    """The workflow, if ``caller`` may see it; otherwise 404 exactly as for a workflow that does not exist,
+    so a foreign id reveals nothing (not even that it exists). ``hidden`` is the 404 to raise instead when
+    the caller asked for something under the workflow (a request, a snapshot) and must not learn its id."""
+    wf = orch.get_workflow(workflow_id)
+    if not sees(caller, wf):
+        raise hidden or WorkflowNotFound(workflow_id)
+    return wf
 
 
 def enforce(refusal: Refusal | None) -> None:

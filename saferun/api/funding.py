@@ -12,10 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from saferun.api.deps import CallerDep, OrchestratorDep, orchestrator
+from saferun.api.deps import CallerDep, OrchestratorDep, orchestrator, visible
 from saferun.payments import records
 from saferun.payments.funding import FundingService
-from saferun.storage import workflows as wf_store
 
 router = APIRouter(prefix="/api/workflows", tags=["escrow funding"])
 
@@ -40,6 +39,7 @@ def funding_service(request: Request) -> FundingService:
 @router.post("/{workflow_id}/escrow/fund", responses=_FUND_RESPONSES)
 async def fund_escrow(workflow_id: str, request: Request, caller: CallerDep) -> JSONResponse:
     """Pay a workflow's escrow with x402: 402 with the requirements, then 200 once the payment settled."""
+    visible(orchestrator(request), caller, workflow_id)  # a foreign workflow is 404
     answer = await funding_service(request).fund(
         workflow_id, caller=caller, url=str(request.url), headers=request.headers
     )
@@ -49,7 +49,7 @@ async def fund_escrow(workflow_id: str, request: Request, caller: CallerDep) -> 
 @router.get("/{workflow_id}/escrow/payments")
 def escrow_payments(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
     """Every x402 payment recorded for the workflow: credited, unapplied (to refund) or unconfirmed."""
+    visible(orch, caller, workflow_id)  # 404 for an unknown or foreign workflow
     with orch.db.read() as conn:
-        wf_store.get(conn, workflow_id)  # 404 for an unknown workflow
         rows = records.for_workflow(conn, workflow_id)
     return {"workflow_id": workflow_id, "payments": [records.public(r) for r in rows]}

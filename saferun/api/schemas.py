@@ -35,6 +35,12 @@ class CreateWorkflow(Strict):
     )
     workflow_type: str | None = Field(default=None, min_length=1, max_length=64)
     min_supervisor_reputation: float = Field(default=0.0, ge=0, le=1)
+    platform_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="the platform identity this workflow is on (it may read it)",
+    )
 
 
 class X402Setup(BaseModel):

@@ -12,11 +12,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from saferun import __version__
 from saferun.api import metrics
 from saferun.api import schemas as s
-from saferun.api.deps import CallerDep, OrchestratorDep
+from saferun.api.deps import CallerDep, OrchestratorDep, visible
 from saferun.domain.canonical import canonical_loads
-from saferun.errors import ArtifactNotFound, InvalidInput
+from saferun.errors import ArtifactNotFound, InvalidInput, SnapshotNotFound
 from saferun.storage import snapshots as snapshots_store
 from saferun.storage.artifacts import make_uri
+from saferun.storage.visibility import artifact_visible, visible_among
 
 SHA256_PATTERN = "^[0-9a-f]{64}$"  # in the schema too, so clients (and fuzzers) know the form
 
@@ -56,6 +57,7 @@ def snapshot(snapshot_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict
     """One snapshot: where it is stored, its sizes, and the verified state it holds."""
     with orch.db.read() as conn:
         row = snapshots_store.get(conn, snapshot_id)
+    visible(orch, caller, row["workflow_id"], SnapshotNotFound(snapshot_id))
     state = orch.get_snapshot_state(snapshot_id)
     return {
         **orch._snapshot(row).model_dump(mode="json", exclude={"execution_state"}),
@@ -73,8 +75,8 @@ def artifact(
     store = orch.capture.store
     with orch.db.read() as conn:
         info = store.info(conn, uri)
-        if info is None:
-            raise ArtifactNotFound(uri)
+        if info is None or not artifact_visible(conn, caller, uri):
+            raise ArtifactNotFound(uri)  # a hash no workflow of the caller's references: as if absent
         parts = store.get(conn, uri)
     headers = {"X-Artifact-Uri": uri, "X-Artifact-Type": info["artifact_type"]}
     if set(parts) == {"content"}:
@@ -107,8 +109,12 @@ async def events(request: Request, orch: OrchestratorDep, caller: CallerDep) -> 
                 changes.drain()
                 with orch.db.read() as conn:
                     batch = feed.events_since(conn, after, 200)
+                    # the one visibility rule: a caller's stream carries only workflows they may see
+                    seen = visible_among(conn, caller, {ev["workflow_id"] for ev in batch})
                 for ev in batch:
-                    after = ev["id"]
+                    after = ev["id"]  # the cursor passes foreign events too, it just does not send them
+                    if ev["workflow_id"] not in seen:
+                        continue
                     yield f"id: {ev['id']}\nevent: workflow\ndata: {json.dumps(ev, default=str)}\n\n".encode()
                 if batch:
                     idle = 0

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from saferun.api import schemas as s
-from saferun.api.deps import CallerDep, OrchestratorDep, enforce
+from saferun.api.deps import CallerDep, OrchestratorDep, enforce, visible
 from saferun.core.state_machine.models import (
     CheckpointConfig,
     ExecutionState,
@@ -61,7 +61,7 @@ def detail(wf: WorkflowExecution) -> dict[str, Any]:
 
 
 def as_agent(orch: WorkflowOrchestrator, caller: Caller, workflow_id: str) -> WorkflowExecution:
-    wf = orch.get_workflow(workflow_id)
+    wf = visible(orch, caller, workflow_id)  # a foreign workflow is 404 before any role check
     enforce(may_act_as_agent(caller, wf.config.executor_id))
     return wf
 
@@ -84,6 +84,10 @@ def create_workflow(body: s.CreateWorkflow, orch: OrchestratorDep, caller: Calle
         "funding": body.funding,
         "workflow_type": body.workflow_type,
         "min_supervisor_reputation": body.min_supervisor_reputation,
+        # a platform identity posting through this server puts the workflow on itself
+        "platform_id": caller.identity_id
+        if caller.authenticated and caller.has(Role.PLATFORM) and not body.platform_id
+        else body.platform_id,
     }
     if body.workflow_id:
         values["workflow_id"] = body.workflow_id
@@ -110,13 +114,13 @@ def list_workflows(
     limit: int = Query(100, ge=1, le=500),
     offset: int = Query(0, ge=0, le=10_000_000),
 ) -> dict[str, Any]:
-    rows = orch.list_workflows(status, limit=limit, offset=offset)
+    rows = orch.list_workflows(status, limit=limit, offset=offset, visible_to=caller)
     return {"workflows": [summary(w) for w in rows], "total": len(rows)}
 
 
 @router.get("/{workflow_id}", response_model=s.WorkflowDetail)
 def get_workflow(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
-    return detail(orch.get_workflow(workflow_id))
+    return detail(visible(orch, caller, workflow_id))
 
 
 @router.post("/{workflow_id}/start", response_model=s.WorkflowDetail)
@@ -159,6 +163,7 @@ async def checkpoint(
 
 @router.get("/{workflow_id}/snapshots")
 def list_snapshots(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    visible(orch, caller, workflow_id)
     snaps = orch.list_snapshots(workflow_id)
     return {
         "snapshots": [x.model_dump(mode="json", exclude={"execution_state"}) for x in snaps],
@@ -169,6 +174,7 @@ def list_snapshots(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -
 @router.get("/{workflow_id}/state")
 def latest_state(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
     """The last approved state: what a resumed or rolled-back agent continues from (null before any)."""
+    visible(orch, caller, workflow_id)
     state = orch.latest_approved_state(workflow_id)
     return {"workflow_id": workflow_id, "state": state.model_dump(mode="json") if state else None}
 
@@ -183,6 +189,7 @@ def register_step(
 
 @router.get("/{workflow_id}/steps")
 def list_steps(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    visible(orch, caller, workflow_id)
     steps = orch.saga_steps(workflow_id)
     return {"steps": steps, "total": len(steps)}
 
@@ -248,7 +255,7 @@ def fail(workflow_id: str, body: s.FailIn, orch: OrchestratorDep, caller: Caller
 @router.post("/{workflow_id}/cancel", response_model=s.WorkflowDetail)
 def cancel(workflow_id: str, body: s.CancelIn, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
     """The poster (or an admin) stops the workflow; approved milestones stay paid, the rest is refunded."""
-    wf = orch.get_workflow(workflow_id)
+    wf = visible(orch, caller, workflow_id)
     if caller.authenticated and not caller.has(Role.ADMIN) and caller.identity_id != wf.config.poster_id:
         raise Forbidden(
             "poster_cancels",
@@ -263,7 +270,7 @@ async def rate(
     workflow_id: str, body: s.RatingIn, orch: OrchestratorDep, caller: CallerDep
 ) -> dict[str, Any]:
     """The poster rates the workflow's supervisor (1-5) once it has ended; it moves their reputation."""
-    wf = orch.get_workflow(workflow_id)
+    wf = visible(orch, caller, workflow_id)
     if caller.authenticated and not caller.has(Role.ADMIN) and caller.identity_id != wf.config.poster_id:
         raise Forbidden(
             "poster_rates",
@@ -276,6 +283,7 @@ async def rate(
 
 @router.get("/{workflow_id}/audit", response_model=s.AuditOut)
 def audit(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    visible(orch, caller, workflow_id)
     events = orch.audit_events(workflow_id)
     _, broken = orch.verify_audit(workflow_id)
     return {
@@ -293,6 +301,7 @@ def ledger(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[s
 
     from saferun.domain.money import format_micro
 
+    visible(orch, caller, workflow_id)
     entries = orch.ledger_entries(workflow_id)
     position = {k: format_micro(v) for k, v in asdict(orch.escrow_position(workflow_id)).items()}
     return {"entries": entries, "escrow": position}

@@ -185,3 +185,35 @@ def may_use_platform(caller: Caller) -> Refusal | None:
     if not caller.authenticated or caller.is_admin or caller.has(Role.PLATFORM):
         return None
     return _refuse("platform_role", f"{caller.identity_id!r} has neither the platform nor the admin role")
+
+
+def may_see_workflow(
+    caller: Caller,
+    *,
+    poster_id: str,
+    executor_id: str,
+    supervisor_id: str | None,
+    platform_id: str | None,
+) -> bool:
+    """May ``caller`` read this workflow and everything under it (snapshots, state, artifacts, steps,
+    audit, ledger, escrow, events, pending requests, dashboard pages)? The one visibility rule.
+
+    Visible to its poster, its executor, its assigned supervisor (while none is assigned: every
+    supervisor, since the marketplace found nobody eligible and any supervisor may then decide it),
+    admins, and a platform identity only when the workflow is on that platform (``platform_id``).
+    Open mode (loopback, nobody authenticated) is the local single-user mode: everything is visible.
+    ``saferun.storage.visibility.visible_workflows`` is the same rule as a SQL clause; keep them equal.
+    """
+    if not caller.authenticated or caller.is_admin:
+        return True
+    me = caller.identity_id
+    if not me:
+        return False
+    if me in (poster_id, executor_id):
+        return True
+    if supervisor_id:
+        if me == supervisor_id:
+            return True
+    elif caller.has(Role.SUPERVISOR):
+        return True
+    return caller.has(Role.PLATFORM) and platform_id is not None and me == platform_id

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, Select, bindparam, func, insert, select, update
 
 from saferun.errors import ApprovalRequestNotFound
 from saferun.storage.schema import approval_requests, approval_responses, utcnow
@@ -61,10 +61,15 @@ def response_for(conn: Connection, request_id: str) -> RowMapping | None:
     return conn.execute(_RESPONSE, {"b_req": request_id}).mappings().first()
 
 
-def pending(conn: Connection, workflow_id: str | None = None) -> list[RowMapping]:
+def pending(
+    conn: Connection, workflow_id: str | None = None, visible: Select[tuple[str]] | None = None
+) -> list[RowMapping]:
+    """Pending requests, oldest first; ``visible`` (``visibility.visible_ids``) keeps only those workflows."""
     stmt = select(approval_requests).where(approval_requests.c.status == "pending")
     if workflow_id:
         stmt = stmt.where(approval_requests.c.workflow_id == workflow_id)
+    if visible is not None:
+        stmt = stmt.where(approval_requests.c.workflow_id.in_(visible))
     return list(conn.execute(stmt.order_by(approval_requests.c.created_at)).mappings())
 
 

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, bindparam, func, insert, select, update
 
 from saferun.errors import WorkflowNotFound
 from saferun.storage.database import Database, lock_workflow
@@ -122,11 +122,19 @@ def history(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
 
 
 def list_rows(
-    conn: Connection, *, state: str | None = None, limit: int = 100, offset: int = 0
+    conn: Connection,
+    *,
+    state: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    where: ColumnElement[bool] | None = None,
 ) -> list[RowMapping]:
+    """A page of workflows, newest first; ``where`` narrows it (e.g. ``visibility.visible_workflows``)."""
     stmt = _WITH_COUNTS.order_by(workflows.c.created_at.desc(), workflows.c.workflow_id)
     if state:
         stmt = stmt.where(workflows.c.state == state)
+    if where is not None:
+        stmt = stmt.where(where)
     return list(conn.execute(stmt.limit(limit).offset(offset)).mappings())
 
 

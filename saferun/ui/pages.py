@@ -12,13 +12,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from saferun.api.deps import visible
 from saferun.core.state_machine.models import ApprovalRequest, ExecutionState
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.money import format_micro
 from saferun.domain.policy import Caller, Refusal, may_decide
 from saferun.domain.recommendation import REASON_KEY
 from saferun.domain.states import WorkflowState
-from saferun.errors import NotFound
+from saferun.errors import ApprovalRequestNotFound, NotFound
 from saferun.ui import review, timeline
 from saferun.ui.viewer import Viewer
 
@@ -81,9 +82,9 @@ def refusal_for(
     )
 
 
-def pending(orch: WorkflowOrchestrator) -> dict[str, Any]:
+def pending(orch: WorkflowOrchestrator, caller: Caller) -> dict[str, Any]:
     items = []
-    for req in orch.pending_approvals():
+    for req in orch.pending_approvals(visible_to=caller):
         wf = orch.get_workflow(req.workflow_id)
         items.append(
             {
@@ -96,14 +97,14 @@ def pending(orch: WorkflowOrchestrator) -> dict[str, Any]:
     return {"items": items}
 
 
-def flash(orch: WorkflowOrchestrator, request_id: str | None) -> dict[str, Any] | None:
+def flash(orch: WorkflowOrchestrator, caller: Caller, request_id: str | None) -> dict[str, Any] | None:
     """The outcome of a decision just made, shown once on the queue after the redirect."""
     if not request_id:
         return None
     try:
         req = orch.get_approval_request(request_id)
         resp = orch.get_approval_response(request_id)
-        wf = orch.get_workflow(req.workflow_id)
+        wf = visible(orch, caller, req.workflow_id)
     except NotFound:
         return None
     if resp is None:
@@ -111,9 +112,9 @@ def flash(orch: WorkflowOrchestrator, request_id: str | None) -> dict[str, Any] 
     return {"req": req, "resp": resp, "workflow": wf}
 
 
-def approval(orch: WorkflowOrchestrator, request_id: str) -> dict[str, Any]:
+def approval(orch: WorkflowOrchestrator, caller: Caller, request_id: str) -> dict[str, Any]:
     req = orch.get_approval_request(request_id)
-    wf = orch.get_workflow(req.workflow_id)
+    wf = visible(orch, caller, req.workflow_id, ApprovalRequestNotFound(request_id))
     snaps = {s.snapshot_id: s for s in orch.list_snapshots(req.workflow_id)}
     snap = snaps.get(req.snapshot_id)
     state = orch.get_snapshot_state(req.snapshot_id)
@@ -148,10 +149,10 @@ def approval(orch: WorkflowOrchestrator, request_id: str) -> dict[str, Any]:
     }
 
 
-def workflows(orch: WorkflowOrchestrator, status: str | None) -> dict[str, Any]:
+def workflows(orch: WorkflowOrchestrator, caller: Caller, status: str | None) -> dict[str, Any]:
     state = WorkflowState(status) if status else None
-    rows = orch.list_workflows(state, limit=200)
-    waiting = {r.workflow_id: r.request_id for r in orch.pending_approvals()}
+    rows = orch.list_workflows(state, limit=200, visible_to=caller)
+    waiting = {r.workflow_id: r.request_id for r in orch.pending_approvals(visible_to=caller)}
     return {
         "workflows": rows,
         "waiting": waiting,
@@ -160,8 +161,8 @@ def workflows(orch: WorkflowOrchestrator, status: str | None) -> dict[str, Any]:
     }
 
 
-def workflow(orch: WorkflowOrchestrator, workflow_id: str) -> dict[str, Any]:
-    wf = orch.get_workflow(workflow_id)
+def workflow(orch: WorkflowOrchestrator, caller: Caller, workflow_id: str) -> dict[str, Any]:
+    wf = visible(orch, caller, workflow_id)
     history = orch.history(workflow_id)
     approvals = orch.approval_history(workflow_id)
     ledger = orch.ledger_entries(workflow_id)

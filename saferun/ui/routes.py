@@ -22,7 +22,14 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from saferun.api import deps
 from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
-from saferun.errors import DecisionConflict, InvalidInput, NotFound, PayloadTooLarge, SafeRunError
+from saferun.errors import (
+    ApprovalRequestNotFound,
+    DecisionConflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    SafeRunError,
+)
 from saferun.ui import pages, render, review
 from saferun.ui import viewer as auth
 from saferun.ui.viewer import Viewer
@@ -133,12 +140,12 @@ def home() -> Response:
 @dashboard()
 def approvals_page(request: Request, v: Viewer, done: str | None = None) -> Response:
     orch = _orch(request)
-    context = pages.pending(orch)
+    context = pages.pending(orch, v.who)
     return page(
         request,
         v,
         "approvals.html",
-        flash=pages.flash(orch, done),
+        flash=pages.flash(orch, v.who, done),
         pending_count=len(context["items"]),
         **context,
     )
@@ -158,7 +165,7 @@ def _review(
     active: str | None = None,
 ) -> Response:
     orch = _orch(request)
-    context = pages.approval(orch, request_id)
+    context = pages.approval(orch, v.who, request_id)
     req = context["req"]
     submitted = submitted or {}
     patch_error = (param_errors or {}).get(review.PATCH_FIELD)
@@ -192,8 +199,9 @@ def decide(request: Request, v: Viewer, request_id: str, form: dict[str, str] = 
     """Record the reviewer's decision: CSRF, input checks, the decision policy, then the engine."""
     auth.check_csrf(request, v, form.get("csrf_token"))
     orch = _orch(request)
-    req = orch.get_approval_request(request_id)
     assert v.caller is not None
+    req = orch.get_approval_request(request_id)
+    deps.visible(orch, v.who, req.workflow_id, ApprovalRequestNotFound(request_id))
     errors: dict[str, str] = {}
     try:
         decision = ApprovalDecision(form.get("decision", ""))
@@ -263,13 +271,13 @@ def decide(request: Request, v: Viewer, request_id: str, form: dict[str, str] = 
 @router.get("/workflows")
 @dashboard()
 def workflows_page(request: Request, v: Viewer, status: str | None = None) -> Response:
-    context = _workflows_context(request, status)
+    context = _workflows_context(request, v, status)
     return page(request, v, "workflows.html", pending_count=len(context["waiting"]), **context)
 
 
-def _workflows_context(request: Request, status: str | None) -> dict[str, Any]:
+def _workflows_context(request: Request, v: Viewer, status: str | None) -> dict[str, Any]:
     try:
-        return pages.workflows(_orch(request), status or None)
+        return pages.workflows(_orch(request), v.who, status or None)
     except ValueError:
         raise InvalidInput("status", f"unknown workflow state {status!r}") from None
 
@@ -277,7 +285,7 @@ def _workflows_context(request: Request, status: str | None) -> dict[str, Any]:
 @router.get("/workflows/{workflow_id}")
 @dashboard()
 def workflow_page(request: Request, v: Viewer, workflow_id: str) -> Response:
-    return page(request, v, "workflow.html", **pages.workflow(_orch(request), workflow_id))
+    return page(request, v, "workflow.html", **pages.workflow(_orch(request), v.who, workflow_id))
 
 
 @router.get("/stats")
@@ -293,19 +301,19 @@ def stats_page(request: Request, v: Viewer) -> Response:
 @router.get("/ui/fragments/pending")
 @dashboard(fragment=True)
 def pending_fragment(request: Request, v: Viewer) -> Response:
-    return page(request, v, "_pending.html", **pages.pending(_orch(request)))
+    return page(request, v, "_pending.html", **pages.pending(_orch(request), v.who))
 
 
 @router.get("/ui/fragments/workflows")
 @dashboard(fragment=True)
 def workflows_fragment(request: Request, v: Viewer, status: str | None = None) -> Response:
-    return page(request, v, "_workflows.html", **_workflows_context(request, status))
+    return page(request, v, "_workflows.html", **_workflows_context(request, v, status))
 
 
 @router.get("/ui/fragments/workflows/{workflow_id}")
 @dashboard(fragment=True)
 def workflow_fragment(request: Request, v: Viewer, workflow_id: str) -> Response:
-    return page(request, v, "_workflow.html", **pages.workflow(_orch(request), workflow_id))
+    return page(request, v, "_workflow.html", **pages.workflow(_orch(request), v.who, workflow_id))
 
 
 @router.get("/ui/fragments/approvals/{request_id}/status")
@@ -313,6 +321,7 @@ def workflow_fragment(request: Request, v: Viewer, workflow_id: str) -> Response
 def approval_status_fragment(request: Request, v: Viewer, request_id: str) -> Response:
     orch = _orch(request)
     req = orch.get_approval_request(request_id)
+    deps.visible(orch, v.who, req.workflow_id, ApprovalRequestNotFound(request_id))
     response = orch.get_approval_response(request_id) if req.status != "pending" else None
     return page(request, v, "_request_status.html", req=req, response=response)
 
@@ -326,7 +335,7 @@ def stats_fragment(request: Request, v: Viewer) -> Response:
 @router.get("/ui/fragments/nav")
 @dashboard(fragment=True)
 def nav_fragment(request: Request, v: Viewer) -> Response:
-    count = _orch(request).stats()["pending_approvals"]
+    count = len(_orch(request).pending_approvals(visible_to=v.who))  # the caller's own queue
     return Response(str(count), media_type="text/plain", headers={"Cache-Control": "no-store"})
 
 

@@ -48,6 +48,13 @@ class Viewer:
     acting_as: str = ""
 
     @property
+    def who(self) -> Caller:
+        """The caller the visibility rule judges; dashboard routes only run once someone is resolved."""
+        if self.caller is None:
+            raise Unauthorized("sign in first")
+        return self.caller
+
+    @property
     def signed_in(self) -> bool:
         return self.caller is not None and self.caller.authenticated
 

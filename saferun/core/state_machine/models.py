@@ -107,6 +107,9 @@ class WorkflowConfig(BaseModel):
     # no supervisor (None: any available supervisor qualifies).
     workflow_type: str | None = Field(default=None, min_length=1, max_length=64)
     min_supervisor_reputation: float = Field(default=0.0, ge=0, le=1)
+    # The platform identity this workflow is on (the service that posted it through this server, or one
+    # the poster named): that identity may read it (domain.policy.may_see_workflow). None: no platform.
+    platform_id: str | None = Field(default=None, min_length=1, max_length=200)
 
     @field_validator("escrow_amount", mode="before")
     @classmethod

@@ -47,6 +47,7 @@ from saferun.domain.canonical import canonical_bytes, check_json
 from saferun.domain.ids import new_id
 from saferun.domain.money import to_micro
 from saferun.domain.monitor_rules import MonitorConfig
+from saferun.domain.policy import Caller
 from saferun.domain.states import FAILURE_EVENT, Event, WorkflowState
 from saferun.errors import (
     CompensationError,
@@ -64,6 +65,7 @@ from saferun.storage import notifications as notices
 from saferun.storage import workflows as wf_store
 from saferun.storage.database import Database, get_database
 from saferun.storage.schema import utcnow
+from saferun.storage.visibility import visible_ids
 
 if TYPE_CHECKING:
     from saferun.api.x402.client import X402Integration
@@ -725,10 +727,14 @@ class WorkflowOrchestrator(WorkflowReads):
         return await self._delivery.deliver_due()
 
     # ------------------------------------------------------------------ reads that may write
-    def pending_approvals(self, workflow_id: str | None = None) -> list[ApprovalRequest]:
+    def pending_approvals(
+        self, workflow_id: str | None = None, visible_to: Caller | None = None
+    ) -> list[ApprovalRequest]:
+        """Pending requests, oldest first; with ``visible_to`` only those of workflows that caller may see."""
         self.sweep_expired()
+        where = visible_ids(visible_to) if visible_to is not None else None
         with self.db.read() as conn:
-            return [self._request(r) for r in approvals.pending(conn, workflow_id)]
+            return [self._request(r) for r in approvals.pending(conn, workflow_id, where)]
 
     # ------------------------------------------------------------------ helpers
     def _locked(self, workflow_id: str) -> AbstractContextManager[tuple[Connection, RowMapping]]:

@@ -19,11 +19,13 @@ from saferun.core.state_machine.models import (
     ExecutionState,
     WorkflowExecution,
 )
+from saferun.domain.policy import Caller
 from saferun.domain.states import WorkflowState
 from saferun.storage import approvals, audit, saga, snapshots
 from saferun.storage import ledger as book
 from saferun.storage import workflows as wf_store
 from saferun.storage.database import Database
+from saferun.storage.visibility import visible_workflows
 
 
 class WorkflowReads:
@@ -35,13 +37,19 @@ class WorkflowReads:
             return self._fresh(conn, workflow_id)
 
     def list_workflows(
-        self, state: WorkflowState | str | None = None, limit: int = 100, offset: int = 0
+        self,
+        state: WorkflowState | str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        visible_to: Caller | None = None,
     ) -> list[WorkflowExecution]:
+        """Newest first; with ``visible_to`` only the workflows that caller may see (the one rule)."""
         value = WorkflowState(state).value if state else None
+        where = visible_workflows(visible_to) if visible_to is not None else None
         with self.db.read() as conn:
             return [
                 self._execution(conn, r)
-                for r in wf_store.list_rows(conn, state=value, limit=limit, offset=offset)
+                for r in wf_store.list_rows(conn, state=value, limit=limit, offset=offset, where=where)
             ]
 
     def stats(self) -> dict[str, Any]:
