@@ -1,0 +1,366 @@
+"""The attacker's authorization matrix, generated from the app's own route table (issue 9).
+
+Every route in ``app.routes`` x every caller of ``tests/authz_world.py`` is requested against workflow A,
+and the answer must be the status written in ``EXPECTED``: one table, one row per route. A route the table
+does not name fails the test, so a new endpoint cannot be added without deciding who may call it.
+``ALLOWED`` means "got past authorization" (any status but 401/403/404): the matrix is about who is let in,
+and a state conflict (409) or a refused amount (422) after that is another test's business.
+
+Bodies must not leak either: B's callers (and everyone who may not see A) never find A's ids in any list,
+dashboard queue or the SSE event stream, while A's own parties do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from saferun.api.server import create_app
+from saferun.storage.database import Database
+from tests.authz_world import CALLERS, World, build, params
+
+ALLOWED = "allowed"  # not 401, 403 or 404: authorization let the caller through
+NAMES = list(CALLERS)
+A_SIDE = ("poster_a", "exec_a", "sup_a", "admin", "plat_a")  # who may see workflow A
+FOREIGN = ("poster_b", "exec_b", "sup_b", "sup_free", "plat_b")  # authenticated, but A is not theirs
+
+
+def row(default: int | str, **cells: int | str) -> dict[str, int | str]:
+    """One route's expectations: ``default`` for every caller, then the named exceptions."""
+    unknown = set(cells) - set(NAMES)
+    assert not unknown, unknown
+    return {name: cells.get(name, default) for name in NAMES}
+
+
+def public(status: int | str = 200) -> dict[str, int | str]:
+    """Anyone, with or without a key (a key is not even looked at)."""
+    return row(status)
+
+
+def keyed(status: int | str = 200) -> dict[str, int | str]:
+    """Any valid key; no key or a bad one is 401."""
+    return row(status, none=401, bad=401)
+
+
+def reads_a(status: int | str = 200) -> dict[str, int | str]:
+    """A detail of workflow A: its parties, admins and its platform; everyone else 404 (not revealed)."""
+    return row(404, none=401, bad=401, **{n: status for n in A_SIDE})
+
+
+def agent_of_a() -> dict[str, int | str]:
+    """Driving A as its agent: its executor and admins; A's other parties 403; foreigners 404."""
+    return row(404, none=401, bad=401, exec_a=ALLOWED, admin=ALLOWED, poster_a=403, sup_a=403, plat_a=403)
+
+
+def poster_of_a() -> dict[str, int | str]:
+    """The poster's acts (cancel, rate): its poster and admins; A's other parties 403; foreigners 404."""
+    return row(404, none=401, bad=401, poster_a=ALLOWED, admin=ALLOWED, exec_a=403, sup_a=403, plat_a=403)
+
+
+def page_a() -> dict[str, int | str]:
+    """A dashboard page about A: no key is sent to sign in (303); a bad key is the 401 page."""
+    return row(404, none=303, bad=401, **{n: 200 for n in A_SIDE})
+
+
+def fragment_a() -> dict[str, int | str]:
+    return row(404, none=401, bad=401, **{n: 200 for n in A_SIDE})
+
+
+def platform_api(status: int | str = ALLOWED) -> dict[str, int | str]:
+    """``/x402`` as main has it: any platform or admin key; other roles 403.
+    h9x402 tightens this: a platform acts only on its own platform's workflows (plat_b on A -> refused)."""
+    return row(403, none=401, bad=401, admin=status, plat_a=status, plat_b=status)
+
+
+W = "/api/workflows/{workflow_id}"
+EXPECTED: dict[str, dict[str, int | str]] = {
+    # --- docs and health: public (issue 9 item 7 may put /docs, /openapi.json, /metrics behind a key)
+    "GET /openapi.json": public(),
+    "GET /docs": public(),
+    "GET /docs/oauth2-redirect": public(),
+    "GET /redoc": public(),
+    "GET /metrics": public(),
+    "GET /api/health": public(),
+    "GET /x402/health": public(),
+    # --- lists: any key, filtered by the visibility rule (the leak test checks the bodies)
+    "GET /api/workflows": keyed(),
+    "GET /api/approvals/pending": keyed(),
+    "GET /api/stats": keyed(),  # aggregate counts only, no ids
+    "GET /api/events": keyed(),  # filtered stream: test_sse_stream_carries_only_visible_workflows
+    "POST /api/workflows": row(403, none=401, bad=401, poster_a=201, poster_b=201, admin=201),
+    # --- workflow A's details: the visibility rule
+    f"GET {W}": reads_a(),
+    f"GET {W}/snapshots": reads_a(),
+    f"GET {W}/state": reads_a(),
+    f"GET {W}/steps": reads_a(),
+    f"GET {W}/audit": reads_a(),
+    f"GET {W}/ledger": reads_a(),
+    f"GET {W}/escrow/payments": reads_a(),
+    "GET /api/snapshots/{snapshot_id}": reads_a(),
+    "GET /api/artifacts/{sha256}": reads_a(),
+    "GET /api/approvals/{request_id}": reads_a(),
+    # --- A's agent
+    f"POST {W}/start": agent_of_a(),
+    f"POST {W}/checkpoints": agent_of_a(),
+    f"POST {W}/steps": agent_of_a(),
+    f"GET {W}/rollback/steps": agent_of_a(),  # 409 for them: A is not rolling back
+    f"POST {W}/rollback/steps/{{step_id}}/claim": agent_of_a(),
+    f"POST {W}/rollback/steps/{{step_id}}/finish": agent_of_a(),
+    f"POST {W}/rollback/complete": agent_of_a(),
+    f"POST {W}/settle": agent_of_a(),
+    f"POST {W}/complete": agent_of_a(),
+    f"POST {W}/fail": agent_of_a(),
+    "POST /api/approvals/{request_id}/alerts": agent_of_a(),
+    # --- A's poster
+    f"POST {W}/escrow/fund": row(404, none=401, bad=401, poster_a=ALLOWED, admin=ALLOWED, exec_a=403,
+                                 sup_a=403, plat_a=403),
+    f"POST {W}/cancel": poster_of_a(),
+    f"POST {W}/rating": poster_of_a(),
+    # --- deciding A: only its assigned supervisor (four eyes: poster/executor 403); admin is not it
+    "POST /api/approvals/submit": row(404, none=401, bad=401, sup_a=ALLOWED, poster_a=403, exec_a=403,
+                                      admin=403, plat_a=403),
+    # --- dashboard pages, fragments and forms
+    "GET /": row(303),
+    "GET /approvals": row(200, none=303, bad=401),
+    "GET /workflows": row(200, none=303, bad=401),
+    "GET /stats": row(200, none=303, bad=401),
+    "GET /approvals/{request_id}": page_a(),
+    "GET /workflows/{workflow_id}": page_a(),
+    "GET /ui/fragments/pending": keyed(),
+    "GET /ui/fragments/workflows": keyed(),
+    "GET /ui/fragments/stats": keyed(),
+    "GET /ui/fragments/nav": keyed(),
+    "GET /ui/fragments/workflows/{workflow_id}": fragment_a(),
+    "GET /ui/fragments/approvals/{request_id}/status": fragment_a(),
+    "POST /ui/approvals/{request_id}/decision": row(404, none=401, bad=401, sup_a=ALLOWED, poster_a=403,
+                                                   exec_a=403, admin=403, plat_a=403),
+    "GET /ui/static/{name}": row(200),
+    "GET /login": row(200),
+    "POST /login": row(403),  # no login CSRF token in the form: refused for everyone
+    "GET /logout": row(303),  # nobody has a session here: back to the sign-in page
+    "POST /logout": row(303),
+    "GET /decide/{token}": row(404),  # a single-use link is its own credential; an unknown one is 404
+    "POST /decide/{token}": row(403),  # no form token: refused before the link is even looked up
+    # --- the /x402 platform API (h9x402 tightens these rows: platform scoping, money only via the engine)
+    "POST /x402/jobs": platform_api(),  # h9x402 tightens this
+    "GET /x402/jobs/{job_id:path}": platform_api(),  # h9x402 tightens this
+    "POST /x402/jobs/{job_id:path}/status": platform_api(),  # h9x402 tightens this
+    "POST /x402/jobs/{parent_job_id:path}/approval-subjobs": platform_api(),  # h9x402 tightens this
+    "POST /x402/escrow/lock": platform_api(),  # h9x402 tightens this
+    "GET /x402/escrow/{escrow_id:path}": platform_api(),  # h9x402 tightens this
+    "POST /x402/escrow/{escrow_id:path}/release": platform_api(),  # h9x402 tightens this
+    "POST /x402/escrow/{escrow_id:path}/split": platform_api(),  # h9x402 tightens this
+    "POST /x402/artifacts": platform_api(),  # h9x402 tightens this
+    "GET /x402/artifacts": platform_api(),  # h9x402 tightens this
+    "GET /x402/identities/{user_id:path}": platform_api(),  # h9x402 tightens this
+    "GET /x402/identities/{user_id:path}/verify": platform_api(),  # h9x402 tightens this
+    "POST /x402/supervisors": platform_api(),  # h9x402 tightens this
+    "GET /x402/supervisors": platform_api(),  # h9x402 tightens this
+    "POST /x402/supervisors/assignments": platform_api(),  # h9x402 tightens this
+    "POST /x402/supervisors/{supervisor_id:path}/requests": platform_api(),  # h9x402 tightens this
+    "POST /x402/supervisors/{supervisor_id:path}/ratings": platform_api(),  # h9x402 tightens this
+    "POST /x402/supervisors/{supervisor_id:path}/approval-quality": platform_api(),  # h9x402 tightens this
+}
+
+_STATE = {"checkpoint_id": "cp2", "parameters": {"threshold": 5}}
+BODIES: dict[str, dict[str, Any]] = {
+    "POST /api/workflows": {"json": {"name": "n", "checkpoint_names": ["c"], "escrow_amount": "0",
+                                     "poster_id": "{self}", "executor_id": "exec_a"}},
+    f"POST {W}/checkpoints": {"json": {"state": _STATE}},
+    f"POST {W}/steps": {"json": {"name": "s", "compensation": "undo_s"}},
+    f"POST {W}/rollback/steps/{{step_id}}/claim": {"json": {"owner": "me"}},
+    f"POST {W}/rollback/steps/{{step_id}}/finish": {"json": {"ok": True}},
+    f"POST {W}/rollback/complete": {"json": {}},
+    f"POST {W}/settle": {"json": {}},
+    f"POST {W}/fail": {"json": {"error": "stop"}},
+    f"POST {W}/cancel": {"json": {"reason": "stop"}},
+    f"POST {W}/rating": {"json": {"rating": 5}},
+    "POST /api/approvals/{request_id}/alerts": {"json": {"alerts": [{"rule": "r", "message": "m"}]}},
+    "POST /api/approvals/submit": {"json": {"request_id": "{request_id}", "decision": "APPROVED"}},
+    "POST /ui/approvals/{request_id}/decision": {"data": {"decision": "APPROVED", "rationale": "ok"}},
+    "POST /login": {"data": {"api_key": "sr_key_bad"}},
+    "POST /logout": {"data": {}},
+    "POST /decide/{token}": {"data": {"decision": "APPROVED"}},
+    "POST /x402/jobs": {"json": {"job_type": "t", "workflow_id": "{workflow_id}", "data": {}}},
+    "POST /x402/jobs/{job_id:path}/status": {"json": {"status": "in_progress"}},
+    "POST /x402/jobs/{parent_job_id:path}/approval-subjobs": {
+        "json": {"workflow_id": "{workflow_id}", "checkpoint_id": "cp1", "supervisor_id": "sup_a"}},
+    "POST /x402/escrow/lock": {"json": {"workflow_id": "{workflow_id}", "amount": "1",
+                                        "poster_id": "poster_a", "executor_id": "exec_a"}},
+    "POST /x402/escrow/{escrow_id:path}/release": {"json": {"amount": "1", "recipient_id": "exec_a"}},
+    "POST /x402/escrow/{escrow_id:path}/split": {"json": {"splits": [{"recipient_id": "exec_a",
+                                                                       "amount": "1"}]}},
+    "POST /x402/artifacts": {"json": {"artifact_type": "t", "content": "x"}},
+    "GET /x402/artifacts": {"params": {"uri": "x402://artifact/nope"}},
+    "POST /x402/supervisors": {"json": {"supervisor_id": "sup_a", "specialties": ["x"],
+                                        "price_per_approval": "1"}},
+    "POST /x402/supervisors/assignments": {"json": {"workflow_id": "{workflow_id}", "workflow_type": "x"}},
+    "POST /x402/supervisors/{supervisor_id:path}/requests": {"json": {"workflow_id": "{workflow_id}"}},
+    "POST /x402/supervisors/{supervisor_id:path}/ratings": {"json": {"workflow_id": "{workflow_id}",
+                                                                     "rating": 5}},
+    "POST /x402/supervisors/{supervisor_id:path}/approval-quality": {
+        "json": {"workflow_id": "{workflow_id}", "quality_score": 1.0}},
+}
+# requests that change A run after every read, the ones that end it last
+LAST = (f"POST {W}/cancel", f"POST {W}/fail", f"POST {W}/complete", f"POST {W}/settle",
+        f"POST {W}/rollback/complete")
+
+
+def app_routes(app: Any) -> Iterator[tuple[str, str]]:
+    """``(method, path)`` of every route, including those behind FastAPI's included routers."""
+    for route in app.routes:
+        if hasattr(route, "path") and hasattr(route, "methods"):
+            items: list[Any] = [route]
+        else:
+            candidates = route.effective_candidates
+            items = list(candidates() if callable(candidates) else candidates)
+        for item in items:
+            for method in sorted(item.methods or ()):
+                if method != "HEAD":
+                    yield method, item.path
+
+
+def _fill(value: Any, values: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for k, v in values.items():
+            value = value.replace("{" + k + "}", v)
+        return value
+    if isinstance(value, dict):
+        return {k: _fill(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, values) for v in value]
+    return value
+
+
+def _order(key: str) -> tuple[int, int, str]:
+    """Reads first, then changes (alphabetically, so a supervisor registers before it is requested),
+    then what ends workflow A; deterministic, so every run asks the same questions in the same state."""
+    if key in LAST:
+        return (2, LAST.index(key), key)
+    return (0 if key.startswith("GET ") else 1, 0, key)
+
+
+async def _matrix(db: Database) -> tuple[World, dict[tuple[str, str], int]]:
+    world = await build(db)
+    app = create_app(world.orch, auth="keys", sweep=False)
+    keys = sorted({f"{m} {p}" for m, p in app_routes(app) if f"{m} {p}" != "GET /api/events"}, key=_order)
+    got: dict[tuple[str, str], int] = {}
+    base = params(world)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        for key in keys:
+            method, path = key.split(" ", 1)
+            url = _fill(path.replace(":path}", "}"), base)
+            for name in NAMES:
+                spec_of = CALLERS[name]
+                values = {**base, "self": "poster_a" if name == "admin" else spec_of[0] if spec_of else "x"}
+                spec = _fill(BODIES.get(key, {}), values)
+                res = await client.request(method, url, headers=world.headers[name], **spec)
+                got[(key, name)] = res.status_code
+    return world, got
+
+
+def _matches(expected: int | str, status: int) -> bool:
+    return status not in (401, 403, 404) if expected == ALLOWED else status == expected
+
+
+async def test_every_route_and_caller_gets_the_tabled_status(db: Database) -> None:
+    app = create_app(auth="keys", sweep=False)
+    routes = {f"{m} {p}" for m, p in app_routes(app)}
+    missing = sorted(routes - set(EXPECTED))
+    assert not missing, f"routes missing from EXPECTED (decide who may call them): {missing}"
+    stale = sorted(set(EXPECTED) - routes)
+    assert not stale, f"EXPECTED names routes the app does not have: {stale}"
+    _, got = await _matrix(db)
+    wrong = [
+        f"{key} as {name}: expected {EXPECTED[key][name]}, got {status}"
+        for (key, name), status in got.items()
+        if not _matches(EXPECTED[key][name], status)
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+LISTS = ("/api/workflows", "/api/approvals/pending", "/approvals", "/workflows", "/ui/fragments/pending",
+         "/ui/fragments/workflows")
+
+
+async def test_lists_never_show_a_foreign_workflow(db: Database) -> None:
+    """Every list and queue, for every caller: A's ids appear exactly for those who may see A."""
+    world = await build(db)
+    app = create_app(world.orch, auth="keys", sweep=False)
+    a_ids = (world.a.workflow_id, world.a.request_id)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+        for name in NAMES[2:]:
+            for path in LISTS:
+                res = await c.get(path, headers=world.headers[name])
+                assert res.status_code == 200, (path, name)
+                shown = any(i in res.text for i in (*a_ids, "Workflow A"))
+                assert shown is (name in A_SIDE), (path, name)
+                if name in ("poster_b", "exec_b", "sup_b", "plat_b"):
+                    theirs = (world.b.workflow_id, world.b.request_id, "Workflow B")
+                    assert any(i in res.text for i in theirs), (path, name)  # their own is there
+        nav = await c.get("/ui/fragments/nav", headers=world.headers["sup_free"])
+        assert nav.text == "0"  # the badge counts the caller's own queue
+
+
+async def _sse(app: Any, headers: dict[str, str], until_id: int) -> list[dict[str, Any]]:
+    """Read ``GET /api/events`` over raw ASGI until an event with id >= ``until_id`` arrives (or the
+    server's keep-alive shows it has sent everything up to now), then disconnect."""
+    done = asyncio.Event()
+    body = bytearray()
+    sent_request = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent_request
+        if not sent_request:
+            sent_request = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    def events() -> list[dict[str, Any]]:
+        import json
+
+        found = []
+        for block in body.decode().split("\n\n"):
+            data = [ln[6:] for ln in block.split("\n") if ln.startswith("data: ")]
+            if data:
+                found.append(json.loads(data[0]))
+        return found
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            body.extend(message.get("body", b""))
+            if any(ev["id"] >= until_id for ev in events()) or b"keep-alive" in body:
+                done.set()
+
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": "/api/events", "raw_path": b"/api/events", "query_string": b"",
+             "root_path": "", "headers": raw, "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80)}
+    await app(scope, receive, send)
+    return events()
+
+
+async def test_sse_stream_carries_only_visible_workflows(db: Database) -> None:
+    """B's callers read the stream up to B's newest event: none of A's events is in it; A's poster sees
+    A's (and not B's)."""
+    from saferun.core import events as feed
+
+    world = await build(db)
+    world.orch.cancel_workflow(world.a.workflow_id, "A's last change", actor="poster_a")
+    with world.orch.db.read() as conn:
+        a_last = feed.last_event_id(conn)
+    world.orch.cancel_workflow(world.b.workflow_id, "B's last change", actor="poster_b")
+    with world.orch.db.read() as conn:
+        last = feed.last_event_id(conn)
+    app = create_app(world.orch, auth="keys", sweep=False)
+    for name in ("poster_b", "exec_b", "sup_b", "plat_b", "admin"):
+        seen = {ev["workflow_id"] for ev in await _sse(app, world.headers[name], last)}
+        assert world.b.workflow_id in seen, name
+        assert (world.a.workflow_id in seen) is (name == "admin"), name
+    seen = {ev["workflow_id"] for ev in await _sse(app, world.headers["poster_a"], a_last)}
+    assert seen == {world.a.workflow_id}
