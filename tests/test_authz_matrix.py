@@ -310,6 +310,9 @@ async def test_lists_never_show_a_foreign_workflow(db: Database) -> None:
                     assert any(i in res.text for i in theirs), (path, name)  # their own is there
         nav = await c.get("/ui/fragments/nav", headers=world.headers["sup_free"])
         assert nav.text == "0"  # the badge counts the caller's own queue
+        for name, total in (("sup_free", 0), ("poster_a", 1), ("plat_b", 1), ("admin", 2)):
+            stats = (await c.get("/api/stats", headers=world.headers[name])).json()
+            assert stats["total_workflows"] == total and stats["pending_approvals"] == total, name
 
 
 async def _sse(app: Any, headers: dict[str, str], until_id: int) -> list[dict[str, Any]]:

@@ -43,7 +43,7 @@ def health(orch: OrchestratorDep) -> Any:
 
 @router.get("/api/stats", response_model=s.Stats)
 def stats(orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
-    return orch.stats()
+    return orch.stats(visible_to=caller)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -104,5 +104,9 @@ def responses_for_workflow(conn: Connection, workflow_id: str) -> list[RowMappin
     )
 
 
-def total_responses(conn: Connection) -> int:
-    return conn.execute(select(func.count()).select_from(approval_responses)).scalar_one()
+def total_responses(conn: Connection, visible: Select[tuple[str]] | None = None) -> int:
+    """Decisions recorded; ``visible`` (``visibility.visible_ids``) counts only those workflows'."""
+    stmt = select(func.count()).select_from(approval_responses)
+    if visible is not None:
+        stmt = stmt.where(approval_responses.c.workflow_id.in_(visible))
+    return conn.execute(stmt).scalar_one()

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, and_, bindparam, func, insert, select, update
 
 from saferun.errors import WorkflowNotFound
 from saferun.storage.database import Database, lock_workflow
@@ -138,8 +138,9 @@ def list_rows(
     return list(conn.execute(stmt.limit(limit).offset(offset)).mappings())
 
 
-def count_by_state(conn: Connection) -> dict[str, int]:
-    rows = conn.execute(select(workflows.c.state, func.count()).group_by(workflows.c.state))
+def count_by_state(conn: Connection, where: ColumnElement[bool] | None = None) -> dict[str, int]:
+    stmt = select(workflows.c.state, func.count()).group_by(workflows.c.state)
+    rows = conn.execute(stmt if where is None else stmt.where(where))
     return {state: n for state, n in rows}
 
 
@@ -153,9 +154,11 @@ def rolling_back_since(conn: Connection, before: datetime) -> list[str]:
     return [r[0] for r in rows]
 
 
-def active_parties(conn: Connection) -> tuple[int, int]:
-    """Distinct executors and supervisors of workflows that have not ended."""
+def active_parties(conn: Connection, where: ColumnElement[bool] | None = None) -> tuple[int, int]:
+    """Distinct executors and supervisors of workflows that have not ended (of those ``where`` keeps)."""
     live = workflows.c.state.notin_(["completed", "failed"])
+    if where is not None:
+        live = and_(live, where)
     executors = conn.execute(
         select(func.count(func.distinct(workflows.c.executor_id))).where(live)
     ).scalar_one()

@@ -183,8 +183,8 @@ def workflow(orch: WorkflowOrchestrator, caller: Caller, workflow_id: str) -> di
     }
 
 
-def stats(orch: WorkflowOrchestrator) -> dict[str, Any]:
-    numbers = orch.stats()
+def stats(orch: WorkflowOrchestrator, caller: Caller) -> dict[str, Any]:
+    numbers = orch.stats(visible_to=caller)
     states = numbers["workflow_states"]
     total = max(sum(states.values()), 1)
     return {

@@ -291,7 +291,7 @@ def workflow_page(request: Request, v: Viewer, workflow_id: str) -> Response:
 @router.get("/stats")
 @dashboard()
 def stats_page(request: Request, v: Viewer) -> Response:
-    context = pages.stats(_orch(request))
+    context = pages.stats(_orch(request), v.who)
     return page(request, v, "stats.html", pending_count=context["stats"]["pending_approvals"], **context)
 
 
@@ -329,7 +329,7 @@ def approval_status_fragment(request: Request, v: Viewer, request_id: str) -> Re
 @router.get("/ui/fragments/stats")
 @dashboard(fragment=True)
 def stats_fragment(request: Request, v: Viewer) -> Response:
-    return page(request, v, "_stats.html", **pages.stats(_orch(request)))
+    return page(request, v, "_stats.html", **pages.stats(_orch(request), v.who))
 
 
 @router.get("/ui/fragments/nav")

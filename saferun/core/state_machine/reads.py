@@ -25,7 +25,7 @@ from saferun.storage import approvals, audit, saga, snapshots
 from saferun.storage import ledger as book
 from saferun.storage import workflows as wf_store
 from saferun.storage.database import Database
-from saferun.storage.visibility import visible_workflows
+from saferun.storage.visibility import visible_ids, visible_workflows
 
 
 class WorkflowReads:
@@ -52,16 +52,19 @@ class WorkflowReads:
                 for r in wf_store.list_rows(conn, state=value, limit=limit, offset=offset, where=where)
             ]
 
-    def stats(self) -> dict[str, Any]:
-        """The seed's ``GET /api/stats`` numbers."""
+    def stats(self, visible_to: Caller | None = None) -> dict[str, Any]:
+        """The seed's ``GET /api/stats`` numbers; with ``visible_to``, over the workflows that caller may
+        see (the one visibility rule: a count of other people's work is theirs too)."""
+        where = visible_workflows(visible_to) if visible_to is not None else None
+        ids = visible_ids(visible_to) if visible_to is not None else None
         with self.db.read() as conn:
-            states = wf_store.count_by_state(conn)
-            executors, supervisors = wf_store.active_parties(conn)
+            states = wf_store.count_by_state(conn, where)
+            executors, supervisors = wf_store.active_parties(conn, where)
             return {
                 "total_workflows": sum(states.values()),
                 "workflow_states": states,
-                "total_approvals_processed": approvals.total_responses(conn),
-                "pending_approvals": len(approvals.pending(conn)),
+                "total_approvals_processed": approvals.total_responses(conn, ids),
+                "pending_approvals": len(approvals.pending(conn, None, ids)),
                 "active_executors": executors,
                 "active_supervisors": supervisors,
             }
