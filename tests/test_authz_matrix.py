@@ -373,3 +373,45 @@ async def test_sse_stream_carries_only_visible_workflows(db: Database) -> None:
         assert (world.a.workflow_id in seen) is (name == "admin"), name
     seen = {ev["workflow_id"] for ev in await _sse(app, world.headers["poster_a"], a_last)}
     assert seen == {world.a.workflow_id}
+
+
+async def test_a_foreign_id_answers_exactly_like_an_unknown_one(db: Database) -> None:
+    """404 reveals nothing: B's poster gets for A's ids the body an id that never existed gets."""
+    world = await build(db)
+    app = create_app(world.orch, auth="keys", sweep=False)
+    a = world.a
+    probes = [
+        ("/api/workflows/{}", a.workflow_id, "wf_never"),
+        ("/api/workflows/{}/audit", a.workflow_id, "wf_never"),
+        ("/api/approvals/{}", a.request_id, "req_never"),
+        ("/api/snapshots/{}", a.snapshot_id, "snap_never"),
+        ("/api/artifacts/{}", a.sha256, "0" * 64),
+    ]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+        for template, real, unknown in probes:
+            foreign = await c.get(template.format(real), headers=world.headers["poster_b"])
+            missing = await c.get(template.format(unknown), headers=world.headers["poster_b"])
+            assert foreign.status_code == missing.status_code == 404, template
+            assert foreign.text.replace(real, "ID") == missing.text.replace(unknown, "ID"), template
+            assert a.workflow_id not in foreign.text or real == a.workflow_id, template
+
+
+async def test_an_unassigned_workflow_is_visible_to_every_supervisor(db: Database) -> None:
+    """While the marketplace has assigned nobody, any supervisor may decide it, so every one may see it;
+    posters and executors of other workflows still may not."""
+    from saferun.core.state_machine.models import CheckpointConfig, WorkflowConfig
+
+    world = await build(db)
+    world.orch.initialize_workflow(
+        WorkflowConfig(workflow_id="wf_open", name="Unassigned", checkpoints=[CheckpointConfig(name="c")],
+                       escrow_amount="0", poster_id="poster_a", executor_id="exec_a")
+    )
+    assert world.orch.get_workflow("wf_open").supervisor_id is None
+    app = create_app(world.orch, auth="keys", sweep=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+        for name, status in (("sup_free", 200), ("sup_b", 200), ("poster_b", 404), ("exec_b", 404),
+                             ("plat_a", 404), ("poster_a", 200)):
+            res = await c.get("/api/workflows/wf_open", headers=world.headers[name])
+            assert res.status_code == status, name
+            listed = (await c.get("/api/workflows", headers=world.headers[name])).text
+            assert ("wf_open" in listed) is (status == 200), name
