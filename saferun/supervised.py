@@ -162,9 +162,14 @@ class SupervisedRun:
         confidence: float | None = None,
         alerts: list[dict[str, Any]] | None = None,
         risk: dict[str, Any] | None = None,
+        parameter_schema: dict[str, Any] | None = None,
         wait_timeout: float | None = None,
     ) -> Decision:
-        """Capture, ask, wait; return the decision or raise ``ApprovalRejected`` after compensating."""
+        """Capture, ask, wait; return the decision or raise ``ApprovalRejected`` after compensating.
+
+        ``parameter_schema`` (a JSON Schema) declares what the reviewer may change in ``parameters``
+        (types, enum, minimum/maximum, pattern, required); without it the checkpoint config's, else one
+        inferred from the values. A modification outside it is refused everywhere with the field named."""
         cp = self._checkpoint_config(name)
         if state is None:
             state = ExecutionState(
@@ -193,6 +198,7 @@ class SupervisedRun:
                 confidence=confidence,
                 alerts=alerts,
                 risk=risk,
+                parameter_schema=parameter_schema,
             )
         except InvalidTransition as exc:
             snapshot, request = self._adopt_pending(cp.checkpoint_id, exc)

@@ -128,7 +128,11 @@ def test_modify_merges_into_the_approved_state(database_env: Database) -> None:
     bad_key = cli("approvals", "modify", p.request_id, "--by", "alice", "--set", "topping=ham")
     assert bad_key.exit_code == 1 and "modifications.topping" in bad_key.output
     wrong_kind = cli("approvals", "modify", p.request_id, "--by", "alice", "--set", "pizza_count=ten")
-    assert wrong_kind.exit_code == 1 and "expected a number" in wrong_kind.output
+    assert wrong_kind.exit_code == 1 and "expected a whole number" in wrong_kind.output
+    half = cli("approvals", "modify", p.request_id, "--by", "alice", "--set", "pizza_count=10.5")
+    # the server's check, the dashboard's and the CLI's are one: 10.5 pizzas is not a whole number
+    assert half.exit_code == 1
+    assert "modifications.pizza_count: expected a whole number, got 10.5" in half.output
     nothing = cli("approvals", "modify", p.request_id, "--by", "alice")
     assert nothing.exit_code == 1 and "modifications" in nothing.output and "Traceback" not in nothing.output
     assert p.orch.get_workflow(p.workflow_id).status == "awaiting_approval"  # refusals changed nothing

@@ -266,7 +266,7 @@ async def test_error_answers_become_the_saferun_errors(server: str) -> None:
         assert wrong.value.state == "awaiting_approval"
         c.submit_decision(request_id, "APPROVED", approved_by="reviewer")
         with pytest.raises(DecisionConflict) as twice:
-            c.submit_decision(request_id, "REJECTED", approved_by="reviewer")
+            c.submit_decision(request_id, "REJECTED", approved_by="reviewer", rationale="too late")
         assert twice.value.request_id == request_id and twice.value.status == "decided"
         c.create_workflow(make_config(n=1, workflow_id="wf_2"))
         c.start("wf_2")

@@ -282,3 +282,63 @@ def test_sign_in_with_a_key_decide_and_sign_out(browser: Any, orch: WorkflowOrch
             assert watch.errors == []
         finally:
             context.close()
+
+
+def test_a_declared_parameter_schema_drives_the_modify_form(browser: Any, orch: WorkflowOrchestrator) -> None:
+    """The agent's declared schema types the form (a choice for an enum, limits as attributes); the
+    browser refuses 60 pizzas with the schema's words, and the server refuses the same post made without
+    the page's script with the same words; nothing is decided until the value fits."""
+    from playwright.sync_api import expect
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "pizza_count": {"type": "integer", "minimum": 1, "maximum": 50, "description": "how many"},
+            "size": {"enum": ["small", "medium", "large"]},
+        },
+        "additionalProperties": False,
+    }
+    wf = ui.new_workflow(orch, "Typed order", ["Place order"])
+    req = ui.pause(
+        orch,
+        wf,
+        "cp1",
+        "Order 20 large pizzas",
+        state={"parameters": {"pizza_count": 20, "size": "large"}},
+        parameter_schema=schema,
+    )
+    words = "must be at most 50, got 60"
+    app = create_app(orch, auth="open")
+    with ui.serve(app) as base:
+        for scripted in (True, False):
+            context = browser.new_context(viewport=WIDE, java_script_enabled=scripted)
+            page = context.new_page()
+            try:
+                page.goto(f"{base}/approvals/{req}")
+                if scripted:
+                    page.click(".tab-modify")
+                expect(page.locator('select[name="param.size"] option')).to_have_count(3)
+                page.fill('#form-modify [name="acting_as"]', "reviewer")
+                page.fill('[name="param.pizza_count"]', "60")
+                page.click('#form-modify button[type="submit"]')
+                error = page.locator('#form-modify .param[data-kind="integer"] .field-error')
+                expect(error).to_have_text(words)  # the browser's check, or the server's page: same words
+                assert orch.get_approval_request(req).status == "pending"
+                if scripted:
+                    shot(page, "review-typed-schema", full_page=False)
+            finally:
+                context.close()
+        context = browser.new_context(viewport=WIDE)
+        page = context.new_page()
+        try:
+            page.goto(f"{base}/approvals/{req}")
+            page.click(".tab-modify")
+            page.fill('#form-modify [name="acting_as"]', "reviewer")
+            page.fill('[name="param.pizza_count"]', "12")
+            page.select_option('select[name="param.size"]', "medium")
+            page.click('#form-modify button[type="submit"]')
+            expect(page.locator("#flash")).to_contain_text("Modified")
+        finally:
+            context.close()
+    state = orch.latest_approved_state(wf)
+    assert state is not None and state.parameters == {"pizza_count": 12, "size": "medium"}

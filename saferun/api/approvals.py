@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, OrchestratorDep, enforce, visible
 from saferun.api.workflows import as_agent
-from saferun.core.state_machine.models import ApprovalRequest, ApprovalResponse
+from saferun.core.state_machine.models import ApprovalDecision, ApprovalRequest, ApprovalResponse
 from saferun.domain.policy import may_decide
 from saferun.errors import ApprovalRequestNotFound, InvalidInput
 
@@ -33,6 +33,9 @@ def submit(body: s.SubmitDecision, orch: OrchestratorDep, caller: CallerDep) -> 
     approved_by = body.approved_by or caller.identity_id
     if not approved_by:
         raise InvalidInput("approved_by", "say who decides (or authenticate with an API key)")
+    if body.decision == ApprovalDecision.REJECTED and not body.rationale.strip():
+        # as in the dashboard and the CLI: the agent's operator and the audit need to know why
+        raise InvalidInput("rationale", "a rejection needs a rationale: say why, for the agent and the audit")
     request = orch.get_approval_request(body.request_id)
     wf = visible(orch, caller, request.workflow_id, ApprovalRequestNotFound(body.request_id))
     enforce(

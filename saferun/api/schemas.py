@@ -158,6 +158,11 @@ class CheckpointIn(Strict):
     confidence: float | None = Field(default=None, ge=0, le=1)
     risk: dict[str, Any] | None = None
     alerts: list[dict[str, Any]] | None = None
+    parameter_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="JSON Schema of the parameters the reviewer may change (type, enum, minimum, "
+        "maximum, pattern, required); default: the checkpoint's, else inferred from the proposed values",
+    )
 
 
 class CheckpointOut(BaseModel):

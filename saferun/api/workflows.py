@@ -151,6 +151,7 @@ async def checkpoint(
             confidence=body.confidence,
             risk=body.risk,
             alerts=body.alerts,
+            parameter_schema=body.parameter_schema,
         )
     else:
         snap = await orch.create_checkpoint(workflow_id, state)

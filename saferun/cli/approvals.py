@@ -16,6 +16,7 @@ from rich.text import Text
 
 from saferun.cli.common import cell, console, duration, echo_json, orchestrator, state_cell
 from saferun.core.state_machine.models import ApprovalDecision, ApprovalRequest, ApprovalResponse
+from saferun.domain import parameter_schema
 from saferun.domain.canonical import MAX_DEPTH, json_depth
 from saferun.storage.schema import utcnow
 
@@ -117,8 +118,12 @@ def _loads_bounded(text: str, hint: str) -> Any:
     return json.loads(text)
 
 
-def parse_modifications(sets: list[str], json_mods: str | None) -> dict[str, Any]:
-    """``--json-mods`` first, then each ``--set key=value`` on top (value is JSON if it parses, else text)."""
+def parse_modifications(
+    sets: list[str], json_mods: str | None, schema: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``--json-mods`` first, then each ``--set key=value`` on top. A value is read as the checkpoint's
+    parameter schema types it (``--set note=10`` is the text "10" for a string parameter, ``count=10`` the
+    whole number 10); for a parameter the schema does not type, JSON if it parses, else text."""
     mods: dict[str, Any] = {}
     if json_mods:
         try:
@@ -132,10 +137,14 @@ def parse_modifications(sets: list[str], json_mods: str | None) -> dict[str, Any
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
+        name = key.strip()
+        if parameter_schema.is_text(parameter_schema.property_schema(schema or {}, name)):
+            mods[name] = raw  # a text parameter: "10" stays the text "10"
+            continue
         try:
-            mods[key.strip()] = _loads_bounded(raw, "--set")
+            mods[name] = _loads_bounded(raw, "--set")
         except json.JSONDecodeError:
-            mods[key.strip()] = raw
+            mods[name] = raw
     return mods
 
 
@@ -156,10 +165,17 @@ def modify(
 ) -> None:
     """Approve with changes: the modifications are merged (JSON merge patch) into the proposed parameters.
 
-    Only parameters the agent proposed can be changed, and only with a value of the same kind.
+    What may change is the checkpoint's parameter schema (declared by the agent, or inferred from what it
+    proposed): values are read as its types and checked by the same rules as the server and the dashboard.
     """
+    schema = orchestrator(ctx).get_approval_request(request_id).parameter_schema
     _decide(
-        ctx, request_id, ApprovalDecision.MODIFIED, by, rationale, parse_modifications(sets or [], json_mods)
+        ctx,
+        request_id,
+        ApprovalDecision.MODIFIED,
+        by,
+        rationale,
+        parse_modifications(sets or [], json_mods, schema),
     )
 
 

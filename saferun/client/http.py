@@ -507,6 +507,7 @@ class SafeRunClient(BaseSafeRunClient):
         confidence: float | None = None,
         risk: dict[str, Any] | None = None,
         alerts: list[dict[str, Any]] | None = None,
+        parameter_schema: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         review = {
             "summary": summary,
@@ -516,6 +517,7 @@ class SafeRunClient(BaseSafeRunClient):
             "confidence": confidence,
             "risk": risk,
             "alerts": alerts,
+            "parameter_schema": parameter_schema,
         }
         call = Endpoints.checkpoint(workflow_id, state, request_approval, review)
         return self._json(call)
@@ -686,6 +688,7 @@ class AsyncSafeRunClient(BaseSafeRunClient):
         confidence: float | None = None,
         risk: dict[str, Any] | None = None,
         alerts: list[dict[str, Any]] | None = None,
+        parameter_schema: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         review = {
             "summary": summary,
@@ -695,6 +698,7 @@ class AsyncSafeRunClient(BaseSafeRunClient):
             "confidence": confidence,
             "risk": risk,
             "alerts": alerts,
+            "parameter_schema": parameter_schema,
         }
         call = Endpoints.checkpoint(workflow_id, state, request_approval, review)
         return await self._json(call)

@@ -44,7 +44,7 @@ from saferun.domain.states import WorkflowState
 from saferun.errors import CompensationError, SnapshotNotFound
 
 LONG_POLL_SECONDS = 30.0  # per call; the server allows up to 60
-REVIEW_FIELDS = ("decision_needed", "recommendation", "confidence", "risk", "alerts")
+REVIEW_FIELDS = ("decision_needed", "recommendation", "confidence", "risk", "alerts", "parameter_schema")
 
 
 class RemoteOrchestrator:

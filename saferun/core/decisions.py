@@ -47,6 +47,9 @@ class Outcome:
     approved_snapshot_id: str | None
 
 
+NO_RATIONALE = "(no rationale given: rejected through a call that did not ask for one)"
+
+
 def decide(
     conn: Connection,
     capture: CheckpointCapture,
@@ -64,6 +67,10 @@ def decide(
     claim_status: str | None = None,
 ) -> Outcome:
     now = now or utcnow()
+    if decision == ApprovalDecision.REJECTED and not (rationale or "").strip():
+        # REST, the dashboard and the CLI refuse a rejection without a reason; a library call that gives
+        # none (the seed's call shapes allow it) is recorded as such, never as a silent empty string
+        rationale = NO_RATIONALE
     req = approvals.get(conn, request_id)
     if workflow_id is not None and req["workflow_id"] != workflow_id:
         raise InvalidInput(
@@ -73,7 +80,7 @@ def decide(
     wf_id = req["workflow_id"]
     lock_workflow(conn, wf_id)
     if decision == ApprovalDecision.MODIFIED:
-        validate_modifications(req["parameters"], modifications or {})
+        validate_modifications(req["parameters"], modifications or {}, req["parameter_schema"])
     if not approvals.claim(
         conn,
         request_id,

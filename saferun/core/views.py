@@ -17,6 +17,7 @@ from saferun.core.state_machine.models import (
     WorkflowConfig,
     WorkflowExecution,
 )
+from saferun.domain import parameter_schema
 from saferun.domain.states import WorkflowState
 from saferun.storage import workflows as wf_store
 
@@ -87,7 +88,10 @@ def snapshot(row: RowMapping, state: ExecutionState | None = None) -> Checkpoint
 
 
 def request(row: RowMapping) -> ApprovalRequest:
-    return ApprovalRequest.model_validate({k: row[k] for k in ApprovalRequest.model_fields})
+    values = {k: row[k] for k in ApprovalRequest.model_fields}
+    if values["parameter_schema"] is None:  # a row from before schemas were stored: what was enforced
+        values["parameter_schema"] = parameter_schema.infer(values["parameters"])
+    return ApprovalRequest.model_validate(values)
 
 
 def response(row: RowMapping) -> ApprovalResponse:

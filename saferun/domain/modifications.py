@@ -4,10 +4,11 @@ A MODIFIED decision is a JSON merge patch (RFC 7386) over the parameters the age
 checkpoint: ``{"pizza_count": 100}`` patched with ``{"pizza_count": 10}`` gives ``{"pizza_count": 10}``,
 ``null`` removes a key, nested objects merge.
 
-When the agent proposed parameters, a modification may only touch those keys, and only with a value of
-the same JSON kind (a number stays a number): a typo in a key or a "ten" for a count is refused with
-the field named, instead of reaching an agent that would ignore it or crash on it. When the agent
-proposed none, the patch becomes the parameters.
+What a modification may change is the checkpoint's parameter schema (``parameter_schema.py``): declared
+by the agent, or inferred from the proposed values (only those keys, each keeping its type, a whole
+number staying whole). A typo in a key or a "ten" for a count is refused with the field named, instead of
+reaching an agent that would ignore it or crash on it. When the agent proposed none and declared none,
+the patch becomes the parameters.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from typing import Any
-
-from saferun.domain.canonical import check_json
-from saferun.errors import InvalidInput
 
 
 def json_kind(value: Any) -> str:
@@ -38,23 +36,18 @@ def json_kind(value: Any) -> str:
 
 
 def validate_modifications(
-    parameters: Mapping[str, Any], modifications: Mapping[str, Any], path: str = "modifications"
+    parameters: Mapping[str, Any],
+    modifications: Mapping[str, Any],
+    schema: Mapping[str, Any] | None = None,
+    path: str = "modifications",
 ) -> None:
-    check_json(dict(modifications), path)
-    if not parameters:
-        return
-    for key, new in modifications.items():
-        where = f"{path}.{key}"
-        if key not in parameters:
-            allowed = ", ".join(sorted(parameters)) or "none"
-            raise InvalidInput(where, f"not a parameter of this checkpoint (parameters: {allowed})")
-        old = parameters[key]
-        if new is None:
-            continue
-        if json_kind(old) != json_kind(new) and old is not None:
-            raise InvalidInput(where, f"expected a {json_kind(old)} like the proposed {old!r}, got {new!r}")
-        if isinstance(old, dict) and isinstance(new, dict) and old:
-            validate_modifications(old, new, where)
+    """Refuse modifications that the checkpoint's parameter schema (declared, or inferred from the
+    proposed ``parameters``) does not allow, naming ``modifications.<key>``; see ``parameter_schema``."""
+    from saferun.domain import parameter_schema
+
+    effective = parameter_schema.effective(schema, parameters)
+    merged = merge_patch(parameters, modifications) if parameters else dict(modifications)
+    parameter_schema.validate(effective, parameters, modifications, merged, path)
 
 
 def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:

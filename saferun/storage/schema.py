@@ -143,6 +143,9 @@ approval_requests = Table(
     Column("decision_needed", Text, nullable=False),
     Column("context", JSONType, nullable=False),
     Column("parameters", JSONType, nullable=False),
+    # the JSON Schema a modification is checked against (declared by the agent or inferred); NULL on rows
+    # written before it existed, which are read as inferred from ``parameters``
+    Column("parameter_schema", JSONType, nullable=True),
     Column("recommendation", String(32), nullable=True),
     Column("confidence", Float, nullable=True),
     Column("risk", JSONType, nullable=False),

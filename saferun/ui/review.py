@@ -1,10 +1,13 @@
 """What the review page computes from a checkpoint, without I/O: the parameter editor and the state diff.
 
-The parameter editor shows one input per proposed parameter, typed after the value the agent proposed
-(a whole number gets a whole-number input, a flag gets true/false, an object or a list gets a JSON box).
-The browser checks the same rules before submitting; ``parse_modifications`` checks them again on the
-server, because a form can be posted without the page, and returns one message per field so the page can
-show each next to its input. Only the parameters the reviewer actually changed become modifications.
+The parameter editor shows one input per parameter, typed by the checkpoint's parameter schema (declared
+by the agent, or inferred from the values it proposed: a whole number gets a whole-number input, a flag
+true/false, a closed list of words a choice, an object or a list a JSON box), with the schema's limits
+(minimum, maximum, pattern, length) as attributes. The browser checks the same rules before submitting,
+with the same words; ``parse_modifications`` checks them again on the server (through
+``saferun.domain.parameter_schema``, the engine's own check), because a form can be posted without the
+page, and returns one message per field so the page can show each next to its input. Only the parameters
+the reviewer actually changed become modifications.
 
 The diff compares the checkpoint's state with the state approved before it, field by field
 (``api_calls``, ``intermediate_outputs``, ...): keys of an object field, or positions of a list field,
@@ -21,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from saferun.core.state_machine.models import ExecutionState
-from saferun.domain.modifications import json_kind
+from saferun.domain import parameter_schema
+from saferun.domain.modifications import json_kind, merge_patch
 
 PARAM_PREFIX = "param."
 PATCH_FIELD = "patch"
@@ -30,8 +34,20 @@ _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 LONG_TEXT = 80
 
 
-def kind_of(value: Any) -> str:
-    """The editor kind for a proposed value: integer, number, boolean, string, text or json."""
+def kind_of(value: Any, schema: Mapping[str, Any] | None = None) -> str:
+    """The editor kind of a parameter: integer, number, boolean, string, text, choice or json — from its
+    schema's type when it has one, else from the proposed value."""
+    schema = schema or {}
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum and all(isinstance(v, str) for v in enum):
+        return "choice"
+    declared = schema.get("type")
+    if declared in ("integer", "number", "boolean"):
+        return str(declared)
+    if declared == "string":
+        return "text" if isinstance(value, str) and (len(value) > LONG_TEXT or "\n" in value) else "string"
+    if declared in ("array", "object"):
+        return "json"
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
@@ -41,6 +57,9 @@ def kind_of(value: Any) -> str:
     if isinstance(value, str):
         return "text" if len(value) > LONG_TEXT or "\n" in value else "string"
     return "json"
+
+
+_LIMITS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "minLength", "maxLength")
 
 
 def as_input(value: Any) -> str:
@@ -63,6 +82,20 @@ class ParamField:
     value: str
     original: Any
     error: str | None = None
+    schema: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def choices(self) -> list[str]:
+        return [str(v) for v in self.schema.get("enum", [])]
+
+    @property
+    def limits(self) -> dict[str, Any]:
+        """The schema's limits, rendered as ``data-*`` attributes the browser's check reads."""
+        return {k: self.schema[k] for k in _LIMITS if k in self.schema}
+
+    @property
+    def description(self) -> str:
+        return str(self.schema.get("description") or "")
 
     @property
     def input_name(self) -> str:
@@ -77,41 +110,49 @@ def param_fields(
     parameters: Mapping[str, Any],
     submitted: Mapping[str, str] | None = None,
     errors: Mapping[str, str] | None = None,
+    schema: Mapping[str, Any] | None = None,
 ) -> list[ParamField]:
     """The editor's inputs, showing what the reviewer submitted (after a refusal) or the proposed values."""
     submitted = submitted or {}
     errors = errors or {}
-    return [
-        ParamField(
-            name=name,
-            kind=kind_of(value),
-            value=submitted.get(PARAM_PREFIX + name, as_input(value)),
-            original=value,
-            error=errors.get(name),
+    schema = schema or parameter_schema.infer(parameters)
+    fields = []
+    for name, value in parameters.items():
+        sub = parameter_schema.property_schema(schema, name)
+        fields.append(
+            ParamField(
+                name=name,
+                kind=kind_of(value, sub),
+                value=submitted.get(PARAM_PREFIX + name, as_input(value)),
+                original=value,
+                error=errors.get(name),
+                schema=sub,
+            )
         )
-        for name, value in parameters.items()
-    ]
+    return fields
 
 
 def _parse(kind: str, raw: str, original: Any) -> Any:
-    """One input's value; raises ValueError with the message the reviewer sees."""
+    """One input's value; raises ValueError with the message the reviewer sees (the schema's words, the
+    same as ``parameter_schema.message`` and ``app.js``)."""
     text = raw.strip()
     if kind == "integer":
         if not _INTEGER.match(text):
-            raise ValueError(f"expected a whole number like {original!r}, got {raw!r}")
+            shown = parameter_schema.show(float(text)) if _NUMBER.match(text) else parameter_schema.show(raw)
+            raise ValueError(f"expected a whole number, got {shown}")
         return int(text)
     if kind == "number":
         if not _NUMBER.match(text):
-            raise ValueError(f"expected a number like {original!r}, got {raw!r}")
+            raise ValueError(f"expected a number, got {parameter_schema.show(raw)}")
         number = float(text)
         if not math.isfinite(number):
             raise ValueError(f"expected a finite number, got {raw!r}")
         return int(text) if _INTEGER.match(text) else number
     if kind == "boolean":
         if text not in ("true", "false"):
-            raise ValueError(f"expected true or false, got {raw!r}")
+            raise ValueError(f"expected true or false, got {parameter_schema.show(raw)}")
         return text == "true"
-    if kind in ("string", "text"):
+    if kind in ("string", "text", "choice"):
         return raw.replace("\r\n", "\n")
     try:
         value = json.loads(text)
@@ -134,7 +175,9 @@ class ParsedModifications:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def parse_modifications(parameters: Mapping[str, Any], form: Mapping[str, str]) -> ParsedModifications:
+def parse_modifications(
+    parameters: Mapping[str, Any], form: Mapping[str, str], schema: Mapping[str, Any] | None = None
+) -> ParsedModifications:
     """The reviewer's changes to the proposed parameters, or a message per field that is wrong.
 
     Parameters not in the form are left as proposed; a parameter the form names but the agent did not
@@ -161,17 +204,23 @@ def parse_modifications(parameters: Mapping[str, Any], form: Mapping[str, str]) 
         if key.startswith(PARAM_PREFIX) and key[len(PARAM_PREFIX) :] not in parameters:
             name = key[len(PARAM_PREFIX) :]
             out.errors[name] = "not a parameter of this checkpoint"
+    schema = schema or parameter_schema.infer(parameters)
     for name, original in parameters.items():
         raw = form.get(PARAM_PREFIX + name)
         if raw is None:
             continue
         try:
-            value = _parse(kind_of(original), raw, original)
+            value = _parse(kind_of(original, parameter_schema.property_schema(schema, name)), raw, original)
         except ValueError as exc:
             out.errors[name] = str(exc)
             continue
         if not _same(value, original):
             out.modifications[name] = value
+    if out.modifications and not out.errors:
+        # the schema's own limits (minimum, enum, pattern, ...), checked as the engine will check them
+        merged = merge_patch(parameters, out.modifications)
+        for where, message in parameter_schema.errors(schema, merged).items():
+            out.errors.setdefault(where.split(".")[0] or PATCH_FIELD, message)
     return out
 
 

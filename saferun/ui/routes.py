@@ -174,7 +174,7 @@ def _review(
         v,
         "review.html",
         status,
-        fields=review.param_fields(req.parameters, submitted, param_errors),
+        fields=review.param_fields(req.parameters, submitted, param_errors, req.parameter_schema),
         patch_value=submitted.get(review.PATCH_FIELD, ""),
         patch_error=patch_error,
         submitted=submitted,
@@ -225,7 +225,7 @@ def decide(request: Request, v: Viewer, request_id: str, form: dict[str, str] = 
     modifications = None
     param_errors: dict[str, str] = {}
     if decision == ApprovalDecision.MODIFIED:
-        parsed = review.parse_modifications(req.parameters, form)
+        parsed = review.parse_modifications(req.parameters, form, req.parameter_schema)
         param_errors = parsed.errors
         if not param_errors and not parsed.modifications:
             errors["parameters"] = "Change at least one parameter to modify (or approve as proposed)."

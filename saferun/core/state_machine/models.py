@@ -31,7 +31,7 @@ from pydantic import (
 from saferun.domain.ids import new_id
 from saferun.domain.money import to_decimal
 from saferun.domain.states import WorkflowState
-from saferun.errors import InvalidAmount
+from saferun.errors import InvalidAmount, InvalidInput
 
 __all__ = [
     "ApprovalDecision",
@@ -81,6 +81,21 @@ class CheckpointConfig(BaseModel):
     on_timeout: TimeoutPolicy = "reject"
     # This checkpoint's share of the escrow relative to the others (equal by default).
     milestone_weight: Decimal = Field(default=Decimal(1), gt=0)
+    # A JSON Schema for the parameters a reviewer may change here (saferun/domain/parameter_schema.py);
+    # None: inferred from the values the agent proposes. A checkpoint call may declare its own.
+    parameter_schema: dict[str, Any] | None = None
+
+    @field_validator("parameter_schema")
+    @classmethod
+    def _valid_parameter_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        from saferun.domain.parameter_schema import check_declared
+
+        try:
+            return check_declared(value)
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None
 
 
 class WorkflowConfig(BaseModel):
@@ -234,6 +249,8 @@ class ApprovalRequest(BaseModel):
     decision_needed: str
     context: dict[str, Any] = Field(default_factory=dict)
     parameters: dict[str, Any] = Field(default_factory=dict)
+    # what the reviewer may change, as a JSON Schema (declared by the agent, or inferred from parameters)
+    parameter_schema: dict[str, Any] | None = None
     recommendation: str | None = None
     confidence: float | None = Field(default=None, ge=0, le=1)
     risk: dict[str, Any] = Field(default_factory=dict)

@@ -43,6 +43,7 @@ from saferun.core.state_machine.models import (
     WorkflowExecution,
 )
 from saferun.core.state_machine.reads import WorkflowReads
+from saferun.domain import parameter_schema as param_schema
 from saferun.domain.canonical import canonical_bytes, check_json
 from saferun.domain.ids import new_id
 from saferun.domain.money import to_micro
@@ -96,6 +97,7 @@ class _Review:
     confidence: float | None
     risk: dict[str, Any]
     alerts: list[dict[str, Any]]
+    parameter_schema: dict[str, Any] | None = None
 
     @classmethod
     def checked(
@@ -107,6 +109,7 @@ class _Review:
         confidence: float | None = None,
         risk: dict[str, Any] | None = None,
         alerts: list[dict[str, Any]] | None = None,
+        parameter_schema: dict[str, Any] | None = None,
     ) -> _Review:
         if not isinstance(summary, str) or not summary.strip():
             raise InvalidInput("summary", "a reviewer needs a non-empty summary")
@@ -120,6 +123,7 @@ class _Review:
             confidence,
             dict(risk or {}),
             list(alerts or []),
+            None if parameter_schema is None else param_schema.check_declared(parameter_schema),
         )
         for name in ("context", "risk", "alerts"):
             check_json(getattr(review, name), name)
@@ -270,9 +274,12 @@ class WorkflowOrchestrator(WorkflowReads):
         risk: dict[str, Any] | None = None,
         alerts: list[dict[str, Any]] | None = None,
         parameters: dict[str, Any] | None = None,
+        parameter_schema: dict[str, Any] | None = None,
     ) -> ApprovalRequest:
         """Pause the workflow for a human (EXECUTING -> AWAITING_APPROVAL) and open an approval sub-job."""
-        review = _Review.checked(summary, context, decision_needed, recommendation, confidence, risk, alerts)
+        review = _Review.checked(
+            summary, context, decision_needed, recommendation, confidence, risk, alerts, parameter_schema
+        )
         with self._locked(workflow_id) as (conn, row):
             snap = snapshots.get(conn, snapshot_id)
             if snap["workflow_id"] != workflow_id:
@@ -351,6 +358,10 @@ class WorkflowOrchestrator(WorkflowReads):
         workflow_id = row["workflow_id"]
         cp = self._config(row).checkpoint(snap["checkpoint_id"])
         assert cp is not None  # snapshots are only ever bound to configured checkpoints
+        declared = review.parameter_schema or cp.parameter_schema
+        if declared:
+            param_schema.check_proposed(declared, parameters)  # the proposal must fit its own schema
+        schema = param_schema.effective(declared, parameters)
         now = utcnow()
         request_id = new_id("req")
         supervisor = row["supervisor_id"]
@@ -378,6 +389,7 @@ class WorkflowOrchestrator(WorkflowReads):
             or f"Approve '{cp.name}' and continue?",
             "context": review.context,
             "parameters": parameters,
+            "parameter_schema": schema,
             "recommendation": review.recommendation,
             "confidence": review.confidence,
             "risk": review.risk,

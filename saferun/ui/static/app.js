@@ -208,20 +208,53 @@
     return typeof v === "object" ? "object" : typeof v;
   }
 
+  // a value quoted as saferun.domain.parameter_schema.show quotes it (JSON)
+  function shown(text) {
+    return NUMBER.test(text.trim()) ? String(parseFloat(text)) : JSON.stringify(text);
+  }
+
+  // the schema's limits, in the words of saferun.domain.parameter_schema.message
+  function limits(field, value) {
+    var raw = field.getAttribute("data-limits");
+    if (!raw) return null;
+    var l = JSON.parse(raw);
+    var v = JSON.stringify(value);
+    if (typeof value === "number") {
+      if ("minimum" in l && value < l.minimum) return "must be at least " + l.minimum + ", got " + v;
+      if ("maximum" in l && value > l.maximum) return "must be at most " + l.maximum + ", got " + v;
+      if ("exclusiveMinimum" in l && value <= l.exclusiveMinimum) return "must be greater than " + l.exclusiveMinimum + ", got " + v;
+      if ("exclusiveMaximum" in l && value >= l.exclusiveMaximum) return "must be less than " + l.exclusiveMaximum + ", got " + v;
+    }
+    if (typeof value === "string") {
+      if ("minLength" in l && value.length < l.minLength) return "must be at least " + l.minLength + " characters long";
+      if ("maxLength" in l && value.length > l.maxLength) return "must be at most " + l.maxLength + " characters long";
+      if ("pattern" in l && !(new RegExp(l.pattern, "u")).test(value)) return "must match the pattern " + l.pattern + ", got " + v;
+    }
+    return null;
+  }
+
   // the same rules as saferun.ui.review.parse_modifications on the server
   function check(field) {
+    var result = checkType(field);
+    if (result.error || !result.changed || !("value" in result)) return result;
+    var error = limits(field, result.value);
+    return error ? { error: error } : result;
+  }
+
+  function checkType(field) {
     var input = field.querySelector("input, textarea, select");
     var kind = field.getAttribute("data-kind");
     var raw = input.value;
     var text = raw.trim();
     var original = input.getAttribute("data-original");
     if (kind === "integer") {
-      if (!INTEGER.test(text)) return { error: "expected a whole number like " + original + ", got '" + raw + "'" };
-      return { changed: parseInt(text, 10) !== parseInt(original, 10) };
+      if (!INTEGER.test(text)) return { error: "expected a whole number, got " + shown(raw) };
+      return { changed: parseInt(text, 10) !== parseInt(original, 10), value: parseInt(text, 10) };
     }
     if (kind === "number") {
-      if (!NUMBER.test(text) || !isFinite(parseFloat(text))) return { error: "expected a number like " + original + ", got '" + raw + "'" };
-      return { changed: parseFloat(text) !== parseFloat(original) };
+      if (!NUMBER.test(text)) return { error: "expected a number, got " + JSON.stringify(raw) };
+      if (!isFinite(parseFloat(text))) return { error: "expected a finite number, got '" + raw + "'" };
+      return { changed: parseFloat(text) !== parseFloat(original), value: parseFloat(text) };
     }
     if (kind === "json") {
       var value;
@@ -242,6 +275,7 @@
       try { before = JSON.parse(original); } catch (e) { before = undefined; }
       return { changed: JSON.stringify(value) !== JSON.stringify(before) };
     }
+    if (kind === "string" || kind === "text") return { changed: raw !== original, value: raw };
     return { changed: raw !== original };
   }
 
