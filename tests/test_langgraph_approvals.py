@@ -226,3 +226,49 @@ async def test_two_interrupts_in_one_step_are_two_requests_and_the_graph_gets_bo
     history = list(saver.list({"configurable": {"thread_id": cfg.workflow_id, "checkpoint_ns": ""}}))
     assert history[0].checkpoint["channel_values"] == {"hotel": 100, "flight": 300}
     assert orch.get_workflow(cfg.workflow_id).current_state == WorkflowState.COMPLETED
+
+
+async def test_a_declared_schema_holds_for_the_reviewer_and_the_resume(db: Database) -> None:
+    """``approval(parameter_schema=...)``: a decision outside the schema is refused and the graph stays
+    paused; a resume value outside it (a forged resume) is refused inside the graph too."""
+    import pytest
+
+    from saferun.errors import InvalidInput
+    from saferun.integrations.langgraph import RESUME_KEY, _decision_from
+
+    orch = WorkflowOrchestrator(database=db)
+    schema = {"type": "object", "properties": {"count": {"type": "integer", "minimum": 1, "maximum": 50}}}
+
+    def review(state: Order) -> Order:
+        decision = approval("Review order", parameters={"count": state["count"]}, parameter_schema=schema)
+        return {"ordered": decision.parameters["count"]}
+
+    builder = StateGraph(Order)
+    builder.add_node("review", review)
+    builder.add_edge(START, "review")
+    builder.add_edge("review", END)
+    graph = builder.compile(checkpointer=SafeRunSaver(db))
+    cfg = _config("Review order")
+    forged: list[str] = []
+
+    async def agent() -> Any:
+        async with supervised(cfg, orch) as run:
+            result = await run_graph(graph, {"count": 20}, run)
+            value = {RESUME_KEY: True, "decision": "MODIFIED", "parameters": {"count": 60}}
+            with pytest.raises(InvalidInput) as raised:
+                _decision_from({**value, "request_id": forged[0]})
+            assert raised.value.field == "resume.parameters.count"
+            return result
+
+    task = asyncio.ensure_future(agent())
+    while not orch.pending_approvals(cfg.workflow_id):
+        await asyncio.sleep(0.01)
+    [request] = orch.pending_approvals(cfg.workflow_id)
+    assert request.parameter_schema == schema
+    with pytest.raises(InvalidInput) as refused:
+        _decide(orch, request, 60)
+    assert "must be at most 50, got 60" in str(refused.value)
+    assert orch.get_approval_request(request.request_id).status == "pending"  # the graph stays paused
+    forged.append(request.request_id)
+    _decide(orch, request, 12)
+    assert (await task)["ordered"] == 12

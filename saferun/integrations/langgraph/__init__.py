@@ -37,6 +37,7 @@ from types import ModuleType
 from typing import Any
 
 from saferun.core.state_machine.models import ApprovalDecision, ExecutionState
+from saferun.domain import parameter_schema as param_schema
 from saferun.domain.canonical import check_json
 from saferun.domain.modifications import merge_patch
 from saferun.errors import ApprovalRejected, InvalidInput
@@ -85,13 +86,17 @@ def approval(
     confidence: float | None = None,
     risk: Mapping[str, Any] | None = None,
     alerts: Sequence[Mapping[str, Any]] | None = None,
+    parameter_schema: Mapping[str, Any] | None = None,
 ) -> GraphDecision:
     """Ask for approval from inside a node or tool; returns the decision or raises ``ApprovalRejected``.
 
     ``checkpoint`` names a checkpoint of the run's workflow (None: its next one); ``parameters`` are what
-    the reviewer may change. Everything given must be plain JSON, checked here so a mistake surfaces in
-    the node that made it.
+    the reviewer may change, and ``parameter_schema`` (a JSON Schema) how: the reviewer's form, the
+    server's check and the graph's resume all hold to it. Everything given must be plain JSON, checked
+    here so a mistake surfaces in the node that made it.
     """
+    if parameter_schema is not None:
+        parameter_schema = param_schema.check_declared(parameter_schema)
     request = {
         "checkpoint": checkpoint,
         "parameters": dict(parameters or {}),
@@ -101,6 +106,7 @@ def approval(
         "confidence": confidence,
         "risk": dict(risk or {}),
         "alerts": [dict(a) for a in alerts or []],
+        "parameter_schema": parameter_schema,
     }
     check_json(request, "approval")
     value = _langgraph_types().interrupt({INTERRUPT_KEY: request})
@@ -116,6 +122,7 @@ def approval_node(
     then: str | None = None,
     on_reject: str | None = None,
     rejection_key: str | None = None,
+    parameter_schema: Mapping[str, Any] | None = None,
 ) -> Callable[[Any], Any]:
     """A ready-made review node: the state's ``keys`` go to the reviewer, their decided values come back.
 
@@ -135,7 +142,11 @@ def approval_node(
         text = summary(state) if callable(summary) else summary.format(**proposed) if summary else None
         try:
             decision = approval(
-                checkpoint, parameters=proposed, summary=text, context=context(state) if context else None
+                checkpoint,
+                parameters=proposed,
+                summary=text,
+                context=context(state) if context else None,
+                parameter_schema=parameter_schema,
             )
         except ApprovalRejected as exc:
             if on_reject is None:
@@ -301,6 +312,7 @@ async def _decide(
             confidence=request["confidence"],
             risk=request["risk"] or None,
             alerts=request["alerts"] or None,
+            parameter_schema=request.get("parameter_schema"),  # absent in interrupts from before it
         )
     except ApprovalRejected as exc:
         return _rejection_value(exc)
@@ -381,8 +393,13 @@ def _verify(decision: GraphDecision) -> None:
     stored = orch.get_approval_response(decision.request_id)
     expected = None
     if stored is not None:
-        proposed = orch.get_approval_request(decision.request_id).parameters
-        expected = merge_patch(proposed, stored.modifications or {})
+        request = orch.get_approval_request(decision.request_id)
+        expected = merge_patch(request.parameters, stored.modifications or {})
+        if request.parameter_schema:  # a resume value outside the checkpoint's schema never runs
+            found = param_schema.errors(request.parameter_schema, decision.parameters)
+            if found:
+                where, message = next(iter(found.items()))
+                raise InvalidInput(f"resume.parameters.{where}", message)
     if stored is None or stored.decision != decision.decision or expected != decision.parameters:
         raise InvalidInput(
             "resume", f"the decision on {decision.request_id} does not match the one SafeRun recorded"
