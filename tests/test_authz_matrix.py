@@ -120,6 +120,9 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     f"POST {W}/cancel": poster_of_a(),
     f"POST {W}/rating": poster_of_a(),
     # --- deciding A: only its assigned supervisor (four eyes: poster/executor 403); admin is not it
+    # a batch answers 200 to any key with one result per item: who may decide each item is checked per
+    # item (tests/test_batch_decisions.py), so a refused or foreign item is a result, not a status
+    "POST /api/approvals/batch": keyed(),
     "POST /api/approvals/submit": row(404, none=401, bad=401, sup_a=ALLOWED, poster_a=403, exec_a=403,
                                       admin=403, plat_a=403),
     # --- dashboard pages, fragments and forms
@@ -180,6 +183,7 @@ BODIES: dict[str, dict[str, Any]] = {
     f"POST {W}/rating": {"json": {"rating": 5}},
     "POST /api/approvals/{request_id}/alerts": {"json": {"alerts": [{"rule": "r", "message": "m"}]}},
     "POST /api/approvals/submit": {"json": {"request_id": "{request_id}", "decision": "APPROVED"}},
+    "POST /api/approvals/batch": {"json": {"request_ids": ["req_never"], "decision": "APPROVED"}},
     "POST /ui/approvals/{request_id}/decision": {"data": {"decision": "APPROVED", "rationale": "ok"}},
     "POST /login": {"data": {"api_key": "sr_key_bad"}},
     "POST /logout": {"data": {}},

@@ -16,7 +16,12 @@ from typer.testing import CliRunner
 from saferun.cli.approvals import parse_modifications
 from saferun.cli.main import app
 from saferun.core.rollback.reconciliation import registry
-from saferun.core.state_machine.models import CheckpointConfig, ExecutionState, WorkflowConfig
+from saferun.core.state_machine.models import (
+    ApprovalDecision,
+    CheckpointConfig,
+    ExecutionState,
+    WorkflowConfig,
+)
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.storage.database import Database, current_revision
 from saferun.storage.schema import audit_events
@@ -265,3 +270,21 @@ def test_database_url_option_overrides_environment(
     fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
     assert "none (empty database)" in cli("--database-url", fresh, "db", "current").output
     assert "upgraded from empty" in cli("--database-url", fresh, "db", "upgrade").output
+
+
+def test_approve_several_requests_at_once_and_a_whole_workflow(database_env: Database) -> None:
+    """``approvals approve R1 R2 ...``: each decided once; one already decided is reported, the rest go
+    on, and the exit code says not everything was decided. ``--workflow`` takes all its pending ones."""
+    one, two, three = (pending_workflow(database_env) for _ in range(3))
+    assert cli("approvals", "approve", one.request_id, "--by", "alice").exit_code == 0
+    both = cli("approvals", "approve", one.request_id, two.request_id, "--by", "alice")
+    assert both.exit_code == 1, both.output
+    assert "already" in both.output and "1 of 2 approved" in both.output
+    assert two.orch.get_approval_request(two.request_id).status == "decided"
+    twice = cli("approvals", "approve", three.request_id, three.request_id, "--by", "alice")
+    assert twice.exit_code != 0 and "at most once" in twice.output
+    neither = cli("approvals", "approve", "--by", "alice")
+    assert neither.exit_code != 0 and "--workflow" in neither.output
+    whole = cli("approvals", "reject", "--workflow", three.workflow_id, "--by", "alice", "--rationale", "no")
+    assert whole.exit_code == 0, whole.output
+    assert three.orch.get_approval_response(three.request_id).decision == ApprovalDecision.REJECTED

@@ -9,9 +9,21 @@ from fastapi import APIRouter, Query
 from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, OrchestratorDep, enforce, visible
 from saferun.api.workflows import as_agent
-from saferun.core.state_machine.models import ApprovalDecision, ApprovalRequest, ApprovalResponse
-from saferun.domain.policy import may_decide
-from saferun.errors import ApprovalRequestNotFound, InvalidInput
+from saferun.core.state_machine.models import (
+    ApprovalDecision,
+    ApprovalRequest,
+    ApprovalResponse,
+    WorkflowExecution,
+)
+from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+from saferun.domain.policy import Caller, may_decide
+from saferun.errors import (
+    ApprovalRequestNotFound,
+    DecisionConflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+)
 
 router = APIRouter(prefix="/api/approvals", tags=["approvals"])
 MAX_WAIT_SECONDS = 60.0
@@ -30,14 +42,81 @@ def pending(orch: OrchestratorDep, caller: CallerDep, workflow_id: str | None = 
 @router.post("/submit", response_model=s.DecisionResult)
 def submit(body: s.SubmitDecision, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
     """Decide a request exactly once: 409 if already decided or expired, 403 naming the rule that refused."""
-    approved_by = body.approved_by or caller.identity_id
-    if not approved_by:
+    approved_by = _decider(caller, body.approved_by)
+    _require_rationale(body.decision, body.rationale)
+    after = _decide_one(
+        orch, caller, body.request_id, body.decision, body.rationale, approved_by, body.modifications
+    )
+    status = after.current_state.value
+    return {
+        "success": True,
+        "decision": body.decision,
+        "workflow_status": status,
+        "message": f"Approval {body.decision.value} - workflow now {status}",
+    }
+
+
+@router.post("/batch", response_model=s.BatchResult)
+def batch(body: s.BatchDecision, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """Approve or reject several requests in one call (given by id, or every pending one of a workflow).
+
+    Each request is decided exactly once, in its own transaction, by the same rules as ``/submit``; the
+    answer has one result per request. An item that is unknown, not the caller's to see, refused by the
+    decision policy or already decided is reported (``not_found``, ``refused``, ``already_decided``) and
+    the others go on: one stale id does not block a reviewer's batch.
+    """
+    approved_by = _decider(caller, body.approved_by)
+    _require_rationale(body.decision, body.rationale)
+    if body.workflow_id is not None:
+        visible(orch, caller, body.workflow_id)
+        ids = [r.request_id for r in orch.pending_approvals(body.workflow_id, visible_to=caller)]
+    else:
+        ids = list(body.request_ids or [])
+    results = []
+    for request_id in ids:
+        item: dict[str, Any] = {"request_id": request_id}
+        try:
+            after = _decide_one(orch, caller, request_id, body.decision, body.rationale, approved_by, None)
+        except NotFound:  # unknown, or not the caller's to see: the same answer, nothing revealed
+            item.update(outcome="not_found", error=ApprovalRequestNotFound(request_id).to_dict())
+        except DecisionConflict as exc:
+            item.update(outcome="already_decided", error=exc.to_dict())
+        except Forbidden as exc:
+            item.update(outcome="refused", error=exc.to_dict())
+        except InvalidInput as exc:
+            item.update(outcome="invalid", error=exc.to_dict())
+        else:
+            item.update(outcome="decided", workflow_id=after.workflow_id, workflow_status=after.status)
+        results.append(item)
+    decided = sum(1 for r in results if r["outcome"] == "decided")
+    return {"decision": body.decision, "decided": decided, "results": results}
+
+
+def _decider(caller: Caller, approved_by: str | None) -> str:
+    decider = approved_by or caller.identity_id
+    if not decider:
         raise InvalidInput("approved_by", "say who decides (or authenticate with an API key)")
-    if body.decision == ApprovalDecision.REJECTED and not body.rationale.strip():
+    return decider
+
+
+def _require_rationale(decision: ApprovalDecision, rationale: str) -> None:
+    if decision == ApprovalDecision.REJECTED and not rationale.strip():
         # as in the dashboard and the CLI: the agent's operator and the audit need to know why
         raise InvalidInput("rationale", "a rejection needs a rationale: say why, for the agent and the audit")
-    request = orch.get_approval_request(body.request_id)
-    wf = visible(orch, caller, request.workflow_id, ApprovalRequestNotFound(body.request_id))
+
+
+def _decide_one(
+    orch: WorkflowOrchestrator,
+    caller: Caller,
+    request_id: str,
+    decision: ApprovalDecision,
+    rationale: str,
+    approved_by: str,
+    modifications: dict[str, Any] | None,
+) -> WorkflowExecution:
+    """One decision by the rules every decision path shares: visible, allowed by policy, exactly once."""
+    request = orch.get_approval_request(request_id)
+    wf = visible(orch, caller, request.workflow_id, ApprovalRequestNotFound(request_id))
     enforce(
         may_decide(
             caller,
@@ -48,20 +127,13 @@ def submit(body: s.SubmitDecision, orch: OrchestratorDep, caller: CallerDep) -> 
         )
     )
     response = ApprovalResponse(
-        request_id=body.request_id,
-        decision=body.decision,
-        rationale=body.rationale,
+        request_id=request_id,
+        decision=decision,
+        rationale=rationale,
         approved_by=approved_by,
-        modifications=body.modifications,
+        modifications=modifications,
     )
-    after = orch.submit_approval(request.workflow_id, response)
-    status = after.current_state.value
-    return {
-        "success": True,
-        "decision": body.decision,
-        "workflow_status": status,
-        "message": f"Approval {body.decision.value} - workflow now {status}",
-    }
+    return orch.submit_approval(request.workflow_id, response)
 
 
 @router.get("/{request_id}", response_model=s.ApprovalDetail)

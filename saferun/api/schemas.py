@@ -6,9 +6,9 @@ Field names and status words are the seed's "API Reference"; additions are optio
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from saferun.core.state_machine.models import ApprovalDecision, CheckpointConfig, ExecutionState
 
@@ -122,6 +122,40 @@ class SubmitDecision(Strict):
     rationale: str = Field(default="", max_length=20_000)
     approved_by: str | None = Field(default=None, min_length=1, max_length=200)
     modifications: dict[str, Any] | None = None
+
+
+class BatchDecision(Strict):
+    """Several requests, one verdict: ``request_ids`` or every pending request of ``workflow_id``."""
+
+    request_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, min_length=1, max_length=500
+    )
+    workflow_id: str | None = Field(default=None, min_length=1, max_length=64)
+    decision: Literal[ApprovalDecision.APPROVED, ApprovalDecision.REJECTED]
+    rationale: str = Field(default="", max_length=20_000)
+    approved_by: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> BatchDecision:
+        if (self.request_ids is None) == (self.workflow_id is None):
+            raise ValueError("give either request_ids or workflow_id")
+        if self.request_ids is not None and len(set(self.request_ids)) != len(self.request_ids):
+            raise ValueError("request_ids: each request at most once")
+        return self
+
+
+class BatchItem(BaseModel):
+    request_id: str
+    outcome: Literal["decided", "already_decided", "not_found", "refused", "invalid"]
+    workflow_id: str | None = None
+    workflow_status: str | None = None
+    error: dict[str, Any] | None = None
+
+
+class BatchResult(BaseModel):
+    decision: ApprovalDecision
+    decided: int
+    results: list[BatchItem]
 
 
 class DecisionResult(BaseModel):

@@ -18,6 +18,7 @@ from saferun.cli.common import cell, console, duration, echo_json, orchestrator,
 from saferun.core.state_machine.models import ApprovalDecision, ApprovalRequest, ApprovalResponse
 from saferun.domain import parameter_schema
 from saferun.domain.canonical import MAX_DEPTH, json_depth
+from saferun.errors import SafeRunError
 from saferun.storage.schema import utcnow
 
 app = typer.Typer(help="List pending approval requests and decide them.", no_args_is_help=True)
@@ -98,15 +99,61 @@ def _decide(
         console().print(Text(wf.error_message, style="red"))
 
 
+RequestIds = Annotated[
+    list[str] | None, typer.Argument(help="One or more approval request ids (req_...).", show_default=False)
+]
+WorkflowOpt = Annotated[
+    str | None, typer.Option("--workflow", help="Every pending request of this workflow.", show_default=False)
+]
+
+
+def _selected(ctx: typer.Context, request_ids: list[str] | None, workflow: str | None) -> list[str]:
+    if bool(request_ids) == (workflow is not None):
+        raise typer.BadParameter("give request ids or --workflow (one of the two)", param_hint="REQUEST_IDS")
+    if workflow is not None:
+        orch = orchestrator(ctx)
+        orch.get_workflow(workflow)  # an unknown id is an error, not an empty batch
+        return [r.request_id for r in orch.pending_approvals(workflow)]
+    ids = list(request_ids or [])
+    if len(set(ids)) != len(ids):
+        raise typer.BadParameter("each request at most once", param_hint="REQUEST_IDS")
+    return ids
+
+
+def _decide_all(
+    ctx: typer.Context, ids: list[str], decision: ApprovalDecision, by: str, rationale: str
+) -> None:
+    """One id: decided (an error exits 1). Several: each decided exactly once in turn; an item that is
+    unknown, refused or already decided is reported and the rest go on; exit 1 if any was not decided."""
+    if len(ids) == 1:
+        _decide(ctx, ids[0], decision, by, rationale)
+        return
+    if not ids:
+        console().print("No pending approval requests.")
+        return
+    failed = 0
+    for request_id in ids:
+        try:
+            _decide(ctx, request_id, decision, by, rationale)
+        except SafeRunError as exc:
+            failed += 1
+            console().print(Text(f"{request_id}: not decided: {exc}", style="red"))
+    console().print(f"{len(ids) - failed} of {len(ids)} {decision.value.lower()}")
+    if failed:
+        raise typer.Exit(1)
+
+
 @app.command("approve")
 def approve(
     ctx: typer.Context,
-    request_id: RequestId,
     by: By,
+    request_ids: RequestIds = None,
+    workflow: WorkflowOpt = None,
     rationale: Annotated[str, typer.Option("--rationale", help="Why (optional).")] = "",
 ) -> None:
-    """Approve: the milestone is paid and the agent continues with the state it proposed."""
-    _decide(ctx, request_id, ApprovalDecision.APPROVED, by, rationale)
+    """Approve one or more requests (ids, or --workflow for all its pending ones): each milestone is paid
+    and each agent continues with the state it proposed."""
+    _decide_all(ctx, _selected(ctx, request_ids, workflow), ApprovalDecision.APPROVED, by, rationale)
 
 
 def _loads_bounded(text: str, hint: str) -> Any:
@@ -182,11 +229,13 @@ def modify(
 @app.command("reject")
 def reject(
     ctx: typer.Context,
-    request_id: RequestId,
     by: By,
     rationale: Annotated[str, typer.Option("--rationale", help="Why (required: the agent is told).")],
+    request_ids: RequestIds = None,
+    workflow: WorkflowOpt = None,
 ) -> None:
-    """Reject: a checkpoint that can roll back goes to rolling_back, one that cannot fails the workflow."""
+    """Reject one or more requests: a checkpoint that can roll back goes to rolling_back, one that cannot
+    fails the workflow."""
     if not rationale.strip():
         raise typer.BadParameter("a rejection needs a reason", param_hint="--rationale")
-    _decide(ctx, request_id, ApprovalDecision.REJECTED, by, rationale)
+    _decide_all(ctx, _selected(ctx, request_ids, workflow), ApprovalDecision.REJECTED, by, rationale)
