@@ -504,3 +504,19 @@ async def test_a_remote_agent_that_restarts_waits_on_its_open_request(server: st
             decision = await waiting
     assert decision.request_id == req.request_id and decision.parameters == {"n": 2}
     assert [r.request_id for r, _ in local.approval_history(wf)] == [req.request_id]
+
+
+async def test_the_clients_decide_several_requests_in_one_call(server: str) -> None:
+    with SafeRunClient(server) as c:
+        ids = []
+        for i in range(2):
+            c.create_workflow(make_config(n=1, workflow_id=f"wf_batch_{i}", supervisor_id="reviewer"))
+            c.start(f"wf_batch_{i}")
+            out = c.checkpoint(f"wf_batch_{i}", ExecutionState(checkpoint_id="cp1"), summary="ok?")
+            ids.append(out["approval_request_id"])
+        answer = c.decide_batch(ids, "APPROVED", approved_by="reviewer")
+        assert answer["decided"] == 2 and [r["outcome"] for r in answer["results"]] == ["decided"] * 2
+    async with AsyncSafeRunClient(server) as ac:
+        again = await ac.decide_batch(ids, "REJECTED", approved_by="reviewer", rationale="late")
+        assert again["decided"] == 0
+        assert {r["outcome"] for r in again["results"]} == {"already_decided"}

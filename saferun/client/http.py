@@ -245,6 +245,23 @@ class Endpoints:
         return _post("/api/approvals/submit", {k: v for k, v in body.items() if v is not None})
 
     @staticmethod
+    def decide_batch(
+        request_ids: list[str] | None,
+        workflow_id: str | None,
+        decision: ApprovalDecision | str,
+        approved_by: str | None,
+        rationale: str,
+    ) -> Call:
+        body = {
+            "request_ids": request_ids,
+            "workflow_id": workflow_id,
+            "decision": ApprovalDecision(decision).value,
+            "rationale": rationale,
+            "approved_by": approved_by,
+        }
+        return _post("/api/approvals/batch", {k: v for k, v in body.items() if v is not None})
+
+    @staticmethod
     def pending(workflow_id: str | None) -> Call:
         return _get("/api/approvals/pending", {"workflow_id": workflow_id})
 
@@ -563,6 +580,19 @@ class SafeRunClient(BaseSafeRunClient):
         call = Endpoints.submit_decision(request_id, decision, approved_by, rationale, modifications)
         return self._json(call)
 
+    def decide_batch(
+        self,
+        request_ids: list[str] | None = None,
+        decision: ApprovalDecision | str = ApprovalDecision.APPROVED,
+        *,
+        workflow_id: str | None = None,
+        approved_by: str | None = None,
+        rationale: str = "",
+    ) -> dict[str, Any]:
+        """Approve or reject several requests in one call; one result per request (``results``)."""
+        call = Endpoints.decide_batch(request_ids, workflow_id, decision, approved_by, rationale)
+        return self._json(call)
+
     def pending(self, workflow_id: str | None = None) -> dict[str, Any]:
         return self._json(Endpoints.pending(workflow_id))
 
@@ -742,6 +772,19 @@ class AsyncSafeRunClient(BaseSafeRunClient):
         modifications: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         call = Endpoints.submit_decision(request_id, decision, approved_by, rationale, modifications)
+        return await self._json(call)
+
+    async def decide_batch(
+        self,
+        request_ids: list[str] | None = None,
+        decision: ApprovalDecision | str = ApprovalDecision.APPROVED,
+        *,
+        workflow_id: str | None = None,
+        approved_by: str | None = None,
+        rationale: str = "",
+    ) -> dict[str, Any]:
+        """Approve or reject several requests in one call; one result per request (``results``)."""
+        call = Endpoints.decide_batch(request_ids, workflow_id, decision, approved_by, rationale)
         return await self._json(call)
 
     async def pending(self, workflow_id: str | None = None) -> dict[str, Any]:
