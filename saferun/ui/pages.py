@@ -15,9 +15,10 @@ from typing import Any
 from saferun.api.deps import visible
 from saferun.core.state_machine.models import ApprovalRequest, ExecutionState
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
-from saferun.domain.money import format_micro
+from saferun.domain.money import format_micro, to_micro
 from saferun.domain.policy import Caller, Refusal, may_decide
 from saferun.domain.recommendation import REASON_KEY
+from saferun.domain.stakes import Stakes, stakes
 from saferun.domain.states import WorkflowState
 from saferun.errors import ApprovalRequestNotFound, NotFound
 from saferun.ui import review, timeline
@@ -143,10 +144,29 @@ def approval(orch: WorkflowOrchestrator, caller: Caller, request_id: str) -> dic
         "first_checkpoint": before is None,
         "response": response,
         "memory": state.agent_memory,
+        "stakes": _stakes(orch, wf, req) if req.status == "pending" else None,
         # side effects since the last approval: what a rejection would undo (compensate)
         "open_steps": [st for st in steps if st["status"] not in ("committed", "compensated")],
         "committed_steps": sum(1 for st in steps if st["status"] == "committed"),
     }
+
+
+def _stakes(orch: WorkflowOrchestrator, wf: Any, req: ApprovalRequest) -> Stakes | None:
+    """What approve pays and reject refunds for this request, by the engine's own money rules."""
+    cps = wf.config.checkpoints
+    index = next((i for i, cp in enumerate(cps) if cp.checkpoint_id == req.checkpoint_id), None)
+    if index is None:
+        return None
+    return stakes(
+        escrow_total=to_micro(wf.config.escrow_amount),
+        weights=[cp.milestone_weight for cp in cps],
+        index=index,
+        held=orch.escrow_position(wf.workflow_id).held,
+        already_paid=False,  # a pending request's checkpoint is paid only when it is approved
+        executor_share=wf.config.executor_share,
+        has_supervisor=bool(wf.supervisor_id or wf.config.supervisor_id),
+        can_rollback=cps[index].can_rollback,
+    )
 
 
 def workflows(orch: WorkflowOrchestrator, caller: Caller, status: str | None) -> dict[str, Any]:
