@@ -68,6 +68,10 @@ class Settings(BaseSettings):
         default="INFO", alias="SAFERUN_LOG_LEVEL"
     )
     log_format: Literal["text", "json"] = Field(default="text", alias="SAFERUN_LOG_FORMAT")
+    # keys mode: /docs, /redoc, /openapi.json and /metrics need a key unless this is true (issue 9)
+    public_docs: bool = Field(default=False, alias="SAFERUN_PUBLIC_DOCS")
+    # a saga claim older than this is abandoned and may be re-taken; the server's, never a caller's choice
+    stale_claim_seconds: float = Field(default=300.0, gt=0, le=86_400, alias="SAFERUN_STALE_CLAIM_SECONDS")
 
     # --- workflows ---
     # modules imported at start so compensation names resolve in every process (like Celery's imports)

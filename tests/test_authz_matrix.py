@@ -77,12 +77,12 @@ def platform_api(status: int | str = ALLOWED) -> dict[str, int | str]:
 
 W = "/api/workflows/{workflow_id}"
 EXPECTED: dict[str, dict[str, int | str]] = {
-    # --- docs and health: public (issue 9 item 7 may put /docs, /openapi.json, /metrics behind a key)
-    "GET /openapi.json": public(),
-    "GET /docs": public(),
+    # --- docs and metrics need a key in keys mode (SAFERUN_PUBLIC_DOCS=false, the default); health is open
+    "GET /openapi.json": keyed(),
+    "GET /docs": keyed(),
     "GET /docs/oauth2-redirect": public(),
-    "GET /redoc": public(),
-    "GET /metrics": public(),
+    "GET /redoc": keyed(),
+    "GET /metrics": keyed(),
     "GET /api/health": public(),
     "GET /x402/health": public(),
     # --- lists: any key, filtered by the visibility rule (the leak test checks the bodies)

@@ -426,7 +426,8 @@ async def test_the_session_cookie_is_secure_over_https(orch: WorkflowOrchestrato
     _, key = service.create_identity_with_key("reviewer", "Rita", ["supervisor"])
     async with client_for(orch, "keys", base_url="https://test") as client:
         res = await sign_in(client, key.api_key)
-        cookie = next(c for c in res.headers.get_list("set-cookie") if c.startswith("saferun_session="))
+        cookies = res.headers.get_list("set-cookie")
+        cookie = next(c for c in cookies if c.startswith("__Host-saferun_session="))  # TLS: __Host- name
         assert "secure" in [part.strip().lower() for part in cookie.split(";")]
 
 

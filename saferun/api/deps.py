@@ -26,7 +26,10 @@ from saferun.domain.policy import Caller, Refusal, may_see_workflow
 from saferun.errors import Forbidden, SafeRunError, Unauthorized, WorkflowNotFound
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient", "test"}
-SESSION_COOKIE = "saferun_session"
+SESSION_COOKIE = "saferun_session"  # the name on plain-http loopback
+# over TLS the cookie is ``__Host-``: the browser then insists on Secure, Path=/ and no Domain, so a sibling
+# subdomain or a plain-http page cannot plant (toss) a session cookie for the dashboard
+SECURE_SESSION_COOKIE = "__Host-saferun_session"
 MODES = ("auto", "open", "keys")
 
 
@@ -61,6 +64,17 @@ def effective_mode(request: Request) -> str:
     return "open" if server is None or is_loopback(server[0]) else "keys"
 
 
+def is_tls(request: Request) -> bool:
+    """Served over TLS: the request's own scheme (uvicorn sets it from a trusted proxy's header)."""
+    return request.url.scheme == "https"
+
+
+def session_cookie_name(request: Request) -> str:
+    """``__Host-saferun_session`` over TLS, ``saferun_session`` on plain http (a browser refuses a
+    ``__Host-`` cookie without Secure, so loopback http keeps the plain name)."""
+    return SECURE_SESSION_COOKIE if is_tls(request) else SESSION_COOKIE
+
+
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
@@ -77,7 +91,7 @@ def caller(request: Request) -> Caller:
         if found is None:
             raise Unauthorized("the API key is unknown, revoked or malformed")
         return found
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = request.cookies.get(session_cookie_name(request))
     if cookie:
         session = service.session(cookie)
         if session is not None:
@@ -93,6 +107,18 @@ def caller(request: Request) -> Caller:
             raise Unauthorized("open mode serves loopback only; use an API key")
         return Caller.open()
     raise Unauthorized("an API key is required (Authorization: Bearer sr_key_...)")
+
+
+def docs_caller(request: Request) -> Caller | None:
+    """Guard for ``/metrics`` and the API docs: in keys mode they need a valid key (or session) like any
+    read, unless ``SAFERUN_PUBLIC_DOCS=true``; open mode serves them as before. Route counts and schema
+    shapes are not secrets, but metrics name states and volumes an outsider has no business seeing."""
+    if get_settings().public_docs or effective_mode(request) == "open":
+        return None
+    return caller(request)
+
+
+DocsGuard = Annotated[Caller | None, Depends(docs_caller)]
 
 
 def sees(caller: Caller, wf: WorkflowExecution) -> bool:

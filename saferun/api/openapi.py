@@ -176,3 +176,40 @@ def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
         if match != Match.NONE:
             methods.update(getattr(route, "methods", None) or ())
     return sorted(methods)
+
+
+def include_docs(app: FastAPI) -> None:
+    """``/openapi.json``, ``/docs`` (Swagger UI) and ``/redoc``, each behind ``deps.docs_caller``: in keys
+    mode they need a key unless ``SAFERUN_PUBLIC_DOCS=true`` (issue 9). FastAPI's own docs routes are
+    switched off in ``create_app`` because they take no dependency."""
+    from fastapi import Depends
+    from fastapi.openapi.docs import (
+        get_redoc_html,
+        get_swagger_ui_html,
+        get_swagger_ui_oauth2_redirect_html,
+    )
+    from fastapi.responses import HTMLResponse
+
+    from saferun.api.deps import docs_caller
+
+    guard = [Depends(docs_caller)]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
+    def openapi_json() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=guard)
+    def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    def swagger_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()  # a static helper page: nothing of the API in it
+
+    @app.get("/redoc", include_in_schema=False, dependencies=guard)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")

@@ -258,8 +258,11 @@ class RatingIn(Strict):
 
 
 class ClaimIn(Strict):
+    """A claim on a compensation step. The staleness window is the server's ``SAFERUN_STALE_CLAIM_SECONDS``:
+    a caller choosing it could keep re-taking a step another agent is running (issue 9), so a body naming
+    ``stale_claim_seconds`` is refused (422, extra field) rather than silently ignored."""
+
     owner: str = Field(min_length=1, max_length=200)
-    stale_claim_seconds: float = Field(default=300.0, gt=0, le=86_400)
 
 
 class FinishIn(Strict):

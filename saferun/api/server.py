@@ -49,6 +49,10 @@ def create_app(
         title="SafeRun X402",
         version=__version__,
         lifespan=_lifespan,
+        # served by _include_docs behind the keys-mode guard (SAFERUN_PUBLIC_DOCS), not FastAPI's open routes
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
         description="Supervised autonomy for AI agents: durable checkpoints, human decisions, "
         "saga rollback and exact escrow.",
     )
@@ -65,6 +69,7 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)  # outermost: every log line of the request carries its id
     _install_error_handlers(app)
     openapi.install(app)  # the schema documents SafeRun's real error model and codes
+    openapi.include_docs(app)
     app.include_router(workflows.router)
     app.include_router(approvals.router)
     app.include_router(system.router)

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from saferun import __version__
 from saferun.api import metrics
 from saferun.api import schemas as s
-from saferun.api.deps import CallerDep, OrchestratorDep, visible
+from saferun.api.deps import CallerDep, DocsGuard, OrchestratorDep, visible
 from saferun.domain.canonical import canonical_loads
 from saferun.errors import ArtifactNotFound, InvalidInput, SnapshotNotFound
 from saferun.storage import snapshots as snapshots_store
@@ -47,7 +47,7 @@ def stats(orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
 
 
 @router.get("/metrics", include_in_schema=False)
-def prometheus(orch: OrchestratorDep) -> Response:
+def prometheus(orch: OrchestratorDep, _: DocsGuard) -> Response:
     body, content_type = metrics.render(orch)
     return Response(content=body, media_type=content_type)
 
@@ -78,7 +78,13 @@ def artifact(
         if info is None or not artifact_visible(conn, caller, uri):
             raise ArtifactNotFound(uri)  # a hash no workflow of the caller's references: as if absent
         parts = store.get(conn, uri)
-    headers = {"X-Artifact-Uri": uri, "X-Artifact-Type": info["artifact_type"]}
+    headers = {
+        "X-Artifact-Uri": uri,
+        "X-Artifact-Type": info["artifact_type"],
+        # arbitrary agent bytes: never sniffed into HTML/script, never rendered inline on our origin
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": f'attachment; filename="{sha256[:64]}"',
+    }
     if set(parts) == {"content"}:
         return Response(parts["content"], media_type="application/octet-stream", headers=headers)
     try:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 
 from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, OrchestratorDep, enforce, visible
+from saferun.config import get_settings
 from saferun.core.state_machine.models import (
     CheckpointConfig,
     ExecutionState,
@@ -208,7 +209,8 @@ def claim_step(
     workflow_id: str, step_id: str, body: s.ClaimIn, orch: OrchestratorDep, caller: CallerDep
 ) -> dict[str, Any]:
     as_agent(orch, caller, workflow_id)
-    return {"claimed": orch.claim_compensation(workflow_id, step_id, body.owner, body.stale_claim_seconds)}
+    stale = get_settings().stale_claim_seconds
+    return {"claimed": orch.claim_compensation(workflow_id, step_id, body.owner, stale)}
 
 
 @router.post("/{workflow_id}/rollback/steps/{step_id}/finish")

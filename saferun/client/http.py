@@ -283,8 +283,8 @@ class Endpoints:
         return _get(f"/api/workflows/{_seg(workflow_id)}/rollback/steps")
 
     @staticmethod
-    def claim_step(workflow_id: str, step_id: str, owner: str, stale_claim_seconds: float) -> Call:
-        body = {"owner": owner, "stale_claim_seconds": stale_claim_seconds}
+    def claim_step(workflow_id: str, step_id: str, owner: str) -> Call:
+        body = {"owner": owner}  # the staleness window is the server's SAFERUN_STALE_CLAIM_SECONDS
         return _post(f"/api/workflows/{_seg(workflow_id)}/rollback/steps/{_seg(step_id)}/claim", body)
 
     @staticmethod
@@ -612,11 +612,8 @@ class SafeRunClient(BaseSafeRunClient):
     def steps_to_undo(self, workflow_id: str) -> dict[str, Any]:
         return self._json(Endpoints.steps_to_undo(workflow_id))
 
-    def claim_step(
-        self, workflow_id: str, step_id: str, owner: str, stale_claim_seconds: float = 300.0
-    ) -> dict[str, Any]:
-        call = Endpoints.claim_step(workflow_id, step_id, owner, stale_claim_seconds)
-        return self._json(call)
+    def claim_step(self, workflow_id: str, step_id: str, owner: str) -> dict[str, Any]:
+        return self._json(Endpoints.claim_step(workflow_id, step_id, owner))
 
     def finish_step(self, workflow_id: str, step_id: str, ok: bool, error: str = "") -> dict[str, Any]:
         return self._json(Endpoints.finish_step(workflow_id, step_id, ok, error))
@@ -807,11 +804,8 @@ class AsyncSafeRunClient(BaseSafeRunClient):
     async def steps_to_undo(self, workflow_id: str) -> dict[str, Any]:
         return await self._json(Endpoints.steps_to_undo(workflow_id))
 
-    async def claim_step(
-        self, workflow_id: str, step_id: str, owner: str, stale_claim_seconds: float = 300.0
-    ) -> dict[str, Any]:
-        call = Endpoints.claim_step(workflow_id, step_id, owner, stale_claim_seconds)
-        return await self._json(call)
+    async def claim_step(self, workflow_id: str, step_id: str, owner: str) -> dict[str, Any]:
+        return await self._json(Endpoints.claim_step(workflow_id, step_id, owner))
 
     async def finish_step(self, workflow_id: str, step_id: str, ok: bool, error: str = "") -> dict[str, Any]:
         return await self._json(Endpoints.finish_step(workflow_id, step_id, ok, error))

@@ -264,7 +264,9 @@ class RemoteOrchestrator:
         """Undo the steps since the last approved checkpoint, here, and resume from it on the server.
 
         Raises CompensationError, changing nothing, when a compensation name does not resolve in this
-        process; another process that knows it (or the server's sweep) can finish the rollback."""
+        process; another process that knows it (or the server's sweep) can finish the rollback.
+        ``stale_claim_seconds`` is kept for parity with the in-process orchestrator; over HTTP the server's
+        ``SAFERUN_STALE_CLAIM_SECONDS`` applies (a caller may not choose it, issue 9)."""
         client = self.aclient()
         steps = (await client.steps_to_undo(workflow_id))["steps"]
         missing = sorted(
@@ -279,7 +281,7 @@ class RemoteOrchestrator:
         report = RollbackReport(workflow_id)
         for step in steps:
             step_id = step["step_id"]
-            claimed = await client.claim_step(workflow_id, step_id, self.owner, stale_claim_seconds)
+            claimed = await client.claim_step(workflow_id, step_id, self.owner)
             if not claimed["claimed"]:
                 continue  # another process holds it (or the rollback ended elsewhere)
             fn = self.registry.resolve(step["compensation"])

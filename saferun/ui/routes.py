@@ -398,7 +398,7 @@ def logout(request: Request, form: dict[str, str] = FormDep) -> Response:
             auth.check_csrf(request, v, form.get("csrf_token"))
         except SafeRunError as exc:
             return _error(request, v, exc)
-        deps.identities(request).delete_session(request.cookies.get(auth.SESSION_COOKIE))
+        deps.identities(request).delete_session(request.cookies.get(deps.session_cookie_name(request)))
     response = RedirectResponse("/login" if v.mode == "keys" else "/approvals", status_code=303)
     auth.clear_session(request, response)
     return response

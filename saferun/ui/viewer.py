@@ -87,7 +87,7 @@ def resolve(request: Request) -> Viewer:
         if found is None:
             raise Unauthorized("the API key is unknown, revoked or malformed")
         return Viewer(mode=mode, caller=found, via_key=True, acting_as=acting_as)
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = request.cookies.get(deps.session_cookie_name(request))
     session = service.session(cookie) if cookie else None
     if session is not None:
         return Viewer(mode, session.caller, session, csrf_token=session.csrf_token, acting_as=acting_as)
@@ -127,7 +127,7 @@ def check_csrf(request: Request, viewer: Viewer, submitted: str | None) -> None:
 
 
 def secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    return deps.is_tls(request)
 
 
 def remember(request: Request, response: Response, viewer: Viewer) -> Response:
@@ -146,7 +146,7 @@ def remember(request: Request, response: Response, viewer: Viewer) -> Response:
 
 def set_session(request: Request, response: Response, cookie_value: str) -> None:
     response.set_cookie(
-        SESSION_COOKIE,
+        deps.session_cookie_name(request),
         cookie_value,
         max_age=DEFAULT_SESSION_TTL_SECONDS,
         httponly=True,
@@ -157,7 +157,9 @@ def set_session(request: Request, response: Response, cookie_value: str) -> None
 
 
 def clear_session(request: Request, response: Response) -> None:
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=secure(request))
+    response.delete_cookie(
+        deps.session_cookie_name(request), path="/", httponly=True, samesite="lax", secure=secure(request)
+    )
 
 
 def set_acting_as(request: Request, response: Response, name: str) -> None:
