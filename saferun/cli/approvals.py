@@ -18,7 +18,7 @@ from saferun.cli.common import cell, console, duration, echo_json, orchestrator,
 from saferun.core.state_machine.models import ApprovalDecision, ApprovalRequest, ApprovalResponse
 from saferun.domain import parameter_schema
 from saferun.domain.canonical import MAX_DEPTH, json_depth
-from saferun.errors import SafeRunError
+from saferun.errors import ApprovalRequestNotFound, SafeRunError
 from saferun.storage.schema import utcnow
 
 app = typer.Typer(help="List pending approval requests and decide them.", no_args_is_help=True)
@@ -215,7 +215,10 @@ def modify(
     What may change is the checkpoint's parameter schema (declared by the agent, or inferred from what it
     proposed): values are read as its types and checked by the same rules as the server and the dashboard.
     """
-    schema = orchestrator(ctx).get_approval_request(request_id).parameter_schema
+    try:
+        schema = orchestrator(ctx).get_approval_request(request_id).parameter_schema
+    except ApprovalRequestNotFound:
+        schema = None  # the arguments are still checked first; the decision then names the unknown id
     _decide(
         ctx,
         request_id,
