@@ -26,7 +26,6 @@ from saferun.errors import InvalidInput
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
 
-SCALAR_TYPES = {"integer", "number", "boolean", "string"}
 _TYPE_WORDS = {
     "integer": "a whole number",
     "number": "a number",
@@ -224,25 +223,3 @@ def is_text(schema: Mapping[str, Any]) -> bool:
     enum = schema.get("enum")
     words = isinstance(enum, list) and bool(enum) and all(isinstance(v, str) for v in enum)
     return schema.get("type") == "string" or (schema.get("type") is None and words)
-
-
-def parse_text(schema: Mapping[str, Any], raw: str) -> Any:
-    """A value typed as text (the CLI's ``--set key=value``, a form input) read as the schema's type:
-    ``"10"`` is 10 for an integer, ``"10.5"`` stays a number and is then refused by ``validate`` with the
-    same message as everywhere; for a string the text is the value; otherwise it is parsed as JSON."""
-    kind = schema.get("type")
-    text = raw.strip()
-    words = "enum" in schema and all(isinstance(v, str) for v in schema["enum"])
-    if kind == "string" or (kind is None and words):
-        return raw
-    if kind == "boolean" and text in ("true", "false"):
-        return text == "true"
-    try:
-        value = json.loads(text)
-    except ValueError:
-        if kind in SCALAR_TYPES or kind is None:
-            return raw  # a word where a number was expected: validate names it ("expected a number, got ...")
-        raise InvalidInput("value", f"not valid JSON: {raw!r}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidInput("value", f"expected a finite number, got {raw!r}")
-    return value
