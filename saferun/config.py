@@ -68,6 +68,10 @@ class Settings(BaseSettings):
         default="INFO", alias="SAFERUN_LOG_LEVEL"
     )
     log_format: Literal["text", "json"] = Field(default="text", alias="SAFERUN_LOG_FORMAT")
+    # open mode serves only loopback Host names for its own port, plus these (comma-separated; issue 9)
+    allowed_hosts: str = Field(default="", alias="SAFERUN_ALLOWED_HOSTS")
+    # peers whose Forwarded/X-Forwarded-* headers are believed (comma-separated IPs); none by default
+    trusted_proxies: str = Field(default="", alias="SAFERUN_TRUSTED_PROXIES")
     # keys mode: /docs, /redoc, /openapi.json and /metrics need a key unless this is true (issue 9)
     public_docs: bool = Field(default=False, alias="SAFERUN_PUBLIC_DOCS")
     # a saga claim older than this is abandoned and may be re-taken; the server's, never a caller's choice

@@ -18,6 +18,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from saferun.api.local_guard import UNTRUSTED_FORWARD
 from saferun.config import get_settings
 from saferun.core.identity import IdentityService
 from saferun.core.state_machine.models import WorkflowExecution
@@ -82,6 +83,22 @@ def _bearer(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+def not_local(request: Request) -> str | None:
+    """Why this request may not be served as open mode's local user, or None when it may: it must reach a
+    loopback socket, from a loopback client, and not through a proxy we cannot vouch for
+    (``api/local_guard.py`` marks forwarding headers from a peer outside ``SAFERUN_TRUSTED_PROXIES``)."""
+    server = request.scope.get("server")
+    if server is not None and not is_loopback(server[0]):
+        return "open mode serves loopback only; use an API key"
+    if request.scope.get(UNTRUSTED_FORWARD):
+        return ("open mode: this request came through a proxy not named in SAFERUN_TRUSTED_PROXIES, "
+                "so it is not known to be local; use an API key")
+    client = request.client.host if request.client else None
+    if client is not None and not is_loopback(client):  # a trusted proxy said: a remote client
+        return "open mode serves loopback clients only; use an API key"
+    return None
+
+
 def caller(request: Request) -> Caller:
     """The caller of this request; raises 401 when keys are required and none (valid) was given."""
     service = identities(request)
@@ -105,6 +122,9 @@ def caller(request: Request) -> Caller:
         server = request.scope.get("server")
         if server is not None and not is_loopback(server[0]):
             raise Unauthorized("open mode serves loopback only; use an API key")
+        refusal = not_local(request)
+        if refusal:
+            raise Unauthorized(refusal)
         return Caller.open()
     raise Unauthorized("an API key is required (Authorization: Bearer sr_key_...)")
 

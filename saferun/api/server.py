@@ -25,6 +25,7 @@ from saferun.api import approvals, openapi, system, workflows
 from saferun.api import funding as x402_funding
 from saferun.api import platform as x402_platform
 from saferun.api.input_guard import InputGuard
+from saferun.api.local_guard import LocalGuard
 from saferun.core import notify
 from saferun.core.identity import IdentityService
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
@@ -66,6 +67,13 @@ def create_app(
     limit = max_body_bytes or settings.max_body_bytes
     app.add_middleware(InputGuard)  # inside BodyLimit: depth/NaN/NUL checked on a body of bounded size
     app.add_middleware(BodyLimit, max_bytes=limit)
+    # before any route: a rebinding Host is refused and forwarding headers are believed only from proxies
+    app.add_middleware(
+        LocalGuard,
+        fastapi_app=app,
+        allowed_hosts=settings.allowed_hosts,
+        trusted_proxies=settings.trusted_proxies,
+    )
     app.add_middleware(RequestIdMiddleware)  # outermost: every log line of the request carries its id
     _install_error_handlers(app)
     openapi.install(app)  # the schema documents SafeRun's real error model and codes

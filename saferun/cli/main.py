@@ -251,7 +251,10 @@ def serve(
                 )
     state = ctx.ensure_object(CliState)
     log_config = logs.config_dict(state.log_level, state.settings.log_format if state.settings else "text")
-    uvicorn.run(create_app(orch, auth=effective), host=host, port=port, log_config=log_config)
+    # proxy_headers off: forwarding headers are believed only from SAFERUN_TRUSTED_PROXIES (local_guard.py)
+    uvicorn.run(
+        create_app(orch, auth=effective), host=host, port=port, log_config=log_config, proxy_headers=False
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

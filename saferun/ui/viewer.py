@@ -26,6 +26,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from saferun.api import deps
+from saferun.api.local_guard import TRUSTED_FORWARD
 from saferun.core.identity import DEFAULT_SESSION_TTL_SECONDS, SessionInfo
 from saferun.domain.policy import Caller
 from saferun.errors import Forbidden, Unauthorized
@@ -91,8 +92,7 @@ def resolve(request: Request) -> Viewer:
     session = service.session(cookie) if cookie else None
     if session is not None:
         return Viewer(mode, session.caller, session, csrf_token=session.csrf_token, acting_as=acting_as)
-    server = request.scope.get("server")
-    if mode == "open" and (server is None or deps.is_loopback(server[0])):
+    if mode == "open" and deps.not_local(request) is None:
         token = request.cookies.get(OPEN_CSRF_COOKIE, "")
         minted = len(token) < 32
         if minted:
@@ -109,8 +109,11 @@ def same_origin(request: Request) -> bool:
     if not source:  # old clients and non-browser tools send neither; the token still has to match
         return True
     origin = urlsplit(source).netloc.lower()
-    # behind a reverse proxy the browser's host may reach us as X-Forwarded-Host instead of Host
-    hosts = {request.headers.get("host", ""), *request.headers.get("x-forwarded-host", "").split(",")}
+    # behind a reverse proxy the browser's host may reach us as X-Forwarded-Host instead of Host, but only a
+    # proxy named in SAFERUN_TRUSTED_PROXIES is believed: anyone else could pair a forged one with Origin
+    hosts = {request.headers.get("host", "")}
+    if request.scope.get(TRUSTED_FORWARD):
+        hosts.update(request.headers.get("x-forwarded-host", "").split(","))
     return origin in {h.strip().lower() for h in hosts if h.strip()}
 
 
