@@ -134,3 +134,44 @@ async def test_a_ledger_leg_changed_so_its_posting_no_longer_sums_to_zero_is_det
         )
     _, broken = orch.verify_audit(wf)
     assert broken is not None and "does not sum to zero" in broken.reason
+
+
+async def test_a_ledger_leg_moved_so_the_posting_still_sums_to_zero_is_detected(db: Database) -> None:
+    """Issue 10: a posting's legs are bound to the event that wrote it, so changing which account got
+    the money (the sum stays zero) or its memo is caught too."""
+    from saferun.storage.schema import ledger_legs, ledger_transactions
+
+    orch = WorkflowOrchestrator(database=db)
+    wf = await full_run(orch)
+    for change in ("account", "memo"):
+        with db.transaction() as conn:
+            txn = conn.execute(
+                ledger_transactions.select()
+                .where(ledger_transactions.c.workflow_id == wf, ledger_transactions.c.kind == "release")
+                .limit(1)
+            ).first()
+            assert txn is not None
+            legs = conn.execute(ledger_legs.select().where(ledger_legs.c.txn_id == txn.txn_id)).all()
+            assert len(legs) >= 2
+            if change == "account":
+                conn.execute(
+                    update(ledger_legs)
+                    .where(ledger_legs.c.id == legs[-1].id)
+                    .values(account="wallet:mallory")
+                )
+            else:
+                conn.execute(
+                    update(ledger_transactions)
+                    .where(ledger_transactions.c.txn_id == txn.txn_id)
+                    .values(memo=txn.memo + "x")
+                )
+        _, broken = orch.verify_audit(wf)
+        assert broken is not None and "does not match what this event recorded" in broken.reason, change
+        with db.transaction() as conn:  # restore, so the second change is tested on its own
+            if change == "account":
+                conn.execute(
+                    update(ledger_legs)
+                    .where(ledger_legs.c.id == legs[-1].id)
+                    .values(account=legs[-1].account)
+                )
+        assert change == "memo" or orch.verify_audit(wf)[1] is None

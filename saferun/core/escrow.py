@@ -35,7 +35,12 @@ def lock(conn: Connection, row: RowMapping, actor: str) -> None:
         wf,
         "escrow_locked",
         actor,
-        {"amount": format_micro(amount), "txn_id": txn, "escrow_id": row["escrow_id"]},
+        {
+            "amount": format_micro(amount),
+            "txn_id": txn,
+            "escrow_id": row["escrow_id"],
+            "posting_sha256": book.digest(conn, txn),
+        },
     )
 
 
@@ -75,6 +80,7 @@ def release_milestone(
             "checkpoint_id": checkpoint_id,
             "amount": format_micro(amount),
             "txn_id": txn,
+            "posting_sha256": book.digest(conn, txn),
             "legs": {leg.account: format_micro(leg.amount) for leg in posting.legs if leg.amount > 0},
         },
     )
@@ -100,7 +106,16 @@ def refund_held(conn: Connection, row: RowMapping, reason: str, actor: str) -> i
     txn = book.post(conn, rules.refund(wf, party, held), idempotency_key=f"refund:{wf}", workflow_id=wf)
     mirror.refund(conn, row, held, reason)
     audit.append(
-        conn, wf, "escrow_refunded", actor, {"amount": format_micro(held), "reason": reason, "txn_id": txn}
+        conn,
+        wf,
+        "escrow_refunded",
+        actor,
+        {
+            "amount": format_micro(held),
+            "reason": reason,
+            "txn_id": txn,
+            "posting_sha256": book.digest(conn, txn),
+        },
     )
     return held
 

@@ -59,6 +59,18 @@ def decision_digest(row: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_bytes(body, "decision")).hexdigest()
 
 
+POSTING_FIELDS = ("txn_id", "idempotency_key", "workflow_id", "kind", "memo")
+
+
+def posting_digest(txn: Mapping[str, Any], legs: Iterable[Mapping[str, Any]]) -> str:
+    """SHA-256 of a ledger posting: its ``ledger_transactions`` row (minus the timestamp) and its legs as
+    an order-free multiset. The escrow event that wrote the posting carries it, so a flipped leg amount or
+    account no longer matches the chain even when the legs still sum to zero."""
+    body: dict[str, Any] = {name: txn[name] for name in POSTING_FIELDS}
+    body["legs"] = sorted([str(leg["account"]), int(leg["amount_micro"])] for leg in legs)
+    return hashlib.sha256(canonical_bytes(body, "posting")).hexdigest()
+
+
 def _numbers_as_stored(value: Any) -> Any:
     """PostgreSQL's JSONB hands ``2e16`` back as the integer 20000000000000000 (and ``1.0`` as ``1.0`` or
     ``1``): integral floats are hashed as integers so the row read back hashes like the row written."""

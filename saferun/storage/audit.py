@@ -21,6 +21,7 @@ from saferun.domain.audit import (
     verify_chain,
 )
 from saferun.domain.canonical import canonical_loads
+from saferun.storage import ledger
 from saferun.storage.schema import (
     approval_responses,
     audit_events,
@@ -96,11 +97,16 @@ def verify(conn: Connection, workflow_id: str) -> tuple[int, ChainBreak | None]:
 
     Beyond the links: every decision row must hash to what its ``decision`` event recorded (events written
     before decisions were bound carry no ``response_sha256`` and are checked as before), and every ledger
-    posting of the workflow must sum to zero."""
+    posting of the workflow must sum to zero and hash to what the event that wrote it recorded
+    (``posting_sha256``; older events without it are checked for the sum only)."""
     evs = raw_events(conn, workflow_id)
     broken = verify_chain(workflow_id, evs)
     if broken is None:
-        broken = _check_decisions(conn, workflow_id, evs) or _check_postings(conn, workflow_id)
+        broken = (
+            _check_decisions(conn, workflow_id, evs)
+            or _check_postings(conn, workflow_id)
+            or _check_bound_postings(conn, evs)
+        )
     return len(evs), broken
 
 
@@ -139,4 +145,21 @@ def _check_postings(conn: Connection, workflow_id: str) -> ChainBreak | None:
     ).first()
     if sums is not None:
         return ChainBreak(0, f"ledger posting {sums[0]} does not sum to zero ({int(sums[1])} micro-units)")
+    return None
+
+
+def _check_bound_postings(conn: Connection, evs: list[dict[str, Any]]) -> ChainBreak | None:
+    for ev in evs:
+        payload = canonical_loads(ev["payload"])
+        expected = payload.get("posting_sha256") if isinstance(payload, dict) else None
+        if expected is None:
+            continue
+        txn_id = payload.get("txn_id")
+        actual = ledger.digest(conn, txn_id) if isinstance(txn_id, str) else None
+        if actual is None:
+            return ChainBreak(ev["seq"], f"ledger posting {txn_id} is missing from the ledger")
+        if actual != expected:
+            return ChainBreak(
+                ev["seq"], f"ledger posting {txn_id} does not match what this event recorded (legs altered)"
+            )
     return None

@@ -31,6 +31,7 @@ from uuid import uuid4
 from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from saferun.domain.audit import posting_digest
 from saferun.domain.ledger import (
     EscrowPosition,
     Leg,
@@ -205,6 +206,19 @@ def entries(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
             }
         entry["legs"].append({"account": row.account, "amount_micro": int(row.amount_micro)})
     return list(out.values())
+
+
+def digest(conn: Connection, txn_id: str) -> str | None:
+    """The posting's hash as stored (``domain.audit.posting_digest``), None when the txn id is unknown.
+    Called in the transaction that wrote it, so the audit event binds exactly the rows committed with it."""
+    query = select(ledger_transactions).where(ledger_transactions.c.txn_id == txn_id)
+    txn = conn.execute(query).mappings().first()
+    if txn is None:
+        return None
+    legs = conn.execute(
+        select(ledger_legs.c.account, ledger_legs.c.amount_micro).where(ledger_legs.c.txn_id == txn_id)
+    ).mappings()
+    return posting_digest(txn, legs)
 
 
 def _existing(conn: Connection, posting: Posting, key: str, workflow_id: str | None) -> str | None:
