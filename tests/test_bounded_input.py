@@ -116,8 +116,13 @@ async def test_deep_bodies_are_422_naming_the_limit_before_parsing(api, path: st
 async def test_a_deep_agent_memory_is_refused_not_stored_unreadable(api, db: Database, depth: int) -> None:  # type: ignore[no-untyped-def]
     wf, _ = await paused(api)
     before = row_counts(db)
-    state = {"checkpoint_id": "step2", "agent_memory": {"m": nested(depth)}}
-    res = await api.post(f"/api/workflows/{wf}/checkpoints", json={"state": state, "summary": "deep"})
+    # the body is written as text: the client's own json encoder recurses, and the test must not lean on a
+    # recursion limit some optional import (py_ecc) happened to raise
+    memory = b'{"m": ' + deep_text(depth) + b"}"
+    body = b'{"state": {"checkpoint_id": "step2", "agent_memory": ' + memory + b'}, "summary": "deep"}'
+    res = await api.post(
+        f"/api/workflows/{wf}/checkpoints", content=body, headers={"content-type": "application/json"}
+    )
     assert res.status_code == 422, res.text
     assert row_counts(db) == before
 

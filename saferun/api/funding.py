@@ -7,14 +7,16 @@ verifies and settles the payment before the escrow is credited once, and the ans
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from saferun.api.deps import CallerDep, OrchestratorDep, orchestrator, visible
 from saferun.payments import records
-from saferun.payments.funding import FundingService
+
+if TYPE_CHECKING:  # the x402 EVM stack (eth_account, web3, py_ecc) costs ~0.5 s: load it on first payment
+    from saferun.payments.funding import FundingService
 
 router = APIRouter(prefix="/api/workflows", tags=["escrow funding"])
 
@@ -32,6 +34,8 @@ def funding_service(request: Request) -> FundingService:
     state = request.app.state
     service = getattr(state, "x402_funding", None)
     if service is None:
+        from saferun.payments.funding import FundingService  # first use: see the TYPE_CHECKING import
+
         service = state.x402_funding = FundingService(orchestrator(request).db)
     return service  # type: ignore[no-any-return]
 

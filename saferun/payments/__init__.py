@@ -9,7 +9,25 @@
 - ``records``: the rows of settled payments and of in-flight funding claims.
 """
 
-from saferun.payments.ledger_signer import LedgerEvmSigner, balance_of, mint
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from saferun.payments.settings import X402Settings
 
+if TYPE_CHECKING:
+    from saferun.payments.ledger_signer import LedgerEvmSigner, balance_of, mint
+
 __all__ = ["LedgerEvmSigner", "X402Settings", "balance_of", "mint"]
+
+_LAZY = {"LedgerEvmSigner", "balance_of", "mint"}
+
+
+def __getattr__(name: str) -> Any:
+    """Load ``ledger_signer`` (and the x402 EVM stack, ~0.5 s) on first use, not on ``import saferun``."""
+    if name in _LAZY:
+        from saferun.payments import ledger_signer
+
+        return getattr(ledger_signer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,8 +27,6 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from eth_utils import to_checksum_address
-
 from saferun.config import Settings, get_settings
 from saferun.errors import InvalidInput
 
@@ -94,6 +92,8 @@ class X402Settings:
         if not 10 <= self.max_timeout_seconds <= 86_400:
             raise InvalidInput("SAFERUN_X402_MAX_TIMEOUT_SECONDS", "must be between 10 and 86400 seconds")
         # EIP-55 form on the wire: what the SDK's clients sign and what explorers show
+        from eth_utils import to_checksum_address  # on first use: eth_utils costs ~60 ms at import
+
         object.__setattr__(self, "asset", to_checksum_address(self.asset))
         object.__setattr__(self, "pay_to", to_checksum_address(self.pay_to))
 
