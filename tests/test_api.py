@@ -201,6 +201,9 @@ async def test_remote_agent_lifecycle_with_steps_rollback_and_settlement(api: ht
     assert completed["status"] == "completed"
     audit = (await api.get(f"/api/workflows/{wf}/audit")).json()
     assert audit["verified"] and any(e["kind"] == "compensation_succeeded" for e in audit["events"])
+    # the export carries the chain's anchor: its length and the last event's hash
+    assert audit["anchor_seq"] == audit["events"][-1]["seq"] == len(audit["events"])
+    assert audit["anchor_hash"] == audit["events"][-1]["hash"]
     snaps = (await api.get(f"/api/workflows/{wf}/snapshots")).json()
     assert snaps["total"] == 2
     sha = snaps["snapshots"][0]["artifact_uri"].rsplit(":", 1)[1]

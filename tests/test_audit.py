@@ -175,3 +175,24 @@ async def test_a_ledger_leg_moved_so_the_posting_still_sums_to_zero_is_detected(
                     .values(account=legs[-1].account)
                 )
         assert change == "memo" or orch.verify_audit(wf)[1] is None
+
+
+async def test_a_deleted_last_event_is_detected_by_the_anchor(db: Database) -> None:
+    """Issue 10: deleting the chain's tail leaves a shorter chain whose links all verify; the anchor on
+    the workflow row (length and latest hash) catches it, and the API export carries the anchor."""
+    from sqlalchemy import delete, func, select
+
+    orch = WorkflowOrchestrator(database=db)
+    wf = await full_run(orch)
+    count, broken = orch.verify_audit(wf)
+    assert broken is None
+    anchor = orch.audit_anchor(wf)
+    assert anchor is not None and anchor[0] == count and anchor[1] is not None
+    with db.transaction() as conn:
+        last = conn.execute(
+            select(func.max(audit_events.c.seq)).where(audit_events.c.workflow_id == wf)
+        ).scalar()
+        conn.execute(delete(audit_events).where(audit_events.c.workflow_id == wf, audit_events.c.seq == last))
+    count_after, broken = orch.verify_audit(wf)
+    assert count_after == count - 1
+    assert broken is not None and f"anchor recorded {count}" in broken.reason

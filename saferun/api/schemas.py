@@ -288,6 +288,9 @@ class AuditOut(BaseModel):
     verified: bool
     broken_at: int | None
     reason: str | None
+    # the anchor on the workflow row: a copy kept with an export detects a tail deleted later
+    anchor_seq: int = 0
+    anchor_hash: str | None = None
 
 
 class ErrorBody(BaseModel):

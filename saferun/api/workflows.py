@@ -289,12 +289,15 @@ def audit(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[st
     visible(orch, caller, workflow_id)
     events = orch.audit_events(workflow_id)
     _, broken = orch.verify_audit(workflow_id)
+    seq, head = orch.audit_anchor(workflow_id) or (0, None)
     return {
         "workflow_id": workflow_id,
         "events": events,
         "verified": broken is None,
         "broken_at": broken.seq if broken else None,
         "reason": broken.reason if broken else None,
+        "anchor_seq": seq,
+        "anchor_hash": head,
     }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from saferun.domain.audit import (
     GENESIS,
@@ -28,6 +28,7 @@ from saferun.storage.schema import (
     ledger_legs,
     ledger_transactions,
     utcnow,
+    workflows,
 )
 
 _HEAD = (
@@ -37,6 +38,11 @@ _HEAD = (
     .limit(1)
 )
 _INSERT = insert(audit_events)
+_ANCHOR = (
+    update(workflows)
+    .where(workflows.c.workflow_id == bindparam("wf"))
+    .values(audit_seq=bindparam("seq"), audit_head=bindparam("head"))
+)
 
 
 def _heads(conn: Connection) -> dict[str, tuple[int, str]]:
@@ -75,6 +81,7 @@ def append(conn: Connection, workflow_id: str, kind: str, actor: str, payload: M
             "hash": digest,
         },
     )
+    conn.execute(_ANCHOR, {"wf": workflow_id, "seq": seq, "head": digest})
     heads[workflow_id] = (seq, digest)
     return seq
 
@@ -100,7 +107,7 @@ def verify(conn: Connection, workflow_id: str) -> tuple[int, ChainBreak | None]:
     posting of the workflow must sum to zero and hash to what the event that wrote it recorded
     (``posting_sha256``; older events without it are checked for the sum only)."""
     evs = raw_events(conn, workflow_id)
-    broken = verify_chain(workflow_id, evs)
+    broken = verify_chain(workflow_id, evs) or _check_anchor(conn, workflow_id, evs)
     if broken is None:
         broken = (
             _check_decisions(conn, workflow_id, evs)
@@ -162,4 +169,29 @@ def _check_bound_postings(conn: Connection, evs: list[dict[str, Any]]) -> ChainB
             return ChainBreak(
                 ev["seq"], f"ledger posting {txn_id} does not match what this event recorded (legs altered)"
             )
+    return None
+
+
+def anchor(conn: Connection, workflow_id: str) -> tuple[int, str | None] | None:
+    """The chain's anchor kept on the workflow row (length, latest hash); None for an unknown workflow."""
+    row = conn.execute(
+        select(workflows.c.audit_seq, workflows.c.audit_head).where(workflows.c.workflow_id == workflow_id)
+    ).first()
+    return None if row is None else (int(row.audit_seq or 0), row.audit_head)
+
+
+def _check_anchor(conn: Connection, workflow_id: str, evs: list[dict[str, Any]]) -> ChainBreak | None:
+    """A chain that verifies link by link can still have lost its tail: its length and last hash must be
+    the ones the workflow row recorded when the last event was written."""
+    anchored = anchor(conn, workflow_id)
+    if anchored is None:
+        return None  # events of something that is not a workflow row: nothing to anchor against
+    seq, head = anchored
+    last_seq, last_hash = (int(evs[-1]["seq"]), evs[-1]["hash"]) if evs else (0, None)
+    if seq != last_seq:
+        return ChainBreak(
+            min(seq, last_seq) + 1, f"the chain holds {last_seq} events but its anchor recorded {seq}"
+        )
+    if head != last_hash:
+        return ChainBreak(last_seq, "the last event's hash is not the one the workflow row anchored")
     return None

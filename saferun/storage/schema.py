@@ -96,6 +96,10 @@ workflows = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=True),
     Column("completed_at", UTCDateTime, nullable=True),
+    # the audit chain's anchor: its length and latest hash, written with every event, so a deleted tail
+    # event (which leaves a shorter, still self-consistent chain) is detected
+    Column("audit_seq", Integer, nullable=False, default=0, server_default="0"),
+    Column("audit_head", String(64), nullable=True),
 )
 
 transitions = Table(

@@ -124,6 +124,10 @@ class WorkflowReads:
     def audit_events(self, workflow_id: str) -> list[dict[str, Any]]:
         return self._read(workflow_id, audit.events)  # type: ignore[no-any-return]
 
+    def audit_anchor(self, workflow_id: str) -> tuple[int, str | None] | None:
+        """The chain's length and latest hash as the workflow row anchors them (kept in exports)."""
+        return self._read(workflow_id, audit.anchor)  # type: ignore[no-any-return]
+
     def verify_audit(self, workflow_id: str) -> tuple[int, Any]:
         return self._read(workflow_id, audit.verify)  # type: ignore[no-any-return]
 
