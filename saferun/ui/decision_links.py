@@ -6,7 +6,9 @@ decides, once. The form carries the token again in a field (``token``) and is re
 says it came from another site: a page elsewhere cannot forge a decision without already holding the
 link. Every refusal is a page with the status that says why (404 unknown or altered, 409 used, expired
 or already decided, 403 a policy rule, 422 a bad form) and decides nothing. The pages send
-``Referrer-Policy: no-referrer`` so the token in the address never leaks to another origin.
+``Referrer-Policy: same-origin``: the token in the address never leaves for another origin, while the
+page's own form post still carries its real ``Origin`` (with ``no-referrer`` Chromium posts
+``Origin: null`` and every decision was refused, issue 9 finding 8).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from saferun.ui.viewer import same_origin
 
 router = APIRouter(include_in_schema=False)
 TITLES = {403: "Not allowed", 404: "Unknown link", 409: "Link can no longer decide", 422: "Check the form"}
-HEADERS = {"Referrer-Policy": "no-referrer"}
+HEADERS = {"Referrer-Policy": "same-origin"}
 
 
 def _page(status: int, title: str, message: str = "", **context: Any) -> Response:

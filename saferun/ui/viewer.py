@@ -103,9 +103,16 @@ def resolve(request: Request) -> Viewer:
 
 def same_origin(request: Request) -> bool:
     """False when the browser says the form came from another origin (``Origin`` or ``Referer``)."""
-    source = request.headers.get("origin") or request.headers.get("referer")
-    if source == "null":  # an opaque origin (sandboxed frame, data: URL) is never this dashboard
+    # Sec-Fetch-Site is set by the browser itself (a page cannot forge it): anything but "same-origin" (or
+    # "none", typed/bookmarked) is another site's post, even one on this host's other port ("same-site")
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
         return False
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if source == "null":
+        # an opaque origin: a sandboxed frame or data: URL, or a page sent with no-referrer (Firefox-like
+        # browsers then post Origin: null); only the browser's own "same-origin" verdict lets it through
+        return fetch_site == "same-origin"
     if not source:  # old clients and non-browser tools send neither; the token still has to match
         return True
     origin = urlsplit(source).netloc.lower()
