@@ -73,6 +73,15 @@ def pending(
     return list(conn.execute(stmt.order_by(approval_requests.c.created_at)).mappings())
 
 
+def count_pending(conn: Connection, visible: Select[tuple[str]] | None = None) -> int:
+    """How many requests are pending, as one ``COUNT(*)``: ``/api/stats`` must not fetch every row to count
+    them (issue 12: 2.0 s at 30k rows against 2.6 ms). ``visible`` as in :func:`pending`."""
+    stmt = select(func.count()).select_from(approval_requests).where(approval_requests.c.status == "pending")
+    if visible is not None:
+        stmt = stmt.where(approval_requests.c.workflow_id.in_(visible))
+    return int(conn.execute(stmt).scalar_one())
+
+
 def due(conn: Connection, now: datetime, limit: int = 100) -> list[RowMapping]:
     return list(
         conn.execute(

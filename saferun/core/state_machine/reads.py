@@ -64,7 +64,7 @@ class WorkflowReads:
                 "total_workflows": sum(states.values()),
                 "workflow_states": states,
                 "total_approvals_processed": approvals.total_responses(conn, ids),
-                "pending_approvals": len(approvals.pending(conn, None, ids)),
+                "pending_approvals": approvals.count_pending(conn, ids),
                 "active_executors": executors,
                 "active_supervisors": supervisors,
             }
