@@ -76,6 +76,20 @@ def claim_notice(conn: Connection, notice_id: int, now: datetime) -> bool:
     return result.rowcount == 1
 
 
+def claim_notices(conn: Connection, notice_ids: list[int], now: datetime) -> set[int]:
+    """Mark a batch of notices dispatched in one statement; the ids this process won (RETURNING: a notice
+    another replica claimed first is not in the answer, so each is fanned out once)."""
+    if not notice_ids:
+        return set()
+    result = conn.execute(
+        update(notifications)
+        .where(notifications.c.id.in_(notice_ids), notifications.c.dispatched_at.is_(None))
+        .values(dispatched_at=now)
+        .returning(notifications.c.id)
+    )
+    return {row[0] for row in result}
+
+
 def get_notice(conn: Connection, notice_id: int) -> RowMapping:
     return conn.execute(select(notifications).where(notifications.c.id == notice_id)).mappings().one()
 
