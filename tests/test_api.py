@@ -209,6 +209,9 @@ async def test_remote_agent_lifecycle_with_steps_rollback_and_settlement(api: ht
     sha = snaps["snapshots"][0]["artifact_uri"].rsplit(":", 1)[1]
     art = await api.get(f"/api/artifacts/{sha}")
     assert art.status_code == 200 and art.json()["intermediate_outputs"] == {"records_found": 100}
+    # agent bytes (here the JSON branch) are never sniffed into HTML nor rendered inline on our origin
+    assert art.headers["x-content-type-options"] == "nosniff"
+    assert art.headers["content-disposition"] == f'attachment; filename="{sha}"'
     ledger = (await api.get(f"/api/workflows/{wf}/ledger")).json()
     assert ledger["escrow"] == {"locked": "100.00", "released": "50.00", "refunded": "50.00", "held": "0.00"}
 

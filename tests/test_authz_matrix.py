@@ -80,7 +80,7 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     # --- docs and metrics need a key in keys mode (SAFERUN_PUBLIC_DOCS=false, the default); health is open
     "GET /openapi.json": keyed(),
     "GET /docs": keyed(),
-    "GET /docs/oauth2-redirect": public(),
+    "GET /docs/oauth2-redirect": keyed(),
     "GET /redoc": keyed(),
     "GET /metrics": keyed(),
     "GET /api/health": public(),

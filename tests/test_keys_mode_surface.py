@@ -16,7 +16,7 @@ from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.storage.database import Database
 from tests.authz_world import build
 
-DOC_PATHS = ("/metrics", "/docs", "/redoc", "/openapi.json")
+DOC_PATHS = ("/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 
 
 def client(orch: WorkflowOrchestrator, auth: str, base_url: str = "http://127.0.0.1") -> httpx.AsyncClient:

@@ -179,9 +179,9 @@ def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
 
 
 def include_docs(app: FastAPI) -> None:
-    """``/openapi.json``, ``/docs`` (Swagger UI) and ``/redoc``, each behind ``deps.docs_caller``: in keys
-    mode they need a key unless ``SAFERUN_PUBLIC_DOCS=true`` (issue 9). FastAPI's own docs routes are
-    switched off in ``create_app`` because they take no dependency."""
+    """``/openapi.json``, ``/docs`` (Swagger UI, with its ``/docs/oauth2-redirect``) and ``/redoc``, each
+    behind ``deps.docs_caller``: in keys mode they need a key unless ``SAFERUN_PUBLIC_DOCS=true`` (issue 9).
+    FastAPI's own docs routes are switched off in ``create_app`` because they take no dependency."""
     from fastapi import Depends
     from fastapi.openapi.docs import (
         get_redoc_html,
@@ -206,9 +206,9 @@ def include_docs(app: FastAPI) -> None:
             oauth2_redirect_url="/docs/oauth2-redirect",
         )
 
-    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    @app.get("/docs/oauth2-redirect", include_in_schema=False, dependencies=guard)
     def swagger_redirect() -> HTMLResponse:
-        return get_swagger_ui_oauth2_redirect_html()  # a static helper page: nothing of the API in it
+        return get_swagger_ui_oauth2_redirect_html()  # static, but part of the docs: guarded like them
 
     @app.get("/redoc", include_in_schema=False, dependencies=guard)
     def redoc() -> HTMLResponse:
