@@ -118,4 +118,5 @@ def params(world: World) -> dict[str, Any]:
         "supervisor_id": "sup_a",
         "token": "not-a-real-decision-token",
         "name": "app.css",
+        "asset": "swagger-ui.css",
     }

@@ -81,6 +81,7 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     "GET /openapi.json": keyed(),
     "GET /docs": keyed(),
     "GET /docs/oauth2-redirect": keyed(),
+    "GET /docs/assets/{asset}": keyed(),
     "GET /redoc": keyed(),
     "GET /metrics": keyed(),
     "GET /api/health": public(),

@@ -10,11 +10,12 @@ operation, and the ``Authorization: Bearer sr_key_…`` scheme (optional: open m
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -178,6 +179,15 @@ def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
     return sorted(methods)
 
 
+DOCS_ASSETS_URL = "/docs/assets"
+_DOCS_ASSETS_DIR = Path(__file__).parent / "docs_assets"
+_DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "favicon-32x32.png": "image/png",
+}
+
+
 def include_docs(app: FastAPI) -> None:
     """``/openapi.json``, ``/docs`` (Swagger UI, with its ``/docs/oauth2-redirect``) and ``/redoc``, each
     behind ``deps.docs_caller``: in keys mode they need a key unless ``SAFERUN_PUBLIC_DOCS=true`` (issue 9).
@@ -204,7 +214,17 @@ def include_docs(app: FastAPI) -> None:
             openapi_url="/openapi.json",
             title=f"{app.title} - Swagger UI",
             oauth2_redirect_url="/docs/oauth2-redirect",
+            swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS_URL}/favicon-32x32.png",
         )
+
+    @app.get(DOCS_ASSETS_URL + "/{asset}", include_in_schema=False, dependencies=guard)
+    def swagger_asset(asset: str) -> FileResponse:
+        # Swagger UI 4.15.5 vendored from swagger-ui-bundle: /docs works offline (issue 13).
+        if asset not in _DOCS_ASSETS:
+            raise StarletteHTTPException(status_code=404, detail=f"no docs asset {asset!r}")
+        return FileResponse(_DOCS_ASSETS_DIR / asset, media_type=_DOCS_ASSETS[asset])
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False, dependencies=guard)
     def swagger_redirect() -> HTMLResponse:
