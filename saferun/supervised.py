@@ -140,6 +140,9 @@ class SupervisedRun:
         if exc is None:
             if state == WorkflowState.EXECUTING:
                 self.orchestrator.settle_workflow(self.workflow_id, self.result)
+                state = WorkflowState.SETTLING
+            if state == WorkflowState.SETTLING:
+                # also resumes a predecessor killed between settle and complete (an attached run)
                 self.orchestrator.complete_workflow(self.workflow_id)
             return
         if state in (WorkflowState.EXECUTING, WorkflowState.ROLLING_BACK, WorkflowState.SETTLING):

@@ -179,12 +179,15 @@ def sweep(ctx: typer.Context) -> None:
     """One maintenance pass: resolve requests past their timeout, finish abandoned rollbacks."""
     report = orchestrator(ctx).sweep()
     con = console()
-    if not report.expired and not report.rolled_back:
+    if not report.expired and not report.rolled_back and not report.completed:
         con.print("Nothing to do.")
         return
     con.print(Text(f"Expired {len(report.expired)} request(s): {', '.join(report.expired) or '-'}"))
     con.print(
         Text(f"Rolled back {len(report.rolled_back)} workflow(s): {', '.join(report.rolled_back) or '-'}")
+    )
+    con.print(
+        Text(f"Completed {len(report.completed)} settling workflow(s): {', '.join(report.completed) or '-'}")
     )
 
 

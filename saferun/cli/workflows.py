@@ -236,6 +236,22 @@ def _render(wf: WorkflowExecution, data: dict[str, Any]) -> None:
     )
 
 
+@app.command("finish")
+def finish_workflow(
+    ctx: typer.Context,
+    workflow_id: Annotated[str, typer.Argument(help="A workflow in state settling.")],
+) -> None:
+    """Complete a workflow left SETTLING (its agent died after settling): refund the unearned escrow.
+
+    Exits 1 when the workflow is not settling; a completed workflow is reported and exits 0."""
+    orch = orchestrator(ctx)
+    if orch.get_workflow(workflow_id).current_state == WorkflowState.COMPLETED:
+        console().print(Text(f"Workflow {workflow_id} is already completed."))
+        return
+    wf = orch.complete_workflow(workflow_id)
+    console().print(Text(f"Workflow {workflow_id} is now {wf.current_state.value}.", style="green"))
+
+
 @app.command("rollback")
 def rollback_workflow(
     ctx: typer.Context,

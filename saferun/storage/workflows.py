@@ -154,6 +154,16 @@ def rolling_back_since(conn: Connection, before: datetime) -> list[str]:
     return [r[0] for r in rows]
 
 
+def settling_since(conn: Connection, before: datetime) -> list[str]:
+    """Workflows left in SETTLING since before ``before``: an agent died between settle and complete."""
+    rows = conn.execute(
+        select(workflows.c.workflow_id).where(
+            workflows.c.state == "settling", workflows.c.updated_at <= before
+        )
+    )
+    return [r[0] for r in rows]
+
+
 def active_parties(conn: Connection, where: ColumnElement[bool] | None = None) -> tuple[int, int]:
     """Distinct executors and supervisors of workflows that have not ended (of those ``where`` keeps)."""
     live = workflows.c.state.notin_(["completed", "failed"])

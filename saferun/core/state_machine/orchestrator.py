@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 class SweepReport:
     expired: list[str] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)
 
 
 def _parts(state: ExecutionState) -> dict[str, bytes]:
@@ -689,7 +690,25 @@ class WorkflowOrchestrator(WorkflowReads):
                     report.rolled_back.append(workflow_id)
             except CompensationError as exc:
                 log.info("sweep leaves %s rolling back: %s", workflow_id, exc.message)
+        report.completed = self.finish_settling(now)
         return report
+
+    def finish_settling(self, now: datetime | None = None) -> list[str]:
+        """Complete workflows settled but never completed (the agent died between the two transactions).
+
+        Settling already stored the result; completing only refunds the unearned escrow and closes the
+        workflow, so any process may do it. Whoever loses the race to the row lock just skips it."""
+        now = now or utcnow()
+        with self.db.read() as conn:
+            candidates = wf_store.settling_since(conn, now - self.rollback_grace)
+        done = []
+        for workflow_id in candidates:
+            try:
+                self.complete_workflow(workflow_id)
+            except InvalidTransition:
+                continue  # completed or failed by another process meanwhile
+            done.append(workflow_id)
+        return done
 
     @property
     def platform(self) -> Platform:
