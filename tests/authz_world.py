@@ -110,6 +110,7 @@ def params(world: World) -> dict[str, Any]:
         "request_id": a.request_id,
         "snapshot_id": a.snapshot_id,
         "sha256": a.sha256,
+        "artifact_id": f"sha256:{a.sha256}",
         "step_id": a.step_id,
         "job_id": a.job_id,
         "parent_job_id": a.job_id,

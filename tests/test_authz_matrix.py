@@ -167,6 +167,20 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     "POST /x402/supervisors/{supervisor_id:path}/requests": platform_api(),  # h9x402 tightens this
     "POST /x402/supervisors/{supervisor_id:path}/ratings": platform_api(),  # h9x402 tightens this
     "POST /x402/supervisors/{supervisor_id:path}/approval-quality": platform_api(),  # h9x402 tightens this
+    # the original X402Client's wire paths: the same platform calls, so the same callers as /x402
+    "POST /x402/original/jobs": platform_api(),
+    "GET /x402/original/jobs/{job_id}": platform_api(),
+    "PATCH /x402/original/jobs/{job_id}": platform_api(),
+    "POST /x402/original/jobs/subjobs": platform_api(),
+    "POST /x402/original/escrow/lock": platform_api(),
+    "POST /x402/original/escrow/release": platform_api(),
+    "POST /x402/original/escrow/split": platform_api(),
+    "POST /x402/original/artifacts": platform_api(),
+    "GET /x402/original/artifacts/{artifact_id}": platform_api(),
+    "POST /x402/original/identity/verify": platform_api(),
+    "GET /x402/original/identity/users/{user_id}": platform_api(),
+    "GET /x402/original/marketplace/supervisors": platform_api(),
+    "POST /x402/original/marketplace/supervisors/request": platform_api(),
 }
 
 _STATE = {"checkpoint_id": "cp2", "parameters": {"threshold": 5}}
@@ -200,6 +214,23 @@ BODIES: dict[str, dict[str, Any]] = {
                                                                        "amount": "1"}]}},
     "POST /x402/artifacts": {"json": {"artifact_type": "t", "content": "x"}},
     "GET /x402/artifacts": {"params": {"uri": "x402://artifact/nope"}},
+    "POST /x402/original/jobs": {
+        "json": {"type": "t", "data": {}, "escrow": {"amount": 1, "executor_id": "exec_a"}}},
+    "PATCH /x402/original/jobs/{job_id}": {"json": {"status": "running"}},
+    "POST /x402/original/jobs/subjobs": {"json": {"parent_job_id": "{job_id}", "checkpoint_id": "cp1",
+                                                  "supervisor_id": "sup_a"}},
+    "POST /x402/original/escrow/lock": {"json": {"workflow_id": "{workflow_id}", "amount": "1",
+                                                 "poster_id": "poster_a", "executor_id": "exec_a"}},
+    "POST /x402/original/escrow/release": {"json": {"escrow_id": "{escrow_id}", "amount": "1",
+                                                    "recipient_id": "exec_a"}},
+    "POST /x402/original/escrow/split": {"json": {"escrow_id": "{escrow_id}",
+                                                  "splits": [{"recipient_id": "exec_a", "amount": "1"}]}},
+    "POST /x402/original/artifacts": {"json": {"type": "t", "content": "x", "content_hash":
+                                               "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"}},
+    "POST /x402/original/identity/verify": {"json": {"user_id": "exec_a", "role": "executor"}},
+    "GET /x402/original/marketplace/supervisors": {"params": {"workflow_type": "x"}},
+    "POST /x402/original/marketplace/supervisors/request": {"json": {"supervisor_id": "sup_a",
+                                                                     "workflow_id": "{workflow_id}"}},
     "POST /x402/supervisors": {"json": {"supervisor_id": "sup_a", "specialties": ["x"],
                                         "price_per_approval": "1"}},
     "POST /x402/supervisors/assignments": {"json": {"workflow_id": "{workflow_id}", "workflow_type": "x"}},
@@ -210,7 +241,9 @@ BODIES: dict[str, dict[str, Any]] = {
         "json": {"workflow_id": "{workflow_id}", "quality_score": 1.0}},
 }
 # requests that change A run after every read, the ones that end it last
-LAST = (f"POST {W}/cancel", f"POST {W}/fail", f"POST {W}/complete", f"POST {W}/settle",
+# after POST /x402/supervisors registered sup_a in the marketplace; then what ends workflow A
+LAST = ("POST /x402/original/marketplace/supervisors/request",
+        f"POST {W}/cancel", f"POST {W}/fail", f"POST {W}/complete", f"POST {W}/settle",
         f"POST {W}/rollback/complete")
 
 

@@ -78,3 +78,44 @@ def test_seed_suite_on_postgresql() -> None:
             check.dispose()
     finally:
         drop_pg_schema(schema)
+
+
+async def test_the_original_x402_client_talks_to_a_saferun_server(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The original's ``X402Client`` (its own wire paths) against ``/x402/original`` of a real server."""
+    from saferun.api.x402.client import X402Client
+    from saferun.platform.embedded import EmbeddedPlatform
+
+    service = IdentityService(sqlite_db)
+    _, key = service.create_identity_with_key("plat", "Platform", ["platform"])
+    service.create_identity_with_key("exec_1", "Executor", ["executor"])
+    service.create_identity_with_key("sup_1", "Supervisor", ["supervisor"])
+    await EmbeddedPlatform(sqlite_db).register_supervisor("sup_1", ["data_processing"], "2.50")
+    with serving(sqlite_db, auth="keys") as url:
+        monkeypatch.setenv("X402_API_URL", f"{url}/x402/original")
+        client = X402Client(api_key=key.api_key)
+        try:
+            job = await client.create_job("data_processing", {"rows": 3}, 25.0, "exec_1")
+            assert job["job_id"] and (await client.get_job(job["job_id"]))["job_id"] == job["job_id"]
+            assert await client.update_job_status(job["job_id"], "running", {"reason": "started"}) is True
+            assert (await client.get_job(job["job_id"]))["status"] == "running"
+            sub = await client.create_approval_subjob(job["job_id"], "cp1", "sup_1", {"summary": "ok?"})
+            assert sub["job_id"] != job["job_id"]
+            art = await client.create_artifact("checkpoint_state", '{"a": 1}', {"checkpoint_id": "cp1"})
+            got = await client.get_artifact(art["uri"])
+            assert got["content"] == '{"a": 1}'
+            assert await client.verify_identity("exec_1", "executor") is True
+            assert await client.verify_identity("exec_1", "supervisor") is False
+            assert (await client.get_user_profile("sup_1"))["user_id"] == "sup_1"
+            found = await client.find_supervisors("data_processing", min_reputation=0.0)
+            assert [s["supervisor_id"] for s in found] == ["sup_1"]
+        finally:
+            await client.close()
+        import httpx
+
+        wrong = httpx.post(f"{url}/x402/original/jobs", json={"type": "t", "data": {}, "escrow": {}},
+                           headers={"Authorization": f"Bearer {key.api_key}"})
+        assert wrong.status_code == 422 and "escrow" in wrong.text
+        stranger = httpx.get(f"{url}/x402/original/jobs/{job['job_id']}")
+        assert stranger.status_code == 401

@@ -24,6 +24,7 @@ from saferun import __version__, config
 from saferun.api import approvals, openapi, system, workflows
 from saferun.api import funding as x402_funding
 from saferun.api import platform as x402_platform
+from saferun.api import platform_original as x402_original
 from saferun.api.input_guard import InputGuard
 from saferun.api.local_guard import LocalGuard
 from saferun.core import notify
@@ -82,6 +83,7 @@ def create_app(
     app.include_router(approvals.router)
     app.include_router(system.router)
     app.include_router(x402_platform.router)
+    app.include_router(x402_original.router)
     app.include_router(x402_funding.router)
     _include_dashboard(app)
     return app
