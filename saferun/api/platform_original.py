@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import Field
 
-from saferun.api.platform import Amount, Id, IdempotencyKey, PlatformDep, run
+from saferun.api.platform import Amount, Id, IdempotencyKey, LockEscrow, PlatformDep, Split, run
 from saferun.api.schemas import Strict
 from saferun.errors import InvalidInput
 from saferun.storage.artifacts import URI_PREFIX
@@ -46,23 +46,10 @@ class CreateSubjob(Strict):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class LockEscrow(Strict):
-    workflow_id: str = Field(min_length=1, max_length=64)
-    amount: Amount
-    poster_id: Id
-    executor_id: Id
-
-
 class ReleaseEscrow(Strict):
     escrow_id: Id
     amount: Amount
     recipient_id: Id
-    reason: str = Field(default="", max_length=200)
-
-
-class Split(Strict):
-    recipient_id: Id
-    amount: Amount
     reason: str = Field(default="", max_length=200)
 
 
