@@ -698,3 +698,63 @@ async def test_server_module_globals_read_the_servers_store(database_env: Any) -
     with pytest.raises(AttributeError):
         server.no_such_global  # noqa: B018
     seed_globals.reset()
+
+
+async def test_seed_rollback_steps_the_index_back_and_pays_each_milestone_once(database_env: Any) -> None:
+    """The original's table: approve checkpoint 0, reject 1, complete the rollback -> index 0; the caller
+    then re-creates and re-approves checkpoint 0 (its milestone is not paid again) and goes on to the end."""
+    from saferun.api.x402.client import X402Integration
+    from saferun.core.state_machine.models import (
+        ApprovalDecision,
+        ApprovalResponse,
+        CheckpointConfig,
+        WorkflowConfig,
+        WorkflowState,
+    )
+    from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+
+    orch = WorkflowOrchestrator(x402_integration=X402Integration())
+    config = WorkflowConfig(
+        name="wf",
+        description="d",
+        checkpoints=[CheckpointConfig(name=n, description=n) for n in ("a", "b")],
+        escrow_amount=100,
+        poster_id="poster",
+        executor_id="exec",
+    )
+    wid = orch.initialize_workflow(config).workflow_id
+    assert orch.start_execution(wid) is True
+
+    async def decide(decision: ApprovalDecision) -> str:
+        snap = await orch.create_checkpoint(wid, ExecutionState(checkpoint_id="x", parameters={"n": 1}))
+        assert snap is not None
+        assert orch.request_approval(wid, snap.snapshot_id, "s", {}) is not None
+        mods = {"n": 2} if decision == ApprovalDecision.MODIFIED else None
+        response = ApprovalResponse(
+            request_id="r", decision=decision, rationale="why", approved_by="sup", modifications=mods
+        )
+        assert orch.submit_approval(wid, response) is True
+        return snap.checkpoint_id
+
+    ids = [cp.checkpoint_id for cp in config.checkpoints]
+    assert await decide(ApprovalDecision.APPROVED) == ids[0]
+    assert orch.get_workflow(wid).current_checkpoint_index == 1
+    assert await decide(ApprovalDecision.REJECTED) == ids[1]
+    assert orch.get_workflow(wid).current_checkpoint_index == 1  # a rejection leaves it alone
+    assert orch.complete_rollback(wid, success=True) is True
+    wf = orch.get_workflow(wid)
+    assert (wf.current_state, wf.current_checkpoint_index) == (WorkflowState.EXECUTING, 0)
+    paid_once = orch.escrow_position(wid).released
+    assert paid_once == 50_000_000  # checkpoint 0's milestone: half of 100
+
+    assert await decide(ApprovalDecision.MODIFIED) == ids[0]  # MODIFIED leaves the index alone
+    assert orch.get_workflow(wid).current_checkpoint_index == 0
+    assert await decide(ApprovalDecision.APPROVED) == ids[0]  # checkpoint 0 again, as the original did
+    assert orch.escrow_position(wid).released == paid_once  # ...and its milestone is not paid twice
+    assert orch.get_workflow(wid).current_checkpoint_index == 1
+    assert await decide(ApprovalDecision.APPROVED) == ids[1]
+    wf = orch.get_workflow(wid)
+    assert (wf.current_state, wf.current_checkpoint_index) == (WorkflowState.SETTLING, 2)
+    assert orch.complete_workflow(wid) is True
+    pos = orch.escrow_position(wid)
+    assert (pos.released, pos.refunded, pos.held) == (100_000_000, 0, 0) and pos.invariant_holds()

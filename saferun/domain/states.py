@@ -7,6 +7,7 @@ seed's diagram (the two AWAITING_APPROVAL -> EXECUTING arrows are told apart by 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 from saferun.errors import InvalidTransition
@@ -78,3 +79,23 @@ def next_state(state: WorkflowState, event: Event, workflow_id: str | None = Non
 
 def allowed_events(state: WorkflowState) -> list[Event]:
     return [e for (s, e) in TRANSITIONS if s == state]
+
+
+def original_checkpoint_index(events: Iterable[str]) -> int:
+    """The original orchestrator's ``current_checkpoint_index``, folded from a workflow's transition events.
+
+    The original kept a counter the seed's callers read and its ``create_checkpoint`` used to pick the
+    next checkpoint's config: ``APPROVED`` advances it by one, a successful rollback moves it back one
+    (floor 0), ``MODIFIED`` and rejections leave it alone. SafeRun's own ``current_checkpoint`` counts
+    distinct checkpoints passed, which a step-back cannot express, so the original's number is derived
+    from the recorded transitions instead of being stored a second time: it cannot drift from the history.
+    Re-approving a checkpoint after a step-back pays nothing twice (milestone releases are keyed per
+    checkpoint), so following the original costs no money.
+    """
+    index = 0
+    for event in events:
+        if event == Event.APPROVED:
+            index += 1
+        elif event == Event.ROLLBACK_SUCCEEDED:
+            index = max(0, index - 1)
+    return index

@@ -98,6 +98,7 @@ async def test_workflow_with_rejection_and_rollback() -> None:
     assert orch.complete_rollback(wid, success=True) is True
     wf = orch.get_workflow(wid)
     assert wf.current_state == WorkflowState.EXECUTING
+    assert wf.current_checkpoint_index == 0  # back to checkpoint 0, as the original's table says
     assert len(wf.approval_responses) == 2
 
 

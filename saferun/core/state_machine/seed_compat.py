@@ -26,7 +26,7 @@ from saferun.core.state_machine.models import (
     WorkflowConfig,
     WorkflowExecution,
 )
-from saferun.domain.states import WorkflowState
+from saferun.domain.states import WorkflowState, original_checkpoint_index
 from saferun.errors import Conflict, SafeRunError
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class SeedOrchestrator:
         if wf is None or wf.current_state != WorkflowState.EXECUTING:
             return None
         checkpoints = wf.config.checkpoints
-        cfg = checkpoints[min(wf.current_checkpoint, len(checkpoints) - 1)]
+        cfg = checkpoints[min(self._index(workflow_id), len(checkpoints) - 1)]
         bound = execution_state.model_copy(update={"checkpoint_id": cfg.checkpoint_id})
         try:
             snap = await self.strict.create_checkpoint(workflow_id, bound)
@@ -150,7 +150,7 @@ class SeedOrchestrator:
             if (
                 ApprovalDecision(response.decision) == ApprovalDecision.APPROVED
                 and wf.current_state == WorkflowState.EXECUTING
-                and wf.current_checkpoint >= wf.total_checkpoints
+                and self._index(workflow_id) >= wf.total_checkpoints
             ):
                 self.strict.settle_workflow(workflow_id, {})  # the original settles after the last one
             return True
@@ -207,10 +207,14 @@ class SeedOrchestrator:
             snapshots=snaps,
             approval_requests=[req for req, _ in history],
             approval_responses=[resp for _, resp in history if resp is not None],
-            current_checkpoint_index=wf.current_checkpoint,
+            current_checkpoint_index=self._index(workflow_id),
         )
 
     # ------------------------------------------------------------------ helpers
+    def _index(self, workflow_id: str) -> int:
+        """The original's ``current_checkpoint_index`` (see ``original_checkpoint_index``)."""
+        return original_checkpoint_index(t["event"] for t in self.strict.history(workflow_id))
+
     def _get(self, workflow_id: str) -> WorkflowExecution | None:
         try:
             return self.strict.get_workflow(workflow_id)
