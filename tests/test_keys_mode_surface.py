@@ -114,3 +114,50 @@ async def test_stale_claim_window_is_the_servers(db: Database) -> None:
                                headers=world.headers["exec_a"])
         assert refused.status_code == 422 and refused.json()["detail"]["field"] == "stale_claim_seconds"
     assert get_settings().stale_claim_seconds == 300.0
+
+
+@pytest.mark.parametrize(
+    ("peer", "name", "secure"),
+    [
+        ("10.0.0.5", "__Host-saferun_session", True),  # the TLS-terminating proxy named in the setting
+        ("198.51.100.9", "saferun_session", False),  # anyone else: their X-Forwarded-Proto is ignored
+    ],
+)
+async def test_forwarded_proto_from_a_trusted_proxy_makes_the_cookie_host_prefixed(
+    orch: WorkflowOrchestrator, monkeypatch: pytest.MonkeyPatch, peer: str, name: str, secure: bool
+) -> None:
+    """A proxy terminates TLS and talks plain http to SafeRun: the browser is on https, so the session
+    cookie must be ``__Host-`` and Secure. Only a peer in SAFERUN_TRUSTED_PROXIES can say so."""
+    monkeypatch.setenv("SAFERUN_TRUSTED_PROXIES", "10.0.0.5")
+    _, key = IdentityService(orch.db).create_identity_with_key("rita", roles=["supervisor"])
+    app = create_app(orch, auth="keys", sweep=False)
+    transport = httpx.ASGITransport(app=app, client=(peer, 50000))
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://saferun.example", headers=proxied
+    ) as c:
+        # the browser is on https: it sends Secure cookies back, which httpx on a plain-http base URL
+        # does not, so the cookies travel by hand
+        form = await c.get("/login")
+        token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+        assert token is not None
+        login_cookie = "; ".join(x.split(";", 1)[0] for x in form.headers.get_list("set-cookie"))
+        c.cookies.clear()
+        res = await c.post(
+            "/login",
+            data={"api_key": key.api_key, "next": "/approvals", "login_token": token.group(1)},
+            headers={"Origin": "https://saferun.example", "Cookie": login_cookie},
+        )
+        assert res.status_code == 303, res.text
+        cookies = [x for x in res.headers.get_list("set-cookie") if "saferun_session=" in x]
+        [cookie] = cookies
+        attributes = [part.strip().lower() for part in cookie.split(";")]
+        assert cookie.startswith(f"{name}=")
+        assert ("secure" in attributes) is secure and "path=/" in attributes
+        assert not any(a.startswith("domain=") for a in attributes)
+        value = cookie.split(";", 1)[0].split("=", 1)[1]
+        c.cookies.clear()
+        signed_in = await c.get("/api/workflows", headers={"Cookie": f"{name}={value}"})
+        assert signed_in.status_code == 200, signed_in.text
+        other = "saferun_session" if secure else "__Host-saferun_session"
+        assert (await c.get("/api/workflows", headers={"Cookie": f"{other}={value}"})).status_code == 401
