@@ -17,9 +17,10 @@ status in one place (``http_status``) without parsing messages::
     ├── InvalidInput                  422  the caller sent something malformed; names the field
     │   ├── StateNotSerializable          (checkpoint state is not plain JSON)
     │   └── InvalidAmount                 (money that is negative, non-numeric or too precise)
-    ├── IntegrityError                500  stored bytes or the audit chain do not verify
+    ├── IntegrityError                409  stored bytes or the audit chain do not verify ("tampered")
     │   ├── ArtifactCorrupted
-    │   └── AuditChainBroken
+    │   ├── AuditChainBroken
+    │   └── Tampered                      (a stored row disagrees with the audit chain)
     ├── Unauthorized                  401  no valid API key or session where one is required
     ├── Forbidden                     403  authenticated (or named), but a policy rule refuses the action
     ├── PayloadTooLarge               413  a request body over the server's limit
@@ -130,13 +131,34 @@ class InvalidAmount(InvalidInput):
 
 
 class IntegrityError(SafeRunError):
-    http_status = 500
+    """Stored data that does not verify. Answered 409 with ``error: "tampered"``: the request was fine,
+    the store is not, and what failed to verify is never served (nor hidden behind a bare 500)."""
+
+    http_status = 409
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "error": "tampered", "kind": type(self).__name__}
 
 
 class ArtifactCorrupted(IntegrityError):
     def __init__(self, key: str, detail: str) -> None:
         super().__init__(f"stored bytes for {key} do not verify: {detail}", key=key)
         self.key = key
+
+
+class Tampered(IntegrityError):
+    """A row read back (a decision, a snapshot, a request, a saga step, a payment) or the chain it is
+    checked against does not match what the audit chain recorded when it was written."""
+
+    def __init__(self, workflow_id: str, table: str, row_id: str, detail: str) -> None:
+        super().__init__(
+            f"{table} row {row_id} of workflow {workflow_id!r} does not verify against the audit chain: "
+            f"{detail}",
+            workflow_id=workflow_id,
+            table=table,
+            row=row_id,
+        )
+        self.workflow_id, self.table, self.row_id = workflow_id, table, row_id
 
 
 class AuditChainBroken(IntegrityError):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import update
 
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.audit import GENESIS, verify_chain
+from saferun.errors import Tampered
 from saferun.storage.database import Database
 from saferun.storage.schema import audit_events
 from tests.helpers import decide, pause, started
@@ -113,6 +115,59 @@ async def test_a_changed_decision_row_is_detected(db: Database) -> None:
         )
     _, broken = orch.verify_audit(wf)
     assert broken is not None and "does not match" in broken.reason
+    # and the read path refuses it: neither the library nor the agent's wait serves {"n": 858}
+    with pytest.raises(Tampered) as refused:
+        orch.get_approval_response(req)
+    assert refused.value.to_dict()["error"] == "tampered" and refused.value.table == "approval_responses"
+    with pytest.raises(Tampered):
+        await orch.wait_for_decision(req, timeout=1)
+
+
+async def test_a_snapshot_pointed_at_another_snapshots_artifact_is_detected(db: Database) -> None:
+    from saferun.storage.schema import snapshots
+
+    orch = WorkflowOrchestrator(database=db)
+    wf = started(orch)
+    decide(orch, await pause(orch, wf, "cp1", parameters={"n": 1}), "APPROVED")
+    await pause(orch, wf, "cp2", parameters={"n": 2})
+    first, second = orch.list_snapshots(wf)
+    assert orch.latest_approved_state(wf).parameters == {"n": 1}
+    with db.transaction() as conn:
+        conn.execute(
+            update(snapshots)
+            .where(snapshots.c.snapshot_id == first.snapshot_id)
+            .values(artifact_uri=second.artifact_uri)
+        )
+    _, broken = orch.verify_audit(wf)
+    assert broken is not None and first.snapshot_id in broken.reason
+    for read in (
+        lambda: orch.latest_approved_state(wf),
+        lambda: orch.get_snapshot_state(first.snapshot_id),
+        lambda: orch.list_snapshots(wf),
+    ):
+        with pytest.raises(Tampered) as refused:
+            read()
+        assert refused.value.row_id == first.snapshot_id
+
+
+async def test_what_a_reviewer_was_asked_is_bound(db: Database) -> None:
+    from saferun.storage.schema import approval_requests
+
+    orch = WorkflowOrchestrator(database=db)
+    wf = started(orch)
+    req = await pause(orch, wf, "cp1", parameters={"amount": 10})
+    assert orch.get_approval_request(req).parameters == {"amount": 10}
+    with db.transaction() as conn:
+        conn.execute(
+            update(approval_requests)
+            .where(approval_requests.c.request_id == req)
+            .values(parameters={"amount": 10_000}, summary="harmless")
+        )
+    assert orch.verify_audit(wf)[1] is not None
+    with pytest.raises(Tampered):
+        orch.get_approval_request(req)
+    with pytest.raises(Tampered):
+        orch.approval_history(wf)
 
 
 async def test_a_ledger_leg_changed_so_its_posting_no_longer_sums_to_zero_is_detected(db: Database) -> None:

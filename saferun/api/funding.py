@@ -54,6 +54,4 @@ async def fund_escrow(workflow_id: str, request: Request, caller: CallerDep) -> 
 def escrow_payments(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
     """Every x402 payment recorded for the workflow: credited, unapplied (to refund) or unconfirmed."""
     visible(orch, caller, workflow_id)  # 404 for an unknown or foreign workflow
-    with orch.db.read() as conn:
-        rows = records.for_workflow(conn, workflow_id)
-    return {"workflow_id": workflow_id, "payments": [records.public(r) for r in rows]}
+    return {"workflow_id": workflow_id, "payments": [records.public(r) for r in orch.payments(workflow_id)]}

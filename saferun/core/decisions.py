@@ -22,7 +22,7 @@ from sqlalchemy import Connection, RowMapping
 from saferun.core import escrow, mirror, notify, transitions
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
 from saferun.core.state_machine.models import ApprovalDecision
-from saferun.domain.audit import decision_digest
+from saferun.domain.audit import bind, decision_digest
 from saferun.domain.ids import new_id
 from saferun.domain.modifications import merge_patch, validate_modifications
 from saferun.domain.states import Event, WorkflowState
@@ -46,6 +46,13 @@ class Outcome:
     snapshot_id: str
     approved_snapshot_id: str | None
 
+
+# what a decision makes of the snapshot it decided (a MODIFIED one is superseded by a new snapshot)
+_SNAPSHOT_STATUS = {
+    ApprovalDecision.APPROVED: "approved",
+    ApprovalDecision.MODIFIED: "superseded",
+    ApprovalDecision.REJECTED: "rejected",
+}
 
 NO_RATIONALE = "(no rationale given: rejected through a call that did not ask for one)"
 
@@ -94,6 +101,7 @@ def decide(
     # the notice commits with the decision, so none is lost to a crash (saferun/notifications)
     notices.record(conn, claim_status or ("expired" if automatic else "decided"), request_id, wf_id)
 
+    new_status = claim_status or ("expired" if automatic else "decided")
     response_id = response_id or new_id("resp")
     response = {
         "response_id": response_id,
@@ -119,6 +127,15 @@ def decide(
             "automatic": automatic,
             # binds the stored decision row to the chain (saferun audit verify recomputes it)
             "response_sha256": decision_digest(response),
+            # and what the decision changes: the request's outcome, the decided snapshot's status
+            "bind": [
+                bind("approval_requests", "review", {**req, "status": new_status}),
+                bind(
+                    "snapshots",
+                    "status",
+                    {"snapshot_id": req["snapshot_id"], "status": _SNAPSHOT_STATUS[decision]},
+                ),
+            ],
         },
     )
     # only a modification needs the snapshot row itself (its artifact and label)
@@ -204,7 +221,7 @@ def _store_modified(
     stored = capture.store_state(
         conn, state_parts(merged), {"workflow_id": row["workflow_id"], "checkpoint_id": snap["checkpoint_id"]}
     )
-    snapshot_id = snapshots.insert_for(
+    new_snap = snapshots.insert_for(
         conn,
         row["workflow_id"],
         snap["checkpoint_id"],
@@ -212,7 +229,8 @@ def _store_modified(
         "modified",
         stored,
         parent_snapshot_id=snap["snapshot_id"],
-    )["snapshot_id"]
+    )
+    snapshot_id = new_snap["snapshot_id"]
     mirror.checkpoint_state(conn, row, snapshot_id, snap["checkpoint_id"], stored.uri)
     audit.append(
         conn,
@@ -224,6 +242,7 @@ def _store_modified(
             "parent_snapshot_id": snap["snapshot_id"],
             "artifact_uri": stored.uri,
             "modifications": modifications,
+            "bind": [bind("snapshots", "row", new_snap), bind("snapshots", "status", new_snap)],
         },
     )
     return snapshot_id

@@ -28,9 +28,10 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, update
+from sqlalchemy import Connection, RowMapping, select, update
 
 from saferun.core import mirror
+from saferun.domain.audit import bind
 from saferun.domain.policy import Role
 from saferun.domain.reputation import approval_quality
 from saferun.errors import Forbidden, InvalidInput
@@ -139,16 +140,17 @@ def record_assignment(conn: Connection, workflow_id: str, supervisor_id: str, ac
         .where(workflows.c.workflow_id == workflow_id, workflows.c.supervisor_id.is_(None))
         .values(supervisor_id=supervisor_id)
     )
-    conn.execute(
-        update(approval_requests)
-        .where(
-            approval_requests.c.workflow_id == workflow_id,
-            approval_requests.c.status == "pending",
-            approval_requests.c.supervisor_id.is_(None),
-        )
-        .values(supervisor_id=supervisor_id)
-    )
-    audit.append(conn, workflow_id, "supervisor_assigned", actor, {"supervisor_id": supervisor_id})
+    routed = approval_requests.c.workflow_id == workflow_id, approval_requests.c.status == "pending"
+    unassigned = (*routed, approval_requests.c.supervisor_id.is_(None))
+    moved = list(conn.execute(select(approval_requests).where(*unassigned)).mappings())
+    if moved:
+        conn.execute(update(approval_requests).where(*unassigned).values(supervisor_id=supervisor_id))
+    # the rerouted requests' new review view is bound to the chain with the assignment
+    binds = [bind("approval_requests", "review", {**r, "supervisor_id": supervisor_id}) for r in moved]
+    payload: dict[str, Any] = {"supervisor_id": supervisor_id}
+    if binds:
+        payload["bind"] = binds
+    audit.append(conn, workflow_id, "supervisor_assigned", actor, payload)
 
 
 def worked_on(

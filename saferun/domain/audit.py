@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from saferun.domain.canonical import canonical_bytes
+from saferun.domain.money import to_micro
 
 GENESIS = "0" * 64
 
@@ -69,6 +71,212 @@ def posting_digest(txn: Mapping[str, Any], legs: Iterable[Mapping[str, Any]]) ->
     body: dict[str, Any] = {name: txn[name] for name in POSTING_FIELDS}
     body["legs"] = sorted([str(leg["account"]), int(leg["amount_micro"])] for leg in legs)
     return hashlib.sha256(canonical_bytes(body, "posting")).hexdigest()
+
+
+# --- rows bound to the chain by view ------------------------------------------------------------------
+#
+# An event binds a row by carrying ``bind``: a list of ``[table, row id, view, sha256]``. A *view* is the
+# set of a row's columns that one kind of change writes, so a row whose status moves later (a snapshot
+# approved, a request decided, a compensation finished) is bound field group by field group, each by the
+# latest event that wrote it. Timestamps of bookkeeping (created_at, updated_at) and the lease columns a
+# claim moves without an event (saga claims) are in no view: see docs/decisions.md for the full list.
+
+VIEWS: dict[str, dict[str, tuple[str, ...]]] = {
+    "snapshots": {
+        # what was captured and where it lives: pointing a snapshot at another artifact breaks this view
+        "row": (
+            "snapshot_id",
+            "workflow_id",
+            "sequence",
+            "checkpoint_id",
+            "label",
+            "artifact_uri",
+            "raw_size_bytes",
+            "compressed_size_bytes",
+            "new_bytes",
+            "parent_snapshot_id",
+        ),
+        "status": ("snapshot_id", "status"),
+    },
+    "approval_requests": {
+        # what the reviewer was asked: bound when the request is opened and never changed afterwards
+        "row": (
+            "request_id",
+            "workflow_id",
+            "snapshot_id",
+            "checkpoint_id",
+            "checkpoint_name",
+            "summary",
+            "decision_needed",
+            "context",
+            "parameters",
+            "parameter_schema",
+            "recommendation",
+            "confidence",
+            "risk",
+            "job_id",
+            "on_timeout",
+            "expires_at",
+        ),
+        # what changes while it waits: the monitor's alerts, the assigned supervisor, the outcome
+        "review": ("request_id", "alerts", "supervisor_id", "status"),
+    },
+    "saga_steps": {
+        "row": ("step_id", "workflow_id", "seq", "name", "compensation", "args"),
+        "result": ("step_id", "status", "last_error"),
+    },
+    "x402_payments": {
+        "row": (
+            "payment_id",
+            "workflow_id",
+            "network",
+            "asset",
+            "payer",
+            "nonce",
+            "pay_to",
+            "amount_micro",
+            "status",
+            "tx_hash",
+            "ledger_txn_id",
+            "receipt",
+            "reason",
+        ),
+    },
+}
+
+KEYS = {"snapshots": "snapshot_id", "approval_requests": "request_id", "saga_steps": "step_id"}
+KEYS["x402_payments"] = "payment_id"
+
+# Values a status column can hold. A status outside its vocabulary is a forged row even where no event
+# bound the current value (a saga step's ``committed`` is written by a bulk UPDATE with its approval).
+STATUSES = {
+    "snapshots": frozenset(
+        {"captured", "passed", "approved", "modified", "superseded", "rejected", "expired", "restored"}
+    ),
+    "approval_requests": frozenset({"pending", "decided", "expired", "cancelled"}),
+    "saga_steps": frozenset({"pending", "committed", "compensating", "compensated", "failed"}),
+    "x402_payments": frozenset({"credited", "unapplied", "unconfirmed"}),
+}
+
+
+def row_digest(table: str, view: str, row: Mapping[str, Any]) -> str:
+    """SHA-256 of one view of a row, over its values as the database hands them back (see
+    ``_numbers_as_stored``; datetimes as ISO UTC text)."""
+    fields = VIEWS[table][view]
+    body = {"table": table, "view": view}
+    body.update({name: _numbers_as_stored(_plain(row[name])) for name in fields})
+    return hashlib.sha256(canonical_bytes(body, f"{table}.{view}")).hexdigest()
+
+
+def bind(table: str, view: str, row: Mapping[str, Any]) -> list[Any]:
+    """One ``[table, id, view, sha256]`` entry for an event's ``bind`` list."""
+    return [table, str(row[KEYS[table]]), view, row_digest(table, view, row)]
+
+
+@dataclass(frozen=True)
+class Binding:
+    seq: int
+    sha256: str
+
+
+def bindings(events: Iterable[tuple[int, Mapping[str, Any]]]) -> dict[tuple[str, str, str], Binding]:
+    """What the chain says each bound (table, id, view) must hash to: the latest event that bound it.
+    Takes ``(seq, decoded payload)`` pairs in chain order; payloads without ``bind`` are skipped."""
+    out: dict[tuple[str, str, str], Binding] = {}
+    for seq, payload in events:
+        entries = payload.get("bind") if isinstance(payload, Mapping) else None
+        if not isinstance(entries, list):
+            continue
+        for entry in entries:
+            if isinstance(entry, list) and len(entry) == 4 and all(isinstance(x, str) for x in entry):
+                table, row_id, view, sha = entry
+                out[(table, row_id, view)] = Binding(seq, sha)
+    return out
+
+
+# Set in a new workflow's ``workflow_created`` payload: every row of this workflow is bound when written,
+# so a row with no binding was not written by SafeRun. Workflows from before binding lack it and their
+# unbound rows are read as before.
+BINDS_MARK = "rows_bound"
+
+
+def binds_rows(first_payload: Any) -> bool:
+    return isinstance(first_payload, Mapping) and first_payload.get(BINDS_MARK) == 1
+
+
+def check_row(
+    table: str, row: Mapping[str, Any], bound: Mapping[tuple[str, str, str], Binding], *, strict: bool
+) -> str | None:
+    """Why a stored row disagrees with the chain, or None. With ``strict`` (a workflow that binds its
+    rows) a row whose ``row`` view no event bound is foreign; otherwise unbound views (rows written before
+    binding existed) are not judged, except that a status must be one the table can hold."""
+    row_id = str(row[KEYS[table]])
+    if strict and (table, row_id, "row") not in bound:
+        return f"{table} row {row_id} was never recorded on this workflow's audit chain"
+    for view in VIEWS[table]:
+        binding = bound.get((table, row_id, view))
+        if binding is not None and row_digest(table, view, row) != binding.sha256:
+            return f"{table} row {row_id} ({view}) does not match what event {binding.seq} recorded"
+    vocabulary = STATUSES.get(table)
+    if vocabulary is not None and row["status"] not in vocabulary:
+        return f"{table} row {row_id} has status {row['status']!r}, which no SafeRun code writes"
+    return None
+
+
+_PASSED = ("approved", "modified", "passed")
+
+
+def workflow_problem(row: Mapping[str, Any], events: list[tuple[int, Mapping[str, Any]]]) -> str | None:
+    """Why a workflow row disagrees with its chain, or None. Only for workflows that bind their rows
+    (older ones are checked by their anchor alone). The chain fixes: the configuration and the parties
+    and amount it names (``workflow_created``), the state (the last transition's ``to``) and the snapshot
+    an agent resumes from (the last snapshot the chain saw approved, modified or passed)."""
+    if not events or not binds_rows(events[0][1]):
+        return None
+    created = events[0][1]
+    config = created.get("config")
+    if not isinstance(config, Mapping):
+        return "the chain's first event carries no configuration"
+    wf_id = row["workflow_id"]
+    if _numbers_as_stored(row["config"]) != _numbers_as_stored(config):
+        return f"workflows row {wf_id}: config does not match the one recorded when it was created"
+    for column in ("name", "description", "poster_id", "executor_id"):
+        if row[column] != config.get(column, ""):
+            return f"workflows row {wf_id}: {column} does not match the configuration it was created with"
+    if row["escrow_micro"] != to_micro(config.get("escrow_amount"), "escrow_amount"):
+        return f"workflows row {wf_id}: escrow_micro does not match the escrow amount it was created with"
+    state, last_passed = None, None
+    for _, payload in events:
+        if not isinstance(payload, Mapping):
+            continue
+        if "to" in payload and "event" in payload:
+            state = payload["to"]
+        for entry in payload.get("bind") or ():
+            is_status = isinstance(entry, list) and entry[:1] == ["snapshots"] and entry[2:3] == ["status"]
+            if is_status and _status_in(entry, _PASSED):
+                last_passed = entry[1]
+    if state is not None and row["state"] != state:
+        return f"workflows row {wf_id}: state {row['state']!r} is not the chain's last state {state!r}"
+    if row["last_approved_snapshot_id"] != last_passed:
+        return (
+            f"workflows row {wf_id}: last_approved_snapshot_id is not the last snapshot the chain saw "
+            "approved"
+        )
+    return None
+
+
+def _status_in(entry: list[Any], statuses: Iterable[str]) -> bool:
+    """Whether a snapshot status binding records one of ``statuses`` (a binding carries only a hash)."""
+    snapshot_id, sha = entry[1], entry[3]
+    return any(
+        row_digest("snapshots", "status", {"snapshot_id": snapshot_id, "status": s}) == sha for s in statuses
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return value
 
 
 def _numbers_as_stored(value: Any) -> Any:

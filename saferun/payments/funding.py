@@ -447,6 +447,7 @@ class FundingService:
                     "payment_id": payment_id,
                     "transaction": unconfirmed.transaction,
                     "reason": reason,
+                    "bind": records.binding(conn, payment_id),
                 },
             )
             notify.publish(conn, "workflow", workflow_id)
@@ -521,7 +522,12 @@ class FundingService:
                     workflow_id,
                     "x402_payment_unapplied",
                     actor,
-                    {**event, "payment_id": payment_id, "reason": reason},
+                    {
+                        **event,
+                        "payment_id": payment_id,
+                        "reason": reason,
+                        "bind": records.binding(conn, payment_id),
+                    },
                 )
                 notify.publish(conn, "workflow", workflow_id)
                 return FundingAnswer(
@@ -559,6 +565,9 @@ class FundingService:
                     "payment_id": payment_id,
                     "escrow_id": row["escrow_id"],
                     "source": rules.funding_account(party),
+                    # the x402 funding posting and the payment row, bound like every escrow posting
+                    "posting_sha256": book.digest(conn, txn),
+                    "bind": records.binding(conn, payment_id),
                 },
             )
             notify.publish(conn, "workflow", workflow_id)

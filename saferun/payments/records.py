@@ -15,6 +15,7 @@ from uuid import uuid4
 
 from sqlalchemy import Connection, RowMapping, delete, insert, select, update
 
+from saferun.domain.audit import bind
 from saferun.payments.settings import normalize
 from saferun.storage.schema import utcnow, x402_funding_claims, x402_payments
 
@@ -100,6 +101,13 @@ def record(
     payment_id = "pay_" + uuid4().hex[:20]
     conn.execute(insert(P).values(payment_id=payment_id, created_at=now, **identity.as_dict(), **values))
     return payment_id
+
+
+def binding(conn: Connection, payment_id: str) -> list[list[Any]]:
+    """The payment row as just written, as an audit event's ``bind`` list: the event that records a
+    payment binds its row, so a changed amount, status or payer no longer matches the chain."""
+    row = conn.execute(select(P).where(P.c.payment_id == payment_id)).mappings().one()
+    return [bind("x402_payments", "row", row)]
 
 
 def public(row: RowMapping | dict[str, Any]) -> dict[str, Any]:

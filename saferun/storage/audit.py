@@ -14,22 +14,41 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from saferun.domain.audit import (
     GENESIS,
+    KEYS,
+    Binding,
     ChainBreak,
+    bindings,
+    binds_rows,
+    check_row,
     decision_digest,
     event_hash,
     payload_text,
     verify_chain,
+    workflow_problem,
 )
 from saferun.domain.canonical import canonical_loads
+from saferun.errors import Tampered
 from saferun.storage import ledger
 from saferun.storage.schema import (
+    approval_requests,
     approval_responses,
     audit_events,
     ledger_legs,
     ledger_transactions,
+    saga_steps,
+    snapshots,
     utcnow,
     workflows,
+    x402_payments,
 )
+
+# the tables whose rows events bind by view (``domain.audit.VIEWS``), all keyed by their workflow
+BOUND_TABLES = {
+    "snapshots": snapshots,
+    "approval_requests": approval_requests,
+    "saga_steps": saga_steps,
+    "x402_payments": x402_payments,
+}
 
 _HEAD = (
     select(audit_events.c.seq, audit_events.c.hash)
@@ -111,10 +130,99 @@ def verify(conn: Connection, workflow_id: str) -> tuple[int, ChainBreak | None]:
     if broken is None:
         broken = (
             _check_decisions(conn, workflow_id, evs)
+            or _check_workflow_row(conn, workflow_id, evs)
+            or _check_bound_rows(conn, workflow_id, evs)
             or _check_postings(conn, workflow_id)
             or _check_bound_postings(conn, evs)
         )
     return len(evs), broken
+
+
+def _check_workflow_row(conn: Connection, workflow_id: str, evs: list[dict[str, Any]]) -> ChainBreak | None:
+    row = conn.execute(select(workflows).where(workflows.c.workflow_id == workflow_id)).mappings().first()
+    problem = None if row is None else workflow_problem(row, _decoded(evs))
+    return None if problem is None else ChainBreak(len(evs), problem)
+
+
+def _decoded(evs: list[dict[str, Any]]) -> list[tuple[int, Any]]:
+    return [(int(ev["seq"]), canonical_loads(ev["payload"])) for ev in evs]
+
+
+def _check_bound_rows(conn: Connection, workflow_id: str, evs: list[dict[str, Any]]) -> ChainBreak | None:
+    """Every row an event bound must still exist and hash, view by view, to what the latest event that
+    bound it recorded; every stored row's status must be one SafeRun writes."""
+    decoded = _decoded(evs)
+    bound = bindings(decoded)
+    strict = bool(decoded) and binds_rows(decoded[0][1])
+    for name, table in BOUND_TABLES.items():
+        key = KEYS[name]
+        rows = {
+            str(r[key]): r
+            for r in conn.execute(select(table).where(table.c.workflow_id == workflow_id)).mappings()
+        }
+        for (t, row_id, _view), binding in bound.items():
+            if t == name and row_id not in rows:
+                missing = f"{name} row {row_id} is missing (event {binding.seq} bound it)"
+                return ChainBreak(binding.seq, missing)
+        for row_id, row in rows.items():
+            problem = check_row(name, row, bound, strict=strict)
+            if problem is not None:
+                return ChainBreak(_seq_of(bound, name, row_id), problem)
+    return None
+
+
+def _seq_of(bound: dict[tuple[str, str, str], Binding], table: str, row_id: str) -> int:
+    seqs = [b.seq for (t, r, _), b in bound.items() if t == table and r == row_id]
+    return max(seqs) if seqs else 0
+
+
+def check_read(
+    conn: Connection,
+    workflow_id: str,
+    rows: dict[str, list[Any]] | None = None,
+    responses: list[Any] | None = None,
+    workflow: Any = None,
+) -> None:
+    """The read path's check: before a decision, request, snapshot, step or payment is served, its chain
+    must verify link by link and the rows must match what their events recorded. One indexed range read
+    of the workflow's events (plus hashing them); raises ``Tampered`` naming the row, so a forged value is
+    never returned."""
+    evs = raw_events(conn, workflow_id)
+    broken = verify_chain(workflow_id, evs)
+    if broken is not None:
+        raise Tampered(workflow_id, "audit_events", str(broken.seq), broken.reason)
+    if not evs:
+        raise Tampered(workflow_id, "workflows", workflow_id, "the workflow has no audit chain")
+    decoded = _decoded(evs)
+    if workflow is not None:
+        problem = _anchor_problem(workflow, evs) or workflow_problem(workflow, decoded)
+        if problem is not None:
+            raise Tampered(workflow_id, "workflows", workflow_id, problem)
+    bound = bindings(decoded)
+    strict = binds_rows(decoded[0][1])
+    for name, items in (rows or {}).items():
+        for row in items:
+            problem = check_row(name, row, bound, strict=strict)
+            if problem is not None:
+                raise Tampered(workflow_id, name, str(row[KEYS[name]]), problem)
+    if responses:
+        recorded = {
+            p.get("request_id"): p.get("response_sha256")
+            for _, p in decoded
+            if isinstance(p, dict) and "response_sha256" in p
+        }
+        for resp in responses:
+            expected = recorded.get(resp["request_id"])
+            if (expected is None and strict) or (
+                expected is not None
+                and (resp["workflow_id"] != workflow_id or decision_digest(resp) != expected)
+            ):
+                raise Tampered(
+                    workflow_id,
+                    "approval_responses",
+                    str(resp["response_id"]),
+                    f"the decision of request {resp['request_id']} does not match what its event recorded",
+                )
 
 
 def _check_decisions(conn: Connection, workflow_id: str, evs: list[dict[str, Any]]) -> ChainBreak | None:
@@ -139,6 +247,11 @@ def _check_decisions(conn: Connection, workflow_id: str, evs: list[dict[str, Any
             return ChainBreak(
                 ev["seq"], f"stored decision of request {request_id} does not match what this event recorded"
             )
+    bound = {canonical_loads(ev["payload"]).get("request_id") for ev in evs if ev["kind"] == "decision"}
+    if evs and binds_rows(canonical_loads(evs[0]["payload"])):
+        for request_id, row in rows.items():
+            if request_id not in bound:
+                return ChainBreak(0, f"decision {row['response_id']} was never recorded on the audit chain")
     return None
 
 
@@ -178,6 +291,12 @@ def anchor(conn: Connection, workflow_id: str) -> tuple[int, str | None] | None:
         select(workflows.c.audit_seq, workflows.c.audit_head).where(workflows.c.workflow_id == workflow_id)
     ).first()
     return None if row is None else (int(row.audit_seq or 0), row.audit_head)
+
+
+def _anchor_problem(row: Any, evs: list[dict[str, Any]]) -> str | None:
+    if int(row["audit_seq"] or 0) != int(evs[-1]["seq"]) or row["audit_head"] != evs[-1]["hash"]:
+        return "the chain's length or last hash is not the one the workflow row anchored"
+    return None
 
 
 def _check_anchor(conn: Connection, workflow_id: str, evs: list[dict[str, Any]]) -> ChainBreak | None:

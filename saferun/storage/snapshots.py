@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, bindparam, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
 
 from saferun.domain.ids import new_id
-from saferun.errors import SnapshotNotFound, WorkflowNotFound
+from saferun.errors import SnapshotNotFound
 from saferun.storage.artifacts import StoredArtifact
-from saferun.storage.database import raw_fetchone
 from saferun.storage.schema import snapshots, utcnow
+from saferun.storage.workflows import get as get_workflow
 
 PASSED = ("approved", "modified", "passed")
 _NEXT_SEQ = select(func.max(snapshots.c.sequence)).where(snapshots.c.workflow_id == bindparam("b_wf"))
@@ -116,17 +116,9 @@ def passed_checkpoints(conn: Connection, workflow_id: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-_LAST_APPROVED_URI_SQL = (
-    "SELECT s.artifact_uri FROM workflows w"
-    " LEFT JOIN snapshots s ON s.snapshot_id = w.last_approved_snapshot_id WHERE w.workflow_id = ?"
-)
-
-
-def last_approved_uri(engine: Engine, workflow_id: str) -> str | None:
-    """The artifact of the workflow's last approved snapshot (None before any); NotFound for unknown ids.
-
-    Read through the bare driver (see ``raw_fetchone``): it is the resume hot path."""
-    row = raw_fetchone(engine, _LAST_APPROVED_URI_SQL, (workflow_id,))
-    if row is None:
-        raise WorkflowNotFound(workflow_id)
-    return row[0]  # type: ignore[no-any-return]
+def last_approved(conn: Connection, workflow_id: str) -> tuple[RowMapping, RowMapping | None]:
+    """The workflow row and its last approved snapshot (None before any); NotFound for unknown ids."""
+    row = get_workflow(conn, workflow_id)
+    snap_id = row["last_approved_snapshot_id"]
+    snap = None if snap_id is None else conn.execute(_GET, {"b_snap": snap_id}).mappings().first()
+    return row, snap

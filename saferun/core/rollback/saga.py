@@ -18,6 +18,7 @@ from saferun.core.rollback.reconciliation import (
     RollbackReport,
     run_compensation,
 )
+from saferun.domain.audit import bind
 from saferun.domain.states import Event, WorkflowState
 from saferun.errors import CompensationError, InvalidTransition
 from saferun.storage import audit, saga, snapshots
@@ -60,7 +61,9 @@ def finish_step(db: Database, workflow_id: str, step_id: str, ok: bool, error: s
                 "finish compensation",
                 f"step {step_id} is {step['status']}, not claimed for compensation",
             )
-        saga.finish(conn, step_id, "compensated" if ok else "failed", error or None)
+        status = "compensated" if ok else "failed"
+        saga.finish(conn, step_id, status, error or None)
+        result = {"step_id": step_id, "status": status, "last_error": error or None}
         audit.append(
             conn,
             workflow_id,
@@ -72,6 +75,7 @@ def finish_step(db: Database, workflow_id: str, step_id: str, ok: bool, error: s
                 "compensation": step["compensation"],
                 "args": step["args"],
                 "error": error or None,
+                "bind": [bind("saga_steps", "result", result)],
             },
         )
         if ok:

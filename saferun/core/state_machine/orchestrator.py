@@ -44,6 +44,7 @@ from saferun.core.state_machine.models import (
 )
 from saferun.core.state_machine.reads import WorkflowReads
 from saferun.domain import parameter_schema as param_schema
+from saferun.domain.audit import BINDS_MARK, bind
 from saferun.domain.canonical import canonical_bytes, check_json
 from saferun.domain.ids import new_id
 from saferun.domain.money import to_micro
@@ -233,7 +234,8 @@ class WorkflowOrchestrator(WorkflowReads):
                 config.workflow_id,
                 "workflow_created",
                 actor,
-                {"name": config.name, "config": cfg, "job_id": job_id},
+                # every row of this workflow is bound to its chain (domain.audit.BINDS_MARK)
+                {"name": config.name, "config": cfg, "job_id": job_id, BINDS_MARK: 1},
             )
             if assigned is not None:
                 parties.record_assignment(conn, config.workflow_id, assigned, "saferun:marketplace")
@@ -344,6 +346,7 @@ class WorkflowOrchestrator(WorkflowReads):
                 "raw_size_bytes": stored.raw_size,
                 "compressed_size_bytes": stored.compressed_size,
                 "new_bytes": stored.new_bytes,
+                "bind": [bind("snapshots", "row", snap), bind("snapshots", "status", snap)],
             },
         )
         if not cp.requires_approval:
@@ -422,6 +425,11 @@ class WorkflowOrchestrator(WorkflowReads):
                 "snapshot_id": snap["snapshot_id"],
                 "checkpoint_id": cp.checkpoint_id,
                 "approval_job_id": job_id,
+                # what the reviewer is asked, bound as written (read paths refuse a row that differs)
+                "bind": [
+                    bind("approval_requests", "row", values),
+                    bind("approval_requests", "review", {**values, "status": "pending"}),
+                ],
             },
         )
         return ApprovalRequest(status="pending", **values)
@@ -528,7 +536,27 @@ class WorkflowOrchestrator(WorkflowReads):
                 workflow_id,
                 "step_registered",
                 row["executor_id"],
-                {"step_id": step_id, "seq": seq, "name": name, "compensation": compensation, "args": args},
+                {
+                    "step_id": step_id,
+                    "seq": seq,
+                    "name": name,
+                    "compensation": compensation,
+                    "args": args,
+                    "bind": [
+                        bind(
+                            "saga_steps",
+                            "row",
+                            {
+                                "step_id": step_id,
+                                "workflow_id": workflow_id,
+                                "seq": seq,
+                                "name": name,
+                                "compensation": compensation,
+                                "args": args,
+                            },
+                        )
+                    ],
+                },
             )
             return step_id
 
@@ -606,7 +634,12 @@ class WorkflowOrchestrator(WorkflowReads):
             new = [a for i, a in enumerate(alerts) if a not in current and a not in alerts[:i]]
             if new:
                 approvals.set_alerts(conn, request_id, current + new)
-                payload = {"request_id": request_id, "alerts": new}
+                review = {**req, "alerts": current + new}
+                payload = {
+                    "request_id": request_id,
+                    "alerts": new,
+                    "bind": [bind("approval_requests", "review", review)],
+                }
                 audit.append(conn, workflow_id, "alerts_added", actor or self.actor, payload)
                 notify.publish(conn, "workflow", workflow_id)
             return self._request(approvals.get(conn, request_id))
@@ -643,7 +676,9 @@ class WorkflowOrchestrator(WorkflowReads):
                 watch.clear()
                 with self.db.read() as conn:
                     resp = approvals.response_for(conn, request_id)
-                    req = approvals.get(conn, request_id) if resp is None else None
+                    req = approvals.get(conn, request_id)
+                    if resp is not None:  # the agent acts on it: it must be the decision the chain recorded
+                        audit.check_read(conn, req["workflow_id"], {"approval_requests": [req]}, [resp])
                 if resp is not None:
                     extra = {"request_id": request_id, "woken_by": woken_by}
                     log.debug("decision on %s found by %s", request_id, woken_by, extra=extra)

@@ -21,6 +21,7 @@ from saferun.core.state_machine.models import (
 )
 from saferun.domain.policy import Caller
 from saferun.domain.states import WorkflowState
+from saferun.errors import Tampered
 from saferun.storage import approvals, audit, saga, snapshots
 from saferun.storage import ledger as book
 from saferun.storage import workflows as wf_store
@@ -33,8 +34,11 @@ class WorkflowReads:
     capture: CheckpointCapture
 
     def get_workflow(self, workflow_id: str) -> WorkflowExecution:
+        """The workflow, checked against its audit chain first (``Tampered`` instead of a forged row)."""
         with self.db.read() as conn:
-            return self._fresh(conn, workflow_id)
+            row = wf_store.get_with_counts(conn, workflow_id)
+            audit.check_read(conn, workflow_id, workflow=row)
+            return views.execution(conn, row)
 
     def list_workflows(
         self,
@@ -71,46 +75,57 @@ class WorkflowReads:
 
     def get_approval_request(self, request_id: str) -> ApprovalRequest:
         with self.db.read() as conn:
-            return self._request(approvals.get(conn, request_id))
+            row = approvals.get(conn, request_id)
+            audit.check_read(conn, row["workflow_id"], {"approval_requests": [row]})
+            return self._request(row)
 
     def approval_history(self, workflow_id: str) -> list[tuple[ApprovalRequest, ApprovalResponse | None]]:
         """Every request of a workflow, oldest first, with its decision when it has one."""
         with self.db.read() as conn:
             wf_store.get(conn, workflow_id)
-            responses = {
-                r["request_id"]: self._response(r)
-                for r in approvals.responses_for_workflow(conn, workflow_id)
-            }
-            return [
-                (self._request(r), responses.get(r["request_id"]))
-                for r in approvals.for_workflow(conn, workflow_id)
-            ]
+            response_rows = approvals.responses_for_workflow(conn, workflow_id)
+            requests = approvals.for_workflow(conn, workflow_id)
+            audit.check_read(conn, workflow_id, {"approval_requests": requests}, response_rows)
+            responses = {r["request_id"]: self._response(r) for r in response_rows}
+            return [(self._request(r), responses.get(r["request_id"])) for r in requests]
 
     def get_approval_response(self, request_id: str) -> ApprovalResponse | None:
         with self.db.read() as conn:
-            approvals.get(conn, request_id)
+            req = approvals.get(conn, request_id)
             row = approvals.response_for(conn, request_id)
+            audit.check_read(conn, req["workflow_id"], {"approval_requests": [req]}, [row] if row else [])
             return self._response(row) if row else None
 
     def list_snapshots(self, workflow_id: str) -> list[CheckpointSnapshot]:
         with self.db.read() as conn:
             wf_store.get(conn, workflow_id)
-            return [self._snapshot(r) for r in snapshots.list_for(conn, workflow_id)]
+            rows = snapshots.list_for(conn, workflow_id)
+            audit.check_read(conn, workflow_id, {"snapshots": rows})
+            return [self._snapshot(r) for r in rows]
 
     def get_snapshot_state(self, snapshot_id: str) -> ExecutionState:
         with self.db.read() as conn:
-            return self._state_of(conn, snapshots.get(conn, snapshot_id))
+            row = snapshots.get(conn, snapshot_id)
+            audit.check_read(conn, row["workflow_id"], {"snapshots": [row]})
+            return self._state_of(conn, row)
 
     def latest_approved_state(self, workflow_id: str) -> ExecutionState | None:
-        """The state a resumed or rolled-back agent continues from (None before the first approval)."""
-        uri = snapshots.last_approved_uri(self.db.engine, workflow_id)
-        if uri is None:
-            return None
-        cached = self.capture.store.get_cached(uri)
-        if cached is not None:
-            return state_from_parts(cached)
+        """The state a resumed or rolled-back agent continues from (None before the first approval).
+
+        The workflow row and the snapshot it points at are checked against the chain first, so a forged
+        pointer (another snapshot, another artifact) is ``Tampered``, never a state the agent resumes
+        from; the artifact's bytes are verified by their hashes as always."""
         with self.db.read() as conn:
-            return self.capture.load_state(conn, uri)
+            row, snap = snapshots.last_approved(conn, workflow_id)
+            if snap is None and row["last_approved_snapshot_id"] is not None:
+                raise Tampered(workflow_id, "snapshots", row["last_approved_snapshot_id"], "it is missing")
+            audit.check_read(conn, workflow_id, {"snapshots": [snap] if snap else []}, workflow=row)
+            if snap is None:
+                return None
+            cached = self.capture.store.get_cached(snap["artifact_uri"])
+            if cached is not None:
+                return state_from_parts(cached)
+            return self.capture.load_state(conn, snap["artifact_uri"])
 
     def history(self, workflow_id: str) -> list[dict[str, Any]]:
         return self._read(workflow_id, wf_store.history)  # type: ignore[no-any-return]
@@ -131,10 +146,22 @@ class WorkflowReads:
     def verify_audit(self, workflow_id: str) -> tuple[int, Any]:
         return self._read(workflow_id, audit.verify)  # type: ignore[no-any-return]
 
+    def payments(self, workflow_id: str) -> list[dict[str, Any]]:
+        """The workflow's x402 payments, each checked against the event that recorded it."""
+        from saferun.payments import records  # the payments rows only; no x402 stack is imported
+
+        with self.db.read() as conn:
+            wf_store.get(conn, workflow_id)
+            rows = records.for_workflow(conn, workflow_id)
+            audit.check_read(conn, workflow_id, {"x402_payments": rows})
+            return rows
+
     def saga_steps(self, workflow_id: str) -> list[dict[str, Any]]:
         with self.db.read() as conn:
             wf_store.get(conn, workflow_id)
-            return [dict(r) for r in saga.list_for(conn, workflow_id)]
+            rows = saga.list_for(conn, workflow_id)
+            audit.check_read(conn, workflow_id, {"saga_steps": rows})
+            return [dict(r) for r in rows]
 
     # ------------------------------------------------------------------ helpers
     def _read(self, workflow_id: str, read: Any) -> Any:
