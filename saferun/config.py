@@ -103,6 +103,7 @@ class Settings(BaseSettings):
 
     # --- notifications: raw text here, checked field by field in saferun/notifications/settings.py ---
     webhook_urls: str = Field(default="", alias="SAFERUN_WEBHOOK_URLS")
+    supervisor_webhooks: str = Field(default="", alias="SAFERUN_SUPERVISOR_WEBHOOKS")
     webhook_secret: SecretStr = Field(default=SecretStr(""), alias="SAFERUN_WEBHOOK_SECRET")
     webhook_format: str = Field(default="json", alias="SAFERUN_WEBHOOK_FORMAT")
     webhook_timeout: str = Field(default="10", alias="SAFERUN_WEBHOOK_TIMEOUT")

@@ -168,6 +168,12 @@ def settings(**overrides: Any) -> NotificationSettings:
     return NotificationSettings(**{**values, **overrides})
 
 
+def own(url: str, supervisor: str = "reviewer") -> dict[str, str]:
+    """``SAFERUN_SUPERVISOR_WEBHOOKS`` naming ``url`` as ``supervisor``'s own webhook (the only kind of
+    webhook a decision link is sent to)."""
+    return {supervisor: url}
+
+
 def dispatcher(db: Database, config: NotificationSettings, clock: Clock | None = None) -> Dispatcher:
     return Dispatcher(db, config, clock=clock or Clock(), rng=lambda: 1.0)
 
@@ -202,7 +208,7 @@ async def test_signed_webhook_link_decides_once_then_the_decision_is_announced(d
     orch = WorkflowOrchestrator(database=db)
     request_id = await open_request(orch)
     with webhook_receiver() as hook, serving(db, auth="keys", sweep=False) as base:
-        notices = dispatcher(db, settings(webhook_urls=(hook.url,), public_url=base))
+        notices = dispatcher(db, settings(supervisor_webhooks=own(hook.url), public_url=base))
         report = await notices.run_once()
         assert report.delivered and not report.retrying
 
@@ -248,12 +254,76 @@ async def test_signed_webhook_link_decides_once_then_the_decision_is_announced(d
         assert decided["links"]["review"] == f"{base}/approvals/{request_id}"
 
 
+async def test_decision_links_go_only_to_the_supervisors_own_channels(db: Database) -> None:
+    """Issue 9, finding 5: a generic webhook is a shared channel (the executor's operator may read it), so it
+    gets the review page, which needs sign-in; the assigned supervisor's own webhook and e-mail get the
+    link. In both formats, no ``/decide/`` reaches the generic channel."""
+    orch = WorkflowOrchestrator(database=db)
+    request_id = await open_request(orch)
+    with (
+        webhook_receiver() as shared,
+        webhook_receiver() as mine,
+        webhook_receiver(secret=None) as shared_slack,
+        smtp_server() as (mailbox, port),
+        serving(db, auth="keys", sweep=False) as base,
+    ):
+        smtp = SmtpSettings(host="127.0.0.1", port=port, sender="saferun@example.com", starttls=False)
+        config = settings(
+            webhook_urls=(shared.url,),
+            supervisor_webhooks=own(mine.url),
+            smtp=smtp,
+            emails={"reviewer": "reviewer@example.com"},
+            public_url=base,
+        )
+        report = await dispatcher(db, config).run_once()
+        assert len(report.delivered) == 3
+        slack = settings(webhook_urls=(shared_slack.url,), webhook_format="slack", public_url=base)
+        with db.transaction() as conn:  # the same notice, fanned out again to a Slack channel
+            conn.execute(update(store.notifications).values(dispatched_at=None))
+        await dispatcher(db, slack).run_once()
+
+        [generic] = shared.received
+        assert b"/decide/" not in generic.body
+        body = generic.json()
+        assert body["links"] == {"decide": None, "review": f"{base}/approvals/{request_id}"}
+        [slack_message] = shared_slack.received
+        assert b"/decide/" not in slack_message.body
+        [button] = next(b for b in slack_message.json()["blocks"] if b["type"] == "actions")["elements"]
+        assert button["url"] == f"{base}/approvals/{request_id}" and "Open in SafeRun" in str(button)
+        review = httpx.get(body["links"]["review"], follow_redirects=False)
+        assert review.status_code in (303, 401) and "review cp1" not in review.text  # sign in first
+
+        mine_link = mine.bodies()[0]["links"]["decide"]
+        [(_, message)] = mailbox.messages
+        mail_link = next(x for x in message.get_content().splitlines() if x.startswith(f"{base}/decide/"))
+        with db.read() as conn:
+            minted = {row["token_hash"] for row in store.links_for(conn, request_id)}
+        assert minted == {store.hash_token(token_of(mine_link)), store.hash_token(token_of(mail_link))}
+        assert decide_by_link(base, token_of(mine_link), "APPROVED", "mine").status_code == 200
+
+
+async def test_a_channel_that_is_no_longer_the_supervisors_gets_no_link(db: Database) -> None:
+    """Fanned out to the supervisor's webhook, then the setting names another URL before it is sent: the
+    old URL is no longer theirs, so the message goes without a link (checked at send time)."""
+    orch = WorkflowOrchestrator(database=db)
+    request_id = await open_request(orch)
+    with webhook_receiver() as old, webhook_receiver() as new:
+        await asyncio.to_thread(dispatcher(db, settings(supervisor_webhooks=own(old.url))).fan_out, utcnow())
+        changed = dispatcher(db, settings(supervisor_webhooks=own(new.url)))
+        report = await changed.deliver_due(utcnow())
+        assert len(report.delivered) == 1
+    [body] = old.bodies()
+    assert body["links"]["decide"] is None and new.received == []
+    with db.read() as conn:
+        assert store.links_for(conn, request_id) == []
+
+
 async def test_a_failed_delivery_is_retried_after_backoff_with_a_fresh_link(db: Database) -> None:
     orch = WorkflowOrchestrator(database=db)
     request_id = await open_request(orch)
     clock = Clock()
     with webhook_receiver(500) as hook, serving(db, auth="open", sweep=False) as base:
-        notices = dispatcher(db, settings(webhook_urls=(hook.url,), public_url=base), clock)
+        notices = dispatcher(db, settings(supervisor_webhooks=own(hook.url), public_url=base), clock)
         first = await notices.run_once()
         assert first.retrying and not first.delivered
         [row] = deliveries(db, request_id)
@@ -288,7 +358,8 @@ async def test_delivery_gives_up_after_max_attempts_and_a_refusal_fails_at_once(
     request_id = await open_request(orch)
     clock = Clock()
     with webhook_receiver(503, 503, 503, 503) as flaky, webhook_receiver(410) as gone:
-        notices = dispatcher(db, settings(webhook_urls=(flaky.url, gone.url), max_attempts=3), clock)
+        config = settings(webhook_urls=(gone.url,), supervisor_webhooks=own(flaky.url), max_attempts=3)
+        notices = dispatcher(db, config, clock)
         for _ in range(3):
             await notices.run_once()
             clock.advance(10)
@@ -307,7 +378,7 @@ async def test_slack_format_carries_the_link_as_a_button(db: Database) -> None:
     orch = WorkflowOrchestrator(database=db)
     request_id = await open_request(orch)
     with webhook_receiver(secret=None) as slack:
-        config = settings(webhook_urls=(slack.url,), webhook_format="slack", webhook_secret=None)
+        config = settings(supervisor_webhooks=own(slack.url), webhook_format="slack", webhook_secret=None)
         await dispatcher(db, config).run_once()
     [message] = slack.received
     body = message.json()
@@ -380,7 +451,7 @@ async def test_tampered_tokenless_or_odd_requests_decide_nothing(db: Database) -
     orch = WorkflowOrchestrator(database=db)
     request_id = await open_request(orch)
     with webhook_receiver() as hook, serving(db, auth="open", sweep=False) as base:
-        await dispatcher(db, settings(webhook_urls=(hook.url,), public_url=base)).run_once()
+        await dispatcher(db, settings(supervisor_webhooks=own(hook.url), public_url=base)).run_once()
         token = token_of(hook.bodies("approval.waiting")[0]["links"]["decide"])
 
         tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
@@ -399,7 +470,7 @@ async def test_a_link_posted_from_another_site_is_refused(db: Database) -> None:
     orch = WorkflowOrchestrator(database=db)
     request_id = await open_request(orch)
     with webhook_receiver() as hook, serving(db, auth="open", sweep=False) as base:
-        await dispatcher(db, settings(webhook_urls=(hook.url,), public_url=base)).run_once()
+        await dispatcher(db, settings(supervisor_webhooks=own(hook.url), public_url=base)).run_once()
         token = token_of(hook.bodies()[0]["links"]["decide"])
         forged = httpx.post(
             f"{base}/decide/{token}",
@@ -415,7 +486,7 @@ async def test_an_expired_link_is_refused_and_decides_nothing(db: Database) -> N
     orch = WorkflowOrchestrator(database=db)
     request_id = await open_request(orch)
     with webhook_receiver() as hook, serving(db, auth="open", sweep=False) as base:
-        await dispatcher(db, settings(webhook_urls=(hook.url,), public_url=base)).run_once()
+        await dispatcher(db, settings(supervisor_webhooks=own(hook.url), public_url=base)).run_once()
         token = token_of(hook.bodies()[0]["links"]["decide"])
         with db.read() as conn:
             [link] = store.links_for(conn, request_id)
@@ -448,10 +519,16 @@ async def test_no_link_without_an_assigned_supervisor(db: Database) -> None:
     request_id = await open_request(orch, supervisor_id=None)
     with db.read() as conn:
         assert approvals.get(conn, request_id)["supervisor_id"] is None  # nobody eligible to assign
-    with webhook_receiver() as hook, smtp_server() as (mailbox, port):
+    with webhook_receiver() as hook, webhook_receiver() as mine, smtp_server() as (mailbox, port):
         smtp = SmtpSettings(host="127.0.0.1", port=port, sender="saferun@example.com", starttls=False)
-        config = settings(webhook_urls=(hook.url,), smtp=smtp, emails={"reviewer": "reviewer@example.com"})
+        config = settings(
+            webhook_urls=(hook.url,),
+            supervisor_webhooks=own(mine.url),
+            smtp=smtp,
+            emails={"reviewer": "reviewer@example.com"},
+        )
         await dispatcher(db, config).run_once()
+    assert mine.received == []  # not reviewer's request: their own channel hears nothing of it
     [body] = hook.bodies()
     assert body["links"]["decide"] is None and body["links"]["review"].endswith(f"/approvals/{request_id}")
     assert mailbox.messages == []  # no assigned supervisor: nobody to e-mail
@@ -513,6 +590,24 @@ async def test_a_configured_server_delivers_in_the_background(db: Database) -> N
         ({"SAFERUN_NOTIFY_EMAILS": "ann"}, "SAFERUN_NOTIFY_EMAILS"),
         ({"SAFERUN_NOTIFY_EMAILS": "ann=a@b.c\nBcc: x@y.z"}, "SAFERUN_NOTIFY_EMAILS"),
         ({"SAFERUN_PUBLIC_URL": "file:///etc"}, "SAFERUN_PUBLIC_URL"),
+        ({"SAFERUN_SUPERVISOR_WEBHOOKS": "https://own.example/ann"}, "SAFERUN_SUPERVISOR_WEBHOOKS"),
+        ({"SAFERUN_SUPERVISOR_WEBHOOKS": "ann=ftp://own.example/ann"}, "SAFERUN_SUPERVISOR_WEBHOOKS"),
+        ({"SAFERUN_SUPERVISOR_WEBHOOKS": "ann=https://a.example/x"}, "SAFERUN_WEBHOOK_SECRET"),
+        (
+            {
+                "SAFERUN_SUPERVISOR_WEBHOOKS": "ann=https://a.example/x, bob=https://a.example/x",
+                "SAFERUN_WEBHOOK_SECRET": SECRET,
+            },
+            "SAFERUN_SUPERVISOR_WEBHOOKS",
+        ),
+        (
+            {
+                "SAFERUN_SUPERVISOR_WEBHOOKS": "ann=https://a.example/x",
+                "SAFERUN_WEBHOOK_URLS": "https://a.example/x",
+                "SAFERUN_WEBHOOK_SECRET": SECRET,
+            },
+            "SAFERUN_SUPERVISOR_WEBHOOKS",
+        ),
     ],
 )
 def test_bad_settings_stop_the_server_naming_the_setting(
@@ -532,7 +627,14 @@ def test_good_settings_load_from_the_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("SAFERUN_SMTP_FROM", "saferun@example.com")
     monkeypatch.setenv("SAFERUN_NOTIFY_EMAILS", "ann=ann@example.com, bob=bob@example.com")
     monkeypatch.setenv("SAFERUN_PUBLIC_URL", "https://saferun.example/")
+    monkeypatch.setenv(
+        "SAFERUN_SUPERVISOR_WEBHOOKS", "ann=https://hooks.example/ann?k=v&x=1, bob=http://127.0.0.1:9/b"
+    )
     loaded = notification_settings.load()
+    assert dict(loaded.supervisor_webhooks) == {
+        "ann": "https://hooks.example/ann?k=v&x=1",
+        "bob": "http://127.0.0.1:9/b",
+    }
     assert loaded.webhook_urls == ("https://a.example/h", "http://127.0.0.1:9/x")
     assert loaded.smtp is not None and (loaded.smtp.port, loaded.smtp.starttls) == (587, True)
     assert dict(loaded.emails) == {"ann": "ann@example.com", "bob": "bob@example.com"}
@@ -546,9 +648,16 @@ async def test_a_link_refused_by_the_engine_stays_unspent_and_decides_nothing(db
     orch = WorkflowOrchestrator(database=db)
     elsewhere = await open_request(orch)
     disabled = await open_request(orch, supervisor_id="ann")
-    with webhook_receiver() as hook, serving(db, auth="open", sweep=False) as base:
-        await dispatcher(db, settings(webhook_urls=(hook.url,), public_url=base)).run_once()
-        tokens = {b["request"]["request_id"]: token_of(b["links"]["decide"]) for b in hook.bodies()}
+    with (
+        webhook_receiver() as reviewer_hook,
+        webhook_receiver() as ann_hook,
+        serving(db, auth="open", sweep=False) as base,
+    ):
+        hooks = {"reviewer": reviewer_hook.url, "ann": ann_hook.url}
+        await dispatcher(db, settings(supervisor_webhooks=hooks, public_url=base)).run_once()
+        bodies = reviewer_hook.bodies() + ann_hook.bodies()
+        tokens = {b["request"]["request_id"]: token_of(b["links"]["decide"]) for b in bodies}
+        assert [b["request"]["supervisor_id"] for b in ann_hook.bodies()] == ["ann"]
 
         decide(orch, elsewhere, "REJECTED")  # on the dashboard, before the link is clicked
         late = decide_by_link(base, tokens[elsewhere], "APPROVED")

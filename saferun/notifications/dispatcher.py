@@ -3,14 +3,17 @@
 Two steps, each safe to run in every replica at once:
 
 1. **Fan-out** (``fan_out``): a notice not yet dispatched is claimed with a conditional UPDATE (one process
-   wins) and, in that same transaction, becomes one delivery per destination: every webhook URL, and
-   the assigned supervisor's e-mail address (stored with ``saferun identities email``, else from
-   ``SAFERUN_NOTIFY_EMAILS``). Destinations are resolved here, in the server, not where the notice was
-   written (often an agent process without this configuration). A ``waiting`` notice whose request was
-   already decided when it is fanned out is dropped: its link could decide nothing, and the ``decided``
-   notice says what happened.
+   wins) and, in that same transaction, becomes one delivery per destination: every generic webhook URL,
+   the assigned supervisor's own webhook (``SAFERUN_SUPERVISOR_WEBHOOKS``) and e-mail address (stored
+   with ``saferun identities email``, else from ``SAFERUN_NOTIFY_EMAILS``). Destinations are resolved
+   here, in the server, not where the notice was written (often an agent process without this
+   configuration). A ``waiting`` notice whose request was already decided when it is fanned out is
+   dropped: its link could decide nothing, and the ``decided`` notice says what happened.
 2. **Delivery** (``deliver_due``): a due delivery is claimed for a lease (``next_attempt_at`` moves to
-   the lease's end), a fresh decision link is minted for a ``waiting`` notice, and the message is sent.
+   the lease's end), a fresh decision link is minted for a ``waiting`` notice *sent to the assigned
+   supervisor's own channel* (``_own_channel``), and the message is sent. A generic webhook is a shared
+   channel (whoever reads it, perhaps the executor's operator, would decide as the supervisor), so it
+   only ever gets the review page's link, which needs sign-in.
    Success marks it ``delivered``. A failure that retrying can help is retried after an exponential
    backoff with jitter (``backoff``) until ``max_attempts``, then marked ``failed``; a permanent refusal
    (a 4xx, an SMTP 5xx) is marked ``failed`` at once. The link minted for an attempt that did not get
@@ -45,6 +48,9 @@ from saferun.storage.schema import utcnow
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0  # the longest a due retry waits; a new notice wakes the loop at once
+WEBHOOK = "webhook"  # a generic webhook: every notice, never a decision link
+OWN_WEBHOOK = "own_webhook"  # the assigned supervisor's own webhook (SAFERUN_SUPERVISOR_WEBHOOKS)
+EMAIL = "email"  # the assigned supervisor's address
 
 
 @dataclass
@@ -135,13 +141,35 @@ class Dispatcher:
         return len(claimed)
 
     def _destinations(self, conn: Connection, request: RowMapping) -> list[tuple[str, str, str]]:
-        out = [("webhook", url, self.settings.webhook_format) for url in self.settings.webhook_urls]
+        fmt = self.settings.webhook_format
+        out = [(WEBHOOK, url, fmt) for url in self.settings.webhook_urls]
         supervisor = request["supervisor_id"]
-        if self.settings.smtp is not None and supervisor:
-            address = store.email_of(conn, supervisor) or self.settings.emails.get(supervisor)
+        if not supervisor:
+            return out
+        own = self.settings.supervisor_webhooks.get(supervisor)
+        if own:
+            out.append((OWN_WEBHOOK, own, fmt))
+        if self.settings.smtp is not None:
+            address = self._address_of(conn, supervisor)
             if address:
-                out.append(("email", address, "text"))
+                out.append((EMAIL, address, "text"))
         return out
+
+    def _address_of(self, conn: Connection, identity_id: str) -> str | None:
+        return store.email_of(conn, identity_id) or self.settings.emails.get(identity_id)
+
+    def _own_channel(self, conn: Connection, delivery: RowMapping, request: RowMapping) -> bool:
+        """Whether ``delivery`` goes to the request's assigned supervisor alone, checked again when it is
+        sent (settings or a stored address may have changed since fan-out): only then may it carry a link
+        that decides as that supervisor."""
+        supervisor = request["supervisor_id"]
+        if not supervisor:
+            return False
+        if delivery["channel"] == OWN_WEBHOOK:
+            return self.settings.supervisor_webhooks.get(supervisor) == delivery["target"]
+        if delivery["channel"] == EMAIL:
+            return self._address_of(conn, supervisor) == delivery["target"]
+        return False
 
     # ------------------------------------------------------------------ step 2: delivery
     async def deliver_due(self, now: datetime, report: DispatchReport | None = None) -> DispatchReport:
@@ -179,7 +207,8 @@ class Dispatcher:
         if waiting and (request["status"] != "pending" or request["expires_at"] <= now):
             return None
         store.revoke_unused_links(conn, delivery["id"])
-        token = links.mint(conn, request, delivery["id"], now) if waiting else None
+        own = waiting and self._own_channel(conn, delivery, request)
+        token = links.mint(conn, request, delivery["id"], now) if own else None
         public = self.settings.public_url
         response = approvals.response_for(conn, request["request_id"])
         return messages.NoticeView(
@@ -238,7 +267,7 @@ class Dispatcher:
     async def _send(
         self, client: httpx.AsyncClient, delivery: RowMapping, view: messages.NoticeView, now: datetime
     ) -> None:
-        if delivery["channel"] == "email":
+        if delivery["channel"] == EMAIL:
             smtp = self.settings.smtp
             if smtp is None:
                 raise channels.SendFailed("e-mail is no longer configured (SAFERUN_SMTP_HOST)")

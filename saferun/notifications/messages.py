@@ -36,7 +36,7 @@ class NoticeView:
     request: dict[str, Any]  # the approval_requests row
     workflow_name: str
     decision: dict[str, Any] | None  # the approval_responses row, once there is one
-    decide_url: str | None  # the single-use decision link (waiting notices to an assigned supervisor)
+    decide_url: str | None  # the single-use link (waiting notices to the assigned supervisor's own channel)
     review_url: str  # the request's page on the dashboard (needs sign-in)
 
     @property

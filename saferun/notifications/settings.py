@@ -1,7 +1,10 @@
 """Where notices go, from the environment (or ``.env``), checked when the server starts.
 
 ==================================  ===================================================================
-``SAFERUN_WEBHOOK_URLS``            comma-separated http(s) URLs; each gets every notice (POST).
+``SAFERUN_WEBHOOK_URLS``            comma-separated http(s) URLs; each gets every notice (POST), with a
+                                    link to the review page (sign-in) but never a decision link.
+``SAFERUN_SUPERVISOR_WEBHOOKS``     ``identity=url,...``: a supervisor's own webhook; it gets the notices of
+                                    requests assigned to that supervisor, decision links included.
 ``SAFERUN_WEBHOOK_SECRET``          HMAC-SHA256 key for ``X-SafeRun-Signature``; required (16+ chars)
                                     with ``json``, optional with ``slack`` (Slack ignores signatures).
 ``SAFERUN_WEBHOOK_FORMAT``          ``json`` (default) or ``slack`` (``{"text", "blocks"}``).
@@ -78,6 +81,8 @@ class NotificationSettings:
     """Validated notification channels; an instance with no URLs and no SMTP sends nothing."""
 
     webhook_urls: tuple[str, ...] = ()
+    # a supervisor's own channel: the only webhooks a decision link is sent to (docs/notifications.md)
+    supervisor_webhooks: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     webhook_secret: str | None = None
     webhook_format: str = "json"
     webhook_timeout: float = 10.0
@@ -91,6 +96,18 @@ class NotificationSettings:
     def __post_init__(self) -> None:
         urls = tuple(check_http_url(u, "SAFERUN_WEBHOOK_URLS") for u in self.webhook_urls)
         object.__setattr__(self, "webhook_urls", urls)
+        own = {
+            identity: check_http_url(url, "SAFERUN_SUPERVISOR_WEBHOOKS")
+            for identity, url in self.supervisor_webhooks.items()
+        }
+        object.__setattr__(self, "supervisor_webhooks", MappingProxyType(own))
+        shared = [u for u in own.values() if u in urls or list(own.values()).count(u) > 1]
+        if shared:  # a decision link must reach one supervisor only
+            raise InvalidInput(
+                "SAFERUN_SUPERVISOR_WEBHOOKS",
+                f"{shared[0][:80]!r} is also a generic webhook (SAFERUN_WEBHOOK_URLS) or another "
+                "supervisor's: a supervisor's webhook carries decision links, so it must be theirs alone",
+            )
         object.__setattr__(
             self, "public_url", check_http_url(self.public_url, "SAFERUN_PUBLIC_URL").rstrip("/")
         )
@@ -98,9 +115,11 @@ class NotificationSettings:
             raise InvalidInput(
                 "SAFERUN_WEBHOOK_FORMAT", f"must be one of {', '.join(FORMATS)}, not {self.webhook_format!r}"
             )
-        if urls and self.webhook_format == "json" and not self.webhook_secret:
+        if (urls or own) and self.webhook_format == "json" and not self.webhook_secret:
             raise InvalidInput(
-                "SAFERUN_WEBHOOK_SECRET", "is required with SAFERUN_WEBHOOK_URLS: receivers verify signatures"
+                "SAFERUN_WEBHOOK_SECRET",
+                "is required with SAFERUN_WEBHOOK_URLS or SAFERUN_SUPERVISOR_WEBHOOKS: receivers verify "
+                "signatures",
             )
         if self.webhook_secret is not None and len(self.webhook_secret) < MIN_SECRET:
             raise InvalidInput("SAFERUN_WEBHOOK_SECRET", f"must be at least {MIN_SECRET} characters")
@@ -116,7 +135,7 @@ class NotificationSettings:
     @property
     def enabled(self) -> bool:
         """Whether any channel is configured."""
-        return bool(self.webhook_urls) or self.smtp is not None
+        return bool(self.webhook_urls) or bool(self.supervisor_webhooks) or self.smtp is not None
 
 
 def _number(value: str, name: str, kind: type[int] | type[float]) -> float:
@@ -135,13 +154,16 @@ def _flag(value: str, name: str) -> bool:
     raise InvalidInput(name, f"must be true or false, not {value!r}")
 
 
-def _pairs(value: str) -> dict[str, str]:
+def _pairs(value: str, name: str = "SAFERUN_NOTIFY_EMAILS", what: str = "address") -> dict[str, str]:
+    """``identity=value,...`` as a dict (split at the first ``=``, so a URL's query may hold more)."""
     out: dict[str, str] = {}
     for item in filter(None, (p.strip() for p in value.split(","))):
-        identity, sep, address = item.partition("=")
-        if not sep or not identity.strip():
-            raise InvalidInput("SAFERUN_NOTIFY_EMAILS", f"{item!r} is not identity=address")
-        out[identity.strip()] = address.strip()
+        identity, sep, target = item.partition("=")
+        if not sep or not identity.strip() or not target.strip():
+            raise InvalidInput(name, f"{item!r} is not identity={what}")
+        if identity.strip() in out:
+            raise InvalidInput(name, f"{identity.strip()!r} is named twice")
+        out[identity.strip()] = target.strip()
     return out
 
 
@@ -174,6 +196,7 @@ def load(settings: Settings | None = None) -> NotificationSettings:
     env = settings or get_settings()
     return NotificationSettings(
         webhook_urls=tuple(u for u in (p.strip() for p in env.webhook_urls.split(",")) if u),
+        supervisor_webhooks=_pairs(env.supervisor_webhooks, "SAFERUN_SUPERVISOR_WEBHOOKS", "url"),
         webhook_secret=env.webhook_secret.get_secret_value() or None,
         webhook_format=env.webhook_format.strip().lower(),
         webhook_timeout=_number(env.webhook_timeout, "SAFERUN_WEBHOOK_TIMEOUT", float),

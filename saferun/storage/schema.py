@@ -490,7 +490,7 @@ notification_deliveries = Table(
     # delivered or gives up. ``next_attempt_at`` doubles as the lease of the process sending it.
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("notification_id", Integer, ForeignKey("notifications.id"), nullable=False, index=True),
-    Column("channel", String(16), nullable=False),  # webhook | email
+    Column("channel", String(16), nullable=False),  # webhook | own_webhook (a supervisor's) | email
     Column("target", String(2000), nullable=False),
     Column("format", String(16), nullable=False),  # json | slack (webhook), text (email)
     Column("status", String(16), nullable=False),  # pending | delivered | failed | skipped
