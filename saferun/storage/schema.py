@@ -238,6 +238,7 @@ blobs = Table(
     Column("sha256", String(64), primary_key=True),
     # chunk (key = sha256 of its bytes) | index (key = sha256 of the part it reassembles)
     # | manifest (key = sha256 of the manifest's canonical bytes)
+    # | delta (key = sha256 of the part; data = base key, chain depth and copy/insert operations)
     Column("kind", String(16), nullable=False),
     Column("codec", String(16), nullable=False),  # zstd | raw
     Column("raw_size", BigInteger, nullable=False),

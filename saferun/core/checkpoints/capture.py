@@ -47,7 +47,10 @@ class CheckpointCapture:
     def store_state(
         self, conn: Connection, parts: dict[str, bytes], metadata: dict[str, str]
     ) -> StoredArtifact:
-        return self.store.put(conn, parts, artifact_type=ARTIFACT_TYPE, metadata=metadata)
+        # a workflow's checkpoints are one lineage: a changed field is stored as a delta on its last version
+        return self.store.put(
+            conn, parts, artifact_type=ARTIFACT_TYPE, metadata=metadata, lineage=metadata.get("workflow_id")
+        )
 
     def load_state(self, conn: Connection, uri: str) -> ExecutionState:
         return state_from_parts(self.store.get(conn, uri))

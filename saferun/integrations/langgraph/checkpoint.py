@@ -270,7 +270,9 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
             parts = {channel: data for channel, _, _, data in blobs if data is not None}
             uri = None
             if parts:
-                uri = self.db.artifacts.put(conn, parts, artifact_type=ARTIFACT_TYPE, metadata={}).uri
+                uri = self.db.artifacts.put(
+                    conn, parts, artifact_type=ARTIFACT_TYPE, metadata={}, lineage=f"lg\0{thread_id}\0{ns}"
+                ).uri
             rows = [
                 {
                     "thread_id": thread_id,
