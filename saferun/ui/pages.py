@@ -21,7 +21,7 @@ from saferun.domain.recommendation import REASON_KEY
 from saferun.domain.stakes import Stakes, stakes
 from saferun.domain.states import WorkflowState
 from saferun.errors import ApprovalRequestNotFound, NotFound
-from saferun.ui import review, timeline
+from saferun.ui import charts, review, timeline
 from saferun.ui.viewer import Viewer
 
 RECENT_CALLS = 8
@@ -200,6 +200,7 @@ def workflow(orch: WorkflowOrchestrator, caller: Caller, workflow_id: str) -> di
             "held": 100 * position.held / locked,
         },
         "checkpoints": wf.config.checkpoints,
+        "charts": charts.figures(orch.chart_data(workflow_id=workflow_id), per_workflow=True),
     }
 
 
@@ -213,4 +214,5 @@ def stats(orch: WorkflowOrchestrator, caller: Caller) -> dict[str, Any]:
             {"state": s.value, "count": states.get(s.value, 0), "share": 100 * states.get(s.value, 0) / total}
             for s in WorkflowState
         ],
+        "charts": charts.figures(orch.chart_data(visible_to=caller)),
     }

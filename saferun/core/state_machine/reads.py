@@ -6,11 +6,12 @@ every method is one read transaction (or, on the resume hot path, one driver-lev
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import views
+from saferun.core import charts, views
 from saferun.core.checkpoints.capture import CheckpointCapture, state_from_parts
 from saferun.core.state_machine.models import (
     ApprovalRequest,
@@ -25,6 +26,7 @@ from saferun.errors import Tampered
 from saferun.storage import approvals, audit, saga, snapshots
 from saferun.storage import ledger as book
 from saferun.storage import workflows as wf_store
+from saferun.storage.charts import Scope
 from saferun.storage.database import Database
 from saferun.storage.visibility import visible_ids, visible_workflows
 
@@ -72,6 +74,20 @@ class WorkflowReads:
                 "active_executors": executors,
                 "active_supervisors": supervisors,
             }
+
+    def chart_data(
+        self,
+        visible_to: Caller | None = None,
+        workflow_id: str | None = None,
+        now: datetime | None = None,
+    ) -> charts.ChartData:
+        """The numbers behind the dashboard's charts (``core.charts``), from aggregate queries only: over
+        the workflows ``visible_to`` may see, or over one workflow."""
+        scope = Scope(visible_ids(visible_to) if visible_to is not None else None, workflow_id)
+        with self.db.read() as conn:
+            if workflow_id is not None:
+                wf_store.get(conn, workflow_id)
+            return charts.chart_data(conn, scope, now or datetime.now(UTC))
 
     def get_approval_request(self, request_id: str) -> ApprovalRequest:
         with self.db.read() as conn:
