@@ -25,6 +25,7 @@ status in one place (``http_status``) without parsing messages::
     ├── Forbidden                     403  authenticated (or named), but a policy rule refuses the action
     ├── PayloadTooLarge               413  a request body over the server's limit
     ├── StoreUnavailable              503  disk full / read-only / locked: nothing written, retry later
+    ├── RedirectRefused               502  an outbound peer (facilitator, platform) answered a redirect
     ├── LedgerError                   409  a posting would break a ledger rule (negative balance, ...)
     ├── CompensationError             500  a saga compensation failed after its retries
     └── ApprovalRejected              --   raised *to the agent* when its checkpoint was rejected
@@ -207,6 +208,16 @@ class StoreUnavailable(SafeRunError):
         super().__init__(message, reason=reason, retry_after=retry_after)
         self.reason = reason
         self.retry_after = retry_after
+
+
+class RedirectRefused(SafeRunError):
+    """An outbound peer (x402 facilitator, remote platform, webhook receiver) answered with a redirect.
+
+    SafeRun follows none: a request carrying credentials or money must reach the configured URL and no
+    other, so a redirect is a refusal to act on. The message and fields name the peer and where it
+    pointed with any ``user:password@`` masked (``saferun.outbound.mask_url``)."""
+
+    http_status = 502
 
 
 class LedgerError(SafeRunError):

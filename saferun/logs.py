@@ -9,9 +9,11 @@ Every record passes two filters on the handler:
 - ``ContextFilter`` adds ``request_id`` (from the ``X-Request-ID`` header or a fresh one, set by
   ``RequestIdMiddleware``) and ``workflow_id`` (the record's own ``extra``, else the one the request's
   path names), so a JSON line can be joined with the request that caused it.
-- ``RedactFilter`` replaces decision-link tokens (``/decide/<token>``), API keys (``sr_key_...``) and
-  ``token=`` query values with ``[redacted]`` in the message and its arguments: a single-use decision link
-  is a credential until used, and access logs are read by more people than reviewers.
+- ``RedactFilter`` replaces decision-link tokens (``/decide/<token>``), API keys (``sr_key_...``),
+  ``token=`` query values, bearer tokens and a URL's ``user:password@`` with ``[redacted]`` in the message
+  and its arguments: a single-use decision link is a credential until used, and access logs are read by
+  more people than reviewers. Both formatters redact tracebacks and extra fields too, which the filter
+  cannot reach.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ _SECRETS = (
     (re.compile(r"\bsr_key_[A-Za-z0-9_\-]+"), "sr_key_" + REDACTED),
     (re.compile(r"(?i)([?&](?:token|key|api_key|session)=)[^&\s\"']+"), r"\1" + REDACTED),
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]+"), r"\1" + REDACTED),
+    # credentials in a URL (a facilitator's or webhook's user:password@host)
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s:@\"']+:[^/\s@\"']*@"), r"\1" + REDACTED + "@"),
 )
 _WORKFLOW_IN_PATH = re.compile(r"/workflows/(wf_[A-Za-z0-9_\-]+)")
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:\-]{1,100}")
@@ -49,6 +53,16 @@ def redact(text: str) -> str:
     return text
 
 
+def _redact_arg(value: Any) -> Any:
+    """A log argument with secrets redacted; objects (httpx logs an ``httpx.URL``) are redacted as their
+    text, and left as they are when their text holds nothing to redact (so ``%d`` still gets a number)."""
+    if isinstance(value, (int, float, bool, type(None))):
+        return value
+    text = str(value)
+    shown = redact(text)
+    return value if shown == text and not isinstance(value, str) else shown
+
+
 class RedactFilter(logging.Filter):
     """Redacts secrets in every record (message and arguments) before any handler formats it."""
 
@@ -56,9 +70,9 @@ class RedactFilter(logging.Filter):
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(_redact_arg(a) for a in record.args)
         elif isinstance(record.args, dict):
-            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
+            record.args = {k: _redact_arg(v) for k, v in record.args.items()}
         return True
 
 
@@ -87,10 +101,25 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+                if isinstance(value, (int, float, bool, type(None))):
+                    out[key] = value
+                else:
+                    out[key] = redact(str(value))
         if record.exc_info:
             out["exc"] = redact(self.formatException(record.exc_info))
+        if record.stack_info:
+            out["stack"] = redact(self.formatStack(record.stack_info))
         return json.dumps(out, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, with tracebacks redacted (an exception's message may quote a URL or a token)."""
+
+    def formatException(self, ei: Any) -> str:
+        return redact(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return redact(super().formatStack(stack_info))
 
 
 def config_dict(level: str = "INFO", fmt: str = "text") -> dict[str, Any]:
@@ -98,7 +127,10 @@ def config_dict(level: str = "INFO", fmt: str = "text") -> dict[str, Any]:
     formatter = (
         {"()": "saferun.logs.JsonFormatter"}
         if fmt == "json"
-        else {"format": "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"}
+        else {
+            "()": "saferun.logs.TextFormatter",
+            "fmt": "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s",
+        }
     )
     return {
         "version": 1,

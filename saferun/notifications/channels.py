@@ -17,6 +17,7 @@ from email.message import EmailMessage
 
 import httpx
 
+from saferun import outbound
 from saferun.notifications.settings import SmtpSettings
 
 _RETRYABLE_4XX = frozenset({408, 425, 429})
@@ -45,8 +46,12 @@ async def post_webhook(client: httpx.AsyncClient, url: str, body: bytes, headers
     snippet = response.text[:200].strip()
     message = f"HTTP {status}" + (f": {snippet}" if snippet else "")
     if 300 <= status < 400:
-        where = response.headers.get("location", "?")
-        raise SendFailed(f"HTTP {status} redirect to {where}; configure the final URL", permanent=True)
+        refused = outbound.refusal("webhook receiver", response)  # logged, credentials masked
+        raise SendFailed(
+            f"HTTP {status} redirect to {refused.fields['location']}; redirects are not followed, "
+            "configure the final URL",
+            permanent=True,
+        )
     raise SendFailed(message, permanent=400 <= status < 500 and status not in _RETRYABLE_4XX)
 
 

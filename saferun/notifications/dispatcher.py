@@ -39,6 +39,7 @@ from sqlalchemy import Connection, RowMapping
 from saferun.core import notify
 from saferun.notifications import channels, links, messages
 from saferun.notifications.settings import NotificationSettings
+from saferun.outbound import mask_url
 from saferun.storage import approvals
 from saferun.storage import notifications as store
 from saferun.storage import workflows as wf_store
@@ -250,7 +251,9 @@ class Dispatcher:
                 why = exc.message if exc.permanent else f"gave up after {number} attempts: {exc.message}"
                 await asyncio.to_thread(self._finish, delivery["id"], store.FAILED, why, revoke=True)
                 report.failed.append(delivery["id"])
-                log.error("notification %s to %s failed: %s", delivery["id"], delivery["target"], why)
+                log.error(
+                    "notification %s to %s failed: %s", delivery["id"], mask_url(delivery["target"]), why
+                )
                 return
             retry_at = now + self.backoff(number)
             await asyncio.to_thread(
@@ -258,7 +261,10 @@ class Dispatcher:
             )
             report.retrying.append(delivery["id"])
             log.warning(
-                "notification %s to %s will be retried: %s", delivery["id"], delivery["target"], exc.message
+                "notification %s to %s will be retried: %s",
+                delivery["id"],
+                mask_url(delivery["target"]),
+                exc.message,
             )
             return
         await asyncio.to_thread(self._finish, delivery["id"], store.DELIVERED, None)

@@ -6,7 +6,9 @@
   the full verification (balance and nonce included) before it moves anything. Its calls touch the
   database, so they run in a worker thread and never block the server's event loop.
 - ``remote``: the SDK's ``HTTPFacilitatorClient`` at ``SAFERUN_X402_FACILITATOR_URL`` (a hosted
-  facilitator, or ``facilitator_app`` below served by another SafeRun).
+  facilitator, or ``facilitator_app`` below served by another SafeRun), as ``NoRedirectFacilitatorClient``:
+  the SDK's clients follow redirects, which would re-send the URL's credentials and the signed payment to
+  wherever the facilitator points; here a redirect is ``RedirectRefused`` (``saferun.outbound``).
 
 ``facilitator_app`` serves any facilitator over HTTP in the shape the SDK's client expects
 (``GET /supported``, ``POST /verify``, ``POST /settle`` with ``{x402Version, paymentPayload,
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -32,6 +35,7 @@ from x402.schemas import (
     VerifyResponse,
 )
 
+from saferun.outbound import refuse_redirects, refuse_redirects_async
 from saferun.payments.ledger_signer import LedgerEvmSigner
 from saferun.payments.settings import X402Settings
 from saferun.storage.database import Database
@@ -63,6 +67,25 @@ class ThreadedFacilitator:
         return self.facilitator.get_supported()
 
 
+class NoRedirectFacilitatorClient(HTTPFacilitatorClient):
+    """The SDK's HTTP facilitator client with both of its httpx clients following no redirect."""
+
+    PEER = "x402 facilitator"
+
+    def _get_sync_client(self) -> httpx.Client:
+        hooks = {"response": [refuse_redirects(self.PEER)]}
+        return httpx.Client(timeout=self._timeout, follow_redirects=False, event_hooks=hooks)
+
+    def _get_async_client(self) -> httpx.AsyncClient:
+        if self._http_client is None:
+            hooks = {"response": [refuse_redirects_async(self.PEER)]}
+            self._http_client = httpx.AsyncClient(
+                timeout=self._timeout, follow_redirects=False, event_hooks=hooks
+            )
+        client: httpx.AsyncClient = self._http_client
+        return client
+
+
 def local_facilitator(db: Database, settings: X402Settings) -> x402FacilitatorSync:
     """The SDK's facilitator, exact EVM scheme, settling on SafeRun's token ledger."""
     signer = LedgerEvmSigner(db, settings)
@@ -75,7 +98,7 @@ def local_facilitator(db: Database, settings: X402Settings) -> x402FacilitatorSy
 def build_facilitator(db: Database, settings: X402Settings) -> FacilitatorClient:
     if settings.facilitator == "remote":
         assert settings.facilitator_url is not None  # X402Settings refuses remote without a URL
-        return HTTPFacilitatorClient(FacilitatorConfig(url=settings.facilitator_url))
+        return NoRedirectFacilitatorClient(FacilitatorConfig(url=settings.facilitator_url))
     return ThreadedFacilitator(local_facilitator(db, settings))
 
 

@@ -22,6 +22,9 @@ after a timeout or a connection failure (refused, reset, or closed after the req
 answer: a 4xx is the platform's verdict on the request, and sending it again would change nothing. When
 the attempts run out the call raises ``RequestTimedOut`` / ``ServerUnreachable`` (the last 5xx: its mapped
 error) naming the ``idempotency_key``: repeating the call with that key is always safe.
+
+**No redirects.** A 3xx is ``RedirectRefused`` (502), logged without the key or URL credentials: the
+key and the money call go to ``X402_API_URL`` and nowhere a platform points (``saferun.outbound``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from urllib.parse import quote
 
 import httpx
 
-from saferun import __version__
+from saferun import __version__, outbound
 from saferun.client.http import RequestTimedOut, ServerUnreachable, UnexpectedResponse, error_from_answer
 from saferun.core.rollback.reconciliation import RetryPolicy
 from saferun.errors import InvalidAmount, InvalidInput, SafeRunError
@@ -134,6 +137,7 @@ class RemotePlatform:
                 headers=self._headers,
                 timeout=self.timeout,
                 transport=self._transport,
+                follow_redirects=False,  # the key goes to the configured URL only (saferun.outbound)
             )
             self._http, self._loop = http, loop
             # closed with the loop even if nobody calls close(): the loop's shutdown (asyncio.run's end)
@@ -241,6 +245,8 @@ class RemotePlatform:
 
     @staticmethod
     def _read(method: str, path: str, response: httpx.Response) -> Any:
+        if 300 <= response.status_code < 400:
+            raise outbound.refusal("x402 platform", response)
         try:
             response.raise_for_status()
         except httpx.HTTPStatusError as exc:
