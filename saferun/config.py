@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     compensation_modules: str = Field(default="", alias="SAFERUN_COMPENSATIONS")
     # an agent that saw its rejection gets this long to roll back itself before any process's sweep does
     rollback_grace_seconds: float = Field(default=30.0, ge=0, alias="SAFERUN_ROLLBACK_GRACE_SECONDS")
+    # a workflow stuck past the grace (rolling_back/settling, nobody finishing it) is logged at WARNING
+    # at most once per this many seconds per workflow and process (saferun/core/rollback/stuck.py)
+    stuck_warn_seconds: float = Field(default=900.0, gt=0, le=7 * 86_400, alias="SAFERUN_STUCK_WARN_SECONDS")
     # role checks at each step: registered (default) | strict | off (saferun/core/parties.py)
     identity_checks: Literal["registered", "strict", "off"] = Field(
         default="registered", alias="SAFERUN_IDENTITY_CHECKS"

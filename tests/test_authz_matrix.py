@@ -88,6 +88,7 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     "GET /x402/health": public(),
     # --- lists: any key, filtered by the visibility rule (the leak test checks the bodies)
     "GET /api/workflows": keyed(),
+    "GET /api/workflows/stuck": keyed(),  # filtered by the visibility rule like every list
     "GET /api/approvals/pending": keyed(),
     "GET /api/stats": keyed(),  # aggregate counts only, no ids
     "GET /api/events": keyed(),  # filtered stream: test_sse_stream_carries_only_visible_workflows
@@ -120,6 +121,7 @@ EXPECTED: dict[str, dict[str, int | str]] = {
                                  sup_a=403, plat_a=403),
     f"POST {W}/cancel": poster_of_a(),
     f"POST {W}/rating": poster_of_a(),
+    f"POST {W}/resolve": poster_of_a(),  # 409 for them: A is not stuck
     # --- deciding A: only its assigned supervisor (four eyes: poster/executor 403); admin is not it
     # a batch answers 200 to any key with one result per item: who may decide each item is checked per
     # item (tests/test_batch_decisions.py), so a refused or foreign item is a result, not a status
@@ -141,6 +143,7 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     "GET /ui/fragments/approvals/{request_id}/status": fragment_a(),
     "POST /ui/approvals/{request_id}/decision": row(404, none=401, bad=401, sup_a=ALLOWED, poster_a=403,
                                                    exec_a=403, admin=403, plat_a=403),
+    "POST /ui/workflows/{workflow_id}/resolve": poster_of_a(),  # the API's rule; 409 for them: not stuck
     "GET /ui/static/{name}": row(200),
     "GET /login": row(200),
     "POST /login": row(403),  # no login CSRF token in the form: refused for everyone
@@ -196,10 +199,12 @@ BODIES: dict[str, dict[str, Any]] = {
     f"POST {W}/fail": {"json": {"error": "stop"}},
     f"POST {W}/cancel": {"json": {"reason": "stop"}},
     f"POST {W}/rating": {"json": {"rating": 5}},
+    f"POST {W}/resolve": {"json": {"action": "retry"}},
     "POST /api/approvals/{request_id}/alerts": {"json": {"alerts": [{"rule": "r", "message": "m"}]}},
     "POST /api/approvals/submit": {"json": {"request_id": "{request_id}", "decision": "APPROVED"}},
     "POST /api/approvals/batch": {"json": {"request_ids": ["req_never"], "decision": "APPROVED"}},
     "POST /ui/approvals/{request_id}/decision": {"data": {"decision": "APPROVED", "rationale": "ok"}},
+    "POST /ui/workflows/{workflow_id}/resolve": {"data": {"action": "retry"}},
     "POST /login": {"data": {"api_key": "sr_key_bad"}},
     "POST /logout": {"data": {}},
     "POST /decide/{token}": {"data": {"decision": "APPROVED"}},

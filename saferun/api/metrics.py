@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
 
-from saferun.storage.schema import approval_requests, approval_responses, snapshots, workflows
+from saferun.storage.schema import approval_requests, approval_responses, snapshots, utcnow, workflows
 
 if TYPE_CHECKING:
     from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
@@ -71,6 +71,22 @@ class StoreCollector:
             dec.add_metric([decision, str(bool(automatic)).lower()], n)
         yield dec
         yield GaugeMetricFamily("saferun_pending_approvals", "Requests waiting for a human", value=pending)
+        now = utcnow()
+        stuck = self.orch.stuck_workflows(now)
+        by_stuck_state = GaugeMetricFamily(
+            "saferun_stuck_workflows",
+            "Workflows rolling back or settling past the rollback grace with nobody finishing them "
+            "(saferun workflows stuck)",
+            labels=["state"],
+        )
+        for state in ("rolling_back", "settling"):
+            by_stuck_state.add_metric([state], sum(1 for i in stuck if i.state == state))
+        yield by_stuck_state
+        yield GaugeMetricFamily(
+            "saferun_stuck_oldest_seconds",
+            "Age of the oldest stuck workflow (0 when none)",
+            value=max((i.age_seconds(now) for i in stuck), default=0.0),
+        )
         seconds = [max(0.0, (decided - asked).total_seconds()) for asked, decided in waits]
         counts = [sum(1 for x in seconds if x <= b) for b in BUCKETS]
         yield HistogramMetricFamily(

@@ -298,3 +298,52 @@ class ErrorBody(BaseModel):
 
 
 DecisionWord = Literal["APPROVED", "MODIFIED", "REJECTED"]
+
+
+class StuckStep(BaseModel):
+    step_id: str
+    name: str
+    compensation: str
+    args: dict[str, Any]
+    status: str
+    claimed_by: str | None
+    claimed_at: datetime | None
+
+
+class StuckItem(BaseModel):
+    workflow_id: str
+    name: str
+    state: str
+    since: str
+    age_seconds: float
+    poster_id: str
+    executor_id: str
+    reason: str = Field(description="why nobody finished it, in one sentence")
+    steps: list[StuckStep] = Field(description="side effects still to undo, newest first")
+    missing_compensations: list[str] = Field(description="compensation names this server cannot run")
+
+
+class StuckList(BaseModel):
+    stuck: list[StuckItem]
+    total: int
+
+
+class ResolveIn(Strict):
+    """An operator's way out of stuck work; ``reason`` is required for ``mark_compensated`` and ``fail``
+    and is recorded on the audit chain."""
+
+    action: Literal["retry", "mark_compensated", "fail"] = Field(
+        description="retry: run the rollback (or finish the settling) in this server; mark_compensated: "
+        "you undid the side effects by hand, the workflow resumes from its last approved checkpoint; "
+        "fail: the workflow fails and its error names each side effect as NOT undone"
+    )
+    reason: str = Field(default="", max_length=2000)
+
+
+class ResolveOut(BaseModel):
+    workflow_id: str
+    action: str
+    status: str
+    outcome: str = Field(description="what the action did, in one sentence")
+    compensated: list[str]
+    not_undone: list[StuckStep]

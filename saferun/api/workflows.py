@@ -22,6 +22,7 @@ from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.policy import Caller, Role, may_act_as_agent, may_create_workflow
 from saferun.domain.states import WorkflowState
 from saferun.errors import Forbidden, InvalidInput
+from saferun.storage.schema import utcnow
 
 router = APIRouter(prefix="/api/workflows", tags=["workflows"])
 
@@ -117,6 +118,16 @@ def list_workflows(
 ) -> dict[str, Any]:
     rows = orch.list_workflows(status, limit=limit, offset=offset, visible_to=caller)
     return {"workflows": [summary(w) for w in rows], "total": len(rows)}
+
+
+@router.get("/stuck", response_model=s.StuckList)
+def stuck_workflows(orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """Workflows that need an operator: rolling back or settling past the rollback grace with no process
+    finishing them (typically: a compensation no running process has registered). Oldest first; each
+    names what is left to undo and why. Resolve with ``POST /api/workflows/{id}/resolve``."""
+    now = utcnow()
+    items = [i.as_dict(now) for i in orch.stuck_workflows(now, visible_to=caller)]
+    return {"stuck": items, "total": len(items)}
 
 
 @router.get("/{workflow_id}", response_model=s.WorkflowDetail)
@@ -266,6 +277,32 @@ def cancel(workflow_id: str, body: s.CancelIn, orch: OrchestratorDep, caller: Ca
         )
     actor = caller.identity_id or wf.config.poster_id
     return detail(orch.cancel_workflow(workflow_id, body.reason, actor=actor))
+
+
+@router.post("/{workflow_id}/resolve", response_model=s.ResolveOut)
+async def resolve(
+    workflow_id: str, body: s.ResolveIn, orch: OrchestratorDep, caller: CallerDep
+) -> dict[str, Any]:
+    """Resolve stuck work (the poster's or an admin's call). ``retry`` runs the rollback here (409 when
+    this server does not know a compensation); ``mark_compensated`` records each open step as undone by
+    hand with ``reason`` and resumes the workflow; ``fail`` ends it FAILED naming every side effect that
+    was NOT undone. Unearned escrow is refunded whenever the workflow fails."""
+    wf = visible(orch, caller, workflow_id)
+    if caller.authenticated and not caller.has(Role.ADMIN) and caller.identity_id != wf.config.poster_id:
+        raise Forbidden(
+            "poster_resolves",
+            "refused by rule poster_resolves: only the workflow's poster or an admin may resolve stuck work",
+        )
+    actor = caller.identity_id or wf.config.poster_id
+    done = await orch.resolve_stuck(workflow_id, body.action, body.reason, actor=actor)
+    return {
+        "workflow_id": workflow_id,
+        "action": done.action,
+        "status": done.state,
+        "outcome": done.outcome,
+        "compensated": done.compensated,
+        "not_undone": done.not_undone,
+    }
 
 
 @router.post("/{workflow_id}/rating")

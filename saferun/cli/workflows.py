@@ -7,7 +7,10 @@ never from a process's memory, so it is the same answer on every host.
 
 from __future__ import annotations
 
+import asyncio
+import getpass
 from dataclasses import asdict
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +21,7 @@ from saferun.cli.common import (
     cell,
     compact_json,
     console,
+    duration,
     echo_json,
     orchestrator,
     state_cell,
@@ -26,6 +30,7 @@ from saferun.cli.common import (
 from saferun.core.state_machine.models import WorkflowExecution
 from saferun.domain.money import format_micro, to_micro
 from saferun.domain.states import WorkflowState
+from saferun.storage.schema import utcnow
 
 app = typer.Typer(help="List, inspect and roll back workflows.", no_args_is_help=True)
 
@@ -285,3 +290,65 @@ def rollback_workflow(
                 style="yellow",
             )
         )
+
+
+@app.command("stuck")
+def stuck_workflows(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List work that needs an operator: rolling back or settling past the rollback grace, nobody
+    finishing it (typically a compensation no running process has registered). Oldest first."""
+    orch = orchestrator(ctx)
+    now = utcnow()
+    items = orch.stuck_workflows(now)
+    if as_json:
+        echo_json([i.as_dict(now) for i in items])
+        return
+    if not items:
+        console().print("Nothing is stuck.")
+        return
+    table = Table("ID", "Name", "State", "For", "Left to undo", "Why", title="Needs attention")
+    for i in items:
+        left = ", ".join(f"{s['name']} ({s['compensation']})" for s in i.steps) or "-"
+        table.add_row(
+            cell(i.workflow_id),
+            cell(i.name),
+            state_cell(i.state),
+            cell(duration(i.age_seconds(now))),
+            cell(left),
+            cell(i.reason),
+        )
+    console().print(table)
+    console().print(
+        "Resolve: saferun workflows resolve WORKFLOW_ID retry | mark-compensated --reason ... | "
+        "fail --reason ..."
+    )
+
+
+class Action(StrEnum):
+    retry = "retry"
+    mark_compensated = "mark-compensated"
+    fail = "fail"
+
+
+@app.command("resolve")
+def resolve_workflow(
+    ctx: typer.Context,
+    workflow_id: Annotated[str, typer.Argument(help="A stuck workflow (rolling_back or settling).")],
+    action: Annotated[
+        Action,
+        typer.Argument(
+            help="retry: run the rollback (or finish settling) here; mark-compensated: you undid the side "
+            "effects by hand, the workflow resumes from its last approved checkpoint; fail: it fails with "
+            "each side effect named as NOT undone."
+        ),
+    ],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (required for mark-compensated and fail; audited).")
+    ] = "",
+    by: Annotated[str, typer.Option("--by", help="Who resolves it (the audit actor).")] = "",
+) -> None:
+    """Resolve stuck work with a consequence you choose; the reason goes into the audit chain."""
+    orch = orchestrator(ctx)
+    actor = by or f"cli:{getpass.getuser()}"
+    done = asyncio.run(orch.resolve_stuck(workflow_id, action.value.replace("-", "_"), reason, actor=actor))
+    style = "green" if done.state != WorkflowState.FAILED.value else "yellow"
+    console().print(Text(f"Workflow {workflow_id} is now {done.state}: {done.outcome}", style=style))

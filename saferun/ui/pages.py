@@ -216,3 +216,26 @@ def stats(orch: WorkflowOrchestrator, caller: Caller) -> dict[str, Any]:
         ],
         "charts": charts.figures(orch.chart_data(visible_to=caller)),
     }
+
+
+def attention(orch: WorkflowOrchestrator, caller: Caller) -> list[dict[str, Any]]:
+    """The "needs attention" list: stuck work this viewer may see (``core/rollback/stuck.py``)."""
+    from saferun.storage.schema import utcnow
+
+    now = utcnow()
+    return [i.as_dict(now) for i in orch.stuck_workflows(now, visible_to=caller)]
+
+
+def may_resolve(caller: Caller, poster_id: str) -> bool:
+    """Who may resolve stuck work: the workflow's poster or an admin (anyone in open mode), as the API."""
+    from saferun.domain.policy import Role
+
+    return not caller.authenticated or caller.has(Role.ADMIN) or caller.identity_id == poster_id
+
+
+def stuck_panel(orch: WorkflowOrchestrator, caller: Caller, workflow_id: str) -> dict[str, Any] | None:
+    """This workflow's stuck item with whether the viewer may resolve it, or None when it is not stuck."""
+    item = next((i for i in attention(orch, caller) if i["workflow_id"] == workflow_id), None)
+    if item is None:
+        return None
+    return {**item, "may_resolve": may_resolve(caller, item["poster_id"])}

@@ -10,6 +10,7 @@ is signed by the signed-in identity, in open mode by the name the reviewer types
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.errors import (
     ApprovalRequestNotFound,
+    Conflict,
     DecisionConflict,
     InvalidInput,
     NotFound,
@@ -146,6 +148,7 @@ def approvals_page(request: Request, v: Viewer, done: str | None = None) -> Resp
         v,
         "approvals.html",
         flash=pages.flash(orch, v.who, done),
+        attention=pages.attention(orch, v.who),
         pending_count=len(context["items"]),
         **context,
     )
@@ -284,8 +287,59 @@ def _workflows_context(request: Request, v: Viewer, status: str | None) -> dict[
 
 @router.get("/workflows/{workflow_id}")
 @dashboard()
-def workflow_page(request: Request, v: Viewer, workflow_id: str) -> Response:
-    return page(request, v, "workflow.html", **pages.workflow(_orch(request), v.who, workflow_id))
+def workflow_page(request: Request, v: Viewer, workflow_id: str, resolved: str | None = None) -> Response:
+    return _workflow_page(request, v, workflow_id, resolved=resolved)
+
+
+def _workflow_page(
+    request: Request,
+    v: Viewer,
+    workflow_id: str,
+    status: int = 200,
+    *,
+    resolved: str | None = None,
+    problem: str | None = None,
+    submitted: dict[str, str] | None = None,
+) -> Response:
+    orch = _orch(request)
+    context = pages.workflow(orch, v.who, workflow_id)
+    return page(
+        request,
+        v,
+        "workflow.html",
+        status,
+        stuck=pages.stuck_panel(orch, v.who, workflow_id),
+        resolved=resolved if resolved in RESOLVE_ACTIONS else None,
+        problem=problem,
+        submitted=submitted or {},
+        **context,
+    )
+
+
+RESOLVE_ACTIONS = ("retry", "mark_compensated", "fail")
+
+
+@router.post("/ui/workflows/{workflow_id}/resolve")
+@dashboard()
+def resolve(request: Request, v: Viewer, workflow_id: str, form: dict[str, str] = FormDep) -> Response:
+    """Resolve stuck work from the dashboard: same rule (poster or admin) and engine call as the API."""
+    auth.check_csrf(request, v, form.get("csrf_token"))
+    orch = _orch(request)
+    wf = deps.visible(orch, v.who, workflow_id)
+    retry = functools.partial(_workflow_page, request, v, workflow_id, submitted=form)
+    if not pages.may_resolve(v.who, wf.config.poster_id):
+        return retry(403, problem="Only the workflow's poster or an admin may resolve stuck work.")
+    action = form.get("action", "")
+    if action not in RESOLVE_ACTIONS:
+        return retry(422, problem="Choose retry, mark compensated or fail.")
+    actor = v.who.identity_id or form.get("acting_as", "").strip() or wf.config.poster_id
+    try:
+        asyncio.run(orch.resolve_stuck(workflow_id, action, form.get("reason", ""), actor=actor))
+    except InvalidInput as exc:
+        return retry(422, problem=exc.message)
+    except Conflict as exc:
+        return retry(409, problem=f"Nothing was changed: {exc.message}.")
+    return RedirectResponse(f"/workflows/{quote(workflow_id)}?resolved={action}", status_code=303)
 
 
 @router.get("/stats")

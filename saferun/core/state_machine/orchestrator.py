@@ -33,6 +33,7 @@ from saferun.core.rollback.reconciliation import (
     registry as default_registry,
 )
 from saferun.core.rollback.saga import SagaRunner
+from saferun.core.rollback.stuck import StuckWarner
 from saferun.core.state_machine.models import (
     ApprovalRequest,
     ApprovalResponse,
@@ -43,6 +44,7 @@ from saferun.core.state_machine.models import (
     WorkflowExecution,
 )
 from saferun.core.state_machine.reads import WorkflowReads
+from saferun.core.state_machine.stuck_ops import StuckOperations
 from saferun.domain import parameter_schema as param_schema
 from saferun.domain.audit import BINDS_MARK, bind
 from saferun.domain.canonical import canonical_bytes, check_json
@@ -80,6 +82,7 @@ class SweepReport:
     expired: list[str] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
     completed: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)
 
 
 def _parts(state: ExecutionState) -> dict[str, bytes]:
@@ -132,7 +135,7 @@ class _Review:
         return review
 
 
-class WorkflowOrchestrator(WorkflowReads):
+class WorkflowOrchestrator(WorkflowReads, StuckOperations):
     """Drives workflows through the seven states. Cheap to create; all state lives in the database."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
@@ -166,6 +169,7 @@ class WorkflowOrchestrator(WorkflowReads):
         if settings.compensation_modules:
             self.registry.import_modules(settings.compensation_modules)
         self.rollback_grace = timedelta(seconds=settings.rollback_grace_seconds)
+        self.stuck_warner = StuckWarner(timedelta(seconds=settings.stuck_warn_seconds))
         self.identity_checks = parties.parse_mode(identity_checks or settings.identity_checks)
         self._delivery: OutboxDelivery | None = None
         # workflows this orchestrator creates keep their jobs and money on this platform (None: embedded)
@@ -723,9 +727,12 @@ class WorkflowOrchestrator(WorkflowReads):
             try:
                 if self.rollback(workflow_id).final_state == WorkflowState.EXECUTING.value:
                     report.rolled_back.append(workflow_id)
-            except CompensationError as exc:
-                log.info("sweep leaves %s rolling back: %s", workflow_id, exc.message)
+            except CompensationError as exc:  # said once per period below, as a stuck item
+                log.debug("sweep leaves %s rolling back: %s", workflow_id, exc.message)
         report.completed = self.finish_settling(now)
+        stuck_items = self.stuck_workflows(now)  # nobody finishes these: visible, warned once per period
+        report.stuck = [s.workflow_id for s in stuck_items]
+        self.stuck_warner.report(stuck_items, now)
         return report
 
     def finish_settling(self, now: datetime | None = None) -> list[str]:
