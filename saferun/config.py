@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     trusted_proxies: str = Field(default="", alias="SAFERUN_TRUSTED_PROXIES")
     # keys mode: /docs, /redoc, /openapi.json and /metrics need a key unless this is true (issue 9)
     public_docs: bool = Field(default=False, alias="SAFERUN_PUBLIC_DOCS")
+    # exported decision records are signed with this Ed25519 PEM key; unset: a key kept in the database
+    signing_key_file: Path | None = Field(default=None, alias="SAFERUN_SIGNING_KEY_FILE")
     # a saga claim older than this is abandoned and may be re-taken; the server's, never a caller's choice
     stale_claim_seconds: float = Field(default=300.0, gt=0, le=86_400, alias="SAFERUN_STALE_CLAIM_SECONDS")
 

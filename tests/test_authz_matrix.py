@@ -100,6 +100,8 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     f"GET {W}/steps": reads_a(),
     f"GET {W}/audit": reads_a(),
     f"GET {W}/ledger": reads_a(),
+    f"GET {W}/export": reads_a(),  # the signed decision record: whoever may see the workflow
+    "GET /api/signing-keys": public(),  # public halves only, like a JWKS document
     f"GET {W}/escrow/payments": reads_a(),
     "GET /api/snapshots/{snapshot_id}": reads_a(),
     "GET /api/artifacts/{sha256}": reads_a(),
@@ -426,6 +428,7 @@ async def test_a_foreign_id_answers_exactly_like_an_unknown_one(db: Database) ->
     probes = [
         ("/api/workflows/{}", a.workflow_id, "wf_never"),
         ("/api/workflows/{}/audit", a.workflow_id, "wf_never"),
+        ("/api/workflows/{}/export", a.workflow_id, "wf_never"),
         ("/api/approvals/{}", a.request_id, "req_never"),
         ("/api/snapshots/{}", a.snapshot_id, "snap_never"),
         ("/api/artifacts/{}", a.sha256, "0" * 64),

@@ -342,3 +342,43 @@ def test_a_declared_parameter_schema_drives_the_modify_form(browser: Any, orch: 
             context.close()
     state = orch.latest_approved_state(wf)
     assert state is not None and state.parameters == {"pizza_count": 12, "size": "medium"}
+
+
+def test_the_workflow_page_downloads_a_signed_record_that_verifies(
+    browser: Any, orch: WorkflowOrchestrator
+) -> None:
+    """Issue 16, item 5 from the dashboard: a signed-in reviewer downloads the record; it verifies offline
+    against the server's published keys."""
+    from playwright.sync_api import expect
+
+    from saferun.core.bundles import verify_bundle
+    from saferun.core.signing import KeyRing
+
+    _, key = IdentityService(orch.db).create_identity_with_key("reviewer", "Rita Reviewer", ["supervisor"])
+    wf, request_id = ui.data_workflow(orch)
+    from saferun.core.state_machine.models import ApprovalResponse
+
+    orch.submit_approval(
+        None,
+        ApprovalResponse(
+            request_id=request_id, decision=ApprovalDecision.APPROVED, rationale="ok", approved_by="reviewer"
+        ),
+    )
+    with ui.serve(create_app(orch, auth="keys")) as base:
+        context = browser.new_context(viewport=WIDE, accept_downloads=True)
+        page = context.new_page()
+        watch = Watch(page)
+        try:
+            page.goto(f"{base}/login?next=/workflows/{wf}")
+            page.fill('[name="api_key"]', key.api_key)
+            page.click('button:has-text("Sign in")')
+            expect(page).to_have_url(f"{base}/workflows/{wf}")
+            with page.expect_download() as download:
+                page.click("#export-record")
+            data = Path(download.value.path()).read_bytes()
+            assert download.value.suggested_filename == f"saferun-{wf}.bundle.json"
+            trusted = {k.key_id: k for k in KeyRing(orch.db).public_keys()}
+            assert verify_bundle(data, trusted).workflow_id == wf
+            assert watch.errors == []
+        finally:
+            context.close()

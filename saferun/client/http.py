@@ -326,6 +326,14 @@ class Endpoints:
         return _get(f"/api/workflows/{_seg(workflow_id)}/audit")
 
     @staticmethod
+    def export_bundle(workflow_id: str) -> Call:
+        return _get(f"/api/workflows/{_seg(workflow_id)}/export", expect="bytes")
+
+    @staticmethod
+    def signing_keys() -> Call:
+        return _get("/api/signing-keys")
+
+    @staticmethod
     def ledger(workflow_id: str) -> Call:
         return _get(f"/api/workflows/{_seg(workflow_id)}/ledger")
 
@@ -560,6 +568,13 @@ class SafeRunClient(BaseSafeRunClient):
     def audit(self, workflow_id: str) -> dict[str, Any]:
         return self._json(Endpoints.audit(workflow_id))
 
+    def export_bundle(self, workflow_id: str) -> bytes:
+        """The workflow's signed decision record; check it with ``saferun.core.bundles.verify_bundle``."""
+        return self._bytes(Endpoints.export_bundle(workflow_id))
+
+    def signing_keys(self) -> dict[str, Any]:
+        return self._json(Endpoints.signing_keys())
+
     def ledger(self, workflow_id: str) -> dict[str, Any]:
         return self._json(Endpoints.ledger(workflow_id))
 
@@ -750,6 +765,12 @@ class AsyncSafeRunClient(BaseSafeRunClient):
 
     async def audit(self, workflow_id: str) -> dict[str, Any]:
         return await self._json(Endpoints.audit(workflow_id))
+
+    async def export_bundle(self, workflow_id: str) -> bytes:
+        return await self._bytes(Endpoints.export_bundle(workflow_id))
+
+    async def signing_keys(self) -> dict[str, Any]:
+        return await self._json(Endpoints.signing_keys())
 
     async def ledger(self, workflow_id: str) -> dict[str, Any]:
         return await self._json(Endpoints.ledger(workflow_id))

@@ -315,6 +315,15 @@ class ArtifactStore:
             raise InvalidInput("artifact_uri", f"{uri} has parts {sorted(parts)}, not one 'content' part")
         return parts["content"]
 
+    def closure(self, conn: Connection, uri: str) -> set[str]:
+        """Every blob key the artifact needs (manifest, parts, index entries, delta bases), verified:
+        what an export must carry so the artifact can be rebuilt and checked somewhere else."""
+        key = parse_uri(uri)
+        reader = _Reader(conn, {})
+        entries = _parse_manifest(key, reader.read([key])[key])
+        reader.read([sha for _, sha, _ in entries])
+        return set(reader.rows)
+
     def info(self, conn: Connection, uri: str) -> dict[str, Any] | None:
         """The ``artifacts`` row (type, metadata, sizes, created_at) without touching any blob."""
         parse_uri(uri)

@@ -575,3 +575,16 @@ lg_writes = Table(
     Column("value", Blob, nullable=False),
     Column("task_path", Text, nullable=False),
 )
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    # Ed25519 keys that sign exported decision records (issue 16). The newest unretired key with a private
+    # half signs; every key ever used stays here, public half only once retired, so old bundles verify.
+    Column("key_id", String(64), primary_key=True),  # sha256 of the raw public key, hex, first 32 chars
+    Column("algorithm", String(16), nullable=False),  # "Ed25519"
+    Column("public_key", String(64), nullable=False),  # raw 32 bytes, hex
+    Column("private_key", Text, nullable=True),  # PKCS#8 PEM; None for a key held outside the database
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("retired_at", UTCDateTime, nullable=True),
+)
