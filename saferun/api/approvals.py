@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from fastapi import APIRouter, Query
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Query
 from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, OrchestratorDep, enforce, visible
 from saferun.api.workflows import as_agent
+from saferun.core.listing import MAX_LIMIT, MAX_SECONDS
 from saferun.core.state_machine.models import (
     ApprovalDecision,
     ApprovalRequest,
@@ -24,6 +26,7 @@ from saferun.errors import (
     InvalidInput,
     NotFound,
 )
+from saferun.storage.queue import QueueFilter
 
 router = APIRouter(prefix="/api/approvals", tags=["approvals"])
 MAX_WAIT_SECONDS = 60.0
@@ -33,10 +36,64 @@ def pending_item(r: ApprovalRequest) -> dict[str, Any]:
     return r.model_dump(exclude={"decided_at"})
 
 
+class RiskFilter(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+    none = "none"
+
+
 @router.get("/pending", response_model=s.PendingList)
-def pending(orch: OrchestratorDep, caller: CallerDep, workflow_id: str | None = None) -> dict[str, Any]:
-    reqs = orch.pending_approvals(workflow_id, visible_to=caller)
-    return {"pending_approvals": [pending_item(r) for r in reqs], "total": len(reqs)}
+def pending(
+    orch: OrchestratorDep,
+    caller: CallerDep,
+    workflow_id: str | None = Query(None, min_length=1, max_length=64),
+    limit: int = Query(100, ge=1, le=MAX_LIMIT, description="requests per page"),
+    cursor: str | None = Query(
+        None, max_length=1024, description="next_cursor of the previous page (same filters)"
+    ),
+    mine: bool = Query(False, description="only requests assigned to the calling supervisor"),
+    assigned_to: str | None = Query(None, min_length=1, max_length=200, description="their supervisor"),
+    risk: RiskFilter | None = None,  # a risk level; "none": no level recorded
+    expiring_within: int | None = Query(None, ge=0, le=MAX_SECONDS, description="seconds"),
+    older_than: int | None = Query(None, ge=0, le=MAX_SECONDS, description="opened at least this many s ago"),
+    newer_than: int | None = Query(None, ge=0, le=MAX_SECONDS, description="opened at most this many s ago"),
+) -> dict[str, Any]:
+    """The pending queue, soonest expiry first, one keyset page at a time.
+
+    The seed's unpaged call (no ``limit``/``cursor``) gets the first page of 100: ``has_more`` and
+    ``next_cursor`` say whether and how to read on, and ``total`` counts the whole filtered queue.
+    A cursor is bound to the filters and caller it was issued for; any other is 422 naming ``cursor``.
+    """
+    flt = QueueFilter(
+        workflow_id=workflow_id,
+        assigned_to=_assignee(caller, mine, assigned_to),
+        risk=risk.value if risk else None,
+        expiring_within=expiring_within,
+        older_than=older_than,
+        newer_than=newer_than,
+    )
+    page = orch.pending_page(flt, limit=limit, cursor=cursor, visible_to=caller)
+    return {
+        "pending_approvals": [
+            {**pending_item(i.request), "workflow_name": i.workflow_name} for i in page.items
+        ],
+        "total": page.total,
+        "limit": page.limit,
+        "has_more": page.has_more,
+        "next_cursor": page.next_cursor,
+    }
+
+
+def _assignee(caller: Caller, mine: bool, assigned_to: str | None) -> str | None:
+    if not mine:
+        return assigned_to
+    if not caller.identity_id:
+        raise InvalidInput("mine", "'mine' needs an authenticated caller; name one with assigned_to")
+    if assigned_to is not None and assigned_to != caller.identity_id:
+        raise InvalidInput("assigned_to", "contradicts mine=true: give one or the other")
+    return caller.identity_id
 
 
 @router.post("/submit", response_model=s.DecisionResult)

@@ -85,9 +85,18 @@ class WorkflowDetail(WorkflowSummary):
     result_uri: str | None
 
 
-class WorkflowList(BaseModel):
-    workflows: list[WorkflowSummary]
+class PageInfo(BaseModel):
+    """Keyset paging: ``total`` counts every row the filters match (not this page); when ``has_more``,
+    pass ``next_cursor`` back as ``cursor`` with the same filters for the next page."""
+
     total: int
+    limit: int
+    has_more: bool
+    next_cursor: str | None
+
+
+class WorkflowList(PageInfo):
+    workflows: list[WorkflowSummary]
 
 
 class PendingApproval(BaseModel):
@@ -109,11 +118,11 @@ class PendingApproval(BaseModel):
     risk: dict[str, Any]
     alerts: list[dict[str, Any]]
     supervisor_id: str | None
+    workflow_name: str | None = None
 
 
-class PendingList(BaseModel):
+class PendingList(PageInfo):
     pending_approvals: list[PendingApproval]
-    total: int
 
 
 class SubmitDecision(Strict):

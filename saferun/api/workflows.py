@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query
 from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, OrchestratorDep, enforce, visible
 from saferun.config import get_settings
+from saferun.core.listing import MAX_LIMIT
 from saferun.core.state_machine.models import (
     CheckpointConfig,
     ExecutionState,
@@ -113,11 +114,19 @@ def list_workflows(
     orch: OrchestratorDep,
     caller: CallerDep,
     status: WorkflowState | None = None,
-    limit: int = Query(100, ge=1, le=500),
-    offset: int = Query(0, ge=0, le=10_000_000),
+    limit: int = Query(100, ge=1, le=MAX_LIMIT),
+    offset: int = Query(0, ge=0, le=10_000_000, description="the seed's paging; prefer cursor"),
+    cursor: str | None = Query(None, max_length=1024, description="next_cursor of the previous page"),
 ) -> dict[str, Any]:
-    rows = orch.list_workflows(status, limit=limit, offset=offset, visible_to=caller)
-    return {"workflows": [summary(w) for w in rows], "total": len(rows)}
+    """Workflows newest first, one keyset page at a time; ``total`` counts them all (not the page)."""
+    page = orch.workflows_page(status, limit=limit, cursor=cursor, offset=offset, visible_to=caller)
+    return {
+        "workflows": [summary(w) for w in page.items],
+        "total": page.total,
+        "limit": page.limit,
+        "has_more": page.has_more,
+        "next_cursor": page.next_cursor,
+    }
 
 
 @router.get("/stuck", response_model=s.StuckList)

@@ -12,7 +12,8 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, Select, bindparam, func, insert, select, update
 
-from saferun.errors import ApprovalRequestNotFound
+from saferun.domain.recommendation import risk_level
+from saferun.errors import ApprovalRequestNotFound, InvalidInput
 from saferun.storage.schema import approval_requests, approval_responses, utcnow
 
 _GET = select(approval_requests).where(approval_requests.c.request_id == bindparam("b_req"))
@@ -26,7 +27,18 @@ _RESPONSE = select(approval_responses).where(approval_responses.c.request_id == 
 
 
 def insert_request(conn: Connection, **values: Any) -> None:
-    conn.execute(_INSERT_REQUEST, {"status": "pending", **values})
+    """Insert a pending request; its ``risk_level`` column is derived here from ``risk`` (the queue's
+    risk filter reads the column, so it is set by the same rule wherever a request is written)."""
+    conn.execute(_INSERT_REQUEST, {"status": "pending", "risk_level": level_of(values.get("risk")), **values})
+
+
+def level_of(risk: Any) -> str | None:
+    """The risk level stored beside a request's ``risk`` (None when it names none, or names it badly:
+    the engine refuses an out-of-range score before it gets here)."""
+    try:
+        return risk_level(risk if isinstance(risk, dict) else None)
+    except InvalidInput:
+        return None
 
 
 def get(conn: Connection, request_id: str) -> RowMapping:

@@ -153,6 +153,9 @@ approval_requests = Table(
     Column("recommendation", String(32), nullable=True),
     Column("confidence", Float, nullable=True),
     Column("risk", JSONType, nullable=False),
+    # ``recommendation.risk_level(risk)`` (low | medium | high | critical, NULL when none is named), kept
+    # beside the JSON so the queue's risk filter is an index range, not a JSON scan (revision 0010)
+    Column("risk_level", String(16), nullable=True),
     Column("alerts", JSONType, nullable=False),
     Column("supervisor_id", String(200), nullable=True),
     Column("job_id", String(64), nullable=True),  # the x402 approval sub-job
@@ -274,7 +277,33 @@ jobs = Table(
 Index(
     "ix_snapshots_workflow_checkpoint", snapshots.c.workflow_id, snapshots.c.checkpoint_id, snapshots.c.status
 )
-Index("ix_approval_requests_pending_expiry", approval_requests.c.status, approval_requests.c.expires_at)
+# The list queries' indexes (revision 0010): each list is an index range read in its sort order, so a page
+# costs the same at 100,000 rows as at 10 (tests/test_query_plans.py checks the plans on both databases).
+# The pending queue, soonest expiry first, keyset (expires_at, request_id); also the expiry sweep's index.
+Index(
+    "ix_approval_requests_queue",
+    approval_requests.c.status,
+    approval_requests.c.expires_at,
+    approval_requests.c.request_id,
+)
+# ... filtered to one assignee ("assigned to me") or one risk level
+Index(
+    "ix_approval_requests_assigned_queue",
+    approval_requests.c.status,
+    approval_requests.c.supervisor_id,
+    approval_requests.c.expires_at,
+    approval_requests.c.request_id,
+)
+Index(
+    "ix_approval_requests_risk_queue",
+    approval_requests.c.status,
+    approval_requests.c.risk_level,
+    approval_requests.c.expires_at,
+    approval_requests.c.request_id,
+)
+# workflows newest first, keyset (created_at, workflow_id), all or of one state
+Index("ix_workflows_created", workflows.c.created_at, workflows.c.workflow_id)
+Index("ix_workflows_state_created", workflows.c.state, workflows.c.created_at, workflows.c.workflow_id)
 
 # --- identities and authorization (revision 0002) -------------------------------------------------------
 

@@ -7,7 +7,20 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, and_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    RowMapping,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 
 from saferun.errors import WorkflowNotFound
 from saferun.storage.database import Database, lock_workflow
@@ -127,15 +140,55 @@ def list_rows(
     state: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    after: tuple[datetime, str] | None = None,
     where: ColumnElement[bool] | None = None,
 ) -> list[RowMapping]:
-    """A page of workflows, newest first; ``where`` narrows it (e.g. ``visibility.visible_workflows``)."""
-    stmt = _WITH_COUNTS.order_by(workflows.c.created_at.desc(), workflows.c.workflow_id)
+    """A page of workflow rows, newest first (ties: higher id first); ``where`` narrows it (e.g.
+    ``visibility.visible_workflows``). ``after`` is a keyset position ``(created_at, workflow_id)``: the
+    page starts below it, read from ``ix_workflows_created`` / ``ix_workflows_state_created`` in order.
+    Rows carry no counts: :func:`counts_for` adds them for the whole page in one query."""
+    stmt = select(workflows).order_by(workflows.c.created_at.desc(), workflows.c.workflow_id.desc())
     if state:
         stmt = stmt.where(workflows.c.state == state)
     if where is not None:
         stmt = stmt.where(where)
+    if after is not None:
+        stmt = stmt.where(tuple_(workflows.c.created_at, workflows.c.workflow_id) < tuple_(*after))
     return list(conn.execute(stmt.limit(limit).offset(offset)).mappings())
+
+
+def count(conn: Connection, *, state: str | None = None, where: ColumnElement[bool] | None = None) -> int:
+    """How many workflows a list has in all (its true ``total``, not the page length)."""
+    stmt = select(func.count()).select_from(workflows)
+    if state:
+        stmt = stmt.where(workflows.c.state == state)
+    if where is not None:
+        stmt = stmt.where(where)
+    return int(conn.execute(stmt).scalar_one())
+
+
+def counts_for(conn: Connection, workflow_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Snapshots, requests and responses of each of ``workflow_ids``, in one query for a whole page.
+
+    The seed's list shows these three counts per workflow; as correlated sub-selects they cost three
+    queries per row, evaluated for every row before the sort (issue 12: 0.3-0.44 s per list)."""
+    zero = {"n_snapshots": 0, "n_requests": 0, "n_responses": 0}
+    out = {wf: dict(zero) for wf in workflow_ids}
+    if not workflow_ids:
+        return out
+    parts = [
+        select(t.c.workflow_id, literal(name).label("what"), func.count().label("n"))
+        .where(t.c.workflow_id.in_(workflow_ids))
+        .group_by(t.c.workflow_id)
+        for name, t in (
+            ("n_snapshots", snapshots),
+            ("n_requests", approval_requests),
+            ("n_responses", approval_responses),
+        )
+    ]
+    for wf, what, n in conn.execute(union_all(*parts)):
+        out[wf][what] = int(n)
+    return out
 
 
 def count_by_state(conn: Connection, where: ColumnElement[bool] | None = None) -> dict[str, int]:

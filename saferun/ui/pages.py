@@ -83,21 +83,6 @@ def refusal_for(
     )
 
 
-def pending(orch: WorkflowOrchestrator, caller: Caller) -> dict[str, Any]:
-    items = []
-    for req in orch.pending_approvals(visible_to=caller):
-        wf = orch.get_workflow(req.workflow_id)
-        items.append(
-            {
-                "req": req,
-                "workflow": wf,
-                "alerts": [_alert(a) for a in req.alerts],
-                "risk": _risk(req.risk),
-            }
-        )
-    return {"items": items}
-
-
 def flash(orch: WorkflowOrchestrator, caller: Caller, request_id: str | None) -> dict[str, Any] | None:
     """The outcome of a decision just made, shown once on the queue after the redirect."""
     if not request_id:
@@ -172,7 +157,7 @@ def _stakes(orch: WorkflowOrchestrator, wf: Any, req: ApprovalRequest) -> Stakes
 def workflows(orch: WorkflowOrchestrator, caller: Caller, status: str | None) -> dict[str, Any]:
     state = WorkflowState(status) if status else None
     rows = orch.list_workflows(state, limit=200, visible_to=caller)
-    waiting = {r.workflow_id: r.request_id for r in orch.pending_approvals(visible_to=caller)}
+    waiting = orch.waiting_requests([w.workflow_id for w in rows])  # this page's, not the whole queue
     return {
         "workflows": rows,
         "waiting": waiting,

@@ -32,7 +32,7 @@ from saferun.errors import (
     PayloadTooLarge,
     SafeRunError,
 )
-from saferun.ui import pages, render, review
+from saferun.ui import pages, queue, render, review
 from saferun.ui import viewer as auth
 from saferun.ui.viewer import Viewer
 
@@ -141,15 +141,17 @@ def home() -> Response:
 @router.get("/approvals")
 @dashboard()
 def approvals_page(request: Request, v: Viewer, done: str | None = None) -> Response:
+    """One page of the queue with the API's filters (``ui/queue.py``); never the whole queue."""
     orch = _orch(request)
-    context = pages.pending(orch, v.who)
+    context = queue.context(orch, v, request.query_params)
+    pending_count = context["total"] if not context["filtered"] else orch.count_pending(v.who)
     return page(
         request,
         v,
         "approvals.html",
         flash=pages.flash(orch, v.who, done),
         attention=pages.attention(orch, v.who),
-        pending_count=len(context["items"]),
+        pending_count=pending_count,
         **context,
     )
 
@@ -275,7 +277,7 @@ def decide(request: Request, v: Viewer, request_id: str, form: dict[str, str] = 
 @dashboard()
 def workflows_page(request: Request, v: Viewer, status: str | None = None) -> Response:
     context = _workflows_context(request, v, status)
-    return page(request, v, "workflows.html", pending_count=len(context["waiting"]), **context)
+    return page(request, v, "workflows.html", pending_count=_orch(request).count_pending(v.who), **context)
 
 
 def _workflows_context(request: Request, v: Viewer, status: str | None) -> dict[str, Any]:
@@ -355,7 +357,7 @@ def stats_page(request: Request, v: Viewer) -> Response:
 @router.get("/ui/fragments/pending")
 @dashboard(fragment=True)
 def pending_fragment(request: Request, v: Viewer) -> Response:
-    return page(request, v, "_pending.html", **pages.pending(_orch(request), v.who))
+    return page(request, v, "_pending.html", **queue.context(_orch(request), v, request.query_params))
 
 
 @router.get("/ui/fragments/workflows")
@@ -389,7 +391,7 @@ def stats_fragment(request: Request, v: Viewer) -> Response:
 @router.get("/ui/fragments/nav")
 @dashboard(fragment=True)
 def nav_fragment(request: Request, v: Viewer) -> Response:
-    count = len(_orch(request).pending_approvals(visible_to=v.who))  # the caller's own queue
+    count = _orch(request).count_pending(v.who)  # the caller's own queue, counted, not loaded
     return Response(str(count), media_type="text/plain", headers={"Cache-Control": "no-store"})
 
 

@@ -193,71 +193,81 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
         check_json(cfg, "config")
         MonitorConfig.from_metadata(config.metadata.get("monitor"))  # refuse impossible rules now
         with self.db.transaction() as conn:
-            if wf_store.exists(conn, config.workflow_id):
-                raise Conflict(
-                    f"workflow {config.workflow_id!r} already exists", workflow_id=config.workflow_id
-                )
-            parties.check_config_parties(
-                conn, config.poster_id, config.executor_id, config.supervisor_id, self.identity_checks
-            )
-            assigned = None  # the marketplace's pick, when the config names no supervisor
-            if config.supervisor_id is None:
-                assigned = parties.pick_supervisor(conn, cfg, config.poster_id, config.executor_id)
-            supervisor = config.supervisor_id or assigned
-            wf_store.insert_workflow(
-                conn,
-                workflow_id=config.workflow_id,
-                name=config.name,
-                description=config.description,
-                state=WorkflowState.INITIALIZED.value,
-                config=cfg,
-                poster_id=config.poster_id,
-                executor_id=config.executor_id,
-                supervisor_id=supervisor,
-                escrow_micro=amount,
-                escrow_id=f"escrow_{config.workflow_id}",
-                platform_url=self.platform_url,
-            )
-            job_id = jobs.create(
-                conn,
-                job_type="supervised_workflow",
-                workflow_id=config.workflow_id,
-                data={
-                    "workflow_id": config.workflow_id,
-                    "executor_id": config.executor_id,
-                    "escrow_amount": str(config.escrow_amount),
-                },
-            )
-            wf_store.update_fields(conn, config.workflow_id, job_id=job_id)
-            wf_store.record_transition(
-                conn, config.workflow_id, None, WorkflowState.INITIALIZED.value, event="create", actor=actor
-            )
-            notify.publish(conn, "workflow", config.workflow_id)
-            audit.append(
-                conn,
-                config.workflow_id,
-                "workflow_created",
-                actor,
-                # every row of this workflow is bound to its chain (domain.audit.BINDS_MARK)
-                {"name": config.name, "config": cfg, "job_id": job_id, BINDS_MARK: 1},
-            )
-            if assigned is not None:
-                parties.record_assignment(conn, config.workflow_id, assigned, "saferun:marketplace")
-            row = wf_store.get(conn, config.workflow_id)
-            mirror.main_job(conn, row)
-            if config.funding == "ledger":
-                escrow.lock(conn, row, actor)
+            self._initialize_in(conn, config, cfg, amount, actor)
             return self._fresh(conn, config.workflow_id)
+
+    def _initialize_in(
+        self, conn: Connection, config: WorkflowConfig, cfg: dict[str, Any], amount: int, actor: str
+    ) -> None:
+        """``initialize_workflow``'s writes inside the caller's transaction (also the bulk path's:
+        ``saferun.core.bulk`` writes exactly these rows for many workflows per transaction)."""
+        if wf_store.exists(conn, config.workflow_id):
+            raise Conflict(f"workflow {config.workflow_id!r} already exists", workflow_id=config.workflow_id)
+        parties.check_config_parties(
+            conn, config.poster_id, config.executor_id, config.supervisor_id, self.identity_checks
+        )
+        assigned = None  # the marketplace's pick, when the config names no supervisor
+        if config.supervisor_id is None:
+            assigned = parties.pick_supervisor(conn, cfg, config.poster_id, config.executor_id)
+        supervisor = config.supervisor_id or assigned
+        wf_store.insert_workflow(
+            conn,
+            workflow_id=config.workflow_id,
+            name=config.name,
+            description=config.description,
+            state=WorkflowState.INITIALIZED.value,
+            config=cfg,
+            poster_id=config.poster_id,
+            executor_id=config.executor_id,
+            supervisor_id=supervisor,
+            escrow_micro=amount,
+            escrow_id=f"escrow_{config.workflow_id}",
+            platform_url=self.platform_url,
+        )
+        job_id = jobs.create(
+            conn,
+            job_type="supervised_workflow",
+            workflow_id=config.workflow_id,
+            data={
+                "workflow_id": config.workflow_id,
+                "executor_id": config.executor_id,
+                "escrow_amount": str(config.escrow_amount),
+            },
+        )
+        wf_store.update_fields(conn, config.workflow_id, job_id=job_id)
+        wf_store.record_transition(
+            conn, config.workflow_id, None, WorkflowState.INITIALIZED.value, event="create", actor=actor
+        )
+        notify.publish(conn, "workflow", config.workflow_id)
+        audit.append(
+            conn,
+            config.workflow_id,
+            "workflow_created",
+            actor,
+            # every row of this workflow is bound to its chain (domain.audit.BINDS_MARK)
+            {"name": config.name, "config": cfg, "job_id": job_id, BINDS_MARK: 1},
+        )
+        if assigned is not None:
+            parties.record_assignment(conn, config.workflow_id, assigned, "saferun:marketplace")
+        row = wf_store.get(conn, config.workflow_id)
+        mirror.main_job(conn, row)
+        if config.funding == "ledger":
+            escrow.lock(conn, row, actor)
 
     def start_execution(self, workflow_id: str, *, actor: str | None = None) -> WorkflowExecution:
         with self._locked(workflow_id) as (conn, row):
-            self._require_role(conn, row["executor_id"], parties.Role.EXECUTOR, "start the workflow")
-            if row["state"] == WorkflowState.INITIALIZED.value:
-                escrow.require_funded(conn, row)
-            transitions.apply(conn, row, Event.START, actor=actor or row["executor_id"], started_at=utcnow())
-            if row["job_id"]:
-                jobs.set_status(conn, row["job_id"], "running")
+            self._start_in(conn, row, actor)
             return self._fresh(conn, workflow_id)
+
+    def _start_in(self, conn: Connection, row: RowMapping, actor: str | None) -> None:
+        """``start_execution``'s writes on a locked row, inside the caller's transaction (and the bulk
+        path's)."""
+        self._require_role(conn, row["executor_id"], parties.Role.EXECUTOR, "start the workflow")
+        if row["state"] == WorkflowState.INITIALIZED.value:
+            escrow.require_funded(conn, row)
+        transitions.apply(conn, row, Event.START, actor=actor or row["executor_id"], started_at=utcnow())
+        if row["job_id"]:
+            jobs.set_status(conn, row["job_id"], "running")
 
     async def create_checkpoint(self, workflow_id: str, state: ExecutionState) -> CheckpointSnapshot:
         """Store the state as an artifact; a checkpoint that needs no approval passes at once."""

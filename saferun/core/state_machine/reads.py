@@ -6,12 +6,13 @@ every method is one read transaction (or, on the resume hot path, one driver-lev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import charts, views
+from saferun.core import charts, listing, views
 from saferun.core.checkpoints.capture import CheckpointCapture, state_from_parts
 from saferun.core.state_machine.models import (
     ApprovalRequest,
@@ -22,18 +23,21 @@ from saferun.core.state_machine.models import (
 )
 from saferun.domain.policy import Caller
 from saferun.domain.states import WorkflowState
-from saferun.errors import Tampered
-from saferun.storage import approvals, audit, saga, snapshots
+from saferun.errors import InvalidInput, Tampered
+from saferun.storage import approvals, audit, queue, saga, snapshots
 from saferun.storage import ledger as book
 from saferun.storage import workflows as wf_store
 from saferun.storage.charts import Scope
 from saferun.storage.database import Database
-from saferun.storage.visibility import visible_ids, visible_workflows
+from saferun.storage.queue import QueueFilter
+from saferun.storage.schema import utcnow
+from saferun.storage.visibility import restricted, visible_ids, visible_workflows
 
 
 class WorkflowReads:
     db: Database
     capture: CheckpointCapture
+    sweep_expired: Callable[..., list[str]]  # the orchestrator's (a read of the queue resolves due requests)
 
     def get_workflow(self, workflow_id: str) -> WorkflowExecution:
         """The workflow, checked against its audit chain first (``Tampered`` instead of a forged row)."""
@@ -53,10 +57,75 @@ class WorkflowReads:
         value = WorkflowState(state).value if state else None
         where = visible_workflows(visible_to) if visible_to is not None else None
         with self.db.read() as conn:
-            return [
-                self._execution(conn, r)
-                for r in wf_store.list_rows(conn, state=value, limit=limit, offset=offset, where=where)
-            ]
+            rows = wf_store.list_rows(conn, state=value, limit=limit, offset=offset, where=where)
+            return self._with_counts(conn, rows)
+
+    def workflows_page(
+        self,
+        state: WorkflowState | str | None = None,
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+        offset: int = 0,
+        visible_to: Caller | None = None,
+    ) -> listing.Page[WorkflowExecution]:
+        """A keyset page of workflows, newest first, with the true ``total`` and the next page's cursor.
+
+        ``offset`` is the seed's paging, kept for its callers; with a ``cursor`` it must be 0."""
+        listing.check_limit(limit)
+        value = WorkflowState(state).value if state else None
+        if cursor is not None and offset:
+            raise InvalidInput("cursor", "give a cursor or an offset, not both")
+        after = listing.workflows_after(cursor, value, visible_to)
+        where = visible_workflows(visible_to) if visible_to is not None and restricted(visible_to) else None
+        with self.db.read() as conn:
+            rows = wf_store.list_rows(
+                conn, state=value, limit=limit + 1, offset=offset, after=after, where=where
+            )
+            more = len(rows) > limit
+            rows = rows[:limit]
+            items = self._with_counts(conn, rows)
+            total = wf_store.count(conn, state=value, where=where)
+        last = rows[-1] if rows else None
+        token = (
+            listing.workflows_cursor(last["created_at"], last["workflow_id"], value, visible_to)
+            if more and last is not None
+            else None
+        )
+        return listing.Page(items, total, token, more, limit)
+
+    def pending_page(
+        self,
+        flt: QueueFilter | None = None,
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+        visible_to: Caller | None = None,
+    ) -> listing.Page[listing.QueueItem]:
+        """A keyset page of the pending queue, soonest expiry first, with its workflows' names, the true
+        ``total`` of the filtered queue and the next page's cursor. Due requests are resolved first, as
+        ``pending_approvals`` does, so a page never offers one that can no longer be decided."""
+        flt = listing.check_filter(flt or QueueFilter())
+        listing.check_limit(limit)
+        after = listing.queue_after(cursor, flt, visible_to)
+        self.sweep_expired()
+        now = utcnow()
+        with self.db.read() as conn:
+            rows, more = queue.page(conn, flt, limit=limit, after=after, now=now, caller=visible_to)
+            total = queue.count(conn, flt, now=now, caller=visible_to)
+        items = [listing.QueueItem(self._request(r), r["workflow_name"]) for r in rows]
+        token = listing.queue_cursor(items[-1].request, flt, visible_to) if more and items else None
+        return listing.Page(items, total, token, more, limit)
+
+    def count_pending(self, visible_to: Caller | None = None) -> int:
+        """How many requests are pending (of the workflows ``visible_to`` may see): the nav badge."""
+        with self.db.read() as conn:
+            return queue.count(conn, QueueFilter(), now=utcnow(), caller=visible_to)
+
+    def waiting_requests(self, workflow_ids: list[str]) -> dict[str, str]:
+        """Which of these workflows wait for a decision, and on which request (one query)."""
+        with self.db.read() as conn:
+            return queue.waiting_for(conn, workflow_ids)
 
     def stats(self, visible_to: Caller | None = None) -> dict[str, Any]:
         """The seed's ``GET /api/stats`` numbers; with ``visible_to``, over the workflows that caller may
@@ -195,6 +264,11 @@ class WorkflowReads:
 
     def _execution(self, conn: Connection, row: RowMapping) -> WorkflowExecution:
         return views.execution(conn, row)
+
+    def _with_counts(self, conn: Connection, rows: list[RowMapping]) -> list[WorkflowExecution]:
+        """A page of plain rows as models, their counts read for the whole page in one query (no N+1)."""
+        counts = wf_store.counts_for(conn, [r["workflow_id"] for r in rows])
+        return [views.execution(conn, {**r, **counts[r["workflow_id"]]}) for r in rows]  # type: ignore[arg-type]
 
     _snapshot = staticmethod(views.snapshot)
     _request = staticmethod(views.request)

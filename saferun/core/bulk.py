@@ -1,0 +1,147 @@
+"""Create many paused workflows fast: initialize -> start -> pause for each, many per transaction.
+
+One workflow through the public calls costs three transactions (three fsync'd commits) and a validated
+model read back after each: 36-43 workflows/s on SQLite, 22-28/s on PostgreSQL (issue 12). Loading a
+queue for a migration, a demo or a benchmark does not need a commit per step, so this writes each
+workflow with **the engine's own writes** (``WorkflowOrchestrator._initialize_in``, ``_start_in``,
+``_capture`` and ``_open_request``: the workflow row, its main job, the escrow lock on the ledger, the
+audit chain and its anchor, transitions, the snapshot and its artifact, the approval sub-job, the request
+and its "waiting" notice), ``per_transaction`` workflows to a commit. No row differs from what the three
+calls would have written (``tests/test_bulk_create.py`` compares them table by table).
+
+Everything is checked before the first write (configs, states, reviews, duplicate ids), so bad input is an
+``InvalidInput`` naming the item and field with nothing written. Transactions commit in order; if the
+database fails mid-way, the transactions already committed stay (each is whole), the failing one leaves
+nothing, and :class:`BulkError` says how many were created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from saferun.core.state_machine.models import ExecutionState, WorkflowConfig
+from saferun.core.state_machine.orchestrator import WorkflowOrchestrator, _parts, _Review
+from saferun.domain.canonical import check_json
+from saferun.domain.money import to_micro
+from saferun.domain.monitor_rules import MonitorConfig
+from saferun.domain.states import WorkflowState
+from saferun.errors import InvalidInput, SafeRunError
+from saferun.storage import workflows as wf_store
+
+DEFAULT_PER_TRANSACTION = 500
+MAX_PER_TRANSACTION = 5000
+
+
+@dataclass(frozen=True)
+class PausedWorkflow:
+    """One workflow to create and pause at ``state.checkpoint_id`` (a checkpoint that requires approval),
+    with what the reviewer is shown: the same arguments as ``initialize_workflow`` + ``pause``."""
+
+    config: WorkflowConfig
+    state: ExecutionState
+    summary: str
+    context: dict[str, Any] | None = None
+    review: dict[str, Any] = field(default_factory=dict)  # decision_needed, recommendation, risk, ...
+
+
+@dataclass(frozen=True)
+class Created:
+    workflow_id: str
+    request_id: str
+
+
+class BulkError(SafeRunError):
+    """A database error part-way: ``created`` workflows (whole transactions) were committed before it."""
+
+    http_status = 500
+
+    def __init__(self, created: list[Created], cause: Exception) -> None:
+        super().__init__(
+            f"bulk creation stopped after {len(created)} workflows: {cause}", created=len(created)
+        )
+        self.created = created
+
+
+@dataclass(frozen=True)
+class _Checked:
+    item: PausedWorkflow
+    cfg: dict[str, Any]
+    amount: int
+    parts: dict[str, bytes]
+    review: _Review
+
+
+def _check(index: int, item: PausedWorkflow) -> _Checked:
+    """Every check the three calls make before writing, for one item; errors name ``items[i].field``."""
+    try:
+        config = item.config
+        cp = config.checkpoint(item.state.checkpoint_id)
+        if cp is None or not cp.requires_approval:
+            raise InvalidInput(
+                "state.checkpoint_id",
+                f"{item.state.checkpoint_id!r} is not a configured checkpoint that requires approval",
+            )
+        amount = to_micro(config.escrow_amount, "escrow_amount")
+        if config.funding != "ledger" and amount > 0:
+            raise InvalidInput("config.funding", "a bulk-created workflow must be ledger-funded to start")
+        cfg = config.model_dump(mode="json")
+        check_json(cfg, "config")
+        MonitorConfig.from_metadata(config.metadata.get("monitor"))
+        parts = _parts(item.state)
+        review = _Review.checked(item.summary, item.context, **item.review)
+    except InvalidInput as exc:
+        raise InvalidInput(f"items[{index}].{exc.field}", exc.message.split(": ", 1)[-1]) from None
+    except TypeError as exc:  # an unknown review keyword
+        raise InvalidInput(f"items[{index}].review", str(exc)) from None
+    return _Checked(item, cfg, amount, parts, review)
+
+
+def _chunks(items: list[_Checked], size: int) -> Iterator[list[_Checked]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def create_paused(
+    orch: WorkflowOrchestrator,
+    items: Iterable[PausedWorkflow],
+    *,
+    per_transaction: int = DEFAULT_PER_TRANSACTION,
+    actor: str | None = None,
+) -> list[Created]:
+    """Create and pause every item, ``per_transaction`` to a commit; returns each workflow's request."""
+    if isinstance(per_transaction, bool) or not 1 <= per_transaction <= MAX_PER_TRANSACTION:
+        raise InvalidInput(
+            "per_transaction", f"must be from 1 to {MAX_PER_TRANSACTION}, got {per_transaction}"
+        )
+    checked = [_check(i, item) for i, item in enumerate(items)]
+    seen: set[str] = set()
+    for i, c in enumerate(checked):
+        if c.item.config.workflow_id in seen:
+            raise InvalidInput(f"items[{i}].config.workflow_id", "appears twice in this batch")
+        seen.add(c.item.config.workflow_id)
+    created: list[Created] = []
+    for chunk in _chunks(checked, per_transaction):
+        try:
+            with orch.db.transaction() as conn:
+                done = [_one(orch, conn, c, actor) for c in chunk]
+        except Exception as exc:  # this chunk wrote nothing; say what the chunks before it committed
+            raise BulkError(created, exc) from exc
+        created.extend(done)
+    return created
+
+
+def _one(orch: WorkflowOrchestrator, conn: Any, c: _Checked, actor: str | None) -> Created:
+    config = c.item.config
+    workflow_id = config.workflow_id
+    orch._initialize_in(conn, config, c.cfg, c.amount, actor or config.poster_id)
+    # the row was inserted by this transaction, so no other writer can hold or take its lock
+    orch._start_in(conn, wf_store.get(conn, workflow_id), None)
+    row = wf_store.get(conn, workflow_id)
+    # what ``pause`` does, inside this transaction
+    snapshot = orch._capture(conn, row, c.item.state, c.parts)
+    snap_row = {"snapshot_id": snapshot.snapshot_id, "checkpoint_id": snapshot.checkpoint_id}
+    executing = {**row, "state": WorkflowState.EXECUTING.value}
+    request = orch._open_request(conn, executing, snap_row, c.review, dict(c.item.state.parameters))
+    return Created(workflow_id, request.request_id)
