@@ -154,7 +154,7 @@ approval_requests = Table(
     Column("confidence", Float, nullable=True),
     Column("risk", JSONType, nullable=False),
     # ``recommendation.risk_level(risk)`` (low | medium | high | critical, NULL when none is named), kept
-    # beside the JSON so the queue's risk filter is an index range, not a JSON scan (revision 0010)
+    # beside the JSON so the queue's risk filter is an index range, not a JSON scan (revision 0011)
     Column("risk_level", String(16), nullable=True),
     Column("alerts", JSONType, nullable=False),
     Column("supervisor_id", String(200), nullable=True),
@@ -277,7 +277,7 @@ jobs = Table(
 Index(
     "ix_snapshots_workflow_checkpoint", snapshots.c.workflow_id, snapshots.c.checkpoint_id, snapshots.c.status
 )
-# The list queries' indexes (revision 0010): each list is an index range read in its sort order, so a page
+# The list queries' indexes (revision 0011): each list is an index range read in its sort order, so a page
 # costs the same at 100,000 rows as at 10 (tests/test_query_plans.py checks the plans on both databases).
 # The pending queue, soonest expiry first, keyset (expires_at, request_id); also the expiry sweep's index.
 Index(

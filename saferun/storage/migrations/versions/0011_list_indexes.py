@@ -5,8 +5,8 @@ one assignee or one risk level; workflows newest first by (created_at, workflow_
 state. ``ix_approval_requests_pending_expiry`` (status, expires_at) is a prefix of the new queue index and
 is dropped. ``risk_level`` is backfilled from each request's ``risk`` by the same rule the engine uses.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-06 18:30:00.000000
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010"
-down_revision: str | None = "0009"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
