@@ -1,7 +1,7 @@
 """signing_keys: Ed25519 keys that sign exported decision records (issue 16, item 5)
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-06 18:30:00.000000
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 from saferun.storage.schema import UTCDateTime
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
