@@ -185,6 +185,7 @@ _DOCS_ASSETS = {
     "swagger-ui-bundle.js": "text/javascript",
     "swagger-ui.css": "text/css",
     "favicon-32x32.png": "image/png",
+    "redoc.standalone.js": "text/javascript",
 }
 
 
@@ -221,7 +222,7 @@ def include_docs(app: FastAPI) -> None:
 
     @app.get(DOCS_ASSETS_URL + "/{asset}", include_in_schema=False, dependencies=guard)
     def swagger_asset(asset: str) -> FileResponse:
-        # Swagger UI 4.15.5 vendored from swagger-ui-bundle: /docs works offline (issue 13).
+        # Swagger UI 5.36.0 vendored from npm's swagger-ui-dist (4.x cannot read OpenAPI 3.1): offline docs.
         if asset not in _DOCS_ASSETS:
             raise StarletteHTTPException(status_code=404, detail=f"no docs asset {asset!r}")
         return FileResponse(_DOCS_ASSETS_DIR / asset, media_type=_DOCS_ASSETS[asset])
@@ -232,4 +233,11 @@ def include_docs(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False, dependencies=guard)
     def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
+        # ReDoc 2.5.4 vendored from npm's `redoc` (bundles/redoc.standalone.js), no Google Fonts: offline
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{DOCS_ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS_URL}/favicon-32x32.png",
+            with_google_fonts=False,
+        )
