@@ -36,7 +36,7 @@ REDACTED = "[redacted]"
 _SECRETS = (
     (re.compile(r"(/decide/)[^/\s?\"']+"), r"\1" + REDACTED),
     (re.compile(r"\bsr_key_[A-Za-z0-9_\-]+"), "sr_key_" + REDACTED),
-    (re.compile(r"(?i)([?&](?:token|key|api_key|session)=)[^&\s\"']+"), r"\1" + REDACTED),
+    (re.compile(r"(?i)([?&](?:token|key|api_key|session)=)[^&\s\"';,)]+"), r"\1" + REDACTED),
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]+"), r"\1" + REDACTED),
     # credentials in a URL (a facilitator's or webhook's user:password@host)
     (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s:@\"']+:[^/\s@\"']*@"), r"\1" + REDACTED + "@"),
