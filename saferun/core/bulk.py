@@ -17,10 +17,12 @@ nothing, and :class:`BulkError` says how many were created.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from saferun.core import bulk_rows, parties
 from saferun.core.state_machine.models import ExecutionState, WorkflowConfig
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator, _parts, _Review
 from saferun.domain.canonical import check_json
@@ -53,15 +55,16 @@ class Created:
 
 
 class BulkError(SafeRunError):
-    """A database error part-way: ``created`` workflows (whole transactions) were committed before it."""
-
-    http_status = 500
+    """A failure part-way (a conflict, a refused party, the database): the ``created`` workflows (whole
+    transactions) were committed before it; the failing transaction wrote nothing."""
 
     def __init__(self, created: list[Created], cause: Exception) -> None:
         super().__init__(
             f"bulk creation stopped after {len(created)} workflows: {cause}", created=len(created)
         )
         self.created = created
+        self.cause = cause
+        self.http_status = cause.http_status if isinstance(cause, SafeRunError) else 500
 
 
 @dataclass(frozen=True)
@@ -125,11 +128,39 @@ def create_paused(
     for chunk in _chunks(checked, per_transaction):
         try:
             with orch.db.transaction() as conn:
-                done = [_one(orch, conn, c, actor) for c in chunk]
+                done = _chunk(orch, conn, chunk, actor)
         except Exception as exc:  # this chunk wrote nothing; say what the chunks before it committed
             raise BulkError(created, exc) from exc
         created.extend(done)
     return created
+
+
+def _chunk(orch: WorkflowOrchestrator, conn: Any, chunk: list[_Checked], actor: str | None) -> list[Created]:
+    """One transaction's workflows: the common shape as rows built in memory and written with one
+    multi-row INSERT per table (``bulk_rows``), any other through the engine's calls (``_one``)."""
+    fast = [c for c in chunk if bulk_rows.fits(orch, c)]
+    if fast:
+        bulk_rows.check_new(conn, [c.item.config.workflow_id for c in fast])
+        # the parties' roles, checked once per distinct party (the engine checks them per call)
+        for poster, executor, supervisor in {
+            (c.item.config.poster_id, c.item.config.executor_id, c.item.config.supervisor_id) for c in fast
+        }:
+            parties.check_config_parties(conn, poster, executor, supervisor, orch.identity_checks)
+            parties.require_role(
+                conn, executor, parties.Role.EXECUTOR, orch.identity_checks, "start the workflow"
+            )
+    tables: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    done = []
+    for c in chunk:
+        if bulk_rows.fits(orch, c):
+            rows, request_id = bulk_rows.build(orch, conn, c, actor)
+            for table, values in rows.items():
+                tables[table].extend(values)
+            done.append(Created(c.item.config.workflow_id, request_id))
+        else:
+            done.append(_one(orch, conn, c, actor))
+    bulk_rows.write(conn, tables)
+    return done
 
 
 def _one(orch: WorkflowOrchestrator, conn: Any, c: _Checked, actor: str | None) -> Created:
