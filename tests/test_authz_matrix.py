@@ -122,6 +122,7 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     f"POST {W}/escrow/fund": row(404, none=401, bad=401, poster_a=ALLOWED, admin=ALLOWED, exec_a=403,
                                  sup_a=403, plat_a=403),
     f"POST {W}/cancel": poster_of_a(),
+    f"POST {W}/fork": poster_of_a(),  # a fork locks a new escrow from A's poster
     f"POST {W}/rating": poster_of_a(),
     f"POST {W}/resolve": poster_of_a(),  # 409 for them: A is not stuck
     # --- deciding A: only its assigned supervisor (four eyes: poster/executor 403); admin is not it
@@ -200,6 +201,7 @@ BODIES: dict[str, dict[str, Any]] = {
     f"POST {W}/settle": {"json": {}},
     f"POST {W}/fail": {"json": {"error": "stop"}},
     f"POST {W}/cancel": {"json": {"reason": "stop"}},
+    f"POST {W}/fork": {"json": {"checkpoint": "cp_never"}},
     f"POST {W}/rating": {"json": {"rating": 5}},
     f"POST {W}/resolve": {"json": {"action": "retry"}},
     "POST /api/approvals/{request_id}/alerts": {"json": {"alerts": [{"rule": "r", "message": "m"}]}},

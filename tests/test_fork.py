@@ -128,3 +128,44 @@ async def test_forks_that_must_not_happen_create_nothing(db: Database) -> None:
     with pytest.raises(InvalidInput, match="nothing to run"):
         orch.fork_workflow(last, "only", actor="poster")
     assert count() == n
+
+
+async def test_fork_over_http_with_the_sdk_and_from_the_cli(db: Database) -> None:
+    from typer.testing import CliRunner
+
+    from saferun.cli.main import app as cli
+    from saferun.client import SafeRunClient, ServerError
+    from saferun.errors import Conflict as ConflictError
+    from tests.test_client import serving
+
+    orch = WorkflowOrchestrator(database=db)
+    src = await _source(orch)
+    with serving(db, auth="open") as url, SafeRunClient(url) as client:
+        fork = client.fork_workflow(src, "cp2", escrow_amount="12.50", modifications={"budget": 70})
+        assert fork["status"] == "executing" and fork["workflow_id"] != src
+        with pytest.raises((ConflictError, ServerError)):
+            client.fork_workflow(src, "cp3")  # rejected checkpoint: 409
+        with pytest.raises(InvalidInput):
+            client.fork_workflow(src, "cp2", modifications={"budget": "lots"})
+    assert orch.latest_approved_state(fork["workflow_id"]).parameters == {"budget": 70}
+    assert orch.escrow_position(fork["workflow_id"]).locked == 12_500_000
+    url = db.engine.url.render_as_string(hide_password=False)
+    out = CliRunner().invoke(
+        cli,
+        [
+            "--database-url",
+            url,
+            "workflows",
+            "fork",
+            src,
+            "--from",
+            "cp1",
+            "--set",
+            "budget=50",
+            "--by",
+            "poster",
+        ],
+    )
+    assert out.exit_code == 0 and "Forked" in out.output, out.output
+    bad = CliRunner().invoke(cli, ["--database-url", url, "workflows", "fork", src, "--from", "cp3"])
+    assert bad.exit_code == 1 and "never approved" in bad.output

@@ -352,3 +352,45 @@ def resolve_workflow(
     done = asyncio.run(orch.resolve_stuck(workflow_id, action.value.replace("-", "_"), reason, actor=actor))
     style = "green" if done.state != WorkflowState.FAILED.value else "yellow"
     console().print(Text(f"Workflow {workflow_id} is now {done.state}: {done.outcome}", style=style))
+
+
+@app.command("fork")
+def fork_workflow(
+    ctx: typer.Context,
+    workflow_id: Annotated[str, typer.Argument(help="The source workflow (never changed).")],
+    checkpoint: Annotated[
+        str, typer.Option("--from", help="An approved checkpoint of the source (its id, or a snapshot id).")
+    ],
+    escrow: Annotated[
+        str | None, typer.Option("--escrow", help="The fork's escrow (default: the source's amount).")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The fork's name.")] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="key=value: change a parameter of the forked state (repeatable)."),
+    ] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who forks (recorded in the audit chain).")] = None,
+) -> None:
+    """Start a new workflow from an approved checkpoint's state: its own escrow and audit chain (linked
+    to the source), the source's remaining checkpoints; side effects are not replayed. An agent then
+    runs it with ``attach(NEW_ID)``."""
+    from saferun.cli.approvals import parse_modifications
+
+    orch = orchestrator(ctx)
+    mods = parse_modifications(sets or [], None) if sets else None
+    fork = orch.fork_workflow(
+        workflow_id,
+        checkpoint,
+        actor=by or "saferun:cli",
+        escrow_amount=escrow,
+        name=name,
+        modifications=mods,
+    )
+    console().print(
+        Text(
+            f"Forked {workflow_id} at {checkpoint} into {fork.workflow_id} ({fork.current_state.value}, "
+            f"{len(fork.config.checkpoints)} checkpoint(s) to go, escrow {fork.config.escrow_amount}).",
+            style="green",
+        ),
+        soft_wrap=True,
+    )

@@ -334,6 +334,13 @@ class Endpoints:
         return _get("/api/signing-keys")
 
     @staticmethod
+    def fork(workflow_id: str, checkpoint: str, **options: Any) -> Call:
+        body = {"checkpoint": checkpoint, **{k: v for k, v in options.items() if v is not None}}
+        if body.get("escrow_amount") is not None:
+            body["escrow_amount"] = str(body["escrow_amount"])
+        return _post(f"/api/workflows/{_seg(workflow_id)}/fork", body)
+
+    @staticmethod
     def ledger(workflow_id: str) -> Call:
         return _get(f"/api/workflows/{_seg(workflow_id)}/ledger")
 
@@ -575,6 +582,11 @@ class SafeRunClient(BaseSafeRunClient):
     def signing_keys(self) -> dict[str, Any]:
         return self._json(Endpoints.signing_keys())
 
+    def fork_workflow(self, workflow_id: str, checkpoint: str, **options: Any) -> dict[str, Any]:
+        """A new workflow from an approved checkpoint of ``workflow_id`` (options: ``escrow_amount``,
+        ``name``, ``modifications``, ``workflow_id``); the source is never changed."""
+        return self._json(Endpoints.fork(workflow_id, checkpoint, **options))
+
     def ledger(self, workflow_id: str) -> dict[str, Any]:
         return self._json(Endpoints.ledger(workflow_id))
 
@@ -771,6 +783,9 @@ class AsyncSafeRunClient(BaseSafeRunClient):
 
     async def signing_keys(self) -> dict[str, Any]:
         return await self._json(Endpoints.signing_keys())
+
+    async def fork_workflow(self, workflow_id: str, checkpoint: str, **options: Any) -> dict[str, Any]:
+        return await self._json(Endpoints.fork(workflow_id, checkpoint, **options))
 
     async def ledger(self, workflow_id: str) -> dict[str, Any]:
         return await self._json(Endpoints.ledger(workflow_id))

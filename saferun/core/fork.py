@@ -21,6 +21,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from saferun.core import mirror
@@ -99,8 +100,10 @@ def fork_workflow(
                     "metadata": {**source.metadata, "forked_from": link},
                 }
             )
-        except ValueError as exc:
-            raise InvalidInput("fork", str(exc).splitlines()[-1]) from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "fork"
+            raise InvalidInput(field, str(first["msg"]).removeprefix("Value error, ")) from None
         cfg = config.model_dump(mode="json")
         amount = to_micro(config.escrow_amount, "escrow_amount")
         orch._initialize_in(conn, config, cfg, amount, actor)

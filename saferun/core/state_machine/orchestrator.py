@@ -254,6 +254,32 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
         if config.funding == "ledger":
             escrow.lock(conn, row, actor)
 
+    def fork_workflow(
+        self,
+        source_id: str,
+        checkpoint: str,
+        *,
+        actor: str | None = None,
+        escrow_amount: Any = None,
+        name: str | None = None,
+        modifications: dict[str, Any] | None = None,
+        workflow_id: str | None = None,
+    ) -> WorkflowExecution:
+        """A new workflow starting from the source's approved state at ``checkpoint``
+        (``saferun.core.fork``): new escrow, own chain linking to the source, the source unchanged."""
+        from saferun.core.fork import fork_workflow
+
+        return fork_workflow(
+            self,
+            source_id,
+            checkpoint,
+            actor=actor or self.actor,
+            escrow_amount=escrow_amount,
+            name=name,
+            modifications=modifications,
+            workflow_id=workflow_id,
+        )
+
     def start_execution(self, workflow_id: str, *, actor: str | None = None) -> WorkflowExecution:
         with self._locked(workflow_id) as (conn, row):
             self._start_in(conn, row, actor)
