@@ -69,10 +69,21 @@ def fragment_a() -> dict[str, int | str]:
     return row(404, none=401, bad=401, **{n: 200 for n in A_SIDE})
 
 
-def platform_api(status: int | str = ALLOWED) -> dict[str, int | str]:
-    """``/x402`` as main has it: any platform or admin key; other roles 403.
-    h9x402 tightens this: a platform acts only on its own platform's workflows (plat_b on A -> refused)."""
-    return row(403, none=401, bad=401, admin=status, plat_a=status, plat_b=status)
+def platform_api(status: int | str = ALLOWED, admin: int | str | None = None) -> dict[str, int | str]:
+    """A ``/x402`` call that names no workflow: any platform key; admin only where it reads or manages
+    supervisor profiles (else 403 admin_moves_no_money); posters, executors, supervisors 403."""
+    return row(403, none=401, bad=401, admin=status if admin is None else admin, plat_a=status, plat_b=status)
+
+
+def platform_reads_a(status: int | str = 200) -> dict[str, int | str]:
+    """Reading A through ``/x402``: A's platform and admins; the other platform 404 (like an unknown id)."""
+    return row(403, none=401, bad=401, admin=status, plat_a=status, plat_b=404)
+
+
+def platform_changes_a(plat_b: int = 404) -> dict[str, int | str]:
+    """Changing A through ``/x402``: A is an engine workflow, so even its platform is refused
+    (``engine_workflow``); the other platform 404; admin 403 (``admin_moves_no_money``)."""
+    return row(403, none=401, bad=401, admin=403, plat_a=403, plat_b=plat_b)
 
 
 W = "/api/workflows/{workflow_id}"
@@ -154,39 +165,43 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     "POST /logout": row(303),
     "GET /decide/{token}": row(404),  # a single-use link is its own credential; an unknown one is 404
     "POST /decide/{token}": row(403),  # no form token: refused before the link is even looked up
-    # --- the /x402 platform API (h9x402 tightens these rows: platform scoping, money only via the engine)
-    "POST /x402/jobs": platform_api(),  # h9x402 tightens this
-    "GET /x402/jobs/{job_id:path}": platform_api(),  # h9x402 tightens this
-    "POST /x402/jobs/{job_id:path}/status": platform_api(),  # h9x402 tightens this
-    "POST /x402/jobs/{parent_job_id:path}/approval-subjobs": platform_api(),  # h9x402 tightens this
-    "POST /x402/escrow/lock": platform_api(),  # h9x402 tightens this
-    "GET /x402/escrow/{escrow_id:path}": platform_api(),  # h9x402 tightens this
-    "POST /x402/escrow/{escrow_id:path}/release": platform_api(),  # h9x402 tightens this
-    "POST /x402/escrow/{escrow_id:path}/split": platform_api(),  # h9x402 tightens this
-    "POST /x402/artifacts": platform_api(),  # h9x402 tightens this
-    "GET /x402/artifacts": platform_api(),  # h9x402 tightens this
-    "GET /x402/identities/{user_id:path}": platform_api(),  # h9x402 tightens this
-    "GET /x402/identities/{user_id:path}/verify": platform_api(),  # h9x402 tightens this
-    "POST /x402/supervisors": platform_api(),  # h9x402 tightens this
-    "GET /x402/supervisors": platform_api(),  # h9x402 tightens this
-    "POST /x402/supervisors/assignments": platform_api(),  # h9x402 tightens this
-    "POST /x402/supervisors/{supervisor_id:path}/requests": platform_api(),  # h9x402 tightens this
-    "POST /x402/supervisors/{supervisor_id:path}/ratings": platform_api(),  # h9x402 tightens this
-    "POST /x402/supervisors/{supervisor_id:path}/approval-quality": platform_api(),  # h9x402 tightens this
-    # the original X402Client's wire paths: the same platform calls, so the same callers as /x402
-    "POST /x402/original/jobs": platform_api(),
-    "GET /x402/original/jobs/{job_id}": platform_api(),
-    "PATCH /x402/original/jobs/{job_id}": platform_api(),
-    "POST /x402/original/jobs/subjobs": platform_api(),
-    "POST /x402/original/escrow/lock": platform_api(),
-    "POST /x402/original/escrow/release": platform_api(),
-    "POST /x402/original/escrow/split": platform_api(),
-    "POST /x402/original/artifacts": platform_api(),
-    "GET /x402/original/artifacts/{artifact_id}": platform_api(),
-    "POST /x402/original/identity/verify": platform_api(),
-    "GET /x402/original/identity/users/{user_id}": platform_api(),
-    "GET /x402/original/marketplace/supervisors": platform_api(),
-    "POST /x402/original/marketplace/supervisors/request": platform_api(),
+    # --- the /x402 platform API (saferun.domain.platform_policy, docs/security.md): a platform acts only on
+    # its own platform's workflows; A is run by this server's engine, so its platform reads it and changes
+    # nothing; admin reads and manages supervisor profiles only. Refused calls move nothing
+    # (test_refused_platform_calls_move_nothing).
+    "POST /x402/jobs": platform_changes_a(plat_b=409),  # B may not create a job for A's workflow id
+    "GET /x402/jobs/{job_id:path}": platform_reads_a(),
+    "POST /x402/jobs/{job_id:path}/status": platform_changes_a(),
+    "POST /x402/jobs/{parent_job_id:path}/approval-subjobs": platform_changes_a(),
+    "POST /x402/escrow/lock": platform_changes_a(),
+    "GET /x402/escrow/{escrow_id:path}": platform_reads_a(),
+    "POST /x402/escrow/{escrow_id:path}/release": platform_changes_a(),
+    "POST /x402/escrow/{escrow_id:path}/split": platform_changes_a(),
+    "POST /x402/artifacts": platform_api(201, admin=403),
+    # A's snapshot (a state artifact of several parts: 422 for those who may see it); B: 404, no side door
+    "GET /x402/artifacts": platform_reads_a(ALLOWED),
+    "GET /x402/identities/{user_id:path}": platform_api(200),
+    "GET /x402/identities/{user_id:path}/verify": platform_api(200),
+    "POST /x402/supervisors": platform_api(201),
+    "GET /x402/supervisors": platform_api(200),
+    "POST /x402/supervisors/assignments": platform_changes_a(),
+    "POST /x402/supervisors/{supervisor_id:path}/requests": platform_changes_a(),
+    "POST /x402/supervisors/{supervisor_id:path}/ratings": platform_changes_a(),
+    "POST /x402/supervisors/{supervisor_id:path}/approval-quality": platform_changes_a(),
+    # the original X402Client's wire paths: the same platform calls, so the same rules as /x402
+    "POST /x402/original/jobs": platform_api(200, admin=403),  # a job for no workflow
+    "GET /x402/original/jobs/{job_id}": platform_reads_a(),
+    "PATCH /x402/original/jobs/{job_id}": platform_changes_a(),
+    "POST /x402/original/jobs/subjobs": platform_changes_a(),
+    "POST /x402/original/escrow/lock": platform_changes_a(),
+    "POST /x402/original/escrow/release": platform_changes_a(),
+    "POST /x402/original/escrow/split": platform_changes_a(),
+    "POST /x402/original/artifacts": platform_api(200, admin=403),
+    "GET /x402/original/artifacts/{artifact_id}": platform_reads_a(ALLOWED),
+    "POST /x402/original/identity/verify": platform_api(200),
+    "GET /x402/original/identity/users/{user_id}": platform_api(200),
+    "GET /x402/original/marketplace/supervisors": platform_api(200),
+    "POST /x402/original/marketplace/supervisors/request": platform_changes_a(),
 }
 
 _STATE = {"checkpoint_id": "cp2", "parameters": {"threshold": 5}}
@@ -212,26 +227,30 @@ BODIES: dict[str, dict[str, Any]] = {
     "POST /login": {"data": {"api_key": "sr_key_bad"}},
     "POST /logout": {"data": {}},
     "POST /decide/{token}": {"data": {"decision": "APPROVED"}},
-    "POST /x402/jobs": {"json": {"job_type": "t", "workflow_id": "{workflow_id}", "data": {}}},
-    "POST /x402/jobs/{job_id:path}/status": {"json": {"status": "in_progress"}},
+    "POST /x402/jobs": {"json": {"job_type": "t", "job_data": {"workflow_id": "{workflow_id}"},
+                                 "escrow_amount": "1", "executor_id": "exec_a"}},
+    "POST /x402/jobs/{job_id:path}/status": {"json": {"status": "completed", "reason": "approved"}},
     "POST /x402/jobs/{parent_job_id:path}/approval-subjobs": {
-        "json": {"workflow_id": "{workflow_id}", "checkpoint_id": "cp1", "supervisor_id": "sup_a"}},
+        "json": {"checkpoint_id": "cp1", "supervisor_id": "sup_a"}},
     "POST /x402/escrow/lock": {"json": {"workflow_id": "{workflow_id}", "amount": "1",
                                         "poster_id": "poster_a", "executor_id": "exec_a"}},
-    "POST /x402/escrow/{escrow_id:path}/release": {"json": {"amount": "1", "recipient_id": "exec_a"}},
+    "POST /x402/escrow/{escrow_id:path}/release": {"json": {"amount": "1", "recipient_id": "{self}"}},
     "POST /x402/escrow/{escrow_id:path}/split": {"json": {"splits": [{"recipient_id": "exec_a",
                                                                        "amount": "1"}]}},
     "POST /x402/artifacts": {"json": {"artifact_type": "t", "content": "x"}},
-    "GET /x402/artifacts": {"params": {"uri": "x402://artifact/nope"}},
+    "GET /x402/artifacts": {"params": {"uri": "x402://artifacts/sha256:{sha256}"}},
+    "GET /x402/identities/{user_id:path}/verify": {"params": {"role": "executor"}},
+    "GET /x402/supervisors": {"params": {"workflow_type": "x"}},
     "POST /x402/original/jobs": {
         "json": {"type": "t", "data": {}, "escrow": {"amount": 1, "executor_id": "exec_a"}}},
-    "PATCH /x402/original/jobs/{job_id}": {"json": {"status": "running"}},
+    "PATCH /x402/original/jobs/{job_id}": {"json": {"status": "completed",
+                                                    "metadata": {"reason": "approved"}}},
     "POST /x402/original/jobs/subjobs": {"json": {"parent_job_id": "{job_id}", "checkpoint_id": "cp1",
                                                   "supervisor_id": "sup_a"}},
     "POST /x402/original/escrow/lock": {"json": {"workflow_id": "{workflow_id}", "amount": "1",
                                                  "poster_id": "poster_a", "executor_id": "exec_a"}},
     "POST /x402/original/escrow/release": {"json": {"escrow_id": "{escrow_id}", "amount": "1",
-                                                    "recipient_id": "exec_a"}},
+                                                    "recipient_id": "{self}"}},
     "POST /x402/original/escrow/split": {"json": {"escrow_id": "{escrow_id}",
                                                   "splits": [{"recipient_id": "exec_a", "amount": "1"}]}},
     "POST /x402/original/artifacts": {"json": {"type": "t", "content": "x", "content_hash":
@@ -290,7 +309,28 @@ def _order(key: str) -> tuple[int, int, str]:
     return (0 if key.startswith("GET ") else 1, 0, key)
 
 
+def _books(db: Database) -> tuple[Any, ...]:
+    """The money and the platform's records: every balance, and the postings, jobs and reputations."""
+    from sqlalchemy import func, select
+
+    from saferun.storage.schema import approval_quality, jobs, ledger_legs, ledger_transactions
+
+    with db.read() as conn:
+        balances = conn.execute(
+            select(ledger_legs.c.account, func.sum(ledger_legs.c.amount_micro))
+            .group_by(ledger_legs.c.account).order_by(ledger_legs.c.account)
+        ).all()
+        counts = [conn.execute(select(func.count()).select_from(t)).scalar_one()
+                  for t in (ledger_transactions, jobs, approval_quality)]
+    return (tuple(balances), *counts)
+
+
+# (route, caller) of refused /x402 calls that changed the books: must stay empty
+MOVED: list[tuple[str, str]] = []
+
+
 async def _matrix(db: Database) -> tuple[World, dict[tuple[str, str], int]]:
+    MOVED.clear()
     world = await build(db)
     app = create_app(world.orch, auth="keys", sweep=False)
     keys = sorted({f"{m} {p}" for m, p in app_routes(app) if f"{m} {p}" != "GET /api/events"}, key=_order)
@@ -305,8 +345,12 @@ async def _matrix(db: Database) -> tuple[World, dict[tuple[str, str], int]]:
                 spec_of = CALLERS[name]
                 values = {**base, "self": "poster_a" if name == "admin" else spec_of[0] if spec_of else "x"}
                 spec = _fill(BODIES.get(key, {}), values)
+                money = method != "GET" and path.startswith("/x402")
+                before = _books(db) if money else None
                 res = await client.request(method, url, headers=world.headers[name], **spec)
                 got[(key, name)] = res.status_code
+                if money and res.status_code >= 400 and _books(db) != before:
+                    MOVED.append((key, name))
     return world, got
 
 
@@ -334,6 +378,7 @@ async def test_every_route_and_caller_gets_the_tabled_status(db: Database) -> No
         if not _matches(EXPECTED[key][name], status)
     ]
     assert not wrong, "\n".join(wrong)
+    assert not MOVED, f"refused /x402 calls changed the ledger, jobs or reputations: {MOVED}"
 
 
 LISTS = ("/api/workflows", "/api/approvals/pending", "/approvals", "/workflows", "/ui/fragments/pending",

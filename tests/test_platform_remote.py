@@ -122,7 +122,24 @@ def remembered(db: Database, key: str) -> dict[str, Any]:
     return dict(row[0])
 
 
-async def locked(x402: X402Integration, amount: Any = 100.0) -> dict[str, Any]:
+def terms(share: str = "0.9", checkpoints: tuple[str, ...] = ("cp1",)) -> dict[str, Any]:
+    """A main job's data as the engine sends it: the workflow's config names its poster and milestones."""
+    config = {"poster_id": "poster_1", "executor_share": share,
+              "checkpoints": [{"checkpoint_id": cp, "milestone_weight": 1} for cp in checkpoints]}
+    return {"workflow_id": WF, "config": config}
+
+
+async def approved(x402: X402Integration, job_id: str, checkpoint: str = "cp1") -> dict[str, Any]:
+    """An approval sub-job for ``checkpoint`` by sup_1, decided APPROVED (what the engine sends)."""
+    sub = await x402.create_approval_subjob(job_id, checkpoint, "sup_1", {"summary": checkpoint})
+    return await x402.update_job_status(sub["job_id"], "completed", "approved")
+
+
+async def locked(x402: X402Integration, amount: Any = 100.0, share: str = "0.9") -> dict[str, Any]:
+    """WF's main job (escrow ``amount``), its checkpoint cp1 approved by sup_1, and its escrow locked:
+    so its executor may be paid ``share`` of it and sup_1 the rest (saferun.domain.platform_policy)."""
+    job = await x402.create_job("supervised_workflow", terms(share), amount, "exec_1")
+    await approved(x402, job["job_id"])
     return await x402.lock_escrow(workflow_id=WF, amount=amount, poster_id="poster_1", executor_id="exec_1")
 
 
@@ -316,7 +333,7 @@ async def test_the_seed_flow_over_http(x402: X402Integration, db: Database) -> N
     assert x402.mode == "remote"
     job = await x402.create_job(
         job_type="supervised_workflow",
-        job_data={"workflow_id": WF, "config": {"name": "Pizza order"}},
+        job_data={**terms(), "config": {**terms()["config"], "name": "Pizza order"}},
         escrow_amount=100.0,
         executor_id="exec_1",
     )
@@ -332,8 +349,12 @@ async def test_the_seed_flow_over_http(x402: X402Integration, db: Database) -> N
     assert running["status"] == "running" and running["subjobs"] == [sub["job_id"]]
     assert await x402.get_job(job["job_id"]) == await EmbeddedPlatform(db).get_job(job["job_id"])
 
-    escrow = await locked(x402)
+    escrow = await x402.lock_escrow(WF, 100.0, "poster_1", "exec_1")
     assert (escrow["escrow_id"], escrow["status"], escrow["amount"]) == (ESCROW, "locked", "100.00")
+    with pytest.raises(Forbidden) as pending:  # cp1 is not decided yet: nothing is earned
+        await x402.release_escrow(escrow["escrow_id"], 30.0, "exec_1", "checkpoint_approved")
+    assert pending.value.rule == "payout_earned"
+    await x402.update_job_status(sub["job_id"], "completed", "approved")
     released = await x402.release_escrow(
         escrow_id=escrow["escrow_id"], amount=30.0, recipient_id="exec_1", reason="checkpoint_approved"
     )
@@ -378,11 +399,18 @@ async def test_the_seed_flow_over_http(x402: X402Integration, db: Database) -> N
     assert (assigned["supervisor_id"], assigned["status"]) == ("sup_1", "assigned")
     kept = await x402.assign_supervisor(WF, "data_processing")
     assert kept["supervisor_id"] == "sup_1"  # a workflow keeps the supervisor it has
-    await x402.record_approval_quality(supervisor_id="sup_1", workflow_id=WF, quality_score=0.95)
+    with pytest.raises(Forbidden) as early:  # scored only once the workflow ended
+        await x402.record_approval_quality(supervisor_id="sup_1", workflow_id=WF, quality_score=1.0)
+    assert early.value.rule == "quality_from_outcome"
+    await x402.update_job_status(job["job_id"], "completed", "settled")
+    with pytest.raises(Forbidden) as made_up:  # sup_1 decided the one approval: 1.0, not the caller's 0.95
+        await x402.record_approval_quality(supervisor_id="sup_1", workflow_id=WF, quality_score=0.95)
+    assert made_up.value.rule == "quality_from_outcome" and "give 'sup_1' 1.0" in made_up.value.message
+    await x402.record_approval_quality(supervisor_id="sup_1", workflow_id=WF, quality_score=1.0)
     rated = await x402.rate_supervisor(
         supervisor_id="sup_1", workflow_id=WF, rating=5, review="Quick and accurate"
     )
-    assert rated["reputation"] == reputation([5], [0.95])
+    assert rated["reputation"] == reputation([5], [1.0])
     assert (await x402.get_user_profile("sup_1"))["reputation"] == rated["reputation"]
 
 
@@ -394,7 +422,7 @@ async def test_one_saferun_is_the_platform_of_another(server: str, platform_key:
         async with X402Integration(retry=FAST) as x402:
             assert x402.mode == "remote"
             assert httpx.get(f"{server}/x402/health").json()["status"] == "healthy"
-            await locked(x402, "12.50")
+            await locked(x402, "12.50", share="1")
             await x402.release_escrow(ESCROW, "12.50", "exec_1", "done")
     assert balances(db)["wallet:exec_1"] == 12_500_000
 
@@ -447,7 +475,7 @@ async def test_a_malformed_body_is_422_naming_the_field(server: str, platform_ke
 def test_one_client_serves_several_event_loops(server: str, platform_key: str, db: Database) -> None:
     """A script may ``asyncio.run`` twice with one ``X402Integration`` (the seed's module-level client)."""
     x402 = X402Integration(api_url=f"{server}/x402", api_key=platform_key, retry=FAST)
-    asyncio.run(locked(x402, 20))
+    asyncio.run(locked(x402, 20, share="1"))
     asyncio.run(x402.release_escrow(ESCROW, 20, "exec_1", "done"))
     asyncio.run(x402.close())
     assert balances(db)["wallet:exec_1"] == 20_000_000
@@ -459,11 +487,16 @@ async def test_bad_input_comes_back_as_the_same_errors_and_moves_nothing(
 ) -> None:
     await locked(x402)
     await x402.release_escrow(ESCROW, 40, "exec_1", "milestone")
+    other = {**terms(), "workflow_id": "wf_other"}
+    await x402.create_job("supervised_workflow", other, 10, "exec_1")
     before = moved(db)
 
     with pytest.raises(InvalidAmount) as too_much:
         await x402.release_escrow(ESCROW, "60.000001", "exec_1", "greedy")
     assert too_much.value.field == "amount" and "still holds (60.00)" in too_much.value.message
+    with pytest.raises(Forbidden) as more_than_earned:  # it holds 60, but cp1 earned exec_1 only 90 - 40
+        await x402.release_escrow(ESCROW, "50.000001", "exec_1", "greedy")
+    assert more_than_earned.value.rule == "payout_earned"
     with pytest.raises(InvalidAmount) as not_adding_up:
         await x402.split_payment(
             ESCROW,
@@ -587,10 +620,10 @@ async def test_a_503_is_retried(flaky: X402Integration, proxy: FlakyProxy, db: D
     escrow = await locked(flaky)
     assert [t.action for t in proxy.requests("/escrow/lock")] == ["503", "forward"]
     proxy.fail("/release", "503", "drop")
-    await flaky.release_escrow(escrow["escrow_id"], 100, "exec_1", "all")
+    await flaky.release_escrow(escrow["escrow_id"], 90, "exec_1", "all")
     tries = proxy.requests("/release")
     assert [t.action for t in tries] == ["503", "drop", "forward"] and len({t.key for t in tries}) == 1
-    assert balances(db)["wallet:exec_1"] == 100_000_000 and postings_under(db, tries[0].key or "") == 1
+    assert balances(db)["wallet:exec_1"] == 90_000_000 and postings_under(db, tries[0].key or "") == 1
 
 
 async def test_reads_are_retried_too(flaky: X402Integration, proxy: FlakyProxy) -> None:

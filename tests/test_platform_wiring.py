@@ -325,10 +325,13 @@ async def test_outbox_mirrors_jobs_and_money_exactly_once(
         "lock_escrow",
         "create_artifact",  # the checkpoint's state, read from the local store when it is sent
         "create_approval_subjob",
+        "update_job_status",  # the decision, as the sub-job's outcome: the platform pays only for it
         "split_payment",
         "create_artifact",
         "create_approval_subjob",
+        "update_job_status",
         "split_payment",
+        "update_job_status",  # the main job ended: only then may the platform refund its payer
         "create_job",
         "record_approval_quality",
     ]

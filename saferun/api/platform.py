@@ -9,9 +9,16 @@ with the same key and body answers the first call's result and moves nothing.
 
 **Who may call it** (rule ``platform_role``, ``saferun.domain.policy.may_use_platform``): with a key, an
 identity with the ``platform`` role (a service account for the SafeRun that uses this one as its platform)
-or ``admin``. The API moves money between parties it names itself, so no poster, executor or supervisor
-key may use it. Open mode (loopback development): anyone, like every other route. Identities named in
-calls are always checked (registered, enabled, with the role they act in).
+or ``admin``; no poster, executor or supervisor key. Open mode (loopback development): anyone, like every
+other route. Identities named in calls are always checked (registered, enabled, with the role they act in).
+
+**What they may do** (``saferun.domain.platform_policy``, docs/security.md): a platform identity acts only
+on its own platform's workflows (anything else is 404, like an unknown id); a workflow this server's
+engine runs changes only through the engine; for a platform's own jobs, ``lock`` takes only the job's
+escrow from the poster the job names, a release or split pays only what approved checkpoints earned to
+the workflow's executor and supervisors (or the payer back after settle/fail/cancel), and approval
+quality is only what the job's outcome gives. An admin reads and manages supervisor profiles, and moves
+no money. The same rules hold for the original client's paths (``platform_original``).
 """
 
 from __future__ import annotations
@@ -52,8 +59,9 @@ KEY_DOC = (
 
 
 def platform(request: Request, caller: CallerDep) -> EmbeddedPlatform:
+    """The platform, scoped to ``caller`` (``saferun.domain.platform_policy``)."""
     enforce(may_use_platform(caller))
-    return EmbeddedPlatform(orchestrator(request).db)
+    return EmbeddedPlatform(orchestrator(request).db, caller=caller)
 
 
 PlatformDep = Annotated[EmbeddedPlatform, Depends(platform)]

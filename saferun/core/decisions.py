@@ -150,6 +150,8 @@ def decide(
         mirror.approval_subjob(
             conn, row, request_id, req["checkpoint_id"], approved_by, {"request_id": request_id}
         )
+    if req["supervisor_id"] is not None or not automatic:  # the platform has this request's sub-job
+        mirror.approval_decided(conn, row, request_id, decision.value, automatic)
 
     if decision == ApprovalDecision.REJECTED:
         return _reject(conn, row, req, snap, response_id, rationale, approved_by, on_timeout_fail)

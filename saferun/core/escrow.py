@@ -87,12 +87,16 @@ def release_milestone(
     return amount
 
 
-def refund_held(conn: Connection, row: RowMapping, reason: str, actor: str) -> int:
+def refund_held(
+    conn: Connection, row: RowMapping, reason: str, actor: str, *, outcome: str = "failed"
+) -> int:
     """Return what the escrow still holds to where it came from (settlement and failure both end here).
 
     That is the poster's funding account, or for an escrow paid with x402 the payer's
     (``funding:x402-<address>``): money goes back to the account that paid it, never to one that did not.
+    A remote platform first hears that the workflow ended (``outcome``): it refunds only an ended one.
     """
+    mirror.main_job_ended(conn, row, outcome, reason)
     wf = row["workflow_id"]
     held = book.escrow_position(conn, wf).held
     if held <= 0:

@@ -119,6 +119,39 @@ def approval_subjob(
     )
 
 
+def approval_decided(conn: Connection, row: Any, request_id: str, decision: str, automatic: bool) -> None:
+    """The decision, as the approval sub-job's outcome (``completed``, reason ``approved``/``modified``/
+    ``rejected``): the platform pays a milestone only for a sub-job its own records show approved
+    (``saferun.domain.platform_policy``). Sent after the sub-job itself, before the release."""
+    if not remote(row):
+        return
+    outbox.enqueue(
+        conn,
+        row["workflow_id"],
+        "update_job_status",
+        {
+            "job_id": _ref(_key("approval", row, request_id), "job_id"),
+            "status": "completed",
+            "reason": decision.lower() + (" (automatic)" if automatic else ""),
+        },
+        _key("decided", row, request_id),
+    )
+
+
+def main_job_ended(conn: Connection, row: RowMapping, status: str, reason: str) -> None:
+    """The main job's end (``completed``/``failed``), sent before any refund: the platform returns escrow
+    to its payer only for a workflow its records show ended (settle, fail or cancel)."""
+    if not remote(row):
+        return
+    outbox.enqueue(
+        conn,
+        row["workflow_id"],
+        "update_job_status",
+        {"job_id": _ref(_key("job", row), "job_id"), "status": status, "reason": reason[:2000]},
+        _key("ended", row),
+    )
+
+
 def release(conn: Connection, row: RowMapping, checkpoint_id: str, posting: Posting) -> None:
     """One approved milestone, paid on the platform as the same executor/supervisor split."""
     if not remote(row):

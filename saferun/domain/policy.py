@@ -178,9 +178,11 @@ def may_act_as_agent(caller: Caller, executor_id: str) -> Refusal | None:
 def may_use_platform(caller: Caller) -> Refusal | None:
     """May ``caller`` use the x402 platform API (``/x402``: jobs, escrow, artifacts, identity, marketplace)?
 
-    That API moves money between any parties and names them itself, so with a key the caller needs the
-    ``platform`` role (a service account, typically another SafeRun whose ``X402_API_URL`` points here)
-    or ``admin``. Open mode: allowed (loopback development, like every other route).
+    With a key the caller needs the ``platform`` role (a service account, typically another SafeRun whose
+    ``X402_API_URL`` points here) or ``admin``. Open mode: allowed (loopback development, like every other
+    route). This is only the door: what each call may then do to which workflow (its own platform's only,
+    money only by the engine's rules, an admin reads and moves nothing) is
+    ``saferun.domain.platform_policy``.
     """
     if not caller.authenticated or caller.is_admin or caller.has(Role.PLATFORM):
         return None

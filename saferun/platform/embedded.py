@@ -34,16 +34,27 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, RowMapping, select
 
 from saferun.core import parties
 from saferun.domain import ledger as rules
+from saferun.domain import platform_policy as rules_of
 from saferun.domain.canonical import check_json
 from saferun.domain.ids import new_id
 from saferun.domain.money import format_micro, to_micro
-from saferun.domain.policy import Role, parse_roles
+from saferun.domain.platform_policy import Terms, on_platform
+from saferun.domain.policy import Caller, Refusal, Role, parse_roles
 from saferun.domain.reputation import MAX_RATING, MIN_RATING
-from saferun.errors import Conflict, Forbidden, InvalidAmount, InvalidInput, NotFound
+from saferun.errors import (
+    ArtifactNotFound,
+    Conflict,
+    Forbidden,
+    InvalidAmount,
+    InvalidInput,
+    NotFound,
+    SafeRunError,
+)
+from saferun.platform import scope
 from saferun.storage import identities as id_store
 from saferun.storage import jobs as job_store
 from saferun.storage import ledger as book
@@ -51,6 +62,7 @@ from saferun.storage import marketplace as market
 from saferun.storage import platform_requests as requests
 from saferun.storage.database import Database
 from saferun.storage.schema import ledger_legs, ledger_transactions, workflows
+from saferun.storage.visibility import artifact_visible
 
 ESCROW_ID_PREFIX = "escrow_"
 JOB_STATUSES = ("open", "running", "completed", "failed", "cancelled")
@@ -98,12 +110,67 @@ def _iso(value: Any) -> str | None:
     return None if value is None else value.isoformat()
 
 
-class EmbeddedPlatform:
-    """The x402 platform inside SafeRun's own database (see the module docstring)."""
+def _enforce(refusal: Refusal | None) -> None:
+    if refusal is not None:
+        raise Forbidden(refusal.rule, refusal.message)
 
-    def __init__(self, db: Database, *, strict_identities: bool = True) -> None:
+
+class EmbeddedPlatform:
+    """The x402 platform inside SafeRun's own database (see the module docstring).
+
+    ``caller``: who is calling through the ``/x402`` API. With one, every call follows
+    ``saferun.domain.platform_policy`` (the caller's own platform's workflows only, money only by the
+    engine's rules, approval quality only from the outcome); a workflow or job outside the caller's scope
+    answers exactly like an unknown one. Without one (the engine and in-process library use) the calls
+    are the engine's own and are not scoped.
+    """
+
+    def __init__(self, db: Database, *, strict_identities: bool = True, caller: Caller | None = None) -> None:
         self.db = db
         self.strict_identities = strict_identities
+        self.caller = caller
+
+    # --- the caller's scope (saferun.domain.platform_policy) --------------------------------------------
+
+    def _may(self, operation: str) -> None:
+        if self.caller is not None:
+            _enforce(rules_of.may_call(self.caller, operation))
+
+    def _workflow_in_scope(self, conn: Connection, workflow_id: str, unknown: SafeRunError) -> Terms | None:
+        """The workflow's terms; ``unknown`` (raised) when it is unknown or not the caller's platform's."""
+        terms = scope.workflow_terms(conn, workflow_id)
+        if self.caller is None:
+            return terms
+        if terms is None or not on_platform(self.caller, terms.platform_id):
+            raise unknown
+        return terms
+
+    def _job_in_scope(self, conn: Connection, job_id: str) -> tuple[RowMapping, Terms | None]:
+        job = job_store.get(conn, job_id)
+        if self.caller is None:
+            return job, None
+        owner, terms = scope.job_owner(conn, job)
+        if not on_platform(self.caller, owner):
+            raise NotFound(f"job {job_id!r} does not exist", job_id=job_id)
+        return job, terms
+
+    def _workflow_guard(self, workflow_id: str, action: str) -> Callable[[Connection], object]:
+        """The caller's own platform's workflow, not one the engine runs; unknown or foreign is 404."""
+
+        def guard(conn: Connection) -> None:
+            if self.caller is None:
+                return
+            unknown = NotFound(
+                f"workflow {workflow_id!r} is unknown to the platform", workflow_id=workflow_id
+            )
+            self._changes(self._workflow_in_scope(conn, workflow_id, unknown), action)
+
+        return guard
+
+    def _changes(self, terms: Terms | None, action: str) -> None:
+        """A caller changes nothing of a workflow this server's engine runs (rule ``engine_workflow``)."""
+        if self.caller is not None and terms is not None:
+            _enforce(rules_of.engine_refusal(terms, action))
 
     # --- plumbing ---------------------------------------------------------------------------------------
 
@@ -113,11 +180,17 @@ class EmbeddedPlatform:
         arguments: dict[str, Any],
         idempotency_key: str | None,
         work: Callable[[Connection], dict[str, Any]],
+        guard: Callable[[Connection], object] | None = None,
     ) -> dict[str, Any]:
-        """Run ``work`` in one transaction; under a key, replay an earlier answer instead of redoing it."""
+        """Run ``work`` in one transaction; under a key, replay an earlier answer instead of redoing it.
+
+        ``guard`` (the caller's scope) runs first, so a key never replays a foreign call's answer."""
+        self._may(operation)
         key = None if idempotency_key is None else requests.validate_key(idempotency_key)
         digest = requests.request_hash(operation, arguments) if key is not None else ""
         with self.db.transaction() as conn:
+            if guard is not None:
+                guard(conn)
             if key is not None:
                 prior = requests.replay(conn, key, operation, digest)
                 if prior is not None:
@@ -180,22 +253,34 @@ class EmbeddedPlatform:
         wf = job_data.get("workflow_id")
         workflow_id = None if wf is None else _workflow_id(wf, "job_data.workflow_id")
 
+        def guard(conn: Connection) -> None:
+            if workflow_id is None or self.caller is None:
+                return
+            terms = scope.workflow_terms(conn, workflow_id)
+            if terms is None:
+                return
+            if not on_platform(self.caller, terms.platform_id):
+                raise Conflict(
+                    f"job_data.workflow_id: {workflow_id!r} is already a workflow of another platform",
+                    field="job_data.workflow_id",
+                )
+            self._changes(terms, "records its jobs")
+
         def work(conn: Connection) -> dict[str, Any]:
             executor = self._party(
                 conn, executor_id, "executor_id", Role.EXECUTOR, strict=self.strict_identities
             )
-            job_id = job_store.create(
-                conn,
-                job_type=job_type,
-                workflow_id=workflow_id,
-                data={
-                    "workflow_id": workflow_id,
-                    "executor_id": executor,
-                    "escrow_amount": format_micro(escrow_micro),
-                    "escrow_micro": escrow_micro,
-                    "job_data": job_data,
-                },
-            )
+            data: dict[str, Any] = {
+                "workflow_id": workflow_id,
+                "executor_id": executor,
+                "escrow_amount": format_micro(escrow_micro),
+                "escrow_micro": escrow_micro,
+                "job_data": job_data,
+            }
+            if self.caller is not None:  # the job's (and its workflow's) platform: who may act on it
+                owner = self.caller.identity_id if self.caller.has(Role.PLATFORM) else None
+                data[scope.OWNER_FIELD] = owner
+            job_id = job_store.create(conn, job_type=job_type, workflow_id=workflow_id, data=data)
             return self._job_dict(conn, job_id)
 
         args = {
@@ -204,7 +289,7 @@ class EmbeddedPlatform:
             "escrow": escrow_micro,
             "executor_id": executor_id,
         }
-        return self._mutate("create_job", args, idempotency_key, work)
+        return self._mutate("create_job", args, idempotency_key, work, guard)
 
     async def create_approval_subjob(
         self,
@@ -219,6 +304,10 @@ class EmbeddedPlatform:
         checkpoint_id = _text(checkpoint_id, "checkpoint_id", 200, required=True)
         approval_data = _json_dict(approval_data, "approval_data")
 
+        def guard(conn: Connection) -> None:
+            _, terms = self._job_in_scope(conn, parent_job_id)
+            self._changes(terms, "records its approvals")
+
         def work(conn: Connection) -> dict[str, Any]:
             parent = job_store.get(conn, parent_job_id)
             supervisor = self._party(
@@ -228,6 +317,12 @@ class EmbeddedPlatform:
                 raise Forbidden(
                     "four_eyes",
                     f"supervisor {supervisor!r} executes job {parent_job_id!r} and cannot approve it",
+                )
+            terms = scope.workflow_terms(conn, parent["workflow_id"]) if parent["workflow_id"] else None
+            if terms is not None and supervisor == terms.poster_id:
+                raise Forbidden(
+                    "four_eyes",
+                    f"supervisor {supervisor!r} posts workflow {terms.workflow_id!r} and cannot approve it",
                 )
             job_id = job_store.create(
                 conn,
@@ -248,11 +343,13 @@ class EmbeddedPlatform:
             "supervisor_id": supervisor_id,
             "approval_data": approval_data,
         }
-        return self._mutate("create_approval_subjob", args, idempotency_key, work)
+        return self._mutate("create_approval_subjob", args, idempotency_key, work, guard)
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         job_id = _text(job_id, "job_id", 64, required=True)
+        self._may("get_job")
         with self.db.read() as conn:
+            self._job_in_scope(conn, job_id)
             return self._job_dict(conn, job_id)
 
     async def update_job_status(
@@ -264,13 +361,17 @@ class EmbeddedPlatform:
             raise InvalidInput("status", f"must be one of {', '.join(JOB_STATUSES)}, got {status!r}")
         reason = _text(reason, "reason", MAX_TEXT)
 
+        def guard(conn: Connection) -> None:
+            _, terms = self._job_in_scope(conn, job_id)
+            self._changes(terms, "records its jobs")
+
         def work(conn: Connection) -> dict[str, Any]:
             job_store.get(conn, job_id)
             job_store.set_status(conn, job_id, status, reason)
             return self._job_dict(conn, job_id)
 
         args = {"job_id": job_id, "status": status, "reason": reason}
-        return self._mutate("update_job_status", args, idempotency_key, work)
+        return self._mutate("update_job_status", args, idempotency_key, work, guard)
 
     # --- Escrow -------------------------------------------------------------------------------------------
 
@@ -286,6 +387,23 @@ class EmbeddedPlatform:
         if position.locked == 0:
             raise NotFound(f"escrow {escrow_id!r} does not exist (nothing was locked)", escrow_id=escrow_id)
         return position.held
+
+    def _escrow_guard(self, escrow_id: str, workflow_id: str) -> Callable[[Connection], object]:
+        """A foreign escrow answers exactly like one that was never locked."""
+        unknown = NotFound(f"escrow {escrow_id!r} does not exist (nothing was locked)", escrow_id=escrow_id)
+        return lambda conn: self._workflow_in_scope(conn, workflow_id, unknown)
+
+    def _check_payout(
+        self, conn: Connection, workflow_id: str, payouts: list[tuple[str, int]], held: int
+    ) -> None:
+        """A caller's release or split pays only what approved checkpoints earned (or the payer back at
+        settlement): ``saferun.domain.platform_policy.check_payout`` on this server's records."""
+        if self.caller is None:
+            return
+        terms = scope.workflow_terms(conn, workflow_id)
+        assert terms is not None  # the guard found it
+        paid, payer = scope.escrow_paid(conn, workflow_id)
+        _enforce(rules_of.check_payout(terms, payouts, paid, held, payer))
 
     @staticmethod
     def _ledger_key(operation: str, idempotency_key: str | None) -> str:
@@ -305,10 +423,20 @@ class EmbeddedPlatform:
         workflow_id = _workflow_id(workflow_id)
         micro = _amount(amount, "amount")
 
+        def guard(conn: Connection) -> None:
+            unknown = NotFound(
+                f"workflow {workflow_id!r} has no job on this platform", workflow_id=workflow_id
+            )
+            self._workflow_in_scope(conn, workflow_id, unknown)
+
         def work(conn: Connection) -> dict[str, Any]:
             strict = self.strict_identities
             poster = self._party(conn, poster_id, "poster_id", Role.POSTER, strict=strict)
             executor = self._party(conn, executor_id, "executor_id", Role.EXECUTOR, strict=strict)
+            if self.caller is not None:
+                terms = scope.workflow_terms(conn, workflow_id)
+                assert terms is not None  # the guard found it
+                _enforce(rules_of.check_lock(terms, poster, executor, micro))
             # the engine's key: a workflow's escrow is locked once, whoever locks it
             txn = book.post(
                 conn,
@@ -333,7 +461,7 @@ class EmbeddedPlatform:
             "poster_id": poster_id,
             "executor_id": executor_id,
         }
-        return self._mutate("lock_escrow", args, idempotency_key, work)
+        return self._mutate("lock_escrow", args, idempotency_key, work, guard)
 
     async def release_escrow(
         self,
@@ -357,6 +485,7 @@ class EmbeddedPlatform:
                     f"{format_micro(micro)} is more than escrow {escrow_id!r} still holds "
                     f"({format_micro(held)})",
                 )
+            self._check_payout(conn, workflow_id, [(recipient, micro)], held)
             posting = rules.Posting(
                 rules.KIND_RELEASE,
                 (
@@ -384,7 +513,8 @@ class EmbeddedPlatform:
             }
 
         args = {"escrow_id": escrow_id, "amount": micro, "recipient_id": recipient_id, "reason": reason}
-        return self._mutate("release_escrow", args, idempotency_key, work)
+        guard = self._escrow_guard(escrow_id, workflow_id)
+        return self._mutate("release_escrow", args, idempotency_key, work, guard)
 
     async def split_payment(
         self,
@@ -437,6 +567,7 @@ class EmbeddedPlatform:
                     f"add up to {format_micro(split_total)}, more than escrow {escrow_id!r} still holds "
                     f"({format_micro(held)})",
                 )
+            self._check_payout(conn, workflow_id, [(r, m) for r, m, _ in parts], held)
             legs = [rules.Leg(rules.escrow_account(workflow_id), -split_total)]
             legs += [rules.Leg(rules.wallet_account(recipient), micro) for recipient, micro, _ in parts]
             posting = rules.Posting(rules.KIND_RELEASE, tuple(legs), memo=f"split payment of {escrow_id}")
@@ -461,12 +592,15 @@ class EmbeddedPlatform:
             }
 
         args = {"escrow_id": escrow_id, "splits": [list(p) for p in parts], "total": expected}
-        return self._mutate("split_payment", args, idempotency_key, work)
+        guard = self._escrow_guard(escrow_id, workflow_id)
+        return self._mutate("split_payment", args, idempotency_key, work, guard)
 
     async def get_escrow(self, escrow_id: str) -> dict[str, Any]:
         """Where an escrow's money is now (locked / released / refunded / held)."""
         workflow_id = self._escrow_workflow(escrow_id)
+        self._may("get_escrow")
         with self.db.read() as conn:
+            self._escrow_guard(escrow_id, workflow_id)(conn)
             position = book.escrow_position(conn, workflow_id)
         if position.locked == 0:
             raise NotFound(f"escrow {escrow_id!r} does not exist (nothing was locked)", escrow_id=escrow_id)
@@ -502,6 +636,8 @@ class EmbeddedPlatform:
 
         def work(conn: Connection) -> dict[str, Any]:
             stored = self.db.artifacts.put_bytes(conn, data, artifact_type=artifact_type, metadata=metadata)
+            if self.caller is not None and self.caller.authenticated and self.caller.has(Role.PLATFORM):
+                scope.hold_artifact(conn, stored.uri, self.caller.identity_id)
             return {
                 "artifact_id": stored.sha256,
                 "uri": stored.uri,
@@ -521,7 +657,9 @@ class EmbeddedPlatform:
         (``content_encoding`` says which)."""
         if not isinstance(artifact_uri, str):
             raise InvalidInput("artifact_uri", f"must be a string, got {type(artifact_uri).__name__}")
+        self._may("get_artifact")
         with self.db.read() as conn:
+            self._artifact_in_scope(conn, artifact_uri)
             data = self.db.artifacts.get_bytes(conn, artifact_uri)
             info = self.db.artifacts.info(conn, artifact_uri) or {}
         try:
@@ -536,6 +674,18 @@ class EmbeddedPlatform:
             "metadata": info.get("metadata") or {},
         }
 
+    def _artifact_in_scope(self, conn: Connection, uri: str) -> None:
+        """A platform reads an artifact it stored itself, or one a workflow it may see references; any
+        other answers exactly like a missing one (knowing a hash is not a key)."""
+        caller = self.caller
+        if caller is None or not caller.authenticated or caller.is_admin:
+            return
+        if self.db.artifacts.info(conn, uri) is None:
+            return  # get_bytes answers the missing artifact itself
+        if scope.holds_artifact(conn, uri, caller.identity_id) or artifact_visible(conn, caller, uri):
+            return
+        raise ArtifactNotFound(uri)
+
     # --- Identity -----------------------------------------------------------------------------------------
 
     async def verify_identity(self, user_id: str, role: str) -> bool:
@@ -545,6 +695,7 @@ class EmbeddedPlatform:
         if not isinstance(role, str):
             raise InvalidInput("role", f"must be a role name, got {type(role).__name__}")
         (wanted,) = parse_roles([role], "role")
+        self._may("verify_identity")
         with self.db.read() as conn:
             row = (
                 conn.execute(select(id_store.identities).where(id_store.identities.c.identity_id == user_id))
@@ -555,6 +706,7 @@ class EmbeddedPlatform:
 
     async def get_user_profile(self, user_id: str) -> dict[str, Any]:
         user_id = id_store.validate_identity_id(user_id, "user_id")
+        self._may("get_user_profile")
         with self.db.read() as conn:
             row = id_store.get_identity(conn, user_id)
             reputation = market.reputations(conn, [user_id])[user_id]
@@ -584,6 +736,10 @@ class EmbeddedPlatform:
         def work(conn: Connection) -> dict[str, Any]:
             supervisor = self._party(conn, supervisor_id, "supervisor_id", Role.SUPERVISOR, strict=True)
             self._require_worked_on(conn, supervisor, workflow_id)
+            if self.caller is not None:  # only the outcome sets it, never the caller
+                terms = scope.workflow_terms(conn, workflow_id)
+                assert terms is not None  # the guard found it
+                _enforce(rules_of.check_quality(terms, supervisor, score))
             existing = market.get_quality(conn, supervisor, workflow_id)
             if existing is None:
                 market.add_quality(conn, supervisor, workflow_id, score)
@@ -601,7 +757,8 @@ class EmbeddedPlatform:
             }
 
         args = {"supervisor_id": supervisor_id, "workflow_id": workflow_id, "quality_score": repr(score)}
-        return self._mutate("record_approval_quality", args, idempotency_key, work)
+        guard = self._workflow_guard(workflow_id, "scores its supervisor's approvals")
+        return self._mutate("record_approval_quality", args, idempotency_key, work, guard)
 
     @staticmethod
     def _require_worked_on(conn: Connection, supervisor: str, workflow_id: str) -> None:
@@ -671,6 +828,7 @@ class EmbeddedPlatform:
             raise InvalidInput("min_reputation", f"must be a number between 0 and 1, got {min_reputation!r}")
         if not 0 <= float(min_reputation) <= 1:
             raise InvalidInput("min_reputation", f"must be between 0 and 1, got {min_reputation!r}")
+        self._may("find_supervisors")
         with self.db.read() as conn:
             return self._find(conn, workflow_type, float(min_reputation))
 
@@ -747,7 +905,8 @@ class EmbeddedPlatform:
             }
 
         args = {"supervisor_id": supervisor_id, "workflow_id": workflow_id}
-        return self._mutate("request_supervisor", args, idempotency_key, work)
+        guard = self._workflow_guard(workflow_id, "assigns its supervisor")
+        return self._mutate("request_supervisor", args, idempotency_key, work, guard)
 
     async def assign_supervisor(
         self,
@@ -794,7 +953,8 @@ class EmbeddedPlatform:
             "workflow_type": workflow_type,
             "min": repr(float(min_reputation)),
         }
-        return self._mutate("assign_supervisor", args, idempotency_key, work)
+        guard = self._workflow_guard(workflow_id, "assigns its supervisor")
+        return self._mutate("assign_supervisor", args, idempotency_key, work, guard)
 
     async def rate_supervisor(
         self,
@@ -839,7 +999,8 @@ class EmbeddedPlatform:
             "rating": rating,
             "review": review,
         }
-        return self._mutate("rate_supervisor", args, idempotency_key, work)
+        guard = self._workflow_guard(workflow_id, "takes its poster's rating")
+        return self._mutate("rate_supervisor", args, idempotency_key, work, guard)
 
     async def close(self) -> None:
         """Nothing to release: the database handle is shared per process."""

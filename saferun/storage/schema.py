@@ -357,6 +357,17 @@ job_events = Table(
     Column("at", UTCDateTime, nullable=False),
 )
 
+# --- who stored an artifact through the platform API (revision 0010) ----------------------------------
+# Artifacts are content-addressed and shared; a platform identity reads back through /x402 only what it
+# stored itself (or what a workflow it may see references): knowing a hash is not a key.
+platform_artifacts = Table(
+    "platform_artifacts",
+    metadata,
+    Column("uri", String(200), primary_key=True),
+    Column("platform_id", String(200), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
 platform_requests = Table(
     "platform_requests",
     metadata,

@@ -521,7 +521,9 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
         """SETTLING -> COMPLETED: milestones were paid as approved; what the escrow still holds goes back."""
         with self._locked(workflow_id) as (conn, row):
             self._require(row, WorkflowState.SETTLING, "complete")
-            escrow.refund_held(conn, row, "unearned share returned at settlement", self.actor)
+            escrow.refund_held(
+                conn, row, "unearned share returned at settlement", self.actor, outcome="completed"
+            )
             transitions.apply(
                 conn, row, Event.SETTLEMENT_SUCCEEDED, actor=actor or self.actor, completed_at=utcnow()
             )
