@@ -357,7 +357,7 @@ job_events = Table(
     Column("at", UTCDateTime, nullable=False),
 )
 
-# --- who stored an artifact through the platform API (revision 0010) ----------------------------------
+# --- who stored an artifact through the platform API (revision 0012) ----------------------------------
 # Artifacts are content-addressed and shared; a platform identity reads back through /x402 only what it
 # stored itself (or what a workflow it may see references): knowing a hash is not a key.
 platform_artifacts = Table(

@@ -1,7 +1,7 @@
 """platform_artifacts: which platform identity stored an artifact through /x402 (issue 9, finding 2)
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-06 18:50:00.000000
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 import saferun.storage.schema
 
-revision: str = "0010"
-down_revision: str | None = "0009"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
