@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -81,18 +82,24 @@ def test_seed_suite_on_postgresql() -> None:
 
 
 async def test_the_original_x402_client_talks_to_a_saferun_server(
-    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The original's ``X402Client`` (its own wire paths) against ``/x402/original`` of a real server."""
+    """The original's ``X402Client`` (its own wire paths) against ``/x402/original`` of a real server:
+    jobs, artifacts, identity, marketplace, and money: lock -> release and split for an approved checkpoint
+    -> refund after the end, each checked on the server's ledger; forbidden releases refused, nothing
+    moved. On SQLite and PostgreSQL."""
+    import httpx
+
     from saferun.api.x402.client import X402Client
     from saferun.platform.embedded import EmbeddedPlatform
 
-    service = IdentityService(sqlite_db)
+    service = IdentityService(db)
     _, key = service.create_identity_with_key("plat", "Platform", ["platform"])
+    service.create_identity_with_key("poster_1", "Poster", ["poster"])
     service.create_identity_with_key("exec_1", "Executor", ["executor"])
     service.create_identity_with_key("sup_1", "Supervisor", ["supervisor"])
-    await EmbeddedPlatform(sqlite_db).register_supervisor("sup_1", ["data_processing"], "2.50")
-    with serving(sqlite_db, auth="keys") as url:
+    await EmbeddedPlatform(db).register_supervisor("sup_1", ["data_processing"], "2.50")
+    with serving(db, auth="keys") as url:
         monkeypatch.setenv("X402_API_URL", f"{url}/x402/original")
         client = X402Client(api_key=key.api_key)
         try:
@@ -110,12 +117,64 @@ async def test_the_original_x402_client_talks_to_a_saferun_server(
             assert (await client.get_user_profile("sup_1"))["user_id"] == "sup_1"
             found = await client.find_supervisors("data_processing", min_reputation=0.0)
             assert [s["supervisor_id"] for s in found] == ["sup_1"]
+            await _money_through_the_original_client(client, db)
         finally:
             await client.close()
-        import httpx
 
         wrong = httpx.post(f"{url}/x402/original/jobs", json={"type": "t", "data": {}, "escrow": {}},
                            headers={"Authorization": f"Bearer {key.api_key}"})
         assert wrong.status_code == 422 and "escrow" in wrong.text
         stranger = httpx.get(f"{url}/x402/original/jobs/{job['job_id']}")
         assert stranger.status_code == 401
+
+
+def _ledger(db: Database) -> dict[str, int]:
+    from saferun.storage.schema import ledger_legs
+
+    with db.read() as conn:
+        rows = conn.execute(
+            select(ledger_legs.c.account, func.sum(ledger_legs.c.amount_micro)).group_by(
+                ledger_legs.c.account
+            )
+        ).all()
+    return {account: int(total) for account, total in rows if int(total) != 0}
+
+
+async def _money_through_the_original_client(client: Any, db: Database) -> None:
+    """The original client's escrow calls, by the platform API's rules (docs/security.md): the job states
+    its poster and checkpoints; a sub-job completed with reason ``approved`` is the decision."""
+    import httpx
+
+    terms = {"workflow_id": "wf_orig", "poster_id": "poster_1", "checkpoints": ["cp1", "cp2"]}
+    job = await client.create_job("data_processing", terms, 25.0, "exec_1")
+    sub = await client.create_approval_subjob(job["job_id"], "cp1", "sup_1", {"summary": "step 1?"})
+    escrow = await client.lock_escrow("wf_orig", 25.0, "poster_1", "exec_1")
+    escrow_id = escrow["escrow_id"]
+    assert escrow["amount"] == "25.00" and _ledger(db) == {"funding:poster_1": -25_000_000,
+                                                          "escrow:wf_orig": 25_000_000}
+
+    async def refused(recipient: str, amount: float, rule: str) -> None:
+        before = _ledger(db)
+        with pytest.raises(httpx.HTTPStatusError) as caught:
+            await client.release_escrow(escrow_id, amount, recipient, "checkpoint_approved")
+        assert caught.value.response.status_code == 403
+        assert caught.value.response.json()["detail"]["rule"] == rule
+        assert _ledger(db) == before  # nothing moved
+
+    await refused("exec_1", 11.25, "payout_earned")  # cp1 is still pending
+    await refused("plat", 1.0, "payout_recipient")  # the platform paying itself
+    assert await client.update_job_status(sub["job_id"], "completed", {"reason": "approved"}) is True
+    # cp1 is one of two milestones: 12.50, split 90/10
+    assert await client.release_escrow(escrow_id, 11.25, "exec_1", "checkpoint_approved") is True
+    splits = [{"recipient_id": "sup_1", "amount": 1.25, "reason": "supervision"}]
+    assert await client.split_payment(escrow_id, splits) is True
+    await refused("exec_1", 0.01, "payout_earned")  # cp1 is paid; cp2 was never approved
+    await refused("poster_1", 12.5, "settlement_only")  # not ended yet
+    assert await client.update_job_status(job["job_id"], "failed", {"reason": "stopped after cp1"}) is True
+    assert await client.release_escrow(escrow_id, 12.5, "poster_1", "refund") is True
+    assert _ledger(db) == {
+        "funding:poster_1": -25_000_000,
+        "wallet:exec_1": 11_250_000,
+        "wallet:sup_1": 1_250_000,
+        "wallet:poster_1": 12_500_000,
+    }
