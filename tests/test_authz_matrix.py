@@ -158,6 +158,7 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     "POST /ui/approvals/{request_id}/decision": row(404, none=401, bad=401, sup_a=ALLOWED, poster_a=403,
                                                    exec_a=403, admin=403, plat_a=403),
     "POST /ui/workflows/{workflow_id}/resolve": poster_of_a(),  # the API's rule; 409 for them: not stuck
+    "POST /ui/workflows/{workflow_id}/fork": poster_of_a(),  # the API's rule: poster or admin
     "GET /ui/static/{name}": row(200),
     "GET /login": row(200),
     "POST /login": row(403),  # no login CSRF token in the form: refused for everyone
@@ -224,6 +225,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "POST /api/approvals/batch": {"json": {"request_ids": ["req_never"], "decision": "APPROVED"}},
     "POST /ui/approvals/{request_id}/decision": {"data": {"decision": "APPROVED", "rationale": "ok"}},
     "POST /ui/workflows/{workflow_id}/resolve": {"data": {"action": "retry"}},
+    "POST /ui/workflows/{workflow_id}/fork": {"data": {"checkpoint": "cp_never"}},
     "POST /login": {"data": {"api_key": "sr_key_bad"}},
     "POST /logout": {"data": {}},
     "POST /decide/{token}": {"data": {"decision": "APPROVED"}},

@@ -94,6 +94,8 @@ async def test_a_fork_with_modified_parameters_checks_them_like_a_reviewer_s(db:
     assert orch.latest_approved_state(fork.workflow_id).parameters == {"budget": 60}
     assert [cp.checkpoint_id for cp in fork.config.checkpoints] == ["cp2", "cp3", "cp4"]
     assert [e["kind"] for e in orch.audit_events(fork.workflow_id)][-1] == "forked_from"
+    with pytest.raises(InvalidInput, match="forked from"):  # a fork's own starting state is its source's
+        orch.fork_workflow(fork.workflow_id, "cp1", actor="poster")
     with pytest.raises(InvalidInput) as bad:
         orch.fork_workflow(src, "cp1", actor="poster", modifications={"budget": "lots"})
     assert bad.value.field == "modifications.budget"

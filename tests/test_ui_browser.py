@@ -382,3 +382,51 @@ def test_the_workflow_page_downloads_a_signed_record_that_verifies(
             assert watch.errors == []
         finally:
             context.close()
+
+
+def test_the_poster_forks_from_an_approved_snapshot_in_the_dashboard(
+    browser: Any, orch: WorkflowOrchestrator
+) -> None:
+    """Issue 16, item 6 from the dashboard: the poster signs in, forks from the approved checkpoint and
+    lands on the new workflow's page; the reviewer sees no fork button (only the poster or an admin)."""
+    from playwright.sync_api import expect
+
+    from saferun.core.state_machine.models import ApprovalResponse
+
+    ids = IdentityService(orch.db)
+    _, poster_key = ids.create_identity_with_key("poster", "Pat Poster", ["poster"])
+    _, reviewer_key = ids.create_identity_with_key("reviewer", "Rita Reviewer", ["supervisor"])
+    ids.create_identity_with_key("agent", "Agent", ["executor"])
+    wf, request_id = ui.data_workflow(orch)
+    orch.submit_approval(
+        None,
+        ApprovalResponse(
+            request_id=request_id, decision=ApprovalDecision.APPROVED, rationale="ok", approved_by="reviewer"
+        ),
+    )
+    with ui.serve(create_app(orch, auth="keys")) as base:
+        for key, may in ((reviewer_key, False), (poster_key, True)):
+            context = browser.new_context(viewport=WIDE)
+            page = context.new_page()
+            watch = Watch(page)
+            try:
+                page.goto(f"{base}/login?next=/workflows/{wf}")
+                page.fill('[name="api_key"]', key.api_key)
+                page.click('button:has-text("Sign in")')
+                expect(page).to_have_url(f"{base}/workflows/{wf}")
+                button = page.locator('.fork-form button:has-text("Fork from here")')
+                if not may:
+                    expect(button).to_have_count(0)
+                    continue
+                expect(button).to_have_count(1)
+                button.click()
+                expect(page).not_to_have_url(f"{base}/workflows/{wf}")
+                fork_id = page.url.rsplit("/", 1)[-1]
+                fork = orch.get_workflow(fork_id)
+                assert fork.config.metadata["forked_from"]["workflow_id"] == wf
+                expect(page.locator("#workflow-state")).to_contain_text("xecuting")
+                expect(button).to_have_count(0)  # the fork's starting state is its source's to fork
+                shot(page, "workflow-forked")
+                assert watch.errors == []
+            finally:
+                context.close()

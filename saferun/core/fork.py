@@ -66,9 +66,13 @@ def fork_workflow(
         source_row = wf_store.get(conn, source_id)
         source = WorkflowConfig.model_validate(source_row["config"])
         snap = _approved_snapshot(conn, source_id, checkpoint)
-        index = next(
-            i for i, cp in enumerate(source.checkpoints) if cp.checkpoint_id == snap["checkpoint_id"]
-        )
+        ids = [cp.checkpoint_id for cp in source.checkpoints]
+        if snap["checkpoint_id"] not in ids:  # a fork's starting state: its checkpoint is its source's
+            raise InvalidInput(
+                "checkpoint",
+                f"{checkpoint!r} is the state this workflow was forked from; fork its source there instead",
+            )
+        index = ids.index(snap["checkpoint_id"])
         remaining = source.checkpoints[index + 1 :]
         if not remaining:
             raise InvalidInput(

@@ -310,6 +310,8 @@ def _workflow_page(
         v,
         "workflow.html",
         status,
+        may_fork=pages.may_resolve(v.who, context["workflow"].config.poster_id),
+        fork_points=[cp.checkpoint_id for cp in context["workflow"].config.checkpoints[:-1]],
         stuck=pages.stuck_panel(orch, v.who, workflow_id),
         resolved=resolved if resolved in RESOLVE_ACTIONS else None,
         problem=problem,
@@ -342,6 +344,29 @@ def resolve(request: Request, v: Viewer, workflow_id: str, form: dict[str, str] 
     except Conflict as exc:
         return retry(409, problem=f"Nothing was changed: {exc.message}.")
     return RedirectResponse(f"/workflows/{quote(workflow_id)}?resolved={action}", status_code=303)
+
+
+@router.post("/ui/workflows/{workflow_id}/fork")
+@dashboard()
+def fork(request: Request, v: Viewer, workflow_id: str, form: dict[str, str] = FormDep) -> Response:
+    """Fork from an approved snapshot (issue 16): the API's rule (poster or admin) and engine call; on
+    success the new workflow's page."""
+    auth.check_csrf(request, v, form.get("csrf_token"))
+    orch = _orch(request)
+    wf = deps.visible(orch, v.who, workflow_id)
+    retry = functools.partial(_workflow_page, request, v, workflow_id, submitted=form)
+    if not pages.may_resolve(v.who, wf.config.poster_id):
+        return retry(
+            403, problem="Only the workflow's poster or an admin may fork it (a fork locks new escrow)."
+        )
+    actor = v.who.identity_id or wf.config.poster_id
+    try:
+        new = orch.fork_workflow(workflow_id, form.get("checkpoint", ""), actor=actor)
+    except InvalidInput as exc:
+        return retry(422, problem=exc.message)
+    except Conflict as exc:
+        return retry(409, problem=f"Nothing was created: {exc.message}.")
+    return RedirectResponse(f"/workflows/{quote(new.workflow_id)}", status_code=303)
 
 
 @router.get("/stats")
