@@ -11,7 +11,7 @@ import pytest
 
 from saferun.core.rollback.reconciliation import CompensationRegistry, RetryPolicy
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
-from saferun.errors import CompensationError
+from saferun.errors import CompensationError, NotFound
 from saferun.storage.database import Database
 from tests.helpers import decide, pause, started
 
@@ -167,7 +167,10 @@ async def test_a_step_cannot_be_claimed_through_another_workflow(db: Database) -
         orch.register_step(wf, "place order", "cancel_order", {"order_id": wf})
         decide(orch, await pause(orch, wf, "cp1"), "REJECTED")
     b_step = orch.saga_steps(b)[0]["step_id"]
-    assert orch.claim_compensation(a, b_step, "intruder") is False
+    with pytest.raises(NotFound):  # exactly like a step that does not exist
+        orch.claim_compensation(a, b_step, "intruder")
+    with pytest.raises(NotFound):
+        orch.finish_compensation(a, b_step, True, actor="intruder")
     assert orch.saga_steps(b)[0]["status"] == "pending"
     report = await orch.arollback(b)
     assert report.succeeded and calls == [("cancel_order", {"order_id": b})]

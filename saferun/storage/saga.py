@@ -89,8 +89,13 @@ def claim(
     return conn.execute(stmt).rowcount == 1
 
 
-def get(conn: Connection, step_id: str) -> RowMapping:
-    row = conn.execute(select(saga_steps).where(saga_steps.c.step_id == step_id)).mappings().first()
+def get(conn: Connection, step_id: str, workflow_id: str | None = None) -> RowMapping:
+    """The step; with ``workflow_id``, only if it is that workflow's: another workflow's step is
+    ``NotFound`` exactly like an unknown one (a URL naming one workflow never reaches another's step)."""
+    query = select(saga_steps).where(saga_steps.c.step_id == step_id)
+    if workflow_id is not None:
+        query = query.where(saga_steps.c.workflow_id == workflow_id)
+    row = conn.execute(query).mappings().first()
     if row is None:
         raise NotFound(f"saga step {step_id!r} does not exist", step_id=step_id)
     return row

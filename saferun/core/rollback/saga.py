@@ -41,9 +41,11 @@ def steps_to_undo(db: Database, workflow_id: str) -> list[dict[str, Any]]:
 
 
 def claim_step(db: Database, workflow_id: str, step_id: str, owner: str, stale_claim_seconds: float) -> bool:
-    """Take one step for compensation; False when someone else holds it or the rollback is over."""
+    """Take one step for compensation; False when someone else holds it or the rollback is over.
+    A step that is not this workflow's is ``NotFound``, like an unknown one (issue 9, finding 4)."""
     now = utcnow()
     with locked(db, workflow_id) as (conn, row):
+        saga.get(conn, step_id, workflow_id)
         if row["state"] != WorkflowState.ROLLING_BACK.value:
             return False
         stale_before = now - timedelta(seconds=stale_claim_seconds)
@@ -53,8 +55,8 @@ def claim_step(db: Database, workflow_id: str, step_id: str, owner: str, stale_c
 def finish_step(db: Database, workflow_id: str, step_id: str, ok: bool, error: str, actor: str) -> str:
     """Record a compensation's outcome; a failure fails the workflow naming the step. Returns the state."""
     with locked(db, workflow_id) as (conn, row):
-        step = saga.get(conn, step_id)
-        if step["workflow_id"] != workflow_id or step["status"] != "compensating":
+        step = saga.get(conn, step_id, workflow_id)  # another workflow's step: NotFound, nothing told
+        if step["status"] != "compensating":
             raise InvalidTransition(
                 workflow_id,
                 row["state"],
