@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, and_, func, select, tuple_
+from sqlalchemy import ColumnElement, Connection, RowMapping, Select, and_, func, select, tuple_
 
 from saferun.domain.policy import Caller
 from saferun.storage.schema import approval_requests, workflows
@@ -60,6 +61,22 @@ def _conditions(flt: QueueFilter, now: datetime) -> list[ColumnElement[bool]]:
     return terms
 
 
+def page_statement(
+    flt: QueueFilter, *, limit: int, after: tuple[datetime, str] | None, now: datetime, caller: Caller | None
+) -> Select[Any]:
+    """The page query (``limit + 1`` rows: the extra one says whether more follow); also what
+    ``tests/test_query_plans.py`` asks each database to explain."""
+    terms = _conditions(flt, now)
+    if after is not None:
+        terms.append(tuple_(_r.c.expires_at, _r.c.request_id) > tuple_(*after))
+    stmt = select(_r, workflows.c.name.label("workflow_name")).join(
+        workflows, workflows.c.workflow_id == _r.c.workflow_id
+    )
+    if caller is not None and restricted(caller):
+        terms.append(visible_workflows(caller))
+    return stmt.where(and_(*terms)).order_by(_r.c.expires_at, _r.c.request_id).limit(limit + 1)
+
+
 def page(
     conn: Connection,
     flt: QueueFilter,
@@ -71,25 +88,21 @@ def page(
 ) -> tuple[list[RowMapping], bool]:
     """Up to ``limit`` pending requests after ``after`` (each with ``workflow_name``), and whether more
     follow. ``caller`` None: no visibility filter (the engine's own reads)."""
-    terms = _conditions(flt, now)
-    if after is not None:
-        terms.append(tuple_(_r.c.expires_at, _r.c.request_id) > tuple_(*after))
-    stmt = select(_r, workflows.c.name.label("workflow_name")).join(
-        workflows, workflows.c.workflow_id == _r.c.workflow_id
-    )
-    if caller is not None and restricted(caller):
-        terms.append(visible_workflows(caller))
-    stmt = stmt.where(and_(*terms)).order_by(_r.c.expires_at, _r.c.request_id).limit(limit + 1)
+    stmt = page_statement(flt, limit=limit, after=after, now=now, caller=caller)
     rows = list(conn.execute(stmt).mappings())
     return rows[:limit], len(rows) > limit
 
 
-def count(conn: Connection, flt: QueueFilter, *, now: datetime, caller: Caller | None) -> int:
-    """How many pending requests match (the queue's true ``total``): one ``COUNT(*)`` over the index."""
+def count_statement(flt: QueueFilter, *, now: datetime, caller: Caller | None) -> Select[Any]:
     terms = _conditions(flt, now)
     if caller is not None and restricted(caller):
         terms.append(_r.c.workflow_id.in_(visible_ids(caller)))
-    return int(conn.execute(select(func.count()).select_from(_r).where(and_(*terms))).scalar_one())
+    return select(func.count()).select_from(_r).where(and_(*terms))
+
+
+def count(conn: Connection, flt: QueueFilter, *, now: datetime, caller: Caller | None) -> int:
+    """How many pending requests match (the queue's true ``total``): one ``COUNT(*)`` over the index."""
+    return int(conn.execute(count_statement(flt, now=now, caller=caller)).scalar_one())
 
 
 def waiting_for(conn: Connection, workflow_ids: list[str]) -> dict[str, str]:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     RowMapping,
+    Select,
     and_,
     bindparam,
     func,
@@ -134,6 +135,25 @@ def history(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+def list_statement(
+    *,
+    state: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    after: tuple[datetime, str] | None = None,
+    where: ColumnElement[bool] | None = None,
+) -> Select[Any]:
+    """The list query :func:`list_rows` runs (also what ``tests/test_query_plans.py`` explains)."""
+    stmt = select(workflows).order_by(workflows.c.created_at.desc(), workflows.c.workflow_id.desc())
+    if state:
+        stmt = stmt.where(workflows.c.state == state)
+    if where is not None:
+        stmt = stmt.where(where)
+    if after is not None:
+        stmt = stmt.where(tuple_(workflows.c.created_at, workflows.c.workflow_id) < tuple_(*after))
+    return stmt.limit(limit).offset(offset)
+
+
 def list_rows(
     conn: Connection,
     *,
@@ -147,24 +167,22 @@ def list_rows(
     ``visibility.visible_workflows``). ``after`` is a keyset position ``(created_at, workflow_id)``: the
     page starts below it, read from ``ix_workflows_created`` / ``ix_workflows_state_created`` in order.
     Rows carry no counts: :func:`counts_for` adds them for the whole page in one query."""
-    stmt = select(workflows).order_by(workflows.c.created_at.desc(), workflows.c.workflow_id.desc())
-    if state:
-        stmt = stmt.where(workflows.c.state == state)
-    if where is not None:
-        stmt = stmt.where(where)
-    if after is not None:
-        stmt = stmt.where(tuple_(workflows.c.created_at, workflows.c.workflow_id) < tuple_(*after))
-    return list(conn.execute(stmt.limit(limit).offset(offset)).mappings())
+    stmt = list_statement(state=state, limit=limit, offset=offset, after=after, where=where)
+    return list(conn.execute(stmt).mappings())
 
 
-def count(conn: Connection, *, state: str | None = None, where: ColumnElement[bool] | None = None) -> int:
-    """How many workflows a list has in all (its true ``total``, not the page length)."""
+def count_statement(*, state: str | None = None, where: ColumnElement[bool] | None = None) -> Select[Any]:
     stmt = select(func.count()).select_from(workflows)
     if state:
         stmt = stmt.where(workflows.c.state == state)
     if where is not None:
         stmt = stmt.where(where)
-    return int(conn.execute(stmt).scalar_one())
+    return stmt
+
+
+def count(conn: Connection, *, state: str | None = None, where: ColumnElement[bool] | None = None) -> int:
+    """How many workflows a list has in all (its true ``total``, not the page length)."""
+    return int(conn.execute(count_statement(state=state, where=where)).scalar_one())
 
 
 def counts_for(conn: Connection, workflow_ids: list[str]) -> dict[str, dict[str, int]]:
