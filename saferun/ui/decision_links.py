@@ -20,9 +20,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from saferun.api import deps
+from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.errors import Forbidden, InvalidInput, SafeRunError
 from saferun.notifications import links
-from saferun.ui import render
+from saferun.ui import pages, render
+from saferun.ui.outcome import outcome
 from saferun.ui.routes import FormDep
 from saferun.ui.viewer import same_origin
 
@@ -33,10 +35,18 @@ HEADERS = {"Referrer-Policy": "same-origin"}
 
 def _page(status: int, title: str, message: str = "", **context: Any) -> Response:
     context.setdefault("view", None)
+    context.setdefault("review", None)
     context.setdefault("token", "")
     return render.html(
         "decide_link.html", status, headers=HEADERS, code=status, title=title, message=message, **context
     )
+
+
+def _review(orch: WorkflowOrchestrator, view: links.LinkView) -> dict[str, Any]:
+    """The same context and stakes the review page shows (``pages.review_context``), for the link's
+    request: a reviewer deciding from a message sees what a signed-in one sees, except the modify form."""
+    req = orch.get_approval_request(view.request["request_id"])
+    return pages.review_context(orch, req, orch.get_workflow(req.workflow_id))
 
 
 def _refused(exc: SafeRunError) -> Response:
@@ -48,11 +58,13 @@ def _refused(exc: SafeRunError) -> Response:
 @router.get("/decide/{token}")
 def show(request: Request, token: str) -> Response:
     """The request the link decides, with Approve and Reject (reading only: the link stays unused)."""
+    orch = deps.orchestrator(request)
     try:
-        view = links.inspect(deps.orchestrator(request), token)
+        view = links.inspect(orch, token)
+        review = _review(orch, view)
     except SafeRunError as exc:
         return _refused(exc)
-    return _page(200, "Approve or reject", view=view, token=token)
+    return _page(200, "Approve or reject", view=view, token=token, review=review)
 
 
 @router.post("/decide/{token}")
@@ -64,19 +76,20 @@ def decide(request: Request, token: str, form: dict[str, str] = FormDep) -> Resp
             raise Forbidden("csrf", "refused by rule csrf: the form was posted from another site")
         if not hmac.compare_digest(form.get("token", "").encode(), token.encode()):
             raise Forbidden("csrf", "refused by rule csrf: the form does not carry this link's token")
-        outcome = links.decide(orch, token, form.get("decision", ""), form.get("rationale", ""))
+        decided = links.decide(orch, token, form.get("decision", ""), form.get("rationale", ""))
     except InvalidInput as exc:
         try:  # the link is unspent: show the form again with what to fix
             view = links.inspect(orch, token)
+            review = _review(orch, view)
         except SafeRunError as again:
             return _refused(again)
-        return _page(422, TITLES[422], exc.message, view=view, token=token)
+        return _page(422, TITLES[422], exc.message, view=view, token=token, review=review)
     except SafeRunError as exc:
         return _refused(exc)
-    word = outcome.decision.value.lower()
+    said = outcome(decided.decision.value, decided.workflow_state.value)
     return _page(
         200,
-        f"Recorded: {word}",
-        f"Request {outcome.request_id} is {word}; the workflow is now {outcome.workflow_state.value}. "
+        f"Recorded: {said.word.lower()}",
+        f"Request {decided.request_id} is {said.word.lower()}. {said.consequence} "
         "This link cannot be used again.",
     )

@@ -22,6 +22,7 @@ from saferun.domain.stakes import Stakes, stakes
 from saferun.domain.states import WorkflowState
 from saferun.errors import ApprovalRequestNotFound, NotFound
 from saferun.ui import charts, review, timeline
+from saferun.ui.outcome import Outcome, outcome
 from saferun.ui.viewer import Viewer
 
 RECENT_CALLS = 8
@@ -95,12 +96,38 @@ def flash(orch: WorkflowOrchestrator, caller: Caller, request_id: str | None) ->
         return None
     if resp is None:
         return None
-    return {"req": req, "resp": resp, "workflow": wf}
+    return {"req": req, "resp": resp, "workflow": wf, "outcome": result(req, resp, wf)}
+
+
+def result(req: ApprovalRequest, resp: Any, wf: Any) -> Outcome | None:
+    """What the decision did, given the workflow's state now (None while the request is pending)."""
+    if resp is None:
+        return None
+    return outcome(
+        resp.decision.value,
+        str(getattr(wf.current_state, "value", wf.current_state)),
+        automatic=resp.automatic,
+        on_timeout=req.on_timeout,
+    )
+
+
+def request_status(orch: WorkflowOrchestrator, caller: Caller, request_id: str) -> dict[str, Any]:
+    """The review page's live status fragment: the request, its decision, its workflow now."""
+    req = orch.get_approval_request(request_id)
+    wf = visible(orch, caller, req.workflow_id, ApprovalRequestNotFound(request_id))
+    response = orch.get_approval_response(request_id) if req.status != "pending" else None
+    return {"req": req, "response": response, "workflow": wf, "result": result(req, response, wf)}
 
 
 def approval(orch: WorkflowOrchestrator, caller: Caller, request_id: str) -> dict[str, Any]:
     req = orch.get_approval_request(request_id)
     wf = visible(orch, caller, req.workflow_id, ApprovalRequestNotFound(request_id))
+    return review_context(orch, req, wf)
+
+
+def review_context(orch: WorkflowOrchestrator, req: ApprovalRequest, wf: Any) -> dict[str, Any]:
+    """Everything the review page shows about one request; the decision-link page shows the same
+    context and stakes (its token already proved who may read it)."""
     snaps = {s.snapshot_id: s for s in orch.list_snapshots(req.workflow_id)}
     snap = snaps.get(req.snapshot_id)
     state = orch.get_snapshot_state(req.snapshot_id)
@@ -108,7 +135,7 @@ def approval(orch: WorkflowOrchestrator, caller: Caller, request_id: str) -> dic
     before: ExecutionState | None = orch.get_snapshot_state(parent_id) if parent_id else None
     calls = state.api_calls
     recent = calls[-RECENT_CALLS:]
-    response = orch.get_approval_response(request_id) if req.status != "pending" else None
+    response = orch.get_approval_response(req.request_id) if req.status != "pending" else None
     steps = orch.saga_steps(req.workflow_id)
     artifact_sha = snap.artifact_uri.rsplit("sha256:", 1)[-1] if snap else None
     return {
@@ -128,6 +155,7 @@ def approval(orch: WorkflowOrchestrator, caller: Caller, request_id: str) -> dic
         "diff": review.state_diff(before, state),
         "first_checkpoint": before is None,
         "response": response,
+        "result": result(req, response, wf),
         "memory": state.agent_memory,
         "stakes": _stakes(orch, wf, req) if req.status == "pending" else None,
         # side effects since the last approval: what a rejection would undo (compensate)

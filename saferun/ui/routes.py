@@ -399,12 +399,14 @@ def workflow_fragment(request: Request, v: Viewer, workflow_id: str) -> Response
 
 @router.get("/ui/fragments/approvals/{request_id}/status")
 @dashboard(fragment=True)
-def approval_status_fragment(request: Request, v: Viewer, request_id: str) -> Response:
-    orch = _orch(request)
-    req = orch.get_approval_request(request_id)
-    deps.visible(orch, v.who, req.workflow_id, ApprovalRequestNotFound(request_id))
-    response = orch.get_approval_response(request_id) if req.status != "pending" else None
-    return page(request, v, "_request_status.html", req=req, response=response)
+def approval_status_fragment(request: Request, v: Viewer, request_id: str, part: str = "status") -> Response:
+    """The review page's status (``part=status``) or the queue's flash after a decision (``part=flash``)."""
+    if part not in ("status", "flash"):
+        raise InvalidInput("part", f"expected status or flash, got {part!r}")
+    context = pages.request_status(_orch(request), v.who, request_id)  # unknown or foreign: 404
+    if part == "flash":
+        return page(request, v, "_flash.html", flash=pages.flash(_orch(request), v.who, request_id))
+    return page(request, v, "_request_status.html", **context)
 
 
 @router.get("/ui/fragments/stats")

@@ -77,7 +77,7 @@
           if (!before[item.getAttribute("data-request-id")]) item.classList.add("is-new");
         });
         enhance(el);
-        if (el.querySelector("[data-closed]")) closeDecision();
+        if (el.querySelector("[data-closed]")) closeDecision(el);
         document.dispatchEvent(new CustomEvent("saferun:updated", { detail: { region: el.id } }));
       })
       .catch(function () { /* the next event or poll tries again */ });
@@ -155,10 +155,19 @@
 
   // ------------------------------------------------------------------ decision tabs and forms
   var panel = document.querySelector(".decision-panel");
-  function closeDecision() {
+  // Decided (here or elsewhere): the buttons give way to the outcome the status fragment carries in a
+  // <template data-outcome-card>, so nobody is left clicking a decision that can no longer be made.
+  function closeDecision(source) {
     if (!panel) return;
     panel.classList.add("is-closed");
     each(panel, "button, input, textarea, select", function (el) { el.disabled = true; });
+    var card = source && source.querySelector("template[data-outcome-card]");
+    var target = panel.querySelector(".decision-card");
+    if (card && target) {
+      target.innerHTML = card.innerHTML;
+      enhance(target);
+    }
+    each(document, ".jump-decision", function (el) { el.hidden = true; });
   }
 
   function selectTab(name, focus) {

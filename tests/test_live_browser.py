@@ -1,0 +1,96 @@
+"""Decided elsewhere, in real Chromium (issue 14, item 6): with the review page open, a rejection made
+through the REST API turns the status chip from "pending · expires" into "decided · rejected", replaces
+the decision buttons with the outcome, and the page never reloads (the change arrives over /api/events).
+Screenshots: ``review-decided-elsewhere.png``, ``decide-link-stakes.png``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from saferun.api.server import create_app
+from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+from saferun.notifications import links
+from saferun.storage import approvals
+from tests import ui_support as ui
+from tests.test_ui_browser import WIDE, Watch, browser, orch, shot
+
+__all__ = ["browser", "orch"]  # fixtures, used by name
+
+
+def test_a_decision_made_through_the_api_updates_an_open_review_page(
+    browser: Any, orch: WorkflowOrchestrator
+) -> None:
+    from playwright.sync_api import expect
+
+    wf, req = ui.pizza_workflow(orch)
+    app = create_app(orch, auth="open", sweep=False)
+    with ui.serve(app) as base:
+        context = browser.new_context(viewport=WIDE)
+        page = context.new_page()
+        watch = Watch(page)
+        try:
+            page.goto(f"{base}/approvals/{req}")
+            expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+            expect(page.locator("#request-state")).to_have_text("pending")
+            expect(page.locator("#request-expiry")).to_contain_text("Expires in")
+            expect(page.locator("#form-approve button[type=submit]")).to_be_enabled()
+            page.evaluate("window.__sameDocument = true")
+
+            answer = httpx.post(
+                f"{base}/api/approvals/submit",
+                json={
+                    "request_id": req,
+                    "decision": "REJECTED",
+                    "rationale": "100 pizzas for 10 people",
+                    "approved_by": "reviewer",
+                },
+            )
+            assert answer.status_code == 200, answer.text
+
+            expect(page.locator("#request-state")).to_have_text("decided · rejected", timeout=15_000)
+            expect(page.locator("#request-expiry")).to_have_count(0)
+            expect(page.locator("#request-outcome")).to_contain_text("REJECTED by reviewer")
+            # the buttons are gone, replaced by the outcome; nothing left to click
+            expect(page.locator("#form-approve")).to_have_count(0)
+            expect(page.locator("#form-reject")).to_have_count(0)
+            expect(page.locator(".decision-card #outcome")).to_contain_text("by reviewer")
+            expect(page.locator(".decision-card #outcome")).to_contain_text("100 pizzas for 10 people")
+            assert "now executing" not in page.locator("body").inner_text()
+            assert page.evaluate("window.__sameDocument") is True
+            shot(page, "review-decided-elsewhere", full_page=False)
+            assert orch.get_workflow(wf).current_state.value == "rolling_back"
+            assert not watch.errors, watch.errors
+        finally:
+            context.close()
+
+
+def test_the_decision_link_page_shows_context_stakes_and_what_reject_undoes(
+    browser: Any, orch: WorkflowOrchestrator
+) -> None:
+    from playwright.sync_api import expect
+
+    _, req = ui.pizza_workflow(orch)
+    with orch.db.transaction() as conn:
+        token = links.mint(conn, approvals.get(conn, req), None, datetime.now(UTC))
+    assert token is not None
+    app = create_app(orch, auth="open", sweep=False)
+    with ui.serve(app) as base:
+        context = browser.new_context(viewport=WIDE)
+        page = context.new_page()
+        try:
+            page.goto(f"{base}/decide/{token}")
+            expect(page.locator("#stakes")).to_contain_text("Escrow held")
+            expect(page.locator("#stakes-approve")).to_contain_text("$")
+            expect(page.locator("#reject-undoes")).to_contain_text("add_items")
+            expect(page.locator("#alerts")).to_contain_text("8x the $150 budget")
+            expect(page.locator("#link-context")).to_contain_text("Friday all-hands")
+            shot(page, "decide-link-stakes")
+            page.fill("#rationale", "Order 10, not 100")
+            page.click("button[value=REJECTED]")
+            expect(page.locator("h1")).to_contain_text("Recorded: rejected")
+            expect(page.locator("main")).not_to_contain_text("now executing")
+        finally:
+            context.close()
