@@ -17,6 +17,7 @@ connects or writes.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -230,8 +231,13 @@ def effective(settings: Settings) -> list[tuple[str, str, str]]:
             text = "***"
         elif var == "DATABASE_URL" and text:
             text = _mask_url(text)
+        elif "://" in text and "@" in text:  # a facilitator's or webhook's URL with user:password@
+            text = _URL_CREDENTIALS.sub(r"\1***@", text)
         rows.append((var, text, source))
     return rows
+
+
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s:@,]+:[^/\s@,]*@")
 
 
 def _mask_url(url: str) -> str:

@@ -84,12 +84,17 @@ def test_config_show_masks_secrets_and_names_sources(tmp_path: Path, monkeypatch
     (tmp_path / ".env").write_text("SAFERUN_WEBHOOK_SECRET=abcdefghijklmnopqrstuvwxyz\n")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-very-secret")
     monkeypatch.setenv("DATABASE_URL", "postgresql://bob:hunter2@db.example:5432/saferun")
+    monkeypatch.setenv("SAFERUN_X402_FACILITATOR_URL", "https://fac:fac-pw-1@facilitator.example/x402")
+    monkeypatch.setenv("SAFERUN_WEBHOOK_URLS", "https://a.example/h,https://u:hook-pw-2@b.example/h")
     result = runner.invoke(app, ["config", "show", "--json"])
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
     assert shown["SAFERUN_WEBHOOK_SECRET"] == {"value": "***", "source": ".env"}
     assert shown["ANTHROPIC_API_KEY"] == {"value": "***", "source": "env"}
     assert "hunter2" not in result.output and "bob:***@db.example" in shown["DATABASE_URL"]["value"]
+    assert "fac-pw-1" not in result.output and "hook-pw-2" not in result.output
+    assert shown["SAFERUN_X402_FACILITATOR_URL"]["value"] == "https://***@facilitator.example/x402"
+    assert shown["SAFERUN_WEBHOOK_URLS"]["value"] == "https://a.example/h,https://***@b.example/h"
     assert shown["SAFERUN_AUTH"] == {"value": "auto", "source": "default"}
     assert set(shown) == config.known_names()
 

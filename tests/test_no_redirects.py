@@ -20,6 +20,7 @@ from x402.http import FacilitatorConfig
 
 from saferun import logs
 from saferun.api.x402.client import X402Integration
+from saferun.api.x402.original_client import X402Client
 from saferun.core.rollback.reconciliation import RetryPolicy
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.errors import RedirectRefused
@@ -164,10 +165,11 @@ async def test_a_redirecting_facilitator_funds_nothing_and_its_password_stays_hi
 
 
 async def test_the_remote_platform_refuses_a_redirect_and_does_not_retry(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.DEBUG)
     with redirecting() as (peer, elsewhere):
+        monkeypatch.setenv("X402_API_URL", f"{peer.url}/x402")
         retry = RetryPolicy(attempts=3, initial_delay=0.0, max_delay=0.0)
         platform = RemotePlatform(f"{peer.url}/x402", KEY, retry=retry)
         with pytest.raises(RedirectRefused) as read:
@@ -179,17 +181,22 @@ async def test_the_remote_platform_refuses_a_redirect_and_does_not_retry(
         with pytest.raises(RedirectRefused) as through_seed:
             await seed.get_escrow("esc_1")
         await seed.close()
+        original = X402Client(api_key=KEY)  # the original's client, X402_API_URL from the environment
+        with pytest.raises(RedirectRefused) as through_original:
+            await original.get_job("job_1")  # refused at once: the original retries httpx errors only
+        await original.close()
         assert [(m, p) for m, p, _ in peer.hits] == [
             ("GET", "/x402/jobs/job_1"),
             ("POST", "/x402/escrow/lock"),
             ("GET", "/x402/escrow/esc_1"),
+            ("GET", "/x402/jobs/job_1"),
         ]
         assert peer.hits[1][2]["authorization"] == f"Bearer {KEY}"
         assert elsewhere.hits == []
-    for caught in (read.value, moved.value, through_seed.value):
+    for caught in (read.value, moved.value, through_seed.value, through_original.value):
         assert caught.fields["peer"] == "x402 platform" and caught.fields["status_code"] == 302
         assert_no_secrets(caught.message, str(caught.fields))
-    assert len(redirect_lines(caplog)) == 3
+    assert len(redirect_lines(caplog)) == 4
 
 
 async def test_a_webhook_redirect_fails_the_delivery_at_once(

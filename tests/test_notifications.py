@@ -693,11 +693,13 @@ def test_the_cli_lists_failed_deliveries_and_sends_them_again(database_env: Data
     request_id = asyncio.run(open_request(orch))
     runner = CliRunner()
     with webhook_receiver(410, 200) as receiver:
-        config = settings(webhook_urls=(receiver.url,))
+        config = settings(webhook_urls=(receiver.url.replace("http://", "http://hooks:cli-pw-31@"),))
         asyncio.run(dispatcher(db, config).run_once())  # 410: refused, failed at once
         failed = runner.invoke(cli_app, ["notifications", "list", "--status", "failed", "--json"])
         assert failed.exit_code == 0, failed.output
+        assert "cli-pw-31" not in failed.stdout  # the target's password is masked
         [row] = json.loads(failed.stdout)
+        assert row["target"] == receiver.url.replace("http://", "http://***@")
         assert (
             row["request_id"] == request_id and row["kind"] == "waiting" and "HTTP 410" in row["last_error"]
         )

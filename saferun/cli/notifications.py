@@ -40,8 +40,13 @@ def list_deliveries(
         console(stderr=as_json).print(Text(f"{count} failed deliveries queued again"))
     with db.read() as conn:
         rows = [r for r in store.deliveries(conn, request_id) if status is None or r["status"] == status]
+    # a target URL's user:password (and query values, often a token) are not shown: this output is pasted
+    # into tickets and chats; the id identifies the delivery
+    from saferun.outbound import mask_url
+
+    rows = [{**r, "target": mask_url(r["target"]) if r["channel"] != "email" else r["target"]} for r in rows]
     if as_json:
-        echo_json([dict(r) for r in rows])
+        echo_json(rows)
         return
     table = Table(title="Notification deliveries")
     for column in (

@@ -20,6 +20,7 @@ import httpx
 
 from saferun.config import get_settings
 from saferun.core.rollback.reconciliation import RetryPolicy
+from saferun.outbound import refuse_redirects_async
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -64,8 +65,14 @@ class X402Client:
         if not self.base_url or self.base_url.rstrip("/") == PLACEHOLDER_URL:
             raise ValueError("X402_API_URL must be set to your x402 platform (not the placeholder)")
         base = self.base_url.rstrip("/") + "/"
+        # no redirect is followed (the key goes to X402_API_URL only): a 3xx is RedirectRefused at once,
+        # not an httpx.HTTPError, so it is not retried either (saferun.outbound)
         self.client = httpx.AsyncClient(
-            base_url=base, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=30.0
+            base_url=base,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout=30.0,
+            follow_redirects=False,
+            event_hooks={"response": [refuse_redirects_async("x402 platform")]},
         )
 
     async def close(self) -> None:
