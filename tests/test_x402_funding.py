@@ -379,16 +379,46 @@ async def test_a_payment_the_facilitator_refuses_is_a_402_naming_the_reason(
 
 
 async def test_a_used_authorization_replayed_to_another_workflow_is_refused(env: Env) -> None:
-    first, second = env.workflow(), env.workflow()  # same escrow: the payment matches both
+    first, second = env.workflow(), env.workflow()  # same escrow, but the requirements name the workflow
     account = env.payer(2 * ESCROW)
     header = await signed_header(env, first, account)
     assert (await pay(env, first, header)).status_code == 200
     r = await pay(env, second, header)
     assert r.status_code == 402, r.text
-    assert r.json()["detail"]["reason"] == ERR_NONCE_ALREADY_USED
+    assert r.json()["detail"]["reason"] == "payment_for_another_workflow"
     assert env.balance(account.address) == ESCROW  # paid once
     assert env.orch.escrow_position(second).locked == 0 and env.payments(second) == []
     assert env.claim(second) is None
+
+
+async def test_a_payment_signed_for_another_workflow_of_the_same_amount_funds_nothing(env: Env) -> None:
+    """Issue 9: the requirements and the resource name the workflow; a payment made (and not yet used)
+    for workflow A, sent to workflow B of the same escrow, is 402 with the reason, before it settles."""
+    a, b = env.workflow(), env.workflow()
+    req_a, _ = await requirements(env, a)
+    req_b, resource_b = await requirements(env, b)
+    assert req_a.extra["workflowId"] == a and req_b.extra["workflowId"] == b
+    assert (req_a.amount, req_a.pay_to) == (req_b.amount, req_b.pay_to)  # otherwise identical
+    account = env.payer(ESCROW)
+    for_a = await signed_header(env, a, account)
+    r = await pay(env, b, for_a)
+    assert r.status_code == 402, r.text
+    detail = r.json()["detail"]
+    assert detail["reason"] == "payment_for_another_workflow" and repr(a) in detail["message"]
+    assert PAYMENT_REQUIRED_HEADER in r.headers  # B's own requirements, to pay again properly
+    again = decode_payment_required_header(r.headers[PAYMENT_REQUIRED_HEADER]).accepts[0]
+    assert again.extra["workflowId"] == b
+    # requirements naming B but a resource naming A: refused too
+    resource_a = resource_b.model_copy(update={"url": str(resource_b.url).replace(fund_url(b), fund_url(a))})
+    mixed = await pay(env, b, tampered_header(account, req_b, resource_a))
+    assert mixed.status_code == 402 and mixed.json()["detail"]["reason"] == "payment_for_another_workflow"
+    unnamed = req_b.model_copy(update={"extra": {k: v for k, v in req_b.extra.items() if k != "workflowId"}})
+    bare = await pay(env, b, tampered_header(account, unnamed, resource_b))
+    assert bare.status_code == 402 and "made for no workflow" in bare.json()["detail"]["message"]
+    assert env.balance(account.address) == ESCROW  # nothing settled
+    for wf in (a, b):
+        assert env.orch.escrow_position(wf).locked == 0 and env.payments(wf) == [] and env.claim(wf) is None
+    assert (await pay(env, a, for_a)).status_code == 200  # the payment still funds the workflow it was for
 
 
 async def test_a_second_payment_for_a_funded_workflow_is_refused_before_it_settles(env: Env) -> None:
@@ -406,14 +436,18 @@ async def test_a_second_payment_for_a_funded_workflow_is_refused_before_it_settl
 
 async def _fresh_header(env: Env, wf: str, account: LocalAccount) -> str:
     """A valid payment matching ``wf``'s requirements, even when ``wf`` no longer answers 402."""
-    req, resource = await twin_requirements(env)
+    req, resource = await twin_requirements(env, wf)
     return tampered_header(account, req, resource)
 
 
-async def twin_requirements(env: Env) -> tuple[PaymentRequirements, Any]:
-    """The requirements of a workflow with the same escrow: identical to another one's (a funded workflow
-    answers 409, not 402, so its own requirements cannot be asked for)."""
-    return await requirements(env, env.workflow())
+async def twin_requirements(env: Env, wf: str) -> tuple[PaymentRequirements, Any]:
+    """``wf``'s requirements when it no longer answers 402 (a funded workflow answers 409): a workflow
+    with the same escrow's, renamed to ``wf`` (they differ only in the workflow they name)."""
+    twin = env.workflow()
+    req, resource = await requirements(env, twin)
+    req = req.model_copy(update={"extra": {**req.extra, "workflowId": wf}})
+    resource = resource.model_copy(update={"url": str(resource.url).replace(fund_url(twin), fund_url(wf))})
+    return req, resource
 
 
 # --- bad input ------------------------------------------------------------------------------------------
@@ -570,7 +604,7 @@ async def test_a_payment_that_settles_for_a_workflow_already_funded_is_recorded_
     first, late = env.payer(), env.payer()
     async with env.paying(first) as http:
         assert (await http.post(fund_url(wf))).status_code == 200
-    req, resource = await twin_requirements(env)
+    req, resource = await twin_requirements(env, wf)
     payload = PaymentPayload.model_validate_json(base64.b64decode(tampered_header(late, req, resource)))
     service: FundingService = env.app.state.x402_funding
     settled = await service.facilitator.settle(payload, req)
@@ -609,8 +643,8 @@ async def test_a_payment_settled_by_an_attempt_that_stopped_before_crediting_is_
     assert env.orch.escrow_position(wf).locked == ESCROW and len(env.locks(wf)) == 1
     (funded,) = [e for e in env.orch.audit_events(wf) if e["kind"] == "escrow_funded"]
     assert funded["payload"]["recovered"] is True
-    again = await pay(env, env.workflow(), header)  # the same authorization elsewhere: already used
-    assert again.status_code == 402 and again.json()["detail"]["reason"] == ERR_NONCE_ALREADY_USED
+    again = await pay(env, env.workflow(), header)  # the same payment elsewhere: made for another workflow
+    assert again.status_code == 402 and again.json()["detail"]["reason"] == "payment_for_another_workflow"
 
 
 # --- the token ledger behind the local facilitator -------------------------------------------------------

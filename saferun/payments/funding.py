@@ -46,6 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from eth_utils import to_checksum_address
 from pydantic import ValidationError
@@ -91,6 +92,35 @@ _NONCE = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _SIGNATURE = re.compile(r"^0x(?:[0-9a-fA-F]{2})+$")
 _REASON_CODE = re.compile(r"^[a-z0-9_]+$")
 _UNCONFIRMED_REASONS = {"settlement_pending", "unexpected_settle_error"}
+
+
+WORKFLOW_EXTRA = "workflowId"  # in the payment requirements' ``extra``: the workflow they fund
+
+
+def bound_elsewhere(payload: PaymentPayload, workflow_id: str) -> str | None:
+    """Why ``payload`` was not made for ``workflow_id`` (None when it was).
+
+    A v2 payment carries the requirements it accepted and the resource it pays for; SafeRun's name the
+    workflow (``extra.workflowId``, and the resource URL ``/api/workflows/<id>/escrow/fund``). A payment
+    accepted for another workflow, or for requirements that name none, is refused with the reason.
+    """
+    named = (payload.accepted.extra or {}).get(WORKFLOW_EXTRA)
+    if named != workflow_id:
+        which = "no workflow" if named is None else f"workflow {named!r}"
+        return (
+            f"this payment was made for {which}, not for workflow {workflow_id!r} (its accepted "
+            f"requirements' extra.{WORKFLOW_EXTRA}); ask this workflow's requirements (POST without "
+            f"{HEADER}) and pay those"
+        )
+    resource = payload.resource
+    if resource is not None and resource.url:
+        path = unquote(urlsplit(resource.url).path).rstrip("/")
+        if not path.endswith(f"/api/workflows/{workflow_id}{_ROUTE_PATH}"):
+            return (
+                f"this payment was made for the resource {resource.url!r}, not for workflow "
+                f"{workflow_id!r}'s escrow"
+            )
+    return None
 
 
 class FundingInProgress(Conflict):
@@ -267,7 +297,13 @@ class FundingService:
         price = AssetAmount(
             amount=str(row["escrow_micro"]),
             asset=self.settings.asset,
-            extra={"name": self.settings.asset_name, "version": self.settings.asset_version},
+            # the requirements name the workflow they fund (``extra.workflowId``): a payment made for
+            # another workflow of the same amount no longer matches them
+            extra={
+                "name": self.settings.asset_name,
+                "version": self.settings.asset_version,
+                WORKFLOW_EXTRA: row["workflow_id"],
+            },
         )
         context = HTTPRequestContext(
             adapter=_Adapter(lowered, url, price), path=_ROUTE_PATH, method="POST", payment_header=raw
@@ -275,6 +311,18 @@ class FundingService:
         if payload is None:
             result = await self.http.process_http_request(context)
             return self._refused(row, result.response, identity=None)
+        mismatch = bound_elsewhere(payload, row["workflow_id"])
+        if mismatch is not None:  # refused before the facilitator sees it: nothing settles, nothing funded
+            unpaid = {k: v for k, v in lowered.items() if k != HEADER.lower()}
+            context = HTTPRequestContext(
+                adapter=_Adapter(unpaid, url, price), path=_ROUTE_PATH, method="POST", payment_header=None
+            )
+            result = await self.http.process_http_request(context)
+            answer = self._refused(row, result.response, identity=identity)
+            answer.body["detail"].update(
+                error="PaymentRejected", reason="payment_for_another_workflow", message=mismatch
+            )
+            return answer
         payer = identity.payer if identity is not None else "unknown"
         actor = caller.identity_id or f"x402:{payer}"
         # settle and credit run to the end even if the request is cancelled (a client that hangs up after
