@@ -28,7 +28,7 @@ from saferun.domain.audit import (
 )
 from saferun.domain.canonical import canonical_loads
 from saferun.errors import Tampered
-from saferun.storage import ledger
+from saferun.storage import eventlog, ledger
 from saferun.storage.schema import (
     approval_requests,
     approval_responses,
@@ -102,6 +102,7 @@ def append(conn: Connection, workflow_id: str, kind: str, actor: str, payload: M
     )
     conn.execute(_ANCHOR, {"wf": workflow_id, "seq": seq, "head": digest})
     heads[workflow_id] = (seq, digest)
+    eventlog.record(conn, workflow_id, kind, actor, payload)  # one log line, after the commit
     return seq
 
 

@@ -236,14 +236,6 @@ def mark_compensated(
                 "reason": why,
             },
         )
-    log.warning(
-        "workflow %s: %d step(s) marked compensated by hand by %s: %s",
-        workflow_id,
-        len(steps),
-        actor,
-        why,
-        extra={"workflow_id": workflow_id, "event": "compensation_marked_by_hand"},
-    )
     return steps
 
 
@@ -284,13 +276,6 @@ def fail_not_undone(
             message = f"failed by {actor}: {why} (the settled result stays stored; unearned escrow refunded)"
             event = Event.SETTLEMENT_FAILED
         escrow.close_failed(conn, row, event, message, actor)
-    log.warning(
-        "workflow %s failed by %s with side effects not undone: %s",
-        workflow_id,
-        actor,
-        describe_steps(steps) or "none",
-        extra={"workflow_id": workflow_id, "event": "rollback_abandoned"},
-    )
     return steps
 
 
