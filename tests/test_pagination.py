@@ -236,3 +236,63 @@ async def test_the_dashboard_queue_pages_and_filters(db, orch, api) -> None:
     with statements(db) as many:
         await api.get("/approvals", params={"limit": 5})
     assert len(few) == len(many)  # no query per request on the page
+
+
+def test_the_cli_lists_pages_with_the_same_filters(database_env: Database) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from saferun.cli.main import app
+
+    orch = WorkflowOrchestrator(database=database_env)
+    made = create_paused(orch, [item(i, supervisor="sup_b" if i % 2 else "sup_a") for i in range(5)])
+    runner = CliRunner()
+
+    def run(*args: str) -> object:
+        return runner.invoke(app, ["approvals", "list", *args])
+
+    first = run("--limit", "2", "--json")
+    assert first.exit_code == 0, first.output
+    body = json.loads(first.output)
+    assert body["total"] == 5 and body["has_more"] and len(body["pending_approvals"]) == 2
+    rest = json.loads(run("--limit", "3", "--json", "--cursor", body["next_cursor"]).output)
+    ids = [r["request_id"] for r in body["pending_approvals"] + rest["pending_approvals"]]
+    assert rest == {**rest, "has_more": False, "next_cursor": None}
+    assert ids[:2] == [c.request_id for c in made[:2]]
+    assert json.loads(run("--limit", "2", "--json").output)["pending_approvals"][0]["request_id"] == ids[0]
+    mine = json.loads(run("--mine", "--by", "sup_b", "--json").output)
+    assert [r["request_id"] for r in mine["pending_approvals"]] == [made[1].request_id, made[3].request_id]
+    high = run("--risk", "high", "--expiring-within", "2h")
+    assert high.exit_code == 0 and made[2].request_id in high.output and made[0].request_id not in high.output
+    table = run("--limit", "2")
+    assert "2 of 5" in table.output and "--cursor" in table.output
+    bad = run("--cursor", "nope")
+    assert bad.exit_code != 0 and "cursor" in bad.output
+    assert run("--expiring-within", "soon").exit_code != 0
+    assert run("--limit", "0").exit_code != 0
+    assert run("--mine").exit_code != 0  # who is "me"?
+
+
+async def test_the_python_clients_page_with_the_same_filters(db: Database, orch) -> None:
+    from saferun.client.http import AsyncSafeRunClient, SafeRunClient
+    from saferun.errors import InvalidInput
+    from tests.test_client import serving
+
+    made = create_paused(orch, [item(i) for i in range(5)])
+    with serving(db, auth="open") as url:
+        with SafeRunClient(url) as c:
+            page = c.pending(limit=2, risk="high")
+            assert [r["request_id"] for r in page["pending_approvals"]] == [made[2].request_id]
+            assert [r["request_id"] for r in c.iter_pending(limit=2)] == [m.request_id for m in made]
+            wf = c.list_workflows(limit=2)
+            assert wf["total"] == 5 and wf["has_more"]
+            assert len(c.list_workflows(limit=2, cursor=wf["next_cursor"])["workflows"]) == 2
+            with pytest.raises(InvalidInput) as bad:
+                c.pending(cursor="garbage")
+            assert bad.value.field == "cursor"
+            with pytest.raises(TypeError):
+                c.pending(colour="red")
+        async with AsyncSafeRunClient(url) as ac:
+            got = [r["request_id"] async for r in ac.iter_pending(limit=3, expiring_within=3600 + 150)]
+            assert got == [m.request_id for m in made[:3]]

@@ -19,6 +19,8 @@ from saferun.core.state_machine.models import ApprovalDecision, ApprovalRequest,
 from saferun.domain import parameter_schema
 from saferun.domain.canonical import MAX_DEPTH, json_depth
 from saferun.errors import ApprovalRequestNotFound, SafeRunError
+from saferun.storage.approvals import level_of
+from saferun.storage.queue import QueueFilter
 from saferun.storage.schema import utcnow
 
 app = typer.Typer(help="List pending approval requests and decide them.", no_args_is_help=True)
@@ -34,22 +36,84 @@ def _advice(req: ApprovalRequest) -> str:
     return f"{req.recommendation or '?'}{conf}"
 
 
+def _seconds(text: str | None, option: str) -> int | None:
+    """``600``, ``10m``, ``2h`` or ``1d`` as seconds (the API's filters take seconds)."""
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    raw = text.strip().lower()
+    scale = units.get(raw[-1:], 0)
+    number = raw[:-1] if scale else raw
+    if not number.isdigit():
+        raise typer.BadParameter(
+            f"expected seconds or a duration like 10m, 2h, 1d; got {text!r}", param_hint=option
+        )
+    return int(number) * (scale or 1)
+
+
 @app.command("list")
 def list_pending(
     ctx: typer.Context,
     workflow: Annotated[str | None, typer.Option("--workflow", help="Only this workflow's requests.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Requests per page (1-500).")] = 50,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="The next-page cursor a previous list printed.")
+    ] = None,
+    mine: Annotated[bool, typer.Option("--mine", help="Only requests assigned to --by.")] = False,
+    by: Annotated[str | None, typer.Option("--by", help="Who you are (for --mine).")] = None,
+    assigned_to: Annotated[
+        str | None, typer.Option("--assigned-to", help="Only requests assigned to this supervisor.")
+    ] = None,
+    risk: Annotated[
+        str | None, typer.Option("--risk", help="low, medium, high, critical, or none (not assessed).")
+    ] = None,
+    expiring_within: Annotated[
+        str | None, typer.Option("--expiring-within", help="Expiring within this long (600, 10m, 2h, 1d).")
+    ] = None,
+    older_than: Annotated[
+        str | None, typer.Option("--older-than", help="Waiting at least this long.")
+    ] = None,
+    newer_than: Annotated[
+        str | None, typer.Option("--newer-than", help="Opened at most this long ago.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List pending requests, oldest first. Requests already past their timeout are resolved first."""
+    """List pending requests, soonest expiry first, one page at a time (the API's filters and cursors).
+    Requests already past their timeout are resolved first."""
+    if mine and not by:
+        raise typer.BadParameter("say who you are with --by", param_hint="--mine")
+    if mine and assigned_to and assigned_to != by:
+        raise typer.BadParameter("contradicts --mine --by", param_hint="--assigned-to")
     orch = orchestrator(ctx)
     if workflow is not None:
         orch.get_workflow(workflow)  # an unknown id is an error, not an empty list
-    pending = orch.pending_approvals(workflow)
+    flt = QueueFilter(
+        workflow_id=workflow,
+        assigned_to=by if mine else assigned_to,
+        risk=risk,
+        expiring_within=_seconds(expiring_within, "--expiring-within"),
+        older_than=_seconds(older_than, "--older-than"),
+        newer_than=_seconds(newer_than, "--newer-than"),
+    )
+    page = orch.pending_page(flt, limit=limit, cursor=cursor)
     if as_json:
-        echo_json([r.model_dump(mode="json") for r in pending])
+        echo_json(
+            {
+                "pending_approvals": [
+                    {**i.request.model_dump(mode="json"), "workflow_name": i.workflow_name}
+                    for i in page.items
+                ],
+                "total": page.total,
+                "limit": page.limit,
+                "has_more": page.has_more,
+                "next_cursor": page.next_cursor,
+            }
+        )
         return
-    if not pending:
-        console().print("No pending approval requests.")
+    if not page.items:
+        console().print(
+            "No pending approval requests." if not flt.as_dict() else "No pending request matches."
+        )
         return
     now = utcnow()
     table = Table(
@@ -57,21 +121,28 @@ def list_pending(
         "Workflow",
         "Checkpoint",
         "Summary",
+        "Risk",
         "Recommendation",
+        "Assigned to",
         "Expires in",
-        title="Pending approvals",
+        title=f"Pending approvals ({len(page.items)} of {page.total}, soonest expiry first)",
     )
-    for req in pending:
+    for item in page.items:
+        req = item.request
         left = (req.expires_at - now).total_seconds()
         table.add_row(
             cell(req.request_id),
-            cell(req.workflow_id),
+            cell(f"{item.workflow_name} ({req.workflow_id})"),
             cell(req.checkpoint_name),
             cell(req.summary),
+            cell(level_of(req.risk)),
             cell(_advice(req)),
+            cell(req.supervisor_id),
             cell(duration(left) if left > 0 else "expired"),
         )
     console().print(table)
+    if page.next_cursor:
+        console().print(Text(f"More: add --cursor {page.next_cursor}"))
 
 
 def _decide(

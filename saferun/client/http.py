@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self, cast
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_HTTP_RETRY = RetryPolicy(attempts=4, initial_delay=0.1, max_delay=2.0)
 USER_AGENT = "saferun-client/0.1"
+PENDING_PARAMS = frozenset(
+    {"limit", "cursor", "mine", "assigned_to", "risk", "expiring_within", "older_than", "newer_than"}
+)
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -200,8 +204,10 @@ class Endpoints:
         return _get(f"/api/workflows/{_seg(workflow_id)}")
 
     @staticmethod
-    def list_workflows(status: str | None, limit: int, offset: int) -> Call:
-        return _get("/api/workflows", {"status": status, "limit": limit, "offset": offset})
+    def list_workflows(status: str | None, limit: int, offset: int, cursor: str | None = None) -> Call:
+        return _get(
+            "/api/workflows", {"status": status, "limit": limit, "offset": offset or None, "cursor": cursor}
+        )
 
     @staticmethod
     def start(workflow_id: str) -> Call:
@@ -262,8 +268,16 @@ class Endpoints:
         return _post("/api/approvals/batch", {k: v for k, v in body.items() if v is not None})
 
     @staticmethod
-    def pending(workflow_id: str | None) -> Call:
-        return _get("/api/approvals/pending", {"workflow_id": workflow_id})
+    def pending(workflow_id: str | None, **page: Any) -> Call:
+        """``page``: limit, cursor and the queue's filters (mine, assigned_to, risk, expiring_within,
+        older_than, newer_than), as ``GET /api/approvals/pending`` names them."""
+        unknown = set(page) - PENDING_PARAMS
+        if unknown:
+            raise TypeError(f"unknown pending() argument(s): {', '.join(sorted(unknown))}")
+        mine = page.pop("mine", None)
+        return _get(
+            "/api/approvals/pending", {"workflow_id": workflow_id, "mine": "true" if mine else None, **page}
+        )
 
     @staticmethod
     def add_alerts(request_id: str, alerts: list[dict[str, Any]]) -> Call:
@@ -520,8 +534,11 @@ class SafeRunClient(BaseSafeRunClient):
     def get_workflow(self, workflow_id: str) -> dict[str, Any]:
         return self._json(Endpoints.get_workflow(workflow_id))
 
-    def list_workflows(self, status: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
-        return self._json(Endpoints.list_workflows(status, limit, offset))
+    def list_workflows(
+        self, status: str | None = None, limit: int = 100, offset: int = 0, *, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page, newest first: ``total`` counts them all; pass ``next_cursor`` back as ``cursor``."""
+        return self._json(Endpoints.list_workflows(status, limit, offset, cursor))
 
     def start(self, workflow_id: str) -> dict[str, Any]:
         return self._json(Endpoints.start(workflow_id))
@@ -620,8 +637,20 @@ class SafeRunClient(BaseSafeRunClient):
         call = Endpoints.decide_batch(request_ids, workflow_id, decision, approved_by, rationale)
         return self._json(call)
 
-    def pending(self, workflow_id: str | None = None) -> dict[str, Any]:
-        return self._json(Endpoints.pending(workflow_id))
+    def pending(self, workflow_id: str | None = None, **page: Any) -> dict[str, Any]:
+        """One page of the queue, soonest expiry first (``limit``, ``cursor``, ``mine``, ``assigned_to``,
+        ``risk``, ``expiring_within``, ``older_than``, ``newer_than``); ``next_cursor`` reads on."""
+        return self._json(Endpoints.pending(workflow_id, **page))
+
+    def iter_pending(self, workflow_id: str | None = None, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every pending request matching the filters, page by page (one request per ``limit`` rows)."""
+        cursor = None
+        while True:
+            page = self.pending(workflow_id, **filters, **({"cursor": cursor} if cursor else {}))
+            yield from page["pending_approvals"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
 
     def add_alerts(self, request_id: str, alerts: list[dict[str, Any]]) -> dict[str, Any]:
         """Add a monitor's alerts to a pending request (409 once it is decided)."""
@@ -722,9 +751,9 @@ class AsyncSafeRunClient(BaseSafeRunClient):
         return await self._json(Endpoints.get_workflow(workflow_id))
 
     async def list_workflows(
-        self, status: str | None = None, limit: int = 100, offset: int = 0
+        self, status: str | None = None, limit: int = 100, offset: int = 0, *, cursor: str | None = None
     ) -> dict[str, Any]:
-        return await self._json(Endpoints.list_workflows(status, limit, offset))
+        return await self._json(Endpoints.list_workflows(status, limit, offset, cursor))
 
     async def start(self, workflow_id: str) -> dict[str, Any]:
         return await self._json(Endpoints.start(workflow_id))
@@ -820,8 +849,21 @@ class AsyncSafeRunClient(BaseSafeRunClient):
         call = Endpoints.decide_batch(request_ids, workflow_id, decision, approved_by, rationale)
         return await self._json(call)
 
-    async def pending(self, workflow_id: str | None = None) -> dict[str, Any]:
-        return await self._json(Endpoints.pending(workflow_id))
+    async def pending(self, workflow_id: str | None = None, **page: Any) -> dict[str, Any]:
+        return await self._json(Endpoints.pending(workflow_id, **page))
+
+    async def iter_pending(
+        self, workflow_id: str | None = None, **filters: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every pending request matching the filters, page by page."""
+        cursor = None
+        while True:
+            page = await self.pending(workflow_id, **filters, **({"cursor": cursor} if cursor else {}))
+            for item in page["pending_approvals"]:
+                yield item
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
 
     async def add_alerts(self, request_id: str, alerts: list[dict[str, Any]]) -> dict[str, Any]:
         """Add a monitor's alerts to a pending request (409 once it is decided)."""
