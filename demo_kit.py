@@ -33,6 +33,7 @@ from rich.table import Table
 
 from saferun import ApprovalDecision, ApprovalRequest, WorkflowOrchestrator
 from saferun.agents.supervisor.agent import SupervisorAgent
+from saferun.domain.assessment import Assessment, assess
 from saferun.domain.ledger import wallet_account
 
 T = TypeVar("T")
@@ -163,6 +164,23 @@ class Verdict:
         return f"{self.decision.value}" + (f" ({change})" if change else "") + f": {self.rationale}"
 
 
+def advice_lines(a: Assessment) -> list[str]:
+    """Whose advice, confidence and risk, one line each, as the dashboard labels them (issue 14: the
+    panel once read ``Recommendation: review (confidence -)``)."""
+    lines = []
+    if a.saferun_advice:
+        sure = f" ({a.saferun_confidence:.0%} sure)" if a.saferun_confidence is not None else ""
+        lines.append(f"SafeRun recommends: {a.saferun_advice}{sure}")
+    if a.agent_proposal:
+        given = f"its confidence {a.agent_confidence:.0%}" if a.agent_confidence is not None else None
+        lines.append(f"Agent proposes: {a.agent_proposal} ({given or 'no confidence given'})")
+    if a.agent_lowest:
+        lines.append(f"Agent's lowest confidence score: {a.agent_lowest[0]} {a.agent_lowest[1]:.0%}")
+    if a.risk_level:
+        lines.append(f"Risk: {a.risk_level} (the agent's assessment)")
+    return lines
+
+
 class Reviewer:
     """Decides each request of a workflow as scripted, through ``SupervisorAgent`` and the orchestrator,
     exactly as a person's decision arrives; or, ``human=True``, shows where a person decides and waits."""
@@ -178,7 +196,7 @@ class Reviewer:
         script = iter(verdicts)
         while (request := await self._next(workflow_id, agent)) is not None:
             verdict = next(script, None)
-            self._show(supervisor.format_for_display(request))
+            self._show(supervisor.format_for_display(request), self._assess(request))
             if self.human:
                 self._prompt(request, verdict)
                 await self._decided(request.request_id, agent)
@@ -214,15 +232,23 @@ class Reviewer:
         while not agent.done() and self.env.orchestrator.get_approval_response(request_id) is None:
             await asyncio.sleep(0.1)
 
-    def _show(self, shown: dict[str, Any]) -> None:
+    def _assess(self, request: ApprovalRequest) -> Assessment:
+        state = self.env.orchestrator.get_snapshot_state(request.snapshot_id)
+        return assess(
+            recommendation=request.recommendation,
+            confidence=request.confidence,
+            risk=request.risk,
+            alerts=request.alerts,
+            state_risk=state.risk_assessment,
+            confidence_scores=state.confidence_scores,
+        )
+
+    def _show(self, shown: dict[str, Any], assessment: Assessment) -> None:
         body = [f"[bold]{shown['summary']}[/]", f"Proposed parameters: {shown['parameters']}"]
         facts = ", ".join(f"{k}={v}" for k, v in list(shown["context"].items())[:6])
         if facts:
             body.append(f"Context: {facts}")
-        if shown.get("recommendation"):
-            body.append(
-                f"Recommendation: {shown['recommendation']} (confidence {shown.get('confidence') or '-'})"
-            )
+        body += advice_lines(assessment)
         self.env.console.print(
             Panel("\n".join(body), title=f"Checkpoint: {shown['checkpoint']}", expand=False)
         )

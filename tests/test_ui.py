@@ -71,7 +71,9 @@ async def test_the_queue_lists_pending_requests_with_what_a_reviewer_triages_by(
     assert OPEN_BANNER in html
     assert f'href="/approvals/{pizza}"' in html and f'href="/approvals/{data}"' in html
     assert "Order 100 pizzas from Tony&#39;s Pizzeria for $1,200" in html
-    assert "Agent recommends: modify" in html and "Confidence 62%" in html and "Risk: high" in html
+    assert (
+        "Agent recommends: modify" in html and "Agent&#39;s confidence 62%" in html and "Risk: high" in html
+    )
     assert "2 alerts" in html
     assert res.headers["content-security-policy"].startswith("default-src 'self'")
     assert res.headers["cache-control"] == "no-store"
@@ -85,8 +87,12 @@ async def test_the_review_page_shows_layers_1_and_2_and_what_changed(
     html = (await client.get(f"/approvals/{request_id}")).text
     # Layer 1: summary, decision needed, recommendation and confidence, alerts and risk, artifacts
     assert "Place this order as is, change the quantity, or stop?" in html
-    assert 'id="recommendation">modify<' in html and 'id="confidence">62%<' in html
-    assert 'id="risk-level">high<' in html
+    # whose is each number: the agent proposed "modify" at 62 %; SafeRun's own rule, from the alerts, the
+    # risk and the agent's lowest score (quantity 41 %), advises rejecting
+    assert 'id="agent-proposal">modify<' in html and "its confidence: <strong>62%</strong>" in html
+    assert 'id="agent-lowest">lowest score: quantity 41%<' in html
+    assert 'id="recommendation">reject<' in html and 'id="confidence">' in html
+    assert 'id="risk-level">high<' in html and "the agent's assessment" in html
     assert "Order total $1,200 is 8x the $150 budget" in html and "100 pizzas for a team of 10" in html
     assert "x402://artifacts/sha256:" in html
     # recent actions and API calls, decision trace, outputs, resources

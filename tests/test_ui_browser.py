@@ -129,7 +129,7 @@ def test_click_through_approve_modify_reject_and_live_update(
 
             # Modify: 100 pizzas -> 10, after the browser refused an empty count
             page.click(f'[data-request-id="{pizza_req}"] a')
-            expect(page.locator("#recommendation")).to_have_text("modify")
+            expect(page.locator("#agent-proposal")).to_have_text("modify")
             expect(page.locator("#alerts")).to_contain_text("8x the $150 budget")
             shot(page, "review-full")
             page.click(".tab-modify")

@@ -15,6 +15,7 @@ from typing import Any
 from saferun.api.deps import visible
 from saferun.core.state_machine.models import ApprovalRequest, ExecutionState
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+from saferun.domain.assessment import assess
 from saferun.domain.money import format_micro, to_micro
 from saferun.domain.policy import Caller, Refusal, may_decide
 from saferun.domain.recommendation import REASON_KEY
@@ -27,6 +28,8 @@ from saferun.ui.viewer import Viewer
 
 RECENT_CALLS = 8
 COST_WORDS = ("cost", "usd", "price", "spend", "fee")
+USAGE_KEYS = ("resources_consumed", "resource_consumption", "usage")
+TOKEN_FIELDS = ("tokens_used", "tokens", "input_tokens", "output_tokens", "total_tokens", "cost_usd")
 
 
 def _alert(alert: dict[str, Any]) -> dict[str, str]:
@@ -52,7 +55,40 @@ def _risk(risk: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _resources(consumption: dict[str, float]) -> list[dict[str, Any]]:
+def _resources(state: ExecutionState) -> tuple[list[dict[str, Any]], str | None]:
+    """The resource use to show and where it was found (None: the state's own ``resource_consumption``).
+
+    An agent that never filled ``resource_consumption`` may still have recorded tokens: an executor's
+    result in its outputs (``resources_consumed``) or token counts on its calls. Showing "No resource use
+    recorded" beside them contradicted the page (issue 14), so those are read, and their source named.
+    """
+    if state.resource_consumption:
+        return _rows(state.resource_consumption), None
+    for name, value in state.intermediate_outputs.items():
+        if isinstance(value, dict):
+            for key in USAGE_KEYS:
+                found = _numbers(value.get(key))
+                if found:
+                    return _rows(found), f"from the agent's output {name}.{key}"
+    totals: dict[str, float] = {}
+    counted = 0
+    for call in state.api_calls:
+        numbers = _numbers({k: call.get(k) for k in TOKEN_FIELDS}) if isinstance(call, dict) else {}
+        counted += bool(numbers)
+        for k, v in numbers.items():
+            totals[k] = totals.get(k, 0) + v
+    if totals:
+        return _rows(totals), f"summed over {counted} recorded call{'s' if counted != 1 else ''}"
+    return [], None
+
+
+def _numbers(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _rows(consumption: dict[str, float]) -> list[dict[str, Any]]:
     return [
         {"name": name, "value": value, "cost": any(w in name.lower() for w in COST_WORDS)}
         for name, value in consumption.items()
@@ -135,6 +171,7 @@ def review_context(orch: WorkflowOrchestrator, req: ApprovalRequest, wf: Any) ->
     before: ExecutionState | None = orch.get_snapshot_state(parent_id) if parent_id else None
     calls = state.api_calls
     recent = calls[-RECENT_CALLS:]
+    resources, resources_source = _resources(state)
     response = orch.get_approval_response(req.request_id) if req.status != "pending" else None
     steps = orch.saga_steps(req.workflow_id)
     artifact_sha = snap.artifact_uri.rsplit("sha256:", 1)[-1] if snap else None
@@ -151,7 +188,16 @@ def review_context(orch: WorkflowOrchestrator, req: ApprovalRequest, wf: Any) ->
         "recent_calls": list(reversed(recent)),
         "older_calls": len(calls) - len(recent),
         "call_columns": review.table_columns(recent),
-        "resources": _resources(state.resource_consumption),
+        "resources": resources,
+        "resources_source": resources_source,
+        "assessment": assess(
+            recommendation=req.recommendation,
+            confidence=req.confidence,
+            risk=req.risk,
+            alerts=req.alerts,
+            state_risk=state.risk_assessment,
+            confidence_scores=state.confidence_scores,
+        ),
         "diff": review.state_diff(before, state),
         "first_checkpoint": before is None,
         "response": response,
