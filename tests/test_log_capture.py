@@ -323,7 +323,7 @@ def test_a_full_run_leaves_no_secret_in_logs_audit_errors_or_metrics(
     if log_format == "json":
         records = [json.loads(line) for line in lines if line.startswith("{")]
         assert records and all("message" in r for r in records)
-        assert {"INFO", "WARNING", "ERROR"} <= {r["level"] for r in records}
+        assert {"DEBUG", "INFO", "WARNING", "ERROR"} <= {r["level"] for r in records}
     assert any("/decide/[redacted]" in line for line in lines), text[-3000:]
     assert any("redirect" in line and "facilitator" in line for line in lines), text[-3000:]
     assert any("will be retried" in line and "http://***@127.0.0.1" in line for line in lines), text
