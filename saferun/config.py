@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     trusted_proxies: str = Field(default="", alias="SAFERUN_TRUSTED_PROXIES")
     # keys mode: /docs, /redoc, /openapi.json and /metrics need a key unless this is true (issue 9)
     public_docs: bool = Field(default=False, alias="SAFERUN_PUBLIC_DOCS")
+    # approval policy as code (docs/policy.md): a YAML file deciding which checkpoints need a person
+    approval_policy: Path | None = Field(default=None, alias="SAFERUN_APPROVAL_POLICY")
     # exported decision records are signed with this Ed25519 PEM key; unset: a key kept in the database
     signing_key_file: Path | None = Field(default=None, alias="SAFERUN_SIGNING_KEY_FILE")
     # a saga claim older than this is abandoned and may be re-taken; the server's, never a caller's choice

@@ -113,6 +113,8 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     f"GET {W}/ledger": reads_a(),
     f"GET {W}/export": reads_a(),  # the signed decision record: whoever may see the workflow
     "GET /api/signing-keys": public(),  # public halves only, like a JWKS document
+    "GET /api/policy": keyed(),  # the rules every party is bound by
+    "POST /api/policy/evaluate": keyed(409),  # 409: no policy configured in the matrix's server
     f"GET {W}/escrow/payments": reads_a(),
     "GET /api/snapshots/{snapshot_id}": reads_a(),
     "GET /api/artifacts/{sha256}": reads_a(),
@@ -218,6 +220,7 @@ BODIES: dict[str, dict[str, Any]] = {
     f"POST {W}/fail": {"json": {"error": "stop"}},
     f"POST {W}/cancel": {"json": {"reason": "stop"}},
     f"POST {W}/fork": {"json": {"checkpoint": "cp_never"}},
+    "POST /api/policy/evaluate": {"json": {"cases": [{"checkpoint": "cp1"}]}},
     f"POST {W}/rating": {"json": {"rating": 5}},
     f"POST {W}/resolve": {"json": {"action": "retry"}},
     "POST /api/approvals/{request_id}/alerts": {"json": {"alerts": [{"rule": "r", "message": "m"}]}},

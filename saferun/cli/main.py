@@ -18,7 +18,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from typer.core import TyperGroup
 
 from saferun import config, logs
-from saferun.cli import approvals, config_cmd, identities, notifications, platform, records, workflows
+from saferun.cli import approvals, config_cmd, identities, notifications, platform, policy, records, workflows
 from saferun.cli.common import CliState, console, orchestrator
 from saferun.errors import SafeRunError
 from saferun.storage.database import Database, alembic_config, check_revision, current_revision, upgrade
@@ -77,6 +77,7 @@ app.add_typer(platform.app, name="platform")
 app.add_typer(notifications.app, name="notifications")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(records.keys_app, name="keys")
+app.add_typer(policy.app, name="policy")
 app.command("export")(records.export)
 app.command("verify")(records.verify)
 audit_app = typer.Typer(help="Check the tamper-evident audit chain.", no_args_is_help=True)

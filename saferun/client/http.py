@@ -348,6 +348,14 @@ class Endpoints:
         return _get("/api/signing-keys")
 
     @staticmethod
+    def policy() -> Call:
+        return _get("/api/policy")
+
+    @staticmethod
+    def evaluate_policy(cases: list[dict[str, Any]]) -> Call:
+        return _post("/api/policy/evaluate", {"cases": cases})
+
+    @staticmethod
     def fork(workflow_id: str, checkpoint: str, **options: Any) -> Call:
         body = {"checkpoint": checkpoint, **{k: v for k, v in options.items() if v is not None}}
         if body.get("escrow_amount") is not None:
@@ -599,6 +607,14 @@ class SafeRunClient(BaseSafeRunClient):
     def signing_keys(self) -> dict[str, Any]:
         return self._json(Endpoints.signing_keys())
 
+    def policy(self) -> dict[str, Any]:
+        """The live approval policy (``{"active": False}`` when none is configured)."""
+        return self._json(Endpoints.policy())
+
+    def evaluate_policy(self, cases: list[dict[str, Any]]) -> dict[str, Any]:
+        """What the live policy decides for each case (see ``saferun policy test``)."""
+        return self._json(Endpoints.evaluate_policy(cases))
+
     def fork_workflow(self, workflow_id: str, checkpoint: str, **options: Any) -> dict[str, Any]:
         """A new workflow from an approved checkpoint of ``workflow_id`` (options: ``escrow_amount``,
         ``name``, ``modifications``, ``workflow_id``); the source is never changed."""
@@ -812,6 +828,12 @@ class AsyncSafeRunClient(BaseSafeRunClient):
 
     async def signing_keys(self) -> dict[str, Any]:
         return await self._json(Endpoints.signing_keys())
+
+    async def policy(self) -> dict[str, Any]:
+        return await self._json(Endpoints.policy())
+
+    async def evaluate_policy(self, cases: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self._json(Endpoints.evaluate_policy(cases))
 
     async def fork_workflow(self, workflow_id: str, checkpoint: str, **options: Any) -> dict[str, Any]:
         return await self._json(Endpoints.fork(workflow_id, checkpoint, **options))

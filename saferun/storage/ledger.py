@@ -25,6 +25,7 @@ first and then compares instead of failing the whole transaction on a unique vio
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any
 from uuid import uuid4
 
@@ -135,14 +136,18 @@ def balance(conn: Connection, account: str) -> int:
     return int(total)
 
 
-def escrow_position(conn: Connection, workflow_id: str) -> EscrowPosition:
-    """Locked / released / refunded / held of one workflow, summed per posting kind on its escrow."""
-    rows = conn.execute(
+def escrow_position(conn: Connection, workflow_id: str, before: datetime | None = None) -> EscrowPosition:
+    """Locked / released / refunded / held of one workflow, summed per posting kind on its escrow (as it
+    stood just before ``before``, when given: what a replayed policy saw at that moment)."""
+    query = (
         select(ledger_transactions.c.kind, func.sum(ledger_legs.c.amount_micro))
         .join(ledger_transactions, ledger_transactions.c.txn_id == ledger_legs.c.txn_id)
         .where(ledger_legs.c.account == escrow_account(workflow_id))
         .group_by(ledger_transactions.c.kind)
-    ).all()
+    )
+    if before is not None:
+        query = query.where(ledger_transactions.c.created_at < before)
+    rows = conn.execute(query).all()
     return position_from_escrow_deltas({kind: int(total) for kind, total in rows})
 
 

@@ -260,6 +260,9 @@ def workflow(orch: WorkflowOrchestrator, caller: Caller, workflow_id: str) -> di
         },
         "checkpoints": wf.config.checkpoints,
         "charts": charts.figures(orch.chart_data(workflow_id=workflow_id), per_workflow=True),
+        # "Fork from here" (issue 16): the poster or an admin, on approved states with work after them
+        "may_fork": may_resolve(caller, wf.config.poster_id),
+        "fork_points": [cp.checkpoint_id for cp in wf.config.checkpoints[:-1]],
     }
 
 

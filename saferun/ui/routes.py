@@ -310,8 +310,6 @@ def _workflow_page(
         v,
         "workflow.html",
         status,
-        may_fork=pages.may_resolve(v.who, context["workflow"].config.poster_id),
-        fork_points=[cp.checkpoint_id for cp in context["workflow"].config.checkpoints[:-1]],
         stuck=pages.stuck_panel(orch, v.who, workflow_id),
         resolved=resolved if resolved in RESOLVE_ACTIONS else None,
         problem=problem,

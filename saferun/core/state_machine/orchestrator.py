@@ -23,6 +23,7 @@ from sqlalchemy import Connection, RowMapping
 from saferun.config import get_settings
 from saferun.core import decisions, escrow, mirror, notify, parties, transitions, views
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
+from saferun.core.policy_gate import PolicyGate
 from saferun.core.rollback import saga as saga_ops
 from saferun.core.rollback.reconciliation import (
     CompensationRegistry,
@@ -35,6 +36,7 @@ from saferun.core.rollback.reconciliation import (
 from saferun.core.rollback.saga import SagaRunner
 from saferun.core.rollback.stuck import StuckWarner
 from saferun.core.state_machine.models import (
+    ApprovalDecision,
     ApprovalRequest,
     ApprovalResponse,
     CheckpointConfig,
@@ -46,6 +48,7 @@ from saferun.core.state_machine.models import (
 from saferun.core.state_machine.reads import WorkflowReads
 from saferun.core.state_machine.stuck_ops import StuckOperations
 from saferun.domain import parameter_schema as param_schema
+from saferun.domain.approval_policy import Policy
 from saferun.domain.audit import BINDS_MARK, bind
 from saferun.domain.canonical import canonical_bytes, check_json
 from saferun.domain.ids import new_id
@@ -135,6 +138,9 @@ class _Review:
         return review
 
 
+_POLICY_DECISIONS = {"auto_approve": ApprovalDecision.APPROVED, "forbid": ApprovalDecision.REJECTED}
+
+
 class WorkflowOrchestrator(WorkflowReads, StuckOperations):
     """Drives workflows through the seven states. Cheap to create; all state lives in the database."""
 
@@ -157,6 +163,7 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
         retry: RetryPolicy | None = None,
         actor: str = "saferun:orchestrator",
         identity_checks: str | parties.IdentityChecks | None = None,
+        approval_policy: Policy | None = None,
     ) -> None:
         self.x402 = x402_integration
         self.db = database or getattr(x402_integration, "database", None) or get_database()
@@ -171,6 +178,7 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
         self.rollback_grace = timedelta(seconds=settings.rollback_grace_seconds)
         self.stuck_warner = StuckWarner(timedelta(seconds=settings.stuck_warn_seconds))
         self.identity_checks = parties.parse_mode(identity_checks or settings.identity_checks)
+        self.policy_gate = PolicyGate(approval_policy, settings.approval_policy)
         self._delivery: OutboxDelivery | None = None
         # workflows this orchestrator creates keep their jobs and money on this platform (None: embedded)
         self.platform_url: str | None = (
@@ -445,6 +453,8 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
             "expires_at": now + timedelta(seconds=cp.timeout_seconds),
         }
         approvals.insert_request(conn, **values)
+        # approval policy as code (saferun/core/policy_gate.py): judged as the request opens
+        verdict = self.policy_gate.verdict(conn, row, cp.name, values) if self.policy_gate.active else None
         notices.record(conn, "waiting", request_id, workflow_id)  # commits with the request it announces
         mirror.approval_subjob(
             conn,
@@ -465,6 +475,7 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
                 "snapshot_id": snap["snapshot_id"],
                 "checkpoint_id": cp.checkpoint_id,
                 "approval_job_id": job_id,
+                **({"policy": verdict.as_dict()} if verdict is not None else {}),
                 # what the reviewer is asked, bound as written (read paths refuse a row that differs)
                 "bind": [
                     bind("approval_requests", "row", values),
@@ -472,6 +483,21 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
                 ],
             },
         )
+        if verdict is not None and verdict.action != "require_approval":
+            # decided by the rule, in this transaction, recorded as the policy's (never as a person's)
+            decisions.decide(
+                conn,
+                self.capture,
+                workflow_id=workflow_id,
+                request_id=request_id,
+                decision=_POLICY_DECISIONS[verdict.action],
+                rationale=verdict.because,
+                approved_by=verdict.actor,
+                modifications=None,
+                automatic=True,
+                claim_status="decided",
+            )
+            return ApprovalRequest(status="decided", **values)
         return ApprovalRequest(status="pending", **values)
 
     def submit_approval(self, workflow_id: str | None, response: ApprovalResponse) -> WorkflowExecution:
