@@ -117,6 +117,7 @@ def params(world: World) -> dict[str, Any]:
         "escrow_id": a.escrow_id,
         "user_id": "exec_a",
         "supervisor_id": "sup_a",
+        "platform_id": "plat_a",
         "token": "not-a-real-decision-token",
         "name": "app.css",
         "asset": "swagger-ui.css",

@@ -191,6 +191,11 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     "POST /x402/supervisors/{supervisor_id:path}/requests": platform_changes_a(),
     "POST /x402/supervisors/{supervisor_id:path}/ratings": platform_changes_a(),
     "POST /x402/supervisors/{supervisor_id:path}/approval-quality": platform_changes_a(),
+    # which platforms may lock from a poster's funding: the poster's own choice (admin for a poster)
+    "GET /api/platform-grants": row(403, none=401, bad=401, poster_a=200, poster_b=200, admin=200),
+    "POST /api/platform-grants": row(403, none=401, bad=401, poster_a=200, poster_b=200, admin=ALLOWED),
+    "DELETE /api/platform-grants/{platform_id}": row(403, none=401, bad=401, poster_a=200, poster_b=200,
+                                                     admin=200),
     # the original X402Client's wire paths: the same platform calls, so the same rules as /x402
     "POST /x402/original/jobs": platform_api(200, admin=403),  # a job for no workflow
     "GET /x402/original/jobs/{job_id}": platform_reads_a(),
@@ -264,6 +269,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "GET /x402/original/marketplace/supervisors": {"params": {"workflow_type": "x"}},
     "POST /x402/original/marketplace/supervisors/request": {"json": {"supervisor_id": "sup_a",
                                                                      "workflow_id": "{workflow_id}"}},
+    "POST /api/platform-grants": {"json": {"platform_id": "plat_a"}},
     "POST /x402/supervisors": {"json": {"supervisor_id": "sup_a", "specialties": ["x"],
                                         "price_per_approval": "1"}},
     "POST /x402/supervisors/assignments": {"json": {"workflow_id": "{workflow_id}", "workflow_type": "x"}},

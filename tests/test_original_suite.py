@@ -91,6 +91,7 @@ async def test_the_original_x402_client_talks_to_a_saferun_server(
     import httpx
 
     from saferun.api.x402.client import X402Client
+    from saferun.platform import scope
     from saferun.platform.embedded import EmbeddedPlatform
 
     service = IdentityService(db)
@@ -98,6 +99,8 @@ async def test_the_original_x402_client_talks_to_a_saferun_server(
     service.create_identity_with_key("poster_1", "Poster", ["poster"])
     service.create_identity_with_key("exec_1", "Executor", ["executor"])
     service.create_identity_with_key("sup_1", "Supervisor", ["supervisor"])
+    with db.transaction() as conn:  # poster_1 lets the platform lock escrow from its funding account
+        scope.grant(conn, "poster_1", "plat", "poster_1")
     await EmbeddedPlatform(db).register_supervisor("sup_1", ["data_processing"], "2.50")
     with serving(db, auth="keys") as url:
         monkeypatch.setenv("X402_API_URL", f"{url}/x402/original")

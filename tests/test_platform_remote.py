@@ -40,6 +40,7 @@ from saferun.errors import (
     SafeRunError,
     Unauthorized,
 )
+from saferun.platform import scope
 from saferun.platform.base import MUTATING_CALLS, Platform
 from saferun.platform.embedded import EmbeddedPlatform
 from saferun.platform.remote import IDEMPOTENCY_HEADER, RemotePlatform
@@ -65,6 +66,8 @@ def platform_key(db: Database) -> str:
         id_store.create_identity(conn, "both_1", roles=["supervisor", "executor"])
     service = IdentityService(db)
     _, key = service.create_identity_with_key("other_saferun", "Another SafeRun", ["platform"])
+    with db.transaction() as conn:  # poster_1 lets this platform lock escrow from its funding account
+        scope.grant(conn, "poster_1", "other_saferun", "poster_1")
     return key.api_key
 
 

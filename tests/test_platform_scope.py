@@ -23,6 +23,7 @@ from saferun.core.state_machine.models import CheckpointConfig, WorkflowConfig
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain import platform_policy as pp
 from saferun.domain.policy import Caller, Role
+from saferun.platform import scope
 from saferun.storage.database import Database
 from saferun.storage.schema import (
     approval_quality,
@@ -73,6 +74,17 @@ def test_who_may_call_what() -> None:
     assert pp.may_call(poster, "get_job").rule == "platform_role"  # type: ignore[union-attr]
     assert pp.on_platform(PLATFORM, "plat_a") and not pp.on_platform(PLATFORM, "plat_b")
     assert not pp.on_platform(PLATFORM, None) and pp.on_platform(ADMIN, "plat_b")
+
+
+def test_a_platform_locks_only_from_a_poster_that_allowed_it() -> None:
+    assert pp.check_poster_grant(PLATFORM, "poster_1", {"plat_a"}) is None
+    refusal = pp.check_poster_grant(PLATFORM, "poster_1", {"plat_b"})
+    assert refusal is not None and refusal.rule == "poster_grant"
+    assert pp.check_poster_grant(Caller.open(), "poster_1", set()) is None  # no platform identity
+    poster = Caller("poster_1", frozenset({Role.POSTER}), True)
+    assert pp.may_grant(poster, "poster_1") is None and pp.may_grant(ADMIN, "poster_1") is None
+    assert pp.may_grant(poster, "poster_2").rule == "poster_is_caller"  # type: ignore[union-attr]
+    assert pp.may_grant(PLATFORM, "plat_a").rule == "poster_is_caller"  # type: ignore[union-attr]
 
 
 def test_outcome_of_a_sub_job() -> None:
@@ -225,6 +237,9 @@ async def world(db: Database) -> AsyncIterator[World]:
     ):
         _, key = service.create_identity_with_key(name, roles=roles)
         keys[name] = {"Authorization": f"Bearer {key.api_key}"}
+    with db.transaction() as conn:  # poster_1 lets both platforms lock from its funding account
+        for platform in ("plat_a", "plat_b"):
+            scope.grant(conn, "poster_1", platform, "poster_1")
     orch = WorkflowOrchestrator(database=db)
     orch.initialize_workflow(
         WorkflowConfig(
@@ -519,3 +534,54 @@ async def test_admin_decides_like_a_supervisor_and_moves_no_money(world: World) 
     assert state(w.db) == before
     assert (await call(w, "root", "GET", "/escrow/escrow_wf_a")).status_code == 200
     assert (await call(w, "root", "GET", f"/jobs/{job}")).status_code == 200
+
+
+async def test_a_poster_chooses_which_platforms_draw_on_its_funding(world: World) -> None:
+    """Naming a poster in a platform's own job is not the poster's consent: poster_2 never allowed plat_a,
+    so plat_a's lock from poster_2's account is refused until poster_2 grants it (and after it revokes)."""
+    w = world
+    data = {"workflow_id": "wf_p2", "config": {"poster_id": "poster_2", "checkpoints": ["cp1"]}}
+    job = await call(
+        w,
+        "plat_a",
+        "POST",
+        "/jobs",
+        json={
+            "job_type": "supervised_workflow",
+            "job_data": data,
+            "escrow_amount": "500",
+            "executor_id": "exec_1",
+        },
+    )
+    assert job.status_code == 201
+    lock = {"workflow_id": "wf_p2", "amount": "500", "poster_id": "poster_2", "executor_id": "exec_1"}
+    before = state(w.db)
+    refused = await call(w, "plat_a", "POST", "/escrow/lock", json=lock)
+    assert refused.status_code == 403 and refused.json()["detail"]["rule"] == "poster_grant"
+    assert state(w.db) == before
+
+    grants = "/api/platform-grants"
+    for who, body, status in (
+        ("poster_1", {"platform_id": "plat_a", "poster_id": "poster_2"}, 403),
+        ("plat_a", {"platform_id": "plat_a", "poster_id": "poster_2"}, 403),
+        ("exec_1", {"platform_id": "plat_a"}, 403),
+        ("poster_2", {"platform_id": "exec_1"}, 422),  # not a platform
+        ("poster_2", {"platform_id": "nobody"}, 404),
+    ):
+        res = await w.http.post(grants, json=body, headers=w.keys[who])
+        assert res.status_code == status, (who, body, res.text)
+    assert (await w.http.get(grants, headers=w.keys["poster_2"])).json()["platforms"] == []
+    ok = await w.http.post(grants, json={"platform_id": "plat_a"}, headers=w.keys["poster_2"])
+    assert ok.status_code == 200 and ok.json()["platforms"] == ["plat_a"]
+    again = await w.http.post(grants, json={"platform_id": "plat_a"}, headers=w.keys["poster_2"])
+    assert again.json()["granted"] is False  # idempotent
+    assert (await call(w, "plat_a", "POST", "/escrow/lock", json=lock)).status_code == 200
+
+    gone = await w.http.delete(f"{grants}/plat_a", headers=w.keys["poster_2"])
+    assert gone.json() == {"poster_id": "poster_2", "platform_id": "plat_a", "revoked": True, "platforms": []}
+    by_admin = await w.http.post(
+        grants, json={"platform_id": "plat_b", "poster_id": "poster_2"}, headers=w.keys["root"]
+    )
+    assert by_admin.status_code == 200 and by_admin.json()["platforms"] == ["plat_b"]
+    with w.db.read() as conn:
+        assert scope.grants_of(conn, "poster_2") == {"plat_b"}

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saferun import __version__, config
-from saferun.api import approvals, forks, openapi, policy, records, system, workflows
+from saferun.api import approvals, forks, openapi, platform_grants, policy, records, system, workflows
 from saferun.api import funding as x402_funding
 from saferun.api import platform as x402_platform
 from saferun.api import platform_original as x402_original
@@ -84,6 +84,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(x402_platform.router)
     app.include_router(x402_original.router)
+    app.include_router(platform_grants.router)
     app.include_router(x402_funding.router)
     app.include_router(records.router)
     app.include_router(forks.router)

@@ -15,7 +15,8 @@ only the way the engine moves it (issue 9, finding 2; docs/security.md "The x402
   (poster, executor, escrow, checkpoints with weights, executor share) and its approval sub-jobs are its
   decisions (a sub-job ``completed`` with reason ``approved``/``modified``). Then:
 
-  - ``lock`` only the job's escrow amount, from the posting party the job names, for the job's executor;
+  - ``lock`` only the job's escrow amount, from the posting party the job names, for the job's executor,
+    and only if that poster allowed this platform to draw on its funding (``check_poster_grant``);
   - a payout (release or split) only to what approved checkpoints earned and was not paid yet: each
     approved checkpoint's milestone (``allocate`` by weight) split executor/supervisor (``split_release``)
     between the job's executor and the sub-job's supervisor; the body's recipients must be those parties
@@ -216,6 +217,35 @@ def check_lock(terms: Terms, poster_id: str, executor_id: str, amount: int) -> R
         expected = "none" if terms.escrow_micro is None else format_micro(terms.escrow_micro)
         return _refuse(
             "lock_terms", f"amount: workflow {wf!r}'s job escrows {expected}, not {format_micro(amount)}"
+        )
+    return None
+
+
+def check_poster_grant(caller: Caller, poster_id: str, granted: Iterable[str]) -> Refusal | None:
+    """A platform identity draws on a poster's funding account only if that poster allowed it
+    (``POST /api/platform-grants``): naming a poster in its own job is not the poster's consent.
+
+    Open mode (nobody authenticated) has no platform identity to check; the rule is for keys."""
+    if not caller.authenticated or not caller.has(Role.PLATFORM):
+        return None
+    if caller.identity_id in set(granted):
+        return None
+    return _refuse(
+        "poster_grant",
+        f"poster_id: {poster_id!r} has not allowed platform {caller.identity_id!r} to lock escrow from its "
+        "funding account (the poster grants it with POST /api/platform-grants)",
+    )
+
+
+def may_grant(caller: Caller, poster_id: str) -> Refusal | None:
+    """Who may allow (or stop) a platform drawing on ``poster_id``'s funding: the poster, or an admin
+    for them (identity management). Open mode: allowed (loopback development)."""
+    if not caller.authenticated or caller.is_admin:
+        return None
+    if caller.identity_id != poster_id or not caller.has(Role.POSTER):
+        return _refuse(
+            "poster_is_caller",
+            f"only poster {poster_id!r} (or an admin) may choose which platforms draw on its funding",
         )
     return None
 

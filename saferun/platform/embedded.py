@@ -437,6 +437,7 @@ class EmbeddedPlatform:
                 terms = scope.workflow_terms(conn, workflow_id)
                 assert terms is not None  # the guard found it
                 _enforce(rules_of.check_lock(terms, poster, executor, micro))
+                _enforce(rules_of.check_poster_grant(self.caller, poster, scope.grants_of(conn, poster)))
             # the engine's key: a workflow's escrow is locked once, whoever locks it
             txn = book.post(
                 conn,

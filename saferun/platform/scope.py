@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, insert, select
+from sqlalchemy import Connection, RowMapping, delete, insert, select
 
 from saferun.domain import ledger as rules
 from saferun.domain.platform_policy import ENDED_STATUSES, Approval, Terms, outcome_of, terms_from_job
 from saferun.storage import jobs as job_store
 from saferun.storage import ledger as book
-from saferun.storage.schema import platform_artifacts, utcnow, workflows
+from saferun.storage.schema import platform_artifacts, platform_grants, utcnow, workflows
 
 OWNER_FIELD = "platform_id"  # in a platform job's data: the platform identity that created it
 
@@ -102,3 +102,38 @@ def holds_artifact(conn: Connection, uri: str, platform_id: str) -> bool:
         platform_artifacts.c.uri == uri, platform_artifacts.c.platform_id == platform_id
     )
     return conn.execute(query).first() is not None
+
+
+# --- which platforms a poster lets draw on its funding (saferun.domain.platform_policy.check_poster_grant)
+
+
+def grants_of(conn: Connection, poster_id: str) -> set[str]:
+    """The platform identities ``poster_id`` allowed to lock escrow from its funding account."""
+    query = select(platform_grants.c.platform_id).where(platform_grants.c.poster_id == poster_id)
+    return {r[0] for r in conn.execute(query)}
+
+
+def grant(conn: Connection, poster_id: str, platform_id: str, granted_by: str) -> bool:
+    """Allow ``platform_id``; False when it already was (nothing changes)."""
+    if platform_id in grants_of(conn, poster_id):
+        return False
+    conn.execute(
+        insert(platform_grants),
+        {
+            "poster_id": poster_id,
+            "platform_id": platform_id,
+            "granted_by": granted_by,
+            "created_at": utcnow(),
+        },
+    )
+    return True
+
+
+def revoke(conn: Connection, poster_id: str, platform_id: str) -> bool:
+    """Stop ``platform_id`` (escrow it already locked stays where it is); False when it was not allowed."""
+    result = conn.execute(
+        delete(platform_grants).where(
+            platform_grants.c.poster_id == poster_id, platform_grants.c.platform_id == platform_id
+        )
+    )
+    return bool(result.rowcount)

@@ -368,6 +368,16 @@ platform_artifacts = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 
+# --- which platforms a poster lets draw on its funding account (revision 0013) ------------------------
+platform_grants = Table(
+    "platform_grants",
+    metadata,
+    Column("poster_id", String(200), ForeignKey("identities.identity_id"), primary_key=True),
+    Column("platform_id", String(200), ForeignKey("identities.identity_id"), primary_key=True),
+    Column("granted_by", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
 platform_requests = Table(
     "platform_requests",
     metadata,
