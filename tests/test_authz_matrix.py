@@ -346,6 +346,7 @@ async def _matrix(db: Database) -> tuple[World, dict[tuple[str, str], int]]:
     app = create_app(world.orch, auth="keys", sweep=False)
     keys = sorted({f"{m} {p}" for m, p in app_routes(app) if f"{m} {p}" != "GET /api/events"}, key=_order)
     got: dict[tuple[str, str], int] = {}
+    books: tuple[Any, ...] | None = None  # the books before the next /x402 call, while known
     base = params(world)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
@@ -357,11 +358,17 @@ async def _matrix(db: Database) -> tuple[World, dict[tuple[str, str], int]]:
                 values = {**base, "self": "poster_a" if name == "admin" else spec_of[0] if spec_of else "x"}
                 spec = _fill(BODIES.get(key, {}), values)
                 money = method != "GET" and path.startswith("/x402")
-                before = _books(db) if money else None
+                if money and books is None:  # only after a call that may have changed them
+                    books = _books(db)
                 res = await client.request(method, url, headers=world.headers[name], **spec)
                 got[(key, name)] = res.status_code
-                if money and res.status_code >= 400 and _books(db) != before:
-                    MOVED.append((key, name))
+                if money:
+                    after = _books(db) if res.status_code < 400 else None
+                    if res.status_code >= 400 and _books(db) != books:
+                        MOVED.append((key, name))
+                    books = after if res.status_code < 400 else books
+                elif method != "GET":
+                    books = None
     return world, got
 
 
