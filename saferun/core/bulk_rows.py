@@ -29,6 +29,7 @@ from saferun.domain.ids import new_id
 from saferun.domain.money import format_micro
 from saferun.domain.states import WorkflowState
 from saferun.errors import Conflict
+from saferun.storage import eventlog
 from saferun.storage import ledger as book
 from saferun.storage.approvals import level_of
 from saferun.storage.schema import (
@@ -82,7 +83,8 @@ def check_new(conn: Connection, workflow_ids: list[str]) -> None:
 class _Chain:
     """One workflow's audit events, hashed in order as ``storage.audit.append`` does."""
 
-    def __init__(self, workflow_id: str) -> None:
+    def __init__(self, conn: Connection, workflow_id: str) -> None:
+        self.conn = conn
         self.workflow_id = workflow_id
         self.rows: list[dict[str, Any]] = []
         self.head = GENESIS
@@ -113,6 +115,7 @@ class _Chain:
             }
         )
         self.head = digest
+        eventlog.record(self.conn, self.workflow_id, kind, actor, payload)  # its log line, after the commit
 
 
 def build(
@@ -131,7 +134,7 @@ def build(
     cp = config.checkpoint(item.state.checkpoint_id)
     assert cp is not None  # checked by bulk._check
     out: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-    chain = _Chain(wf)
+    chain = _Chain(conn, wf)
     created = utcnow()
 
     # initialize_workflow

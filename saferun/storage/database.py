@@ -64,6 +64,14 @@ class Database:
             yield conn
 
     @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """One pooled connection for several transactions (``with conn.begin(): ...`` each, the same
+        ``BEGIN IMMEDIATE`` as :meth:`transaction`), for a loader that tunes its connection once
+        (``core.bulk``); faults as in :meth:`transaction`."""
+        with self._faults(), self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
     def read(self) -> Iterator[Connection]:
         """A consistent read. On SQLite it takes no write lock (plain deferred BEGIN), so readers such as
         a polling agent never hold up writers in other processes."""
