@@ -206,3 +206,39 @@ def test_bad_input_writes_nothing(db: Database) -> None:
     assert failed.value.http_status == 409
     with db.read() as conn:
         assert conn.execute(select(func.count()).select_from(metadata.tables["workflows"])).scalar() == 2
+
+
+def test_the_cli_bulk_creates_from_json_lines(database_env: Database, tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from saferun.cli.main import app
+
+    lines = []
+    for i in range(1, 4):
+        it = spec(f"wf_{i:016x}", i)
+        lines.append(
+            json.dumps(
+                {
+                    "config": it.config.model_dump(mode="json"),
+                    "state": it.state.model_dump(mode="json"),
+                    "summary": it.summary,
+                    "context": it.context,
+                    "review": it.review,
+                }
+            )
+        )
+    good = tmp_path / "good.jsonl"
+    good.write_text("\n".join(lines) + "\n")
+    runner = CliRunner()
+    res = runner.invoke(app, ["workflows", "bulk-create", str(good), "--per-transaction", "2"])
+    assert res.exit_code == 0, res.output
+    assert "Created 3 paused workflows" in res.output
+    orch = WorkflowOrchestrator(database=database_env)
+    assert orch.pending_page().total == 3
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(lines[0].replace("wf_0000000000000001", "wf_9999999999999999") + '\n{"config": 1}\n')
+    res = runner.invoke(app, ["workflows", "bulk-create", str(bad)])
+    assert res.exit_code == 1 and "line 2" in res.output
+    assert orch.pending_page().total == 3  # nothing of the bad file was written
