@@ -242,3 +242,18 @@ def test_the_cli_bulk_creates_from_json_lines(database_env: Database, tmp_path) 
     res = runner.invoke(app, ["workflows", "bulk-create", str(bad)])
     assert res.exit_code == 1 and "line 2" in res.output
     assert orch.pending_page().total == 3  # nothing of the bad file was written
+
+
+def test_an_approval_policy_judges_bulk_requests_as_the_engine_does(db: Database) -> None:
+    """With a policy that may decide a request as it opens, the bulk path uses the engine's calls."""
+    from saferun.domain.approval_policy import load
+
+    policy = load(
+        "name: small\nversion: 1\ndefault: require_approval\nrules:\n"
+        "  - id: R1\n    when: {checkpoints: [plan]}\n    then: auto_approve\n"
+    )
+    orch = WorkflowOrchestrator(database=db, approval_policy=policy)
+    made = create_paused(orch, [spec("wf_ffffffffffffffff")])
+    assert orch.get_approval_request(made[0].request_id).status == "decided"
+    assert orch.get_workflow(made[0].workflow_id).current_state.value == "executing"
+    assert orch.verify_audit(made[0].workflow_id)[1] is None

@@ -9,8 +9,9 @@ Each row is what the engine's own calls write (``WorkflowOrchestrator._initializ
 ``tests/test_bulk_create.py`` compares a bulk workflow's rows with an engine-made one's, table by table,
 and decides a bulk request, so a change to what the engine writes that is not made here fails CI.
 
-Only the common shape takes this path (ledger funding, a named supervisor, the embedded platform); any
-other item goes through the engine's calls one by one inside the same transaction (``bulk._one``).
+Only the common shape takes this path (ledger funding, a named supervisor, the embedded platform, no
+approval policy that could decide the request as it opens); any other item goes through the engine's
+calls one by one inside the same transaction (``bulk._one``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ ORDER = (
 def fits(orch: WorkflowOrchestrator, c: _Checked) -> bool:
     """Whether the item has the shape these rows cover (else the engine's calls write it)."""
     cfg = c.item.config
+    # an approval policy may decide a request as it opens (core/policy_gate): then the engine's calls do it
+    gate = getattr(orch, "policy_gate", None)
+    if gate is not None and gate.active:
+        return False
     return orch.platform_url is None and cfg.supervisor_id is not None and cfg.funding == "ledger"
 
 
