@@ -109,6 +109,26 @@ class DecisionConflict(Conflict):
         self.status = status
 
 
+class ClaimLost(Conflict):
+    """A compensation's result came from a runner whose claim on the step was taken over (its claim
+    generation is older than the step's): the result is refused, nothing is written, and the runner that
+    holds the newer claim records the step's outcome."""
+
+    def __init__(self, workflow_id: str, step_id: str, generation: int, current: int) -> None:
+        super().__init__(
+            f"step {step_id!r} of workflow {workflow_id!r} was taken over: claim generation {generation} "
+            f"is no longer the step's ({current})",
+            workflow_id=workflow_id,
+            step_id=step_id,
+            generation=generation,
+            current_generation=current,
+        )
+        self.workflow_id = workflow_id
+        self.step_id = step_id
+        self.generation = generation
+        self.current_generation = current
+
+
 class IdempotencyConflict(Conflict):
     def __init__(self, key: str) -> None:
         super().__init__(f"idempotency key {key!r} was already used for a different operation", key=key)

@@ -16,6 +16,7 @@ the workflow; leaving it with an exception fails it (approved milestones stay pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -143,7 +144,13 @@ class SupervisedRun:
                 state = WorkflowState.SETTLING
             if state == WorkflowState.SETTLING:
                 # also resumes a predecessor killed between settle and complete (an attached run)
-                self.orchestrator.complete_workflow(self.workflow_id)
+                try:
+                    self.orchestrator.complete_workflow(self.workflow_id)
+                except InvalidTransition:
+                    # the sweep (or `saferun workflows finish`) completed it meanwhile: the same outcome
+                    now = self.orchestrator.get_workflow(self.workflow_id).current_state
+                    if now != WorkflowState.COMPLETED:
+                        raise
             return
         if state in (WorkflowState.EXECUTING, WorkflowState.ROLLING_BACK, WorkflowState.SETTLING):
             self.orchestrator.fail_workflow(self.workflow_id, f"{type(exc).__name__}: {exc}")
@@ -293,12 +300,34 @@ class SupervisedRun:
         )
         return snapshot, request
 
+    async def _rollback_outcome(self) -> WorkflowExecution:
+        """Run the rejected workflow's rollback, or wait for whoever runs it, until it has an outcome.
+
+        The agent, the sweep of any process and another replica may all be rolling the same workflow
+        back: each claims steps, and the one holding the last step resumes the workflow. This agent
+        therefore runs the saga itself, treats "not rolling back any more" as another process having
+        finished it, and, while another live process still holds a step, polls (backing off to 0.5 s)
+        and runs the saga again, which takes a step over once its holder's claim is stale. So the answer
+        is the same whoever finishes: EXECUTING from the restored state, or FAILED naming the step.
+        """
+        orch = self.orchestrator
+        delay = 0.01
+        while True:
+            wf = orch.get_workflow(self.workflow_id)
+            if wf.current_state != WorkflowState.ROLLING_BACK:
+                return wf
+            # InvalidTransition: finished (or failed) by another process since the read above
+            with contextlib.suppress(InvalidTransition):
+                await orch.arollback(self.workflow_id)
+            wf = orch.get_workflow(self.workflow_id)
+            if wf.current_state != WorkflowState.ROLLING_BACK:
+                return wf
+            await asyncio.sleep(delay)
+            delay = min(0.5, delay * 2)
+
     async def _after_rejection(self, checkpoint_id: str, response: ApprovalResponse) -> None:
         orch = self.orchestrator
-        wf = orch.get_workflow(self.workflow_id)
-        if wf.current_state == WorkflowState.ROLLING_BACK:
-            await orch.arollback(self.workflow_id)
-            wf = orch.get_workflow(self.workflow_id)
+        wf = await self._rollback_outcome()
         restored = orch.latest_approved_state(self.workflow_id)
         last_cp = None
         if wf.last_approved_snapshot_id:

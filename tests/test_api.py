@@ -187,10 +187,20 @@ async def test_remote_agent_lifecycle_with_steps_rollback_and_settlement(api: ht
     todo = (await api.get(f"/api/workflows/{wf}/rollback/steps")).json()
     assert [s["step_id"] for s in todo["steps"]] == [step_id]
     claim = await api.post(f"/api/workflows/{wf}/rollback/steps/{step_id}/claim", json={"owner": "agent-1"})
-    assert claim.json() == {"claimed": True}
+    key = f"saferun:{wf}:{step_id}"
+    assert todo["steps"][0]["idempotency_key"] == key
+    assert claim.json() == {"claimed": True, "generation": 1, "idempotency_key": key}
     second = await api.post(f"/api/workflows/{wf}/rollback/steps/{step_id}/claim", json={"owner": "agent-2"})
-    assert second.json() == {"claimed": False}
-    done = await api.post(f"/api/workflows/{wf}/rollback/steps/{step_id}/finish", json={"ok": True})
+    assert second.json() == {"claimed": False, "generation": None, "idempotency_key": key}
+    # a result under another claim generation than the step's is refused and writes nothing
+    fenced = await api.post(
+        f"/api/workflows/{wf}/rollback/steps/{step_id}/finish", json={"ok": True, "generation": 2}
+    )
+    assert fenced.status_code == 409 and fenced.json()["detail"]["error"] == "ClaimLost"
+    assert (await api.get(f"/api/workflows/{wf}/steps")).json()["steps"][0]["status"] == "compensating"
+    done = await api.post(
+        f"/api/workflows/{wf}/rollback/steps/{step_id}/finish", json={"ok": True, "generation": 1}
+    )
     assert done.json()["workflow_status"] == "rolling_back"
     resumed = (
         await api.post(f"/api/workflows/{wf}/rollback/complete", json={"compensated": ["order"]})

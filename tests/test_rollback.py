@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from saferun.core.rollback.reconciliation import CompensationRegistry, RetryPolicy
+from saferun.core.rollback.reconciliation import CompensationRegistry, RetryPolicy, compensation_key
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
-from saferun.errors import CompensationError, NotFound
+from saferun.errors import ClaimLost, CompensationError, NotFound
 from saferun.storage.database import Database
 from tests.helpers import decide, pause, started
 
@@ -174,3 +174,89 @@ async def test_a_step_cannot_be_claimed_through_another_workflow(db: Database) -
     assert orch.saga_steps(b)[0]["status"] == "pending"
     report = await orch.arollback(b)
     assert report.succeeded and calls == [("cancel_order", {"order_id": b})]
+
+
+async def test_a_taken_over_claim_cannot_record_its_result(db: Database) -> None:
+    """Issue 10, finding 6: the claim generation is a fencing token. A runner presumed dead (its claim
+    stale) that wakes up after a takeover has its result refused; the new holder's result stands."""
+    orch = orchestrator(db, [])
+    wf = started(orch)
+    orch.register_step(wf, "place order", "cancel_order", {"order_id": "o-1"})
+    decide(orch, await pause(orch, wf), "REJECTED")
+    step = orch.saga_steps(wf)[0]["step_id"]
+    slow = orch.claim_compensation(wf, step, "slow-runner")
+    assert slow == 1
+    assert orch.claim_compensation(wf, step, "impatient", stale_claim_seconds=300) is None  # still live
+    taker = orch.claim_compensation(wf, step, "taker", stale_claim_seconds=-1)  # i.e. already stale
+    assert taker == 2
+
+    with pytest.raises(ClaimLost) as lost:
+        orch.finish_compensation(wf, step, False, "the slow runner's late failure", generation=slow)
+    assert lost.value.generation == 1 and lost.value.current_generation == 2
+    row = orch.saga_steps(wf)[0]
+    assert row["status"] == "compensating" and row["claimed_by"] == "taker" and row["last_error"] is None
+    assert orch.get_workflow(wf).current_state.value == "rolling_back"  # the late failure failed nothing
+
+    assert orch.finish_compensation(wf, step, True, generation=taker) == "rolling_back"
+    with pytest.raises(ClaimLost):  # and once recorded, no stale result overwrites it either
+        orch.finish_compensation(wf, step, False, "too late", generation=slow)
+    events = [e for e in orch.audit_events(wf) if e["kind"].startswith("compensation_")]
+    assert [(e["kind"], e["payload"]["generation"]) for e in events] == [("compensation_succeeded", 2)]
+    assert events[0]["payload"]["idempotency_key"] == compensation_key(wf, step)
+    assert orch.complete_rollback(wf).final_state == "executing"
+
+
+async def test_every_run_of_a_compensation_gets_the_same_idempotency_key(db: Database) -> None:
+    """A compensation declaring ``idempotency_key`` gets one stable across takeovers, so the outside
+    system can drop the repeat of an undo whose first run landed before its process was killed; a
+    compensation without that parameter is called as before."""
+    keyed: list[tuple[str, str]] = []
+    plain: list[str] = []
+    reg = CompensationRegistry()
+
+    def refund(payment_id: str, *, idempotency_key: str) -> None:
+        keyed.append((payment_id, idempotency_key))
+
+    reg.register("refund", refund)
+    reg.register("cancel_order", lambda order_id: plain.append(order_id))
+    orch = WorkflowOrchestrator(database=db, registry=reg, retry=FAST)
+    wf = started(orch)
+    orch.register_step(wf, "order", "cancel_order", {"order_id": "o-1"})
+    orch.register_step(wf, "charge", "refund", {"payment_id": "p-1"})
+    decide(orch, await pause(orch, wf), "REJECTED")
+    charge = next(s["step_id"] for s in orch.saga_steps(wf) if s["name"] == "charge")
+    key = compensation_key(wf, charge)
+
+    # a first runner claims the refund, performs it with the step's key... and is killed before recording
+    dead = orch.claim_compensation(wf, charge, "killed-runner")
+    todo = orch.steps_to_undo(wf)
+    assert todo[0]["idempotency_key"] == key
+    refund("p-1", idempotency_key=todo[0]["idempotency_key"])
+    # the takeover runs it again with the SAME key (the refund API dedupes it), then the older step
+    report = await orch.arollback(wf, stale_claim_seconds=-1)
+    assert report.succeeded and report.final_state == "executing"
+    assert keyed == [("p-1", key), ("p-1", key)] and len({k for _, k in keyed}) == 1
+    assert plain == ["o-1"]
+    with pytest.raises(ClaimLost):
+        orch.finish_compensation(wf, charge, True, generation=dead)
+    assert [s["attempts"] for s in orch.saga_steps(wf)] == [1, 2]
+
+
+async def test_a_runner_stops_where_another_holds_a_step_and_never_undoes_older_steps_first(
+    db: Database,
+) -> None:
+    """Reverse order holds across runners: a second runner that finds the newest step held by a live
+    runner does not skip ahead to older steps; the holder carries on down the list."""
+    calls: list[tuple[str, dict]] = []
+    orch = orchestrator(db, calls)
+    wf = started(orch)
+    orch.register_step(wf, "write records", "delete_records", {"ids": [1]})
+    orch.register_step(wf, "place order", "cancel_order", {"order_id": "o-1"})
+    decide(orch, await pause(orch, wf), "REJECTED")
+    newest = orch.steps_to_undo(wf)[0]["step_id"]
+    gen = orch.claim_compensation(wf, newest, "other-live-runner")
+    report = await orch.arollback(wf)
+    assert calls == [] and report.final_state == "rolling_back"
+    assert orch.finish_compensation(wf, newest, True, generation=gen) == "rolling_back"
+    report = await orch.arollback(wf)
+    assert calls == [("delete_records", {"ids": [1]})] and report.final_state == "executing"

@@ -275,8 +275,12 @@ class ClaimIn(Strict):
 
 
 class FinishIn(Strict):
+    """A compensation's outcome. ``generation`` is the one the claim answered: with it, a result from a
+    runner whose claim was taken over since is refused (409 ``ClaimLost``) and changes nothing."""
+
     ok: bool
     error: str = Field(default="", max_length=20_000)
+    generation: int | None = Field(default=None, ge=1, le=2**31 - 1, strict=True)
 
 
 class RollbackDone(Strict):

@@ -13,6 +13,7 @@ from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, OrchestratorDep, enforce, visible
 from saferun.config import get_settings
 from saferun.core.listing import MAX_LIMIT
+from saferun.core.rollback.reconciliation import compensation_key
 from saferun.core.state_machine.models import (
     CheckpointConfig,
     ExecutionState,
@@ -230,7 +231,12 @@ def claim_step(
 ) -> dict[str, Any]:
     as_agent(orch, caller, workflow_id)
     stale = get_settings().stale_claim_seconds
-    return {"claimed": orch.claim_compensation(workflow_id, step_id, body.owner, stale)}
+    generation = orch.claim_compensation(workflow_id, step_id, body.owner, stale)
+    return {
+        "claimed": generation is not None,
+        "generation": generation,  # pass it back with the result (finish): the claim's fencing token
+        "idempotency_key": compensation_key(workflow_id, step_id),  # the same across takeovers
+    }
 
 
 @router.post("/{workflow_id}/rollback/steps/{step_id}/finish")
@@ -238,7 +244,9 @@ def finish_step(
     workflow_id: str, step_id: str, body: s.FinishIn, orch: OrchestratorDep, caller: CallerDep
 ) -> dict[str, Any]:
     as_agent(orch, caller, workflow_id)
-    state = orch.finish_compensation(workflow_id, step_id, body.ok, body.error, caller.identity_id or None)
+    state = orch.finish_compensation(
+        workflow_id, step_id, body.ok, body.error, caller.identity_id or None, body.generation
+    )
     return {"workflow_status": state}
 
 

@@ -302,8 +302,12 @@ class Endpoints:
         return _post(f"/api/workflows/{_seg(workflow_id)}/rollback/steps/{_seg(step_id)}/claim", body)
 
     @staticmethod
-    def finish_step(workflow_id: str, step_id: str, ok: bool, error: str) -> Call:
-        body = {"ok": ok, "error": error}
+    def finish_step(
+        workflow_id: str, step_id: str, ok: bool, error: str, generation: int | None = None
+    ) -> Call:
+        body: dict[str, Any] = {"ok": ok, "error": error}
+        if generation is not None:  # the claim's fencing token: a taken-over claim's result is refused
+            body["generation"] = generation
         return _post(f"/api/workflows/{_seg(workflow_id)}/rollback/steps/{_seg(step_id)}/finish", body)
 
     @staticmethod
@@ -687,8 +691,10 @@ class SafeRunClient(BaseSafeRunClient):
     def claim_step(self, workflow_id: str, step_id: str, owner: str) -> dict[str, Any]:
         return self._json(Endpoints.claim_step(workflow_id, step_id, owner))
 
-    def finish_step(self, workflow_id: str, step_id: str, ok: bool, error: str = "") -> dict[str, Any]:
-        return self._json(Endpoints.finish_step(workflow_id, step_id, ok, error))
+    def finish_step(
+        self, workflow_id: str, step_id: str, ok: bool, error: str = "", generation: int | None = None
+    ) -> dict[str, Any]:
+        return self._json(Endpoints.finish_step(workflow_id, step_id, ok, error, generation))
 
     def complete_rollback(self, workflow_id: str, compensated: list[str] | None = None) -> dict[str, Any]:
         return self._json(Endpoints.complete_rollback(workflow_id, compensated))
@@ -907,8 +913,10 @@ class AsyncSafeRunClient(BaseSafeRunClient):
     async def claim_step(self, workflow_id: str, step_id: str, owner: str) -> dict[str, Any]:
         return await self._json(Endpoints.claim_step(workflow_id, step_id, owner))
 
-    async def finish_step(self, workflow_id: str, step_id: str, ok: bool, error: str = "") -> dict[str, Any]:
-        return await self._json(Endpoints.finish_step(workflow_id, step_id, ok, error))
+    async def finish_step(
+        self, workflow_id: str, step_id: str, ok: bool, error: str = "", generation: int | None = None
+    ) -> dict[str, Any]:
+        return await self._json(Endpoints.finish_step(workflow_id, step_id, ok, error, generation))
 
     async def complete_rollback(
         self, workflow_id: str, compensated: list[str] | None = None

@@ -29,6 +29,7 @@ from saferun.core.rollback.reconciliation import (
     CompensationRegistry,
     RetryPolicy,
     RollbackReport,
+    compensation_key,
     run_compensation,
 )
 from saferun.core.rollback.reconciliation import registry as default_registry
@@ -41,7 +42,7 @@ from saferun.core.state_machine.models import (
     WorkflowExecution,
 )
 from saferun.domain.states import WorkflowState
-from saferun.errors import CompensationError, SnapshotNotFound
+from saferun.errors import ClaimLost, CompensationError, SnapshotNotFound
 
 LONG_POLL_SECONDS = 30.0  # per call; the server allows up to 60
 REVIEW_FIELDS = ("decision_needed", "recommendation", "confidence", "risk", "alerts", "parameter_schema")
@@ -260,7 +261,9 @@ class RemoteOrchestrator:
     def saga_steps(self, workflow_id: str) -> list[dict[str, Any]]:
         return list(self.client.steps(workflow_id)["steps"])
 
-    async def arollback(self, workflow_id: str, *, stale_claim_seconds: float = 300.0) -> RollbackReport:
+    async def arollback(
+        self, workflow_id: str, *, stale_claim_seconds: float | None = None
+    ) -> RollbackReport:
         """Undo the steps since the last approved checkpoint, here, and resume from it on the server.
 
         Raises CompensationError, changing nothing, when a compensation name does not resolve in this
@@ -283,11 +286,16 @@ class RemoteOrchestrator:
             step_id = step["step_id"]
             claimed = await client.claim_step(workflow_id, step_id, self.owner)
             if not claimed["claimed"]:
-                continue  # another process holds it (or the rollback ended elsewhere)
+                break  # another process holds it (and goes on down the list), or the rollback ended
             fn = self.registry.resolve(step["compensation"])
             assert fn is not None
-            ok, error = await run_compensation(fn, step["args"], self.retry)
-            finished = await client.finish_step(workflow_id, step_id, ok, error)
+            key = claimed.get("idempotency_key") or compensation_key(workflow_id, step_id)
+            ok, error = await run_compensation(fn, step["args"], self.retry, key)
+            try:
+                generation = claimed.get("generation")
+                finished = await client.finish_step(workflow_id, step_id, ok, error, generation)
+            except ClaimLost:
+                break  # taken over while this process was slow: the new holder records the step
             if not ok:
                 report.failed = step["name"]
                 report.error = (

@@ -2,7 +2,11 @@
 
 Status flow: ``pending`` (undoable) -> ``committed`` when an approval makes it permanent, or
 ``pending -> compensating -> compensated | failed`` during a rollback. ``claim`` is a conditional
-UPDATE, so two processes rolling back the same workflow never both run one compensation.
+UPDATE, so two processes rolling back the same workflow never both hold one step.
+
+``attempts`` counts the claims of a step and is its *claim generation* (a fencing token): a claim taken
+over from a vanished runner increments it, and ``finish`` only records a result from the runner holding
+the current generation, so a stale runner that wakes up late cannot overwrite the outcome.
 """
 
 from __future__ import annotations
@@ -68,9 +72,10 @@ def to_compensate(conn: Connection, workflow_id: str) -> list[RowMapping]:
 
 def claim(
     conn: Connection, workflow_id: str, step_id: str, owner: str, now: datetime, stale_before: datetime
-) -> bool:
+) -> int | None:
     """Take a step for compensation: free ones, or ones whose claimant vanished (claim too old).
 
+    Returns the claim's generation (the step's new ``attempts``), or None when the step was not free.
     The step is matched WITH its workflow, so a caller entitled to one workflow's rollback cannot take
     another workflow's step through its own workflow's URL (issue 9, finding 4).
     """
@@ -86,7 +91,11 @@ def claim(
         )
         .values(status="compensating", claimed_by=owner, claimed_at=now, attempts=saga_steps.c.attempts + 1)
     )
-    return conn.execute(stmt).rowcount == 1
+    if conn.execute(stmt).rowcount != 1:
+        return None
+    return int(
+        conn.execute(select(saga_steps.c.attempts).where(saga_steps.c.step_id == step_id)).scalar_one()
+    )
 
 
 def get(conn: Connection, step_id: str, workflow_id: str | None = None) -> RowMapping:
@@ -101,12 +110,20 @@ def get(conn: Connection, step_id: str, workflow_id: str | None = None) -> RowMa
     return row
 
 
-def finish(conn: Connection, step_id: str, status: str, error: str | None = None) -> None:
-    conn.execute(
-        update(saga_steps)
-        .where(saga_steps.c.step_id == step_id)
-        .values(status=status, last_error=error, finished_at=utcnow())
+def finish(
+    conn: Connection, step_id: str, status: str, error: str | None = None, generation: int | None = None
+) -> bool:
+    """Record a claimed step's outcome; with ``generation``, only if that claim is still the step's.
+
+    False (nothing written) when the step is no longer being compensated or was claimed again since.
+    """
+    cond = [saga_steps.c.step_id == step_id, saga_steps.c.status == "compensating"]
+    if generation is not None:
+        cond.append(saga_steps.c.attempts == generation)
+    done = conn.execute(
+        update(saga_steps).where(*cond).values(status=status, last_error=error, finished_at=utcnow())
     )
+    return done.rowcount == 1
 
 
 def list_for(conn: Connection, workflow_id: str) -> list[RowMapping]:

@@ -9,8 +9,12 @@ The runner undoes the steps since the last approved checkpoint, newest first. Ea
 a conditional UPDATE before it runs, so no two processes run the same compensation; a failing one is
 retried with exponential backoff and jitter, and after the last attempt the workflow goes to FAILED
 with that step named. A step whose claimant vanished mid-run (process killed) is retaken after
-``stale_claim_seconds``: that one compensation may then run twice, so compensations should tolerate a
-repeat (cancelling a cancelled order is a no-op), the same contract Temporal gives activities.
+``stale_claim_seconds``, under a new claim generation: the vanished runner's result, should it still
+arrive, is refused (``ClaimLost``), so each step has exactly one recorded outcome. The side effect itself
+may have landed before the process died, so every run of a step's compensation gets the same
+``idempotency_key`` (``compensation_key``: stable across takeovers) when its function declares an
+``idempotency_key`` parameter; passed on to the outside system (a refund API's idempotency header, a
+unique key in a table), it makes the undo happen once however often it is attempted.
 """
 
 from __future__ import annotations
@@ -82,12 +86,38 @@ class RetryPolicy:
         return random.uniform(0, bound)
 
 
-async def run_compensation(fn: Compensation, args: dict[str, Any], policy: RetryPolicy) -> tuple[bool, str]:
-    """Run one compensation with retries; (True, "") on success, (False, last error) after the last try."""
+def compensation_key(workflow_id: str, step_id: str) -> str:
+    """The idempotency key of one step's compensation: the same for every runner and every takeover."""
+    return f"saferun:{workflow_id}:{step_id}"
+
+
+def takes_idempotency_key(fn: Compensation) -> bool:
+    """Whether ``fn`` declares an ``idempotency_key`` parameter (older compensations do not get one)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins and some C callables have no readable signature
+        return False
+    param = params.get("idempotency_key")
+    return param is not None and param.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+
+
+async def run_compensation(
+    fn: Compensation, args: dict[str, Any], policy: RetryPolicy, idempotency_key: str | None = None
+) -> tuple[bool, str]:
+    """Run one compensation with retries; (True, "") on success, (False, last error) after the last try.
+
+    ``idempotency_key`` is passed when the function declares that parameter and the step's own arguments
+    do not already name one (the agent's choice then wins: it is stored, so just as stable)."""
+    kwargs = dict(args)
+    if idempotency_key is not None and "idempotency_key" not in kwargs and takes_idempotency_key(fn):
+        kwargs["idempotency_key"] = idempotency_key
     last = ""
     for attempt in range(1, policy.attempts + 1):
         try:
-            result = fn(**args)
+            result = fn(**kwargs)
             if inspect.isawaitable(result):
                 await result
             return True, ""

@@ -177,6 +177,7 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
             self.registry.import_modules(settings.compensation_modules)
         self.rollback_grace = timedelta(seconds=settings.rollback_grace_seconds)
         self.stuck_warner = StuckWarner(timedelta(seconds=settings.stuck_warn_seconds))
+        self.stale_claim_seconds = settings.stale_claim_seconds  # a compensation claim older is taken over
         self.identity_checks = parties.parse_mode(identity_checks or settings.identity_checks)
         self.policy_gate = PolicyGate(approval_policy, settings.approval_policy)
         self._delivery: OutboxDelivery | None = None
@@ -628,14 +629,19 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
             )
             return step_id
 
-    async def arollback(self, workflow_id: str, *, stale_claim_seconds: float = 300.0) -> RollbackReport:
+    async def arollback(
+        self, workflow_id: str, *, stale_claim_seconds: float | None = None
+    ) -> RollbackReport:
         """Undo the steps since the last approved checkpoint and resume from it (ROLLING_BACK -> ...).
 
         Raises CompensationError, changing nothing, when a compensation name does not resolve in this
-        process; another process that knows it (or the sweep there) can finish the rollback.
+        process; another process that knows it (or the sweep there) can finish the rollback. A claim older
+        than ``stale_claim_seconds`` (default ``self.stale_claim_seconds``: ``SAFERUN_STALE_CLAIM_SECONDS``)
+        is taken over.
         """
+        stale = stale_claim_seconds if stale_claim_seconds is not None else self.stale_claim_seconds
         runner = SagaRunner(self.db, self.registry, self.retry, owner=self.owner, actor=self.actor)
-        return await runner.run(workflow_id, stale_claim_seconds=stale_claim_seconds)
+        return await runner.run(workflow_id, stale_claim_seconds=stale)
 
     # The saga's step protocol, for agents whose compensations run in another process (the HTTP client).
     def steps_to_undo(self, workflow_id: str) -> list[dict[str, Any]]:
@@ -643,13 +649,23 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
 
     def claim_compensation(
         self, workflow_id: str, step_id: str, owner: str, stale_claim_seconds: float = 300.0
-    ) -> bool:
+    ) -> int | None:
+        """The claim's generation (pass it to ``finish_compensation``), or None when not claimed."""
         return saga_ops.claim_step(self.db, workflow_id, step_id, owner, stale_claim_seconds)
 
     def finish_compensation(
-        self, workflow_id: str, step_id: str, ok: bool, error: str = "", actor: str | None = None
+        self,
+        workflow_id: str,
+        step_id: str,
+        ok: bool,
+        error: str = "",
+        actor: str | None = None,
+        generation: int | None = None,
     ) -> str:
-        return saga_ops.finish_step(self.db, workflow_id, step_id, ok, error, actor or self.actor)
+        """Record a claimed step's outcome; ``ClaimLost`` when ``generation`` was taken over since."""
+        return saga_ops.finish_step(
+            self.db, workflow_id, step_id, ok, error, actor or self.actor, generation
+        )
 
     def complete_rollback(self, workflow_id: str, compensated: list[str] | None = None) -> RollbackReport:
         report = RollbackReport(workflow_id, compensated=list(compensated or []))
@@ -793,6 +809,8 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
                     report.rolled_back.append(workflow_id)
             except CompensationError as exc:  # said once per period below, as a stuck item
                 log.debug("sweep leaves %s rolling back: %s", workflow_id, exc.message)
+            except InvalidTransition:
+                continue  # its rollback was finished (or failed) by another process meanwhile
         report.completed = self.finish_settling(now)
         stuck_items = self.stuck_workflows(now)  # nobody finishes these: visible, warned once per period
         report.stuck = [s.workflow_id for s in stuck_items]
