@@ -74,8 +74,15 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A consistent read. On SQLite it takes no write lock (plain deferred BEGIN), so readers such as
-        a polling agent never hold up writers in other processes."""
-        with self._faults(), self.engine.connect().execution_options(saferun_read=True) as conn:
+        a polling agent never hold up writers in other processes. On PostgreSQL it is one REPEATABLE READ
+        snapshot: under the default READ COMMITTED each statement saw its own, so a read that checks a
+        workflow row against its audit chain could see the row before and the chain after another
+        process's commit and call it tampered (seen in tests/test_rollback_race.py). A read-only
+        transaction never fails serialization, so nothing has to retry."""
+        options: dict[str, Any] = {"saferun_read": True}
+        if self.engine.dialect.name == "postgresql":
+            options["isolation_level"] = "REPEATABLE READ"
+        with self._faults(), self.engine.connect().execution_options(**options) as conn:
             yield conn
 
     @contextmanager
