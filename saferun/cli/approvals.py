@@ -77,6 +77,9 @@ def list_pending(
         str | None, typer.Option("--newer-than", help="Opened at most this long ago.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only request ids, one a line (REQ=$(... | head -1)).")
+    ] = False,
 ) -> None:
     """List pending requests, soonest expiry first, one page at a time (the API's filters and cursors).
     Requests already past their timeout are resolved first."""
@@ -96,6 +99,10 @@ def list_pending(
         newer_than=_seconds(newer_than, "--newer-than"),
     )
     page = orch.pending_page(flt, limit=limit, cursor=cursor)
+    if quiet:
+        for item in page.items:
+            typer.echo(item.request.request_id)
+        return
     if as_json:
         echo_json(
             {

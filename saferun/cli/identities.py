@@ -69,9 +69,15 @@ def create(
     roles: Roles = None,
     label: Annotated[str, typer.Option("--label", help="Label of the first API key.")] = "initial",
     as_json: AsJson = False,
+    key_only: Annotated[
+        bool, typer.Option("--key-only", "-q", help="Print only the API key, for KEY=$(saferun ...).")
+    ] = False,
 ) -> None:
     """Create an identity with its roles and a first API key (printed once)."""
     identity, key = _service(ctx).create_identity_with_key(identity_id, name, roles or [], key_label=label)
+    if key_only:
+        typer.echo(key.api_key)
+        return
     if as_json:
         echo_json(_key_json(identity, key))
         return

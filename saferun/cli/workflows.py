@@ -54,9 +54,16 @@ def list_workflows(
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 50,
     as_json: JsonFlag = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only workflow ids, one a line (WF=$(... | head -1)).")
+    ] = False,
 ) -> None:
     """List workflows, newest first."""
     rows = orchestrator(ctx).list_workflows(state=state, limit=limit)
+    if quiet:
+        for wf in rows:
+            typer.echo(wf.workflow_id)
+        return
     if as_json:
         echo_json([wf.model_dump(mode="json") for wf in rows])
         return
