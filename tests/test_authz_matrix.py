@@ -159,6 +159,9 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     "GET /ui/fragments/approvals/{request_id}/status": fragment_a(),
     "POST /ui/approvals/{request_id}/decision": row(404, none=401, bad=401, sup_a=ALLOWED, poster_a=403,
                                                    exec_a=403, admin=403, plat_a=403),
+    # a batch from the queue: any signed-in caller; each item is then decided or reported by the API's rules
+    # (an unknown id is a per-item not_found, so the page answers 200)
+    "POST /ui/approvals/batch": keyed(),
     "POST /ui/workflows/{workflow_id}/resolve": poster_of_a(),  # the API's rule; 409 for them: not stuck
     "POST /ui/workflows/{workflow_id}/fork": poster_of_a(),  # the API's rule: poster or admin
     "GET /ui/static/{name}": row(200),
@@ -232,6 +235,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "POST /api/approvals/submit": {"json": {"request_id": "{request_id}", "decision": "APPROVED"}},
     "POST /api/approvals/batch": {"json": {"request_ids": ["req_never"], "decision": "APPROVED"}},
     "POST /ui/approvals/{request_id}/decision": {"data": {"decision": "APPROVED", "rationale": "ok"}},
+    "POST /ui/approvals/batch": {"data": {"request_id": "req_never", "decision": "APPROVED"}},
     "POST /ui/workflows/{workflow_id}/resolve": {"data": {"action": "retry"}},
     "POST /ui/workflows/{workflow_id}/fork": {"data": {"checkpoint": "cp_never"}},
     "POST /login": {"data": {"api_key": "sr_key_bad"}},

@@ -94,3 +94,49 @@ def test_the_decision_link_page_shows_context_stakes_and_what_reject_undoes(
             expect(page.locator("main")).not_to_contain_text("now executing")
         finally:
             context.close()
+
+
+def test_batch_reject_from_the_queue_in_chromium(browser: Any, orch: WorkflowOrchestrator) -> None:
+    """Tick two requests on the queue, try to reject without a rationale (refused in the browser), give
+    one, reject: both are decided once and the page lists one result per request."""
+    from playwright.sync_api import expect
+
+    _, first = ui.data_workflow(orch, "Quarterly report")
+    _, second = ui.data_workflow(orch, "Churn analysis")
+    _, kept = ui.data_workflow(orch, "Board summary")
+    app = create_app(orch, auth="open", sweep=False)
+    with ui.serve(app) as base:
+        context = browser.new_context(viewport=WIDE)
+        page = context.new_page()
+        watch = Watch(page)
+        try:
+            page.goto(f"{base}/approvals")
+            expect(page.locator("#batch-approve")).to_be_disabled()  # nothing selected yet
+            page.check(f'input[name="request_id"][value="{first}"]')
+            page.check(f'input[name="request_id"][value="{second}"]')
+            expect(page.locator("#batch-count")).to_have_text("2 selected")
+            expect(page.locator("#batch-all")).to_have_js_property("indeterminate", True)
+            page.fill('#batch-form [name="acting_as"]', "reviewer")
+            shot(page, "queue-batch-selected", full_page=False)
+
+            page.click("#batch-reject")  # no rationale: the browser says why and nothing is posted
+            expect(page.locator("#batch-count")).to_contain_text("Say why you reject")
+            assert orch.get_approval_response(first) is None
+
+            page.fill('#batch-form [name="rationale"]', "Wrong quarter: use Q3 data")
+            page.click("#batch-reject")
+            expect(page.locator("#batch-report")).to_contain_text("Rejected 2 of 2.")
+            expect(page.locator("#batch-report [data-result=decided]")).to_have_count(2)
+            expect(page.locator(f'[data-request-id="{kept}"]')).to_be_visible()
+            expect(page.locator(f'[data-request-id="{first}"]')).to_have_count(0)
+            shot(page, "queue-batch-result", full_page=False)
+            for rid in (first, second):
+                response = orch.get_approval_response(rid)
+                assert response is not None and response.decision.value == "REJECTED"
+                assert (
+                    response.rationale == "Wrong quarter: use Q3 data" and response.approved_by == "reviewer"
+                )
+            assert orch.get_approval_response(kept) is None
+            assert not watch.errors, watch.errors
+        finally:
+            context.close()

@@ -129,11 +129,29 @@ def batch(body: s.BatchDecision, orch: OrchestratorDep, caller: CallerDep) -> di
         ids = [r.request_id for r in orch.pending_approvals(body.workflow_id, visible_to=caller)]
     else:
         ids = list(body.request_ids or [])
+    results = decide_each(orch, caller, ids, body.decision, body.rationale, approved_by)
+    decided = sum(1 for r in results if r["outcome"] == "decided")
+    return {"decision": body.decision, "decided": decided, "results": results}
+
+
+def decide_each(
+    orch: WorkflowOrchestrator,
+    caller: Caller,
+    request_ids: list[str],
+    decision: ApprovalDecision,
+    rationale: str,
+    approved_by: str,
+) -> list[dict[str, Any]]:
+    """One verdict for several requests, each in its own transaction, with one result per request.
+
+    Shared by ``POST /api/approvals/batch`` and the dashboard's queue, so a batch from either decides by
+    the same rules as a single decision and reports the same outcomes.
+    """
     results = []
-    for request_id in ids:
+    for request_id in request_ids:
         item: dict[str, Any] = {"request_id": request_id}
         try:
-            after = _decide_one(orch, caller, request_id, body.decision, body.rationale, approved_by, None)
+            after = _decide_one(orch, caller, request_id, decision, rationale, approved_by, None)
         except NotFound:  # unknown, or not the caller's to see: the same answer, nothing revealed
             item.update(outcome="not_found", error=ApprovalRequestNotFound(request_id).to_dict())
         except DecisionConflict as exc:
@@ -145,8 +163,7 @@ def batch(body: s.BatchDecision, orch: OrchestratorDep, caller: CallerDep) -> di
         else:
             item.update(outcome="decided", workflow_id=after.workflow_id, workflow_status=after.status)
         results.append(item)
-    decided = sum(1 for r in results if r["outcome"] == "decided")
-    return {"decision": body.decision, "decided": decided, "results": results}
+    return results
 
 
 def _decider(caller: Caller, approved_by: str | None) -> str:

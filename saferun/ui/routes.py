@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, quote
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
+from saferun.api import approvals as approvals_api
 from saferun.api import deps
 from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
@@ -32,7 +33,7 @@ from saferun.errors import (
     PayloadTooLarge,
     SafeRunError,
 )
-from saferun.ui import pages, queue, render, review
+from saferun.ui import batch, pages, queue, render, review
 from saferun.ui import viewer as auth
 from saferun.ui.viewer import Viewer
 
@@ -45,19 +46,25 @@ STATIC_TYPES = {
 }
 
 
-async def form_fields(request: Request) -> dict[str, str]:
-    """The posted url-encoded form (the last value of a repeated name wins)."""
+async def form_pairs(request: Request) -> list[tuple[str, str]]:
+    """The posted url-encoded form as (name, value) pairs, in order (a repeated name keeps every value)."""
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             raise PayloadTooLarge(f"form body exceeds {MAX_FORM_BYTES} bytes", limit=MAX_FORM_BYTES)
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        return {}
-    return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
+        return []
+    return parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """The posted url-encoded form (the last value of a repeated name wins)."""
+    return dict(await form_pairs(request))
 
 
 FormDep = Depends(form_fields)
+FormPairsDep = Depends(form_pairs)
 
 
 def page(request: Request, v: Viewer, template: str, status: int = 200, **context: Any) -> Response:
@@ -154,6 +161,50 @@ def approvals_page(request: Request, v: Viewer, done: str | None = None) -> Resp
         pending_count=pending_count,
         **context,
     )
+
+
+@router.post("/ui/approvals/batch")
+@dashboard()
+def decide_batch(request: Request, v: Viewer, form: list[tuple[str, str]] = FormPairsDep) -> Response:
+    """Approve or reject the requests selected on the queue: CSRF, the form's checks, then the API's
+    ``decide_each`` (one transaction and one result per request); the queue is shown again with them."""
+    fields = dict(form)
+    auth.check_csrf(request, v, fields.get("csrf_token"))
+    assert v.caller is not None
+    orch = _orch(request)
+    parsed = batch.parse(form)
+    if v.caller.authenticated:
+        approved_by = v.caller.identity_id or ""
+    else:
+        approved_by = fields.get("acting_as", "").strip()
+        if not approved_by:
+            parsed.errors["acting_as"] = "Type the name you decide as (it is recorded with each decision)."
+        elif len(approved_by) > auth.ACTING_AS_MAX:
+            parsed.errors["acting_as"] = f"At most {auth.ACTING_AS_MAX} characters."
+    report = None
+    if not parsed.errors and parsed.decision is not None:
+        results = approvals_api.decide_each(
+            orch, v.caller, parsed.request_ids, parsed.decision, parsed.rationale, approved_by
+        )
+        report = batch.report(parsed.decision, results)
+        # what is left selected: the requests that were not decided, to retry or look at
+        selected = {r["request_id"] for r in results if r["outcome"] != "decided"}
+    else:
+        selected = set(parsed.request_ids)
+    context = queue.context(orch, v, request.query_params)  # the queue as it is now
+    common = {
+        "flash": None,
+        "attention": pages.attention(orch, v.who),
+        "pending_count": context["total"] if not context["filtered"] else orch.count_pending(v.who),
+        "selected": selected,
+        "batch_form": {"rationale": parsed.rationale if report is None else "", "acting_as": approved_by},
+    }
+    if report is None:
+        return page(request, v, "approvals.html", 422, batch_errors=parsed.errors, **common, **context)
+    response = page(request, v, "approvals.html", batch_report=report, **common, **context)
+    if not v.caller.authenticated:
+        auth.set_acting_as(request, response, approved_by)
+    return response
 
 
 def _review(

@@ -71,7 +71,9 @@
       .then(function (html) {
         if (html === null || html === el.getAttribute("data-html")) return;
         var before = ids(el);
+        var checked = pickedIds(el);
         el.innerHTML = html;
+        keepPicked(el, checked);
         el.setAttribute("data-html", html);
         each(el, "[data-request-id]", function (item) {
           if (!before[item.getAttribute("data-request-id")]) item.classList.add("is-new");
@@ -368,6 +370,68 @@
     });
   }
 
+  // ------------------------------------------------------------------ batch selection on the queue
+  // The checkboxes live in the refreshed list but belong to the batch form (form="batch-form"); a
+  // refresh keeps what was ticked, and the form says how many are selected.
+  function pickedIds(root) {
+    var out = {};
+    each(root, 'input[name="request_id"][form="batch-form"]:checked', function (box) { out[box.value] = true; });
+    return out;
+  }
+
+  function keepPicked(root, picked) {
+    each(root, 'input[name="request_id"][form="batch-form"]', function (box) {
+      if (picked[box.value]) box.checked = true;
+    });
+    updateBatch();
+  }
+
+  function updateBatch() {
+    var form = document.getElementById("batch-form");
+    if (!form) return;
+    var boxes = document.querySelectorAll('input[name="request_id"][form="batch-form"]');
+    var n = 0;
+    Array.prototype.forEach.call(boxes, function (box) { if (box.checked) n += 1; });
+    var count = document.getElementById("batch-count");
+    if (count) count.textContent = n ? n + " selected" : "Select requests to approve or reject them together";
+    each(form, 'button[name="decision"]', function (button) { button.disabled = !n; });
+    var all = form.querySelector("[data-batch-all]");
+    if (all) {
+      all.checked = n > 0 && n === boxes.length;
+      all.indeterminate = n > 0 && n < boxes.length;
+    }
+  }
+
+  function setupBatch() {
+    var form = document.getElementById("batch-form");
+    if (!form) return;
+    var all = form.querySelector("[data-batch-all]");
+    if (all) {
+      all.addEventListener("change", function () {
+        each(document, 'input[name="request_id"][form="batch-form"]', function (box) { box.checked = all.checked; });
+        updateBatch();
+      });
+    }
+    document.addEventListener("change", function (e) {
+      var t = e.target;
+      if (t && t.name === "request_id" && t.getAttribute("form") === "batch-form") updateBatch();
+    });
+    form.addEventListener("submit", function (e) {
+      var button = e.submitter;
+      if (button && button.value === "REJECTED") {
+        var why = form.querySelector('[name="rationale"]');
+        if (why && !why.value.trim()) {
+          e.preventDefault();
+          why.setAttribute("aria-invalid", "true");
+          why.focus();
+          var count = document.getElementById("batch-count");
+          if (count) count.textContent = "Say why you reject: the agents and the posters see this rationale.";
+        }
+      }
+    });
+    updateBatch();
+  }
+
   // ------------------------------------------------------------------ start
   enhance(document);
   regions.forEach(function (el) { el.setAttribute("data-html", el.innerHTML); });
@@ -375,6 +439,7 @@
   setupTabs();
   setupActingAs();
   setupForms();
+  setupBatch();
   if (document.querySelector("[data-closed]")) closeDecision();
   if (badge && !badge.textContent.trim()) refreshBadge();
   connect();
