@@ -1,4 +1,5 @@
-"""Two real server processes on one PostgreSQL database behave as one system, over HTTP.
+"""Real server processes on one PostgreSQL database behave as one system, over HTTP: two side by side,
+and three behind a round-robin proxy running the README's agent example (issue 13, item 4).
 
 PostgreSQL only: without it these skip with the reason, and under CI=true they fail instead.
 """
@@ -6,6 +7,7 @@ PostgreSQL only: without it these skip with the reason, and under CI=true they f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -13,11 +15,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from saferun.core.identity import IdentityService
+from saferun.storage.database import Database
+from tests import ui_support
 from tests.conftest import drop_pg_schema, make_pg_database, require_postgres
+from tests.test_readme import README, blocks
 
 
 def _free_port() -> int:
@@ -26,16 +33,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def replicas() -> Iterator[list[str]]:
+@contextlib.contextmanager
+def _replicas(n: int, **env_extra: str) -> Iterator[tuple[list[str], Database]]:
+    """``n`` real ``saferun serve`` processes on one fresh PostgreSQL schema; yields their URLs and the
+    database (for setup the test does directly, e.g. identities)."""
     require_postgres()
     db, schema = make_pg_database()
     url = db.engine.url.render_as_string(hide_password=False)
-    db.dispose()
     procs, urls = [], []
-    env = {**os.environ, "DATABASE_URL": url, "SAFERUN_AUTH": "open", "PYTHONPATH": str(Path.cwd())}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "SAFERUN_AUTH": "open",
+        "PYTHONPATH": str(Path.cwd()),
+        **env_extra,
+    }
     try:
-        for _ in range(2):
+        for _ in range(n):
             port = _free_port()
             procs.append(
                 subprocess.Popen(
@@ -55,12 +69,19 @@ def replicas() -> Iterator[list[str]]:
                     time.sleep(0.05)
             else:
                 raise RuntimeError(f"replica {u} did not start")
-        yield urls
+        yield urls, db
     finally:
         for p in procs:
             p.terminate()
             p.wait(timeout=30)
+        db.dispose()
         drop_pg_schema(schema)
+
+
+@pytest.fixture
+def replicas() -> Iterator[list[str]]:
+    with _replicas(2) as (urls, _db):
+        yield urls
 
 
 async def _paused(c: httpx.AsyncClient) -> str:
@@ -112,3 +133,135 @@ async def test_concurrent_decisions_on_two_replicas_yield_one_success(replicas: 
             )
             codes = sorted(r.status_code for r in results)
             assert codes == [200, 409, 409, 409], [r.text for r in results]
+
+
+class RoundRobinProxy:
+    """A small HTTP reverse proxy (ASGI, loopback only): each request goes to the next replica in turn,
+    whole body in, whole answer out, and is logged as ``(method, path, replica index)``."""
+
+    def __init__(self, upstreams: list[str]) -> None:
+        self.upstreams = upstreams
+        self.count = 0
+        self.log: list[tuple[str, str, int]] = []
+        self.client = httpx.AsyncClient(timeout=None)
+
+    def next_replica(self) -> int:
+        return self.count % len(self.upstreams)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await self.client.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        i = self.next_replica()
+        self.count += 1
+        self.log.append((scope["method"], scope["path"], i))
+        skip = {b"host", b"content-length", b"connection", b"transfer-encoding"}
+        headers = [(k.decode(), v.decode()) for k, v in scope["headers"] if k.lower() not in skip]
+        query = ("?" + scope["query_string"].decode()) if scope["query_string"] else ""
+        answer = await self.client.request(
+            scope["method"], self.upstreams[i] + scope["path"] + query, headers=headers, content=body
+        )
+        drop = {"content-length", "transfer-encoding", "connection", "content-encoding"}
+        out = [(k.encode(), v.encode()) for k, v in answer.headers.items() if k.lower() not in drop]
+        out.append((b"x-replica", str(i).encode()))
+        await send({"type": "http.response.start", "status": answer.status_code, "headers": out})
+        await send({"type": "http.response.body", "body": answer.content})
+
+
+def _readme_agent(proxy_url: str) -> str:
+    """The README's keys-mode agent (``attach`` through ``RemoteOrchestrator``), pointed at the proxy."""
+    (block,) = [b for b in blocks(README.read_text()) if b.lang == "python" and "attach(" in b.text]
+    return block.text.replace("http://127.0.0.1:8001", proxy_url)
+
+
+@pytest.mark.slow
+async def test_three_replicas_behind_a_round_robin_proxy_run_the_readme_agent(tmp_path: Path) -> None:
+    with _replicas(3, SAFERUN_AUTH="keys") as (urls, db):
+        ids = IdentityService(db)
+        keys = {
+            name: ids.create_identity_with_key(name, roles=[role])[1].api_key
+            for name, role in (("poster_ann", "poster"), ("agent_bob", "executor"), ("rita", "supervisor"))
+        }
+        proxy = RoundRobinProxy(urls)
+        agent = tmp_path / "agent.py"
+        with ui_support.serve(proxy) as proxy_url:  # type: ignore[arg-type]
+            agent.write_text(_readme_agent(proxy_url))
+            async with httpx.AsyncClient(base_url=proxy_url, timeout=60) as c:
+                deciders = []
+                for run in range(3):
+                    wf = await _post(
+                        c,
+                        keys["poster_ann"],
+                        "/api/workflows",
+                        {
+                            "name": f"Weekly report {run}",
+                            "checkpoint_names": ["Review plan"],
+                            "escrow_amount": "20.00",
+                            "poster_id": "poster_ann",
+                            "executor_id": "agent_bob",
+                            "supervisor_id": "rita",
+                        },
+                    )
+                    env = {**os.environ, "WF": wf["workflow_id"], "AGENT_KEY": keys["agent_bob"]}
+                    proc = await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        str(agent),
+                        env=env,
+                        stdout=asyncio.subprocess.PIPE,
+                        stderr=asyncio.subprocess.STDOUT,
+                    )
+                    rita = {"Authorization": f"Bearer {keys['rita']}"}
+                    pending: list[dict[str, Any]] = []
+                    while not pending:  # the agent's checkpoint is open (asked of a replica directly)
+                        got = httpx.get(f"{urls[0]}/api/approvals/pending", headers=rita, timeout=10)
+                        pending = got.json()["pending_approvals"]
+                        await asyncio.sleep(0.1)
+                    req = pending[0]["request_id"]
+                    polls = [i for m, path, i in proxy.log if path == f"/api/approvals/{req}"]
+                    while not polls:  # the agent is long-polling its decision on some replica
+                        await asyncio.sleep(0.05)
+                        polls = [i for m, path, i in proxy.log if path == f"/api/approvals/{req}"]
+                    # the decision goes to a replica other than the agent's long-poll, a different one
+                    # each run: step the round robin with health checks until the next pick is that one
+                    target = next(i for i in range(3) if i != polls[-1] and i not in deciders[-1:])
+                    while proxy.next_replica() != target:
+                        assert (await c.get("/api/health")).status_code == 200
+                    decided = await c.post(
+                        "/api/approvals/submit",
+                        headers=rita,
+                        json={
+                            "request_id": req,
+                            "decision": "MODIFIED",
+                            "modifications": {"pages": 8},
+                            "approved_by": "rita",
+                            "rationale": "shorter",
+                        },
+                    )
+                    assert decided.status_code == 200, decided.text
+                    assert int(decided.headers["x-replica"]) == target
+                    deciders.append(target)
+                    out, _ = await proc.communicate()
+                    assert proc.returncode == 0, out.decode()
+                    assert "MODIFIED by rita {'pages': 8}" in out.decode()
+                    final = httpx.get(f"{urls[2]}/api/workflows/{wf['workflow_id']}", headers=rita).json()
+                    assert final["status"] == "completed"
+        assert len(set(deciders)) >= 2  # decisions landed on different replicas
+        assert {i for _, _, i in proxy.log} == {0, 1, 2}  # and every replica served the agents
+
+
+async def _post(c: httpx.AsyncClient, key: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    res = await c.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
+    assert res.status_code in (200, 201), res.text
+    return dict(res.json())
