@@ -30,6 +30,7 @@ from saferun.cli.common import (
 from saferun.core.state_machine.models import WorkflowExecution
 from saferun.domain.money import format_micro, to_micro
 from saferun.domain.states import WorkflowState
+from saferun.errors import InvalidTransition
 from saferun.storage.schema import utcnow
 
 app = typer.Typer(help="List, inspect and roll back workflows.", no_args_is_help=True)
@@ -260,7 +261,14 @@ def finish_workflow(
     if orch.get_workflow(workflow_id).current_state == WorkflowState.COMPLETED:
         console().print(Text(f"Workflow {workflow_id} is already completed."))
         return
-    wf = orch.complete_workflow(workflow_id)
+    try:
+        wf = orch.complete_workflow(workflow_id)
+    except InvalidTransition:
+        # the sweep (or a restarted agent) completed it between the read above and this call
+        if orch.get_workflow(workflow_id).current_state != WorkflowState.COMPLETED:
+            raise
+        console().print(Text(f"Workflow {workflow_id} is already completed."))
+        return
     console().print(Text(f"Workflow {workflow_id} is now {wf.current_state.value}.", style="green"))
 
 
