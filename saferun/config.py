@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["FULL", "NORMAL", "EXTRA"] = Field(
         default="FULL", alias="SAFERUN_SQLITE_SYNCHRONOUS"
     )
+    # how long an HTTP request waits for SQLite's write lock before answering 503 + Retry-After (ms);
+    # library callers, the sweeper and the CLI keep the patient 30 s (storage/database.py)
+    sqlite_request_busy_ms: int = Field(
+        default=3000, ge=100, le=30000, alias="SAFERUN_SQLITE_REQUEST_BUSY_MS"
+    )
 
     # --- the server ---
     # open | keys | auto (open on loopback, keys elsewhere): saferun/api/deps.py
@@ -127,7 +132,6 @@ class Settings(BaseSettings):
     notify_backoff: str = Field(default="2", alias="SAFERUN_NOTIFY_BACKOFF_SECONDS")
     public_url: str = Field(default="http://127.0.0.1:8000", alias="SAFERUN_PUBLIC_URL")
 
-
     # --- the original SafeRun-X402's remaining fields (docs/original-api.md), for code written for it ---
     app_name: str = Field(default="SafeRun X402", alias="APP_NAME")
     default_checkpoint_timeout: int = Field(default=300, alias="DEFAULT_CHECKPOINT_TIMEOUT")
@@ -180,8 +184,9 @@ def _env_file_names(path: Path) -> dict[str, str | None]:
         for binding in parse_stream(stream):
             if binding.error:
                 raise ConfigError(
-                    ENV_FILE, f"{path}: line {binding.original.line} is not NAME=value: "
-                    f"{binding.original.string.strip()[:60]!r}"
+                    ENV_FILE,
+                    f"{path}: line {binding.original.line} is not NAME=value: "
+                    f"{binding.original.string.strip()[:60]!r}",
                 )
     return dict(dotenv_values(path))
 

@@ -27,6 +27,7 @@ from saferun.api import platform as x402_platform
 from saferun.api import platform_original as x402_original
 from saferun.api.input_guard import InputGuard
 from saferun.api.local_guard import LocalGuard
+from saferun.api.lock_wait import LockWait
 from saferun.core import notify
 from saferun.core.identity import IdentityService
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
@@ -66,6 +67,8 @@ def create_app(
     # checked here, so a bad SAFERUN_WEBHOOK_URLS (or any notification setting) stops the server at start
     app.state.notifications = notifications or notification_settings.load(settings)
     limit = max_body_bytes or settings.max_body_bytes
+    # innermost: a request waits SAFERUN_SQLITE_REQUEST_BUSY_MS for SQLite's lock, then 503 + Retry-After
+    app.add_middleware(LockWait, milliseconds=settings.sqlite_request_busy_ms)
     app.add_middleware(InputGuard)  # inside BodyLimit: depth/NaN/NUL checked on a body of bounded size
     app.add_middleware(BodyLimit, max_bytes=limit)
     # before any route: a rebinding Host is refused and forwarding headers are believed only from proxies
