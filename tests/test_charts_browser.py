@@ -54,3 +54,31 @@ def test_stats_and_workflow_charts_render_in_chromium(browser: Any, orch: Workfl
             assert not watch.errors, watch.errors
         finally:
             context.close()
+
+
+def test_the_stats_page_refreshes_its_charts_at_most_every_five_seconds(
+    browser: Any, orch: WorkflowOrchestrator
+) -> None:
+    """Six changes over ~4 s cost the stats page one or two refreshes, not six (each runs the charts'
+    aggregate queries), and the last refresh shows the state after them."""
+    from playwright.sync_api import expect
+
+    ui.data_workflow(orch, "Before")
+    app = create_app(orch, auth="open", sweep=False)
+    with ui.serve(app) as base:
+        context = browser.new_context(viewport=WIDE)
+        page = context.new_page()
+        fetched: list[str] = []
+        page.on("request", lambda r: fetched.append(r.url) if "/ui/fragments/stats" in r.url else None)
+        try:
+            page.goto(f"{base}/stats")
+            expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+            expect(page.locator("#stat-total")).to_have_text("1")
+            for i in range(6):  # paced wider than the 200 ms coalescing, so each would be its own fetch
+                ui.data_workflow(orch, f"Burst {i}")
+                page.wait_for_timeout(600)
+            expect(page.locator("#stat-total")).to_have_text("7", timeout=20_000)
+            expect(page.locator("#stat-pending")).to_have_text("7")
+            assert 1 <= len(fetched) <= 2, fetched
+        finally:
+            context.close()

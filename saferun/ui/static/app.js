@@ -61,7 +61,23 @@
     return out;
   }
 
+  // A region with data-live-every="ms" refreshes at most that often (the stats page's charts run their
+  // aggregate queries on each refresh; a busy server sends many events a second): a change inside the
+  // interval is fetched once when it ends, so the last state always shows.
+  function throttled(el) {
+    var every = parseInt(el.getAttribute("data-live-every"), 10) || 0;
+    if (!every) return false;
+    var now = Date.now();
+    var wait = (el.__lastRefresh || 0) + every - now;
+    if (wait <= 0) { el.__lastRefresh = now; return false; }
+    if (!el.__later) {
+      el.__later = setTimeout(function () { el.__later = null; refreshRegion(el); }, wait);
+    }
+    return true;
+  }
+
   function refreshRegion(el) {
+    if (throttled(el)) return null;
     var url = el.getAttribute("data-live");
     return fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
       .then(function (res) {
