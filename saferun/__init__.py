@@ -18,13 +18,14 @@ from saferun.core.state_machine.models import (
 )
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.states import WorkflowState
-from saferun.errors import ApprovalRejected, SafeRunError
+from saferun.errors import ApprovalExpired, ApprovalRejected, SafeRunError
 from saferun.supervised import Decision, SupervisedRun, attach, current_run, supervised
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ApprovalDecision",
+    "ApprovalExpired",
     "ApprovalRejected",
     "ApprovalRequest",
     "ApprovalResponse",

@@ -29,6 +29,7 @@ status in one place (``http_status``) without parsing messages::
     ├── LedgerError                   409  a posting would break a ledger rule (negative balance, ...)
     ├── CompensationError             500  a saga compensation failed after its retries
     └── ApprovalRejected              --   raised *to the agent* when its checkpoint was rejected
+        └── ApprovalExpired           --   ... because nobody decided in time (on_timeout)
 
 Nothing here imports an I/O library: the tree is shared by the pure domain and the adapters.
 """
@@ -279,3 +280,9 @@ class ApprovalRejected(SafeRunError):
         self.rationale = rationale
         self.restored_state = restored_state
         self.workflow_state = workflow_state
+
+
+class ApprovalExpired(ApprovalRejected):
+    """Nobody decided in time and the checkpoint's ``on_timeout`` rejected it: an ``ApprovalRejected``
+    (compensations ran the same way), but a distinct type, because silence is not a person's "no"."""
+

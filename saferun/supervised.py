@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
+from saferun.core.decisions import TIMEOUT_ACTOR
 from saferun.core.rollback.reconciliation import RollbackReport
 from saferun.core.state_machine.models import (
     ApprovalDecision,
@@ -35,7 +36,7 @@ from saferun.core.state_machine.models import (
 )
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.states import WorkflowState
-from saferun.errors import ApprovalRejected, InvalidInput, InvalidTransition
+from saferun.errors import ApprovalExpired, ApprovalRejected, InvalidInput, InvalidTransition
 
 log = logging.getLogger(__name__)
 # audit events only the agent's own progress writes: after one of them, a decision was already acted on
@@ -336,7 +337,8 @@ class SupervisedRun:
                 for s in orch.list_snapshots(self.workflow_id)
                 if s.snapshot_id == wf.last_approved_snapshot_id
             )
-        raise ApprovalRejected(
+        expired = response.automatic and response.approved_by == TIMEOUT_ACTOR
+        raise (ApprovalExpired if expired else ApprovalRejected)(
             self.workflow_id,
             checkpoint_id,
             last_cp,

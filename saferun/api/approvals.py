@@ -18,7 +18,7 @@ from saferun.core.state_machine.models import (
     WorkflowExecution,
 )
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
-from saferun.domain.policy import Caller, may_decide
+from saferun.domain.policy import Caller, assignee, may_decide
 from saferun.errors import (
     ApprovalRequestNotFound,
     DecisionConflict,
@@ -196,7 +196,8 @@ def _decide_one(
             caller,
             poster_id=wf.config.poster_id,
             executor_id=wf.config.executor_id,
-            supervisor_id=wf.supervisor_id,  # the assigned one, whether named or given by the marketplace
+            # the assigned one (named or given by the marketplace), or whom an escalation handed it to
+            supervisor_id=assignee(request.supervisor_id, wf.supervisor_id, request.escalation_step > 0),
             approved_by=approved_by,
         )
     )

@@ -39,6 +39,14 @@ class StoreCollector:
                     approval_responses.c.decision, approval_responses.c.automatic
                 )
             ).all()
+            by_status = dict(
+                conn.execute(
+                    select(approval_requests.c.status, func.count()).group_by(approval_requests.c.status)
+                ).all()
+            )
+            escalations = conn.execute(
+                select(func.coalesce(func.sum(approval_requests.c.escalation_step), 0))
+            ).scalar_one()
             pending = conn.execute(
                 select(func.count())
                 .select_from(approval_requests)
@@ -71,6 +79,20 @@ class StoreCollector:
             dec.add_metric([decision, str(bool(automatic)).lower()], n)
         yield dec
         yield GaugeMetricFamily("saferun_pending_approvals", "Requests waiting for a human", value=pending)
+        # "expired" apart from a person's decision everywhere, metrics included (issue 16)
+        outcomes = GaugeMetricFamily(
+            "saferun_approval_requests",
+            "Approval requests by status (expired: nobody decided in time)",
+            labels=["status"],
+        )
+        for status in ("pending", "decided", "expired", "cancelled"):
+            outcomes.add_metric([status], by_status.get(status, 0))
+        yield outcomes
+        yield CounterMetricFamily(
+            "saferun_escalations",
+            "Escalation-ladder rungs applied (reminders and reassignments)",
+            value=int(escalations),
+        )
         now = utcnow()
         stuck = self.orch.stuck_workflows(now)
         by_stuck_state = GaugeMetricFamily(

@@ -88,7 +88,7 @@ def snapshot(row: RowMapping, state: ExecutionState | None = None) -> Checkpoint
 
 
 def request(row: RowMapping) -> ApprovalRequest:
-    values = {k: row[k] for k in ApprovalRequest.model_fields}
+    values = {k: row[k] for k in ApprovalRequest.model_fields if k in row}
     if values["parameter_schema"] is None:  # a row from before schemas were stored: what was enforced
         values["parameter_schema"] = parameter_schema.infer(values["parameters"])
     return ApprovalRequest.model_validate(values)

@@ -219,3 +219,9 @@ def may_see_workflow(
     elif caller.has(Role.SUPERVISOR):
         return True
     return caller.has(Role.PLATFORM) and platform_id is not None and me == platform_id
+
+
+def assignee(request_supervisor: str | None, workflow_supervisor: str | None, escalated: bool) -> str | None:
+    """Who may decide a request: the workflow's assigned supervisor, until an escalation ladder moved the
+    request (issue 16): from then on the request's own assignee (None: any eligible supervisor)."""
+    return request_supervisor if escalated else workflow_supervisor

@@ -135,7 +135,7 @@ class Dispatcher:
                 if notice["id"] not in claimed:
                     continue  # another process has it
                 request = approvals.get(conn, notice["request_id"])
-                if notice["kind"] == store.WAITING and request["status"] != "pending":
+                if store.awaits_decision(notice["kind"]) and request["status"] != "pending":
                     continue
                 for channel, target, fmt in self._destinations(conn, request):
                     store.add_delivery(conn, notice["id"], channel, target, fmt, now)
@@ -204,7 +204,7 @@ class Dispatcher:
         """Read the notice as it is now; mint this attempt's link (after revoking the last attempt's)."""
         notice = store.get_notice(conn, delivery["notification_id"])
         request = approvals.get(conn, notice["request_id"])
-        waiting = notice["kind"] == store.WAITING
+        waiting = store.awaits_decision(notice["kind"])
         if waiting and (request["status"] != "pending" or request["expires_at"] <= now):
             return None
         store.revoke_unused_links(conn, delivery["id"])

@@ -34,7 +34,7 @@ from saferun.core import decisions, parties
 from saferun.core.decisions import Outcome
 from saferun.core.state_machine.models import ApprovalDecision
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
-from saferun.domain.policy import Caller, Role, may_decide
+from saferun.domain.policy import Caller, Role, assignee, may_decide
 from saferun.errors import Conflict, DecisionConflict, Forbidden, InvalidInput, NotFound
 from saferun.storage import approvals, audit
 from saferun.storage import identities as id_store
@@ -192,7 +192,7 @@ def _check_policy(conn: Connection, orch: WorkflowOrchestrator, request: RowMapp
         Caller.open(),  # the link is not a signed-in caller: the person rules apply, to its supervisor
         poster_id=wf["poster_id"],
         executor_id=wf["executor_id"],
-        supervisor_id=wf["supervisor_id"],
+        supervisor_id=assignee(request["supervisor_id"], wf["supervisor_id"], request["escalation_step"] > 0),
         approved_by=supervisor,
     )
     if refusal is not None:

@@ -18,6 +18,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
+from saferun.storage.notifications import awaits_decision
+
 SIGNATURE_HEADER = "X-SafeRun-Signature"
 TIMESTAMP_HEADER = "X-SafeRun-Timestamp"
 EVENT_HEADER = "X-SafeRun-Event"
@@ -47,6 +49,8 @@ class NoticeView:
     def title(self) -> str:
         if self.kind == "waiting":
             return "Decision needed"
+        if awaits_decision(self.kind):
+            return "Still waiting: decision needed (escalated)"
         if self.kind == "expired":
             outcome = self.decision["decision"] if self.decision else "closed"
             return f"Expired without a decision (on_timeout={self.request['on_timeout']}: {outcome})"
@@ -117,12 +121,12 @@ def slack(view: NoticeView) -> dict[str, Any]:
     headline = f"{view.title}: {r['checkpoint_name']} ({view.workflow_name})"
     details = [f"*{_mrkdwn(view.title)}*: {_mrkdwn(r['checkpoint_name'])} in _{_mrkdwn(view.workflow_name)}_"]
     details.append(_mrkdwn(r["summary"]))
-    if view.kind == "waiting":
+    if awaits_decision(view.kind):
         details.append(_mrkdwn(r["decision_needed"]))
     elif view.decision is not None and view.decision["rationale"]:
         details.append(f">{_mrkdwn(view.decision['rationale'])}")
     context = f"Request `{r['request_id']}` · supervisor {_mrkdwn(r['supervisor_id'] or 'any')}"
-    if view.kind == "waiting":
+    if awaits_decision(view.kind):
         context += f" · expires {_iso(r['expires_at'])}"
     button = (
         {"text": "Review and decide", "url": view.decide_url, "style": "primary"}
@@ -196,7 +200,7 @@ def email(view: NoticeView, sender: str, recipient: str, now: datetime) -> Email
         "",
         str(r["summary"]),
     ]
-    if view.kind == "waiting":
+    if awaits_decision(view.kind):
         lines += ["", str(r["decision_needed"])]
         if r["parameters"]:
             lines += ["", "Parameters:", json.dumps(r["parameters"], indent=2, ensure_ascii=False)]

@@ -28,6 +28,13 @@ from saferun.storage.schema import (
 )
 
 WAITING = "waiting"
+ESCALATED = "escalated"  # "escalated:<rung>": an escalation ladder's reminder or reassignment
+
+
+def awaits_decision(kind: str) -> bool:
+    """Whether a notice asks its recipient to decide (with a decision link to their own channel): the
+    first "waiting" notice and every escalation rung's ("escalated:<n>", one per rung)."""
+    return kind == WAITING or kind.startswith(ESCALATED + ":")
 KINDS = ("waiting", "decided", "expired", "cancelled")
 
 PENDING = leased.PENDING

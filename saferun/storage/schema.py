@@ -165,7 +165,12 @@ approval_requests = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False, index=True),
     Column("decided_at", UTCDateTime, nullable=True),
+    # the escalation ladder (issue 16): rungs applied so far, and when the next one is due (NULL: none
+    # left, or no ladder), so a sweep finds due rungs with an index range whatever the queue's size
+    Column("escalation_step", Integer, nullable=False, server_default="0", default=0),
+    Column("next_escalation_at", UTCDateTime, nullable=True),
 )
+Index("ix_approval_requests_escalation", approval_requests.c.next_escalation_at)
 
 approval_responses = Table(
     "approval_responses",

@@ -17,7 +17,7 @@ from saferun.core.state_machine.models import ApprovalRequest, ExecutionState
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.assessment import assess
 from saferun.domain.money import format_micro, to_micro
-from saferun.domain.policy import Caller, Refusal, may_decide
+from saferun.domain.policy import Caller, Refusal, assignee, may_decide
 from saferun.domain.recommendation import REASON_KEY
 from saferun.domain.stakes import Stakes, stakes
 from saferun.domain.states import WorkflowState
@@ -115,7 +115,7 @@ def refusal_for(
         caller,
         poster_id=cfg.poster_id,
         executor_id=cfg.executor_id,
-        supervisor_id=wf.supervisor_id,
+        supervisor_id=assignee(req.supervisor_id, wf.supervisor_id, req.escalation_step > 0),
         approved_by=approved_by,
     )
 
@@ -243,13 +243,14 @@ def workflows(orch: WorkflowOrchestrator, caller: Caller, status: str | None) ->
 def workflow(orch: WorkflowOrchestrator, caller: Caller, workflow_id: str) -> dict[str, Any]:
     wf = visible(orch, caller, workflow_id)
     history = orch.history(workflow_id)
+    escalations = [e for e in orch.audit_events(workflow_id) if e["kind"] == "escalated"]
     approvals = orch.approval_history(workflow_id)
     ledger = orch.ledger_entries(workflow_id)
     position = orch.escrow_position(workflow_id)
     locked = position.locked or 1
     return {
         "workflow": wf,
-        "timeline": timeline.build(history, approvals, ledger),
+        "timeline": timeline.build(history, approvals, ledger, escalations),
         "pending": [req for req, resp in approvals if req.status == "pending"],
         "snapshots": orch.list_snapshots(workflow_id),
         "escrow": {k: format_micro(v) for k, v in asdict(position).items()},

@@ -50,7 +50,9 @@ def build(
     history: list[dict[str, Any]],
     approvals: list[tuple[ApprovalRequest, ApprovalResponse | None]],
     ledger: list[dict[str, Any]],
+    escalations: list[dict[str, Any]] | None = None,
 ) -> list[Entry]:
+    """``escalations``: the workflow's ``escalated`` audit events (an escalation ladder's rungs)."""
     entries: list[Entry] = []
     for row in history:
         before = row.get("from_state")
@@ -86,12 +88,14 @@ def build(
             if resp.modifications:
                 lines += [f"{k} → {v!r}" for k, v in resp.modifications.items()]
             if resp.automatic:
-                lines.append("automatic (no human decision in time)")
+                lines.append(_automatic_reason(resp.approved_by))
+            expired = resp.automatic and req.status == "expired"
+            word = f"Expired ({resp.decision.value.lower()})" if expired else resp.decision.value.title()
             entries.append(
                 Entry(
                     at=resp.created_at or req.decided_at or req.created_at,
                     kind="decision",
-                    title=f"{resp.decision.value.title()}: {req.checkpoint_name}",
+                    title=f"{word}: {req.checkpoint_name}",
                     actor=resp.approved_by,
                     detail=resp.rationale or None,
                     tone=_DECISION_TONES.get(resp.decision.value, "neutral"),
@@ -99,6 +103,27 @@ def build(
                     lines=lines,
                 )
             )
+    for ev in escalations or []:
+        p = ev.get("payload") or {}
+        at = _parse_at(ev.get("at"))
+        if at is None:
+            continue
+        what = (
+            "Reminder sent"
+            if p.get("action") == "notify"
+            else f"Reassigned to {p.get('to') or 'any supervisor'}"
+        )
+        entries.append(
+            Entry(
+                at=at,
+                kind="request",
+                title=f"Escalated: {what}",
+                actor=ev.get("actor"),
+                detail=f"rung {int(p.get('step', 0)) + 1}, {p.get('after_seconds')} s after the request",
+                tone="warn",
+                link=f"/approvals/{p.get('request_id')}" if p.get("request_id") else None,
+            )
+        )
     for txn in ledger:
         legs = txn.get("legs") or []
         credited = [leg for leg in legs if leg["amount_micro"] > 0]
@@ -115,3 +140,21 @@ def build(
         )
     entries.sort(key=lambda e: _sort_key(e.at))
     return entries
+
+
+def _automatic_reason(approved_by: str) -> str:
+    """Why nobody decided by hand: an approval policy, the timeout, or a cancellation."""
+    if approved_by.startswith("policy:"):
+        return "automatic: decided by an approval policy"
+    if approved_by == "saferun:cancel":
+        return "automatic: the workflow was cancelled"
+    return "automatic: no human decision in time (expired)"
+
+
+def _parse_at(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None

@@ -66,6 +66,27 @@ class ApprovalDecision(StrEnum):
 TimeoutPolicy = Literal["reject", "approve", "fail"]
 
 
+class EscalationStep(BaseModel):
+    """One rung of a checkpoint's escalation ladder (issue 16): ``after_seconds`` from the request's
+    opening, ``notify`` reminds the current assignee again, ``reassign`` hands the request to ``to`` (an
+    identity id, or ``"any"``: every eligible supervisor, the on-call pool). The ladder ends in the
+    checkpoint's ``on_timeout`` at ``timeout_seconds``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after_seconds: int = Field(gt=0, le=60 * 60 * 24 * 365)
+    action: Literal["notify", "reassign"]
+    to: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _target(self) -> EscalationStep:
+        if self.action == "reassign" and self.to is None:
+            raise ValueError("reassign needs 'to': an identity id, or 'any' (every eligible supervisor)")
+        if self.action == "notify" and self.to is not None:
+            raise ValueError("a notify step reminds the current assignee; use reassign to change who decides")
+        return self
+
+
 class CheckpointConfig(BaseModel):
     """A point where the agent stops and (by default) waits for a human."""
 
@@ -84,6 +105,25 @@ class CheckpointConfig(BaseModel):
     # A JSON Schema for the parameters a reviewer may change here (saferun/domain/parameter_schema.py);
     # None: inferred from the values the agent proposes. A checkpoint call may declare its own.
     parameter_schema: dict[str, Any] | None = None
+    # What happens while nobody decides: reminders and reassignments before on_timeout (issue 16).
+    escalation: list[EscalationStep] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="after")
+    def _ladder_in_order(self) -> CheckpointConfig:
+        previous = 0
+        for i, step in enumerate(self.escalation):
+            if step.after_seconds <= previous:
+                raise ValueError(
+                    f"escalation[{i}]: after_seconds {step.after_seconds} overlaps the step before it "
+                    f"({previous}); steps must come strictly later one after another"
+                )
+            if step.after_seconds >= self.timeout_seconds:
+                raise ValueError(
+                    f"escalation[{i}]: after_seconds {step.after_seconds} is not before timeout_seconds "
+                    f"{self.timeout_seconds}, when on_timeout applies"
+                )
+            previous = step.after_seconds
+        return self
 
     @field_validator("parameter_schema")
     @classmethod
@@ -261,6 +301,9 @@ class ApprovalRequest(BaseModel):
     created_at: datetime
     expires_at: datetime
     decided_at: datetime | None = None
+    # the escalation ladder (CheckpointConfig.escalation): rungs applied, and when the next one is due
+    escalation_step: int = 0
+    next_escalation_at: datetime | None = None
 
 
 class ApprovalResponse(BaseModel):

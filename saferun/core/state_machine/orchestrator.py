@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, RowMapping
 
 from saferun.config import get_settings
-from saferun.core import decisions, escrow, mirror, notify, parties, transitions, views
+from saferun.core import decisions, escalation, escrow, mirror, notify, parties, transitions, views
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
 from saferun.core.policy_gate import PolicyGate
 from saferun.core.rollback import saga as saga_ops
@@ -86,6 +86,7 @@ class SweepReport:
     rolled_back: list[str] = field(default_factory=list)
     completed: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
+    escalated: list[str] = field(default_factory=list)  # "request_id:rung" applied by this sweep
 
 
 def _parts(state: ExecutionState) -> dict[str, bytes]:
@@ -452,6 +453,11 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
             "on_timeout": cp.on_timeout,
             "created_at": now,
             "expires_at": now + timedelta(seconds=cp.timeout_seconds),
+            # the first rung of the checkpoint's escalation ladder, if it has one (saferun/core/escalation.py)
+            "escalation_step": 0,
+            "next_escalation_at": (
+                now + timedelta(seconds=cp.escalation[0].after_seconds) if cp.escalation else None
+            ),
         }
         approvals.insert_request(conn, **values)
         # approval policy as code (saferun/core/policy_gate.py): judged as the request opens
@@ -800,7 +806,8 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
     def sweep(self, now: datetime | None = None) -> SweepReport:
         """The maintenance any SafeRun process performs: expire due requests, finish abandoned rollbacks."""
         now = now or utcnow()
-        report = SweepReport(expired=self.sweep_expired(now))
+        escalated = escalation.sweep(self.db, now)  # ladders first: a rung due with the timeout still runs
+        report = SweepReport(expired=self.sweep_expired(now), escalated=escalated)
         with self.db.read() as conn:
             candidates = wf_store.rolling_back_since(conn, now - self.rollback_grace)
         for workflow_id in candidates:
