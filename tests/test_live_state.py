@@ -150,6 +150,10 @@ async def test_the_decision_link_shows_the_review_pages_context_and_stakes(
         assert 'id="alerts"' in page and "8x the $150 budget" in page
         assert 'id="link-context"' in page and "Friday all-hands" in page
         assert "Reject and roll back" in page
+        # the same labelled advice, confidence and risk as the review page
+        assert 'id="link-advice"><strong>reject</strong>' in page
+        assert 'id="link-agent">proposes modify (its confidence 62%); lowest score quantity 41%' in page
+        assert 'id="link-risk">high' in page
 
         done = await client.post(
             f"/decide/{token}",
