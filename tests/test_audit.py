@@ -251,3 +251,42 @@ async def test_a_deleted_last_event_is_detected_by_the_anchor(db: Database) -> N
     count_after, broken = orch.verify_audit(wf)
     assert count_after == count - 1
     assert broken is not None and f"anchor recorded {count}" in broken.reason
+
+
+async def test_read_path_checks_cost_one_indexed_read_of_the_chain(db: Database) -> None:
+    """Each checked read adds one SELECT (the workflow's events, by primary-key prefix); the resume read
+    (workflow + snapshot joined with its artifact row + events) replaces its former single bare query."""
+    from sqlalchemy import event
+
+    orch = WorkflowOrchestrator(database=db)
+    wf = started(orch)
+    req = await pause(orch, wf, "cp1", parameters={"n": 1})
+    decide(orch, req, "APPROVED")
+    orch.latest_approved_state(wf)  # warms the verified-artifact cache
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        counts = {}
+        for name, read in (
+            ("get_workflow", lambda: orch.get_workflow(wf)),
+            ("get_approval_request", lambda: orch.get_approval_request(req)),
+            ("get_approval_response", lambda: orch.get_approval_response(req)),
+            ("latest_approved_state", lambda: orch.latest_approved_state(wf)),
+        ):
+            seen.clear()
+            read()
+            counts[name] = len(seen)
+            assert sum("audit_events" in s for s in seen) == 1, name
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert counts == {
+        "get_workflow": 2,
+        "get_approval_request": 2,
+        "get_approval_response": 3,
+        "latest_approved_state": 3,
+    }

@@ -27,7 +27,11 @@ def lock(conn: Connection, row: RowMapping, actor: str) -> None:
         return
     wf = row["workflow_id"]
     txn = book.post(
-        conn, rules.lock(wf, row["poster_id"], amount), idempotency_key=f"lock:{wf}", workflow_id=wf
+        conn,
+        rules.lock(wf, row["poster_id"], amount),
+        idempotency_key=f"lock:{wf}",
+        workflow_id=wf,
+        field="escrow_amount",
     )
     mirror.lock(conn, row)
     audit.append(

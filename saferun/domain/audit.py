@@ -226,7 +226,9 @@ def check_row(
 _PASSED = ("approved", "modified", "passed")
 
 
-def workflow_problem(row: Mapping[str, Any], events: list[tuple[int, Mapping[str, Any]]]) -> str | None:
+def workflow_problem(
+    row: Mapping[str, Any], events: list[tuple[int, Mapping[str, Any]]], assigned: str | None = None
+) -> str | None:
     """Why a workflow row disagrees with its chain, or None. Only for workflows that bind their rows
     (older ones are checked by their anchor alone). The chain fixes: the configuration and the parties
     and amount it names (``workflow_created``), the state (the last transition's ``to``) and the snapshot
@@ -243,6 +245,8 @@ def workflow_problem(row: Mapping[str, Any], events: list[tuple[int, Mapping[str
     for column in ("name", "description", "poster_id", "executor_id"):
         if row[column] != config.get(column, ""):
             return f"workflows row {wf_id}: {column} does not match the configuration it was created with"
+    if row["supervisor_id"] != (config.get("supervisor_id") or assigned):
+        return f"workflows row {wf_id}: supervisor_id is neither the configured nor the assigned supervisor"
     if row["escrow_micro"] != to_micro(config.get("escrow_amount"), "escrow_amount"):
         return f"workflows row {wf_id}: escrow_micro does not match the escrow amount it was created with"
     state, last_passed = None, None

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from math import floor, lcm
+from typing import Any
 
 from saferun.errors import InvalidAmount, InvalidInput, LedgerError
 
@@ -176,6 +177,30 @@ def _micro(amount: int, field: str, *, positive: bool = False) -> int:
     if amount > _INT64_MAX:
         raise InvalidAmount(field, f"{amount} does not fit in 64 bits")
     return amount
+
+
+MAX_WEIGHT = Decimal(1_000_000)
+_WEIGHT_PLACES = 6
+
+
+def check_weight(value: Any, field: str = "milestone_weight") -> Decimal:
+    """A milestone weight as an exact Decimal: finite, ``0 < w <= MAX_WEIGHT``, at most 6 decimals.
+
+    Unbounded weights made ``allocate`` do unbounded work (``1e-999999`` has a denominator of a million
+    digits) and let a weight of ``1e30`` starve every other milestone to zero."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise InvalidAmount(field, f"must be a number, got {type(value).__name__}")
+    try:
+        dec = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    except (ArithmeticError, ValueError):
+        raise InvalidAmount(field, f"{value!r} is not a number") from None
+    if not dec.is_finite():
+        raise InvalidAmount(field, f"must be a finite number, got {value!r}")
+    if not Decimal(0) < dec <= MAX_WEIGHT:
+        raise InvalidAmount(field, f"must be greater than 0 and at most {MAX_WEIGHT}, got {value!r}")
+    if dec.as_tuple().exponent < -_WEIGHT_PLACES and dec != dec.quantize(Decimal(1).scaleb(-_WEIGHT_PLACES)):
+        raise InvalidAmount(field, f"must have at most {_WEIGHT_PLACES} decimal places, got {value!r}")
+    return dec
 
 
 def allocate(total: int, weights: Sequence[int | Decimal]) -> list[int]:

@@ -331,6 +331,33 @@ class ArtifactStore:
         return None if row is None else dict(row)
 
 
+def check_artifact_row(
+    conn: Connection, uri: str, *, artifact_type: str, raw_size: int, compressed_size: int
+) -> str | None:
+    """Why the ``artifacts`` row of ``uri`` disagrees with what a (chain-verified) snapshot recorded about
+    it, or None. One primary-key read; the blobs themselves are verified by ``get``."""
+    row = conn.execute(select(artifacts).where(artifacts.c.uri == uri)).mappings().first()
+    return artifact_row_problem(
+        uri, row, artifact_type=artifact_type, raw_size=raw_size, compressed_size=compressed_size
+    )
+
+
+def artifact_row_problem(
+    uri: str, row: Mapping[str, Any] | None, *, artifact_type: str, raw_size: int, compressed_size: int
+) -> str | None:
+    """``check_artifact_row`` on a row already read (say, joined to its snapshot)."""
+    if row is None or row["uri"] is None:
+        return f"artifact {uri} has no artifacts row"
+    for name, expected in (
+        ("artifact_type", artifact_type),
+        ("raw_size", raw_size),
+        ("compressed_size", compressed_size),
+    ):
+        if row[name] != expected:
+            return f"artifact {uri}: {name} {row[name]!r} is not the {expected!r} its snapshot recorded"
+    return None
+
+
 class _VerifiedCache:
     """LRU of verified manifests (small) and parts (bounded by total bytes)."""
 
@@ -697,6 +724,8 @@ def _decode(row: _Row) -> bytes:
     data = row.data
     if data is None:
         raise AssertionError(f"blob {row.key} was probed without its data")
+    if len(data) != row.stored_size:
+        raise ArtifactCorrupted(row.key, f"{len(data)} stored bytes, recorded size {row.stored_size}")
     if row.codec == _ZSTD:
         try:
             if zstandard.frame_content_size(data) != row.raw_size:

@@ -27,8 +27,9 @@ from saferun.domain.audit import (
     workflow_problem,
 )
 from saferun.domain.canonical import canonical_loads
-from saferun.errors import Tampered
+from saferun.errors import ArtifactCorrupted, ArtifactNotFound, InvalidInput, Tampered
 from saferun.storage import eventlog, ledger
+from saferun.storage.artifacts import ArtifactStore, check_artifact_row
 from saferun.storage.schema import (
     approval_requests,
     approval_responses,
@@ -41,6 +42,9 @@ from saferun.storage.schema import (
     workflows,
     x402_payments,
 )
+
+# core.checkpoints.capture.ARTIFACT_TYPE (storage does not import core)
+CHECKPOINT_ARTIFACT = "checkpoint_state"
 
 # the tables whose rows events bind by view (``domain.audit.VIEWS``), all keyed by their workflow
 BOUND_TABLES = {
@@ -133,6 +137,7 @@ def verify(conn: Connection, workflow_id: str) -> tuple[int, ChainBreak | None]:
             _check_decisions(conn, workflow_id, evs)
             or _check_workflow_row(conn, workflow_id, evs)
             or _check_bound_rows(conn, workflow_id, evs)
+            or _check_artifacts(conn, workflow_id)
             or _check_postings(conn, workflow_id)
             or _check_bound_postings(conn, evs)
         )
@@ -141,8 +146,39 @@ def verify(conn: Connection, workflow_id: str) -> tuple[int, ChainBreak | None]:
 
 def _check_workflow_row(conn: Connection, workflow_id: str, evs: list[dict[str, Any]]) -> ChainBreak | None:
     row = conn.execute(select(workflows).where(workflows.c.workflow_id == workflow_id)).mappings().first()
-    problem = None if row is None else workflow_problem(row, _decoded(evs))
+    problem = None if row is None else workflow_problem(row, _decoded(evs), assigned_supervisor(evs))
     return None if problem is None else ChainBreak(len(evs), problem)
+
+
+def assigned_supervisor(evs: list[dict[str, Any]]) -> str | None:
+    """The supervisor the marketplace assigned (the first ``supervisor_assigned`` event), if any."""
+    for ev in evs:
+        if ev["kind"] == "supervisor_assigned":
+            value = canonical_loads(ev["payload"]).get("supervisor_id")
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _check_artifacts(conn: Connection, workflow_id: str) -> ChainBreak | None:
+    """Every snapshot's artifact: all its blobs re-read and re-hashed (no cache), and its ``artifacts``
+    row equal to what the snapshot (itself checked against the chain) recorded."""
+    store = ArtifactStore(cache_bytes=0)
+    for snap in conn.execute(select(snapshots).where(snapshots.c.workflow_id == workflow_id)).mappings():
+        uri = snap["artifact_uri"]
+        try:
+            store.get(conn, uri)
+        except (ArtifactCorrupted, ArtifactNotFound, InvalidInput) as exc:
+            return ChainBreak(0, f"snapshot {snap['snapshot_id']}'s artifact does not verify: {exc}")
+        problem = check_artifact_row(
+            conn,
+            uri,
+            artifact_type=CHECKPOINT_ARTIFACT,
+            raw_size=snap["raw_size_bytes"],
+            compressed_size=snap["compressed_size_bytes"],
+        )
+        if problem is not None:
+            return ChainBreak(0, f"snapshot {snap['snapshot_id']}: {problem}")
+    return None
 
 
 def _decoded(evs: list[dict[str, Any]]) -> list[tuple[int, Any]]:
@@ -183,6 +219,7 @@ def check_read(
     rows: dict[str, list[Any]] | None = None,
     responses: list[Any] | None = None,
     workflow: Any = None,
+    complete: tuple[str, ...] = (),
 ) -> None:
     """The read path's check: before a decision, request, snapshot, step or payment is served, its chain
     must verify link by link and the rows must match what their events recorded. One indexed range read
@@ -196,11 +233,18 @@ def check_read(
         raise Tampered(workflow_id, "workflows", workflow_id, "the workflow has no audit chain")
     decoded = _decoded(evs)
     if workflow is not None:
-        problem = _anchor_problem(workflow, evs) or workflow_problem(workflow, decoded)
+        problem = _anchor_problem(workflow, evs) or workflow_problem(
+            workflow, decoded, assigned_supervisor(evs)
+        )
         if problem is not None:
             raise Tampered(workflow_id, "workflows", workflow_id, problem)
     bound = bindings(decoded)
     strict = binds_rows(decoded[0][1])
+    for name in complete:  # ``rows[name]`` is all of the workflow's rows: none the chain bound may be gone
+        present = {str(r[KEYS[name]]) for r in (rows or {}).get(name, [])}
+        for (table, row_id, _view), binding in bound.items():
+            if table == name and row_id not in present:
+                raise Tampered(workflow_id, name, row_id, f"it is missing (event {binding.seq} bound it)")
     for name, items in (rows or {}).items():
         for row in items:
             problem = check_row(name, row, bound, strict=strict)

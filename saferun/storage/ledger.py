@@ -42,7 +42,8 @@ from saferun.domain.ledger import (
     lock_key,
     position_from_escrow_deltas,
 )
-from saferun.errors import IdempotencyConflict, InvalidInput, LedgerError
+from saferun.domain.money import MAX_MICRO
+from saferun.errors import IdempotencyConflict, InvalidAmount, InvalidInput, LedgerError
 from saferun.storage.schema import ledger_legs, ledger_transactions, utcnow
 
 _MAX_KEY_LENGTH = 300
@@ -52,7 +53,14 @@ def new_txn_id() -> str:
     return "txn_" + uuid4().hex[:20]
 
 
-def post(conn: Connection, posting: Posting, *, idempotency_key: str, workflow_id: str | None) -> str:
+def post(
+    conn: Connection,
+    posting: Posting,
+    *,
+    idempotency_key: str,
+    workflow_id: str | None,
+    field: str = "amount",
+) -> str:
     """Write ``posting`` once under ``idempotency_key`` and return its transaction id.
 
     Raises ``IdempotencyConflict`` when the key was used for a different posting, and ``LedgerError``
@@ -73,6 +81,7 @@ def post(conn: Connection, posting: Posting, *, idempotency_key: str, workflow_i
         for account in debited:
             conn.execute(select(func.pg_advisory_xact_lock(_advisory_key(account))))
 
+    _check_balances_fit(conn, posting, field)
     txn_id = new_txn_id()
     values = {
         "txn_id": txn_id,
@@ -118,6 +127,32 @@ def post(conn: Connection, posting: Posting, *, idempotency_key: str, workflow_i
                 idempotency_key=idempotency_key,
             )
     return txn_id
+
+
+def _check_balances_fit(conn: Connection, posting: Posting, field: str) -> None:
+    """Refuse, before anything is written, a posting that would take any account's balance beyond what
+    a 64-bit integer holds. Each leg fits on its own (``Posting.validate``), but many maximal postings
+    into one account (an executor paid by many workflows, a poster's funding source) would overflow the
+    database's SUM (SQLite raises; PostgreSQL's numeric would hand back a balance no column can hold).
+    One grouped read of the posting's accounts."""
+    delta: dict[str, int] = {}
+    for leg in posting.legs:
+        delta[leg.account] = delta.get(leg.account, 0) + leg.amount
+    rows = conn.execute(
+        select(ledger_legs.c.account, func.sum(ledger_legs.c.amount_micro))
+        .where(ledger_legs.c.account.in_(sorted(delta)))
+        .group_by(ledger_legs.c.account)
+    ).all()
+    current = {account: int(total or 0) for account, total in rows}
+    for account in sorted(delta):
+        after = current.get(account, 0) + delta[account]
+        if abs(after) > MAX_MICRO:
+            raise InvalidAmount(
+                field,
+                f"this {posting.kind} posting would take account {account} to {after} micro-units, beyond "
+                f"the largest balance a 64-bit integer holds ({MAX_MICRO}); nothing was written",
+                account=account,
+            )
 
 
 def exists(conn: Connection, idempotency_key: str) -> bool:

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, 
 from saferun.domain.ids import new_id
 from saferun.errors import SnapshotNotFound
 from saferun.storage.artifacts import StoredArtifact
-from saferun.storage.schema import snapshots, utcnow
+from saferun.storage.schema import artifacts, snapshots, utcnow
 from saferun.storage.workflows import get as get_workflow
 
 PASSED = ("approved", "modified", "passed")
@@ -116,9 +116,28 @@ def passed_checkpoints(conn: Connection, workflow_id: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+_WITH_ARTIFACT = (
+    select(
+        snapshots,
+        artifacts.c.uri,
+        artifacts.c.artifact_type,
+        artifacts.c.raw_size,
+        artifacts.c.compressed_size,
+    )
+    .outerjoin(artifacts, artifacts.c.uri == snapshots.c.artifact_uri)
+    .where(snapshots.c.snapshot_id == bindparam("b_snap"))
+)
+
+
+def with_artifact(conn: Connection, snapshot_id: str) -> RowMapping | None:
+    """The snapshot row with its ``artifacts`` row's uri, type and sizes (None when it has none), in one
+    read, for the reads that check one against the other."""
+    return conn.execute(_WITH_ARTIFACT, {"b_snap": snapshot_id}).mappings().first()
+
+
 def last_approved(conn: Connection, workflow_id: str) -> tuple[RowMapping, RowMapping | None]:
-    """The workflow row and its last approved snapshot (None before any); NotFound for unknown ids."""
+    """The workflow row and its last approved snapshot with its artifact row (``with_artifact``; None
+    before any approval); NotFound for unknown ids."""
     row = get_workflow(conn, workflow_id)
     snap_id = row["last_approved_snapshot_id"]
-    snap = None if snap_id is None else conn.execute(_GET, {"b_snap": snap_id}).mappings().first()
-    return row, snap
+    return row, None if snap_id is None else with_artifact(conn, snap_id)

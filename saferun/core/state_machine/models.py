@@ -101,7 +101,8 @@ class CheckpointConfig(BaseModel):
     # What happens when nobody decides in time. Rejecting is the safe default: silence is not consent.
     on_timeout: TimeoutPolicy = "reject"
     # This checkpoint's share of the escrow relative to the others (equal by default).
-    milestone_weight: Decimal = Field(default=Decimal(1), gt=0)
+    # Bounded (0 < w <= MAX_WEIGHT, at most 6 decimals) so the exact split stays small integer arithmetic.
+    milestone_weight: Decimal = Field(default=Decimal(1))
     # A JSON Schema for the parameters a reviewer may change here (saferun/domain/parameter_schema.py);
     # None: inferred from the values the agent proposes. A checkpoint call may declare its own.
     parameter_schema: dict[str, Any] | None = None
@@ -124,6 +125,16 @@ class CheckpointConfig(BaseModel):
                 )
             previous = step.after_seconds
         return self
+
+    @field_validator("milestone_weight", mode="before")
+    @classmethod
+    def _bounded_weight(cls, value: Any) -> Decimal:
+        from saferun.domain.ledger import check_weight
+
+        try:
+            return check_weight(value, "milestone_weight")
+        except InvalidAmount as exc:
+            raise ValueError(exc.message) from None
 
     @field_validator("parameter_schema")
     @classmethod

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping
 
 from saferun.core import charts, listing, views
-from saferun.core.checkpoints.capture import CheckpointCapture, state_from_parts
+from saferun.core.checkpoints.capture import ARTIFACT_TYPE, CheckpointCapture, state_from_parts
 from saferun.core.state_machine.models import (
     ApprovalRequest,
     ApprovalResponse,
@@ -23,15 +23,30 @@ from saferun.core.state_machine.models import (
 )
 from saferun.domain.policy import Caller
 from saferun.domain.states import WorkflowState
-from saferun.errors import InvalidInput, Tampered
+from saferun.errors import InvalidInput, SnapshotNotFound, Tampered
 from saferun.storage import approvals, audit, queue, saga, snapshots
 from saferun.storage import ledger as book
 from saferun.storage import workflows as wf_store
+from saferun.storage.artifacts import artifact_row_problem
 from saferun.storage.charts import Scope
 from saferun.storage.database import Database
 from saferun.storage.queue import QueueFilter
 from saferun.storage.schema import utcnow
 from saferun.storage.visibility import restricted, visible_ids, visible_workflows
+
+
+def _check_artifact(snap: RowMapping) -> None:
+    """The snapshot's ``artifacts`` row (joined: ``snapshots.with_artifact``) must say what the
+    (chain-checked) snapshot recorded about it."""
+    problem = artifact_row_problem(
+        snap["artifact_uri"],
+        snap,
+        artifact_type=ARTIFACT_TYPE,
+        raw_size=snap["raw_size_bytes"],
+        compressed_size=snap["compressed_size_bytes"],
+    )
+    if problem is not None:
+        raise Tampered(snap["workflow_id"], "artifacts", snap["artifact_uri"], problem)
 
 
 class WorkflowReads:
@@ -170,7 +185,9 @@ class WorkflowReads:
             wf_store.get(conn, workflow_id)
             response_rows = approvals.responses_for_workflow(conn, workflow_id)
             requests = approvals.for_workflow(conn, workflow_id)
-            audit.check_read(conn, workflow_id, {"approval_requests": requests}, response_rows)
+            every = ("approval_requests",)
+            rows = {"approval_requests": requests}
+            audit.check_read(conn, workflow_id, rows, response_rows, complete=every)
             responses = {r["request_id"]: self._response(r) for r in response_rows}
             return [(self._request(r), responses.get(r["request_id"])) for r in requests]
 
@@ -185,13 +202,16 @@ class WorkflowReads:
         with self.db.read() as conn:
             wf_store.get(conn, workflow_id)
             rows = snapshots.list_for(conn, workflow_id)
-            audit.check_read(conn, workflow_id, {"snapshots": rows})
+            audit.check_read(conn, workflow_id, {"snapshots": rows}, complete=("snapshots",))
             return [self._snapshot(r) for r in rows]
 
     def get_snapshot_state(self, snapshot_id: str) -> ExecutionState:
         with self.db.read() as conn:
-            row = snapshots.get(conn, snapshot_id)
+            row = snapshots.with_artifact(conn, snapshot_id)
+            if row is None:
+                raise SnapshotNotFound(snapshot_id)
             audit.check_read(conn, row["workflow_id"], {"snapshots": [row]})
+            _check_artifact(row)
             return self._state_of(conn, row)
 
     def latest_approved_state(self, workflow_id: str) -> ExecutionState | None:
@@ -207,6 +227,7 @@ class WorkflowReads:
             audit.check_read(conn, workflow_id, {"snapshots": [snap] if snap else []}, workflow=row)
             if snap is None:
                 return None
+            _check_artifact(snap)
             cached = self.capture.store.get_cached(snap["artifact_uri"])
             if cached is not None:
                 return state_from_parts(cached)
@@ -238,14 +259,14 @@ class WorkflowReads:
         with self.db.read() as conn:
             wf_store.get(conn, workflow_id)
             rows = records.for_workflow(conn, workflow_id)
-            audit.check_read(conn, workflow_id, {"x402_payments": rows})
+            audit.check_read(conn, workflow_id, {"x402_payments": rows}, complete=("x402_payments",))
             return rows
 
     def saga_steps(self, workflow_id: str) -> list[dict[str, Any]]:
         with self.db.read() as conn:
             wf_store.get(conn, workflow_id)
             rows = saga.list_for(conn, workflow_id)
-            audit.check_read(conn, workflow_id, {"saga_steps": rows})
+            audit.check_read(conn, workflow_id, {"saga_steps": rows}, complete=("saga_steps",))
             return [dict(r) for r in rows]
 
     # ------------------------------------------------------------------ helpers
