@@ -217,6 +217,8 @@ def check_row(
         binding = bound.get((table, row_id, view))
         if binding is not None and row_digest(table, view, row) != binding.sha256:
             return f"{table} row {row_id} ({view}) does not match what event {binding.seq} recorded"
+    if table == "approval_requests" and "risk_level" in row and row["risk_level"] != _risk_level(row["risk"]):
+        return f"{table} row {row_id}: risk_level {row['risk_level']!r} is not the level its risk states"
     vocabulary = STATUSES.get(table)
     if vocabulary is not None and row["status"] not in vocabulary:
         return f"{table} row {row_id} has status {row['status']!r}, which no SafeRun code writes"
@@ -275,6 +277,18 @@ def _status_in(entry: list[Any], statuses: Iterable[str]) -> bool:
     return any(
         row_digest("snapshots", "status", {"snapshot_id": snapshot_id, "status": s}) == sha for s in statuses
     )
+
+
+def _risk_level(risk: Any) -> str | None:
+    """The queue's ``risk_level`` column as the engine derives it from ``risk`` (a stored copy: checked,
+    not bound, so the filter cannot show a request as less risky than its bound assessment)."""
+    from saferun.domain.recommendation import risk_level
+    from saferun.errors import InvalidInput
+
+    try:
+        return risk_level(risk if isinstance(risk, Mapping) else None)
+    except InvalidInput:  # an out-of-range score stores no level (storage.approvals.level_of)
+        return None
 
 
 def _plain(value: Any) -> Any:
