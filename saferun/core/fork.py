@@ -66,6 +66,8 @@ def fork_workflow(
         source_row = wf_store.get(conn, source_id)
         source = WorkflowConfig.model_validate(source_row["config"])
         snap = _approved_snapshot(conn, source_id, checkpoint)
+        # the state a fork starts from is a read of the source's snapshot: it must match the source's chain
+        audit.check_read(conn, source_id, {"snapshots": [snap]}, workflow=source_row)
         ids = [cp.checkpoint_id for cp in source.checkpoints]
         if snap["checkpoint_id"] not in ids:  # a fork's starting state: its checkpoint is its source's
             raise InvalidInput(

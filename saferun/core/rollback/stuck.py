@@ -31,6 +31,7 @@ from sqlalchemy import ColumnElement, Connection, and_, select
 
 from saferun.core import escrow, transitions
 from saferun.core.rollback.reconciliation import CompensationRegistry
+from saferun.domain.audit import bind
 from saferun.domain.states import Event, WorkflowState
 from saferun.errors import InvalidInput, InvalidTransition
 from saferun.storage import audit, saga, snapshots
@@ -218,7 +219,8 @@ def mark_compensated(
                 workflow_id,
                 "compensation_marked_by_hand",
                 actor,
-                {k: s[k] for k in ("step_id", "name", "compensation", "args")} | {"reason": why},
+                {k: s[k] for k in ("step_id", "name", "compensation", "args")}
+                | {"reason": why, "bind": [_result(s["step_id"], "compensated", note)]},
             )
         restored = row["last_approved_snapshot_id"]
         transitions.apply(
@@ -255,8 +257,9 @@ def fail_not_undone(
         steps: list[dict[str, Any]] = []
         if state == WorkflowState.ROLLING_BACK.value:
             steps = _open_steps(conn, workflow_id, state, "fail", now, stale_claim)
+            lost = f"not undone: workflow failed by {actor}"
             for s in steps:
-                saga.finish(conn, s["step_id"], "failed", f"not undone: workflow failed by {actor}")
+                saga.finish(conn, s["step_id"], "failed", lost)
             not_undone = describe_steps(steps) or "none"
             message = f"failed by {actor}: {why}; side effects NOT undone: {not_undone}"
             audit.append(
@@ -269,6 +272,7 @@ def fail_not_undone(
                     "not_undone": [
                         {k: s[k] for k in ("step_id", "name", "compensation", "args")} for s in steps
                     ],
+                    "bind": [_result(s["step_id"], "failed", lost) for s in steps],
                 },
             )
             event = Event.ROLLBACK_FAILED
@@ -309,3 +313,8 @@ class StuckWarner:
                 extra={"workflow_id": item.workflow_id, "event": "stuck", "stuck_state": item.state},
             )
         return warned
+
+
+def _result(step_id: str, status: str, error: str) -> list[Any]:
+    """The saga step's result view as recorded by hand, bound like a compensation's own result."""
+    return bind("saga_steps", "result", {"step_id": step_id, "status": status, "last_error": error})
