@@ -203,6 +203,7 @@ NOT_EVIDENCE = {
     "sessions": "hashes of session cookies; authorization",
     "platform_requests": "idempotency answers of platform calls",
     "platform_artifacts": "which platform stored an artifact through /x402 (read access, not content)",
+    "platform_grants": "which platforms a poster authorizes (authorization); their postings are bound",
     "signing_keys": "keys that sign exported records; a bundle is checked offline against the published keys",
     "supervisor_profiles": "a price list: money moves only through a workflow's bound postings",
     "supervisor_ratings": "reputation input, recorded on the chain as supervisor_rated",

@@ -213,14 +213,15 @@ def mark_compensated(
         steps = _open_steps(conn, workflow_id, row["state"], "mark compensated", now, stale_claim)
         note = f"compensated by hand ({actor}): {why}"
         for s in steps:
-            saga.finish(conn, s["step_id"], "compensated", note)
+            written = saga.finish(conn, s["step_id"], "compensated", note)
+            # the result is bound only where it was written (finish changes only a claimed step)
+            bound = {"bind": [_result(s["step_id"], "compensated", note)]} if written else {}
             audit.append(
                 conn,
                 workflow_id,
                 "compensation_marked_by_hand",
                 actor,
-                {k: s[k] for k in ("step_id", "name", "compensation", "args")}
-                | {"reason": why, "bind": [_result(s["step_id"], "compensated", note)]},
+                {k: s[k] for k in ("step_id", "name", "compensation", "args")} | {"reason": why} | bound,
             )
         restored = row["last_approved_snapshot_id"]
         transitions.apply(
@@ -258,8 +259,7 @@ def fail_not_undone(
         if state == WorkflowState.ROLLING_BACK.value:
             steps = _open_steps(conn, workflow_id, state, "fail", now, stale_claim)
             lost = f"not undone: workflow failed by {actor}"
-            for s in steps:
-                saga.finish(conn, s["step_id"], "failed", lost)
+            written = [s for s in steps if saga.finish(conn, s["step_id"], "failed", lost)]
             not_undone = describe_steps(steps) or "none"
             message = f"failed by {actor}: {why}; side effects NOT undone: {not_undone}"
             audit.append(
@@ -272,7 +272,7 @@ def fail_not_undone(
                     "not_undone": [
                         {k: s[k] for k in ("step_id", "name", "compensation", "args")} for s in steps
                     ],
-                    "bind": [_result(s["step_id"], "failed", lost) for s in steps],
+                    "bind": [_result(s["step_id"], "failed", lost) for s in written],
                 },
             )
             event = Event.ROLLBACK_FAILED
