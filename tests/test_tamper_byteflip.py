@@ -106,6 +106,9 @@ COVERED: dict[str, dict[str, str | None]] = {
         "created_at": TS,
         "expires_at": None,
         "decided_at": TS,
+        "escalation_step": "which ladder rung the sweep applied last (scheduling); each rung is an "
+        "`escalated` event and a reassignment's new supervisor is bound in the review view",
+        "next_escalation_at": "when the sweep looks at the request next (scheduling)",
     },
     "approval_responses": {
         "response_id": None,
