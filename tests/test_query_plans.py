@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Select, text
+from sqlalchemy import Select, func, select, text
 
 from saferun.core.bulk import create_paused
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
@@ -26,11 +26,13 @@ from saferun.storage import queue
 from saferun.storage import workflows as wf_store
 from saferun.storage.database import Database
 from saferun.storage.queue import QueueFilter
+from saferun.storage.schema import workflows
 from saferun.storage.visibility import visible_workflows
 from tests.test_pagination import item
 
 NOW = datetime.now(UTC)
 SUPERVISOR = Caller(identity_id="sup_a", roles=frozenset({Role.SUPERVISOR}), authenticated=True)
+LIVE = workflows.c.state.notin_(["completed", "failed"])  # as storage.workflows.active_parties
 AFTER = (NOW + timedelta(hours=1), "req_0000000000000000")
 
 
@@ -95,6 +97,19 @@ def queries() -> dict[str, tuple[Select[Any], str, bool]]:
             True,
         ),
         "workflows count of a state": (wf_store.count_statement(state="executing"), "workflows", False),
+        # /api/stats: active executors and supervisors (COUNT DISTINCT over the workflows not ended)
+        "stats active executors": (
+            select(func.count(func.distinct(workflows.c.executor_id))).where(LIVE),
+            "workflows",
+            False,
+        ),
+        "stats active supervisors": (
+            select(func.count(func.distinct(workflows.c.supervisor_id))).where(
+                LIVE, workflows.c.supervisor_id.is_not(None)
+            ),
+            "workflows",
+            False,
+        ),
     }
 
 

@@ -309,6 +309,11 @@ Index(
 # workflows newest first, keyset (created_at, workflow_id), all or of one state
 Index("ix_workflows_created", workflows.c.created_at, workflows.c.workflow_id)
 Index("ix_workflows_state_created", workflows.c.state, workflows.c.created_at, workflows.c.workflow_id)
+# /api/stats' active parties (COUNT DISTINCT over workflows not ended) and the visibility rule's "mine"
+# terms read these instead of every workflow row (revision 0015)
+Index("ix_workflows_executor_state", workflows.c.executor_id, workflows.c.state)
+Index("ix_workflows_supervisor_state", workflows.c.supervisor_id, workflows.c.state)
+Index("ix_workflows_poster", workflows.c.poster_id)
 
 # --- identities and authorization (revision 0002) -------------------------------------------------------
 

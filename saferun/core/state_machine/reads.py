@@ -145,8 +145,9 @@ class WorkflowReads:
     def stats(self, visible_to: Caller | None = None) -> dict[str, Any]:
         """The seed's ``GET /api/stats`` numbers; with ``visible_to``, over the workflows that caller may
         see (the one visibility rule: a count of other people's work is theirs too)."""
-        where = visible_workflows(visible_to) if visible_to is not None else None
-        ids = visible_ids(visible_to) if visible_to is not None else None
+        narrowed = visible_to is not None and restricted(visible_to)  # open mode and admins see all
+        where = visible_workflows(visible_to) if narrowed and visible_to is not None else None
+        ids = visible_ids(visible_to) if narrowed and visible_to is not None else None
         with self.db.read() as conn:
             states = wf_store.count_by_state(conn, where)
             executors, supervisors = wf_store.active_parties(conn, where)
