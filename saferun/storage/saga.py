@@ -126,6 +126,18 @@ def finish(
     return done.rowcount == 1
 
 
+def finish_by_hand(conn: Connection, step_id: str, status: str, note: str) -> bool:
+    """An operator's outcome for an open step (pending, or claimed by a runner that may have vanished):
+    written whatever claim it had, so a runner that wakes up later finds it no longer compensating and its
+    own result (fenced by ``finish``'s generation) is refused."""
+    done = conn.execute(
+        update(saga_steps)
+        .where(saga_steps.c.step_id == step_id, saga_steps.c.status.in_(("pending", "compensating")))
+        .values(status=status, last_error=note, finished_at=utcnow())
+    )
+    return done.rowcount == 1
+
+
 def list_for(conn: Connection, workflow_id: str) -> list[RowMapping]:
     return list(
         conn.execute(

@@ -372,27 +372,55 @@ def _workflow_page(
 RESOLVE_ACTIONS = ("retry", "mark_compensated", "fail")
 
 
-@router.post("/ui/workflows/{workflow_id}/resolve")
-@dashboard()
-def resolve(request: Request, v: Viewer, workflow_id: str, form: dict[str, str] = FormDep) -> Response:
-    """Resolve stuck work from the dashboard: same rule (poster or admin) and engine call as the API."""
+def _posters_act(
+    request: Request,
+    v: Viewer,
+    workflow_id: str,
+    form: dict[str, str],
+    refused: str,
+    unchanged: str,
+    act: Callable[[WorkflowOrchestrator, str], str],
+) -> Response:
+    """A poster's (or an admin's) form post on a workflow page — resolve stuck work, fork — with the API's
+    rule: CSRF, visible, poster or admin, then ``act(orch, actor)`` returns where to go; a refusal
+    re-renders the page with the problem and what was submitted."""
     auth.check_csrf(request, v, form.get("csrf_token"))
     orch = _orch(request)
     wf = deps.visible(orch, v.who, workflow_id)
     retry = functools.partial(_workflow_page, request, v, workflow_id, submitted=form)
     if not pages.may_resolve(v.who, wf.config.poster_id):
-        return retry(403, problem="Only the workflow's poster or an admin may resolve stuck work.")
-    action = form.get("action", "")
-    if action not in RESOLVE_ACTIONS:
-        return retry(422, problem="Choose retry, mark compensated or fail.")
+        return retry(403, problem=refused)
     actor = v.who.identity_id or form.get("acting_as", "").strip() or wf.config.poster_id
     try:
-        asyncio.run(orch.resolve_stuck(workflow_id, action, form.get("reason", ""), actor=actor))
+        target = act(orch, actor)
     except InvalidInput as exc:
         return retry(422, problem=exc.message)
     except Conflict as exc:
-        return retry(409, problem=f"Nothing was changed: {exc.message}.")
-    return RedirectResponse(f"/workflows/{quote(workflow_id)}?resolved={action}", status_code=303)
+        return retry(409, problem=f"{unchanged}: {exc.message}.")
+    return RedirectResponse(target, status_code=303)
+
+
+@router.post("/ui/workflows/{workflow_id}/resolve")
+@dashboard()
+def resolve(request: Request, v: Viewer, workflow_id: str, form: dict[str, str] = FormDep) -> Response:
+    """Resolve stuck work from the dashboard: same rule (poster or admin) and engine call as the API."""
+    action = form.get("action", "")
+
+    def act(orch: WorkflowOrchestrator, actor: str) -> str:
+        if action not in RESOLVE_ACTIONS:
+            raise InvalidInput("action", "Choose retry, mark compensated or fail.")
+        asyncio.run(orch.resolve_stuck(workflow_id, action, form.get("reason", ""), actor=actor))
+        return f"/workflows/{quote(workflow_id)}?resolved={action}"
+
+    return _posters_act(
+        request,
+        v,
+        workflow_id,
+        form,
+        "Only the workflow's poster or an admin may resolve stuck work.",
+        "Nothing was changed",
+        act,
+    )
 
 
 @router.post("/ui/workflows/{workflow_id}/fork")
@@ -400,22 +428,20 @@ def resolve(request: Request, v: Viewer, workflow_id: str, form: dict[str, str] 
 def fork(request: Request, v: Viewer, workflow_id: str, form: dict[str, str] = FormDep) -> Response:
     """Fork from an approved snapshot (issue 16): the API's rule (poster or admin) and engine call; on
     success the new workflow's page."""
-    auth.check_csrf(request, v, form.get("csrf_token"))
-    orch = _orch(request)
-    wf = deps.visible(orch, v.who, workflow_id)
-    retry = functools.partial(_workflow_page, request, v, workflow_id, submitted=form)
-    if not pages.may_resolve(v.who, wf.config.poster_id):
-        return retry(
-            403, problem="Only the workflow's poster or an admin may fork it (a fork locks new escrow)."
-        )
-    actor = v.who.identity_id or wf.config.poster_id
-    try:
+
+    def act(orch: WorkflowOrchestrator, actor: str) -> str:
         new = orch.fork_workflow(workflow_id, form.get("checkpoint", ""), actor=actor)
-    except InvalidInput as exc:
-        return retry(422, problem=exc.message)
-    except Conflict as exc:
-        return retry(409, problem=f"Nothing was created: {exc.message}.")
-    return RedirectResponse(f"/workflows/{quote(new.workflow_id)}", status_code=303)
+        return f"/workflows/{quote(new.workflow_id)}"
+
+    return _posters_act(
+        request,
+        v,
+        workflow_id,
+        form,
+        "Only the workflow's poster or an admin may fork it (a fork locks new escrow).",
+        "Nothing was created",
+        act,
+    )
 
 
 @router.get("/stats")

@@ -213,8 +213,8 @@ def mark_compensated(
         steps = _open_steps(conn, workflow_id, row["state"], "mark compensated", now, stale_claim)
         note = f"compensated by hand ({actor}): {why}"
         for s in steps:
-            written = saga.finish(conn, s["step_id"], "compensated", note)
-            # the result is bound only where it was written (finish changes only a claimed step)
+            written = saga.finish_by_hand(conn, s["step_id"], "compensated", note)
+            # the result is bound only where it was written (a step already finished is left as it was)
             bound = {"bind": [_result(s["step_id"], "compensated", note)]} if written else {}
             audit.append(
                 conn,
@@ -259,7 +259,7 @@ def fail_not_undone(
         if state == WorkflowState.ROLLING_BACK.value:
             steps = _open_steps(conn, workflow_id, state, "fail", now, stale_claim)
             lost = f"not undone: workflow failed by {actor}"
-            written = [s for s in steps if saga.finish(conn, s["step_id"], "failed", lost)]
+            written = [s for s in steps if saga.finish_by_hand(conn, s["step_id"], "failed", lost)]
             not_undone = describe_steps(steps) or "none"
             message = f"failed by {actor}: {why}; side effects NOT undone: {not_undone}"
             audit.append(
