@@ -241,10 +241,8 @@ class SupervisedRun:
             snapshot = next(
                 s for s in orch.list_snapshots(self.workflow_id) if s.snapshot_id == request.snapshot_id
             )
-        wf = orch.get_workflow(self.workflow_id)
-        approved = (
-            orch.get_snapshot_state(wf.last_approved_snapshot_id) if wf.last_approved_snapshot_id else state
-        )
+        # the state the agent continues from, reloaded from the store (with a modification merged in)
+        approved = orch.latest_approved_state(self.workflow_id) or state
         return Decision(
             response.decision,
             response.rationale,

@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Any
 
 from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
 
 from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, OrchestratorDep, enforce, visible
@@ -211,6 +212,14 @@ def _decide_one(
     return orch.submit_approval(request.workflow_id, response)
 
 
+def _request_and_decision(
+    orch: WorkflowOrchestrator, caller: Caller, request_id: str
+) -> tuple[ApprovalRequest, ApprovalResponse | None]:
+    request = orch.get_approval_request(request_id)
+    visible(orch, caller, request.workflow_id, ApprovalRequestNotFound(request_id))
+    return request, orch.get_approval_response(request_id)
+
+
 @router.get("/{request_id}", response_model=s.ApprovalDetail)
 async def get_request(
     request_id: str,
@@ -221,16 +230,16 @@ async def get_request(
     ),
 ) -> dict[str, Any]:
     """The request and, once it exists, its decision. With ``wait`` the call returns as soon as the
-    decision is made (in any process or replica) or when ``wait`` seconds have passed."""
-    request = orch.get_approval_request(request_id)
-    visible(orch, caller, request.workflow_id, ApprovalRequestNotFound(request_id))
-    response = orch.get_approval_response(request_id)
+    decision is made (in any process or replica) or when ``wait`` seconds have passed.
+
+    Every read runs in a worker thread; the wait itself holds no thread (it sleeps on the notifier)."""
+    request, response = await run_in_threadpool(_request_and_decision, orch, caller, request_id)
     if response is None and wait > 0:
         try:
             response = await orch.wait_for_decision(request_id, timeout=wait)
         except TimeoutError:
             response = None
-        request = orch.get_approval_request(request_id)
+        request = await run_in_threadpool(orch.get_approval_request, request_id)
     return {
         "request": request.model_dump(mode="json"),
         "status": request.status,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from saferun.api.deps import CallerDep, OrchestratorDep, orchestrator, visible
 from saferun.payments import records
@@ -43,7 +44,7 @@ def funding_service(request: Request) -> FundingService:
 @router.post("/{workflow_id}/escrow/fund", responses=_FUND_RESPONSES)
 async def fund_escrow(workflow_id: str, request: Request, caller: CallerDep) -> JSONResponse:
     """Pay a workflow's escrow with x402: 402 with the requirements, then 200 once the payment settled."""
-    visible(orchestrator(request), caller, workflow_id)  # a foreign workflow is 404
+    await run_in_threadpool(visible, orchestrator(request), caller, workflow_id)  # foreign: 404
     answer = await funding_service(request).fund(
         workflow_id, caller=caller, url=str(request.url), headers=request.headers
     )

@@ -62,6 +62,8 @@ def create_app(
     # checked first: an unknown SAFERUN_* name or a malformed value stops the server before it serves
     settings = config.check()
     app.state.orchestrator = orchestrator
+    if orchestrator is not None:
+        orchestrator.io_in_threads = True  # no transaction of a long-poll or a rating on the event loop
     app.state.auth_mode = auth or settings.auth
     app.state.sweep = sweep
     # checked here, so a bad SAFERUN_WEBHOOK_URLS (or any notification setting) stops the server at start
@@ -101,6 +103,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if app.state.orchestrator is None:
         app.state.orchestrator = WorkflowOrchestrator()
     orch: WorkflowOrchestrator = app.state.orchestrator
+    orch.io_in_threads = True  # no transaction of a long-poll or a rating ever runs on the event loop
     app.state.identities = IdentityService(orch.db)
     notifier = notify.notifier_for(orch.db)
     try:

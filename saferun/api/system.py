@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from saferun import __version__
 from saferun.api import metrics
@@ -105,6 +106,13 @@ async def events(request: Request, orch: OrchestratorDep, caller: CallerDep) -> 
     except ValueError:
         raise InvalidInput("Last-Event-ID", "must be an integer event id") from None
 
+    def read(after: int) -> tuple[list[dict[str, Any]], set[str]]:
+        """The next events and which of their workflows the caller may see (in a worker thread)."""
+        with orch.db.read() as conn:
+            batch = feed.events_since(conn, after, 200)
+            # the one visibility rule: a caller's stream carries only workflows they may see
+            return batch, visible_among(conn, caller, {ev["workflow_id"] for ev in batch})
+
     async def stream() -> AsyncIterator[bytes]:
         nonlocal after
         yield b"retry: 2000\n\n"
@@ -113,10 +121,7 @@ async def events(request: Request, orch: OrchestratorDep, caller: CallerDep) -> 
         with notify.notifier_for(orch.db).subscribe({"workflow", "resync"}) as changes:
             while not await request.is_disconnected():
                 changes.drain()
-                with orch.db.read() as conn:
-                    batch = feed.events_since(conn, after, 200)
-                    # the one visibility rule: a caller's stream carries only workflows they may see
-                    seen = visible_among(conn, caller, {ev["workflow_id"] for ev in batch})
+                batch, seen = await run_in_threadpool(read, after)
                 for ev in batch:
                     after = ev["id"]  # the cursor passes foreign events too, it just does not send them
                     if ev["workflow_id"] not in seen:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
 
 from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, OrchestratorDep, enforce, visible
@@ -152,10 +153,13 @@ def start(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[st
 
 
 @router.post("/{workflow_id}/checkpoints", status_code=201, response_model=s.CheckpointOut)
-async def checkpoint(
+def checkpoint(
     workflow_id: str, body: s.CheckpointIn, orch: OrchestratorDep, caller: CallerDep
 ) -> dict[str, Any]:
-    """Store the agent's state; unless ``request_approval`` is false, also pause for a human."""
+    """Store the agent's state; unless ``request_approval`` is false, also pause for a human.
+
+    A plain ``def``: FastAPI runs it in a worker thread, so the transaction and its fsync never block the
+    event loop (and with it every other agent's long-poll)."""
     wf = as_agent(orch, caller, workflow_id)
     state = ExecutionState.model_validate(body.state)
     req = None
@@ -163,7 +167,7 @@ async def checkpoint(
         name = next(
             (c.name for c in wf.config.checkpoints if c.checkpoint_id == state.checkpoint_id), wf.config.name
         )
-        snap, req = await orch.pause(
+        snap, req = orch.pause_sync(
             workflow_id,
             state,
             body.summary or f"Review: {name}",
@@ -176,7 +180,7 @@ async def checkpoint(
             parameter_schema=body.parameter_schema,
         )
     else:
-        snap = await orch.create_checkpoint(workflow_id, state)
+        snap = orch.create_checkpoint_sync(workflow_id, state)
     return {
         **snap.model_dump(mode="json", exclude={"execution_state"}),
         "approval_request_id": req.request_id if req else None,
@@ -327,7 +331,7 @@ async def rate(
     workflow_id: str, body: s.RatingIn, orch: OrchestratorDep, caller: CallerDep
 ) -> dict[str, Any]:
     """The poster rates the workflow's supervisor (1-5) once it has ended; it moves their reputation."""
-    wf = visible(orch, caller, workflow_id)
+    wf = await run_in_threadpool(visible, orch, caller, workflow_id)
     if caller.authenticated and not caller.has(Role.ADMIN) and caller.identity_id != wf.config.poster_id:
         raise Forbidden(
             "poster_rates",

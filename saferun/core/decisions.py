@@ -19,18 +19,19 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import escrow, mirror, notify, transitions
+from saferun.core import escrow, mirror, notify, parties, transitions
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
+from saferun.core.parties import IdentityChecks
 from saferun.core.state_machine.models import ApprovalDecision
 from saferun.domain.audit import bind, decision_digest
 from saferun.domain.ids import new_id
 from saferun.domain.modifications import merge_patch, validate_modifications
+from saferun.domain.policy import Role
 from saferun.domain.states import Event, WorkflowState
 from saferun.errors import DecisionConflict, InvalidInput
 from saferun.storage import approvals, audit, jobs, saga, snapshots
 from saferun.storage import notifications as notices
 from saferun.storage import workflows as wf_store
-from saferun.storage.database import lock_workflow
 from saferun.storage.schema import utcnow
 
 TIMEOUT_ACTOR = "saferun:timeout"
@@ -72,20 +73,32 @@ def decide(
     on_timeout_fail: bool = False,
     now: datetime | None = None,
     claim_status: str | None = None,
+    approver_checks: IdentityChecks | None = None,
 ) -> Outcome:
+    """Decide ``request_id`` inside the caller's transaction (see the module docstring).
+
+    ``approver_checks``: check ``approved_by`` holds the supervisor role under that mode, with the identity
+    read by the same statement as the request (a human decision; expiry and cancellation pass None).
+    """
     now = now or utcnow()
     if decision == ApprovalDecision.REJECTED and not (rationale or "").strip():
         # REST, the dashboard and the CLI refuse a rejection without a reason; a library call that gives
         # none (the seed's call shapes allow it) is recorded as such, never as a silent empty string
         rationale = NO_RATIONALE
-    req = approvals.get(conn, request_id)
+    if approver_checks is None:
+        req = approvals.get(conn, request_id)
+    else:
+        req, identity = approvals.get_with_approver(conn, request_id, approved_by)
+        parties.require_identity(
+            identity, approved_by, Role.SUPERVISOR, approver_checks, "decide an approval"
+        )
     if workflow_id is not None and req["workflow_id"] != workflow_id:
         raise InvalidInput(
             "workflow_id",
             f"request {request_id!r} belongs to workflow {req['workflow_id']!r}, not {workflow_id!r}",
         )
     wf_id = req["workflow_id"]
-    lock_workflow(conn, wf_id)
+    row = wf_store.get_locked(conn, wf_id)  # the workflow's lock; the audit chain continues from its anchor
     if decision == ApprovalDecision.MODIFIED:
         validate_modifications(req["parameters"], modifications or {}, req["parameter_schema"])
     if not approvals.claim(
@@ -113,7 +126,6 @@ def decide(
         "automatic": automatic,
     }
     approvals.insert_response(conn, workflow_id=wf_id, **response)
-    row = wf_store.get(conn, wf_id)
     audit.append(
         conn,
         wf_id,
@@ -198,7 +210,8 @@ def complete_checkpoint(
     transition's own UPDATE instead of a second one.
     """
     first_time = not snapshots.checkpoint_passed(conn, row["workflow_id"], checkpoint_id, exclude=snapshot_id)
-    escrow.release_milestone(conn, row, checkpoint_id, supervisor_id, actor)
+    if first_time:  # a checkpoint passed before was paid in that same transaction: nothing to look up
+        escrow.release_milestone(conn, row, checkpoint_id, supervisor_id, actor)
     saga.commit_pending(conn, row["workflow_id"])
     values: dict[str, Any] = {"last_approved_snapshot_id": snapshot_id}
     if first_time:

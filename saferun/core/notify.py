@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, event, text
 
+from saferun.storage.database import before_commit
+
 if TYPE_CHECKING:
     from saferun.storage.database import Database
 
@@ -42,7 +44,8 @@ CHANNEL = "saferun"
 RESYNC = "resync"  # topic of the wake-up every waiter gets after the listener (re)connects or closes
 ANY = "*"  # a watch on key ANY matches every key of its topic
 
-_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :payload)")
+_NOTIFY_MANY = text(f"SELECT pg_notify('{CHANNEL}', p) FROM unnest(CAST(:payloads AS text[])) AS p")
+_PG_PENDING = "saferun_pg_notices"  # conn.info: (transaction, payloads) not yet sent
 _PENDING = "saferun_notices_pending"  # conn.info: notices of the open transaction
 _COMMITTED = "saferun_notices_committed"  # conn.info: notices whose transaction committed, not yet delivered
 
@@ -52,11 +55,24 @@ def publish(conn: Connection, topic: str, key: str) -> None:
     if ":" in topic:
         raise ValueError(f"a topic may not contain ':' ({topic!r})")
     if conn.dialect.name == "postgresql":
-        conn.execute(_NOTIFY, {"payload": f"{topic}:{key}"})
+        # gathered and sent as one statement just before the commit (a decision announces itself and its
+        # workflow: one round trip, not two); the server still delivers them only if the commit succeeds
+        payloads = conn.info.get(_PG_PENDING)
+        if payloads is None or payloads[0] is not conn.get_transaction():
+            payloads = conn.info[_PG_PENDING] = (conn.get_transaction(), [])
+        if f"{topic}:{key}" not in payloads[1]:
+            payloads[1].append(f"{topic}:{key}")
+        before_commit(conn, "notify", _send_pg)
         return
     url = _local_url(conn.engine)
     if url is not None:
         conn.info.setdefault(_PENDING, []).append((url, topic, key))
+
+
+def _send_pg(conn: Connection) -> None:
+    stash = conn.info.pop(_PG_PENDING, None)
+    if stash is not None and stash[0] is conn.get_transaction() and stash[1]:
+        conn.execute(_NOTIFY_MANY, {"payloads": stash[1]})
 
 
 @dataclass

@@ -61,7 +61,15 @@ def role_problem(conn: Connection, user_id: str, role: Role, mode: IdentityCheck
     """Why ``user_id`` may not act as ``role`` under ``mode`` (None when it may)."""
     if mode is IdentityChecks.OFF:
         return None
-    row = id_store.find_identity(conn, user_id)
+    return identity_problem(id_store.find_identity(conn, user_id), user_id, role, mode)
+
+
+def identity_problem(
+    row: RowMapping | dict[str, Any] | None, user_id: str, role: Role, mode: IdentityChecks
+) -> str | None:
+    """``role_problem`` for an identity row the caller already read (None: not registered)."""
+    if mode is IdentityChecks.OFF:
+        return None
     if row is None:
         return f"{user_id!r} is not a registered identity" if mode is IdentityChecks.STRICT else None
     if row["disabled"]:
@@ -73,6 +81,15 @@ def role_problem(conn: Connection, user_id: str, role: Role, mode: IdentityCheck
 
 def require_role(conn: Connection, user_id: str, role: Role, mode: IdentityChecks, action: str) -> None:
     problem = role_problem(conn, user_id, role, mode)
+    if problem is not None:
+        raise Forbidden(RULE, f"{problem}, so it cannot {action}")
+
+
+def require_identity(
+    row: RowMapping | dict[str, Any] | None, user_id: str, role: Role, mode: IdentityChecks, action: str
+) -> None:
+    """``require_role`` for an identity row read with the caller's own statement (no query here)."""
+    problem = identity_problem(row, user_id, role, mode)
     if problem is not None:
         raise Forbidden(RULE, f"{problem}, so it cannot {action}")
 

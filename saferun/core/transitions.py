@@ -28,17 +28,7 @@ def apply(
 ) -> WorkflowState:
     current = WorkflowState(row["state"])
     target = next_state(current, event, row["workflow_id"])
-    wf_store.set_state(
-        conn,
-        row["workflow_id"],
-        current.value,
-        target.value,
-        event=event.value,
-        actor=actor,
-        reason=reason,
-        **fields,
-    )
-    notify.publish(conn, "workflow", row["workflow_id"])  # delivered only if the transaction commits
+    # the event is hashed first so the state's UPDATE also carries the chain's new anchor (one statement)
     audit.append(
         conn,
         row["workflow_id"],
@@ -52,4 +42,16 @@ def apply(
             **(audit_payload or {}),
         },
     )
+    wf_store.set_state(
+        conn,
+        row["workflow_id"],
+        current.value,
+        target.value,
+        event=event.value,
+        actor=actor,
+        reason=reason,
+        **fields,
+        **audit.anchor_fields(conn, row["workflow_id"]),
+    )
+    notify.publish(conn, "workflow", row["workflow_id"])  # delivered only if the transaction commits
     return target

@@ -13,6 +13,7 @@ behind it (a workflow's calls reach the platform in the order they happened) unt
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,53 +99,70 @@ class OutboxDelivery:
         return leased.backoff(attempts, self.backoff_base, self.backoff_cap)
 
     async def deliver_due(self, now: datetime | None = None) -> DeliveryReport:
+        """Send every due call. The database work runs in worker threads: the server's sweeper calls this
+        every second on its event loop, which must never wait for a transaction."""
         report = DeliveryReport()
         now = now or utcnow()
-        with self.db.read() as conn:
-            due = outbox.due(conn, now, self.batch)
+        due = await asyncio.to_thread(self._due, now)
         for row in due:
-            key = row["idempotency_key"]
-            with self.db.transaction() as conn:
-                # a workflow's calls go in order, so the calls this one refers to were delivered first
-                if outbox.earlier_undelivered(conn, row):
-                    report.waiting.append(key)
-                    continue
-                earlier = {k: outbox.by_key(conn, k) for k in _refs(row["arguments"])}
-                missing = sorted(k for k, r in earlier.items() if r is None)
-                if missing:  # cannot happen for what core/mirror enqueues; never send half a call
-                    outbox.mark_failed(conn, row["id"], f"refers to calls never enqueued: {missing}")
-                    report.failed.append(key)
-                    continue
-                if not outbox.claim(conn, row, self.lease, now):
-                    continue  # another process has it
+            earlier = await asyncio.to_thread(self._claim, row, now, report)
+            if earlier is None:
+                continue
             results = {k: r["result"] for k, r in earlier.items() if r is not None}
             await self._send(row, results, report)
         return report
+
+    def _due(self, now: datetime) -> list[Any]:
+        with self.db.read() as conn:
+            return list(outbox.due(conn, now, self.batch))
+
+    def _claim(self, row: Any, now: datetime, report: DeliveryReport) -> dict[str, Any] | None:
+        """The calls ``row`` refers to, once this process holds its lease; None to skip it for now."""
+        key = row["idempotency_key"]
+        with self.db.transaction() as conn:
+            # a workflow's calls go in order, so the calls this one refers to were delivered first
+            if outbox.earlier_undelivered(conn, row):
+                report.waiting.append(key)
+                return None
+            earlier = {k: outbox.by_key(conn, k) for k in _refs(row["arguments"])}
+            missing = sorted(k for k, r in earlier.items() if r is None)
+            if missing:  # cannot happen for what core/mirror enqueues; never send half a call
+                outbox.mark_failed(conn, row["id"], f"refers to calls never enqueued: {missing}")
+                report.failed.append(key)
+                return None
+            if not outbox.claim(conn, row, self.lease, now):
+                return None  # another process has it
+            return earlier
+
+    def _mark(self, mark: Any, *args: Any) -> None:
+        with self.db.transaction() as conn:
+            mark(conn, *args)
 
     async def _send(self, row: Any, results: dict[str, Any], report: DeliveryReport) -> None:
         key = row["idempotency_key"]
         operation = row["operation"]
         if operation not in MUTATING_CALLS:
-            with self.db.transaction() as conn:
-                outbox.mark_failed(conn, row["id"], f"unknown platform call {operation!r}")
+            await asyncio.to_thread(
+                self._mark, outbox.mark_failed, row["id"], f"unknown platform call {operation!r}"
+            )
             report.failed.append(key)
             return
         try:
-            arguments = _resolve(row["arguments"], results, self._state_json)
+            arguments = await asyncio.to_thread(_resolve, row["arguments"], results, self._state_json)
             result = await getattr(self.platform, operation)(**arguments, idempotency_key=key)
         except Exception as exc:  # every failure is recorded on the row; none may stop the others
             message = exc.message if isinstance(exc, SafeRunError) else f"{type(exc).__name__}: {exc}"
-            with self.db.transaction() as conn:
-                if permanent(exc):
-                    outbox.mark_failed(conn, row["id"], message)
-                    report.failed.append(key)
-                    log.error("platform refused %s (%s): %s", operation, key, message)
-                else:
-                    attempts = row["attempts"] + 1
-                    outbox.mark_retry(conn, row["id"], message, utcnow() + self._backoff(attempts))
-                    report.retrying.append(key)
-                    log.warning("platform call %s (%s) will be retried: %s", operation, key, message)
+            if permanent(exc):
+                await asyncio.to_thread(self._mark, outbox.mark_failed, row["id"], message)
+                report.failed.append(key)
+                log.error("platform refused %s (%s): %s", operation, key, message)
+            else:
+                attempts = row["attempts"] + 1
+                retry_at = utcnow() + self._backoff(attempts)
+                await asyncio.to_thread(self._mark, outbox.mark_retry, row["id"], message, retry_at)
+                report.retrying.append(key)
+                log.warning("platform call %s (%s) will be retried: %s", operation, key, message)
             return
-        with self.db.transaction() as conn:
-            outbox.mark_delivered(conn, row["id"], result if isinstance(result, dict) else {"result": result})
+        answer = result if isinstance(result, dict) else {"result": result}
+        await asyncio.to_thread(self._mark, outbox.mark_delivered, row["id"], answer)
         report.delivered.append(key)

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, RowMapping, Select, bindparam, func, insert, 
 
 from saferun.domain.recommendation import risk_level
 from saferun.errors import ApprovalRequestNotFound, InvalidInput
-from saferun.storage.schema import approval_requests, approval_responses, utcnow
+from saferun.storage.schema import approval_requests, approval_responses, identities, utcnow
 
 _GET = select(approval_requests).where(approval_requests.c.request_id == bindparam("b_req"))
 _CLAIM = update(approval_requests).where(
@@ -46,6 +46,31 @@ def get(conn: Connection, request_id: str) -> RowMapping:
     if row is None:
         raise ApprovalRequestNotFound(request_id)
     return row
+
+
+_GET_WITH_APPROVER = (
+    select(
+        approval_requests,
+        identities.c.identity_id.label("x_approver_id"),
+        identities.c.roles.label("x_approver_roles"),
+        identities.c.disabled.label("x_approver_disabled"),
+    )
+    .select_from(approval_requests.outerjoin(identities, identities.c.identity_id == bindparam("b_who")))
+    .where(approval_requests.c.request_id == bindparam("b_req"))
+)
+
+
+def get_with_approver(
+    conn: Connection, request_id: str, approver: str
+) -> tuple[RowMapping, dict[str, Any] | None]:
+    """The request and the would-be decider's identity (None: not registered), in one statement: a
+    decision checks both before it writes anything."""
+    row = conn.execute(_GET_WITH_APPROVER, {"b_req": request_id, "b_who": approver}).mappings().first()
+    if row is None:
+        raise ApprovalRequestNotFound(request_id)
+    if row["x_approver_id"] is None:
+        return row, None
+    return row, {"roles": row["x_approver_roles"], "disabled": row["x_approver_disabled"]}
 
 
 def claim(

@@ -30,6 +30,7 @@ from saferun.domain.canonical import canonical_loads
 from saferun.errors import ArtifactCorrupted, ArtifactNotFound, InvalidInput, Tampered
 from saferun.storage import eventlog, ledger
 from saferun.storage.artifacts import ArtifactStore, check_artifact_row
+from saferun.storage.database import before_commit
 from saferun.storage.schema import (
     approval_requests,
     approval_responses,
@@ -68,20 +69,51 @@ _ANCHOR = (
 )
 
 
-def _heads(conn: Connection) -> dict[str, tuple[int, str]]:
-    """Chain heads written in *this* transaction (under the workflow lock), so a transaction that appends
-    several events reads the head once. Keyed by the transaction so a stash never outlives it."""
+class _Chain:
+    """This transaction's view of the chains it appends to: heads, the events not yet sent, and the
+    sequence number each workflow row already anchors."""
+
+    __slots__ = ("anchored", "heads", "rows", "txn")
+
+    def __init__(self, txn: Any) -> None:
+        self.txn = txn
+        self.heads: dict[str, tuple[int, str]] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.anchored: dict[str, int] = {}
+
+
+def _chain(conn: Connection) -> _Chain:
+    """Kept in ``conn.info`` keyed by the transaction, so nothing of it outlives the transaction."""
     txn = conn.get_transaction()
-    stash = conn.info.get("saferun_audit_heads")
-    if stash is None or stash[0] is not txn:
-        stash = conn.info["saferun_audit_heads"] = (txn, {})
-    return stash[1]
+    stash = conn.info.get("saferun_audit_chain")
+    if stash is None or stash.txn is not txn:
+        stash = conn.info["saferun_audit_chain"] = _Chain(txn)
+    return stash  # type: ignore[no-any-return]
+
+
+def seed(conn: Connection, workflow_id: str, seq: int | None, head: str | None) -> None:
+    """Start this transaction's chain of ``workflow_id`` from the anchor on its row (``audit_seq``,
+    ``audit_head``), read under the workflow's lock: appending then needs no query for the chain's tail.
+
+    Only call it with the row as read under that lock; without a seed ``append`` reads the tail itself.
+    """
+    chain = _chain(conn)
+    if workflow_id in chain.heads or seq is None or (seq and not head):
+        return  # no anchor to trust: append reads the chain's tail itself
+    chain.heads[workflow_id] = (int(seq), head or GENESIS)
+    chain.anchored[workflow_id] = int(seq)
 
 
 def append(conn: Connection, workflow_id: str, kind: str, actor: str, payload: Mapping[str, Any]) -> int:
-    heads = _heads(conn)
-    if workflow_id in heads:
-        last_seq, prev = heads[workflow_id]
+    """Add an event to the workflow's chain; returns its sequence number.
+
+    The event is hashed now and written with every other event of the transaction in one INSERT just
+    before the commit (``flush``, run by ``Database.transaction``), so a checkpoint or a decision costs one
+    audit statement whatever it records. Readers in the same transaction see it (they flush first).
+    """
+    chain = _chain(conn)
+    if workflow_id in chain.heads:
+        last_seq, prev = chain.heads[workflow_id]
         seq = last_seq + 1
     else:
         last = conn.execute(_HEAD, {"workflow_id": workflow_id}).first()
@@ -91,8 +123,7 @@ def append(conn: Connection, workflow_id: str, kind: str, actor: str, payload: M
     digest = event_hash(
         workflow_id=workflow_id, seq=seq, kind=kind, actor=actor, at=at, payload=text, prev_hash=prev
     )
-    conn.execute(
-        _INSERT,
+    chain.rows.append(
         {
             "workflow_id": workflow_id,
             "seq": seq,
@@ -102,12 +133,36 @@ def append(conn: Connection, workflow_id: str, kind: str, actor: str, payload: M
             "at": at,
             "prev_hash": prev,
             "hash": digest,
-        },
+        }
     )
-    conn.execute(_ANCHOR, {"wf": workflow_id, "seq": seq, "head": digest})
-    heads[workflow_id] = (seq, digest)
+    chain.heads[workflow_id] = (seq, digest)
+    before_commit(conn, "audit", flush)
     eventlog.record(conn, workflow_id, kind, actor, payload)  # one log line, after the commit
     return seq
+
+
+def anchor_fields(conn: Connection, workflow_id: str) -> dict[str, Any]:
+    """The anchor columns for an UPDATE of the workflow row this transaction is about to run anyway (a
+    state change), so the anchor costs no statement of its own; ``flush`` then skips it unless more
+    events follow. Empty when this transaction appended nothing for the workflow."""
+    chain = _chain(conn)
+    if workflow_id not in chain.heads:
+        return {}
+    seq, head = chain.heads[workflow_id]
+    chain.anchored[workflow_id] = seq
+    return {"audit_seq": seq, "audit_head": head}
+
+
+def flush(conn: Connection) -> None:
+    """Send the events gathered so far (one INSERT) and move each anchor the row does not yet carry."""
+    chain = _chain(conn)
+    if chain.rows:
+        rows, chain.rows = chain.rows, []
+        conn.execute(_INSERT, rows)
+    for workflow_id, (seq, head) in chain.heads.items():
+        if chain.anchored.get(workflow_id) != seq:
+            conn.execute(_ANCHOR, {"wf": workflow_id, "seq": seq, "head": head})
+            chain.anchored[workflow_id] = seq
 
 
 def events(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
@@ -117,6 +172,7 @@ def events(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
 
 def raw_events(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
     """Events exactly as stored (payload as the hashed text), for verification."""
+    _flush_if_writing(conn)
     rows = conn.execute(
         select(audit_events).where(audit_events.c.workflow_id == workflow_id).order_by(audit_events.c.seq)
     ).mappings()
@@ -330,8 +386,16 @@ def _check_bound_postings(conn: Connection, evs: list[dict[str, Any]]) -> ChainB
     return None
 
 
+def _flush_if_writing(conn: Connection) -> None:
+    """A read inside a transaction that appended sees those events (and their anchor) too."""
+    stash = conn.info.get("saferun_audit_chain")
+    if stash is not None and stash.txn is conn.get_transaction() and conn.in_transaction():
+        flush(conn)
+
+
 def anchor(conn: Connection, workflow_id: str) -> tuple[int, str | None] | None:
     """The chain's anchor kept on the workflow row (length, latest hash); None for an unknown workflow."""
+    _flush_if_writing(conn)
     row = conn.execute(
         select(workflows.c.audit_seq, workflows.c.audit_head).where(workflows.c.workflow_id == workflow_id)
     ).first()

@@ -21,13 +21,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
 from saferun.config import get_settings, normalize_database_url
@@ -86,6 +88,7 @@ class Database:
         fault (disk full, read-only, locked) is ``StoreUnavailable``, and the pool is renewed."""
         with self._faults(), self.engine.begin() as conn:
             yield conn
+            run_before_commit(conn)
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -137,6 +140,39 @@ class Database:
         self.engine.dispose()
 
 
+_BEFORE_COMMIT = "saferun_before_commit"
+
+
+def before_commit(conn: Connection, key: str, hook: Callable[[Connection], None]) -> None:
+    """Run ``hook(conn)`` once, just before this transaction commits (``Database.transaction``).
+
+    Lets a storage module gather the rows a transaction writes and send them as one statement at the end
+    (the audit chain: every event of a checkpoint or a decision in one INSERT). Hooks are kept per
+    transaction, so one registered by a transaction that rolled back never runs for the next.
+    """
+    txn = conn.get_transaction()
+    stash = conn.info.get(_BEFORE_COMMIT)
+    if stash is None or stash[0] is not txn:
+        stash = conn.info[_BEFORE_COMMIT] = (txn, {})
+    stash[1].setdefault(key, hook)
+
+
+def run_before_commit(conn: Connection) -> None:
+    """Run the hooks registered for this transaction (in registration order); each runs once."""
+    stash = conn.info.get(_BEFORE_COMMIT)
+    if stash is None or stash[0] is not conn.get_transaction():
+        return
+    hooks = stash[1]
+    while hooks:
+        key = next(iter(hooks))
+        hooks.pop(key)(conn)
+
+
+def _hooks_left(conn: Connection) -> bool:
+    stash = conn.info.get(_BEFORE_COMMIT)
+    return stash is not None and stash[0] is conn.get_transaction() and bool(stash[1])
+
+
 _instances: dict[str, Database] = {}
 _instances_lock = threading.Lock()
 
@@ -168,9 +204,61 @@ def _make_engine(url: str, *, echo: bool) -> Engine:
         )
         _sqlite_discipline(engine)
     else:
-        engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        # No ping per checkout (a round trip before every request): connections are recycled after
+        # PG_RECYCLE_SECONDS, one idle longer than IDLE_PING_SECONDS is checked before use (a restart or
+        # failover while the process was quiet goes unseen), and one that dies while busy fails its
+        # transaction as StoreUnavailable (503, nothing written) and renews the pool (faults.classify).
+        engine = create_engine(url, echo=echo, pool_size=5, max_overflow=10, pool_recycle=PG_RECYCLE_SECONDS)
+        _ping_when_idle(engine)
     _fork_safe(engine)
+    _no_lost_writes(engine)
     return engine
+
+
+def _no_lost_writes(engine: Engine) -> None:
+    """Send a transaction's gathered writes when it commits some other way than ``Database.transaction``
+    (``Database.connection()`` and ``conn.begin()``, as the bulk loader does): the engine's ``commit``
+    event runs before the driver's COMMIT, inside the transaction, so the writes commit with it (and a
+    failing one stops the commit: nothing half-written)."""
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(conn: Connection) -> None:
+        if _hooks_left(conn):
+            run_before_commit(conn)
+
+
+PG_RECYCLE_SECONDS = 1800
+IDLE_PING_SECONDS = 30.0
+_IDLE_SINCE = "saferun_idle_since"
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only when it sat idle past ``IDLE_PING_SECONDS``.
+
+    Under load every checkout finds a connection used a moment ago: no extra round trip. A dead one
+    raises ``DisconnectionError`` here, which makes the pool discard it and try another (SQLAlchemy's
+    documented custom pessimistic check)."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
+            return
+        try:
+            cur = dbapi_conn.cursor()
+            try:
+                cur.execute("SELECT 1")
+            finally:
+                cur.close()
+            dbapi_conn.rollback()  # the driver opened a transaction for the ping
+        except Exception as exc:
+            raise DisconnectionError(
+                f"pooled connection idle for {time.monotonic() - since:.0f} s is gone"
+            ) from exc
 
 
 def _fork_safe(engine: Engine) -> None:

@@ -23,6 +23,8 @@ def classify(exc: BaseException) -> str | None:
     """The passing fault behind ``exc``, or ``None`` when it is something else (a bug, a constraint)."""
     if not isinstance(exc, DBAPIError):
         return None
+    if exc.connection_invalidated:  # the server went away (a restart, a failover); the pool is renewed
+        return "connection lost"
     text = str(exc.orig if exc.orig is not None else exc).lower()
     for reason, needles in _FAULTS:
         if any(n in text for n in needles):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, cast, func, insert, select, update
 
 from saferun.domain.ids import new_id
 from saferun.errors import SnapshotNotFound
@@ -27,6 +27,35 @@ _PASSED = (
     )
     .limit(1)
 )
+
+
+_FIELDS = [c for c in snapshots.columns if c.name != "sequence"]
+# The next sequence number is computed by the INSERT itself (writers of a workflow are serialized by its
+# lock), so recording a snapshot is one statement, not a MAX() and an INSERT.
+
+
+def _insert_next(typed: bool) -> Any:
+    """``typed``: CAST each value to its column's type, which PostgreSQL needs to type the parameters of
+    a SELECT list; SQLite must not get them (CAST(text AS DATETIME) would store a number)."""
+
+    def value(c: Any) -> Any:
+        param = bindparam(c.name, type_=c.type)
+        return cast(param, c.type) if typed else param
+
+    return (
+        insert(snapshots)
+        .from_select(
+            [*[c.name for c in _FIELDS], "sequence"],
+            select(
+                *[value(c) for c in _FIELDS],
+                func.coalesce(func.max(snapshots.c.sequence), 0) + 1,
+            ).where(snapshots.c.workflow_id == bindparam("workflow_id")),
+        )
+        .returning(snapshots.c.sequence)
+    )
+
+
+_INSERT_NEXT = {False: _insert_next(False), True: _insert_next(True)}
 
 
 def next_sequence(conn: Connection, workflow_id: str) -> int:
@@ -52,7 +81,6 @@ def insert_for(
     row = {
         "snapshot_id": new_id("snap"),
         "workflow_id": workflow_id,
-        "sequence": next_sequence(conn, workflow_id),
         "checkpoint_id": checkpoint_id,
         "label": label,
         "status": status,
@@ -63,7 +91,8 @@ def insert_for(
         "parent_snapshot_id": parent_snapshot_id,
         "created_at": utcnow(),
     }
-    conn.execute(_INSERT, row)
+    stmt = _INSERT_NEXT[conn.dialect.name == "postgresql"]
+    row["sequence"] = conn.execute(stmt, row).scalar_one()
     return row
 
 

@@ -24,10 +24,12 @@ from sqlalchemy import (
 )
 
 from saferun.errors import WorkflowNotFound
-from saferun.storage.database import Database, lock_workflow
+from saferun.storage import audit
+from saferun.storage.database import Database
 from saferun.storage.schema import (
     approval_requests,
     approval_responses,
+    identities,
     snapshots,
     transitions,
     utcnow,
@@ -37,10 +39,33 @@ from saferun.storage.schema import (
 
 @contextmanager
 def locked(db: Database, workflow_id: str) -> Iterator[tuple[Connection, RowMapping]]:
-    """A transaction holding the workflow's row lock, and the row as it is under that lock."""
+    """A transaction holding the workflow's row lock, and the row as it is under that lock.
+
+    The row also carries the executor's identity (``executor_identity``: None when unregistered, else
+    its ``roles`` and ``disabled``), read by the same statement, because nearly every locked write checks
+    the executor's role first."""
     with db.transaction() as conn:
-        lock_workflow(conn, workflow_id)
-        yield conn, get(conn, workflow_id)
+        row = get_locked(conn, workflow_id)
+        yield conn, row
+
+
+def get_locked(conn: Connection, workflow_id: str) -> RowMapping:
+    """The workflow row (with its executor's identity) under the workflow's lock, in one statement:
+    ``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite ``BEGIN IMMEDIATE`` already holds the write lock.
+    The audit chain of this transaction starts from the anchor the row carries (no query for its tail)."""
+    stmt = _GET_LOCKED_PG if conn.dialect.name == "postgresql" else _GET_LOCKED
+    row = conn.execute(stmt, {"b_wf": workflow_id}).mappings().first()
+    if row is None:
+        raise WorkflowNotFound(workflow_id)
+    audit.seed(conn, workflow_id, row["audit_seq"], row["audit_head"])
+    return row
+
+
+def executor_identity(row: RowMapping) -> dict[str, Any] | None:
+    """The executor's identity as ``get_locked`` read it (None: not a registered identity)."""
+    if row["x_executor_id"] is None:
+        return None
+    return {"roles": row["x_executor_roles"], "disabled": row["x_executor_disabled"]}
 
 
 def insert_workflow(conn: Connection, **values: Any) -> None:
@@ -60,6 +85,19 @@ _UPDATE = (
 )
 _SET_STATE = _UPDATE.where(workflows.c.state == bindparam("b_from"))
 _INSERT_TRANSITION = insert(transitions)
+
+
+_GET_LOCKED = (
+    select(
+        workflows,
+        identities.c.identity_id.label("x_executor_id"),
+        identities.c.roles.label("x_executor_roles"),
+        identities.c.disabled.label("x_executor_disabled"),
+    )
+    .select_from(workflows.outerjoin(identities, identities.c.identity_id == workflows.c.executor_id))
+    .where(workflows.c.workflow_id == bindparam("b_wf"))
+)
+_GET_LOCKED_PG = _GET_LOCKED.with_for_update(of=workflows)
 
 
 def get(conn: Connection, workflow_id: str) -> RowMapping:

@@ -14,15 +14,14 @@ import logging
 import os
 import socket
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, RowMapping
 
 from saferun.config import get_settings
-from saferun.core import decisions, escalation, escrow, mirror, notify, parties, transitions, views
-from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
+from saferun.core import decisions, escrow, mirror, notify, parties, transitions, views
+from saferun.core.checkpoints.capture import CheckpointCapture
 from saferun.core.policy_gate import PolicyGate
 from saferun.core.rollback import saga as saga_ops
 from saferun.core.rollback.reconciliation import (
@@ -36,18 +35,16 @@ from saferun.core.rollback.reconciliation import (
 from saferun.core.rollback.saga import SagaRunner
 from saferun.core.rollback.stuck import StuckWarner
 from saferun.core.state_machine.models import (
-    ApprovalDecision,
     ApprovalRequest,
-    ApprovalResponse,
-    CheckpointConfig,
-    CheckpointSnapshot,
-    ExecutionState,
     WorkflowConfig,
     WorkflowExecution,
 )
+from saferun.core.state_machine.pausing import WorkflowPauses
+from saferun.core.state_machine.pausing import _parts as _parts  # re-exported: core.bulk imports it here
+from saferun.core.state_machine.pausing import _Review as _Review  # (and this)
 from saferun.core.state_machine.reads import WorkflowReads
 from saferun.core.state_machine.stuck_ops import StuckOperations
-from saferun.domain import parameter_schema as param_schema
+from saferun.core.state_machine.waiting import SweepReport, WorkflowWaits
 from saferun.domain.approval_policy import Policy
 from saferun.domain.audit import BINDS_MARK, bind
 from saferun.domain.canonical import canonical_bytes, check_json
@@ -57,7 +54,6 @@ from saferun.domain.monitor_rules import MonitorConfig
 from saferun.domain.policy import Caller
 from saferun.domain.states import FAILURE_EVENT, Event, WorkflowState
 from saferun.errors import (
-    CompensationError,
     Conflict,
     DecisionConflict,
     InvalidInput,
@@ -67,8 +63,7 @@ from saferun.errors import (
 from saferun.platform.base import Platform
 from saferun.platform.delivery import DeliveryReport, OutboxDelivery
 from saferun.platform.embedded import EmbeddedPlatform
-from saferun.storage import approvals, audit, jobs, saga, snapshots
-from saferun.storage import notifications as notices
+from saferun.storage import approvals, audit, jobs, saga
 from saferun.storage import workflows as wf_store
 from saferun.storage.database import Database, get_database
 from saferun.storage.schema import utcnow
@@ -80,69 +75,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class SweepReport:
-    expired: list[str] = field(default_factory=list)
-    rolled_back: list[str] = field(default_factory=list)
-    completed: list[str] = field(default_factory=list)
-    stuck: list[str] = field(default_factory=list)
-    escalated: list[str] = field(default_factory=list)  # "request_id:rung" applied by this sweep
-
-
-def _parts(state: ExecutionState) -> dict[str, bytes]:
-    if not isinstance(state, ExecutionState):
-        raise InvalidInput("state", f"expected an ExecutionState, got {type(state).__name__}")
-    return state_parts(state)
-
-
-@dataclass(frozen=True)
-class _Review:
-    """What a reviewer is shown beside the state, checked before any write."""
-
-    summary: str
-    context: dict[str, Any]
-    decision_needed: str | None
-    recommendation: str | None
-    confidence: float | None
-    risk: dict[str, Any]
-    alerts: list[dict[str, Any]]
-    parameter_schema: dict[str, Any] | None = None
-
-    @classmethod
-    def checked(
-        cls,
-        summary: str,
-        context: dict[str, Any] | None = None,
-        decision_needed: str | None = None,
-        recommendation: str | None = None,
-        confidence: float | None = None,
-        risk: dict[str, Any] | None = None,
-        alerts: list[dict[str, Any]] | None = None,
-        parameter_schema: dict[str, Any] | None = None,
-    ) -> _Review:
-        if not isinstance(summary, str) or not summary.strip():
-            raise InvalidInput("summary", "a reviewer needs a non-empty summary")
-        if confidence is not None and not 0 <= confidence <= 1:
-            raise InvalidInput("confidence", f"must be between 0 and 1, got {confidence}")
-        review = cls(
-            summary,
-            dict(context or {}),
-            decision_needed,
-            recommendation,
-            confidence,
-            dict(risk or {}),
-            list(alerts or []),
-            None if parameter_schema is None else param_schema.check_declared(parameter_schema),
-        )
-        for name in ("context", "risk", "alerts"):
-            check_json(getattr(review, name), name)
-        return review
-
-
-_POLICY_DECISIONS = {"auto_approve": ApprovalDecision.APPROVED, "forbid": ApprovalDecision.REJECTED}
-
-
-class WorkflowOrchestrator(WorkflowReads, StuckOperations):
+class WorkflowOrchestrator(WorkflowPauses, WorkflowWaits, WorkflowReads, StuckOperations):
     """Drives workflows through the seven states. Cheap to create; all state lives in the database."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
@@ -182,6 +115,10 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
         self.identity_checks = parties.parse_mode(identity_checks or settings.identity_checks)
         self.policy_gate = PolicyGate(approval_policy, settings.approval_policy)
         self._delivery: OutboxDelivery | None = None
+        # True in the server: the async methods run their database work in a worker thread, so no
+        # transaction (and no fsync) ever blocks the event loop. An agent's own loop may block on its own
+        # checkpoint (False, the default): one thread hop less per call.
+        self.io_in_threads = False
         # workflows this orchestrator creates keep their jobs and money on this platform (None: embedded)
         self.platform_url: str | None = (
             x402_integration.api_url
@@ -298,231 +235,12 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
     def _start_in(self, conn: Connection, row: RowMapping, actor: str | None) -> None:
         """``start_execution``'s writes on a locked row, inside the caller's transaction (and the bulk
         path's)."""
-        self._require_role(conn, row["executor_id"], parties.Role.EXECUTOR, "start the workflow")
+        self._require_executor(conn, row, "start the workflow")
         if row["state"] == WorkflowState.INITIALIZED.value:
             escrow.require_funded(conn, row)
         transitions.apply(conn, row, Event.START, actor=actor or row["executor_id"], started_at=utcnow())
         if row["job_id"]:
             jobs.set_status(conn, row["job_id"], "running")
-
-    async def create_checkpoint(self, workflow_id: str, state: ExecutionState) -> CheckpointSnapshot:
-        """Store the state as an artifact; a checkpoint that needs no approval passes at once."""
-        return self.create_checkpoint_sync(workflow_id, state)
-
-    def create_checkpoint_sync(self, workflow_id: str, state: ExecutionState) -> CheckpointSnapshot:
-        parts = _parts(state)  # refuses non-JSON state before any write
-        with self._locked(workflow_id) as (conn, row):
-            return self._capture(conn, row, state, parts)
-
-    def request_approval(
-        self,
-        workflow_id: str,
-        snapshot_id: str,
-        summary: str,
-        context: dict[str, Any] | None = None,
-        *,
-        decision_needed: str | None = None,
-        recommendation: str | None = None,
-        confidence: float | None = None,
-        risk: dict[str, Any] | None = None,
-        alerts: list[dict[str, Any]] | None = None,
-        parameters: dict[str, Any] | None = None,
-        parameter_schema: dict[str, Any] | None = None,
-    ) -> ApprovalRequest:
-        """Pause the workflow for a human (EXECUTING -> AWAITING_APPROVAL) and open an approval sub-job."""
-        review = _Review.checked(
-            summary, context, decision_needed, recommendation, confidence, risk, alerts, parameter_schema
-        )
-        with self._locked(workflow_id) as (conn, row):
-            snap = snapshots.get(conn, snapshot_id)
-            if snap["workflow_id"] != workflow_id:
-                raise InvalidInput("snapshot_id", f"snapshot {snapshot_id!r} belongs to another workflow")
-            self._require(row, WorkflowState.EXECUTING, "request approval for")
-            if parameters is None:
-                parameters = self.capture.load_field(conn, snap["artifact_uri"], "parameters") or {}
-            return self._open_request(conn, row, snap, review, parameters)
-
-    async def pause(
-        self,
-        workflow_id: str,
-        state: ExecutionState,
-        summary: str,
-        context: dict[str, Any] | None = None,
-        **review: Any,
-    ) -> tuple[CheckpointSnapshot, ApprovalRequest | None]:
-        """``create_checkpoint`` and ``request_approval`` in one transaction: what an agent does at every
-        checkpoint, at the cost of one commit. No request is opened when the checkpoint needs no approval."""
-        parts = _parts(state)
-        checked = _Review.checked(summary, context, **review)
-        with self._locked(workflow_id) as (conn, row):
-            snapshot = self._capture(conn, row, state, parts)
-            if snapshot.status == "passed":
-                return snapshot, None
-            snap_row = {"snapshot_id": snapshot.snapshot_id, "checkpoint_id": snapshot.checkpoint_id}
-            row = {**row, "state": WorkflowState.EXECUTING.value}
-            return snapshot, self._open_request(conn, row, snap_row, checked, dict(state.parameters))
-
-    def _capture(
-        self, conn: Connection, row: RowMapping, state: ExecutionState, parts: dict[str, bytes]
-    ) -> CheckpointSnapshot:
-        workflow_id = row["workflow_id"]
-        self._require(row, WorkflowState.EXECUTING, "create a checkpoint for")
-        self._require_role(conn, row["executor_id"], parties.Role.EXECUTOR, "create a checkpoint")
-        cp = self._bind_checkpoint(conn, row, state.checkpoint_id)
-        stored = self.capture.store_state(
-            conn, parts, {"workflow_id": workflow_id, "checkpoint_id": cp.checkpoint_id}
-        )
-        status = "captured" if cp.requires_approval else "passed"
-        snap = snapshots.insert_for(
-            conn,
-            workflow_id,
-            cp.checkpoint_id,
-            state.checkpoint_id,
-            status,
-            stored,
-            parent_snapshot_id=row["last_approved_snapshot_id"],
-        )
-        mirror.checkpoint_state(conn, row, snap["snapshot_id"], cp.checkpoint_id, stored.uri)
-        audit.append(
-            conn,
-            workflow_id,
-            "checkpoint_captured",
-            row["executor_id"],
-            {
-                "snapshot_id": snap["snapshot_id"],
-                "checkpoint_id": cp.checkpoint_id,
-                "label": state.checkpoint_id,
-                "artifact_uri": stored.uri,
-                "raw_size_bytes": stored.raw_size,
-                "compressed_size_bytes": stored.compressed_size,
-                "new_bytes": stored.new_bytes,
-                "bind": [bind("snapshots", "row", snap), bind("snapshots", "status", snap)],
-            },
-        )
-        if not cp.requires_approval:
-            decisions.complete_checkpoint(
-                conn, row, cp.checkpoint_id, snap["snapshot_id"], row["supervisor_id"], self.actor
-            )
-        return self._snapshot(snap, state)
-
-    def _open_request(
-        self, conn: Connection, row: Any, snap: Any, review: _Review, parameters: dict[str, Any]
-    ) -> ApprovalRequest:
-        check_json(parameters, "parameters")
-        workflow_id = row["workflow_id"]
-        cp = self._config(row).checkpoint(snap["checkpoint_id"])
-        assert cp is not None  # snapshots are only ever bound to configured checkpoints
-        declared = review.parameter_schema or cp.parameter_schema
-        if declared:
-            param_schema.check_proposed(declared, parameters)  # the proposal must fit its own schema
-        schema = param_schema.effective(declared, parameters)
-        now = utcnow()
-        request_id = new_id("req")
-        supervisor = row["supervisor_id"]
-        job_id = jobs.create(
-            conn,
-            job_type="approval",
-            workflow_id=workflow_id,
-            parent_job_id=row["job_id"],
-            data={
-                "checkpoint_id": cp.checkpoint_id,
-                "supervisor_id": supervisor,
-                "request_id": request_id,
-                "snapshot_id": snap["snapshot_id"],
-            },
-        )
-        values = {
-            "request_id": request_id,
-            "workflow_id": workflow_id,
-            "snapshot_id": snap["snapshot_id"],
-            "checkpoint_id": cp.checkpoint_id,
-            "checkpoint_name": cp.name,
-            "summary": review.summary,
-            "decision_needed": review.decision_needed
-            or cp.description
-            or f"Approve '{cp.name}' and continue?",
-            "context": review.context,
-            "parameters": parameters,
-            "parameter_schema": schema,
-            "recommendation": review.recommendation,
-            "confidence": review.confidence,
-            "risk": review.risk,
-            "alerts": review.alerts,
-            "supervisor_id": supervisor,
-            "job_id": job_id,
-            "on_timeout": cp.on_timeout,
-            "created_at": now,
-            "expires_at": now + timedelta(seconds=cp.timeout_seconds),
-            # the first rung of the checkpoint's escalation ladder, if it has one (saferun/core/escalation.py)
-            "escalation_step": 0,
-            "next_escalation_at": (
-                now + timedelta(seconds=cp.escalation[0].after_seconds) if cp.escalation else None
-            ),
-        }
-        approvals.insert_request(conn, **values)
-        # approval policy as code (saferun/core/policy_gate.py): judged as the request opens
-        verdict = self.policy_gate.verdict(conn, row, cp.name, values) if self.policy_gate.active else None
-        notices.record(conn, "waiting", request_id, workflow_id)  # commits with the request it announces
-        mirror.approval_subjob(
-            conn,
-            row,
-            request_id,
-            cp.checkpoint_id,
-            supervisor,
-            {"request_id": request_id, "snapshot_id": snap["snapshot_id"], "summary": review.summary},
-        )
-        transitions.apply(
-            conn,
-            row,
-            Event.CHECKPOINT_REACHED,
-            actor=row["executor_id"],
-            reason=review.summary,
-            audit_payload={
-                "request_id": request_id,
-                "snapshot_id": snap["snapshot_id"],
-                "checkpoint_id": cp.checkpoint_id,
-                "approval_job_id": job_id,
-                **({"policy": verdict.as_dict()} if verdict is not None else {}),
-                # what the reviewer is asked, bound as written (read paths refuse a row that differs)
-                "bind": [
-                    bind("approval_requests", "row", values),
-                    bind("approval_requests", "review", {**values, "status": "pending"}),
-                ],
-            },
-        )
-        if verdict is not None and verdict.action != "require_approval":
-            # decided by the rule, in this transaction, recorded as the policy's (never as a person's)
-            decisions.decide(
-                conn,
-                self.capture,
-                workflow_id=workflow_id,
-                request_id=request_id,
-                decision=_POLICY_DECISIONS[verdict.action],
-                rationale=verdict.because,
-                approved_by=verdict.actor,
-                modifications=None,
-                automatic=True,
-                claim_status="decided",
-            )
-            return ApprovalRequest(status="decided", **values)
-        return ApprovalRequest(status="pending", **values)
-
-    def submit_approval(self, workflow_id: str | None, response: ApprovalResponse) -> WorkflowExecution:
-        """Decide a request exactly once. A second decision, or one after expiry, raises DecisionConflict."""
-        with self.db.transaction() as conn:
-            self._require_role(conn, response.approved_by, parties.Role.SUPERVISOR, "decide an approval")
-            outcome = decisions.decide(
-                conn,
-                self.capture,
-                workflow_id=workflow_id,
-                request_id=response.request_id,
-                decision=response.decision,
-                rationale=response.rationale,
-                approved_by=response.approved_by,
-                modifications=response.modifications,
-                response_id=response.response_id,
-            )
-            return self._fresh(conn, outcome.workflow_id)
 
     def settle_workflow(
         self, workflow_id: str, result: dict[str, Any] | None = None, *, actor: str | None = None
@@ -531,7 +249,7 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
         body = canonical_bytes(result or {}, "result")
         with self._locked(workflow_id) as (conn, row):
             self._require(row, WorkflowState.EXECUTING, "settle")
-            self._require_role(conn, row["executor_id"], parties.Role.EXECUTOR, "settle the workflow")
+            self._require_executor(conn, row, "settle the workflow")
             stored = self.capture.store.put_bytes(
                 conn, body, artifact_type="workflow_result", metadata={"workflow_id": workflow_id}
             )
@@ -585,6 +303,16 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
 
     def _require_role(self, conn: Connection, user_id: str, role: parties.Role, action: str) -> None:
         parties.require_role(conn, user_id, role, self.identity_checks, action)
+
+    def _require_executor(self, conn: Connection, row: RowMapping, action: str) -> None:
+        """The executor's role check; on a row ``_locked`` read, with the identity it carries (no query)."""
+        if "x_executor_id" not in row:  # a row read some other way (the bulk path's): look it up
+            self._require_role(conn, row["executor_id"], parties.Role.EXECUTOR, action)
+            return
+        identity = wf_store.executor_identity(row)
+        parties.require_identity(
+            identity, row["executor_id"], parties.Role.EXECUTOR, self.identity_checks, action
+        )
 
     # ------------------------------------------------------------------ saga
     def register_step(
@@ -669,9 +397,7 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
         generation: int | None = None,
     ) -> str:
         """Record a claimed step's outcome; ``ClaimLost`` when ``generation`` was taken over since."""
-        return saga_ops.finish_step(
-            self.db, workflow_id, step_id, ok, error, actor or self.actor, generation
-        )
+        return saga_ops.finish_step(self.db, workflow_id, step_id, ok, error, actor or self.actor, generation)
 
     def complete_rollback(self, workflow_id: str, compensated: list[str] | None = None) -> RollbackReport:
         report = RollbackReport(workflow_id, compensated=list(compensated or []))
@@ -740,107 +466,6 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
         with self._locked(workflow_id) as (conn, _row):
             audit.append(conn, workflow_id, "reconciliation_report", actor, report)
 
-    # ------------------------------------------------------------------ waiting and expiry
-    async def wait_for_decision(
-        self, request_id: str, timeout: float | None = None, poll_interval: float = 0.25
-    ) -> ApprovalResponse:
-        """Return the decision as soon as it exists; expiry (on_timeout) is applied here if nobody else did.
-
-        Between reads it waits on the process's notifier (``core/notify``): on PostgreSQL a decision
-        committed by any process wakes it at once (LISTEN/NOTIFY); on SQLite one committed in this process
-        does. Polling stays as the fallback (SQLite across processes, a listener reconnecting): from 5 ms
-        backing off to ``poll_interval``, or at ``poll_interval`` while the listener is up. ``timeout``
-        bounds only this wait (TimeoutError); the request keeps its own expiry. A debug record on this
-        module's logger says what found the decision (attribute ``woken_by``: first read, notice, poll or
-        expiry).
-        """
-
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        delay = 0.005
-        woken_by = "first read"
-        notifier = notify.notifier_for(self.db)
-        # registered before the first read, so a decision committed after that read is never missed
-        with notifier.watch("decision", request_id) as watch:
-            while True:
-                watch.clear()
-                with self.db.read() as conn:
-                    resp = approvals.response_for(conn, request_id)
-                    req = approvals.get(conn, request_id)
-                    if resp is not None:  # the agent acts on it: it must be the decision the chain recorded
-                        audit.check_read(conn, req["workflow_id"], {"approval_requests": [req]}, [resp])
-                if resp is not None:
-                    extra = {"request_id": request_id, "woken_by": woken_by}
-                    log.debug("decision on %s found by %s", request_id, woken_by, extra=extra)
-                    return self._response(resp)
-                assert req is not None
-                until_expiry = (req["expires_at"] - utcnow()).total_seconds()
-                if until_expiry <= 0:
-                    self.sweep_expired(only=request_id)
-                    woken_by = "expiry"
-                    continue
-                if deadline is not None and loop.time() >= deadline:
-                    raise TimeoutError(f"no decision on {request_id} within {timeout} s")
-                if woken_by == "first read":
-                    extra = {"request_id": request_id, "listening": notifier.listening}
-                    log.debug("waiting for a decision on %s", request_id, extra=extra)
-                # while the listener is up a poll is only a safety net; otherwise back off from 5 ms
-                step = min(poll_interval if notifier.listening else delay, until_expiry + 0.001)
-                if deadline is not None:
-                    step = min(step, max(deadline - loop.time(), 0.0))
-                woken_by = "notice" if await watch.wait(step) else "poll"
-                delay = min(poll_interval, delay * 2)
-
-    def sweep_expired(self, now: datetime | None = None, *, only: str | None = None) -> list[str]:
-        """Resolve every due request by its on_timeout policy; exactly one process wins each request."""
-        now = now or utcnow()
-        with self.db.read() as conn:
-            due = [r["request_id"] for r in approvals.due(conn, now)] if only is None else [only]
-        resolved = []
-        for request_id in due:
-            with self.db.transaction() as conn:
-                if decisions.expire(conn, self.capture, request_id, now) is not None:
-                    resolved.append(request_id)
-        return resolved
-
-    def sweep(self, now: datetime | None = None) -> SweepReport:
-        """The maintenance any SafeRun process performs: expire due requests, finish abandoned rollbacks."""
-        now = now or utcnow()
-        escalated = escalation.sweep(self.db, now)  # ladders first: a rung due with the timeout still runs
-        report = SweepReport(expired=self.sweep_expired(now), escalated=escalated)
-        with self.db.read() as conn:
-            candidates = wf_store.rolling_back_since(conn, now - self.rollback_grace)
-        for workflow_id in candidates:
-            try:
-                if self.rollback(workflow_id).final_state == WorkflowState.EXECUTING.value:
-                    report.rolled_back.append(workflow_id)
-            except CompensationError as exc:  # said once per period below, as a stuck item
-                log.debug("sweep leaves %s rolling back: %s", workflow_id, exc.message)
-            except InvalidTransition:
-                continue  # its rollback was finished (or failed) by another process meanwhile
-        report.completed = self.finish_settling(now)
-        stuck_items = self.stuck_workflows(now)  # nobody finishes these: visible, warned once per period
-        report.stuck = [s.workflow_id for s in stuck_items]
-        self.stuck_warner.report(stuck_items, now)
-        return report
-
-    def finish_settling(self, now: datetime | None = None) -> list[str]:
-        """Complete workflows settled but never completed (the agent died between the two transactions).
-
-        Settling already stored the result; completing only refunds the unearned escrow and closes the
-        workflow, so any process may do it. Whoever loses the race to the row lock just skips it."""
-        now = now or utcnow()
-        with self.db.read() as conn:
-            candidates = wf_store.settling_since(conn, now - self.rollback_grace)
-        done = []
-        for workflow_id in candidates:
-            try:
-                self.complete_workflow(workflow_id)
-            except InvalidTransition:
-                continue  # completed or failed by another process meanwhile
-            done.append(workflow_id)
-        return done
-
     @property
     def platform(self) -> Platform:
         """The x402 platform this orchestrator's workflows live on (embedded unless configured remote)."""
@@ -856,7 +481,7 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
         One rating per workflow (idempotency key ``rating:<workflow_id>``: the same rating again is a
         no-op, a different one a conflict); it moves the supervisor's reputation on the platform.
         """
-        wf = self.get_workflow(workflow_id)
+        wf = await self._io(self.get_workflow, workflow_id)
         if wf.current_state not in (WorkflowState.COMPLETED, WorkflowState.FAILED):
             raise InvalidTransition(
                 workflow_id, wf.current_state.value, "rate", "supervisors are rated once the workflow ended"
@@ -866,15 +491,15 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
         result = await self.platform.rate_supervisor(
             wf.supervisor_id, workflow_id, rating, review, idempotency_key=f"rating:{workflow_id}"
         )
-        with self.db.transaction() as conn:
-            audit.append(
-                conn,
-                workflow_id,
-                "supervisor_rated",
-                rated_by or wf.config.poster_id,
-                {"supervisor_id": wf.supervisor_id, "rating": rating, "review": review},
-            )
+        await self._io(self._record_rating, workflow_id, rated_by or wf.config.poster_id, wf, rating, review)
         return result
+
+    def _record_rating(
+        self, workflow_id: str, actor: str, wf: WorkflowExecution, rating: int, review: str
+    ) -> None:
+        with self.db.transaction() as conn:
+            payload = {"supervisor_id": wf.supervisor_id, "rating": rating, "review": review}
+            audit.append(conn, workflow_id, "supervisor_rated", actor, payload)
 
     async def deliver_platform_calls(self) -> DeliveryReport | None:
         """Send what this store owes the remote x402 platform (``saferun.platform.delivery``).
@@ -912,20 +537,6 @@ class WorkflowOrchestrator(WorkflowReads, StuckOperations):
     @staticmethod
     def _config(row: Any) -> WorkflowConfig:
         return views.config(row)
-
-    def _bind_checkpoint(self, conn: Connection, row: RowMapping, checkpoint_id: str) -> CheckpointConfig:
-        """Which configured checkpoint a state belongs to.
-
-        An exact id match wins. Otherwise (the seed's examples label states freely, e.g. "research_review")
-        the state belongs to the first configured checkpoint not yet passed, or to the last one when all
-        have passed (an agent may pass a repeating review more than once; it pays only once).
-        """
-        config = self._config(row)
-        exact = config.checkpoint(checkpoint_id)
-        if exact is not None:
-            return exact
-        done = snapshots.passed_checkpoints(conn, row["workflow_id"])
-        return next((cp for cp in config.checkpoints if cp.checkpoint_id not in done), config.checkpoints[-1])
 
 
 __all__ = ["SweepReport", "WorkflowNotFound", "WorkflowOrchestrator"]

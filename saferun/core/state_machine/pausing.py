@@ -1,0 +1,364 @@
+"""Checkpoints and approval requests: how a workflow pauses for a human, and how a decision lands.
+
+Split from ``orchestrator.py`` along the hot path: everything a checkpoint -> decision cycle runs is here
+(``pause`` is one transaction, ``submit_approval`` another; see tests/test_hot_path_counts.py for what
+each costs). ``WorkflowOrchestrator`` mixes this in and provides the lock, the role checks and the views.
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from sqlalchemy import Connection, RowMapping
+
+from saferun.core import decisions, mirror, parties, transitions
+from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
+from saferun.core.policy_gate import PolicyGate
+from saferun.core.state_machine.models import (
+    ApprovalDecision,
+    ApprovalRequest,
+    ApprovalResponse,
+    CheckpointConfig,
+    CheckpointSnapshot,
+    ExecutionState,
+    WorkflowConfig,
+    WorkflowExecution,
+)
+from saferun.domain import parameter_schema as param_schema
+from saferun.domain.audit import bind
+from saferun.domain.canonical import check_json
+from saferun.domain.ids import new_id
+from saferun.domain.states import Event, WorkflowState
+from saferun.errors import InvalidInput
+from saferun.storage import approvals, audit, jobs, snapshots
+from saferun.storage import notifications as notices
+from saferun.storage.database import Database
+from saferun.storage.schema import utcnow
+
+
+def _parts(state: ExecutionState) -> dict[str, bytes]:
+    if not isinstance(state, ExecutionState):
+        raise InvalidInput("state", f"expected an ExecutionState, got {type(state).__name__}")
+    return state_parts(state)
+
+
+@dataclass(frozen=True)
+class _Review:
+    """What a reviewer is shown beside the state, checked before any write."""
+
+    summary: str
+    context: dict[str, Any]
+    decision_needed: str | None
+    recommendation: str | None
+    confidence: float | None
+    risk: dict[str, Any]
+    alerts: list[dict[str, Any]]
+    parameter_schema: dict[str, Any] | None = None
+
+    @classmethod
+    def checked(
+        cls,
+        summary: str,
+        context: dict[str, Any] | None = None,
+        decision_needed: str | None = None,
+        recommendation: str | None = None,
+        confidence: float | None = None,
+        risk: dict[str, Any] | None = None,
+        alerts: list[dict[str, Any]] | None = None,
+        parameter_schema: dict[str, Any] | None = None,
+    ) -> _Review:
+        if not isinstance(summary, str) or not summary.strip():
+            raise InvalidInput("summary", "a reviewer needs a non-empty summary")
+        if confidence is not None and not 0 <= confidence <= 1:
+            raise InvalidInput("confidence", f"must be between 0 and 1, got {confidence}")
+        review = cls(
+            summary,
+            dict(context or {}),
+            decision_needed,
+            recommendation,
+            confidence,
+            dict(risk or {}),
+            list(alerts or []),
+            None if parameter_schema is None else param_schema.check_declared(parameter_schema),
+        )
+        for name in ("context", "risk", "alerts"):
+            check_json(getattr(review, name), name)
+        return review
+
+
+_POLICY_DECISIONS = {"auto_approve": ApprovalDecision.APPROVED, "forbid": ApprovalDecision.REJECTED}
+
+
+class WorkflowPauses:
+    """Capture, pause, decide. Needs the orchestrator's store, lock and checks (declared below)."""
+
+    db: Database
+    capture: CheckpointCapture
+    actor: str
+    identity_checks: parties.IdentityChecks
+    io_in_threads: bool
+    policy_gate: PolicyGate
+
+    if TYPE_CHECKING:  # provided by WorkflowOrchestrator and WorkflowReads
+
+        def _locked(self, workflow_id: str) -> AbstractContextManager[tuple[Connection, RowMapping]]: ...
+        def _require(self, row: RowMapping, state: WorkflowState, action: str) -> None: ...
+        def _require_executor(self, conn: Connection, row: RowMapping, action: str) -> None: ...
+        def _config(self, row: Any) -> WorkflowConfig: ...
+        def _fresh(self, conn: Connection, workflow_id: str) -> WorkflowExecution: ...
+        def _snapshot(self, row: Any, state: ExecutionState | None = None) -> CheckpointSnapshot: ...
+
+    async def create_checkpoint(self, workflow_id: str, state: ExecutionState) -> CheckpointSnapshot:
+        """Store the state as an artifact; a checkpoint that needs no approval passes at once."""
+        if self.io_in_threads:
+            return await anyio.to_thread.run_sync(self.create_checkpoint_sync, workflow_id, state)
+        return self.create_checkpoint_sync(workflow_id, state)
+
+    def create_checkpoint_sync(self, workflow_id: str, state: ExecutionState) -> CheckpointSnapshot:
+        parts = _parts(state)  # refuses non-JSON state before any write
+        with self._locked(workflow_id) as (conn, row):
+            return self._capture(conn, row, state, parts)
+
+    def request_approval(
+        self,
+        workflow_id: str,
+        snapshot_id: str,
+        summary: str,
+        context: dict[str, Any] | None = None,
+        *,
+        decision_needed: str | None = None,
+        recommendation: str | None = None,
+        confidence: float | None = None,
+        risk: dict[str, Any] | None = None,
+        alerts: list[dict[str, Any]] | None = None,
+        parameters: dict[str, Any] | None = None,
+        parameter_schema: dict[str, Any] | None = None,
+    ) -> ApprovalRequest:
+        """Pause the workflow for a human (EXECUTING -> AWAITING_APPROVAL) and open an approval sub-job."""
+        review = _Review.checked(
+            summary, context, decision_needed, recommendation, confidence, risk, alerts, parameter_schema
+        )
+        with self._locked(workflow_id) as (conn, row):
+            snap = snapshots.get(conn, snapshot_id)
+            if snap["workflow_id"] != workflow_id:
+                raise InvalidInput("snapshot_id", f"snapshot {snapshot_id!r} belongs to another workflow")
+            self._require(row, WorkflowState.EXECUTING, "request approval for")
+            if parameters is None:
+                parameters = self.capture.load_field(conn, snap["artifact_uri"], "parameters") or {}
+            return self._open_request(conn, row, snap, review, parameters)
+
+    async def pause(
+        self,
+        workflow_id: str,
+        state: ExecutionState,
+        summary: str,
+        context: dict[str, Any] | None = None,
+        **review: Any,
+    ) -> tuple[CheckpointSnapshot, ApprovalRequest | None]:
+        """``create_checkpoint`` and ``request_approval`` in one transaction: what an agent does at every
+        checkpoint, at the cost of one commit. No request is opened when the checkpoint needs no approval."""
+        if self.io_in_threads:
+            return await anyio.to_thread.run_sync(
+                functools.partial(self.pause_sync, workflow_id, state, summary, context, **review)
+            )
+        return self.pause_sync(workflow_id, state, summary, context, **review)
+
+    def pause_sync(
+        self,
+        workflow_id: str,
+        state: ExecutionState,
+        summary: str,
+        context: dict[str, Any] | None = None,
+        **review: Any,
+    ) -> tuple[CheckpointSnapshot, ApprovalRequest | None]:
+        """``pause`` for callers in a worker thread (the server's routes) or without an event loop."""
+        parts = _parts(state)
+        checked = _Review.checked(summary, context, **review)
+        with self._locked(workflow_id) as (conn, row):
+            snapshot = self._capture(conn, row, state, parts)
+            if snapshot.status == "passed":
+                return snapshot, None
+            snap_row = {"snapshot_id": snapshot.snapshot_id, "checkpoint_id": snapshot.checkpoint_id}
+            row = {**row, "state": WorkflowState.EXECUTING.value}
+            return snapshot, self._open_request(conn, row, snap_row, checked, dict(state.parameters))
+
+    def _capture(
+        self, conn: Connection, row: RowMapping, state: ExecutionState, parts: dict[str, bytes]
+    ) -> CheckpointSnapshot:
+        workflow_id = row["workflow_id"]
+        self._require(row, WorkflowState.EXECUTING, "create a checkpoint for")
+        self._require_executor(conn, row, "create a checkpoint")
+        cp = self._bind_checkpoint(conn, row, state.checkpoint_id)
+        stored = self.capture.store_state(
+            conn, parts, {"workflow_id": workflow_id, "checkpoint_id": cp.checkpoint_id}
+        )
+        status = "captured" if cp.requires_approval else "passed"
+        snap = snapshots.insert_for(
+            conn,
+            workflow_id,
+            cp.checkpoint_id,
+            state.checkpoint_id,
+            status,
+            stored,
+            parent_snapshot_id=row["last_approved_snapshot_id"],
+        )
+        mirror.checkpoint_state(conn, row, snap["snapshot_id"], cp.checkpoint_id, stored.uri)
+        audit.append(
+            conn,
+            workflow_id,
+            "checkpoint_captured",
+            row["executor_id"],
+            {
+                "snapshot_id": snap["snapshot_id"],
+                "checkpoint_id": cp.checkpoint_id,
+                "label": state.checkpoint_id,
+                "artifact_uri": stored.uri,
+                "raw_size_bytes": stored.raw_size,
+                "compressed_size_bytes": stored.compressed_size,
+                "new_bytes": stored.new_bytes,
+                "bind": [bind("snapshots", "row", snap), bind("snapshots", "status", snap)],
+            },
+        )
+        if not cp.requires_approval:
+            decisions.complete_checkpoint(
+                conn, row, cp.checkpoint_id, snap["snapshot_id"], row["supervisor_id"], self.actor
+            )
+        return self._snapshot(snap, state)
+
+    def _open_request(
+        self, conn: Connection, row: Any, snap: Any, review: _Review, parameters: dict[str, Any]
+    ) -> ApprovalRequest:
+        check_json(parameters, "parameters")
+        workflow_id = row["workflow_id"]
+        cp = self._config(row).checkpoint(snap["checkpoint_id"])
+        assert cp is not None  # snapshots are only ever bound to configured checkpoints
+        declared = review.parameter_schema or cp.parameter_schema
+        if declared:
+            param_schema.check_proposed(declared, parameters)  # the proposal must fit its own schema
+        schema = param_schema.effective(declared, parameters)
+        now = utcnow()
+        request_id = new_id("req")
+        supervisor = row["supervisor_id"]
+        job_id = jobs.create(
+            conn,
+            job_type="approval",
+            workflow_id=workflow_id,
+            parent_job_id=row["job_id"],
+            data={
+                "checkpoint_id": cp.checkpoint_id,
+                "supervisor_id": supervisor,
+                "request_id": request_id,
+                "snapshot_id": snap["snapshot_id"],
+            },
+        )
+        values = {
+            "request_id": request_id,
+            "workflow_id": workflow_id,
+            "snapshot_id": snap["snapshot_id"],
+            "checkpoint_id": cp.checkpoint_id,
+            "checkpoint_name": cp.name,
+            "summary": review.summary,
+            "decision_needed": review.decision_needed
+            or cp.description
+            or f"Approve '{cp.name}' and continue?",
+            "context": review.context,
+            "parameters": parameters,
+            "parameter_schema": schema,
+            "recommendation": review.recommendation,
+            "confidence": review.confidence,
+            "risk": review.risk,
+            "alerts": review.alerts,
+            "supervisor_id": supervisor,
+            "job_id": job_id,
+            "on_timeout": cp.on_timeout,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=cp.timeout_seconds),
+            # the first rung of the checkpoint's escalation ladder, if it has one (saferun/core/escalation.py)
+            "escalation_step": 0,
+            "next_escalation_at": (
+                now + timedelta(seconds=cp.escalation[0].after_seconds) if cp.escalation else None
+            ),
+        }
+        approvals.insert_request(conn, **values)
+        # approval policy as code (saferun/core/policy_gate.py): judged as the request opens
+        verdict = self.policy_gate.verdict(conn, row, cp.name, values) if self.policy_gate.active else None
+        notices.record(conn, "waiting", request_id, workflow_id)  # commits with the request it announces
+        mirror.approval_subjob(
+            conn,
+            row,
+            request_id,
+            cp.checkpoint_id,
+            supervisor,
+            {"request_id": request_id, "snapshot_id": snap["snapshot_id"], "summary": review.summary},
+        )
+        transitions.apply(
+            conn,
+            row,
+            Event.CHECKPOINT_REACHED,
+            actor=row["executor_id"],
+            reason=review.summary,
+            audit_payload={
+                "request_id": request_id,
+                "snapshot_id": snap["snapshot_id"],
+                "checkpoint_id": cp.checkpoint_id,
+                "approval_job_id": job_id,
+                **({"policy": verdict.as_dict()} if verdict is not None else {}),
+                # what the reviewer is asked, bound as written (read paths refuse a row that differs)
+                "bind": [
+                    bind("approval_requests", "row", values),
+                    bind("approval_requests", "review", {**values, "status": "pending"}),
+                ],
+            },
+        )
+        if verdict is not None and verdict.action != "require_approval":
+            # decided by the rule, in this transaction, recorded as the policy's (never as a person's)
+            decisions.decide(
+                conn,
+                self.capture,
+                workflow_id=workflow_id,
+                request_id=request_id,
+                decision=_POLICY_DECISIONS[verdict.action],
+                rationale=verdict.because,
+                approved_by=verdict.actor,
+                modifications=None,
+                automatic=True,
+                claim_status="decided",
+            )
+            return ApprovalRequest(status="decided", **values)
+        return ApprovalRequest(status="pending", **values)
+
+    def submit_approval(self, workflow_id: str | None, response: ApprovalResponse) -> WorkflowExecution:
+        """Decide a request exactly once. A second decision, or one after expiry, raises DecisionConflict."""
+        with self.db.transaction() as conn:
+            outcome = decisions.decide(
+                conn,
+                self.capture,
+                workflow_id=workflow_id,
+                request_id=response.request_id,
+                decision=response.decision,
+                rationale=response.rationale,
+                approved_by=response.approved_by,
+                modifications=response.modifications,
+                response_id=response.response_id,
+                approver_checks=self.identity_checks,
+            )
+            return self._fresh(conn, outcome.workflow_id)
+
+    def _bind_checkpoint(self, conn: Connection, row: RowMapping, checkpoint_id: str) -> CheckpointConfig:
+        """Which configured checkpoint a state belongs to.
+
+        An exact id match wins. Otherwise (the seed's examples label states freely, e.g. "research_review")
+        the state belongs to the first configured checkpoint not yet passed, or to the last one when all
+        have passed (an agent may pass a repeating review more than once; it pays only once).
+        """
+        config = self._config(row)
+        exact = config.checkpoint(checkpoint_id)
+        if exact is not None:
+            return exact
+        done = snapshots.passed_checkpoints(conn, row["workflow_id"])
+        return next((cp for cp in config.checkpoints if cp.checkpoint_id not in done), config.checkpoints[-1])

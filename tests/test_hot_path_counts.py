@@ -1,0 +1,181 @@
+"""The hot path's cost in statements and commits, counted (issue 12, target 1), never timed.
+
+One checkpoint -> decision -> resume cycle of ``run.checkpoint`` must cost exactly two committed
+transactions (the pause and the decision: two fsyncs on SQLite) and a bounded number of SQL statements.
+Statements are counted with SQLAlchemy's ``before_cursor_execute`` event (an ``executemany`` is one
+statement, ``BEGIN`` is not counted), so a change that adds a query to the hot path fails here.
+
+The bounds are today's counts. Issue 12 asks for <= 12 statements per cycle; the cycle is at 26 on SQLite
+(from 38): see benchmarks/README.md for where the rest goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, event
+
+from saferun import WorkflowOrchestrator, supervised
+from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
+from saferun.storage.database import Database
+from tests.helpers import make_config
+
+# per steady cycle (the milestone was paid by the first): pause + decision, and what the agent reads back
+WRITE_STATEMENTS = {"sqlite": 26, "postgresql": 28}
+# the decision and its request, the workflow row and its last approved snapshot, the audit chain read twice
+# to check both against it (issue 10's read-path verification), the state's manifest and changed part
+RESUME_STATEMENTS = 8
+
+
+@dataclass
+class Txn:
+    statements: list[str] = field(default_factory=list)
+    committed: bool = False
+    after_decision: bool = False
+
+
+@dataclass
+class Counter:
+    """Statements grouped by the transaction (or bare driver call) that ran them."""
+
+    done: list[Txn] = field(default_factory=list)
+    open: dict[int, Txn] = field(default_factory=dict)
+    decided: bool = False
+    on: bool = False
+
+    def writes(self) -> list[Txn]:
+        return [t for t in self.done if t.committed]
+
+    def resume(self) -> list[str]:
+        return [s for t in self.done if t.after_decision and not t.committed for s in t.statements]
+
+
+@contextmanager
+def counting(db: Database) -> Iterator[Counter]:
+    counter = Counter()
+    engine = db.engine
+
+    def txn(conn: Connection) -> Txn:
+        return counter.open.setdefault(id(conn), Txn(after_decision=counter.decided))
+
+    def before(conn: Connection, _cur: Any, statement: str, *_args: Any) -> None:
+        if counter.on and not statement.startswith("BEGIN"):
+            txn(conn).statements.append(statement)
+
+    def end(committed: bool) -> Any:
+        def listener(conn: Connection) -> None:
+            t = counter.open.pop(id(conn), None)
+            if t is not None and counter.on:
+                t.committed = committed
+                counter.done.append(t)
+
+        return listener
+
+    on_commit, on_rollback = end(True), end(False)
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "commit", on_commit)
+    event.listen(engine, "rollback", on_rollback)
+    try:
+        yield counter
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "commit", on_commit)
+        event.remove(engine, "rollback", on_rollback)
+
+
+async def _cycle(orch: WorkflowOrchestrator, run: Any, counter: Counter, n: int) -> None:
+    """The agent's ``run.checkpoint`` while a reviewer approves it; counts only what the agent and the
+    decision cost (the reviewer finding the request is not part of the cycle)."""
+    counter.on, counter.decided = True, False
+    agent = asyncio.create_task(run.checkpoint("Review 1", parameters={"n": n}))
+    while True:
+        counter.on = False
+        pending = orch.pending_approvals(run.workflow_id)
+        counter.on = True
+        if pending:
+            break
+        await asyncio.sleep(0.001)
+    counter.decided = False
+    orch.submit_approval(
+        run.workflow_id,
+        ApprovalResponse(
+            request_id=pending[0].request_id, decision=ApprovalDecision.APPROVED, approved_by="reviewer"
+        ),
+    )
+    counter.decided = True  # reads from here on are the agent resuming
+    decision = await agent
+    counter.on = False
+    assert decision.approved and decision.parameters == {"n": n}
+
+
+async def test_a_cycle_is_two_commits_and_a_bounded_number_of_statements(db: Database) -> None:
+    orch = WorkflowOrchestrator(database=db)
+    config = make_config(n=1, escrow="12.00")
+    async with supervised(config, orch) as run:
+        with counting(db) as first:
+            await _cycle(orch, run, first, 0)  # pays the milestone: more statements, still two commits
+        assert len(first.writes()) == 2
+        with counting(db) as counter:
+            await _cycle(orch, run, counter, 1)
+
+    writes = counter.writes()
+    assert len(writes) == 2, [t.statements for t in writes]  # the pause and the decision, nothing else
+    pause, decision = writes
+    assert any("INSERT INTO approval_requests" in s for s in pause.statements)
+    assert any("UPDATE approval_requests" in s for s in decision.statements)
+    # one INSERT carries every audit event of a transaction; its anchor rides on the state's UPDATE
+    for t in writes:
+        assert sum("audit_events" in s for s in t.statements) == 1, t.statements
+        assert not any(s.startswith("UPDATE workflows SET audit_seq") for s in t.statements)
+    total = len(pause.statements) + len(decision.statements)
+    assert total <= WRITE_STATEMENTS[db.dialect], (total, pause.statements, decision.statements)
+    resume = counter.resume()
+    assert len(resume) <= RESUME_STATEMENTS, resume
+
+    # the cheaper path still leaves an intact chain and a ledger that balances
+    count, broken = orch.verify_audit(config.workflow_id)
+    assert broken is None and count > 0
+    pos = orch.escrow_position(config.workflow_id)
+    assert (pos.released, pos.refunded, pos.held) == (12_000_000, 0, 0)
+
+
+@pytest.mark.parametrize("kind", ["decision", "checkpoint"])
+async def test_events_gathered_for_one_insert_are_readable_inside_their_transaction(
+    db: Database, kind: str
+) -> None:
+    """A reader in the writing transaction sees the events not yet sent (they are flushed first), and a
+    transaction that fails sends none of them."""
+    from saferun.storage import audit
+
+    orch = WorkflowOrchestrator(database=db)
+    config = make_config(n=1)
+    orch.initialize_workflow(config)
+    wf = config.workflow_id
+    before = len(orch.audit_events(wf))
+    with db.transaction() as conn:
+        audit.append(conn, wf, kind, "tester", {"n": 1})
+        assert [e["kind"] for e in audit.events(conn, wf)][-1] == kind
+        assert audit.anchor(conn, wf) == (before + 1, audit.raw_events(conn, wf)[-1]["hash"])
+    with pytest.raises(RuntimeError), db.transaction() as conn:
+        audit.append(conn, wf, "lost", "tester", {})
+        raise RuntimeError("the change fails")
+    assert [e["kind"] for e in orch.audit_events(wf)][-1] == kind
+    assert orch.verify_audit(wf)[1] is None
+
+
+def test_a_transaction_committed_without_the_helper_still_writes_its_gathered_events(db: Database) -> None:
+    """``Database.connection()`` + ``conn.begin()`` (as the bulk loader does) commits them too."""
+    from saferun.storage import audit
+
+    orch = WorkflowOrchestrator(database=db)
+    config = make_config(n=1)
+    orch.initialize_workflow(config)
+    with db.connection() as conn, conn.begin():
+        audit.append(conn, config.workflow_id, "bulk_note", "tester", {})
+    assert [e["kind"] for e in orch.audit_events(config.workflow_id)][-1] == "bulk_note"
+    assert orch.verify_audit(config.workflow_id)[1] is None
