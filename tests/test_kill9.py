@@ -360,3 +360,7 @@ def test_kill9_trials_keep_every_invariant(store_url: str, tmp_path: Path) -> No
         world.close()
     print(f"\nkill -9: {len(stats.finished)} trials, {PARALLEL} at once; {stats}")
     assert len(stats.finished) == TRIALS
+    if TRIALS >= 30:  # enough trials that every kind of crash must have happened: the run was not vacuous
+        assert all(stats.kills[v] for v in ("agent", "reviewer", "server")), stats.kills
+        assert stats.crashed_at["settle"] and stats.crashed_at["compensation"], stats.crashed_at
+        assert stats.repeats_deduped > 0  # an undo ran again after a takeover, and landed once
