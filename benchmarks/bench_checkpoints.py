@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """SafeRun durable checkpoints vs LangGraph's SqliteSaver, in one run, on the same state shapes.
 
-The LangGraph side is the peer's anchor script (``<repo>/../shared/anchors/bench_langgraph.py``, or
-``--anchor PATH``), imported from its path and driven phase by phase; it is never copied into this repo.
-Its ``make_memory`` builds the agent memory for both sides, so the states are identical: a large memory
-dict (1 KB / 100 KB / 1 MB as msgpack) that never changes, a counter bumped every step and a list that
-grows by one small item per step.
+The LangGraph side is the peer's anchor script, vendored unchanged as ``benchmarks/langgraph_anchor.py`` so
+the comparison runs from a clone (``--anchor PATH`` drives another copy), imported and driven phase by
+phase. Its ``make_memory`` builds the agent memory for both sides, so the states are identical: a large
+memory dict (1 KB / 100 KB / 1 MB as msgpack), a counter bumped every step and a list that grows by one
+small item per step. The memory never changes in Tables 1-4; Table 5 edits a share of it every step.
 
 Per memory size, each side gets a fresh SQLite file and is measured on:
 
@@ -21,12 +21,22 @@ Per memory size, each side gets a fresh SQLite file and is measured on:
   3. latest-state load             SafeRun: a new Database + orchestrator calling ``latest_approved_state``
                                    on the STEPS-checkpoint workflow, first call then warm repeats;
                                    LangGraph: ``graph.get_state()`` on a thread holding STEPS+1 checkpoints.
-  4. checkpoint -> decision -> resume cycle
-                                   SafeRun: ``await pause()`` (create_checkpoint + request_approval in one
-                                   transaction, as ``run.checkpoint`` does; ``--two-calls`` for the seed's
-                                   two calls) + submit_approval(APPROVED) + ``await wait_for_decision``,
-                                   CYCLES times on one workflow; LangGraph: invoke() to interrupt() +
-                                   invoke(Command(resume=...)).
+  4. checkpoint -> decision -> resume cycle, CYCLES times on one workflow / thread. Per cycle:
+       SafeRun    pause: ``await orch.pause()`` = build the state, store it (content-addressed, deduped),
+                  snapshot row, approval request + its sub-job and notice, state change, audit events:
+                  one transaction, one fsync'd commit (``--two-calls``: the seed's two calls, two commits);
+                  resume: ``submit_approval(APPROVED)`` (claim exactly once, decision row, milestone and
+                  saga bookkeeping, state change, audit: one commit) + ``await wait_for_decision`` + the
+                  state the agent continues from reloaded (``latest_approved_state``), as
+                  ``run.checkpoint`` does.
+       LangGraph  pause: ``invoke(input)`` runs ``propose`` then ``review`` until ``interrupt()``; it writes
+                  the checkpoints of those supersteps (every channel, the memory included) and the pending
+                  writes; resume: ``invoke(Command(resume=...))`` reloads the checkpoint, re-runs ``review``
+                  with the answer and writes the final checkpoint. No decision record, no audit, no money.
+  5. memory edited every checkpoint (``--edit-fractions``, default 1 % and 10 % of the notes, scattered
+     through the dict; the same edits on both sides): time per durable checkpoint and bytes per checkpoint,
+     SafeRun ``create_checkpoint`` vs LangGraph's sync loop whose node returns the edited memory,
+     ``--edit-steps`` checkpoints each.
 
 Run:  bash benchmarks/setup_bench_venv.sh && .bench-venv/bin/python benchmarks/bench_checkpoints.py
 """
@@ -51,7 +61,7 @@ from types import ModuleType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_ANCHOR = REPO.parent / "shared" / "anchors" / "bench_langgraph.py"
+DEFAULT_ANCHOR = Path(__file__).resolve().parent / "langgraph_anchor.py"  # the peer's script, vendored
 SIZE_LABELS = {"1KB": 1_000, "100KB": 100_000, "1MB": 1_000_000}
 SYNC_LEVELS = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
 
@@ -257,8 +267,10 @@ async def saferun_cycles(
             ),
         )
         resp = await orch.wait_for_decision(req.request_id)
+        resumed = orch.latest_approved_state(wf)  # the state the agent continues from, as run.checkpoint
         t2 = time.perf_counter()
         assert resp.decision == ApprovalDecision.APPROVED
+        assert resumed is not None and resumed.intermediate_outputs["counter"] == i + 1
         t_pause.append(t1 - t0)
         t_resume.append(t2 - t1)
         t_cycle.append(t2 - t0)
@@ -275,6 +287,81 @@ async def saferun_cycles(
 
 
 TWO_CALLS = False
+
+# --------------------------------------------------------------------------------------------- mutating
+
+
+def edited(mem: dict, step: int, fraction: float) -> dict:
+    """A copy of ``mem`` with ``fraction`` of its notes rewritten (same length), scattered through the dict
+    and moving with ``step``: what an agent that revises part of its memory each step produces."""
+    keys = list(mem)
+    k = max(1, round(fraction * len(keys)))
+    stride = max(1, len(keys) // k)
+    out = dict(mem)
+    for j in range(k):
+        key = keys[(step + j * stride) % len(keys)]
+        tag = f"e{step}:"
+        out[key] = tag + mem[key][len(tag) :]
+    return out
+
+
+async def saferun_mutating(path: str, mem: dict, n: int, fraction: float, synchronous: str | None) -> dict:
+    """N captures, each with the memory edited from the previous one: time, new_bytes, DB growth."""
+    from saferun.core.state_machine.models import ExecutionState
+    from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+
+    db = saferun_database(path, synchronous)
+    orch = WorkflowOrchestrator(database=db)
+    wf = new_workflow(orch, requires_approval=False, name="bench-mutating")
+    await orch.create_checkpoint(wf, ExecutionState(checkpoint_id="cp_step", agent_memory=mem))
+    size0 = file_bytes(path)
+    times: list[float] = []
+    new_bytes: list[int] = []
+    current = mem
+    for i in range(n):
+        t0 = time.perf_counter()
+        current = edited(current, i, fraction)
+        snap = await orch.create_checkpoint(
+            wf,
+            ExecutionState(
+                checkpoint_id="cp_step", agent_memory=current, intermediate_outputs={"counter": i + 1}
+            ),
+        )
+        times.append(time.perf_counter() - t0)
+        new_bytes.append(snap.new_bytes)
+    growth = (file_bytes(path) - size0) / n
+    assert orch.latest_approved_state(wf).agent_memory == current  # type: ignore[union-attr]
+    db.dispose()
+    return dict(mean=sum(times) / n * 1e3, new_bytes=sum(new_bytes) / n, growth=growth)
+
+
+def langgraph_mutating(anchor: ModuleType, path: str, mem: dict, n: int, fraction: float) -> dict:
+    """The anchor's sync loop, but the node returns the memory edited as SafeRun's side gets it."""
+    conn, saver = anchor.open_saver(path)
+    g = anchor.StateGraph(anchor.State)
+
+    def step(state: dict) -> dict:
+        c = state["counter"]
+        return {"counter": c + 1, "items": [f"i{c}"], "memory": edited(state["memory"], c, fraction)}
+
+    g.add_node("step", step)
+    g.add_edge(anchor.START, "step")
+    g.add_conditional_edges(
+        "step", lambda st: "step" if st["counter"] < n else anchor.END, ["step", anchor.END]
+    )
+    graph = g.compile(checkpointer=saver)
+    tid = "mutating"
+    cfg = {"configurable": {"thread_id": tid}, "recursion_limit": n + 50}
+    size0 = anchor.db_bytes(conn, path)
+    t0 = time.perf_counter()
+    out = graph.invoke({"memory": mem, "counter": 0, "items": []}, cfg, durability="sync")
+    wall = time.perf_counter() - t0
+    assert out["counter"] == n
+    nck, avg_blob, _, _ = anchor.table_stats(conn, tid)
+    growth = (anchor.db_bytes(conn, path) - size0) / nck
+    conn.close()
+    return dict(mean=wall / n * 1e3, avg_blob=avg_blob, growth=growth)
+
 
 # --------------------------------------------------------------------------------------------- LangGraph
 
@@ -380,7 +467,8 @@ def report(rows: list[dict], a: argparse.Namespace) -> list[str]:
     p("")
     p(f"Table 4 - checkpoint -> decision -> resume cycle, {a.cycles} cycles on one workflow/thread, ms")
     p("  SafeRun: pause() = create_checkpoint + request_approval in one transaction, as run.checkpoint()")
-    p("  does (--two-calls: the seed's two calls) | submit_approval(APPROVED) + wait_for_decision;")
+    p("  does (--two-calls: the seed's two calls) | submit_approval(APPROVED) + wait_for_decision +")
+    p("  latest_approved_state (the state the agent continues from, reloaded);")
     p("  LangGraph: invoke() until interrupt() | invoke(Command(resume=...))")
     p(
         f"{'payload':>8} | {'SR pause':>8} {'resume':>8} {'cycle mean':>10} {'p50':>8} {'p99':>8} | "
@@ -395,6 +483,26 @@ def report(rows: list[dict], a: argparse.Namespace) -> list[str]:
             f"{ratio(s['cycle'][0], h['cycle'][0]):>7} {ratio(s['cycle'][1], h['cycle'][1]):>7} | "
             f"{s['growth_per_cycle']:>9,.0f} {h['growth_per_cycle']:>10,.0f}"
         )
+    if any(r.get("mutating") for r in rows):
+        p("")
+        p(f"Table 5 - memory edited every checkpoint, {a.edit_steps} checkpoints per run")
+        p("  edited = share of the memory's notes rewritten each step (scattered); time per durable")
+        p("  checkpoint (edit included on both sides) and bytes per checkpoint: SafeRun new_bytes and")
+        p("  DB growth vs LangGraph's blob and DB growth (sync loop); the unchanged case is Tables 1-2")
+        p(
+            f"{'payload':>8} {'edited':>7} | {'SR ms':>7} {'LG ms':>7} {'SR/LG':>7} | {'SR new_B':>10} "
+            f"{'SR DB B':>10} | {'LG blob B':>10} {'LG DB B':>10} | {'new/blob':>8} {'DB/DB':>7}"
+        )
+        for r in rows:
+            for m in r.get("mutating", []):
+                sr, lg = m["saferun"], m["langgraph"]
+                p(
+                    f"{r['label']:>8} {m['fraction'] * 100:>6.0f}% | {sr['mean']:7.2f} {lg['mean']:7.2f} "
+                    f"{ratio(sr['mean'], lg['mean']):>7} | "
+                    f"{sr['new_bytes']:>10,.0f} {sr['growth']:>10,.0f} | "
+                    f"{lg['avg_blob']:>10,.0f} {lg['growth']:>10,.0f} | "
+                    f"{ratio(sr['new_bytes'], lg['avg_blob']):>8} {ratio(sr['growth'], lg['growth']):>7}"
+                )
     return lines
 
 
@@ -493,6 +601,12 @@ def main() -> None:
     )
     ap.add_argument("--keep", action="store_true", help="keep the .db files")
     ap.add_argument(
+        "--edit-fractions",
+        default="0.01,0.1",
+        help="Table 5: shares of the memory's notes edited per checkpoint (empty: skip Table 5)",
+    )
+    ap.add_argument("--edit-steps", type=int, default=50, help="Table 5: checkpoints per run")
+    ap.add_argument(
         "--two-calls",
         action="store_true",
         help="cycle through the seed's create_checkpoint + request_approval (two transactions) instead of "
@@ -544,6 +658,14 @@ def main() -> None:
         load = saferun_load(f"{d}/sr_steps.db", steps["workflow_id"], a.steps, mem, sr_sync, anchor)
         gc.collect()
         cycle = asyncio.run(saferun_cycles(f"{d}/sr_cycle.db", mem, a.cycles, sr_sync, anchor))
+        mutating = []
+        for fraction in [float(x) for x in a.edit_fractions.split(",") if x]:
+            gc.collect()
+            tag = f"{fraction:g}".replace(".", "_")
+            lg_m = langgraph_mutating(anchor, f"{d}/lg_mut_{tag}.db", mem, a.edit_steps, fraction)
+            gc.collect()
+            sr_m = asyncio.run(saferun_mutating(f"{d}/sr_mut_{tag}.db", mem, a.edit_steps, fraction, sr_sync))
+            mutating.append(dict(fraction=fraction, saferun=sr_m, langgraph=lg_m))
         rows.append(
             dict(
                 label=label,
@@ -552,6 +674,7 @@ def main() -> None:
                 notes=len(mem),
                 saferun=dict(steps=steps, load=load, cycle=cycle),
                 langgraph=lg,
+                mutating=mutating,
             )
         )
         print(f"  [{label} done, elapsed {time.perf_counter() - T0:.1f} s]", file=sys.stderr, flush=True)

@@ -1,26 +1,38 @@
 #!/usr/bin/env python3
-"""Remote agents against a real SafeRun server on loopback: decision-to-resume latency and cycle rate.
+"""Remote agents against real SafeRun servers on loopback: cycle throughput and decision-to-resume latency.
 
-For each store (SQLite; PostgreSQL when reachable) the script starts real ``saferun serve`` processes
-(one on SQLite; two replicas on PostgreSQL, agents long-polling one while the reviewer decides on the
-other), then N agent *processes*. Each agent runs CYCLES times: POST a checkpoint (state stored and
-approval requested in one transaction), hand the request id to the reviewer, long-poll
-``GET /api/approvals/{id}?wait=30`` until the decision arrives. The reviewer (this process) submits
-``APPROVED`` for each request as it comes in.
+For each store (SQLite: one server; PostgreSQL: two replicas) and each agent count (default 1, 4, 8) the
+script starts real ``saferun serve`` processes on a fresh database, then N agent *processes*. Each agent
+creates its workflow, waits at a common start line, then runs CYCLES times: POST a checkpoint (state
+stored and approval requested in one transaction), hand the request id to the reviewers, long-poll
+``GET /api/approvals/{id}?wait=30`` until the decision arrives. Reviewer threads in this process submit
+``APPROVED`` for each request as it comes in; on PostgreSQL the decision goes to the *other* replica than
+the one the agent long-polls, so every resume crosses processes (LISTEN/NOTIFY).
 
-Reported per store:
-- decision-to-resume latency: from just before the reviewer sends the decision to the moment the agent's
-  long-poll returns with it (so it includes the decision's own transaction), p50 / p99 / max;
-- cycles per second: completed checkpoint -> decision -> resume cycles over the wall time of the run.
+Reported per run:
+- cycles/s: checkpoint -> decision -> resume cycles completed, over the wall time from the start line to
+  the last resume (workflow creation and process start-up are outside it);
+- decision-to-resume latency: from just before a reviewer sends the decision to the moment the agent's
+  long-poll returns with it (it includes the decision's own transaction): p50 / p99 / max.
 
-Run:  .venv/bin/python benchmarks/bench_server.py [--agents 4] [--cycles 50] [--stores sqlite,postgres]
+Where things come from (arguments win over the environment):
+- ``--sqlite-url`` / ``SAFERUN_BENCH_SQLITE_URL``: default a fresh file in a temporary directory per run
+  (a given URL is used as is, so give a new file each time if you want a fresh database);
+- ``--postgres-url`` / ``SAFERUN_BENCH_POSTGRES_URL``: default the local trust server, database ``test``;
+  each run gets a fresh schema there, dropped afterwards;
+- ``--ports`` / ``SAFERUN_BENCH_PORTS``: comma-separated ports for the servers, first the SQLite one, then
+  the PostgreSQL replicas (default: free ports picked at start).
+
+Run:  .venv/bin/python benchmarks/bench_server.py [--agents 1,4,8] [--cycles 40] [--repeat 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
+import queue
 import socket
 import statistics
 import subprocess
@@ -34,7 +46,10 @@ from typing import Any
 
 import httpx
 
-PG_URL = os.environ.get("SAFERUN_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+BEFORE = (15.0, 22.0)  # issue 12: HTTP cycles/s measured before this work, flat from 1 to 8 agents
+TARGET_FACTOR = 10  # target: >= 10x that at 8 agents
+TARGET_P99_MS = 20.0  # target: decision -> resume p99 at 4 agents
 
 
 def free_port() -> int:
@@ -43,9 +58,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(database_url: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+SERVER_SRC: str | None = None  # --server-src: another checkout's code for the servers (a "before" run)
+
+
+def start_server(database_url: str, port: int) -> tuple[subprocess.Popen[bytes], str]:
     env = {**os.environ, "DATABASE_URL": database_url, "SAFERUN_AUTH": "open"}
+    if SERVER_SRC:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [SERVER_SRC, env.get("PYTHONPATH")]))
     proc = subprocess.Popen(
         [sys.executable, "-m", "saferun.cli.main", "serve", "--port", str(port), "--no-demo"],
         env=env,
@@ -53,7 +72,9 @@ def start_server(database_url: str) -> tuple[subprocess.Popen[bytes], str]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {proc.returncode} (port taken?)")
         try:
             if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
                 return proc, url
@@ -63,14 +84,17 @@ def start_server(database_url: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError(f"server on {url} did not start")
 
 
-def agent(url: str, cycles: int, requests: Any, resumed: Any, memory_bytes: int) -> None:
-    """One remote agent process."""
+def agent(
+    urls: list[str], index: int, cycles: int, memory_bytes: int, start: Any, requests: Any, resumed: Any
+) -> None:
+    """One remote agent process: it long-polls replica ``index % len(urls)``."""
+    home = index % len(urls)
     memory = {"notes": "x" * memory_bytes}
-    with httpx.Client(base_url=url, timeout=60) as c:
+    with httpx.Client(base_url=urls[home], timeout=60) as c:
         wf = c.post(
             "/api/workflows",
             json={
-                "name": "bench",
+                "name": f"bench-{index}",
                 "checkpoint_names": ["Review"],
                 "escrow_amount": "10",
                 "poster_id": "poster",
@@ -79,136 +103,239 @@ def agent(url: str, cycles: int, requests: Any, resumed: Any, memory_bytes: int)
             },
         ).json()["workflow_id"]
         c.post(f"/api/workflows/{wf}/start").raise_for_status()
+        start.wait()
         for i in range(cycles):
-            cp = c.post(
-                f"/api/workflows/{wf}/checkpoints",
-                json={
-                    "state": {
-                        "checkpoint_id": "review",
-                        "agent_memory": memory,
-                        "intermediate_outputs": {"i": i},
-                    },
-                    "summary": f"cycle {i}",
+            body = {
+                "state": {
+                    "checkpoint_id": "review",
+                    "agent_memory": memory,
+                    "intermediate_outputs": {"i": i},
                 },
-            )
+                "summary": f"cycle {i}",
+            }
+            for _ in range(20):  # a 503 (the store's lock held too long) says when to retry, as a client does
+                cp = c.post(f"/api/workflows/{wf}/checkpoints", json=body)
+                if cp.status_code != 503:
+                    break
+                time.sleep(min(float(cp.headers.get("retry-after", "1")), 1.0))
             cp.raise_for_status()
             req = cp.json()["approval_request_id"]
-            requests.put(req)
+            requests.put((req, home))
             while True:
-                got = c.get(f"/api/approvals/{req}", params={"wait": 30}).json()
-                if got["decision"] is not None:
+                got = c.get(f"/api/approvals/{req}", params={"wait": 30})
+                got.raise_for_status()
+                if got.json()["decision"] is not None:
                     break
             resumed.put((req, time.time()))
 
 
-def reviewer(url: str, total: int, requests: Any, sent: dict[str, float]) -> None:
-    with httpx.Client(base_url=url, timeout=60) as c:
-        for _ in range(total):
-            req = requests.get()
+def reviewer(urls: list[str], requests: Any, sent: dict[str, float], stop: threading.Event) -> None:
+    """Decides every request it takes, on another replica than the agent's when there are several."""
+    clients = [httpx.Client(base_url=u, timeout=60) for u in urls]
+    try:
+        while not stop.is_set():
+            try:
+                req, home = requests.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            c = clients[(home + 1) % len(clients)]
             sent[req] = time.time()
-            c.post(
-                "/api/approvals/submit",
-                json={"request_id": req, "decision": "APPROVED", "approved_by": "bench_reviewer"},
-            ).raise_for_status()
+            for attempt in range(5):
+                answer = c.post(
+                    "/api/approvals/submit",
+                    json={"request_id": req, "decision": "APPROVED", "approved_by": "bench_reviewer"},
+                )
+                if answer.is_success:
+                    break
+                # say what the server answered (a loaded machine can make a replica answer 503 or, rarely,
+                # refuse a decision); retry a few times, then leave it (the run then times out, loudly)
+                print(f"  reviewer: {req} -> {answer.status_code} {answer.text[:300]}", file=sys.stderr)
+                time.sleep(0.05 * (attempt + 1))
+    finally:
+        for c in clients:
+            c.close()
 
 
-def run_store(name: str, database_url: str, replicas: int, agents: int, cycles: int, memory: int) -> dict:
-    servers = [start_server(database_url) for _ in range(replicas)]
-    agent_url, reviewer_url = servers[0][1], servers[-1][1]
+def run_once(database_url: str, ports: list[int], agents: int, cycles: int, memory: int) -> dict[str, Any]:
+    servers = [start_server(database_url, p) for p in ports]
+    urls = [u for _, u in servers]
     ctx = mp.get_context("spawn")
-    requests, resumed = ctx.Queue(), ctx.Queue()
+    requests, resumed, start = ctx.Queue(), ctx.Queue(), ctx.Event()
     sent: dict[str, float] = {}
-    total = agents * cycles
-    t0 = time.perf_counter()
-    rev = threading.Thread(target=reviewer, args=(reviewer_url, total, requests, sent), daemon=True)
-    rev.start()
-    procs = [
-        ctx.Process(target=agent, args=(agent_url, cycles, requests, resumed, memory)) for _ in range(agents)
+    stop = threading.Event()
+    reviewers = [
+        threading.Thread(target=reviewer, args=(urls, requests, sent, stop), daemon=True)
+        for _ in range(min(agents, 4))
     ]
-    for p in procs:
-        p.start()
-    latencies = []
-    for _ in range(total):
-        req, at = resumed.get(timeout=120)
-        latencies.append(at - sent[req])
-    wall = time.perf_counter() - t0
-    for p in procs:
-        p.join(timeout=30)
-    rev.join(timeout=30)
-    for proc, _ in servers:
-        proc.terminate()
-        proc.wait(timeout=30)
+    procs = [
+        ctx.Process(target=agent, args=(urls, i, cycles, memory, start, requests, resumed))
+        for i in range(agents)
+    ]
+    try:
+        for t in reviewers:
+            t.start()
+        for p in procs:
+            p.start()
+        time.sleep(0.5)  # the agents create and start their workflows, then wait at the start line
+        _wait_ready(urls[0], agents)
+        t0 = time.perf_counter()
+        start.set()
+        latencies = []
+        for _ in range(agents * cycles):
+            req, at = resumed.get(timeout=120)
+            latencies.append(at - sent[req])
+        wall = time.perf_counter() - t0
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+        for proc, _ in servers:
+            proc.terminate()
+            proc.wait(timeout=30)
     ms = sorted(x * 1e3 for x in latencies)
     return {
-        "store": name,
-        "replicas": replicas,
-        "agents": agents,
-        "cycles": total,
+        "cycles": len(ms),
+        "wall_s": wall,
+        "cycles_per_s": len(ms) / wall,
         "p50": statistics.median(ms),
         "p99": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
         "max": ms[-1],
-        "cycles_per_s": total / wall,
     }
 
 
-def postgres_schema() -> tuple[str, str] | None:
-    try:
-        from sqlalchemy import create_engine, text
-
-        eng = create_engine(PG_URL)
-        schema = f"bench_{uuid.uuid4().hex[:10]}"
-        with eng.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        eng.dispose()
-        return schema, f"{PG_URL}?options=-csearch_path%3D{schema}"
-    except Exception as exc:
-        print(f"PostgreSQL not reachable at {PG_URL}: {exc}".splitlines()[0])
-        return None
+def _wait_ready(url: str, agents: int) -> None:
+    """Until every agent's workflow is executing (so the start line is the same for all)."""
+    with httpx.Client(base_url=url, timeout=10) as c:
+        for _ in range(600):
+            body = c.get("/api/stats").json()
+            if body["workflow_states"].get("executing", 0) >= agents:
+                return
+            time.sleep(0.05)
+    raise RuntimeError("agents did not get their workflows started")
 
 
-def drop_schema(schema: str) -> None:
+def fresh_schema(base: str) -> tuple[str, str]:
     from sqlalchemy import create_engine, text
 
-    eng = create_engine(PG_URL)
+    eng = create_engine(base)
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with eng.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    eng.dispose()
+    sep = "&" if "?" in base else "?"
+    return schema, f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+def drop_schema(base: str, schema: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(base)
     with eng.begin() as conn:
         conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     eng.dispose()
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--agents", type=int, default=4)
-    ap.add_argument("--cycles", type=int, default=50, help="cycles per agent")
+    env = os.environ.get
+    ap.add_argument("--agents", default=env("SAFERUN_BENCH_AGENTS", "1,4,8"), help="agent counts, e.g. 1,4,8")
+    ap.add_argument("--cycles", type=int, default=40, help="cycles per agent")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per configuration (spread is reported)")
     ap.add_argument("--stores", default="sqlite,postgres")
     ap.add_argument("--memory-bytes", type=int, default=1000, help="size of each agent's memory field")
-    a = ap.parse_args()
-    rows = []
-    if "sqlite" in a.stores:
-        with tempfile.TemporaryDirectory() as d:
-            rows.append(
-                run_store(
-                    "SQLite", f"sqlite:///{Path(d) / 'bench.db'}", 1, a.agents, a.cycles, a.memory_bytes
+    ap.add_argument("--sqlite-url", default=env("SAFERUN_BENCH_SQLITE_URL"))
+    ap.add_argument("--postgres-url", default=env("SAFERUN_BENCH_POSTGRES_URL", DEFAULT_PG))
+    ap.add_argument("--ports", default=env("SAFERUN_BENCH_PORTS"), help="SQLite port, then 2 PG ports")
+    ap.add_argument(
+        "--server-src",
+        default=env("SAFERUN_BENCH_SERVER_SRC"),
+        help="run the servers from this source tree (e.g. an export of an older commit) to measure 'before'",
+    )
+    ap.add_argument("--json", help="also write every run's numbers here")
+    return ap.parse_args()
+
+
+def main() -> None:
+    global SERVER_SRC
+    a = parse_args()
+    SERVER_SRC = a.server_src
+    counts = [int(x) for x in str(a.agents).split(",") if x]
+    given = [int(p) for p in a.ports.split(",")] if a.ports else []
+    sqlite_port = given[0] if given else None
+    pg_ports = given[1:3] if len(given) >= 3 else None
+    runs: list[dict[str, Any]] = []
+    for store in [s for s in a.stores.split(",") if s]:
+        for n in counts:
+            for rep in range(a.repeat):
+                if store == "sqlite":
+                    with tempfile.TemporaryDirectory() as d:
+                        url = a.sqlite_url or f"sqlite:///{Path(d) / 'bench.db'}"
+                        r = run_once(url, [sqlite_port or free_port()], n, a.cycles, a.memory_bytes)
+                else:
+                    schema, url = fresh_schema(a.postgres_url)
+                    try:
+                        ports = pg_ports or [free_port(), free_port()]
+                        r = run_once(url, ports, n, a.cycles, a.memory_bytes)
+                    finally:
+                        drop_schema(a.postgres_url, schema)
+                r.update(store=store, agents=n, run=rep + 1, replicas=1 if store == "sqlite" else 2)
+                runs.append(r)
+                print(
+                    f"  {store:<8} {n} agents run {rep + 1}: {r['cycles_per_s']:.1f} cycles/s, "
+                    f"resume p50 {r['p50']:.1f} p99 {r['p99']:.1f} ms",
+                    flush=True,
                 )
-            )
-    if "postgres" in a.stores and (pg := postgres_schema()):
-        schema, url = pg
-        try:
-            rows.append(run_store("PostgreSQL", url, 2, a.agents, a.cycles, a.memory_bytes))
-        finally:
-            drop_schema(schema)
+    report(runs, a)
+    if a.json:
+        Path(a.json).write_text(json.dumps(runs, indent=2))
+
+
+def spread(values: list[float], fmt: str = "{:.1f}") -> str:
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(min(values))}-{fmt.format(max(values))}"
+
+
+def report(runs: list[dict[str, Any]], a: argparse.Namespace) -> None:
     print(
-        f"\nnproc {os.cpu_count()} | python {sys.version.split()[0]} | {a.agents} agent processes x "
-        f"{a.cycles} cycles | memory field {a.memory_bytes} B"
+        f"\nnproc {os.cpu_count()} | python {sys.version.split()[0]} | {a.cycles} cycles per agent | "
+        f"memory field {a.memory_bytes} B | {a.repeat} run(s) per row (min-max shown)"
     )
     print(
-        f"{'store':<11} {'replicas':>8} {'cycles':>7} | {'resume p50 ms':>13} {'p99 ms':>8} {'max ms':>8} | "
-        f"{'cycles/s':>8}"
+        f"{'store':<10} {'replicas':>8} {'agents':>6} | {'cycles/s':>13} {'x before':>11} | "
+        f"{'resume p50 ms':>13} {'p99 ms':>11} {'max ms':>13}"
     )
-    for r in rows:
+    keys = sorted({(r["store"], r["agents"]) for r in runs}, key=lambda k: (k[0] != "sqlite", k[1]))
+    for store, n in keys:
+        rs = [r for r in runs if (r["store"], r["agents"]) == (store, n)]
+        tput = [r["cycles_per_s"] for r in rs]
+        factor = f"{min(tput) / BEFORE[1]:.1f}-{max(tput) / BEFORE[0]:.1f}x"
         print(
-            f"{r['store']:<11} {r['replicas']:>8} {r['cycles']:>7} | {r['p50']:>13.2f} {r['p99']:>8.2f} "
-            f"{r['max']:>8.2f} | {r['cycles_per_s']:>8.1f}"
+            f"{'SQLite' if store == 'sqlite' else 'PostgreSQL':<10} {rs[0]['replicas']:>8} {n:>6} | "
+            f"{spread(tput):>13} {factor:>11} | {spread([r['p50'] for r in rs]):>13} "
+            f"{spread([r['p99'] for r in rs]):>11} {spread([r['max'] for r in rs]):>13}"
         )
+    print(
+        f"before (issue 12): {BEFORE[0]:.0f}-{BEFORE[1]:.0f} cycles/s at 1 to 8 agents, SQLite and PostgreSQL"
+    )
+    for store in sorted({r["store"] for r in runs}):
+        eight = [r["cycles_per_s"] for r in runs if r["store"] == store and r["agents"] == 8]
+        four = [r["p99"] for r in runs if r["store"] == store and r["agents"] == 4]
+        if eight:
+            goal = TARGET_FACTOR * BEFORE[0]
+            ok = "MET " if min(eight) >= goal else "MISS"
+            print(
+                f"  [{ok}] {store}: 8 agents >= {TARGET_FACTOR}x before ({goal:.0f}-"
+                f"{TARGET_FACTOR * BEFORE[1]:.0f} cycles/s): {spread(eight)}"
+            )
+        if four:
+            ok = "MET " if max(four) <= TARGET_P99_MS else "MISS"
+            print(
+                f"  [{ok}] {store}: decision -> resume p99 at 4 agents <= {TARGET_P99_MS:.0f} ms: "
+                f"{spread(four)}"
+            )
 
 
 if __name__ == "__main__":
