@@ -167,6 +167,8 @@ def health() -> dict[str, str]:
 
 @router.post("/jobs", status_code=201)
 def create_job(body: CreateJob, p: PlatformDep, key: IdempotencyKey = None) -> dict[str, Any]:
+    """The seed's Job API: a job (``job_type``, ``job_data``, ``escrow_amount``) for an executor. Send an
+    ``Idempotency-Key`` so a retried call creates it once."""
     return run(
         p.create_job(body.job_type, body.job_data, body.escrow_amount, body.executor_id, idempotency_key=key)
     )
@@ -176,6 +178,7 @@ def create_job(body: CreateJob, p: PlatformDep, key: IdempotencyKey = None) -> d
 def create_approval_subjob(
     parent_job_id: str, body: CreateSubjob, p: PlatformDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
+    """An approval sub-job under a workflow's main job, for one checkpoint and its supervisor."""
     return run(
         p.create_approval_subjob(
             parent_job_id, body.checkpoint_id, body.supervisor_id, body.approval_data, idempotency_key=key
@@ -187,16 +190,19 @@ def create_approval_subjob(
 def update_job_status(
     job_id: str, body: JobStatus, p: PlatformDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
+    """Move a job to ``completed`` or ``failed`` with a reason (the engine reports each decision this way)."""
     return run(p.update_job_status(job_id, body.status, body.reason, idempotency_key=key))
 
 
 @router.get("/jobs/{job_id:path}")
 def get_job(job_id: str, p: PlatformDep) -> dict[str, Any]:
+    """A job with its status, data, escrow and history."""
     return run(p.get_job(job_id))
 
 
 @router.post("/escrow/lock")
 def lock_escrow(body: LockEscrow, p: PlatformDep, key: IdempotencyKey = None) -> dict[str, Any]:
+    """Lock a workflow's escrow from its poster's account (once per workflow; idempotent by key)."""
     return run(
         p.lock_escrow(body.workflow_id, body.amount, body.poster_id, body.executor_id, idempotency_key=key)
     )
@@ -206,6 +212,7 @@ def lock_escrow(body: LockEscrow, p: PlatformDep, key: IdempotencyKey = None) ->
 def release_escrow(
     escrow_id: str, body: ReleaseEscrow, p: PlatformDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
+    """Release part of an escrow to a recipient (an approved milestone's payout)."""
     return run(p.release_escrow(escrow_id, body.amount, body.recipient_id, body.reason, idempotency_key=key))
 
 
@@ -213,17 +220,21 @@ def release_escrow(
 def split_payment(
     escrow_id: str, body: SplitPayment, p: PlatformDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
+    """Release one amount split between several recipients (executor and supervisor), exactly."""
     splits = [s.model_dump() for s in body.splits]
     return run(p.split_payment(escrow_id, splits, total=body.total, idempotency_key=key))
 
 
 @router.get("/escrow/{escrow_id:path}")
 def get_escrow(escrow_id: str, p: PlatformDep) -> dict[str, Any]:
+    """An escrow's amounts (locked, released, refunded, held) and its status."""
     return run(p.get_escrow(escrow_id))
 
 
 @router.post("/artifacts", status_code=201)
 def create_artifact(body: CreateArtifact, p: PlatformDep, key: IdempotencyKey = None) -> dict[str, Any]:
+    """Store content (text, or base64 with ``content_encoding``) content-addressed; returns its
+    ``x402://artifacts/sha256:...`` URI."""
     content: str | bytes = body.content
     if body.content_encoding == "base64":
         try:
@@ -235,6 +246,7 @@ def create_artifact(body: CreateArtifact, p: PlatformDep, key: IdempotencyKey = 
 
 @router.get("/artifacts")
 def get_artifact(p: PlatformDep, uri: str = Query(min_length=1, max_length=200)) -> dict[str, Any]:
+    """An artifact's content by URI, verified against its hash before it is returned."""
     return run(p.get_artifact(uri))
 
 
@@ -248,6 +260,7 @@ def verify_identity(
 
 @router.get("/identities/{user_id:path}")
 def get_user_profile(user_id: str, p: PlatformDep) -> dict[str, Any]:
+    """An identity's profile: roles, reputation, and for supervisors their marketplace entry."""
     return run(p.get_user_profile(user_id))
 
 
@@ -255,6 +268,8 @@ def get_user_profile(user_id: str, p: PlatformDep) -> dict[str, Any]:
 def register_supervisor(
     body: RegisterSupervisor, p: PlatformDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
+    """Put a supervisor on the marketplace with specialties and a price per approval (the identity
+    must exist)."""
     return run(
         p.register_supervisor(
             body.supervisor_id, body.specialties, body.price_per_approval, body.available, idempotency_key=key
@@ -268,12 +283,14 @@ def find_supervisors(
     workflow_type: str = Query(min_length=1, max_length=64),
     min_reputation: float = Query(0.0, ge=0, le=1),
 ) -> dict[str, Any]:
+    """Available supervisors for a workflow type at or above a reputation, best first."""
     found = run(p.find_supervisors(workflow_type, min_reputation))
     return {"supervisors": found, "total": len(found)}
 
 
 @router.post("/supervisors/assignments")
 def assign_supervisor(body: AssignSupervisor, p: PlatformDep, key: IdempotencyKey = None) -> dict[str, Any]:
+    """Let the marketplace pick and assign a supervisor to a workflow."""
     return run(
         p.assign_supervisor(body.workflow_id, body.workflow_type, body.min_reputation, idempotency_key=key)
     )
@@ -283,6 +300,7 @@ def assign_supervisor(body: AssignSupervisor, p: PlatformDep, key: IdempotencyKe
 def request_supervisor(
     supervisor_id: str, body: RequestSupervisor, p: PlatformDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
+    """Ask one supervisor for a workflow (they are assigned if available)."""
     return run(p.request_supervisor(supervisor_id, body.workflow_id, idempotency_key=key))
 
 
@@ -290,6 +308,7 @@ def request_supervisor(
 def rate_supervisor(
     supervisor_id: str, body: RateSupervisor, p: PlatformDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
+    """The poster's 1-5 rating of a supervisor for an ended workflow; it moves their reputation."""
     return run(
         p.rate_supervisor(supervisor_id, body.workflow_id, body.rating, body.review, idempotency_key=key)
     )
@@ -299,6 +318,7 @@ def rate_supervisor(
 def record_approval_quality(
     supervisor_id: str, body: ApprovalQuality, p: PlatformDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
+    """Record how good a supervisor's approval turned out (0-1), which feeds their reputation."""
     return run(
         p.record_approval_quality(supervisor_id, body.workflow_id, body.quality_score, idempotency_key=key)
     )

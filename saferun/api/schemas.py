@@ -18,6 +18,23 @@ class Strict(BaseModel):
 
 
 class CreateWorkflow(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Customer data analysis",
+                    "description": "Segment last quarter's customers",
+                    "checkpoint_names": ["Review plan", "Review results"],
+                    "escrow_amount": "50.00",
+                    "poster_id": "user_123",
+                    "executor_id": "agent_456",
+                    "supervisor_id": "human_789",
+                }
+            ]
+        },
+    )
+
     name: str = Field(min_length=1, max_length=500)
     description: str = Field(default="", max_length=20_000)
     checkpoint_names: list[str] | None = Field(default=None, description="the seed's shorthand")
@@ -34,7 +51,7 @@ class CreateWorkflow(Strict):
         description="x402: the poster pays the escrow (POST .../escrow/fund) before it starts",
     )
     workflow_type: str | None = Field(default=None, min_length=1, max_length=64)
-    min_supervisor_reputation: float = Field(default=0.0, ge=0, le=1)
+    min_supervisor_reputation: float = Field(default=0.0, ge=0, le=1, strict=True)
     platform_id: str | None = Field(
         default=None,
         min_length=1,
@@ -126,6 +143,21 @@ class PendingList(PageInfo):
 
 
 class SubmitDecision(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "req_5f2c0a9e1b7d4c3a",
+                    "decision": "MODIFIED",
+                    "modifications": {"sample_size": 500},
+                    "approved_by": "human_789",
+                    "rationale": "500 is enough for a first look",
+                }
+            ]
+        },
+    )
+
     request_id: str = Field(min_length=1, max_length=64)
     decision: ApprovalDecision
     rationale: str = Field(default="", max_length=20_000)
@@ -192,13 +224,31 @@ class Stats(BaseModel):
 class CheckpointIn(Strict):
     """A remote agent's checkpoint: its state plus what the reviewer should see."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "state": {
+                        "checkpoint_id": "cp_review_plan",
+                        "parameters": {"sample_size": 1000},
+                        "planned_next_steps": ["query the warehouse", "cluster"],
+                        "confidence_scores": {"plan": 0.7},
+                    },
+                    "summary": "Analyse 1000 customers?",
+                    "confidence": 0.7,
+                }
+            ]
+        },
+    )
+
     state: ExecutionState
-    request_approval: bool = True
+    request_approval: bool = Field(default=True, strict=True)  # 0 or "no" is 422, not False
     summary: str | None = Field(default=None, max_length=20_000)
     decision_needed: str | None = Field(default=None, max_length=20_000)
     context: dict[str, Any] | None = None
     recommendation: str | None = Field(default=None, max_length=32)
-    confidence: float | None = Field(default=None, ge=0, le=1)
+    confidence: float | None = Field(default=None, ge=0, le=1, strict=True)  # true or "0.7" is 422
     risk: dict[str, Any] | None = None
     alerts: list[dict[str, Any]] | None = None
     parameter_schema: dict[str, Any] | None = Field(
@@ -240,6 +290,15 @@ class AlertsIn(Strict):
 
 
 class StepIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"name": "place order", "compensation": "cancel_pizza_order", "args": {"order_id": "o-1"}}
+            ]
+        },
+    )
+
     name: str = Field(min_length=1, max_length=200)
     compensation: str = Field(min_length=1, max_length=200)
     args: dict[str, Any] = Field(default_factory=dict)
@@ -344,6 +403,13 @@ class StuckList(BaseModel):
 class ResolveIn(Strict):
     """An operator's way out of stuck work; ``reason`` is required for ``mark_compensated`` and ``fail``
     and is recorded on the audit chain."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"action": "mark_compensated", "reason": "called the shop; order o-1 cancelled"}]
+        },
+    )
 
     action: Literal["retry", "mark_compensated", "fail"] = Field(
         description="retry: run the rollback (or finish the settling) in this server; mark_compensated: "

@@ -44,6 +44,8 @@ def health(orch: OrchestratorDep) -> Any:
 
 @router.get("/api/stats", response_model=s.Stats)
 def stats(orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """The seed's numbers over the workflows the caller may see: totals by state, pending approvals,
+    approval rate, average approval time, active executors and supervisors, escrow totals."""
     return orch.stats(visible_to=caller)
 
 

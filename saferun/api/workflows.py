@@ -73,6 +73,10 @@ def as_agent(orch: WorkflowOrchestrator, caller: Caller, workflow_id: str) -> Wo
 
 @router.post("", status_code=201, response_model=s.WorkflowCreated)
 def create_workflow(body: s.CreateWorkflow, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """The seed's create: a workflow in INITIALIZED with its x402 job and escrow set up (the escrow is locked
+    at start, or paid first with an x402 payment when ``funding`` is ``x402``). In keys mode the caller must
+    be the ``poster_id`` (poster role) or an admin. Give ``checkpoint_names`` (the seed's shorthand) or full
+    ``checkpoints``, not both."""
     enforce(may_create_workflow(caller, body.poster_id))
     if body.checkpoints and body.checkpoint_names:
         raise InvalidInput("checkpoints", "give checkpoints or checkpoint_names, not both")
@@ -143,11 +147,15 @@ def stuck_workflows(orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
 
 @router.get("/{workflow_id}", response_model=s.WorkflowDetail)
 def get_workflow(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """One workflow: state, checkpoints passed, its snapshots, approval requests and responses, parties,
+    escrow amount, job and escrow ids. A workflow the caller may not see is 404, like an unknown id."""
     return detail(visible(orch, caller, workflow_id))
 
 
 @router.post("/{workflow_id}/start", response_model=s.WorkflowDetail)
 def start(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """INITIALIZED -> EXECUTING, locking the escrow (the workflow's executor, or an admin). 409 when the
+    workflow already started or its x402-funded escrow is not paid yet (``escrow_not_funded``)."""
     as_agent(orch, caller, workflow_id)
     return detail(orch.start_execution(workflow_id, actor=caller.identity_id or None))
 
@@ -190,6 +198,8 @@ def checkpoint(
 
 @router.get("/{workflow_id}/snapshots")
 def list_snapshots(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """The workflow's checkpoint snapshots, oldest first, each with its artifact URI and status (captured,
+    approved, modified, rejected); the stored state itself is at ``/api/artifacts/{sha256}``."""
     visible(orch, caller, workflow_id)
     snaps = orch.list_snapshots(workflow_id)
     return {
@@ -210,12 +220,17 @@ def latest_state(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> 
 def register_step(
     workflow_id: str, body: s.StepIn, orch: OrchestratorDep, caller: CallerDep
 ) -> dict[str, Any]:
+    """Register a side effect the agent performed and the named compensation that undoes it (``args`` are
+    passed to it). A rejection before the next approval undoes it, newest first; an approval makes it
+    permanent."""
     as_agent(orch, caller, workflow_id)
     return {"step_id": orch.register_step(workflow_id, body.name, body.compensation, body.args)}
 
 
 @router.get("/{workflow_id}/steps")
 def list_steps(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """Every side effect the agent registered, in order, with its compensation and status (pending,
+    committed, compensating, compensated, failed)."""
     visible(orch, caller, workflow_id)
     steps = orch.saga_steps(workflow_id)
     return {"steps": steps, "total": len(steps)}
@@ -233,6 +248,8 @@ def steps_to_undo(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) ->
 def claim_step(
     workflow_id: str, step_id: str, body: s.ClaimIn, orch: OrchestratorDep, caller: CallerDep
 ) -> dict[str, Any]:
+    """Take one step of a rolling-back workflow for compensation: ``claimed`` is true for exactly one caller
+    (a claim older than ``SAFERUN_STALE_CLAIM_SECONDS`` may be re-taken)."""
     as_agent(orch, caller, workflow_id)
     stale = get_settings().stale_claim_seconds
     generation = orch.claim_compensation(workflow_id, step_id, body.owner, stale)
@@ -247,6 +264,8 @@ def claim_step(
 def finish_step(
     workflow_id: str, step_id: str, body: s.FinishIn, orch: OrchestratorDep, caller: CallerDep
 ) -> dict[str, Any]:
+    """Report a claimed compensation's outcome; a failure (``ok: false`` with ``error``) fails the workflow
+    naming the step and refunds the unearned escrow."""
     as_agent(orch, caller, workflow_id)
     state = orch.finish_compensation(
         workflow_id, step_id, body.ok, body.error, caller.identity_id or None, body.generation
@@ -258,6 +277,8 @@ def finish_step(
 def complete_rollback(
     workflow_id: str, body: s.RollbackDone, orch: OrchestratorDep, caller: CallerDep
 ) -> dict[str, Any]:
+    """Once no step is left to undo: ROLLING_BACK -> EXECUTING, resuming from the last approved snapshot
+    (named in the answer)."""
     as_agent(orch, caller, workflow_id)
     report = orch.complete_rollback(workflow_id, body.compensated)
     return {
@@ -271,18 +292,22 @@ def complete_rollback(
 
 @router.post("/{workflow_id}/settle", response_model=s.WorkflowDetail)
 def settle(workflow_id: str, body: s.SettleIn, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """EXECUTING -> SETTLING with the agent's result stored as an artifact; then ``/complete``."""
     as_agent(orch, caller, workflow_id)
     return detail(orch.settle_workflow(workflow_id, body.result, actor=caller.identity_id or None))
 
 
 @router.post("/{workflow_id}/complete", response_model=s.WorkflowDetail)
 def complete(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """SETTLING -> COMPLETED: approved milestones stay paid, the unearned rest of the escrow is refunded."""
     as_agent(orch, caller, workflow_id)
     return detail(orch.complete_workflow(workflow_id, actor=caller.identity_id or None))
 
 
 @router.post("/{workflow_id}/fail", response_model=s.WorkflowDetail)
 def fail(workflow_id: str, body: s.FailIn, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """The agent gives up: -> FAILED with ``error`` recorded; approved milestones stay paid, the rest is
+    refunded."""
     as_agent(orch, caller, workflow_id)
     return detail(orch.fail_workflow(workflow_id, body.error, actor=caller.identity_id or None))
 
@@ -344,6 +369,8 @@ async def rate(
 
 @router.get("/{workflow_id}/audit", response_model=s.AuditOut)
 def audit(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """The workflow's audit chain, verified on the way out: ``verified`` is false and ``broken_at`` names the
+    first event whose hash or link does not recompute (the anchor on the workflow row is checked too)."""
     visible(orch, caller, workflow_id)
     events = orch.audit_events(workflow_id)
     _, broken = orch.verify_audit(workflow_id)
@@ -361,6 +388,8 @@ def audit(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[st
 
 @router.get("/{workflow_id}/ledger")
 def ledger(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """The workflow's double-entry ledger postings and its escrow position (locked, released, refunded, held),
+    as exact decimal strings."""
     from dataclasses import asdict
 
     from saferun.domain.money import format_micro

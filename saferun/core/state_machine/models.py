@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictFloat,
     field_serializer,
     field_validator,
     model_validator,
@@ -231,12 +232,12 @@ class ExecutionState(BaseModel):
     agent_memory: dict[str, Any] = Field(default_factory=dict)
     api_calls: list[dict[str, Any]] = Field(default_factory=list)
     intermediate_outputs: dict[str, Any] = Field(default_factory=dict)
-    decision_trace: list[str] = Field(default_factory=list)
-    resource_consumption: dict[str, float] = Field(default_factory=dict)
+    decision_trace: list[str] = Field(default_factory=list)  # a number (int or float); true or "3" is refused
+    resource_consumption: dict[str, StrictFloat] = Field(default_factory=dict)
     inputs: dict[str, Any] = Field(default_factory=dict)
     planned_next_steps: list[str] = Field(default_factory=list)
     parameters: dict[str, Any] = Field(default_factory=dict)
-    confidence_scores: dict[str, float] = Field(default_factory=dict)
+    confidence_scores: dict[str, StrictFloat] = Field(default_factory=dict)
     risk_assessment: dict[str, Any] = Field(default_factory=dict)
     # The original's ``timestamp`` (naive UTC, set at construction). Private, so it is no stored part
     # and no field of the strict schema: two states with the same content are equal whenever taken.
