@@ -114,16 +114,13 @@ def _dense(
 
 def _load(conn: Connection, scope: Scope) -> list[Load]:
     """The busiest supervisors by decisions made plus requests waiting for them (top ``TOP_SUPERVISORS``)."""
-    decided = {who: (n, mean) for who, n, mean in q.decided_by(conn, scope, TOP_SUPERVISORS)}
+    decided: dict[str | None, tuple[int, float]] = {
+        who: (n, mean) for who, n, mean in q.decided_by(conn, scope, TOP_SUPERVISORS)
+    }
     waiting = dict(q.pending_by_supervisor(conn, scope, TOP_SUPERVISORS))
     people: set[str | None] = set(decided) | set(waiting)
     rows = [
-        Load(
-            who,
-            decided=decided.get(who, (0, 0.0))[0] if who is not None else 0,
-            mean_seconds=decided.get(who, (0, 0.0))[1] if who is not None else 0.0,
-            pending=waiting.get(who, 0),
-        )
+        Load(who, *decided.get(who, (0, 0.0)), pending=waiting.get(who, 0))
         for who in people
     ]
     rows.sort(key=lambda r: (-(r.decided + r.pending), r.who is None, r.who or ""))
