@@ -7,7 +7,7 @@ For each store (SQLite file, PostgreSQL schema):
    a week, a mix of approve / modify / reject / timeout and four deciders). These rows exist only to give
    the aggregates something to count: they skip the engine (no release postings, no audit events), so the
    store is not a valid SafeRun history, and the run uses a throw-away database;
-3. times ``orch.chart_data()`` (the eleven grouped queries), the ``/stats`` page and its live fragment,
+3. times ``orch.chart_data()`` (the nine grouped queries), the ``/stats`` page and its live fragment,
    ``--samples`` times each, in process through the ASGI app.
 
 Wall-clock numbers belong here, never in tests: ``tests/test_charts.py`` checks that the statements are a

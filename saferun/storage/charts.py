@@ -97,11 +97,17 @@ def latency_histogram(conn: Connection, scope: Scope, edges: Sequence[float]) ->
 
 
 def latency_at_ranks(conn: Connection, scope: Scope, ranks: Sequence[int]) -> list[float]:
-    """The human decision latencies at the given 0-based ranks (sorted ascending): one ``ORDER BY …
-    LIMIT 1 OFFSET rank`` each, sorted by the database, so percentiles are exact observed values."""
-    latency = _human_latency(conn).label("latency")
-    base = _human_decisions(scope).with_only_columns(latency).order_by(literal_column("latency"))
-    return [float(conn.execute(base.limit(1).offset(rank)).scalar_one()) for rank in ranks]
+    """The human decision latencies at the given 0-based ranks (sorted ascending), exact observed values:
+    the database sorts once (``ROW_NUMBER() OVER (ORDER BY latency)``) and returns only those rows."""
+    latency = _human_latency(conn)
+    ordered = (
+        _human_decisions(scope)
+        .with_only_columns(latency.label("latency"), func.row_number().over(order_by=latency).label("rn"))
+        .subquery()
+    )
+    wanted = sorted({rank + 1 for rank in ranks})
+    rows = dict(conn.execute(select(ordered.c.rn, ordered.c.latency).where(ordered.c.rn.in_(wanted))).all())
+    return [float(rows[rank + 1]) for rank in ranks]
 
 
 def decision_span(conn: Connection, scope: Scope) -> tuple[datetime, datetime] | None:
@@ -147,13 +153,13 @@ def _escrow_legs(scope: Scope) -> ColumnElement[bool]:
 
 
 def money_span(conn: Connection, scope: Scope) -> tuple[datetime, datetime] | None:
-    """When the first and last escrow posting in scope were made (None: no money moved yet)."""
+    """When the first and last escrow posting in scope were made (None: no money moved yet). Every lock,
+    release and refund moves escrow, so the postings' own table answers without joining their legs."""
+    txn = ledger_transactions.c
     row = conn.execute(
-        select(func.min(ledger_transactions.c.created_at), func.max(ledger_transactions.c.created_at))
-        .select_from(
-            ledger_legs.join(ledger_transactions, ledger_transactions.c.txn_id == ledger_legs.c.txn_id)
+        select(func.min(txn.created_at), func.max(txn.created_at)).where(
+            txn.kind.in_(MONEY_KINDS), scope.where(txn.workflow_id)
         )
-        .where(_escrow_legs(scope))
     ).one()
     return None if row[0] is None else (_aware(row[0]), _aware(row[1]))
 
