@@ -110,6 +110,46 @@ class DecisionConflict(Conflict):
         self.status = status
 
 
+class StaleReview(Conflict):
+    """A decision made on a page that no longer shows the request as it is (an alert was added, the
+    policy changed, another checkpoint was opened): refused, nothing decided. ``changed`` names the
+    review fields that differ (``saferun.domain.review_digest.FIELDS``), empty when the digest matches no
+    version of the request the server can rebuild; ``current_digest`` is what the reviewer must now see."""
+
+    def __init__(self, request_id: str, seen: str, current: str, changed: list[str] | None) -> None:
+        what = ", ".join(changed) if changed else "the reviewed content"
+        super().__init__(
+            f"approval request {request_id!r} changed since the reviewer's page was rendered ({what}): "
+            "nothing was decided; review it again",
+            request_id=request_id,
+            review_digest=seen,
+            current_digest=current,
+            changed=list(changed or []),
+        )
+        self.request_id = request_id
+        self.changed = list(changed or [])
+        self.current_digest = current
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "error": "stale_review"}
+
+
+class ParametersNotApproved(SafeRunError):
+    """An agent was about to run a step with inputs the reviewer did not approve (``Decision.verify``):
+    the step must not run. ``mismatched`` names each parameter that differs from, or is missing in, the
+    approved ones."""
+
+    http_status = 409
+
+    def __init__(self, mismatched: list[str], review_digest: str | None) -> None:
+        super().__init__(
+            f"these inputs were not approved as given: {', '.join(mismatched)}; the step must not run",
+            mismatched=mismatched,
+            review_digest=review_digest,
+        )
+        self.mismatched = mismatched
+
+
 class ClaimLost(Conflict):
     """A compensation's result came from a runner whose claim on the step was taken over (its claim
     generation is older than the step's): the result is refused, nothing is written, and the runner that

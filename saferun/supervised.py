@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import TracebackType
@@ -35,8 +36,15 @@ from saferun.core.state_machine.models import (
     WorkflowExecution,
 )
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+from saferun.domain.canonical import canonical_bytes
 from saferun.domain.states import WorkflowState
-from saferun.errors import ApprovalExpired, ApprovalRejected, InvalidInput, InvalidTransition
+from saferun.errors import (
+    ApprovalExpired,
+    ApprovalRejected,
+    InvalidInput,
+    InvalidTransition,
+    ParametersNotApproved,
+)
 
 log = logging.getLogger(__name__)
 # audit events only the agent's own progress writes: after one of them, a decision was already acted on
@@ -88,10 +96,31 @@ class Decision:
     parameters: dict[str, Any]
     request_id: str | None
     snapshot: CheckpointSnapshot
+    # the digest of what the reviewer was shown when deciding (docs/review-digest.md); None when no
+    # person decided (no approval required, a timeout)
+    review_digest: str | None = None
 
     @property
     def approved(self) -> bool:
         return self.decision in (ApprovalDecision.APPROVED, ApprovalDecision.MODIFIED)
+
+    def verify(self, parameters: Mapping[str, Any]) -> None:
+        """Refuse inputs the reviewer did not approve: call it with what a step is about to run with.
+
+        Every key given must be an approved parameter with the same value (compared as canonical JSON, so
+        ``1`` is not ``1.0`` nor ``True``); keys not given are not checked, so a step may verify only the
+        inputs it uses. Raises ``ParametersNotApproved`` naming each differing key; nothing runs.
+        """
+        if not self.approved:
+            raise ParametersNotApproved(sorted(parameters) or ["(decision)"], self.review_digest)
+        differs = [
+            key
+            for key, value in parameters.items()
+            if key not in self.parameters
+            or canonical_bytes(value, key) != canonical_bytes(self.parameters[key], key)
+        ]
+        if differs:
+            raise ParametersNotApproved(sorted(differs), self.review_digest)
 
 
 class SupervisedRun:
@@ -251,6 +280,7 @@ class SupervisedRun:
             dict(approved.parameters),
             request.request_id,
             snapshot,
+            response.review_digest,
         )
 
     def _decided_while_away(self, checkpoint_id: str) -> tuple[ApprovalRequest, ApprovalResponse] | None:

@@ -120,6 +120,7 @@ COVERED: dict[str, dict[str, str | None]] = {
         "modifications": None,
         "automatic": None,
         "created_at": TS,
+        "review_digest": None,
     },
     "saga_steps": {
         "step_id": None,

@@ -34,7 +34,7 @@ MAX_WAIT_SECONDS = 60.0
 
 
 def pending_item(r: ApprovalRequest) -> dict[str, Any]:
-    return r.model_dump(exclude={"decided_at"})
+    return r.model_dump(exclude={"decided_at", "review_digest"})  # digest: on a single read
 
 
 class RiskFilter(StrEnum):
@@ -99,11 +99,19 @@ def _assignee(caller: Caller, mine: bool, assigned_to: str | None) -> str | None
 
 @router.post("/submit", response_model=s.DecisionResult)
 def submit(body: s.SubmitDecision, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
-    """Decide a request exactly once: 409 if already decided or expired, 403 naming the rule that refused."""
+    """Decide a request exactly once: 409 if already decided or expired, 403 naming the rule that refused,
+    409 ``stale_review`` (naming the ``changed`` fields) when ``review_digest`` is no longer the request's."""
     approved_by = _decider(caller, body.approved_by)
     _require_rationale(body.decision, body.rationale)
     after = _decide_one(
-        orch, caller, body.request_id, body.decision, body.rationale, approved_by, body.modifications
+        orch,
+        caller,
+        body.request_id,
+        body.decision,
+        body.rationale,
+        approved_by,
+        body.modifications,
+        body.review_digest,
     )
     status = after.current_state.value
     return {
@@ -188,8 +196,10 @@ def _decide_one(
     rationale: str,
     approved_by: str,
     modifications: dict[str, Any] | None,
+    review_digest: str | None = None,
 ) -> WorkflowExecution:
-    """One decision by the rules every decision path shares: visible, allowed by policy, exactly once."""
+    """One decision by the rules every decision path shares: visible, allowed by policy, exactly once;
+    with ``review_digest``, only on the request as the reviewer saw it (409 ``stale_review`` otherwise)."""
     request = orch.get_approval_request(request_id)
     wf = visible(orch, caller, request.workflow_id, ApprovalRequestNotFound(request_id))
     enforce(
@@ -208,6 +218,7 @@ def _decide_one(
         rationale=rationale,
         approved_by=approved_by,
         modifications=modifications,
+        review_digest=review_digest,
     )
     return orch.submit_approval(request.workflow_id, response)
 

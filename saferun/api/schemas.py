@@ -163,6 +163,12 @@ class SubmitDecision(Strict):
     rationale: str = Field(default="", max_length=20_000)
     approved_by: str | None = Field(default=None, min_length=1, max_length=200)
     modifications: dict[str, Any] | None = None
+    review_digest: str | None = Field(
+        default=None,
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="the request's review_digest as it was shown (GET /api/approvals/{id}); a request that "
+        "changed since is refused with 409 stale_review and nothing is decided",
+    )
 
 
 class BatchDecision(Strict):

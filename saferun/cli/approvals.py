@@ -16,7 +16,7 @@ from rich.text import Text
 
 from saferun.cli.common import cell, console, duration, echo_json, orchestrator, state_cell
 from saferun.core.state_machine.models import ApprovalDecision, ApprovalRequest, ApprovalResponse
-from saferun.domain import parameter_schema
+from saferun.domain import parameter_schema, review_digest
 from saferun.domain.canonical import MAX_DEPTH, json_depth
 from saferun.errors import ApprovalRequestNotFound, SafeRunError
 from saferun.storage.approvals import level_of
@@ -27,6 +27,15 @@ app = typer.Typer(help="List pending approval requests and decide them.", no_arg
 
 RequestId = Annotated[str, typer.Argument(help="The approval request's id (req_...).")]
 By = Annotated[str, typer.Option("--by", help="Who decides (recorded with the decision and in the audit).")]
+Digest = Annotated[
+    str | None,
+    typer.Option(
+        "--digest",
+        help="The review digest 'approvals show' printed: the decision is refused (stale_review, nothing "
+        "decided) if the request changed since. One request only.",
+        show_default=False,
+    ),
+]
 
 
 def _advice(req: ApprovalRequest) -> str:
@@ -159,14 +168,18 @@ def _decide(
     by: str,
     rationale: str,
     modifications: dict[str, Any] | None = None,
+    digest: str | None = None,
 ) -> None:
     """Build the response (Pydantic checks it), submit it, and say where the workflow went."""
+    if digest is not None and not review_digest.well_formed(digest):
+        raise typer.BadParameter("expected 'sha256:' and 64 lowercase hex digits", param_hint="--digest")
     response = ApprovalResponse(
         request_id=request_id,
         decision=decision,
         rationale=rationale,
         approved_by=by,
         modifications=modifications,
+        review_digest=digest,
     )
     wf = orchestrator(ctx).submit_approval(None, response)
     line = Text(f"{decision.value} {request_id} by {by}: workflow {wf.workflow_id} is now ")
@@ -199,12 +212,19 @@ def _selected(ctx: typer.Context, request_ids: list[str] | None, workflow: str |
 
 
 def _decide_all(
-    ctx: typer.Context, ids: list[str], decision: ApprovalDecision, by: str, rationale: str
+    ctx: typer.Context,
+    ids: list[str],
+    decision: ApprovalDecision,
+    by: str,
+    rationale: str,
+    digest: str | None = None,
 ) -> None:
     """One id: decided (an error exits 1). Several: each decided exactly once in turn; an item that is
     unknown, refused or already decided is reported and the rest go on; exit 1 if any was not decided."""
+    if digest is not None and len(ids) != 1:
+        raise typer.BadParameter("a review digest belongs to one request: give one id", param_hint="--digest")
     if len(ids) == 1:
-        _decide(ctx, ids[0], decision, by, rationale)
+        _decide(ctx, ids[0], decision, by, rationale, digest=digest)
         return
     if not ids:
         console().print("No pending approval requests.")
@@ -228,10 +248,12 @@ def approve(
     request_ids: RequestIds = None,
     workflow: WorkflowOpt = None,
     rationale: Annotated[str, typer.Option("--rationale", help="Why (optional).")] = "",
+    digest: Digest = None,
 ) -> None:
     """Approve one or more requests (ids, or --workflow for all its pending ones): each milestone is paid
     and each agent continues with the state it proposed."""
-    _decide_all(ctx, _selected(ctx, request_ids, workflow), ApprovalDecision.APPROVED, by, rationale)
+    ids = _selected(ctx, request_ids, workflow)
+    _decide_all(ctx, ids, ApprovalDecision.APPROVED, by, rationale, digest)
 
 
 def _loads_bounded(text: str, hint: str) -> Any:
@@ -287,6 +309,7 @@ def modify(
         typer.Option("--json-mods", help='A JSON object merged into the parameters, e.g. {"k": 1}.'),
     ] = None,
     rationale: Annotated[str, typer.Option("--rationale", help="Why (optional).")] = "",
+    digest: Digest = None,
 ) -> None:
     """Approve with changes: the modifications are merged (JSON merge patch) into the proposed parameters.
 
@@ -304,6 +327,7 @@ def modify(
         by,
         rationale,
         parse_modifications(sets or [], json_mods, schema),
+        digest,
     )
 
 
@@ -314,9 +338,41 @@ def reject(
     rationale: Annotated[str, typer.Option("--rationale", help="Why (required: the agent is told).")],
     request_ids: RequestIds = None,
     workflow: WorkflowOpt = None,
+    digest: Digest = None,
 ) -> None:
     """Reject one or more requests: a checkpoint that can roll back goes to rolling_back, one that cannot
     fails the workflow."""
     if not rationale.strip():
         raise typer.BadParameter("a rejection needs a reason", param_hint="--rationale")
-    _decide_all(ctx, _selected(ctx, request_ids, workflow), ApprovalDecision.REJECTED, by, rationale)
+    ids = _selected(ctx, request_ids, workflow)
+    _decide_all(ctx, ids, ApprovalDecision.REJECTED, by, rationale, digest)
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    request_id: RequestId,
+    as_json: Annotated[bool, typer.Option("--json", help="The request as JSON.")] = False,
+) -> None:
+    """One request as a reviewer sees it (summary, parameters, alerts) and its review digest: pass that
+    to approve/modify/reject with --digest and a request that changed since is not decided."""
+    req = orchestrator(ctx).get_approval_request(request_id)
+    if as_json:
+        echo_json(req.model_dump(mode="json"))
+        return
+    out = console()
+    out.print(Text(f"{req.request_id} ({req.status}) · {req.checkpoint_name} · workflow {req.workflow_id}"))
+    out.print(Text(req.summary))
+    out.print(Text(f"Asks: {req.decision_needed}"))
+    out.print(Text(f"Advice: {_advice(req)}"))
+    out.print(Text("Parameters: " + json.dumps(req.parameters, sort_keys=True)))
+    for alert in req.alerts:
+        out.print(Text("Alert: " + json.dumps(alert, sort_keys=True), style="yellow"))
+    if req.review_digest:
+        out.print(Text(f"Review digest: {req.review_digest}"))
+        out.print(
+            Text(
+                f"Decide on exactly this: saferun approvals approve {req.request_id} --by NAME "
+                f"--digest {req.review_digest}"
+            )
+        )

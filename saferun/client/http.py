@@ -74,6 +74,7 @@ def _error_classes() -> dict[str, type[SafeRunError]]:
         for name, value in module_vars.items():
             if isinstance(value, type) and issubclass(value, SafeRunError):
                 found[name] = value
+    found["stale_review"] = errors.StaleReview  # the one error answered by a code, not a class name
     return found
 
 
@@ -240,6 +241,7 @@ class Endpoints:
         approved_by: str | None,
         rationale: str,
         modifications: dict[str, Any] | None,
+        review_digest: str | None = None,
     ) -> Call:
         body = {
             "request_id": request_id,
@@ -247,6 +249,7 @@ class Endpoints:
             "rationale": rationale,
             "approved_by": approved_by,
             "modifications": modifications,
+            "review_digest": review_digest,
         }
         return _post("/api/approvals/submit", {k: v for k, v in body.items() if v is not None})
 
@@ -640,8 +643,13 @@ class SafeRunClient(BaseSafeRunClient):
         approved_by: str | None = None,
         rationale: str = "",
         modifications: dict[str, Any] | None = None,
+        review_digest: str | None = None,
     ) -> dict[str, Any]:
-        call = Endpoints.submit_decision(request_id, decision, approved_by, rationale, modifications)
+        """Decide a request. ``review_digest``: the request's ``review_digest`` as fetched and shown;
+        if the request changed since: ``StaleReview`` (``exc.changed``) and nothing is decided."""
+        call = Endpoints.submit_decision(
+            request_id, decision, approved_by, rationale, modifications, review_digest
+        )
         return self._json(call)
 
     def decide_batch(
@@ -860,8 +868,13 @@ class AsyncSafeRunClient(BaseSafeRunClient):
         approved_by: str | None = None,
         rationale: str = "",
         modifications: dict[str, Any] | None = None,
+        review_digest: str | None = None,
     ) -> dict[str, Any]:
-        call = Endpoints.submit_decision(request_id, decision, approved_by, rationale, modifications)
+        """Decide a request. ``review_digest``: the request's ``review_digest`` as fetched and shown;
+        if the request changed since: ``StaleReview`` (``exc.changed``) and nothing is decided."""
+        call = Endpoints.submit_decision(
+            request_id, decision, approved_by, rationale, modifications, review_digest
+        )
         return await self._json(call)
 
     async def decide_batch(

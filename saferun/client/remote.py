@@ -225,6 +225,7 @@ class RemoteOrchestrator:
             approved_by=response.approved_by,
             rationale=response.rationale,
             modifications=response.modifications,
+            review_digest=response.review_digest,
         )
         return self.get_workflow(workflow_id or self.get_approval_request(response.request_id).workflow_id)
 

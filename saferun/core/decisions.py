@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import escrow, mirror, notify, parties, transitions
+from saferun.core import escrow, mirror, notify, parties, review, transitions
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
 from saferun.core.parties import IdentityChecks
 from saferun.core.state_machine.models import ApprovalDecision
@@ -74,11 +74,14 @@ def decide(
     now: datetime | None = None,
     claim_status: str | None = None,
     approver_checks: IdentityChecks | None = None,
+    reviewed: review.ReviewCheck | None = None,
 ) -> Outcome:
     """Decide ``request_id`` inside the caller's transaction (see the module docstring).
 
     ``approver_checks``: check ``approved_by`` holds the supervisor role under that mode, with the identity
     read by the same statement as the request (a human decision; expiry and cancellation pass None).
+    ``reviewed`` (human decisions): the review digest the decider saw, if they sent one, checked under the
+    workflow lock (saferun/core/review.py) and recorded with the decision.
     """
     now = now or utcnow()
     if decision == ApprovalDecision.REJECTED and not (rationale or "").strip():
@@ -99,6 +102,10 @@ def decide(
         )
     wf_id = req["workflow_id"]
     row = wf_store.get_locked(conn, wf_id)  # the workflow's lock; the audit chain continues from its anchor
+    digest = None
+    if reviewed is not None and reviewed.seen is not None:  # without one: no extra statement
+        req = approvals.get(conn, request_id)  # under the lock: an alert may have just been added
+        digest = review.check(conn, req, reviewed) if req["status"] == "pending" else None
     if decision == ApprovalDecision.MODIFIED:
         validate_modifications(req["parameters"], modifications or {}, req["parameter_schema"])
     if not approvals.claim(
@@ -124,6 +131,7 @@ def decide(
         "approved_by": approved_by,
         "modifications": modifications,
         "automatic": automatic,
+        "review_digest": digest,
     }
     approvals.insert_response(conn, workflow_id=wf_id, **response)
     audit.append(
@@ -139,6 +147,8 @@ def decide(
             "automatic": automatic,
             # binds the stored decision row to the chain (saferun audit verify recomputes it)
             "response_sha256": decision_digest(response),
+            # what the decider was shown (saferun/domain/review_digest); checked when they sent it
+            **({"review_digest": digest} if digest is not None else {}),
             # and what the decision changes: the request's outcome, the decided snapshot's status
             "bind": [
                 bind("approval_requests", "review", {**req, "status": new_status}),

@@ -104,4 +104,5 @@ def response(row: RowMapping) -> ApprovalResponse:
         response_id=row["response_id"],
         automatic=row["automatic"],
         created_at=row["created_at"],
+        review_digest=row["review_digest"],
     )

@@ -58,6 +58,9 @@ def decision_digest(row: Mapping[str, Any]) -> str:
     no longer matches the chain even though every event still hashes to itself."""
     body = {name: _numbers_as_stored(row[name]) for name in DECISION_FIELDS}
     body["automatic"] = bool(body["automatic"])
+    if row.get("review_digest") is not None:
+        # the review digest (issue 16) is bound too; decisions without one hash as they always did
+        body["review_digest"] = row["review_digest"]
     return hashlib.sha256(canonical_bytes(body, "decision")).hexdigest()
 
 

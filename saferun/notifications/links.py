@@ -32,6 +32,7 @@ from sqlalchemy import Connection, RowMapping
 
 from saferun.core import decisions, parties
 from saferun.core.decisions import Outcome
+from saferun.core.review import ReviewCheck, policy_of
 from saferun.core.state_machine.models import ApprovalDecision
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.policy import Caller, Role, assignee, may_decide
@@ -135,8 +136,12 @@ def decide(
     rationale: str = "",
     *,
     now: datetime | None = None,
+    review_digest: str | None = None,
 ) -> Outcome:
-    """Decide the link's request as its supervisor and spend the link, in one transaction."""
+    """Decide the link's request as its supervisor and spend the link, in one transaction.
+
+    ``review_digest``: what the link's page showed; a request changed since raises ``StaleReview`` and
+    the transaction (the link's use included) rolls back, so the link can decide again."""
     now = now or utcnow()
     token_hash = _token_hash(token)
     choice = _decision(decision)
@@ -163,6 +168,7 @@ def decide(
             approved_by=supervisor,
             modifications=None,
             now=now,
+            reviewed=ReviewCheck(review_digest, policy_of(orch.policy_gate)),
         )
         audit.append(
             conn,

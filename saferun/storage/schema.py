@@ -184,6 +184,8 @@ approval_responses = Table(
     Column("modifications", JSONType, nullable=True),
     Column("automatic", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # the review digest of what the decider was shown (saferun/domain/review_digest); None: no human
+    Column("review_digest", String(80), nullable=True),
 )
 
 saga_steps = Table(

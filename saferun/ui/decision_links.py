@@ -21,7 +21,8 @@ from starlette.responses import Response
 
 from saferun.api import deps
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
-from saferun.errors import Forbidden, InvalidInput, SafeRunError
+from saferun.domain import review_digest
+from saferun.errors import Forbidden, InvalidInput, SafeRunError, StaleReview
 from saferun.notifications import links
 from saferun.ui import pages, render
 from saferun.ui.outcome import outcome
@@ -31,6 +32,14 @@ from saferun.ui.viewer import same_origin
 router = APIRouter(include_in_schema=False)
 TITLES = {403: "Not allowed", 404: "Unknown link", 409: "Link can no longer decide", 422: "Check the form"}
 HEADERS = {"Referrer-Policy": "same-origin"}
+STALE_TITLE = "This request changed while you were reviewing it"
+STALE_MESSAGE = (
+    "Nothing was decided. Changed: {}. The page now shows it as it is; review it again and decide."
+)
+
+
+def _changed(exc: StaleReview) -> str:
+    return ", ".join(exc.changed) if exc.changed else "its content"
 
 
 def _page(status: int, title: str, message: str = "", **context: Any) -> Response:
@@ -76,13 +85,22 @@ def decide(request: Request, token: str, form: dict[str, str] = FormDep) -> Resp
             raise Forbidden("csrf", "refused by rule csrf: the form was posted from another site")
         if not hmac.compare_digest(form.get("token", "").encode(), token.encode()):
             raise Forbidden("csrf", "refused by rule csrf: the form does not carry this link's token")
-        decided = links.decide(orch, token, form.get("decision", ""), form.get("rationale", ""))
-    except InvalidInput as exc:
-        try:  # the link is unspent: show the form again with what to fix
+        seen = form.get("review_digest") or None
+        if seen is not None and not review_digest.well_formed(seen):
+            raise InvalidInput("review_digest", "the form's review digest is malformed: reload the page")
+        decided = links.decide(
+            orch, token, form.get("decision", ""), form.get("rationale", ""), review_digest=seen
+        )
+    except (InvalidInput, StaleReview) as exc:
+        try:  # the link is unspent: show the form again, as the request is now, with what to fix
             view = links.inspect(orch, token)
             review = _review(orch, view)
         except SafeRunError as again:
             return _refused(again)
+        if isinstance(exc, StaleReview):
+            return _page(
+                409, STALE_TITLE, STALE_MESSAGE.format(_changed(exc)), view=view, token=token, review=review
+            )
         return _page(422, TITLES[422], exc.message, view=view, token=token, review=review)
     except SafeRunError as exc:
         return _refused(exc)

@@ -24,6 +24,7 @@ from saferun.api import approvals as approvals_api
 from saferun.api import deps
 from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+from saferun.domain import review_digest
 from saferun.errors import (
     ApprovalRequestNotFound,
     Conflict,
@@ -32,6 +33,7 @@ from saferun.errors import (
     NotFound,
     PayloadTooLarge,
     SafeRunError,
+    StaleReview,
 )
 from saferun.ui import batch, pages, queue, render, review
 from saferun.ui import viewer as auth
@@ -219,6 +221,7 @@ def _review(
     problem: str | None = None,
     refusal: Any = None,
     active: str | None = None,
+    stale: StaleReview | None = None,
 ) -> Response:
     orch = _orch(request)
     context = pages.approval(orch, v.who, request_id)
@@ -239,6 +242,7 @@ def _review(
         refusal=refusal,
         predicted=pages.decide_refusal(v, req, orch) if req.status == "pending" else None,
         active=active or "APPROVED",
+        stale=stale,
         **context,
     )
 
@@ -298,6 +302,9 @@ def decide(request: Request, v: Viewer, request_id: str, form: dict[str, str] = 
     refusal = pages.refusal_for(orch, req, v.caller, approved_by)
     if refusal is not None:
         return retry(403, refusal=refusal)
+    seen = form.get("review_digest") or None
+    if seen is not None and not review_digest.well_formed(seen):
+        return retry(422, problem="The form's review digest is malformed: reload the page and decide again.")
     try:
         after = orch.submit_approval(
             req.workflow_id,
@@ -307,8 +314,11 @@ def decide(request: Request, v: Viewer, request_id: str, form: dict[str, str] = 
                 rationale=rationale,
                 approved_by=approved_by,
                 modifications=modifications or None,
+                review_digest=seen,
             ),
         )
+    except StaleReview as exc:  # the page is re-rendered as the request is now, with the new digest
+        return retry(409, stale=exc)
     except DecisionConflict as exc:
         return retry(409, problem=f"Nothing was recorded: {exc.message}.")
     except InvalidInput as exc:

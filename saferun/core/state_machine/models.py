@@ -313,6 +313,8 @@ class ApprovalRequest(BaseModel):
     created_at: datetime
     expires_at: datetime
     decided_at: datetime | None = None
+    # while pending, on a single read (get_approval_request): the digest of what a reviewer is shown
+    review_digest: str | None = None
     # the escalation ladder (CheckpointConfig.escalation): rungs applied, and when the next one is due
     escalation_step: int = 0
     next_escalation_at: datetime | None = None
@@ -331,6 +333,9 @@ class ApprovalResponse(BaseModel):
     response_id: str = Field(default_factory=lambda: new_id("resp"))
     automatic: bool = False
     created_at: datetime | None = None
+    # the review digest of what the decider was shown (saferun/domain/review_digest.py): sent by a
+    # reviewer, the decision is refused as stale_review when the request changed since; recorded always
+    review_digest: str | None = Field(default=None, min_length=1, max_length=80)
 
     @model_validator(mode="after")
     def _modifications_match_decision(self) -> ApprovalResponse:

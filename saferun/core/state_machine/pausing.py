@@ -19,6 +19,7 @@ from sqlalchemy import Connection, RowMapping
 from saferun.core import decisions, mirror, parties, transitions
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
 from saferun.core.policy_gate import PolicyGate
+from saferun.core.review import ReviewCheck, policy_of
 from saferun.core.state_machine.models import (
     ApprovalDecision,
     ApprovalRequest,
@@ -346,6 +347,7 @@ class WorkflowPauses:
                 modifications=response.modifications,
                 response_id=response.response_id,
                 approver_checks=self.identity_checks,
+                reviewed=ReviewCheck(response.review_digest, policy_of(self.policy_gate)),
             )
             return self._fresh(conn, outcome.workflow_id)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import charts, listing, views
+from saferun.core import charts, listing, review, views
 from saferun.core.checkpoints.capture import ARTIFACT_TYPE, CheckpointCapture, state_from_parts
 from saferun.core.state_machine.models import (
     ApprovalRequest,
@@ -181,7 +181,11 @@ class WorkflowReads:
         with self.db.read() as conn:
             row = approvals.get(conn, request_id)
             audit.check_read(conn, row["workflow_id"], {"approval_requests": [row]})
-            return self._request(row)
+            request = self._request(row)
+            if row["status"] == "pending":  # what a reviewer is shown, to send back with the decision
+                policy = review.policy_of(self.policy_gate)  # type: ignore[attr-defined]
+                request.review_digest = review.current(conn, row, policy).digest
+            return request
 
     def approval_history(self, workflow_id: str) -> list[tuple[ApprovalRequest, ApprovalResponse | None]]:
         """Every request of a workflow, oldest first, with its decision when it has one."""
