@@ -26,7 +26,8 @@ from saferun.storage.database import Database
 from tests.helpers import make_config
 
 # per steady cycle (the milestone was paid by the first): pause + decision, and what the agent reads back
-WRITE_STATEMENTS = {"sqlite": 26, "postgresql": 28}
+# PostgreSQL re-reads the request under the workflow's lock (an alert may commit in between: decisions.py)
+WRITE_STATEMENTS = {"sqlite": 26, "postgresql": 29}
 # the decision and its request, the workflow row and its last approved snapshot, the audit chain read twice
 # to check both against it (issue 10's read-path verification), the state's manifest and changed part
 RESUME_STATEMENTS = 8

@@ -106,6 +106,12 @@ def decide(
     if reviewed is not None and reviewed.seen is not None:  # without one: no extra statement
         req = approvals.get(conn, request_id)  # under the lock: an alert may have just been added
         digest = review.check(conn, req, reviewed) if req["status"] == "pending" else None
+    elif conn.dialect.name == "postgresql":
+        # PostgreSQL serializes one workflow's writers only from the lock above, so an alert may have
+        # committed since ``req`` was read: bind the request as it is now, or a later checked read would
+        # see a row that no longer matches its binding and call it tampered (SQLite's BEGIN IMMEDIATE
+        # already serialized every writer before the first read).
+        req = approvals.get(conn, request_id)
     if decision == ApprovalDecision.MODIFIED:
         validate_modifications(req["parameters"], modifications or {}, req["parameter_schema"])
     if not approvals.claim(
