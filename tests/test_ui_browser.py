@@ -430,3 +430,40 @@ def test_the_poster_forks_from_an_approved_snapshot_in_the_dashboard(
                 assert watch.errors == []
             finally:
                 context.close()
+
+
+def test_an_escalation_shows_on_the_workflow_timeline(browser: Any, orch: WorkflowOrchestrator) -> None:
+    """Issue 16, item 3 in the dashboard: a reminder and a reassignment appear on the timeline, and the
+    request's page names the new assignee."""
+    from datetime import timedelta
+
+    from playwright.sync_api import expect
+
+    from saferun.core.state_machine.models import CheckpointConfig
+    from tests.helpers import make_config, started
+
+    ladder = [
+        {"after_seconds": 60, "action": "notify"},
+        {"after_seconds": 120, "action": "reassign", "to": "oncall_lead"},
+    ]
+    cp = CheckpointConfig(name="Pay the vendor", checkpoint_id="cp1", timeout_seconds=3600, escalation=ladder)
+    wf = started(orch, make_config(checkpoints=[cp]))
+    snap = orch.create_checkpoint_sync(
+        wf, __import__("saferun").ExecutionState(checkpoint_id="cp1", parameters={"amount": 10})
+    )
+    request = orch.request_approval(wf, snap.snapshot_id, "pay 10", {})
+    report = orch.sweep(request.created_at + timedelta(seconds=121))
+    assert len(report.escalated) == 2
+    with ui.serve(create_app(orch, auth="open")) as base:
+        context = browser.new_context(viewport=WIDE)
+        page = context.new_page()
+        watch = Watch(page)
+        try:
+            page.goto(f"{base}/workflows/{wf}")
+            timeline = page.locator("#timeline")
+            expect(timeline).to_contain_text("Escalated: Reminder sent")
+            expect(timeline).to_contain_text("Escalated: Reassigned to oncall_lead")
+            shot(page, "workflow-escalated")
+            assert watch.errors == []
+        finally:
+            context.close()
