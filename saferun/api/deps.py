@@ -91,8 +91,10 @@ def not_local(request: Request) -> str | None:
     if server is not None and not is_loopback(server[0]):
         return "open mode serves loopback only; use an API key"
     if request.scope.get(UNTRUSTED_FORWARD):
-        return ("open mode: this request came through a proxy not named in SAFERUN_TRUSTED_PROXIES, "
-                "so it is not known to be local; use an API key")
+        return (
+            "open mode: this request came through a proxy not named in SAFERUN_TRUSTED_PROXIES, "
+            "so it is not known to be local; use an API key"
+        )
     client = request.client.host if request.client else None
     if client is not None and not is_loopback(client):  # a trusted proxy said: a remote client
         return "open mode serves loopback clients only; use an API key"

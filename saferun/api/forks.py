@@ -7,7 +7,7 @@ workflow stays a 404 like an unknown one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import Field
@@ -24,10 +24,14 @@ class ForkIn(s.Strict):
     checkpoint: str = Field(
         min_length=1, max_length=64, description="the source's checkpoint id (or approved snapshot id)"
     )
-    escrow_amount: Any = Field(default=None, description="the fork's escrow (default: the source's amount)")
+    escrow_amount: Annotated[Any, s.doc({"anyOf": [s.amount_schema(), {"type": "null"}]})] = Field(
+        default=None, description="the fork's escrow (default: the source's amount)"
+    )
     name: str | None = Field(default=None, min_length=1, max_length=500)
     modifications: dict[str, Any] | None = Field(
-        default=None, description="parameter changes, checked against the checkpoint's parameter schema"
+        default=None,
+        description="parameter changes, checked against the checkpoint's parameter schema",
+        json_schema_extra={"minProperties": 1},
     )
     workflow_id: str | None = Field(default=None, min_length=1, max_length=64)
 

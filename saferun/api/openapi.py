@@ -10,6 +10,7 @@ operation, and the ``Authorization: Bearer sr_key_…`` scheme (optional: open m
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,6 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 # JSON Schema cannot say "no NUL" except by pattern; every free string gets this one, so a client (or a
 # fuzzer) generating from the schema never sends what the server refuses (api/input_guard.py)
@@ -71,6 +71,14 @@ ERROR_CODES = {
 }
 
 
+class MethodNotAllowed(StarletteHTTPException):
+    """A 405 a route raises itself (a ``{x:path}`` GET reached with a POST-only sub-path), with its own
+    ``Allow``; routing's 405s get ``Allow`` computed from every route matching the path."""
+
+    def __init__(self, allow: tuple[str, ...]) -> None:
+        super().__init__(status_code=405, detail="Method Not Allowed", headers={"Allow": ", ".join(allow)})
+
+
 def install(app: FastAPI) -> None:
     """Replace ``app.openapi`` with the rewritten document (built once, on first request)."""
 
@@ -92,7 +100,7 @@ def install(app: FastAPI) -> None:
         """Routing's own answers (unknown path, wrong method) in SafeRun's error shape; a 405 lists every
         method the path supports, not just those of the first route that matched it."""
         headers = dict(exc.headers or {})
-        if exc.status_code == 405:
+        if exc.status_code == 405 and not isinstance(exc, MethodNotAllowed):
             headers["Allow"] = ", ".join(_allowed_methods(app, request))
         name = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
         content = {"detail": {"error": name, "message": str(exc.detail)}}
@@ -123,6 +131,7 @@ def rewrite(doc: dict[str, Any]) -> dict[str, Any]:
     if events:  # a Server-Sent Events stream, not JSON
         event = {"type": "object", "properties": {k: {"type": "string"} for k in ("event", "data", "id")}}
         events["responses"]["200"]["content"] = {"text/event-stream": {"schema": event}}
+    _link_workflows(doc)
     for model in schemas.values():
         _no_nul(model)
     schemas["JsonValue"] = JSON_VALUE
@@ -132,6 +141,34 @@ def rewrite(doc: dict[str, Any]) -> dict[str, Any]:
             for media in body.get("content", {}).values():
                 _no_nul(media.get("schema", {}))
     return doc
+
+
+# operations that answer a new workflow's id (201) and the prefix of the operations that take one
+_WORKFLOW_SOURCES = (("/api/workflows", "post"), ("/api/workflows/{workflow_id}/fork", "post"))
+_WORKFLOW_TARGETS = "/api/workflows/{workflow_id}"
+
+
+def _link_workflows(doc: dict[str, Any]) -> None:
+    """OpenAPI links from each operation that creates a workflow to every operation on one
+    (``$response.body#/workflow_id`` into the path), so a client generator, and Schemathesis' stateful
+    phase, can follow create -> read/start/checkpoint/cancel/fork with a workflow that exists."""
+    paths = doc.get("paths", {})
+    targets = {
+        operation["operationId"]: operation["operationId"]
+        for path, item in paths.items()
+        if path.startswith(_WORKFLOW_TARGETS)
+        for method, operation in item.items()
+        if method in ("get", "post", "put", "patch", "delete") and "operationId" in operation
+    }
+    for path, method in _WORKFLOW_SOURCES:
+        operation = paths.get(path, {}).get(method)
+        created = (operation or {}).get("responses", {}).get("201")
+        if created is None:
+            continue
+        created["links"] = {
+            name: {"operationId": target, "parameters": {"path.workflow_id": "$response.body#/workflow_id"}}
+            for name, target in sorted(targets.items())
+        }
 
 
 def _no_nul(schema: Any) -> None:
@@ -171,12 +208,33 @@ def _is_any(schema: dict[str, Any]) -> bool:
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
-    methods: set[str] = set()
-    for route in app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    """The methods of the most specific path template matching the request (``/api/approvals/submit``,
+    not ``/api/approvals/{request_id}``), as the schema documents them per template."""
+    by_template: dict[str, set[str]] = {}
+    path = request.scope.get("path", "")
+    for route in _leaf_routes(app.router.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            template = getattr(route, "path_format", path)
+            by_template.setdefault(template, set()).update(getattr(route, "methods", None) or ())
+    if not by_template:
+        return []
+    best = max(by_template, key=lambda template: len(_PARAM.sub("", template)))
+    return sorted(by_template[best])
+
+
+_PARAM = re.compile(r"\{[^}]*\}")
+
+
+def _leaf_routes(routes: Any) -> Any:
+    """Every endpoint route, including those behind FastAPI's included-router wrappers (which carry no
+    ``methods`` of their own: the 405's ``Allow`` was empty for every routed path)."""
+    for route in routes:
+        candidates = getattr(route, "_effective_candidates", None)
+        if candidates is not None:
+            yield from candidates
+        else:
+            yield route
 
 
 DOCS_ASSETS_URL = "/docs/assets"

@@ -30,28 +30,51 @@ from collections.abc import Coroutine
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from pydantic import Field, WithJsonSchema
+from pydantic import ConfigDict, Field
 
 from saferun.api.deps import CallerDep, enforce, orchestrator
-from saferun.api.schemas import Strict
-from saferun.domain.policy import may_use_platform
+from saferun.api.openapi import MethodNotAllowed
+from saferun.api.schemas import Strict, amount_schema, doc
+from saferun.domain.policy import Role, may_use_platform
 from saferun.errors import InvalidInput
-from saferun.platform.embedded import JOB_STATUSES, EmbeddedPlatform
+from saferun.platform.embedded import ESCROW_ID_PREFIX, JOB_STATUSES, MAX_WORKFLOW_ID, EmbeddedPlatform
+from saferun.storage.artifacts import URI_PREFIX
+from saferun.storage.identities import IDENTITY_ID_PATTERN
+from saferun.storage.platform_requests import MAX_KEY_LENGTH
 
 router = APIRouter(prefix="/x402", tags=["x402 platform"])
 
 T = TypeVar("T")
+
+# What the embedded platform accepts, stated in the OpenAPI schema (documentation only: the platform's own
+# checks stay authoritative and name the field in their words; tests/test_api_fuzz.py checks the two agree)
+NOT_BLANK = r"^[^\x00]*[^\x00\s][^\x00]*$"  # required text: some non-space character, no NUL
+_WF = r"[^:\x00-\x1f]*[^:\s\x00-\x1f][^:\x00-\x1f]*"  # platform._workflow_id: no ':' or control characters
+WORKFLOW_ID = {"type": "string", "minLength": 1, "maxLength": MAX_WORKFLOW_ID, "pattern": f"^{_WF}$"}
+ESCROW_ID = {
+    "type": "string",
+    "maxLength": len(ESCROW_ID_PREFIX) + MAX_WORKFLOW_ID,
+    "pattern": f"^{ESCROW_ID_PREFIX}{_WF}$",
+    "description": "escrow_<workflow_id>",
+}
+IDENTITY_ID = {"type": "string", "pattern": f"^{IDENTITY_ID_PATTERN}$"}
 # validated by the platform itself (``InvalidAmount`` naming the field, as on the embedded platform)
-Amount = Annotated[
-    Any,
-    WithJsonSchema(
-        {
-            "anyOf": [{"type": "number"}, {"type": "string"}],
-            "description": "exact amount, at most 6 decimals (number or decimal string)",
-        }
-    ),
-]
-Id = Annotated[str, Field(min_length=1, max_length=200)]
+Amount = Annotated[Any, doc(amount_schema())]
+PositiveAmount = Annotated[Any, doc(amount_schema(positive=True))]
+Id = Annotated[str, Field(min_length=1, max_length=200), doc(IDENTITY_ID)]
+WorkflowId = Annotated[str, Field(min_length=1, max_length=MAX_WORKFLOW_ID), doc(WORKFLOW_ID)]
+EscrowId = Annotated[str, doc(ESCROW_ID)]
+JobId = Annotated[str, doc({"type": "string", "maxLength": 64, "pattern": NOT_BLANK})]
+KEY = r"^[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s][^\x00-\x1f\x7f]*$"  # platform_requests.validate_key
+TEXT64 = {"type": "string", "maxLength": 64, "pattern": NOT_BLANK}
+BASE64 = (
+    r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"  # what b64decode(validate=True) takes
+)
+ARTIFACT_URI = {"type": "string", "pattern": f"^{URI_PREFIX}[0-9a-f]{{64}}$"}
+ROLE = {"type": "string", "enum": [r.value for r in Role]}
+RequiredText64 = Annotated[str, Field(min_length=1, max_length=64), doc(TEXT64)]
+RoleName = Annotated[str, doc(ROLE)]
+JobStatusName = Annotated[str, doc({"type": "string", "enum": list(JOB_STATUSES)})]
 KEY_DOC = (
     "Makes the call idempotent: a repeat with the same key and body answers the first result and changes "
     "nothing; the same key with another body is 409 IdempotencyConflict."
@@ -65,7 +88,11 @@ def platform(request: Request, caller: CallerDep) -> EmbeddedPlatform:
 
 
 PlatformDep = Annotated[EmbeddedPlatform, Depends(platform)]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", description=KEY_DOC)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description=KEY_DOC),
+    doc({"type": "string", "maxLength": MAX_KEY_LENGTH, "pattern": KEY}),
+]
 
 
 def run(call: Coroutine[Any, Any, T]) -> T:
@@ -74,49 +101,57 @@ def run(call: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(call)
 
 
+def post_only(value: str, *suffixes: str, exact: tuple[str, ...] = ()) -> None:
+    """A ``{x:path}`` GET route also matches ``x/release`` and ``lock`` (POST-only paths of their own):
+    answer those with 405 and ``Allow: POST``, as for any other method a path does not support, not with
+    a 422 about ``x``."""
+    if value.endswith(suffixes) or value in exact:
+        raise MethodNotAllowed(allow=("POST",))
+
+
 # --- bodies ---------------------------------------------------------------------------------------------
 
 
 class CreateJob(Strict):
-    job_type: str = Field(min_length=1, max_length=64)
+    job_type: RequiredText64
     job_data: dict[str, Any] = Field(default_factory=dict)
     escrow_amount: Amount
     executor_id: Id
 
 
 class CreateSubjob(Strict):
-    checkpoint_id: str = Field(min_length=1, max_length=200)
+    checkpoint_id: str = Field(min_length=1, max_length=200, json_schema_extra={"pattern": NOT_BLANK})
     supervisor_id: Id
     approval_data: dict[str, Any] = Field(default_factory=dict)
 
 
 class JobStatus(Strict):
-    status: str = Field(description=f"one of {', '.join(JOB_STATUSES)}")
+    status: JobStatusName
     reason: str = Field(default="", max_length=2000)
 
 
 class LockEscrow(Strict):
-    workflow_id: str = Field(min_length=1, max_length=64)
-    amount: Amount
+    workflow_id: WorkflowId
+    amount: PositiveAmount
     poster_id: Id
     executor_id: Id
 
 
 class ReleaseEscrow(Strict):
-    amount: Amount
+    amount: PositiveAmount
     recipient_id: Id
     reason: str = Field(default="", max_length=200)
 
 
 class Split(Strict):
     recipient_id: Id
-    amount: Amount
+    amount: PositiveAmount
     reason: str = Field(default="", max_length=200)
 
 
 class SplitPayment(Strict):
     splits: list[Split] = Field(min_length=1, max_length=1000)
-    total: Amount | None = None
+    total: PositiveAmount | None = None
 
 
 class CreateArtifact(Strict):
@@ -125,33 +160,39 @@ class CreateArtifact(Strict):
     content_encoding: Literal["utf-8", "base64"] = "utf-8"
     metadata: dict[str, Any] | None = None
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"content_encoding": {"const": "base64"}}, "required": ["content_encoding"]},
+            "then": {"properties": {"content": {"pattern": BASE64}}},
+        },
+    )
+
 
 class ApprovalQuality(Strict):
-    workflow_id: str = Field(min_length=1, max_length=64)
+    workflow_id: WorkflowId
     quality_score: float = Field(ge=0, le=1)
 
 
 class RegisterSupervisor(Strict):
     supervisor_id: Id
-    specialties: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        min_length=1, max_length=100
-    )
+    specialties: list[RequiredText64] = Field(min_length=1, max_length=100)
     price_per_approval: Amount
     available: bool = True
 
 
 class RequestSupervisor(Strict):
-    workflow_id: str = Field(min_length=1, max_length=64)
+    workflow_id: WorkflowId
 
 
 class AssignSupervisor(Strict):
-    workflow_id: str = Field(min_length=1, max_length=64)
-    workflow_type: str = Field(min_length=1, max_length=64)
+    workflow_id: WorkflowId
+    workflow_type: RequiredText64
     min_reputation: float = Field(default=0.0, ge=0, le=1)
 
 
 class RateSupervisor(Strict):
-    workflow_id: str = Field(min_length=1, max_length=64)
+    workflow_id: WorkflowId
     rating: int = Field(ge=1, le=5)
     review: str = Field(default="", max_length=2000)
 
@@ -176,7 +217,7 @@ def create_job(body: CreateJob, p: PlatformDep, key: IdempotencyKey = None) -> d
 
 @router.post("/jobs/{parent_job_id:path}/approval-subjobs", status_code=201)
 def create_approval_subjob(
-    parent_job_id: str, body: CreateSubjob, p: PlatformDep, key: IdempotencyKey = None
+    parent_job_id: JobId, body: CreateSubjob, p: PlatformDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
     """An approval sub-job under a workflow's main job, for one checkpoint and its supervisor."""
     return run(
@@ -188,15 +229,16 @@ def create_approval_subjob(
 
 @router.post("/jobs/{job_id:path}/status")
 def update_job_status(
-    job_id: str, body: JobStatus, p: PlatformDep, key: IdempotencyKey = None
+    job_id: JobId, body: JobStatus, p: PlatformDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
     """Move a job to ``completed`` or ``failed`` with a reason (the engine reports each decision this way)."""
     return run(p.update_job_status(job_id, body.status, body.reason, idempotency_key=key))
 
 
 @router.get("/jobs/{job_id:path}")
-def get_job(job_id: str, p: PlatformDep) -> dict[str, Any]:
+def get_job(job_id: JobId, p: PlatformDep) -> dict[str, Any]:
     """A job with its status, data, escrow and history."""
+    post_only(job_id, "/status", "/approval-subjobs")
     return run(p.get_job(job_id))
 
 
@@ -210,7 +252,7 @@ def lock_escrow(body: LockEscrow, p: PlatformDep, key: IdempotencyKey = None) ->
 
 @router.post("/escrow/{escrow_id:path}/release")
 def release_escrow(
-    escrow_id: str, body: ReleaseEscrow, p: PlatformDep, key: IdempotencyKey = None
+    escrow_id: EscrowId, body: ReleaseEscrow, p: PlatformDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
     """Release part of an escrow to a recipient (an approved milestone's payout)."""
     return run(p.release_escrow(escrow_id, body.amount, body.recipient_id, body.reason, idempotency_key=key))
@@ -218,7 +260,7 @@ def release_escrow(
 
 @router.post("/escrow/{escrow_id:path}/split")
 def split_payment(
-    escrow_id: str, body: SplitPayment, p: PlatformDep, key: IdempotencyKey = None
+    escrow_id: EscrowId, body: SplitPayment, p: PlatformDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
     """Release one amount split between several recipients (executor and supervisor), exactly."""
     splits = [s.model_dump() for s in body.splits]
@@ -226,8 +268,9 @@ def split_payment(
 
 
 @router.get("/escrow/{escrow_id:path}")
-def get_escrow(escrow_id: str, p: PlatformDep) -> dict[str, Any]:
+def get_escrow(escrow_id: EscrowId, p: PlatformDep) -> dict[str, Any]:
     """An escrow's amounts (locked, released, refunded, held) and its status."""
+    post_only(escrow_id, "/release", "/split", exact=("lock",))
     return run(p.get_escrow(escrow_id))
 
 
@@ -245,21 +288,28 @@ def create_artifact(body: CreateArtifact, p: PlatformDep, key: IdempotencyKey = 
 
 
 @router.get("/artifacts")
-def get_artifact(p: PlatformDep, uri: str = Query(min_length=1, max_length=200)) -> dict[str, Any]:
+def get_artifact(
+    p: PlatformDep,
+    uri: Annotated[
+        str,
+        Query(min_length=1, max_length=200),
+        doc({"type": "string", "pattern": f"^{URI_PREFIX}[0-9a-f]{{64}}$"}),
+    ],
+) -> dict[str, Any]:
     """An artifact's content by URI, verified against its hash before it is returned."""
     return run(p.get_artifact(uri))
 
 
 @router.get("/identities/{user_id:path}/verify")
 def verify_identity(
-    user_id: str, p: PlatformDep, role: str = Query(min_length=1, max_length=64)
+    user_id: Id, p: PlatformDep, role: Annotated[str, Query(min_length=1, max_length=64), doc(ROLE)]
 ) -> dict[str, Any]:
     """``verified`` is false for an unknown, disabled or role-less identity; an unknown role is 422."""
     return {"user_id": user_id, "role": role, "verified": run(p.verify_identity(user_id, role))}
 
 
 @router.get("/identities/{user_id:path}")
-def get_user_profile(user_id: str, p: PlatformDep) -> dict[str, Any]:
+def get_user_profile(user_id: Id, p: PlatformDep) -> dict[str, Any]:
     """An identity's profile: roles, reputation, and for supervisors their marketplace entry."""
     return run(p.get_user_profile(user_id))
 
@@ -280,7 +330,7 @@ def register_supervisor(
 @router.get("/supervisors")
 def find_supervisors(
     p: PlatformDep,
-    workflow_type: str = Query(min_length=1, max_length=64),
+    workflow_type: Annotated[str, Query(min_length=1, max_length=64), doc(TEXT64)],
     min_reputation: float = Query(0.0, ge=0, le=1),
 ) -> dict[str, Any]:
     """Available supervisors for a workflow type at or above a reputation, best first."""
@@ -298,7 +348,7 @@ def assign_supervisor(body: AssignSupervisor, p: PlatformDep, key: IdempotencyKe
 
 @router.post("/supervisors/{supervisor_id:path}/requests")
 def request_supervisor(
-    supervisor_id: str, body: RequestSupervisor, p: PlatformDep, key: IdempotencyKey = None
+    supervisor_id: Id, body: RequestSupervisor, p: PlatformDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
     """Ask one supervisor for a workflow (they are assigned if available)."""
     return run(p.request_supervisor(supervisor_id, body.workflow_id, idempotency_key=key))
@@ -306,7 +356,7 @@ def request_supervisor(
 
 @router.post("/supervisors/{supervisor_id:path}/ratings")
 def rate_supervisor(
-    supervisor_id: str, body: RateSupervisor, p: PlatformDep, key: IdempotencyKey = None
+    supervisor_id: Id, body: RateSupervisor, p: PlatformDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
     """The poster's 1-5 rating of a supervisor for an ended workflow; it moves their reputation."""
     return run(
@@ -316,7 +366,7 @@ def rate_supervisor(
 
 @router.post("/supervisors/{supervisor_id:path}/approval-quality")
 def record_approval_quality(
-    supervisor_id: str, body: ApprovalQuality, p: PlatformDep, key: IdempotencyKey = None
+    supervisor_id: Id, body: ApprovalQuality, p: PlatformDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
     """Record how good a supervisor's approval turned out (0-1), which feeds their reputation."""
     return run(

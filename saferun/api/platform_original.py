@@ -9,12 +9,29 @@ twin, behind the same ``platform`` dependency, so who may call it (and every ref
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import Field
 
-from saferun.api.platform import Amount, Id, IdempotencyKey, LockEscrow, PlatformDep, Split, run
+from saferun.api.platform import (
+    TEXT64,
+    Amount,
+    EscrowId,
+    Id,
+    IdempotencyKey,
+    JobId,
+    JobStatusName,
+    LockEscrow,
+    PlatformDep,
+    PositiveAmount,
+    RequiredText64,
+    RoleName,
+    Split,
+    WorkflowId,
+    doc,
+    run,
+)
 from saferun.api.schemas import Strict
 from saferun.errors import InvalidInput
 from saferun.storage.artifacts import URI_PREFIX
@@ -28,18 +45,18 @@ class Escrow(Strict):
 
 
 class CreateJob(Strict):
-    type: str = Field(min_length=1, max_length=64)
+    type: RequiredText64
     data: dict[str, Any] = Field(default_factory=dict)
     escrow: Escrow
 
 
 class PatchJob(Strict):
-    status: str = Field(min_length=1, max_length=32)
+    status: JobStatusName
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class CreateSubjob(Strict):
-    parent_job_id: Id
+    parent_job_id: JobId
     checkpoint_id: str = Field(min_length=1, max_length=200)
     supervisor_id: Id
     type: str = Field(default="approval_request", max_length=64)
@@ -47,14 +64,14 @@ class CreateSubjob(Strict):
 
 
 class ReleaseEscrow(Strict):
-    escrow_id: Id
-    amount: Amount
+    escrow_id: EscrowId
+    amount: PositiveAmount
     recipient_id: Id
     reason: str = Field(default="", max_length=200)
 
 
 class SplitPayment(Strict):
-    escrow_id: Id
+    escrow_id: EscrowId
     splits: list[Split] = Field(min_length=1, max_length=1000)
 
 
@@ -67,12 +84,12 @@ class CreateArtifact(Strict):
 
 class VerifyIdentity(Strict):
     user_id: Id
-    role: str = Field(min_length=1, max_length=64)
+    role: RoleName
 
 
 class RequestSupervisor(Strict):
     supervisor_id: Id
-    workflow_id: str = Field(min_length=1, max_length=64)
+    workflow_id: WorkflowId
 
 
 @router.post("/jobs")
@@ -137,7 +154,10 @@ def create_artifact(body: CreateArtifact, p: PlatformDep, key: IdempotencyKey = 
 
 
 @router.get("/artifacts/{artifact_id}")
-def get_artifact(artifact_id: str, p: PlatformDep) -> dict[str, Any]:
+def get_artifact(
+    artifact_id: Annotated[str, doc({"type": "string", "pattern": "^(sha256:)?[0-9a-f]{64}$"})],
+    p: PlatformDep,
+) -> dict[str, Any]:
     """The original's ``get_artifact``: the text after the URI's last ``/`` (``sha256:<hex>`` or hex)."""
     digest = artifact_id.removeprefix("sha256:")
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
@@ -153,7 +173,7 @@ def verify_identity(body: VerifyIdentity, p: PlatformDep) -> dict[str, Any]:
 
 
 @router.get("/identity/users/{user_id}")
-def get_user_profile(user_id: str, p: PlatformDep) -> dict[str, Any]:
+def get_user_profile(user_id: Id, p: PlatformDep) -> dict[str, Any]:
     """The original's ``get_user_profile``."""
     return run(p.get_user_profile(user_id))
 
@@ -161,7 +181,7 @@ def get_user_profile(user_id: str, p: PlatformDep) -> dict[str, Any]:
 @router.get("/marketplace/supervisors")
 def find_supervisors(
     p: PlatformDep,
-    workflow_type: str = Query(min_length=1, max_length=64),
+    workflow_type: Annotated[str, Query(min_length=1, max_length=64), doc(TEXT64)],
     min_reputation: float = Query(0.8, ge=0, le=1),
 ) -> dict[str, Any]:
     """The original's ``find_supervisors``: ``{"supervisors": [...]}``."""

@@ -8,13 +8,52 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from saferun.core.state_machine.models import ApprovalDecision, CheckpointConfig, ExecutionState
+from saferun.domain.money import DECIMALS
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def doc(schema: dict[str, Any]) -> WithJsonSchema:
+    """State in the OpenAPI schema what a field accepts when the check itself lives elsewhere (the engine,
+    the platform), so the schema describes the server; tests/test_api_fuzz.py checks the two agree."""
+    return WithJsonSchema(schema)
+
+
+def whole_number(cls: type, value: Any) -> Any:
+    """JSON Schema's ``integer`` includes ``2.0`` (the OpenAPI schema says integer): read it as 2; the
+    field's strict mode still refuses ``true``, ``"2"`` and ``2.5``."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+_DECIMAL_TEXT = r"^\s*[0-9]{1,12}(\.[0-9]{1,6})?\s*$"  # below MAX_AMOUNT, at most 6 decimals
+_MAX_NUMBER = 10**12 - 1  # below MAX_AMOUNT (domain/money.py), exactly representable as a float
+
+
+def amount_schema(*, positive: bool = False) -> dict[str, Any]:
+    """An exact amount: a number or decimal string, at most 6 decimals, 0 (or more than 0) to 10^12 - 1."""
+    low: dict[str, Any] = {"exclusiveMinimum": 0} if positive else {"minimum": 0}
+    number = {"type": "number", **low, "maximum": _MAX_NUMBER, "multipleOf": 10**-DECIMALS}
+    text: dict[str, Any] = {"type": "string", "pattern": _DECIMAL_TEXT}
+    if positive:
+        text["not"] = {"pattern": r"^\s*0*(\.0*)?\s*$"}
+    words = "more than 0" if positive else "at least 0"
+    return {"anyOf": [number, text], "description": f"exact amount, {words}, at most 6 decimals"}
+
+
+# the executor's share of each payment: a fraction from 0 to 1, at most 6 decimals (WorkflowConfig)
+SHARE = {
+    "anyOf": [
+        {"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 10**-DECIMALS},
+        {"type": "string", "pattern": r"^\s*(0(\.[0-9]{1,6})?|1(\.0{1,6})?)\s*$"},
+        {"type": "null"},
+    ],
+    "description": "the executor's fraction of each payment, 0 to 1 (default 0.9)",
+}
 
 
 class CreateWorkflow(Strict):
@@ -37,14 +76,18 @@ class CreateWorkflow(Strict):
 
     name: str = Field(min_length=1, max_length=500)
     description: str = Field(default="", max_length=20_000)
-    checkpoint_names: list[str] | None = Field(default=None, description="the seed's shorthand")
-    checkpoints: list[CheckpointConfig] | None = Field(default=None, description="full checkpoint configs")
-    escrow_amount: Any = Field(description="exact amount, at most 6 decimals (number or string)")
+    checkpoint_names: list[str] | None = Field(
+        default=None, description="the seed's shorthand; give this or checkpoints (one of them, not empty)"
+    )
+    checkpoints: list[CheckpointConfig] | None = Field(
+        default=None, description="full checkpoint configs; give this or checkpoint_names (one, not empty)"
+    )
+    escrow_amount: Annotated[Any, doc(amount_schema())]
     poster_id: str = Field(min_length=1, max_length=200)
     executor_id: str = Field(min_length=1, max_length=200)
     supervisor_id: str | None = Field(default=None, max_length=200)
     workflow_id: str | None = Field(default=None, min_length=1, max_length=64)
-    executor_share: Any = None
+    executor_share: Annotated[Any, doc(SHARE)] = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     funding: Literal["ledger", "x402"] = Field(
         default="ledger",
@@ -154,7 +197,10 @@ class SubmitDecision(Strict):
                     "approved_by": "human_789",
                     "rationale": "500 is enough for a first look",
                 }
-            ]
+            ],
+            # a rejection needs a rationale (api/approvals.py _require_rationale): a non-space character
+            "if": {"properties": {"decision": {"enum": ["REJECTED", "rejected"]}}, "required": ["decision"]},
+            "then": {"required": ["rationale"], "properties": {"rationale": {"pattern": "\\S"}}},
         },
     )
 
@@ -174,10 +220,27 @@ class SubmitDecision(Strict):
 class BatchDecision(Strict):
     """Several requests, one verdict: ``request_ids`` or every pending request of ``workflow_id``."""
 
-    request_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
-        default=None, min_length=1, max_length=500
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"decision": {"const": "REJECTED"}}, "required": ["decision"]},
+            "then": {"required": ["rationale"], "properties": {"rationale": {"pattern": "\\S"}}},
+        },
     )
-    workflow_id: str | None = Field(default=None, min_length=1, max_length=64)
+
+    request_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        json_schema_extra={"uniqueItems": True},
+        description="the requests to decide; give this or workflow_id, not both",
+    )
+    workflow_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="decide every pending request of this workflow; give this or request_ids",
+    )
     decision: Literal[ApprovalDecision.APPROVED, ApprovalDecision.REJECTED]
     rationale: str = Field(default="", max_length=20_000)
     approved_by: str | None = Field(default=None, min_length=1, max_length=200)
@@ -330,6 +393,8 @@ class RatingIn(Strict):
     rating: int = Field(ge=1, le=5, strict=True, description="1 (poor) to 5 (excellent)")
     review: str = Field(default="", max_length=2000)
 
+    _whole = field_validator("rating", mode="before")(whole_number)
+
 
 class ClaimIn(Strict):
     """A claim on a compensation step. The staleness window is the server's ``SAFERUN_STALE_CLAIM_SECONDS``:
@@ -346,6 +411,8 @@ class FinishIn(Strict):
     ok: bool
     error: str = Field(default="", max_length=20_000)
     generation: int | None = Field(default=None, ge=1, le=2**31 - 1, strict=True)
+
+    _whole = field_validator("generation", mode="before")(whole_number)
 
 
 class RollbackDone(Strict):
@@ -413,7 +480,9 @@ class ResolveIn(Strict):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"action": "mark_compensated", "reason": "called the shop; order o-1 cancelled"}]
+            "examples": [{"action": "mark_compensated", "reason": "called the shop; order o-1 cancelled"}],
+            "if": {"properties": {"action": {"enum": ["mark_compensated", "fail"]}}, "required": ["action"]},
+            "then": {"required": ["reason"], "properties": {"reason": {"pattern": "\\S"}}},
         },
     )
 

@@ -36,8 +36,12 @@ def health(orch: OrchestratorDep) -> Any:
         cause = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         return JSONResponse(
             status_code=503,
-            content={"status": "unhealthy", "service": "SafeRun X402", "version": __version__,
-                     "error": cause},
+            content={
+                "status": "unhealthy",
+                "service": "SafeRun X402",
+                "version": __version__,
+                "error": cause,
+            },
         )
     return {"status": "healthy", "service": "SafeRun X402", "version": __version__}
 

@@ -691,8 +691,8 @@ class EmbeddedPlatform:
 
     async def verify_identity(self, user_id: str, role: str) -> bool:
         """Whether ``user_id`` is a registered, enabled identity with ``role`` (unknown identity: False)."""
-        if not isinstance(user_id, str):
-            raise InvalidInput("user_id", f"must be a string, got {type(user_id).__name__}")
+        # a malformed id is 422, as everywhere else, not "not verified" (that is for ids no one holds)
+        user_id = id_store.validate_identity_id(user_id, "user_id")
         if not isinstance(role, str):
             raise InvalidInput("role", f"must be a role name, got {type(role).__name__}")
         (wanted,) = parse_roles([role], "role")

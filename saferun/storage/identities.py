@@ -42,7 +42,8 @@ from saferun.storage.schema import api_keys, identities, sessions, utcnow
 
 KEY_PREFIX = "sr_"
 _KEY_RE = re.compile(r"sr_(key_[0-9a-f]{16})_([0-9a-f]{64})")
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}")
+IDENTITY_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}"  # also stated in the OpenAPI schema
+_ID_RE = re.compile(IDENTITY_ID_PATTERN)
 MAX_NAME = 500
 MAX_LABEL = 200
 MAX_COOKIE = 200  # a cookie value is 43 characters; anything much longer is not one of ours

@@ -96,7 +96,7 @@ class CheckpointConfig(BaseModel):
     name: str = Field(min_length=1, max_length=500)
     description: str = ""
     requires_approval: bool = True
-    can_rollback: bool = True
+    can_rollback: bool = Field(default=True, strict=True)  # true/false, not 0/1 or "yes"
     timeout_seconds: int = Field(default=300, gt=0, le=60 * 60 * 24 * 365)
     checkpoint_id: str = Field(default_factory=lambda: new_id("cp"), min_length=1, max_length=200)
     # What happens when nobody decides in time. Rejecting is the safe default: silence is not consent.
