@@ -45,11 +45,12 @@ def amount_schema(*, positive: bool = False) -> dict[str, Any]:
     return {"anyOf": [number, text], "description": f"exact amount, {words}, at most 6 decimals"}
 
 
-# the executor's share of each payment: a fraction from 0 to 1, at most 6 decimals (WorkflowConfig)
+# the executor's share of each payment: a fraction from 0 to 1 (WorkflowConfig; the ledger's exact split
+# rounds each payment to micro-units, so the share itself needs no decimal limit)
 SHARE = {
     "anyOf": [
-        {"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 10**-DECIMALS},
-        {"type": "string", "pattern": r"^\s*(0(\.[0-9]{1,6})?|1(\.0{1,6})?)\s*$"},
+        {"type": "number", "minimum": 0, "maximum": 1},
+        {"type": "string", "pattern": r"^\s*(0(\.[0-9]{1,30})?|1(\.0{1,30})?)\s*$"},
         {"type": "null"},
     ],
     "description": "the executor's fraction of each payment, 0 to 1 (default 0.9)",
