@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from saferun.core.state_machine.models import ApprovalDecision, CheckpointConfig, ExecutionState
-from saferun.domain.money import DECIMALS
+from saferun.domain.money import DECIMALS, MAX_AMOUNT
 
 
 class Strict(BaseModel):
@@ -31,7 +31,9 @@ def whole_number(cls: type, value: Any) -> Any:
 
 
 _DECIMAL_TEXT = r"^\s*[0-9]{1,12}(\.[0-9]{1,6})?\s*$"  # below MAX_AMOUNT, at most 6 decimals
-_MAX_NUMBER = 10**12 - 1  # below MAX_AMOUNT (domain/money.py), exactly representable as a float
+# MAX_AMOUNT as the nearest double below it (…775390625): no double lies between the two, so a JSON number
+# is schema-valid exactly when the server takes it (domain/money.py reads a float through its repr)
+_MAX_NUMBER = float(MAX_AMOUNT)
 
 
 def amount_schema(*, positive: bool = False) -> dict[str, Any]:
