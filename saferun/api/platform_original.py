@@ -100,13 +100,13 @@ def create_job(body: CreateJob, p: PlatformDep, key: IdempotencyKey = None) -> d
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: str, p: PlatformDep) -> dict[str, Any]:
+def get_job(job_id: JobId, p: PlatformDep) -> dict[str, Any]:
     """The original's ``get_job``."""
     return run(p.get_job(job_id))
 
 
 @router.patch("/jobs/{job_id}")
-def update_job_status(job_id: str, body: PatchJob, p: PlatformDep, key: IdempotencyKey = None) -> Any:
+def update_job_status(job_id: JobId, body: PatchJob, p: PlatformDep, key: IdempotencyKey = None) -> Any:
     """The original's ``update_job_status``; ``metadata["reason"]`` becomes the recorded reason."""
     reason = str(body.metadata.get("reason", ""))[:2000]
     return run(p.update_job_status(job_id, body.status, reason, idempotency_key=key))
