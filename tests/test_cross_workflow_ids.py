@@ -69,7 +69,8 @@ async def test_another_workflows_id_under_this_workflow_is_not_found_and_changes
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
         own = f"/api/workflows/{world.b.workflow_id}/rollback/steps/{world.b.step_id}"
         claimed = await c.post(f"{own}/claim", json={"owner": "b-agent"}, headers=world.headers["exec_b"])
-        assert claimed.status_code == 200 and claimed.json() == {"claimed": True}
+        assert claimed.status_code == 200 and claimed.json()["claimed"] is True  # (+ its fencing generation)
+        assert claimed.json()["idempotency_key"].startswith(f"saferun:{world.b.workflow_id}:")
         finished = await c.post(f"{own}/finish", json={"ok": True}, headers=world.headers["exec_b"])
         assert finished.status_code == 200, finished.text
     assert world.orch.saga_steps(world.b.workflow_id)[0]["status"] == "compensated"

@@ -48,7 +48,9 @@ T = TypeVar("T")
 
 # What the embedded platform accepts, stated in the OpenAPI schema (documentation only: the platform's own
 # checks stay authoritative and name the field in their words; tests/test_api_fuzz.py checks the two agree)
-NOT_BLANK = r"^[^\x00]*[^\x00\s\x85][^\x00]*$"  # required text: some non-space character, no NUL
+# required text: some character Python's str.strip() keeps (it also strips \x1c-\x1f and \x85, which JSON
+# Schema's \s does not count as space), no NUL
+NOT_BLANK = r"^[^\x00]*[^\x00\s\x1c-\x1f\x85][^\x00]*$"
 # platform._workflow_id: no ":", no controls; \x85 (NEL) is a space that Hypothesis does not treat as \s
 _WF = r"[^:\x00-\x1f]*[^:\s\x00-\x1f\x85][^:\x00-\x1f]*"
 WORKFLOW_ID = {"type": "string", "minLength": 1, "maxLength": MAX_WORKFLOW_ID, "pattern": f"^{_WF}$"}

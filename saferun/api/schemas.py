@@ -203,7 +203,10 @@ class SubmitDecision(Strict):
             ],
             # a rejection needs a rationale (api/approvals.py _require_rationale): a non-space character
             "if": {"properties": {"decision": {"enum": ["REJECTED", "rejected"]}}, "required": ["decision"]},
-            "then": {"required": ["rationale"], "properties": {"rationale": {"pattern": "\\S"}}},
+            "then": {
+                "required": ["rationale"],
+                "properties": {"rationale": {"pattern": "[^\\s\\x1c-\\x1f\\x85]"}},
+            },
         },
     )
 
@@ -227,7 +230,10 @@ class BatchDecision(Strict):
         extra="forbid",
         json_schema_extra={
             "if": {"properties": {"decision": {"const": "REJECTED"}}, "required": ["decision"]},
-            "then": {"required": ["rationale"], "properties": {"rationale": {"pattern": "\\S"}}},
+            "then": {
+                "required": ["rationale"],
+                "properties": {"rationale": {"pattern": "[^\\s\\x1c-\\x1f\\x85]"}},
+            },
         },
     )
 
@@ -485,7 +491,7 @@ class ResolveIn(Strict):
         json_schema_extra={
             "examples": [{"action": "mark_compensated", "reason": "called the shop; order o-1 cancelled"}],
             "if": {"properties": {"action": {"enum": ["mark_compensated", "fail"]}}, "required": ["action"]},
-            "then": {"required": ["reason"], "properties": {"reason": {"pattern": "\\S"}}},
+            "then": {"required": ["reason"], "properties": {"reason": {"pattern": "[^\\s\\x1c-\\x1f\\x85]"}}},
         },
     )
 

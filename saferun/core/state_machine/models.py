@@ -103,7 +103,7 @@ class CheckpointConfig(BaseModel):
     on_timeout: TimeoutPolicy = "reject"
     # This checkpoint's share of the escrow relative to the others (equal by default).
     # Bounded (0 < w <= MAX_WEIGHT, at most 6 decimals) so the exact split stays small integer arithmetic.
-    milestone_weight: Decimal = Field(default=Decimal(1))
+    milestone_weight: Decimal = Field(default=Decimal(1), gt=0, le=1_000_000)
     # A JSON Schema for the parameters a reviewer may change here (saferun/domain/parameter_schema.py);
     # None: inferred from the values the agent proposes. A checkpoint call may declare its own.
     parameter_schema: dict[str, Any] | None = None
