@@ -79,7 +79,7 @@ class CreateWorkflow(Strict):
 
     name: str = Field(min_length=1, max_length=500)
     description: str = Field(default="", max_length=20_000)
-    checkpoint_names: list[str] | None = Field(
+    checkpoint_names: list[Annotated[str, Field(min_length=1, max_length=500)]] | None = Field(
         default=None, description="the seed's shorthand; give this or checkpoints (one of them, not empty)"
     )
     checkpoints: list[CheckpointConfig] | None = Field(
