@@ -6,66 +6,22 @@ person would); ``database_env`` points ``DATABASE_URL`` at the test's database s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from sqlalchemy import update
-from typer.testing import CliRunner
 
 from saferun.cli.approvals import parse_modifications
-from saferun.cli.main import app
 from saferun.core.rollback.reconciliation import registry
 from saferun.core.state_machine.models import (
     ApprovalDecision,
-    CheckpointConfig,
-    ExecutionState,
-    WorkflowConfig,
 )
-from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.storage.database import Database, current_revision
 from saferun.storage.schema import audit_events
+from tests.cli_support import cli, pending_workflow
 
-runner = CliRunner()
 cancelled: list[str] = []
 registry.register("cli_test_cancel_order", lambda order_id: cancelled.append(order_id))
-
-
-@dataclass
-class Pending:
-    orch: WorkflowOrchestrator
-    workflow_id: str
-    request_id: str
-
-
-def pending_workflow(db: Database, *, can_rollback: bool = True, step: str | None = None) -> Pending:
-    """A workflow paused at its first checkpoint, proposing ``{"pizza_count": 100}``."""
-    orch = WorkflowOrchestrator(database=db)
-    config = WorkflowConfig(
-        name="Pizza party",
-        checkpoints=[
-            CheckpointConfig(name="Order pizza", can_rollback=can_rollback),
-            CheckpointConfig(name="Deliver"),
-        ],
-        escrow_amount=100.0,
-        poster_id="poster_1",
-        executor_id="agent_1",
-        supervisor_id="alice",
-    )
-    wf = orch.initialize_workflow(config)
-    orch.start_execution(wf.workflow_id)
-    if step:
-        orch.register_step(wf.workflow_id, "place_order", step, {"order_id": "o-1"})
-    state = ExecutionState(checkpoint_id=config.checkpoints[0].checkpoint_id, parameters={"pizza_count": 100})
-    snap = orch.create_checkpoint_sync(wf.workflow_id, state)
-    req = orch.request_approval(
-        wf.workflow_id, snap.snapshot_id, "Order 100 pizzas?", recommendation="approve", confidence=0.8
-    )
-    return Pending(orch, wf.workflow_id, req.request_id)
-
-
-def cli(*args: str) -> Any:
-    return runner.invoke(app, list(args))
 
 
 def test_list_and_show_contain_ids_and_states(database_env: Database) -> None:

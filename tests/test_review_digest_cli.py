@@ -7,7 +7,7 @@ import json
 import re
 
 from saferun.storage.database import Database
-from tests.test_cli import cli, pending_workflow
+from tests.cli_support import cli, pending_workflow
 
 
 def test_show_then_decide_with_the_digest_and_a_stale_one_decides_nothing(database_env: Database) -> None:
