@@ -76,6 +76,34 @@ def posting_digest(txn: Mapping[str, Any], legs: Iterable[Mapping[str, Any]]) ->
     return hashlib.sha256(canonical_bytes(body, "posting")).hexdigest()
 
 
+def posting_problem(
+    workflow_id: str, decoded: Iterable[tuple[int, Any]], entries: Iterable[Mapping[str, Any]]
+) -> tuple[str, str, str] | None:
+    """The read path's ledger check, as ``(table, row id, reason)`` or None: every posting of the workflow
+    (``entries``: all of them, each with its legs) must sum to zero, every posting an event recorded
+    (``posting_sha256``) must be there and hash to what the event recorded. The same rules as ``verify``,
+    on rows already read, so a balance or an entry is never served from a forged leg."""
+    recorded: dict[str, list[tuple[int, str]]] = {}
+    for seq, payload in decoded:
+        if isinstance(payload, dict) and isinstance(payload.get("posting_sha256"), str):
+            recorded.setdefault(str(payload.get("txn_id")), []).append((seq, payload["posting_sha256"]))
+    present = set()
+    for entry in entries:
+        txn_id = str(entry["txn_id"])
+        present.add(txn_id)
+        total = sum(int(leg["amount_micro"]) for leg in entry["legs"])
+        if total != 0:
+            return "ledger_legs", txn_id, f"the posting's legs sum to {total} micro-units, not zero"
+        digest = posting_digest({**entry, "workflow_id": workflow_id}, entry["legs"])
+        for seq, expected in recorded.get(txn_id, []):
+            if digest != expected:
+                return "ledger_transactions", txn_id, f"the posting does not match what event {seq} recorded"
+    for txn_id, events in recorded.items():
+        if txn_id not in present:
+            return "ledger_transactions", txn_id, f"it is missing (event {events[0][0]} recorded it)"
+    return None
+
+
 # --- rows bound to the chain by view ------------------------------------------------------------------
 #
 # An event binds a row by carrying ``bind``: a list of ``[table, row id, view, sha256]``. A *view* is the

@@ -23,6 +23,7 @@ from saferun.domain.audit import (
     decision_digest,
     event_hash,
     payload_text,
+    posting_problem,
     verify_chain,
     workflow_problem,
 )
@@ -276,11 +277,13 @@ def check_read(
     responses: list[Any] | None = None,
     workflow: Any = None,
     complete: tuple[str, ...] = (),
+    postings: list[dict[str, Any]] | None = None,
 ) -> None:
-    """The read path's check: before a decision, request, snapshot, step or payment is served, its chain
-    must verify link by link and the rows must match what their events recorded. One indexed range read
-    of the workflow's events (plus hashing them); raises ``Tampered`` naming the row, so a forged value is
-    never returned."""
+    """The read path's check: before a decision, request, snapshot, step, payment or ledger posting is
+    served, its chain must verify link by link and the rows must match what their events recorded
+    (``postings``: all of the workflow's, as ``ledger.entries`` reads them; ``posting_problem``). One
+    indexed range read of the workflow's events (plus hashing them); raises ``Tampered`` naming the row,
+    so a forged value is never returned."""
     evs = raw_events(conn, workflow_id)
     broken = verify_chain(workflow_id, evs)
     if broken is not None:
@@ -306,6 +309,10 @@ def check_read(
             problem = check_row(name, row, bound, strict=strict)
             if problem is not None:
                 raise Tampered(workflow_id, name, str(row[KEYS[name]]), problem)
+    if postings is not None:
+        forged = posting_problem(workflow_id, decoded, postings)
+        if forged is not None:
+            raise Tampered(workflow_id, *forged)
     if responses:
         recorded = {
             p.get("request_id"): p.get("response_sha256")
