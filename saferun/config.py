@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     signing_key_file: Path | None = Field(default=None, alias="SAFERUN_SIGNING_KEY_FILE")
     # a saga claim older than this is abandoned and may be re-taken; the server's, never a caller's choice
     stale_claim_seconds: float = Field(default=300.0, gt=0, le=86_400, alias="SAFERUN_STALE_CLAIM_SECONDS")
+    # workflows whose verified audit-chain prefix a process remembers, so a checked read hashes only the
+    # events appended since (saferun/storage/chain_cache.py); 0 re-hashes the whole chain on every read
+    chain_cache_entries: int = Field(default=2048, ge=0, le=1_000_000, alias="SAFERUN_CHAIN_CACHE_ENTRIES")
 
     # --- workflows ---
     # modules imported at start so compensation names resolve in every process (like Celery's imports)

@@ -254,9 +254,12 @@ async def test_a_deleted_last_event_is_detected_by_the_anchor(db: Database) -> N
 
 
 async def test_read_path_checks_cost_one_indexed_read_of_the_chain(db: Database) -> None:
-    """Each checked read adds one SELECT (the workflow's events, by primary-key prefix); the resume read
-    (workflow + snapshot joined with its artifact row + events) replaces its former single bare query."""
+    """A cold checked read adds one SELECT (the workflow's events, by primary-key prefix, with the row's
+    anchor); once this process verified the chain (``storage.chain_cache``) a read given the workflow row
+    reads no event at all, and one without it reads only the anchor (and the events after the prefix)."""
     from sqlalchemy import event
+
+    from saferun.storage import chain_cache
 
     orch = WorkflowOrchestrator(database=db)
     wf = started(orch)
@@ -269,24 +272,32 @@ async def test_read_path_checks_cost_one_indexed_read_of_the_chain(db: Database)
         if statement.lstrip().upper().startswith("SELECT"):
             seen.append(statement)
 
+    reads = {
+        "get_workflow": lambda: orch.get_workflow(wf),
+        "get_approval_request": lambda: orch.get_approval_request(req),
+        "get_approval_response": lambda: orch.get_approval_response(req),
+        "latest_approved_state": lambda: orch.latest_approved_state(wf),
+    }
     event.listen(db.engine, "before_cursor_execute", record)
     try:
-        counts = {}
-        for name, read in (
-            ("get_workflow", lambda: orch.get_workflow(wf)),
-            ("get_approval_request", lambda: orch.get_approval_request(req)),
-            ("get_approval_response", lambda: orch.get_approval_response(req)),
-            ("latest_approved_state", lambda: orch.latest_approved_state(wf)),
-        ):
+        cold, warm = {}, {}
+        for name, read in reads.items():
+            chain_cache.for_engine(db.engine).clear()  # as in a process that starts now
             seen.clear()
             read()
-            counts[name] = len(seen)
+            cold[name] = len(seen)
             assert sum("audit_events" in s for s in seen) == 1, name
+            seen.clear()
+            read()
+            warm[name] = len(seen)
+            with_row = name in ("get_workflow", "latest_approved_state")
+            assert sum("audit_events" in s for s in seen) == (0 if with_row else 1), name
     finally:
         event.remove(db.engine, "before_cursor_execute", record)
-    assert counts == {
+    assert cold == {
         "get_workflow": 2,
         "get_approval_request": 2,
         "get_approval_response": 3,
         "latest_approved_state": 3,
     }
+    assert warm == {**cold, "get_workflow": 1, "latest_approved_state": 2}

@@ -28,9 +28,10 @@ from tests.helpers import make_config
 # per steady cycle (the milestone was paid by the first): pause + decision, and what the agent reads back
 # PostgreSQL re-reads the request under the workflow's lock (an alert may commit in between: decisions.py)
 WRITE_STATEMENTS = {"sqlite": 26, "postgresql": 29}
-# the decision and its request, the workflow row and its last approved snapshot, the audit chain read twice
-# to check both against it (issue 10's read-path verification), the state's manifest and changed part
-RESUME_STATEMENTS = 8
+# the decision and its request, the anchor with the events appended since this process verified the chain
+# (storage.chain_cache), the workflow row and its last approved snapshot (whose anchor then needs no event
+# read), the state's manifest and changed part
+RESUME_STATEMENTS = 7
 
 
 @dataclass

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from saferun.domain.canonical import canonical_bytes
-from saferun.domain.money import to_micro
 
 GENESIS = "0" * 64
 
@@ -74,34 +73,6 @@ def posting_digest(txn: Mapping[str, Any], legs: Iterable[Mapping[str, Any]]) ->
     body: dict[str, Any] = {name: txn[name] for name in POSTING_FIELDS}
     body["legs"] = sorted([str(leg["account"]), int(leg["amount_micro"])] for leg in legs)
     return hashlib.sha256(canonical_bytes(body, "posting")).hexdigest()
-
-
-def posting_problem(
-    workflow_id: str, decoded: Iterable[tuple[int, Any]], entries: Iterable[Mapping[str, Any]]
-) -> tuple[str, str, str] | None:
-    """The read path's ledger check, as ``(table, row id, reason)`` or None: every posting of the workflow
-    (``entries``: all of them, each with its legs) must sum to zero, every posting an event recorded
-    (``posting_sha256``) must be there and hash to what the event recorded. The same rules as ``verify``,
-    on rows already read, so a balance or an entry is never served from a forged leg."""
-    recorded: dict[str, list[tuple[int, str]]] = {}
-    for seq, payload in decoded:
-        if isinstance(payload, dict) and isinstance(payload.get("posting_sha256"), str):
-            recorded.setdefault(str(payload.get("txn_id")), []).append((seq, payload["posting_sha256"]))
-    present = set()
-    for entry in entries:
-        txn_id = str(entry["txn_id"])
-        present.add(txn_id)
-        total = sum(int(leg["amount_micro"]) for leg in entry["legs"])
-        if total != 0:
-            return "ledger_legs", txn_id, f"the posting's legs sum to {total} micro-units, not zero"
-        digest = posting_digest({**entry, "workflow_id": workflow_id}, entry["legs"])
-        for seq, expected in recorded.get(txn_id, []):
-            if digest != expected:
-                return "ledger_transactions", txn_id, f"the posting does not match what event {seq} recorded"
-    for txn_id, events in recorded.items():
-        if txn_id not in present:
-            return "ledger_transactions", txn_id, f"it is missing (event {events[0][0]} recorded it)"
-    return None
 
 
 # --- rows bound to the chain by view ------------------------------------------------------------------
@@ -210,21 +181,6 @@ class Binding:
     sha256: str
 
 
-def bindings(events: Iterable[tuple[int, Mapping[str, Any]]]) -> dict[tuple[str, str, str], Binding]:
-    """What the chain says each bound (table, id, view) must hash to: the latest event that bound it.
-    Takes ``(seq, decoded payload)`` pairs in chain order; payloads without ``bind`` are skipped."""
-    out: dict[tuple[str, str, str], Binding] = {}
-    for seq, payload in events:
-        entries = payload.get("bind") if isinstance(payload, Mapping) else None
-        if not isinstance(entries, list):
-            continue
-        for entry in entries:
-            if isinstance(entry, list) and len(entry) == 4 and all(isinstance(x, str) for x in entry):
-                table, row_id, view, sha = entry
-                out[(table, row_id, view)] = Binding(seq, sha)
-    return out
-
-
 # Set in a new workflow's ``workflow_created`` payload: every row of this workflow is bound when written,
 # so a row with no binding was not written by SafeRun. Workflows from before binding lack it and their
 # unbound rows are read as before.
@@ -254,60 +210,6 @@ def check_row(
     if vocabulary is not None and row["status"] not in vocabulary:
         return f"{table} row {row_id} has status {row['status']!r}, which no SafeRun code writes"
     return None
-
-
-_PASSED = ("approved", "modified", "passed")
-
-
-def workflow_problem(
-    row: Mapping[str, Any], events: list[tuple[int, Mapping[str, Any]]], assigned: str | None = None
-) -> str | None:
-    """Why a workflow row disagrees with its chain, or None. Only for workflows that bind their rows
-    (older ones are checked by their anchor alone). The chain fixes: the configuration and the parties
-    and amount it names (``workflow_created``), the state (the last transition's ``to``) and the snapshot
-    an agent resumes from (the last snapshot the chain saw approved, modified or passed)."""
-    if not events or not binds_rows(events[0][1]):
-        return None
-    created = events[0][1]
-    config = created.get("config")
-    if not isinstance(config, Mapping):
-        return "the chain's first event carries no configuration"
-    wf_id = row["workflow_id"]
-    if _numbers_as_stored(row["config"]) != _numbers_as_stored(config):
-        return f"workflows row {wf_id}: config does not match the one recorded when it was created"
-    for column in ("name", "description", "poster_id", "executor_id"):
-        if row[column] != config.get(column, ""):
-            return f"workflows row {wf_id}: {column} does not match the configuration it was created with"
-    if row["supervisor_id"] != (config.get("supervisor_id") or assigned):
-        return f"workflows row {wf_id}: supervisor_id is neither the configured nor the assigned supervisor"
-    if row["escrow_micro"] != to_micro(config.get("escrow_amount"), "escrow_amount"):
-        return f"workflows row {wf_id}: escrow_micro does not match the escrow amount it was created with"
-    state, last_passed = None, None
-    for _, payload in events:
-        if not isinstance(payload, Mapping):
-            continue
-        if "to" in payload and "event" in payload:
-            state = payload["to"]
-        for entry in payload.get("bind") or ():
-            is_status = isinstance(entry, list) and entry[:1] == ["snapshots"] and entry[2:3] == ["status"]
-            if is_status and _status_in(entry, _PASSED):
-                last_passed = entry[1]
-    if state is not None and row["state"] != state:
-        return f"workflows row {wf_id}: state {row['state']!r} is not the chain's last state {state!r}"
-    if row["last_approved_snapshot_id"] != last_passed:
-        return (
-            f"workflows row {wf_id}: last_approved_snapshot_id is not the last snapshot the chain saw "
-            "approved"
-        )
-    return None
-
-
-def _status_in(entry: list[Any], statuses: Iterable[str]) -> bool:
-    """Whether a snapshot status binding records one of ``statuses`` (a binding carries only a hash)."""
-    snapshot_id, sha = entry[1], entry[3]
-    return any(
-        row_digest("snapshots", "status", {"snapshot_id": snapshot_id, "status": s}) == sha for s in statuses
-    )
 
 
 def _risk_level(risk: Any) -> str | None:
@@ -346,10 +248,12 @@ class ChainBreak:
     reason: str
 
 
-def verify_chain(workflow_id: str, events: Iterable[Mapping[str, Any]]) -> ChainBreak | None:
-    """The first broken link, or None when every event hashes to what it says and follows its parent."""
-    expected_prev = GENESIS
-    expected_seq = 1
+def verify_chain(
+    workflow_id: str, events: Iterable[Mapping[str, Any]], after: tuple[int, str] = (0, GENESIS)
+) -> ChainBreak | None:
+    """The first broken link, or None when every event hashes to what it says and follows its parent.
+    ``after`` is the (length, last hash) of a prefix already verified that ``events`` continue."""
+    expected_seq, expected_prev = after[0] + 1, after[1]
     for ev in events:
         seq = int(ev["seq"])
         if seq != expected_seq:

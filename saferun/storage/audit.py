@@ -10,26 +10,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 
 from saferun.domain.audit import (
     GENESIS,
     KEYS,
     Binding,
     ChainBreak,
-    bindings,
     binds_rows,
     check_row,
     decision_digest,
     event_hash,
     payload_text,
-    posting_problem,
-    verify_chain,
-    workflow_problem,
 )
 from saferun.domain.canonical import canonical_loads
+from saferun.domain.chain_facts import ChainFacts, of_events, workflow_problem
+from saferun.domain.chain_facts import extend as extend_facts
 from saferun.errors import ArtifactCorrupted, ArtifactNotFound, InvalidInput, Tampered
-from saferun.storage import eventlog, ledger
+from saferun.storage import chain_cache, eventlog, ledger
 from saferun.storage.artifacts import ArtifactStore, check_artifact_row
 from saferun.storage.database import before_commit
 from saferun.storage.schema import (
@@ -61,6 +59,25 @@ _HEAD = (
     .where(audit_events.c.workflow_id == bindparam("workflow_id"))
     .order_by(audit_events.c.seq.desc())
     .limit(1)
+)
+# the anchor on the workflow row and the events after a verified prefix, in one indexed read
+_EVENT_COLUMNS = tuple(c.name for c in audit_events.c)
+_TAIL = (
+    select(
+        workflows.c.audit_seq.label("anchor_seq"),
+        workflows.c.audit_head.label("anchor_head"),
+        *audit_events.c,
+    )
+    .select_from(
+        workflows.outerjoin(
+            audit_events,
+            and_(
+                audit_events.c.workflow_id == workflows.c.workflow_id, audit_events.c.seq > bindparam("seq")
+            ),
+        )
+    )
+    .where(workflows.c.workflow_id == bindparam("workflow_id"))
+    .order_by(audit_events.c.seq)
 )
 _INSERT = insert(audit_events)
 _ANCHOR = (
@@ -186,34 +203,36 @@ def verify(conn: Connection, workflow_id: str) -> tuple[int, ChainBreak | None]:
     Beyond the links: every decision row must hash to what its ``decision`` event recorded (events written
     before decisions were bound carry no ``response_sha256`` and are checked as before), and every ledger
     posting of the workflow must sum to zero and hash to what the event that wrote it recorded
-    (``posting_sha256``; older events without it are checked for the sum only)."""
+    (``posting_sha256``; older events without it are checked for the sum only).
+
+    Always the whole chain, never this process's verified prefix (``chain_cache``): this is the check that
+    finds an old event changed after a reader verified it. A broken chain is also dropped from that cache,
+    so this process's reads verify it whole again (and refuse it) instead of trusting the prefix; an
+    intact one is remembered, as any read's would be."""
     evs = raw_events(conn, workflow_id)
-    broken = verify_chain(workflow_id, evs) or _check_anchor(conn, workflow_id, evs)
-    if broken is None:
+    facts = of_events(workflow_id, evs)
+    broken = facts if isinstance(facts, ChainBreak) else _check_anchor(conn, workflow_id, evs)
+    if broken is None and isinstance(facts, ChainFacts):
         broken = (
             _check_decisions(conn, workflow_id, evs)
-            or _check_workflow_row(conn, workflow_id, evs)
-            or _check_bound_rows(conn, workflow_id, evs)
+            or _check_workflow_row(conn, workflow_id, facts)
+            or _check_bound_rows(conn, workflow_id, facts)
             or _check_artifacts(conn, workflow_id)
             or _check_postings(conn, workflow_id)
             or _check_bound_postings(conn, evs)
         )
+    cache = chain_cache.for_engine(conn.engine)
+    if broken is not None:
+        cache.drop(workflow_id)
+    elif isinstance(facts, ChainFacts) and not _appended_here(conn, workflow_id):
+        cache.put(facts)
     return len(evs), broken
 
 
-def _check_workflow_row(conn: Connection, workflow_id: str, evs: list[dict[str, Any]]) -> ChainBreak | None:
+def _check_workflow_row(conn: Connection, workflow_id: str, facts: ChainFacts) -> ChainBreak | None:
     row = conn.execute(select(workflows).where(workflows.c.workflow_id == workflow_id)).mappings().first()
-    problem = None if row is None else workflow_problem(row, _decoded(evs), assigned_supervisor(evs))
-    return None if problem is None else ChainBreak(len(evs), problem)
-
-
-def assigned_supervisor(evs: list[dict[str, Any]]) -> str | None:
-    """The supervisor the marketplace assigned (the first ``supervisor_assigned`` event), if any."""
-    for ev in evs:
-        if ev["kind"] == "supervisor_assigned":
-            value = canonical_loads(ev["payload"]).get("supervisor_id")
-            return value if isinstance(value, str) else None
-    return None
+    problem = None if row is None else workflow_problem(row, facts)
+    return None if problem is None else ChainBreak(facts.length, problem)
 
 
 def _check_artifacts(conn: Connection, workflow_id: str) -> ChainBreak | None:
@@ -238,16 +257,10 @@ def _check_artifacts(conn: Connection, workflow_id: str) -> ChainBreak | None:
     return None
 
 
-def _decoded(evs: list[dict[str, Any]]) -> list[tuple[int, Any]]:
-    return [(int(ev["seq"]), canonical_loads(ev["payload"])) for ev in evs]
-
-
-def _check_bound_rows(conn: Connection, workflow_id: str, evs: list[dict[str, Any]]) -> ChainBreak | None:
+def _check_bound_rows(conn: Connection, workflow_id: str, facts: ChainFacts) -> ChainBreak | None:
     """Every row an event bound must still exist and hash, view by view, to what the latest event that
     bound it recorded; every stored row's status must be one SafeRun writes."""
-    decoded = _decoded(evs)
-    bound = bindings(decoded)
-    strict = bool(decoded) and binds_rows(decoded[0][1])
+    bound, strict = facts.bound, facts.strict
     for name, table in BOUND_TABLES.items():
         key = KEYS[name]
         rows = {
@@ -265,7 +278,7 @@ def _check_bound_rows(conn: Connection, workflow_id: str, evs: list[dict[str, An
     return None
 
 
-def _seq_of(bound: dict[tuple[str, str, str], Binding], table: str, row_id: str) -> int:
+def _seq_of(bound: Mapping[tuple[str, str, str], Binding], table: str, row_id: str) -> int:
     seqs = [b.seq for (t, r, _), b in bound.items() if t == table and r == row_id]
     return max(seqs) if seqs else 0
 
@@ -277,28 +290,19 @@ def check_read(
     responses: list[Any] | None = None,
     workflow: Any = None,
     complete: tuple[str, ...] = (),
-    postings: list[dict[str, Any]] | None = None,
 ) -> None:
-    """The read path's check: before a decision, request, snapshot, step, payment or ledger posting is
-    served, its chain must verify link by link and the rows must match what their events recorded
-    (``postings``: all of the workflow's, as ``ledger.entries`` reads them; ``posting_problem``). One
-    indexed range read of the workflow's events (plus hashing them); raises ``Tampered`` naming the row,
-    so a forged value is never returned."""
-    evs = raw_events(conn, workflow_id)
-    broken = verify_chain(workflow_id, evs)
-    if broken is not None:
-        raise Tampered(workflow_id, "audit_events", str(broken.seq), broken.reason)
-    if not evs:
-        raise Tampered(workflow_id, "workflows", workflow_id, "the workflow has no audit chain")
-    decoded = _decoded(evs)
+    """The read path's check: before a decision, request, snapshot, step or payment is served, its chain
+    must verify link by link and end where the workflow row's anchor says, and the rows must match what
+    their events recorded. Raises ``Tampered`` naming the row, so a forged value is never returned.
+
+    The chain is verified through this process's verified prefix (``read_facts``): with a warm cache a
+    read hashes only the events appended since, but always re-hashes the rows it serves."""
+    facts = read_facts(conn, workflow_id, workflow)
     if workflow is not None:
-        problem = _anchor_problem(workflow, evs) or workflow_problem(
-            workflow, decoded, assigned_supervisor(evs)
-        )
+        problem = workflow_problem(workflow, facts)
         if problem is not None:
             raise Tampered(workflow_id, "workflows", workflow_id, problem)
-    bound = bindings(decoded)
-    strict = binds_rows(decoded[0][1])
+    bound, strict = facts.bound, facts.strict
     for name in complete:  # ``rows[name]`` is all of the workflow's rows: none the chain bound may be gone
         present = {str(r[KEYS[name]]) for r in (rows or {}).get(name, [])}
         for (table, row_id, _view), binding in bound.items():
@@ -309,28 +313,70 @@ def check_read(
             problem = check_row(name, row, bound, strict=strict)
             if problem is not None:
                 raise Tampered(workflow_id, name, str(row[KEYS[name]]), problem)
-    if postings is not None:
-        forged = posting_problem(workflow_id, decoded, postings)
-        if forged is not None:
-            raise Tampered(workflow_id, *forged)
-    if responses:
-        recorded = {
-            p.get("request_id"): p.get("response_sha256")
-            for _, p in decoded
-            if isinstance(p, dict) and "response_sha256" in p
-        }
-        for resp in responses:
-            expected = recorded.get(resp["request_id"])
-            if (expected is None and strict) or (
-                expected is not None
-                and (resp["workflow_id"] != workflow_id or decision_digest(resp) != expected)
-            ):
-                raise Tampered(
-                    workflow_id,
-                    "approval_responses",
-                    str(resp["response_id"]),
-                    f"the decision of request {resp['request_id']} does not match what its event recorded",
-                )
+    for resp in responses or ():
+        expected = facts.recorded.get(resp["request_id"])
+        if (expected is None and strict) or (
+            expected is not None and (resp["workflow_id"] != workflow_id or decision_digest(resp) != expected)
+        ):
+            raise Tampered(
+                workflow_id,
+                "approval_responses",
+                str(resp["response_id"]),
+                f"the decision of request {resp['request_id']} does not match what its event recorded",
+            )
+
+
+def read_facts(conn: Connection, workflow_id: str, workflow: Any = None) -> ChainFacts:
+    """The facts of the workflow's whole chain as its row anchors it, verified: this process's verified
+    prefix (``chain_cache``) when the anchor has not moved, that prefix plus the events after it when it
+    has, else the whole chain. ``workflow`` is the row when the caller has it (then a warm read runs no
+    statement at all); otherwise one statement reads the anchor with the events after the prefix.
+    ``Tampered`` when the chain is broken, empty, or does not end where the anchor says."""
+    writing = _appended_here(conn, workflow_id)
+    _flush_if_writing(conn)
+    anchored: tuple[int, str | None] | None = None
+    if workflow is not None and not writing:  # a row read before this transaction's appends is stale
+        anchored = (int(workflow["audit_seq"] or 0), workflow["audit_head"])
+    cache = chain_cache.for_engine(conn.engine)
+    known = cache.get(workflow_id)
+    if known is not None and anchored is not None and anchored[0] < known.length:
+        known = None  # this snapshot is older than what the cache knows: verify it whole
+    facts = known if known is not None and known.anchor == anchored else None
+    if facts is None:
+        start = known.length if known is not None else 0
+        tail_anchor, evs = _tail(conn, workflow_id, start)
+        anchored = anchored or tail_anchor
+        if anchored is None:
+            raise Tampered(workflow_id, "workflows", workflow_id, "the workflow row of this chain is missing")
+        if known is not None:
+            extended = extend_facts(known, evs)
+            if isinstance(extended, ChainFacts) and extended.anchor == anchored:
+                facts = extended
+            else:  # not a continuation of what this process verified: the whole chain decides
+                evs = _tail(conn, workflow_id, 0)[1]
+        if facts is None:
+            whole = of_events(workflow_id, evs)
+            if isinstance(whole, ChainBreak):
+                raise Tampered(workflow_id, "audit_events", str(whole.seq), whole.reason)
+            if not whole.length:
+                raise Tampered(workflow_id, "workflows", workflow_id, "the workflow has no audit chain")
+            if whole.anchor != anchored:
+                reason = "the chain's length or last hash is not the one the workflow row anchored"
+                raise Tampered(workflow_id, "workflows", workflow_id, reason)
+            facts = whole
+    if not writing:  # only what other transactions committed: this one's appends could still roll back
+        cache.put(facts)
+    return facts
+
+
+def _tail(conn: Connection, workflow_id: str, after: int) -> tuple[tuple[int, str | None] | None, list[Any]]:
+    """The workflow row's anchor and the chain's events after ``after``, in one statement (None for the
+    anchor when the workflow row does not exist)."""
+    rows = conn.execute(_TAIL, {"workflow_id": workflow_id, "seq": after}).mappings().all()
+    if not rows:
+        return None, []
+    anchored = (int(rows[0]["anchor_seq"] or 0), rows[0]["anchor_head"])
+    return anchored, [{c: r[c] for c in _EVENT_COLUMNS} for r in rows if r["seq"] is not None]
 
 
 def _check_decisions(conn: Connection, workflow_id: str, evs: list[dict[str, Any]]) -> ChainBreak | None:
@@ -393,6 +439,12 @@ def _check_bound_postings(conn: Connection, evs: list[dict[str, Any]]) -> ChainB
     return None
 
 
+def _appended_here(conn: Connection, workflow_id: str) -> bool:
+    """Whether this transaction appended (or is about to append) to the workflow's chain."""
+    stash = conn.info.get("saferun_audit_chain")
+    return stash is not None and stash.txn is conn.get_transaction() and workflow_id in stash.heads
+
+
 def _flush_if_writing(conn: Connection) -> None:
     """A read inside a transaction that appended sees those events (and their anchor) too."""
     stash = conn.info.get("saferun_audit_chain")
@@ -407,12 +459,6 @@ def anchor(conn: Connection, workflow_id: str) -> tuple[int, str | None] | None:
         select(workflows.c.audit_seq, workflows.c.audit_head).where(workflows.c.workflow_id == workflow_id)
     ).first()
     return None if row is None else (int(row.audit_seq or 0), row.audit_head)
-
-
-def _anchor_problem(row: Any, evs: list[dict[str, Any]]) -> str | None:
-    if int(row["audit_seq"] or 0) != int(evs[-1]["seq"]) or row["audit_head"] != evs[-1]["hash"]:
-        return "the chain's length or last hash is not the one the workflow row anchored"
-    return None
 
 
 def _check_anchor(conn: Connection, workflow_id: str, evs: list[dict[str, Any]]) -> ChainBreak | None:
