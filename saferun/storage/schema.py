@@ -650,3 +650,21 @@ signing_keys = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("retired_at", UTCDateTime, nullable=True),
 )
+
+# --- counts kept by the database (revision 0017; saferun/storage/counters.py) -----------------------------
+
+counters = Table(
+    "counters",
+    metadata,
+    # How many rows of a kind there are, kept by triggers on workflows, approval_requests and
+    # approval_responses in the transaction that changes them, so /api/stats, a list's ``total`` and the
+    # queue's badge read a few dozen rows instead of counting 100,000. A count is the SUM of ``n`` over its
+    # (kind, key) rows: on PostgreSQL each change appends a signed delta row (no row lock for concurrent
+    # writers to queue on, no deadlock between opposite transitions), and ``counters.compact`` folds them;
+    # on SQLite (one writer at a time) each (kind, key) is one row updated in place.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("n", BigInteger, nullable=False),
+)
+Index("ix_counters_kind_key", counters.c.kind, counters.c.key)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from typing import Any
+from urllib.parse import urlencode
 
 from saferun.api.deps import visible
 from saferun.core.state_machine.models import ApprovalRequest, ExecutionState
@@ -27,6 +28,7 @@ from saferun.ui.outcome import Outcome, outcome
 from saferun.ui.viewer import Viewer
 
 RECENT_CALLS = 8
+WORKFLOWS_PAGE = 50  # workflows per page of /workflows
 COST_WORDS = ("cost", "usd", "price", "spend", "fee")
 USAGE_KEYS = ("resources_consumed", "resource_consumption", "usage")
 TOKEN_FIELDS = ("tokens_used", "tokens", "input_tokens", "output_tokens", "total_tokens", "cost_usd")
@@ -228,13 +230,34 @@ def _stakes(orch: WorkflowOrchestrator, wf: Any, req: ApprovalRequest) -> Stakes
     )
 
 
-def workflows(orch: WorkflowOrchestrator, caller: Caller, status: str | None) -> dict[str, Any]:
+def workflows(
+    orch: WorkflowOrchestrator,
+    caller: Caller,
+    status: str | None,
+    *,
+    cursor: str | None = None,
+    limit: int = WORKFLOWS_PAGE,
+) -> dict[str, Any]:
+    """One keyset page of workflows, newest first (the API's ``GET /api/workflows`` listing and cursor),
+    with the true total and the links to the next and first pages: never every workflow at once."""
     state = WorkflowState(status) if status else None
-    rows = orch.list_workflows(state, limit=200, visible_to=caller)
+    page = orch.workflows_page(state, limit=limit, cursor=cursor, visible_to=caller)
+    rows = page.items
     waiting = orch.waiting_requests([w.workflow_id for w in rows])  # this page's, not the whole queue
+    given = (("status", status or ""), ("limit", "" if limit == WORKFLOWS_PAGE else str(limit)))
+    kept = {k: v for k, v in given if v}
+    live = {**kept, "cursor": cursor} if cursor else kept
     return {
         "workflows": rows,
         "waiting": waiting,
+        "total": page.total,
+        "has_more": page.has_more,
+        "next_url": f"/workflows?{urlencode({**kept, 'cursor': page.next_cursor})}"
+        if page.has_more
+        else None,
+        "first_url": "/workflows" + (f"?{urlencode(kept)}" if kept else "") if cursor else None,
+        # the live region refreshes this same page (same state, same cursor)
+        "live_url": "/ui/fragments/workflows" + (f"?{urlencode(live)}" if live else ""),
         "status_filter": status or "",
         "states": [s.value for s in WorkflowState],
     }

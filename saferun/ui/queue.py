@@ -37,9 +37,14 @@ def _seconds(query: Mapping[str, str], name: str) -> int | None:
 
 
 def _limit(query: Mapping[str, str]) -> int:
+    return parse_limit(query, PAGE_SIZE)
+
+
+def parse_limit(query: Mapping[str, str], default: int) -> int:
+    """A page size from the query string (the API's range); a bad one is ``InvalidInput`` naming it."""
     raw = (query.get("limit") or "").strip()
     if not raw:
-        return PAGE_SIZE
+        return default
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidInput("limit", f"must be a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
     return int(raw)

@@ -25,6 +25,7 @@ from saferun.api import deps
 from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain import review_digest
+from saferun.domain.states import WorkflowState
 from saferun.errors import (
     ApprovalRequestNotFound,
     Conflict,
@@ -337,15 +338,21 @@ def decide(request: Request, v: Viewer, request_id: str, form: dict[str, str] = 
 @router.get("/workflows")
 @dashboard()
 def workflows_page(request: Request, v: Viewer, status: str | None = None) -> Response:
+    """One keyset page of workflows (``pages.workflows``), the API's cursor in the query string."""
     context = _workflows_context(request, v, status)
     return page(request, v, "workflows.html", pending_count=_orch(request).count_pending(v.who), **context)
 
 
 def _workflows_context(request: Request, v: Viewer, status: str | None) -> dict[str, Any]:
     try:
-        return pages.workflows(_orch(request), v.who, status or None)
+        state = WorkflowState(status).value if status else None
     except ValueError:
         raise InvalidInput("status", f"unknown workflow state {status!r}") from None
+    query = request.query_params
+    cursor = (query.get("cursor") or "").strip() or None
+    return pages.workflows(
+        _orch(request), v.who, state, cursor=cursor, limit=queue.parse_limit(query, pages.WORKFLOWS_PAGE)
+    )
 
 
 @router.get("/workflows/{workflow_id}")

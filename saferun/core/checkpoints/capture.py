@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 
 from saferun.core.state_machine.models import ExecutionState
 from saferun.domain.canonical import canonical_bytes, canonical_loads
-from saferun.storage.artifacts import ArtifactStore, StoredArtifact
+from saferun.storage.artifacts import ArtifactInput, ArtifactStore, StoredArtifact
 
 ARTIFACT_TYPE = "checkpoint_state"
 
@@ -51,6 +51,13 @@ class CheckpointCapture:
         return self.store.put(
             conn, parts, artifact_type=ARTIFACT_TYPE, metadata=metadata, lineage=metadata.get("workflow_id")
         )
+
+    def store_states(
+        self, conn: Connection, items: list[tuple[dict[str, bytes], dict[str, str]]]
+    ) -> list[StoredArtifact]:
+        """``store_state`` for many workflows' states with the statements of one (the bulk path)."""
+        inputs = [ArtifactInput(parts, meta, meta.get("workflow_id")) for parts, meta in items]
+        return self.store.put_many(conn, inputs, artifact_type=ARTIFACT_TYPE)
 
     def load_state(self, conn: Connection, uri: str) -> ExecutionState:
         return state_from_parts(self.store.get(conn, uri))

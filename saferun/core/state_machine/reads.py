@@ -24,7 +24,7 @@ from saferun.core.state_machine.models import (
 from saferun.domain.policy import Caller
 from saferun.domain.states import WorkflowState
 from saferun.errors import InvalidInput, SnapshotNotFound, Tampered
-from saferun.storage import approvals, audit, queue, saga, snapshots
+from saferun.storage import approvals, audit, counters, queue, saga, snapshots
 from saferun.storage import ledger as book
 from saferun.storage import workflows as wf_store
 from saferun.storage.artifacts import artifact_row_problem
@@ -100,7 +100,7 @@ class WorkflowReads:
             more = len(rows) > limit
             rows = rows[:limit]
             items = self._with_counts(conn, rows)
-            total = wf_store.count(conn, state=value, where=where)
+            total = self._workflow_total(conn, value, where)
         last = rows[-1] if rows else None
         token = (
             listing.workflows_cursor(last["created_at"], last["workflow_id"], value, visible_to)
@@ -127,7 +127,7 @@ class WorkflowReads:
         now = utcnow()
         with self.db.read() as conn:
             rows, more = queue.page(conn, flt, limit=limit, after=after, now=now, caller=visible_to)
-            total = queue.count(conn, flt, now=now, caller=visible_to)
+            total = self._queue_total(conn, flt, now, visible_to)
         items = [listing.QueueItem(self._request(r), r["workflow_name"]) for r in rows]
         token = listing.queue_cursor(items[-1].request, flt, visible_to) if more and items else None
         return listing.Page(items, total, token, more, limit)
@@ -135,7 +135,7 @@ class WorkflowReads:
     def count_pending(self, visible_to: Caller | None = None) -> int:
         """How many requests are pending (of the workflows ``visible_to`` may see): the nav badge."""
         with self.db.read() as conn:
-            return queue.count(conn, QueueFilter(), now=utcnow(), caller=visible_to)
+            return self._queue_total(conn, QueueFilter(), utcnow(), visible_to)
 
     def waiting_requests(self, workflow_ids: list[str]) -> dict[str, str]:
         """Which of these workflows wait for a decision, and on which request (one query)."""
@@ -144,10 +144,25 @@ class WorkflowReads:
 
     def stats(self, visible_to: Caller | None = None) -> dict[str, Any]:
         """The seed's ``GET /api/stats`` numbers; with ``visible_to``, over the workflows that caller may
-        see (the one visibility rule: a count of other people's work is theirs too)."""
+        see (the one visibility rule: a count of other people's work is theirs too).
+
+        A caller who sees everything (open mode, an admin) reads the counts the database keeps
+        (``storage.counters``: one statement, whatever the store holds); anyone else gets indexed
+        ``COUNT``s over their own workflows."""
         narrowed = visible_to is not None and restricted(visible_to)  # open mode and admins see all
-        where = visible_workflows(visible_to) if narrowed and visible_to is not None else None
-        ids = visible_ids(visible_to) if narrowed and visible_to is not None else None
+        if not narrowed:
+            with self.db.read() as conn:
+                kept = counters.read(conn)
+            return {
+                "total_workflows": kept.total("workflows"),
+                "workflow_states": kept.of("workflows"),
+                "total_approvals_processed": kept.total("responses"),
+                "pending_approvals": kept.get("requests", "pending"),
+                "active_executors": len(kept.of("executor")),
+                "active_supervisors": len(kept.of("supervisor")),
+            }
+        assert visible_to is not None
+        where, ids = visible_workflows(visible_to), visible_ids(visible_to)
         with self.db.read() as conn:
             states = wf_store.count_by_state(conn, where)
             executors, supervisors = wf_store.active_parties(conn, where)
@@ -278,6 +293,25 @@ class WorkflowReads:
             return [dict(r) for r in rows]
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _workflow_total(conn: Connection, state: str | None, where: Any) -> int:
+        """A workflow list's true ``total``: the kept count when nothing narrows it by visibility, else the
+        indexed ``COUNT`` over what the caller may see."""
+        if where is not None:
+            return wf_store.count(conn, state=state, where=where)
+        kept = counters.read(conn, ("workflows",))
+        return kept.get("workflows", state) if state else kept.total("workflows")
+
+    @staticmethod
+    def _queue_total(conn: Connection, flt: QueueFilter, now: datetime, caller: Caller | None) -> int:
+        """The pending queue's ``total``: a kept count for a caller who sees everything, filtered by at
+        most one of assignee or risk (the counts the triggers keep); otherwise the indexed ``COUNT``."""
+        if caller is None or not restricted(caller):
+            kind, key = counters.queue_count_key(flt)
+            if kind is not None:
+                return counters.read(conn, (kind,)).get(kind, key)
+        return queue.count(conn, flt, now=now, caller=caller)
+
     def _read(self, workflow_id: str, read: Any) -> Any:
         """Run ``read(conn, workflow_id)`` after checking the workflow exists (unknown ids: NotFound)."""
         with self.db.read() as conn:

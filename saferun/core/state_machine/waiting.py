@@ -24,7 +24,7 @@ from saferun.core.rollback.reconciliation import RollbackReport
 from saferun.core.state_machine.models import ApprovalResponse, WorkflowExecution
 from saferun.domain.states import WorkflowState
 from saferun.errors import CompensationError, InvalidTransition
-from saferun.storage import approvals, audit
+from saferun.storage import approvals, audit, counters
 from saferun.storage import workflows as wf_store
 from saferun.storage.database import Database
 from saferun.storage.schema import utcnow
@@ -150,7 +150,18 @@ class WorkflowWaits:
         stuck_items = self.stuck_workflows(now)  # nobody finishes these: visible, warned once per period
         report.stuck = [s.workflow_id for s in stuck_items]
         self.stuck_warner.report(stuck_items, now)
+        self.compact_counters()
         return report
+
+    def compact_counters(self) -> bool:
+        """Fold the kept counts' delta rows when there are enough of them (``storage.counters``): one
+        read of a small table when there are not, so every sweep pass may ask."""
+        with self.db.read() as conn:
+            if not counters.needs_compaction(conn):
+                return False
+        with self.db.transaction() as conn:
+            counters.compact(conn)
+        return True
 
     def finish_settling(self, now: datetime | None = None) -> list[str]:
         """Complete workflows settled but never completed (the agent died between the two transactions).
