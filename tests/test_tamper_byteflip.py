@@ -479,6 +479,9 @@ def read_paths(db: Database, w: World) -> dict[str, Callable[[], Any]]:
         "latest_approved_state": lambda: orch.latest_approved_state(w.wf),
         "saga_steps": lambda: orch.saga_steps(w.wf),
         "payments": lambda: orch.payments(w.wf),
+        # the ledger's entries and the escrow position are computed from postings checked on the way
+        "ledger_entries": lambda: orch.ledger_entries(w.wf),
+        "escrow_position": lambda: orch.escrow_position(w.wf),
     }
 
 
@@ -493,9 +496,10 @@ def refused_by(db: Database, w: World) -> list[str]:
     return out
 
 
-# Tables whose rows no read path serves: the ledger (postings are read as balances and entries, checked
-# by verify: sums, and each posting against the event that wrote it).
-VERIFY_ONLY = {"ledger_transactions", "ledger_legs"}
+# A flip in a ledger row must be refused by the ledger reads themselves (not only by another read path
+# that happens to re-check the chain): entries and escrow position, and so the ledger page and API.
+LEDGER_TABLES = {"ledger_transactions", "ledger_legs"}
+LEDGER_READS = ["ledger_entries", "escrow_position"]
 
 CASES = [(table, column) for table, cols in COVERED.items() for column, why in cols.items() if why is None]
 
@@ -527,25 +531,23 @@ async def test_every_flipped_byte_is_found(db: Database, world: World) -> None:
         try:
             known = cache.get(w.wf)
             assert known is not None and known.length > 0, "the reads must run with a warm cache"
-            warm = refused_by(db, w) if table_name not in VERIFY_ONLY else []
+            warm = refused_by(db, w)
             if not verify_reports(db, w):
                 missed_verify.append(f"{table_name}.{column}")
             if table_name == "audit_events":
                 old_event_served_warm += not warm
                 assert w.wf not in cache, "a broken chain must leave the verified-prefix cache"
                 warm = refused_by(db, w)  # cold now, as in a process that starts after the flip
-            if table_name not in VERIFY_ONLY:
-                if warm:
-                    read_detected += 1
-                else:
-                    missed_read.append(f"{table_name}.{column}")
+            if warm and (table_name not in LEDGER_TABLES or set(LEDGER_READS) <= set(warm)):
+                read_detected += 1
+            else:
+                missed_read.append(f"{table_name}.{column}")
         finally:
             write(db, table, new_row, column, original)
         assert reader(db).verify_audit(w.wf)[1] is None, f"{table_name}.{column} not restored"
     assert missed_verify == [], f"verify missed {missed_verify}"
     assert missed_read == [], f"the read path served {missed_read}"
-    read_cases = sum(1 for t, _ in CASES if t not in VERIFY_ONLY)
-    assert read_detected == read_cases
+    assert read_detected == len(CASES)
     print(
         f"byte-flip cases: {len(CASES)}; verify found {len(CASES)}; read path refused {read_detected} "
         f"({old_event_served_warm} old-event flips only after verify or in a fresh process)"
@@ -572,3 +574,30 @@ async def test_a_forged_decision_is_a_409_tampered_over_http_and_on_the_review_p
         assert r.json()["detail"]["table"] == "approval_responses"
         page = await http.get(f"/approvals/{w.modified_request}")
         assert page.status_code == 409 and "FORGED" not in page.text
+
+
+async def test_a_forged_ledger_leg_is_a_409_tampered_on_the_ledger_escrow_and_page(
+    db: Database, world: World
+) -> None:
+    """A release leg moved to another account (the legs still sum to zero, so only the chain sees it):
+    the ledger API, the platform's escrow answer and the workflow page refuse instead of serving it."""
+    w = world
+    table = metadata.tables["ledger_legs"]
+    row = row_of(db, w, "ledger_legs")
+    async with w.env.plain() as http:
+        intact = await http.get(f"/api/workflows/{w.wf}/ledger")
+        assert intact.status_code == 200, intact.text
+        assert (await http.get(f"/x402/escrow/escrow_{w.wf}")).status_code == 200
+        forged = write(db, table, row, "account", "wallet:mallory")
+        try:
+            for url in (f"/api/workflows/{w.wf}/ledger", f"/x402/escrow/escrow_{w.wf}"):
+                r = await http.get(url)
+                assert r.status_code == 409, (url, r.status_code, r.text)
+                detail = r.json()["detail"]
+                assert detail["error"] == "tampered" and detail["table"] == "ledger_transactions"
+                assert "mallory" not in r.text
+            page = await http.get(f"/workflows/{w.wf}")
+            assert page.status_code == 409 and "mallory" not in page.text
+        finally:
+            write(db, table, forged, "account", row["account"])
+        assert (await http.get(f"/api/workflows/{w.wf}/ledger")).json() == intact.json()

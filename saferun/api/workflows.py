@@ -395,6 +395,6 @@ def ledger(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[s
     from saferun.domain.money import format_micro
 
     visible(orch, caller, workflow_id)
-    entries = orch.ledger_entries(workflow_id)
-    position = {k: format_micro(v) for k, v in asdict(orch.escrow_position(workflow_id)).items()}
+    entries, escrow = orch.ledger(workflow_id)  # checked against the chain: 409 tampered, never a forgery
+    position = {k: format_micro(v) for k, v in asdict(escrow).items()}
     return {"entries": entries, "escrow": position}

@@ -9,7 +9,7 @@ the first one.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -73,6 +73,33 @@ def posting_digest(txn: Mapping[str, Any], legs: Iterable[Mapping[str, Any]]) ->
     body: dict[str, Any] = {name: txn[name] for name in POSTING_FIELDS}
     body["legs"] = sorted([str(leg["account"]), int(leg["amount_micro"])] for leg in legs)
     return hashlib.sha256(canonical_bytes(body, "posting")).hexdigest()
+
+
+def posting_problem(
+    workflow_id: str,
+    recorded: Mapping[str, Sequence[tuple[int, str]]],
+    entries: Iterable[Mapping[str, Any]],
+) -> tuple[str, str, str] | None:
+    """The read path's ledger check, as ``(table, row id, reason)`` or None: every posting of the workflow
+    (``entries``: all of them, each with its legs) must sum to zero, every posting an event recorded
+    (``recorded``: txn id -> (event seq, ``posting_sha256``), ``ChainFacts.postings``) must be there and
+    hash to what the event recorded. The same rules as ``verify``, on rows already read, so a balance or an
+    entry is never served from a forged leg."""
+    present = set()
+    for entry in entries:
+        txn_id = str(entry["txn_id"])
+        present.add(txn_id)
+        total = sum(int(leg["amount_micro"]) for leg in entry["legs"])
+        if total != 0:
+            return "ledger_legs", txn_id, f"the posting's legs sum to {total} micro-units, not zero"
+        digest = posting_digest({**entry, "workflow_id": workflow_id}, entry["legs"])
+        for seq, expected in recorded.get(txn_id, []):
+            if digest != expected:
+                return "ledger_transactions", txn_id, f"the posting does not match what event {seq} recorded"
+    for txn_id, events in recorded.items():
+        if txn_id not in present:
+            return "ledger_transactions", txn_id, f"it is missing (event {events[0][0]} recorded it)"
+    return None
 
 
 # --- rows bound to the chain by view ------------------------------------------------------------------

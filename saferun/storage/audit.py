@@ -22,6 +22,7 @@ from saferun.domain.audit import (
     decision_digest,
     event_hash,
     payload_text,
+    posting_problem,
 )
 from saferun.domain.canonical import canonical_loads
 from saferun.domain.chain_facts import ChainFacts, of_events, workflow_problem
@@ -290,10 +291,12 @@ def check_read(
     responses: list[Any] | None = None,
     workflow: Any = None,
     complete: tuple[str, ...] = (),
+    postings: list[dict[str, Any]] | None = None,
 ) -> None:
-    """The read path's check: before a decision, request, snapshot, step or payment is served, its chain
-    must verify link by link and end where the workflow row's anchor says, and the rows must match what
-    their events recorded. Raises ``Tampered`` naming the row, so a forged value is never returned.
+    """The read path's check: before a decision, request, snapshot, step, payment or ledger posting is
+    served, its chain must verify link by link and end where the workflow row's anchor says, and the rows
+    must match what their events recorded (``postings``: all of the workflow's, as ``ledger.entries`` reads
+    them; ``posting_problem``). Raises ``Tampered`` naming the row, so a forged value is never returned.
 
     The chain is verified through this process's verified prefix (``read_facts``): with a warm cache a
     read hashes only the events appended since, but always re-hashes the rows it serves."""
@@ -313,6 +316,10 @@ def check_read(
             problem = check_row(name, row, bound, strict=strict)
             if problem is not None:
                 raise Tampered(workflow_id, name, str(row[KEYS[name]]), problem)
+    if postings is not None:
+        forged = posting_problem(workflow_id, facts.postings, postings)
+        if forged is not None:
+            raise Tampered(workflow_id, *forged)
     for resp in responses or ():
         expected = facts.recorded.get(resp["request_id"])
         if (expected is None and strict) or (

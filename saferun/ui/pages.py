@@ -268,8 +268,7 @@ def workflow(orch: WorkflowOrchestrator, caller: Caller, workflow_id: str) -> di
     history = orch.history(workflow_id)
     escalations = [e for e in orch.audit_events(workflow_id) if e["kind"] == "escalated"]
     approvals = orch.approval_history(workflow_id)
-    ledger = orch.ledger_entries(workflow_id)
-    position = orch.escrow_position(workflow_id)
+    ledger, position = orch.ledger(workflow_id)
     locked = position.locked or 1
     return {
         "workflow": wf,

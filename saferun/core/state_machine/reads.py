@@ -21,6 +21,7 @@ from saferun.core.state_machine.models import (
     ExecutionState,
     WorkflowExecution,
 )
+from saferun.domain.ledger import position_from_entries
 from saferun.domain.policy import Caller
 from saferun.domain.states import WorkflowState
 from saferun.errors import InvalidInput, SnapshotNotFound, Tampered
@@ -259,11 +260,21 @@ class WorkflowReads:
     def history(self, workflow_id: str) -> list[dict[str, Any]]:
         return self._read(workflow_id, wf_store.history)  # type: ignore[no-any-return]
 
+    def ledger(self, workflow_id: str) -> tuple[list[dict[str, Any]], book.EscrowPosition]:
+        """The workflow's postings and its escrow position, both from postings checked against the chain
+        (each sums to zero and matches the event that wrote it; ``Tampered`` otherwise): one read of the
+        postings, one chain check, for a page or an answer that shows both."""
+        with self.db.read() as conn:
+            wf_store.get(conn, workflow_id)
+            entries = book.entries(conn, workflow_id)
+            audit.check_read(conn, workflow_id, postings=entries)
+        return entries, position_from_entries(workflow_id, entries)
+
     def ledger_entries(self, workflow_id: str) -> list[dict[str, Any]]:
-        return self._read(workflow_id, book.entries)  # type: ignore[no-any-return]
+        return self.ledger(workflow_id)[0]
 
     def escrow_position(self, workflow_id: str) -> book.EscrowPosition:
-        return self._read(workflow_id, book.escrow_position)  # type: ignore[no-any-return]
+        return self.ledger(workflow_id)[1]
 
     def audit_events(self, workflow_id: str) -> list[dict[str, Any]]:
         return self._read(workflow_id, audit.events)  # type: ignore[no-any-return]
