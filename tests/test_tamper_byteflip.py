@@ -34,12 +34,13 @@ from sqlalchemy import exc as sa_exc
 from saferun.core.rollback.reconciliation import CompensationRegistry
 from saferun.core.state_machine.models import CheckpointConfig, ExecutionState
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+from saferun.domain.quorum import QuorumRule
 from saferun.errors import IntegrityError, NotFound
 from saferun.storage import chain_cache
 from saferun.storage.artifacts import ArtifactStore
 from saferun.storage.database import Database
 from saferun.storage.schema import metadata
-from tests.helpers import decide, make_config, pause
+from tests.helpers import decide, make_config, pause, quorum_group
 from tests.test_x402_funding import Env, fund_url
 
 TS = "bookkeeping time: not evidence, the events carry their own hashed time"
@@ -111,6 +112,7 @@ COVERED: dict[str, dict[str, str | None]] = {
         "created_at": TS,
         "expires_at": None,
         "decided_at": TS,
+        "quorum": None,
         "escalation_step": "which ladder rung the sweep applied last (scheduling); each rung is an "
         "`escalated` event and a reassignment's new supervisor is bound in the review view",
         "next_escalation_at": "when the sweep looks at the request next (scheduling)",
@@ -126,6 +128,16 @@ COVERED: dict[str, dict[str, str | None]] = {
         "automatic": None,
         "created_at": TS,
         "review_digest": None,
+    },
+    "approval_votes": {
+        "vote_id": None,
+        "request_id": None,
+        "workflow_id": None,
+        "voter": None,
+        "vote": None,
+        "rationale": None,
+        "team": None,
+        "created_at": TS,
     },
     "saga_steps": {
         "step_id": None,
@@ -208,6 +220,7 @@ NOT_EVIDENCE = {
     "jobs": "the platform's mirror of a workflow's progress; no decision or money lives there",
     "job_events": "history of the mirror jobs",
     "identities": "who may act; authorization, covered by the authz matrix",
+    "identity_groups": "who may vote in a quorum (authorization); each vote is bound with the voter's team",
     "api_keys": "hashes of keys; authorization",
     "sessions": "hashes of session cookies; authorization",
     "platform_requests": "idempotency answers of platform calls",
@@ -257,6 +270,7 @@ class World:
     step_id: str
     payment_id: str
     approved_snapshot: str
+    quorum_request: str
 
 
 async def build_world(db: Database) -> World:
@@ -271,8 +285,10 @@ async def build_world(db: Database) -> World:
         checkpoints=[
             CheckpointConfig(name="Plan", checkpoint_id="cp1", milestone_weight=1),
             CheckpointConfig(name="Order", checkpoint_id="cp2", milestone_weight=2),
+            CheckpointConfig(name="Sign", checkpoint_id="cp3", quorum=QuorumRule(approvals=2, of="risk")),
         ],
     )
+    quorum_group(db, "risk", {"alice": "north", "bob": "south"})
     env.orch.initialize_workflow(config)
     wf = config.workflow_id
     async with env.paying(env.payer(20_000_000)) as http:
@@ -301,6 +317,9 @@ async def build_world(db: Database) -> World:
     report = await orch.arollback(wf)
     assert report.compensated == ["order"] and undone == [{"order": 42}]
     decide(orch, await pause(orch, wf, "cp2", parameters={"total": 2}), "APPROVED")
+    signed = await pause(orch, wf, "cp3", parameters={"signature": "ok"})
+    decide(orch, signed, "APPROVED", by="alice", rationale="fine by north")
+    decide(orch, signed, "APPROVED", by="bob", rationale="fine by south")
     orch.settle_workflow(wf, {"done": True})
     orch.complete_workflow(wf)
     (payment,) = orch.payments(wf)
@@ -308,7 +327,7 @@ async def build_world(db: Database) -> World:
     assert current.last_approved_snapshot_id is not None
     assert orch.verify_audit(wf)[1] is None
     return World(
-        env, wf, modified, rejected, step_id, payment["payment_id"], current.last_approved_snapshot_id
+        env, wf, modified, rejected, step_id, payment["payment_id"], current.last_approved_snapshot_id, signed
     )
 
 
@@ -324,6 +343,7 @@ def row_of(db: Database, w: World, table: str) -> dict[str, Any]:
         "approval_responses": lambda: t.c.request_id == w.modified_request,
         "saga_steps": lambda: t.c.step_id == w.step_id,
         "x402_payments": lambda: t.c.payment_id == w.payment_id,
+        "approval_votes": lambda: (t.c.request_id == w.quorum_request) & (t.c.voter == "alice"),
         "audit_events": lambda: (t.c.workflow_id == w.wf) & (t.c.kind == "decision"),
     }
     with db.read() as conn:
@@ -473,6 +493,7 @@ def read_paths(db: Database, w: World) -> dict[str, Callable[[], Any]]:
         "get_workflow": lambda: orch.get_workflow(w.wf),
         "approval_history": lambda: orch.approval_history(w.wf),
         "get_approval_request": lambda: orch.get_approval_request(w.modified_request),
+        "quorum_votes": lambda: orch.get_approval_request(w.quorum_request),
         "get_approval_response": lambda: orch.get_approval_response(w.modified_request),
         "list_snapshots": lambda: orch.list_snapshots(w.wf),
         "get_snapshot_state": lambda: orch.get_snapshot_state(w.approved_snapshot),

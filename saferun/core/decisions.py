@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import escrow, mirror, notify, parties, review, transitions
+from saferun.core import escrow, mirror, notify, parties, quorum, review, transitions
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
 from saferun.core.parties import IdentityChecks
 from saferun.core.state_machine.models import ApprovalDecision
@@ -46,6 +46,8 @@ class Outcome:
     response_id: str
     snapshot_id: str
     approved_snapshot_id: str | None
+    # a quorum request (saferun/core/quorum.py): the votes after this one; decision None while pending
+    tally: quorum.Tally | None = None
 
 
 # what a decision makes of the snapshot it decided (a MODIFIED one is superseded by a new snapshot)
@@ -112,6 +114,23 @@ def decide(
         # see a row that no longer matches its binding and call it tampered (SQLite's BEGIN IMMEDIATE
         # already serialized every writer before the first read).
         req = approvals.get(conn, request_id)
+    tally = None
+    if req["quorum"] is not None and not automatic:  # a vote (saferun/core/quorum.py), before the claim
+        tally, _ = quorum.cast(
+            conn,
+            req,
+            row,
+            voter=approved_by,
+            vote=decision.value,
+            rationale=rationale,
+            now=now,
+            mode=approver_checks or IdentityChecks.REGISTERED,
+        )
+        if tally.outcome is None:  # recorded; the request stays pending, nothing is paid
+            notify.publish(conn, "workflow", wf_id)
+            state = WorkflowState(row["state"])
+            return Outcome(request_id, wf_id, decision, state, "", req["snapshot_id"], None, tally)
+        decision = ApprovalDecision(tally.outcome)
     if decision == ApprovalDecision.MODIFIED:
         validate_modifications(req["parameters"], modifications or {}, req["parameter_schema"])
     if not approvals.claim(
@@ -155,6 +174,8 @@ def decide(
             "response_sha256": decision_digest(response),
             # what the decider was shown (saferun/domain/review_digest); checked when they sent it
             **({"review_digest": digest} if digest is not None else {}),
+            # decided by a quorum's last vote: the tally it reached (each vote is its own bound event)
+            **({"quorum": tally.as_dict()} if tally is not None else {}),
             # and what the decision changes: the request's outcome, the decided snapshot's status
             "bind": [
                 bind("approval_requests", "review", {**req, "status": new_status}),
@@ -207,7 +228,7 @@ def decide(
         audit_payload={"request_id": request_id},
         **passed,
     )
-    return Outcome(request_id, wf_id, decision, state, response_id, snap["snapshot_id"], approved_id)
+    return Outcome(request_id, wf_id, decision, state, response_id, snap["snapshot_id"], approved_id, tally)
 
 
 def complete_checkpoint(

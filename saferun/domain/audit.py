@@ -146,6 +146,7 @@ VIEWS: dict[str, dict[str, tuple[str, ...]]] = {
             "job_id",
             "on_timeout",
             "expires_at",
+            "quorum",  # optional: hashed only when set (see OPTIONAL), so older rows hash as they did
         ),
         # what changes while it waits: the monitor's alerts, the assigned supervisor, the outcome
         "review": ("request_id", "alerts", "supervisor_id", "status"),
@@ -153,6 +154,10 @@ VIEWS: dict[str, dict[str, tuple[str, ...]]] = {
     "saga_steps": {
         "row": ("step_id", "workflow_id", "seq", "name", "compensation", "args"),
         "result": ("step_id", "status", "last_error"),
+    },
+    "approval_votes": {
+        # one vote on a quorum request (issue 16), bound by the ``vote`` event that recorded it
+        "row": ("vote_id", "request_id", "workflow_id", "voter", "vote", "rationale", "team"),
     },
     "x402_payments": {
         "row": (
@@ -175,6 +180,12 @@ VIEWS: dict[str, dict[str, tuple[str, ...]]] = {
 
 KEYS = {"snapshots": "snapshot_id", "approval_requests": "request_id", "saga_steps": "step_id"}
 KEYS["x402_payments"] = "payment_id"
+KEYS["approval_votes"] = "vote_id"
+
+# Fields a view hashes only when they hold a value: added after rows were first bound, so a row without
+# one (every row written before the field existed) hashes exactly as it did, and a row with one is bound
+# to it. Setting one on a row that had none changes the hash like any other forged value.
+OPTIONAL = {("approval_requests", "quorum")}
 
 # Values a status column can hold. A status outside its vocabulary is a forged row even where no event
 # bound the current value (a saga step's ``committed`` is written by a bulk UPDATE with its approval).
@@ -193,7 +204,12 @@ def row_digest(table: str, view: str, row: Mapping[str, Any]) -> str:
     ``_numbers_as_stored``; datetimes as ISO UTC text)."""
     fields = VIEWS[table][view]
     body = {"table": table, "view": view}
-    body.update({name: _numbers_as_stored(_plain(row[name])) for name in fields})
+    for name in fields:
+        if (table, name) in OPTIONAL:
+            if row.get(name) is not None:
+                body[name] = _numbers_as_stored(_plain(row[name]))
+            continue
+        body[name] = _numbers_as_stored(_plain(row[name]))
     return hashlib.sha256(canonical_bytes(body, f"{table}.{view}")).hexdigest()
 
 

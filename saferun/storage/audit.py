@@ -34,6 +34,7 @@ from saferun.storage.database import before_commit
 from saferun.storage.schema import (
     approval_requests,
     approval_responses,
+    approval_votes,
     audit_events,
     ledger_legs,
     ledger_transactions,
@@ -53,6 +54,7 @@ BOUND_TABLES = {
     "approval_requests": approval_requests,
     "saga_steps": saga_steps,
     "x402_payments": x402_payments,
+    "approval_votes": approval_votes,
 }
 
 _HEAD = (
@@ -292,6 +294,7 @@ def check_read(
     workflow: Any = None,
     complete: tuple[str, ...] = (),
     postings: list[dict[str, Any]] | None = None,
+    votes_of: str | None = None,
 ) -> None:
     """The read path's check: before a decision, request, snapshot, step, payment or ledger posting is
     served, its chain must verify link by link and end where the workflow row's anchor says, and the rows
@@ -311,6 +314,12 @@ def check_read(
         for (table, row_id, _view), binding in bound.items():
             if table == name and row_id not in present:
                 raise Tampered(workflow_id, name, row_id, f"it is missing (event {binding.seq} bound it)")
+    if votes_of is not None:  # every vote the chain recorded on this request must be among ``rows``
+        present = {str(r["vote_id"]) for r in (rows or {}).get("approval_votes", [])}
+        for seq, vote_id in facts.votes.get(votes_of, ()):
+            if vote_id not in present:
+                missing = f"it is missing (event {seq} recorded it on request {votes_of})"
+                raise Tampered(workflow_id, "approval_votes", vote_id, missing)
     for name, items in (rows or {}).items():
         for row in items:
             problem = check_row(name, row, bound, strict=strict)

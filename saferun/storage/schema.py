@@ -169,6 +169,9 @@ approval_requests = Table(
     # left, or no ladder), so a sweep finds due rungs with an index range whatever the queue's size
     Column("escalation_step", Integer, nullable=False, server_default="0", default=0),
     Column("next_escalation_at", UTCDateTime, nullable=True),
+    # M-of-N quorum (issue 16, revision 0018): the rule the request is decided by (approvals, of, rejections,
+    # distinct_teams) from its checkpoint or the approval policy; NULL: one person decides, as always
+    Column("quorum", JSONType, nullable=True),
 )
 Index("ix_approval_requests_escalation", approval_requests.c.next_escalation_at)
 
@@ -186,6 +189,22 @@ approval_responses = Table(
     Column("created_at", UTCDateTime, nullable=False),
     # the review digest of what the decider was shown (saferun/domain/review_digest); None: no human
     Column("review_digest", String(80), nullable=True),
+)
+
+# one row per vote on a quorum request (issue 16, revision 0018); each is bound to the workflow's audit chain
+# by the ``vote`` event that recorded it, and (request_id, voter) is unique: nobody votes twice
+approval_votes = Table(
+    "approval_votes",
+    metadata,
+    Column("vote_id", String(64), primary_key=True),
+    Column("request_id", String(64), ForeignKey("approval_requests.request_id"), nullable=False),
+    Column("workflow_id", String(64), ForeignKey("workflows.workflow_id"), nullable=False, index=True),
+    Column("voter", String(200), nullable=False),
+    Column("vote", String(16), nullable=False),  # APPROVED | REJECTED
+    Column("rationale", Text, nullable=False),
+    Column("team", String(100), nullable=True),  # the voter's team when they voted (distinct_teams)
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("request_id", "voter"),
 )
 
 saga_steps = Table(
@@ -329,7 +348,19 @@ identities = Table(
     Column("roles", JSONType, nullable=False),  # sorted list of role names (saferun.domain.policy.Role)
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # the team a person belongs to, for a quorum's "different teams" rule (revision 0018); NULL: none
+    Column("team", String(100), nullable=True),
 )
+
+# which groups an identity is in, for M-of-N quorum votes (revision 0018); keyed group first, so the
+# members of one group are an index range
+identity_groups = Table(
+    "identity_groups",
+    metadata,
+    Column("group_name", String(100), primary_key=True),
+    Column("identity_id", String(200), ForeignKey("identities.identity_id"), primary_key=True),
+)
+Index("ix_identity_groups_identity", identity_groups.c.identity_id)
 
 api_keys = Table(
     "api_keys",

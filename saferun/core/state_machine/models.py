@@ -31,6 +31,7 @@ from pydantic import (
 
 from saferun.domain.ids import new_id
 from saferun.domain.money import to_decimal
+from saferun.domain.quorum import QuorumRule
 from saferun.domain.states import WorkflowState
 from saferun.errors import InvalidAmount, InvalidInput
 
@@ -109,6 +110,9 @@ class CheckpointConfig(BaseModel):
     parameter_schema: dict[str, Any] | None = None
     # What happens while nobody decides: reminders and reassignments before on_timeout (issue 16).
     escalation: list[EscalationStep] = Field(default_factory=list, max_length=20)
+    # M-of-N quorum (issue 16, saferun/domain/quorum.py): N approvals of a group's members decide instead
+    # of one person; None: one supervisor decides. An approval policy rule may require one too.
+    quorum: QuorumRule | None = None
 
     @model_validator(mode="after")
     def _ladder_in_order(self) -> CheckpointConfig:
@@ -318,6 +322,12 @@ class ApprovalRequest(BaseModel):
     # the escalation ladder (CheckpointConfig.escalation): rungs applied, and when the next one is due
     escalation_step: int = 0
     next_escalation_at: datetime | None = None
+    # M-of-N quorum (saferun/domain/quorum.py): the rule, and on a single read the votes cast so far
+    # ({vote_id, voter, vote, rationale, team, created_at}), the tally and who may still vote
+    quorum: dict[str, Any] | None = None
+    votes: list[dict[str, Any]] = Field(default_factory=list)
+    tally: dict[str, Any] | None = None
+    may_still_vote: list[str] | None = None
 
 
 class ApprovalResponse(BaseModel):

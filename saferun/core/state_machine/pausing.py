@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import decisions, mirror, parties, transitions
+from saferun.core import decisions, mirror, parties, quorum, transitions
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
 from saferun.core.policy_gate import PolicyGate
 from saferun.core.review import ReviewCheck, policy_of
@@ -285,9 +285,10 @@ class WorkflowPauses:
                 now + timedelta(seconds=cp.escalation[0].after_seconds) if cp.escalation else None
             ),
         }
-        approvals.insert_request(conn, **values)
         # approval policy as code (saferun/core/policy_gate.py): judged as the request opens
         verdict = self.policy_gate.verdict(conn, row, cp.name, values) if self.policy_gate.active else None
+        values["quorum"] = quorum.rule_for(conn, row, cp, verdict, self.identity_checks)
+        approvals.insert_request(conn, **values)
         notices.record(conn, "waiting", request_id, workflow_id)  # commits with the request it announces
         mirror.approval_subjob(
             conn,

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import charts, listing, review, views
+from saferun.core import charts, listing, quorum, review, views
 from saferun.core.checkpoints.capture import ARTIFACT_TYPE, CheckpointCapture, state_from_parts
 from saferun.core.state_machine.models import (
     ApprovalRequest,
@@ -27,6 +27,7 @@ from saferun.domain.states import WorkflowState
 from saferun.errors import InvalidInput, SnapshotNotFound, Tampered
 from saferun.storage import approvals, audit, counters, queue, saga, snapshots
 from saferun.storage import ledger as book
+from saferun.storage import quorum as quorum_store
 from saferun.storage import workflows as wf_store
 from saferun.storage.artifacts import artifact_row_problem
 from saferun.storage.charts import Scope
@@ -196,8 +197,17 @@ class WorkflowReads:
     def get_approval_request(self, request_id: str) -> ApprovalRequest:
         with self.db.read() as conn:
             row = approvals.get(conn, request_id)
-            audit.check_read(conn, row["workflow_id"], {"approval_requests": [row]})
+            rows: dict[str, list[Any]] = {"approval_requests": [row]}
+            if row["quorum"] is not None:  # its votes are served too, checked against the chain with it
+                rows["approval_votes"] = quorum_store.votes_for(conn, request_id)
+            votes_of = request_id if row["quorum"] is not None else None
+            audit.check_read(conn, row["workflow_id"], rows, votes_of=votes_of)
             request = self._request(row)
+            if row["quorum"] is not None:
+                wf = wf_store.get(conn, row["workflow_id"])
+                mode = self.identity_checks  # type: ignore[attr-defined]
+                progress = quorum.progress(conn, row, wf, mode, rows["approval_votes"])
+                request = request.model_copy(update=progress)
             if row["status"] == "pending":  # what a reviewer is shown, to send back with the decision
                 policy = review.policy_of(self.policy_gate)  # type: ignore[attr-defined]
                 request.review_digest = review.current(conn, row, policy).digest
