@@ -184,15 +184,30 @@ class WorkflowReads:
         now: datetime | None = None,
     ) -> charts.ChartData:
         """The numbers behind the dashboard's charts (``core.charts``), from aggregate queries only: over
-        the workflows ``visible_to`` may see, or over one workflow."""
+        the workflows ``visible_to`` may see, or over one workflow. The store-wide charts (no
+        ``workflow_id``, no explicit ``now``) are reused while no kept count moved, for at most
+        ``charts.CACHE_SECONDS`` (``charts.ChartCache`` says what may be that old)."""
         # a caller who sees everything (open mode, an admin) needs no visibility sub-select: at 100,000
         # workflows it is a semi-join on every chart query
         narrowed = visible_to is not None and restricted(visible_to)
         scope = Scope(visible_ids(visible_to) if narrowed and visible_to is not None else None, workflow_id)
+        cached = workflow_id is None and now is None
+        cache: charts.ChartCache = self.__dict__.setdefault("_chart_cache", charts.ChartCache())
+        who = (visible_to.identity_id, tuple(sorted(visible_to.roles))) if narrowed and visible_to else "all"
         with self.db.read() as conn:
             if workflow_id is not None:
                 wf_store.get(conn, workflow_id)
-            return charts.chart_data(conn, scope, now or datetime.now(UTC))
+            stamp = None
+            if cached:
+                counts = counters.read(conn, ("workflows", "requests", "responses")).comparable()
+                stamp = tuple((k, tuple(sorted(v.items()))) for k, v in counts.items())
+                hit = cache.get(who, stamp)
+                if hit is not None:
+                    return hit
+            data = charts.chart_data(conn, scope, now or datetime.now(UTC))
+        if cached:
+            cache.put(who, stamp, data)
+        return data
 
     def get_approval_request(self, request_id: str) -> ApprovalRequest:
         with self.db.read() as conn:
