@@ -160,11 +160,18 @@ def decide_each(
     for request_id in request_ids:
         item: dict[str, Any] = {"request_id": request_id}
         try:
+            request = _visible_request(orch, caller, request_id)
+            item.update(
+                checkpoint_id=request.checkpoint_id,
+                checkpoint_name=request.checkpoint_name,
+                item_key=request.item_key,
+            )
             after = _decide_one(orch, caller, request_id, decision, rationale, approved_by, None)
         except NotFound:  # unknown, or not the caller's to see: the same answer, nothing revealed
             item.update(outcome="not_found", error=ApprovalRequestNotFound(request_id).to_dict())
         except DecisionConflict as exc:
-            item.update(outcome="already_decided", error=exc.to_dict())
+            outcome = "closed" if exc.status == "closed" else "already_decided"
+            item.update(outcome=outcome, error=exc.to_dict())
         except Forbidden as exc:
             item.update(outcome="refused", error=exc.to_dict())
         except InvalidInput as exc:
@@ -202,6 +209,29 @@ def _decide_one(
     with ``review_digest``, only on the request as the reviewer saw it (409 ``stale_review`` otherwise)."""
     request = orch.get_approval_request(request_id)
     wf = visible(orch, caller, request.workflow_id, ApprovalRequestNotFound(request_id))
+    return _decide_seen(
+        orch, caller, request, wf, decision, rationale, approved_by, modifications, review_digest
+    )
+
+
+def _visible_request(orch: WorkflowOrchestrator, caller: Caller, request_id: str) -> ApprovalRequest:
+    request = orch.get_approval_request(request_id)
+    visible(orch, caller, request.workflow_id, ApprovalRequestNotFound(request_id))
+    return request
+
+
+def _decide_seen(
+    orch: WorkflowOrchestrator,
+    caller: Caller,
+    request: ApprovalRequest,
+    wf: WorkflowExecution,
+    decision: ApprovalDecision,
+    rationale: str,
+    approved_by: str,
+    modifications: dict[str, Any] | None,
+    review_digest: str | None,
+) -> WorkflowExecution:
+    request_id = request.request_id
     enforce(
         may_decide(
             caller,
@@ -255,6 +285,28 @@ async def get_request(
         "request": request.model_dump(mode="json"),
         "status": request.status,
         "decision": response.model_dump(mode="json") if response else None,
+    }
+
+
+@router.get("/{request_id}/items", response_model=s.CheckpointItemsOut)
+def checkpoint_items(request_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """Every item asked at this request's checkpoint pause (parallel tool calls, a LangGraph step's
+    interrupts), in the order asked, with each item's status and decision; a single-request checkpoint
+    lists just this request. An agent that restarted finds its pending items here."""
+    request, _ = _request_and_decision(orch, caller, request_id)
+    items = orch.checkpoint_items(request_id)
+    return {
+        "group_id": request.group_id,
+        "checkpoint_id": request.checkpoint_id,
+        "checkpoint_name": request.checkpoint_name,
+        "items": [
+            {
+                "request": r.model_dump(mode="json"),
+                "status": r.status,
+                "decision": d.model_dump(mode="json") if d else None,
+            }
+            for r, d in items
+        ],
     }
 
 

@@ -235,6 +235,10 @@ class Endpoints:
         return _get(f"/api/approvals/{_seg(request_id)}", {"wait": wait or None}, wait=wait)
 
     @staticmethod
+    def checkpoint_items(request_id: str) -> Call:
+        return _get(f"/api/approvals/{_seg(request_id)}/items")
+
+    @staticmethod
     def submit_decision(
         request_id: str,
         decision: ApprovalDecision | str,
@@ -572,6 +576,7 @@ class SafeRunClient(BaseSafeRunClient):
         risk: dict[str, Any] | None = None,
         alerts: list[dict[str, Any]] | None = None,
         parameter_schema: dict[str, Any] | None = None,
+        items: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         review = {
             "summary": summary,
@@ -582,6 +587,7 @@ class SafeRunClient(BaseSafeRunClient):
             "risk": risk,
             "alerts": alerts,
             "parameter_schema": parameter_schema,
+            "items": items,
         }
         call = Endpoints.checkpoint(workflow_id, state, request_approval, review)
         return self._json(call)
@@ -634,6 +640,10 @@ class SafeRunClient(BaseSafeRunClient):
     def get_approval(self, request_id: str, wait: float = 0) -> dict[str, Any]:
         """The request and its decision; with ``wait`` (<= 60 s) returns as soon as the decision exists."""
         return self._json(Endpoints.get_approval(request_id, wait))
+
+    def checkpoint_items(self, request_id: str) -> dict[str, Any]:
+        """Every item asked at this request's checkpoint pause, each with its status and decision."""
+        return self._json(Endpoints.checkpoint_items(request_id))
 
     def submit_decision(
         self,
@@ -802,6 +812,7 @@ class AsyncSafeRunClient(BaseSafeRunClient):
         risk: dict[str, Any] | None = None,
         alerts: list[dict[str, Any]] | None = None,
         parameter_schema: dict[str, Any] | None = None,
+        items: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         review = {
             "summary": summary,
@@ -812,6 +823,7 @@ class AsyncSafeRunClient(BaseSafeRunClient):
             "risk": risk,
             "alerts": alerts,
             "parameter_schema": parameter_schema,
+            "items": items,
         }
         call = Endpoints.checkpoint(workflow_id, state, request_approval, review)
         return await self._json(call)
@@ -859,6 +871,10 @@ class AsyncSafeRunClient(BaseSafeRunClient):
     async def get_approval(self, request_id: str, wait: float = 0) -> dict[str, Any]:
         """The request and its decision; with ``wait`` (<= 60 s) returns as soon as the decision exists."""
         return await self._json(Endpoints.get_approval(request_id, wait))
+
+    async def checkpoint_items(self, request_id: str) -> dict[str, Any]:
+        """Every item asked at this request's checkpoint pause, each with its status and decision."""
+        return await self._json(Endpoints.checkpoint_items(request_id))
 
     async def submit_decision(
         self,

@@ -147,6 +147,8 @@ VIEWS: dict[str, dict[str, tuple[str, ...]]] = {
             "on_timeout",
             "expires_at",
             "quorum",  # optional: hashed only when set (see OPTIONAL), so older rows hash as they did
+            "group_id",  # optional too: an item of a checkpoint that asked several things at once
+            "item_key",
         ),
         # what changes while it waits: the monitor's alerts, the assigned supervisor, the outcome
         "review": ("request_id", "alerts", "supervisor_id", "status"),
@@ -185,7 +187,12 @@ KEYS["approval_votes"] = "vote_id"
 # Fields a view hashes only when they hold a value: added after rows were first bound, so a row without
 # one (every row written before the field existed) hashes exactly as it did, and a row with one is bound
 # to it. Setting one on a row that had none changes the hash like any other forged value.
-OPTIONAL = {("approval_requests", "quorum")}
+OPTIONAL = {
+    ("approval_requests", "quorum"),
+    # an item of a checkpoint that asked several things at once: its group and key (revision 0019)
+    ("approval_requests", "group_id"),
+    ("approval_requests", "item_key"),
+}
 
 # Values a status column can hold. A status outside its vocabulary is a forged row even where no event
 # bound the current value (a saga step's ``committed`` is written by a bulk UPDATE with its approval).
@@ -193,7 +200,7 @@ STATUSES = {
     "snapshots": frozenset(
         {"captured", "passed", "approved", "modified", "superseded", "rejected", "expired", "restored"}
     ),
-    "approval_requests": frozenset({"pending", "decided", "expired", "cancelled"}),
+    "approval_requests": frozenset({"pending", "decided", "expired", "cancelled", "closed"}),
     "saga_steps": frozenset({"pending", "committed", "compensating", "compensated", "failed"}),
     "x402_payments": frozenset({"credited", "unapplied", "unconfirmed"}),
 }

@@ -160,7 +160,7 @@ approval_requests = Table(
     Column("supervisor_id", String(200), nullable=True),
     Column("job_id", String(64), nullable=True),  # the x402 approval sub-job
     Column("on_timeout", String(16), nullable=False),
-    # pending | decided | expired
+    # pending | decided | expired | cancelled | closed (a sibling item of its checkpoint was rejected)
     Column("status", String(16), nullable=False, index=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False, index=True),
@@ -172,8 +172,13 @@ approval_requests = Table(
     # M-of-N quorum (issue 16, revision 0018): the rule the request is decided by (approvals, of, rejections,
     # distinct_teams) from its checkpoint or the approval policy; NULL: one person decides, as always
     Column("quorum", JSONType, nullable=True),
+    # several requests at one checkpoint (parallel tool calls, a LangGraph step's interrupts): the group
+    # they share and each item's stable key; both NULL on a single-request checkpoint (revision 0019)
+    Column("group_id", String(64), nullable=True),
+    Column("item_key", String(200), nullable=True),
 )
 Index("ix_approval_requests_escalation", approval_requests.c.next_escalation_at)
+Index("ix_approval_requests_group", approval_requests.c.group_id)
 
 approval_responses = Table(
     "approval_responses",

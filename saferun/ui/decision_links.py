@@ -130,7 +130,9 @@ def decide(request: Request, token: str, form: dict[str, str] = FormDep) -> Resp
         return _page(422, TITLES[422], exc.message, view=view, token=token, review=review)
     except SafeRunError as exc:
         return _refused(exc)
-    said = outcome(decided.decision.value, decided.workflow_state.value)
+    items = orch.checkpoint_items(decided.request_id)  # one row unless several were asked at once
+    waiting = sum(1 for r, _ in items if r.status == "pending") if len(items) > 1 else 0
+    said = outcome(decided.decision.value, decided.workflow_state.value, siblings_pending=waiting)
     return _page(
         200,
         f"Recorded: {said.word.lower()}",

@@ -313,7 +313,8 @@ class ApprovalRequest(BaseModel):
     alerts: list[dict[str, Any]] = Field(default_factory=list)
     supervisor_id: str | None = None
     on_timeout: TimeoutPolicy = "reject"
-    status: Literal["pending", "decided", "expired", "cancelled"] = "pending"
+    # closed: an item of a multi-request checkpoint whose sibling was rejected (never decidable again)
+    status: Literal["pending", "decided", "expired", "cancelled", "closed"] = "pending"
     created_at: datetime
     expires_at: datetime
     decided_at: datetime | None = None
@@ -328,6 +329,26 @@ class ApprovalRequest(BaseModel):
     votes: list[dict[str, Any]] = Field(default_factory=list)
     tally: dict[str, Any] | None = None
     may_still_vote: list[str] | None = None
+    # an item of a checkpoint that asked several things at once (parallel tool calls, a LangGraph step's
+    # interrupts): the group its siblings share and its own stable key; None on a single-request checkpoint
+    group_id: str | None = None
+    item_key: str | None = None
+
+
+class CheckpointItem(BaseModel):
+    """One of several things asked at one checkpoint (a tool call among parallel ones, one of a LangGraph
+    step's interrupts). ``key`` is its stable identity (a tool-call or interrupt id: nothing a redeploy
+    changes); each item is decided on its own, with its own parameters and Modify form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # a character str.strip() keeps (the same rule as every other required text; see api/schemas.py)
+    key: str = Field(min_length=1, max_length=200, pattern=r"[^\s\x1c-\x1f\x85]")
+    summary: str | None = Field(default=None, max_length=20_000, pattern=r"[^\s\x1c-\x1f\x85]")
+    decision_needed: str | None = Field(default=None, max_length=20_000)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameter_schema: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
 
 
 class ApprovalResponse(BaseModel):

@@ -422,8 +422,11 @@ class WorkflowOrchestrator(WorkflowPauses, WorkflowWaits, WorkflowReads, StuckOp
             if state in (WorkflowState.COMPLETED, WorkflowState.FAILED):
                 raise InvalidTransition(workflow_id, state.value, "cancel", "the workflow has already ended")
             if state == WorkflowState.AWAITING_APPROVAL:
+                groups: set[str] = set()  # cancelling one item of a group cancels its siblings with it
                 for req in approvals.pending(conn, workflow_id):
-                    decisions.cancel_pending(conn, self.capture, req["request_id"], message)
+                    if req["group_id"] is None or req["group_id"] not in groups:
+                        decisions.cancel_pending(conn, self.capture, req["request_id"], message)
+                        groups.add(req["group_id"])
                 return self._fresh(conn, workflow_id)
             if state == WorkflowState.INITIALIZED:
                 # Diagram 1 has no INITIALIZED -> FAILED arrow: start, then fail, both recorded

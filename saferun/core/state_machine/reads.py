@@ -240,6 +240,17 @@ class WorkflowReads:
             responses = {r["request_id"]: self._response(r) for r in response_rows}
             return [(self._request(r), responses.get(r["request_id"])) for r in requests]
 
+    def checkpoint_items(self, request_id: str) -> list[tuple[ApprovalRequest, ApprovalResponse | None]]:
+        """The items asked at ``request_id``'s checkpoint pause (its group, in the order asked), each with
+        its decision; just the request itself at a single-request checkpoint. Checked against the chain."""
+        with self.db.read() as conn:
+            req = approvals.get(conn, request_id)
+            rows = [req] if req["group_id"] is None else list(approvals.group_items(conn, req["group_id"]))
+            responses = [r for r in (approvals.response_for(conn, x["request_id"]) for x in rows) if r]
+            audit.check_read(conn, req["workflow_id"], {"approval_requests": rows}, responses)
+            by_id = {r["request_id"]: self._response(r) for r in responses}
+            return [(self._request(r), by_id.get(r["request_id"])) for r in rows]
+
     def get_approval_response(self, request_id: str) -> ApprovalResponse | None:
         with self.db.read() as conn:
             req = approvals.get(conn, request_id)
