@@ -82,7 +82,7 @@ workflows = Table(
     # how many configured checkpoints have been approved (or passed, when no approval is required)
     Column("current_checkpoint", Integer, nullable=False, default=0),
     Column("job_id", String(64), nullable=True),
-    Column("escrow_id", String(64), nullable=True),
+    Column("escrow_id", String(80), nullable=True),  # "escrow_" + a workflow id of up to 64
     Column("last_approved_snapshot_id", String(64), nullable=True),
     Column("result_uri", String(200), nullable=True),
     # None: the embedded platform holds the workflow's jobs and money; else the remote x402 platform's
