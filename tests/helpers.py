@@ -86,3 +86,14 @@ def quorum_group(
     for who, team in members.items():
         current = ids.get_identity(who).groups
         ids.set_membership(who, groups=[*current, group], team=team, set_team=True)
+
+
+def row_counts(db: Any) -> dict[str, int]:
+    """Rows per table: compared before and after a refused call, which must write nothing."""
+    from sqlalchemy import func, select
+
+    from saferun.storage.schema import metadata
+
+    with db.read() as conn:
+        count = select(func.count())
+        return {t.name: conn.execute(count.select_from(t)).scalar_one() for t in metadata.sorted_tables}

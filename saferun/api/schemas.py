@@ -93,7 +93,11 @@ class CreateWorkflow(Strict):
     escrow_amount: Annotated[Any, doc(amount_schema())]
     poster_id: str = Field(min_length=1, max_length=200)
     executor_id: str = Field(min_length=1, max_length=200)
-    supervisor_id: str | None = Field(default=None, max_length=200)
+    supervisor_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="four eyes: must differ from poster_id and executor_id (422 naming supervisor_id)",
+    )
     workflow_id: str | None = Field(default=None, min_length=1, max_length=64)
     executor_share: Annotated[Any, doc(SHARE)] = None
     metadata: dict[str, Any] = Field(default_factory=dict)

@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     StrictFloat,
+    ValidationInfo,
     field_serializer,
     field_validator,
     model_validator,
@@ -205,11 +206,14 @@ class WorkflowConfig(BaseModel):
             seen.add(cp.checkpoint_id)
         return value
 
-    @model_validator(mode="after")
-    def _parties_distinct(self) -> WorkflowConfig:
-        if self.supervisor_id is not None and self.supervisor_id in (self.poster_id, self.executor_id):
-            raise ValueError("supervisor_id must differ from poster_id and executor_id (four eyes)")
-        return self
+    @field_validator("supervisor_id")
+    @classmethod
+    def _parties_distinct(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Four eyes. A field validator (the parties are declared before it), so a refusal names
+        ``supervisor_id`` rather than the whole body."""
+        if value is not None and value in (info.data.get("poster_id"), info.data.get("executor_id")):
+            raise ValueError("must differ from poster_id and executor_id (four eyes)")
+        return value
 
     @field_serializer("escrow_amount", "executor_share")
     def _money_as_text(self, value: Decimal) -> str:
