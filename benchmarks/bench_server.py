@@ -84,8 +84,25 @@ def start_server(database_url: str, port: int) -> tuple[subprocess.Popen[bytes],
     raise RuntimeError(f"server on {url} did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (Linux ``/proc``; 0 elsewhere): a cost that, unlike wall
+    time, other engineers' load on the machine hardly changes."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def agent(
-    urls: list[str], index: int, cycles: int, memory_bytes: int, start: Any, requests: Any, resumed: Any
+    urls: list[str],
+    index: int,
+    cycles: int,
+    memory_bytes: int,
+    start: Any,
+    requests: Any,
+    resumed: Any,
+    spent: Any,
 ) -> None:
     """One remote agent process: it long-polls replica ``index % len(urls)``."""
     home = index % len(urls)
@@ -104,6 +121,7 @@ def agent(
         ).json()["workflow_id"]
         c.post(f"/api/workflows/{wf}/start").raise_for_status()
         start.wait()
+        cpu0 = time.process_time()
         for i in range(cycles):
             body = {
                 "state": {
@@ -127,6 +145,7 @@ def agent(
                 if got.json()["decision"] is not None:
                     break
             resumed.put((req, time.time()))
+        spent.put(time.process_time() - cpu0)
 
 
 def reviewer(urls: list[str], requests: Any, sent: dict[str, float], stop: threading.Event) -> None:
@@ -160,7 +179,7 @@ def run_once(database_url: str, ports: list[int], agents: int, cycles: int, memo
     servers = [start_server(database_url, p) for p in ports]
     urls = [u for _, u in servers]
     ctx = mp.get_context("spawn")
-    requests, resumed, start = ctx.Queue(), ctx.Queue(), ctx.Event()
+    requests, resumed, spent, start = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Event()
     sent: dict[str, float] = {}
     stop = threading.Event()
     reviewers = [
@@ -168,7 +187,7 @@ def run_once(database_url: str, ports: list[int], agents: int, cycles: int, memo
         for _ in range(min(agents, 4))
     ]
     procs = [
-        ctx.Process(target=agent, args=(urls, i, cycles, memory, start, requests, resumed))
+        ctx.Process(target=agent, args=(urls, i, cycles, memory, start, requests, resumed, spent))
         for i in range(agents)
     ]
     try:
@@ -178,6 +197,8 @@ def run_once(database_url: str, ports: list[int], agents: int, cycles: int, memo
             p.start()
         time.sleep(0.5)  # the agents create and start their workflows, then wait at the start line
         _wait_ready(urls[0], agents)
+        server_cpu0 = sum(cpu_seconds(p.pid) for p, _ in servers)
+        own_cpu0 = time.process_time()
         t0 = time.perf_counter()
         start.set()
         latencies = []
@@ -185,6 +206,8 @@ def run_once(database_url: str, ports: list[int], agents: int, cycles: int, memo
             req, at = resumed.get(timeout=120)
             latencies.append(at - sent[req])
         wall = time.perf_counter() - t0
+        server_cpu = sum(cpu_seconds(p.pid) for p, _ in servers) - server_cpu0
+        client_cpu = time.process_time() - own_cpu0 + sum(spent.get(timeout=30) for _ in procs)
     finally:
         stop.set()
         for p in procs:
@@ -202,6 +225,10 @@ def run_once(database_url: str, ports: list[int], agents: int, cycles: int, memo
         "p50": statistics.median(ms),
         "p99": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
         "max": ms[-1],
+        # CPU per cycle: the servers' (all replicas), and the agents' plus the reviewers' (this process)
+        "server_cpu_ms": server_cpu * 1e3 / len(ms),
+        "client_cpu_ms": client_cpu * 1e3 / len(ms),
+        "load": os.getloadavg()[0],
     }
 
 
@@ -284,7 +311,8 @@ def main() -> None:
                 runs.append(r)
                 print(
                     f"  {store:<8} {n} agents run {rep + 1}: {r['cycles_per_s']:.1f} cycles/s, "
-                    f"resume p50 {r['p50']:.1f} p99 {r['p99']:.1f} ms",
+                    f"resume p50 {r['p50']:.1f} p99 {r['p99']:.1f} ms | CPU/cycle server "
+                    f"{r['server_cpu_ms']:.1f} client {r['client_cpu_ms']:.1f} ms | load {r['load']:.1f}",
                     flush=True,
                 )
     report(runs, a)
@@ -305,7 +333,8 @@ def report(runs: list[dict[str, Any]], a: argparse.Namespace) -> None:
     )
     print(
         f"{'store':<10} {'replicas':>8} {'agents':>6} | {'cycles/s':>13} {'x before':>11} | "
-        f"{'resume p50 ms':>13} {'p99 ms':>11} {'max ms':>13}"
+        f"{'resume p50 ms':>13} {'p99 ms':>11} {'max ms':>13} | {'CPU ms/cycle: server':>20} "
+        f"{'client':>11} | {'load':>9}"
     )
     keys = sorted({(r["store"], r["agents"]) for r in runs}, key=lambda k: (k[0] != "sqlite", k[1]))
     for store, n in keys:
@@ -315,7 +344,9 @@ def report(runs: list[dict[str, Any]], a: argparse.Namespace) -> None:
         print(
             f"{'SQLite' if store == 'sqlite' else 'PostgreSQL':<10} {rs[0]['replicas']:>8} {n:>6} | "
             f"{spread(tput):>13} {factor:>11} | {spread([r['p50'] for r in rs]):>13} "
-            f"{spread([r['p99'] for r in rs]):>11} {spread([r['max'] for r in rs]):>13}"
+            f"{spread([r['p99'] for r in rs]):>11} {spread([r['max'] for r in rs]):>13} | "
+            f"{spread([r['server_cpu_ms'] for r in rs]):>20} "
+            f"{spread([r['client_cpu_ms'] for r in rs]):>11} | {spread([r['load'] for r in rs]):>9}"
         )
     print(
         f"before (issue 12): {BEFORE[0]:.0f}-{BEFORE[1]:.0f} cycles/s at 1 to 8 agents, SQLite and PostgreSQL"

@@ -17,10 +17,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from saferun.api.local_guard import UNTRUSTED_FORWARD
 from saferun.config import get_settings
 from saferun.core.identity import IdentityService
+from saferun.core.state_machine.access import RequestView, WorkflowView
 from saferun.core.state_machine.models import WorkflowExecution
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.policy import Caller, Refusal, may_see_workflow
@@ -48,6 +50,16 @@ def orchestrator(request: Request) -> WorkflowOrchestrator:
     if state.orchestrator is None:  # served without lifespan (an ASGI test transport)
         state.orchestrator = WorkflowOrchestrator()
     return state.orchestrator  # type: ignore[no-any-return]
+
+
+async def orchestrator_dep(request: Request) -> WorkflowOrchestrator:
+    """``orchestrator`` as a dependency: the server's engine is returned as it is, with no thread hop (a
+    plain ``def`` dependency costs every request one); only building one (served without lifespan)
+    opens the store, in a worker thread."""
+    orch = request.app.state.orchestrator
+    if orch is None:
+        return await run_in_threadpool(orchestrator, request)
+    return orch  # type: ignore[no-any-return]
 
 
 def identities(request: Request) -> IdentityService:
@@ -101,18 +113,28 @@ def not_local(request: Request) -> str | None:
     return None
 
 
-def caller(request: Request) -> Caller:
-    """The caller of this request; raises 401 when keys are required and none (valid) was given."""
-    service = identities(request)
+async def caller(request: Request) -> Caller:
+    """The caller of this request; raises 401 when keys are required and none (valid) was given.
+
+    A key or a session cookie is looked up in the store, in a worker thread; a request with neither (open
+    mode's local user, or a 401) needs no lookup and is answered here, without a thread hop (issue 12:
+    every request of an agent's cycle paid one)."""
+    if _bearer(request) or request.cookies.get(session_cookie_name(request)):
+        return await run_in_threadpool(resolve_caller, request)
+    return resolve_caller(request)
+
+
+def resolve_caller(request: Request) -> Caller:
+    """``caller`` for code already off the event loop (it may read the store)."""
     key = _bearer(request)
     if key:
-        found = service.caller_for_key(key)
+        found = identities(request).caller_for_key(key)
         if found is None:
             raise Unauthorized("the API key is unknown, revoked or malformed")
         return found
     cookie = request.cookies.get(session_cookie_name(request))
     if cookie:
-        session = service.session(cookie)
+        session = identities(request).session(cookie)
         if session is not None:
             if request.method not in ("GET", "HEAD", "OPTIONS") and not request.url.path.startswith("/ui"):
                 token = request.headers.get("x-csrf-token")
@@ -137,14 +159,15 @@ def docs_caller(request: Request) -> Caller | None:
     shapes are not secrets, but metrics name states and volumes an outsider has no business seeing."""
     if get_settings().public_docs or effective_mode(request) == "open":
         return None
-    return caller(request)
+    return resolve_caller(request)
 
 
 DocsGuard = Annotated[Caller | None, Depends(docs_caller)]
 
 
-def sees(caller: Caller, wf: WorkflowExecution) -> bool:
-    """The one visibility rule (``policy.may_see_workflow``) for a loaded workflow."""
+def sees(caller: Caller, wf: WorkflowExecution | WorkflowView | RequestView) -> bool:
+    """The one visibility rule (``policy.may_see_workflow``) for a loaded workflow (or the workflow of a
+    loaded request)."""
     cfg = wf.config
     return may_see_workflow(
         caller,
@@ -173,4 +196,4 @@ def enforce(refusal: Refusal | None) -> None:
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
-OrchestratorDep = Annotated[WorkflowOrchestrator, Depends(orchestrator)]
+OrchestratorDep = Annotated[WorkflowOrchestrator, Depends(orchestrator_dep)]

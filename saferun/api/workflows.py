@@ -11,10 +11,11 @@ from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from saferun.api import schemas as s
-from saferun.api.deps import CallerDep, OrchestratorDep, enforce, visible
+from saferun.api.deps import CallerDep, OrchestratorDep, enforce, sees, visible
 from saferun.config import get_settings
 from saferun.core.listing import MAX_LIMIT
 from saferun.core.rollback.reconciliation import compensation_key
+from saferun.core.state_machine.access import WorkflowView
 from saferun.core.state_machine.models import (
     CheckpointConfig,
     ExecutionState,
@@ -24,7 +25,7 @@ from saferun.core.state_machine.models import (
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.policy import Caller, Role, may_act_as_agent, may_create_workflow
 from saferun.domain.states import WorkflowState
-from saferun.errors import Forbidden, InvalidInput
+from saferun.errors import Forbidden, InvalidInput, WorkflowNotFound
 from saferun.storage.schema import utcnow
 
 router = APIRouter(prefix="/api/workflows", tags=["workflows"])
@@ -65,8 +66,13 @@ def detail(wf: WorkflowExecution) -> dict[str, Any]:
     }
 
 
-def as_agent(orch: WorkflowOrchestrator, caller: Caller, workflow_id: str) -> WorkflowExecution:
-    wf = visible(orch, caller, workflow_id)  # a foreign workflow is 404 before any role check
+def as_agent(orch: WorkflowOrchestrator, caller: Caller, workflow_id: str) -> WorkflowView:
+    """The workflow, checked against its chain, if the caller may act as its agent: 404 for a workflow the
+    caller may not see (before any role check), 403 naming the rule otherwise. Read with
+    ``workflow_view``, the same chain check as ``get_workflow`` without the counts only an answer needs."""
+    wf = orch.workflow_view(workflow_id)
+    if not sees(caller, wf):
+        raise WorkflowNotFound(workflow_id)
     enforce(may_act_as_agent(caller, wf.config.executor_id))
     return wf
 
@@ -171,30 +177,10 @@ def checkpoint(
     wf = as_agent(orch, caller, workflow_id)
     state = ExecutionState.model_validate(body.state)
     req = None
-    reqs = None
-    name = next(
-        (c.name for c in wf.config.checkpoints if c.checkpoint_id == state.checkpoint_id), wf.config.name
-    )
-    if body.items is not None:
-        if not body.request_approval:
-            raise InvalidInput(
-                "request_approval", "items are approval requests: request_approval must be true"
-            )
-        snap, reqs = orch.pause_items_sync(
-            workflow_id,
-            state,
-            body.summary or f"Review: {name}",
-            body.items,
-            body.context,
-            decision_needed=body.decision_needed,
-            recommendation=body.recommendation,
-            confidence=body.confidence,
-            risk=body.risk,
-            alerts=body.alerts,
-            parameter_schema=body.parameter_schema,
+    if body.request_approval:
+        name = next(
+            (c.name for c in wf.config.checkpoints if c.checkpoint_id == state.checkpoint_id), wf.config.name
         )
-        req = reqs[0] if reqs else None
-    elif body.request_approval:
         snap, req = orch.pause_sync(
             workflow_id,
             state,
@@ -213,7 +199,6 @@ def checkpoint(
         **snap.model_dump(mode="json", exclude={"execution_state"}),
         "approval_request_id": req.request_id if req else None,
         "approval_request": req.model_dump(mode="json") if req else None,
-        "approval_requests": [r.model_dump(mode="json") for r in reqs] if reqs is not None else None,
     }
 
 
@@ -416,6 +401,6 @@ def ledger(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[s
     from saferun.domain.money import format_micro
 
     visible(orch, caller, workflow_id)
-    entries, escrow = orch.ledger(workflow_id)  # checked against the chain: 409 tampered, never a forgery
-    position = {k: format_micro(v) for k, v in asdict(escrow).items()}
+    entries = orch.ledger_entries(workflow_id)
+    position = {k: format_micro(v) for k, v in asdict(orch.escrow_position(workflow_id)).items()}
     return {"entries": entries, "escrow": position}

@@ -70,7 +70,6 @@ def _version(
         policy=policy,
         alerts=alerts,
         pending_undo=undo,
-        quorum=req.get("quorum"),
     )
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Select, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, Select, bindparam, func, insert, select, update
 
 from saferun.domain.recommendation import risk_level
 from saferun.errors import ApprovalRequestNotFound, InvalidInput
-from saferun.storage.schema import approval_requests, approval_responses, identities, utcnow
+from saferun.storage.database import raw_fetchone
+from saferun.storage.schema import approval_requests, approval_responses, identities, utcnow, workflows
 
 _GET = select(approval_requests).where(approval_requests.c.request_id == bindparam("b_req"))
 _CLAIM = update(approval_requests).where(
@@ -83,37 +84,6 @@ def claim(
     return conn.execute(_CLAIM, params).rowcount == 1
 
 
-_GROUP = (
-    select(
-        approval_requests,
-        approval_responses.c.decision.label("x_decision"),
-        approval_responses.c.modifications.label("x_modifications"),
-    )
-    .select_from(
-        approval_requests.outerjoin(
-            approval_responses, approval_responses.c.request_id == approval_requests.c.request_id
-        )
-    )
-    .where(approval_requests.c.group_id == bindparam("b_group"))
-    .order_by(approval_requests.c.created_at, approval_requests.c.request_id)
-)
-
-
-def group_items(conn: Connection, group_id: str) -> list[RowMapping]:
-    """The items of one checkpoint's group with their decision and modifications (``x_decision``,
-    ``x_modifications``; None while undecided), in the order they were asked: one statement."""
-    return list(conn.execute(_GROUP, {"b_group": group_id}).mappings())
-
-
-def close_group(conn: Connection, group_id: str, status: str, now: datetime) -> None:
-    """Close every item of ``group_id`` still pending (a sibling was rejected): no longer decidable."""
-    conn.execute(
-        update(approval_requests)
-        .where(approval_requests.c.group_id == group_id, approval_requests.c.status == "pending")
-        .values(status=status, decided_at=now)
-    )
-
-
 def set_alerts(conn: Connection, request_id: str, alerts: list[dict[str, Any]]) -> None:
     """Replace a request's alerts (the monitor adds to them while the request is pending)."""
     conn.execute(
@@ -123,6 +93,44 @@ def set_alerts(conn: Connection, request_id: str, alerts: list[dict[str, Any]]) 
 
 def insert_response(conn: Connection, **values: Any) -> None:
     conn.execute(_INSERT_RESPONSE, {"created_at": utcnow(), **values})
+
+
+_W, _R = "w__", "r__"  # label prefixes of the workflow's and the decision's columns in ``_WITH_CONTEXT``
+_WITH_CONTEXT = (
+    select(
+        approval_requests,
+        *(c.label(_W + c.name) for c in workflows.c),
+        *(c.label(_R + c.name) for c in approval_responses.c),
+    )
+    .select_from(
+        approval_requests.join(
+            workflows, workflows.c.workflow_id == approval_requests.c.workflow_id
+        ).outerjoin(approval_responses, approval_responses.c.request_id == approval_requests.c.request_id)
+    )
+    .where(approval_requests.c.request_id == bindparam("b_req"))
+)
+
+
+def with_context(
+    conn: Connection, request_id: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """The request, its workflow row and its decision (None while there is none), as ``get``,
+    ``workflows.get`` and ``response_for`` read them, in one statement (a route's access check and answer
+    need all three; three round trips were a third of a long-poll's statements)."""
+    row = conn.execute(_WITH_CONTEXT, {"b_req": request_id}).mappings().first()
+    if row is None:
+        raise ApprovalRequestNotFound(request_id)
+    req = {c.name: row[c.name] for c in approval_requests.c}
+    wf = {c.name: row[_W + c.name] for c in workflows.c}
+    resp = {c.name: row[_R + c.name] for c in approval_responses.c}
+    return req, wf, resp if resp["response_id"] is not None else None
+
+
+def is_pending(engine: Engine, request_id: str) -> bool:
+    """Whether the request exists and is still pending: one indexed read through the bare driver (no
+    transaction), for a long-poll's fallback polls. Only a hint: what is served is read and checked again."""
+    row = raw_fetchone(engine, "SELECT status FROM approval_requests WHERE request_id = ?", (request_id,))
+    return row is not None and row[0] == "pending"
 
 
 def response_for(conn: Connection, request_id: str) -> RowMapping | None:
