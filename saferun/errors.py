@@ -102,9 +102,11 @@ class InvalidTransition(Conflict):
 class DecisionConflict(Conflict):
     """A request is decided exactly once; later decisions (or decisions after expiry) change nothing."""
 
-    def __init__(self, request_id: str, status: str) -> None:
+    def __init__(self, request_id: str, status: str, why: str | None = None) -> None:
         super().__init__(
-            f"approval request {request_id!r} is already {status}", request_id=request_id, status=status
+            f"approval request {request_id!r} is " + (f"{status}: {why}" if why else f"already {status}"),
+            request_id=request_id,
+            status=status,
         )
         self.request_id = request_id
         self.status = status
@@ -306,14 +308,20 @@ class ApprovalRejected(SafeRunError):
         rationale: str,
         restored_state: Any = None,
         workflow_state: str = "",
+        item_key: str | None = None,
     ) -> None:
+        # item_key: at a checkpoint that asked several things at once, the item the reviewer rejected
+        item = f" (item {item_key!r})" if item_key is not None else ""
         super().__init__(
-            f"checkpoint {rejected_checkpoint_id!r} of workflow {workflow_id!r} was rejected: {rationale}",
+            f"checkpoint {rejected_checkpoint_id!r}{item} of workflow {workflow_id!r} was rejected: "
+            f"{rationale}",
             workflow_id=workflow_id,
             rejected_checkpoint_id=rejected_checkpoint_id,
             last_approved_checkpoint=last_approved_checkpoint,
             workflow_state=workflow_state,
+            **({"item_key": item_key} if item_key is not None else {}),
         )
+        self.item_key = item_key
         self.workflow_id = workflow_id
         self.rejected_checkpoint_id = rejected_checkpoint_id
         self.last_approved_checkpoint = last_approved_checkpoint
@@ -325,4 +333,3 @@ class ApprovalRejected(SafeRunError):
 class ApprovalExpired(ApprovalRejected):
     """Nobody decided in time and the checkpoint's ``on_timeout`` rejected it: an ``ApprovalRejected``
     (compensations ran the same way), but a distinct type, because silence is not a person's "no"."""
-

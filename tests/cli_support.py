@@ -27,13 +27,16 @@ class Pending:
     request_id: str
 
 
-def pending_workflow(db: Database, *, can_rollback: bool = True, step: str | None = None) -> Pending:
-    """A workflow paused at its first checkpoint, proposing ``{"pizza_count": 100}``."""
+def pending_workflow(
+    db: Database, *, can_rollback: bool = True, step: str | None = None, quorum: dict[str, Any] | None = None
+) -> Pending:
+    """A workflow paused at its first checkpoint, proposing ``{"pizza_count": 100}`` (``quorum``: that
+    checkpoint's M-of-N rule, docs/quorum.md)."""
     orch = WorkflowOrchestrator(database=db)
     config = WorkflowConfig(
         name="Pizza party",
         checkpoints=[
-            CheckpointConfig(name="Order pizza", can_rollback=can_rollback),
+            CheckpointConfig(name="Order pizza", can_rollback=can_rollback, quorum=quorum),
             CheckpointConfig(name="Deliver"),
         ],
         escrow_amount=100.0,
@@ -55,5 +58,3 @@ def pending_workflow(db: Database, *, can_rollback: bool = True, step: str | Non
 
 def cli(*args: str) -> Any:
     return runner.invoke(app, list(args))
-
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 from saferun.core.state_machine.models import (
@@ -68,3 +69,31 @@ def decide(
             modifications=modifications,
         ),
     )
+
+
+def quorum_group(
+    db: Any, group: str, members: dict[str, str | None], roles: tuple[str, ...] = ("supervisor",)
+) -> None:
+    """Register ``members`` (identity id -> team, None for none) as supervisors in ``group``; a second
+    call for an existing identity adds the group. Also registers ``mallory``, a supervisor in no group."""
+    from saferun.core.identity import IdentityService
+    from saferun.errors import Conflict
+
+    ids = IdentityService(db)
+    for who in [*members, "mallory"]:
+        with suppress(Conflict):  # registered by an earlier call
+            ids.create_identity(who, who.title(), list(roles))
+    for who, team in members.items():
+        current = ids.get_identity(who).groups
+        ids.set_membership(who, groups=[*current, group], team=team, set_team=True)
+
+
+def row_counts(db: Any) -> dict[str, int]:
+    """Rows per table: compared before and after a refused call, which must write nothing."""
+    from sqlalchemy import func, select
+
+    from saferun.storage.schema import metadata
+
+    with db.read() as conn:
+        count = select(func.count())
+        return {t.name: conn.execute(count.select_from(t)).scalar_one() for t in metadata.sorted_tables}

@@ -72,12 +72,25 @@ NOT_STATABLE = {
     # the fields' descriptions
     ("POST /api/approvals/batch", "body"): "request_ids or workflow_id",
     ("POST /api/workflows", "checkpoints"): "checkpoints or checkpoint_names, not empty",
+    # one field unequal to two others (four eyes): JSON Schema compares no two values of an instance
+    ("POST /api/workflows", "supervisor_id"): "must differ from poster_id and executor_id",
     # a reference to what exists in the source workflow (like an unknown id in a body: data, not format)
     ("POST /api/workflows/{workflow_id}/fork", "checkpoint"): "one of the source's checkpoints",
     # NOT YET in the schema although statable (if/then per action): notify takes no 'to', reassign needs one
     ("POST /api/workflows", r"checkpoints\.\d+\.escalation\.\d+"): "escalation step rules",
     # at most 6 decimals (the ledger's micro-units): a number's decimal places are not a JSON Schema keyword
     ("POST /api/workflows", r"checkpoints\.\d+\.milestone_weight"): "at most 6 decimals",
+    # several items at one checkpoint: keys unique across the list (an order-free property of objects in
+    # an array), a declared parameter schema that is valid JSON Schema and fits the item's parameters, and
+    # items carry the parameters (state.parameters empty, request_approval true)
+    (
+        "POST /api/workflows/{workflow_id}/checkpoints",
+        r"items\.\d+\.(key|parameter_schema|parameters)(\..*)?",
+    ): ("unique item keys; a valid schema the parameters fit"),
+    (
+        "POST /api/workflows/{workflow_id}/checkpoints",
+        r"state\.parameters|request_approval",
+    ): "items carry them",
     # each escalation step strictly later than the one before it (an order across array items)
     ("POST /api/workflows", r"checkpoints\.\d+"): "escalation steps in increasing after_seconds",
 }

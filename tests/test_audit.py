@@ -301,3 +301,56 @@ async def test_read_path_checks_cost_one_indexed_read_of_the_chain(db: Database)
         "latest_approved_state": 3,
     }
     assert warm == {**cold, "get_workflow": 1, "latest_approved_state": 2}
+
+
+async def test_ledger_reads_check_postings_with_one_read_of_the_chain(db: Database) -> None:
+    """Issue 10: the ledger and the escrow position are served from postings checked on the way (each
+    sums to zero and matches the event that wrote it) at three SELECTs: the workflow, its postings with
+    their legs, its chain. A memo changed or a leg unbalanced is ``Tampered`` naming the posting."""
+    from sqlalchemy import event
+
+    from saferun.storage.schema import ledger_legs, ledger_transactions
+
+    orch = WorkflowOrchestrator(database=db)
+    wf = await full_run(orch)
+    entries, position = orch.ledger(wf)
+    assert position.invariant_holds() and position.locked > 0 and position.held == 0
+    assert position == orch.escrow_position(wf) and entries == orch.ledger_entries(wf)
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        orch.ledger(wf)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert len(seen) == 3 and sum("audit_events" in s for s in seen) == 1, seen
+
+    release = next(e for e in entries if e["kind"] == "release")
+    with db.transaction() as conn:
+        conn.execute(
+            update(ledger_transactions)
+            .where(ledger_transactions.c.txn_id == release["txn_id"])
+            .values(memo=release["memo"] + "x")
+        )
+    for read in (orch.ledger_entries, orch.escrow_position):
+        with pytest.raises(Tampered) as caught:
+            read(wf)
+        assert (caught.value.table, caught.value.row_id) == ("ledger_transactions", release["txn_id"])
+    with db.transaction() as conn:
+        conn.execute(
+            update(ledger_transactions)
+            .where(ledger_transactions.c.txn_id == release["txn_id"])
+            .values(memo=release["memo"])
+        )
+        leg = conn.execute(ledger_legs.select().where(ledger_legs.c.txn_id == release["txn_id"])).first()
+        assert leg is not None
+        conn.execute(
+            update(ledger_legs).where(ledger_legs.c.id == leg.id).values(amount_micro=leg.amount_micro + 1)
+        )
+    with pytest.raises(Tampered) as caught:
+        orch.escrow_position(wf)
+    assert caught.value.table == "ledger_legs" and "not zero" in str(caught.value)

@@ -171,6 +171,7 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     "POST /logout": row(303),
     "GET /decide/{token}": row(404),  # a single-use link is its own credential; an unknown one is 404
     "POST /decide/{token}": row(403),  # no form token: refused before the link is even looked up
+    "GET /decide/{token}/status": row(404),  # the link page's live status: the token is the credential
     # --- the /x402 platform API (saferun.domain.platform_policy, docs/security.md): a platform acts only on
     # its own platform's workflows; A is run by this server's engine, so its platform reads it and changes
     # nothing; admin reads and manages supervisor profiles only. Refused calls move nothing

@@ -114,5 +114,7 @@ def test_a_modified_decision_needs_modifications() -> None:
 
 
 def test_four_eyes_at_configuration_time() -> None:
-    with pytest.raises(ValidationError, match="four eyes"):
-        make_config(supervisor_id="poster")
+    for party in ("poster", "agent"):
+        with pytest.raises(ValidationError, match="four eyes") as caught:
+            make_config(supervisor_id=party)
+        assert caught.value.errors()[0]["loc"] == ("supervisor_id",)  # the field, not the whole body

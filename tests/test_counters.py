@@ -358,3 +358,38 @@ def test_a_restricted_caller_gets_counts_of_what_they_may_see(db: Database) -> N
         assert got["pending_approvals"] == sum(w.current_state.value == "awaiting_approval" for w in mine)
         assert orch.workflows_page(visible_to=caller).total == len(mine)
         assert orch.count_pending(visible_to=caller) == got["pending_approvals"]
+
+
+def test_store_wide_charts_are_reused_only_while_no_count_moved(db: Database) -> None:
+    """``/stats``' charts (seconds of grouped queries at 100,000 workflows) are reused while the kept counts
+    stand still, for at most ``CACHE_SECONDS``; a decision changes them, so the next read is fresh."""
+    orch = WorkflowOrchestrator(database=db)
+    wf = orch.initialize_workflow(config(1)).workflow_id
+    orch.start_execution(wf)
+    req = asyncio.run(pause(orch, wf, "cp1", parameters={"budget": 1}))
+    seen: list[str] = []
+
+    def record(_c: object, _cur: object, statement: str, *_: object) -> None:
+        if not statement.startswith("BEGIN"):
+            seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        first = orch.chart_data()
+        assert len(seen) > 5  # the stamp and the grouped queries
+        seen.clear()
+        again = orch.chart_data()
+        assert again is first and len(seen) == 1  # the counts' stamp, nothing else
+        seen.clear()
+        decide(orch, req, "APPROVED")
+        seen.clear()
+        fresh = orch.chart_data()
+        assert fresh is not first and len(seen) > 5
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert sum(fresh.decisions.values["APPROVED"]) == 1 and first.latency.total == 0
+    assert fresh.pending_age == [0] * len(fresh.pending_age)
+    # a restricted caller's charts are their own entry; one workflow's charts are never cached
+    agent = Caller(identity_id="agent", roles=frozenset({Role.EXECUTOR}), authenticated=True)
+    assert orch.chart_data(visible_to=agent) is not fresh
+    assert orch.chart_data(workflow_id=wf) is not orch.chart_data(workflow_id=wf)

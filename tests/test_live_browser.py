@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from saferun.api.server import create_app
+from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.notifications import links
 from saferun.storage import approvals
@@ -92,6 +93,44 @@ def test_the_decision_link_page_shows_context_stakes_and_what_reject_undoes(
             page.click("button[value=REJECTED]")
             expect(page.locator("h1")).to_contain_text("Recorded: rejected")
             expect(page.locator("main")).not_to_contain_text("now executing")
+        finally:
+            context.close()
+
+
+def test_an_open_decision_link_page_turns_when_the_request_is_decided_elsewhere(
+    browser: Any, orch: WorkflowOrchestrator
+) -> None:
+    """Open the link page, decide the request elsewhere (here: the engine, as the dashboard would): within
+    a poll the page's Approve/Reject buttons give way to what happened, with no reload."""
+    from playwright.sync_api import expect
+
+    _, req = ui.data_workflow(orch)
+    with orch.db.transaction() as conn:
+        token = links.mint(conn, approvals.get(conn, req), None, datetime.now(UTC))
+    assert token is not None
+    app = create_app(orch, auth="open", sweep=False)
+    with ui.serve(app) as base:
+        context = browser.new_context(viewport=WIDE)
+        page = context.new_page()
+        try:
+            page.goto(f"{base}/decide/{token}")
+            expect(page.locator("button[value=APPROVED]")).to_be_visible()
+            page.evaluate("window.__sameDocument = true")
+            orch.submit_approval(
+                None,
+                ApprovalResponse(
+                    request_id=req,
+                    decision=ApprovalDecision.APPROVED,
+                    rationale="looks right",
+                    approved_by="human_2",
+                ),
+            )
+            expect(page.locator("#link-outcome")).to_contain_text("Approved", timeout=15_000)
+            expect(page.locator("#link-outcome")).to_contain_text("by human_2")
+            expect(page.locator("button[value=APPROVED]")).to_have_count(0)
+            expect(page.locator("button[value=REJECTED]")).to_have_count(0)
+            assert page.evaluate("window.__sameDocument") is True  # updated in place, not reloaded
+            shot(page, "decide-link-decided-elsewhere", full_page=False)
         finally:
             context.close()
 

@@ -175,3 +175,33 @@ async def test_an_approve_through_the_link_says_the_milestone_is_paid(orch: Work
             headers={"Origin": "http://test", "Sec-Fetch-Site": "same-origin"},
         )
     assert done.status_code == 200 and "The milestone is paid and the agent continues." in done.text
+
+
+async def test_the_decision_link_status_turns_when_the_request_is_decided_elsewhere(
+    orch: WorkflowOrchestrator,
+) -> None:
+    """The open link page polls ``/decide/{token}/status``: empty while pending; after a decision made
+    in the dashboard it says what happened, and reading it never spends the link or decides anything."""
+    _, req = ui.data_workflow(orch)
+    token = _token(orch, req)
+    async with client_for(orch, "open") as client:
+        page = (await client.get(f"/decide/{token}")).text
+        assert f'data-link-status="/decide/{token}/status"' in page
+        assert '<script src="/ui/static/decide_link.js" defer></script>' in page
+        pending = await client.get(f"/decide/{token}/status")
+        assert pending.status_code == 200 and 'data-closed="1"' not in pending.text
+        assert pending.headers["cache-control"] == "no-store"
+        assert orch.get_approval_request(req).status == "pending"
+
+        orch.submit_approval(None, ApprovalResponse(request_id=req, decision=ApprovalDecision.REJECTED,
+                                                    rationale="wrong data", approved_by="human_1"))
+        closed = await client.get(f"/decide/{token}/status")
+        assert closed.status_code == 200
+        assert 'id="link-outcome" data-closed="1"' in closed.text
+        assert "<strong>Rejected</strong> by human_1" in closed.text
+        assert "This link can no longer decide" in closed.text
+
+        unknown = await client.get("/decide/" + "A" * 43 + "/status")
+        assert unknown.status_code == 404 and "unknown or has been altered" in unknown.text
+        malformed = await client.get("/decide/x/status")
+        assert malformed.status_code == 404

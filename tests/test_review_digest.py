@@ -72,9 +72,16 @@ def test_the_digest_is_over_field_hashes_with_a_version() -> None:
     from saferun.domain.canonical import canonical_bytes
 
     r = rd.review(**BASE)
-    hashes = {k: hashlib.sha256(canonical_bytes(BASE[k])).hexdigest() for k in rd.FIELDS}
+    hashes = {k: hashlib.sha256(canonical_bytes(BASE[k])).hexdigest() for k in rd.FIELDS if k in BASE}
     top = hashlib.sha256(canonical_bytes({"v": 1, "fields": hashes})).hexdigest()
     assert r.digest == "sha256:" + top and dict(r.field_hashes) == hashes
+    # a quorum rule (issue 16 item 2) is one more field, hashed only when the request has one
+    rule = {"approvals": 2, "of": "risk", "rejections": 1, "distinct_teams": False}
+    q = rd.review(**BASE, quorum=rule)
+    with_rule = {**hashes, "quorum": hashlib.sha256(canonical_bytes(rule)).hexdigest()}
+    assert q.digest == "sha256:" + hashlib.sha256(canonical_bytes({"v": 1, "fields": with_rule})).hexdigest()
+    assert rd.changed_fields(r, q) == ["quorum"]
+    assert rd.changed_fields(q, rd.review(**BASE, quorum={**rule, "approvals": 3})) == ["quorum"]
 
 
 def test_non_json_content_is_refused_naming_the_field() -> None:

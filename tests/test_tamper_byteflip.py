@@ -34,12 +34,13 @@ from sqlalchemy import exc as sa_exc
 from saferun.core.rollback.reconciliation import CompensationRegistry
 from saferun.core.state_machine.models import CheckpointConfig, ExecutionState
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+from saferun.domain.quorum import QuorumRule
 from saferun.errors import IntegrityError, NotFound
 from saferun.storage import chain_cache
 from saferun.storage.artifacts import ArtifactStore
 from saferun.storage.database import Database
 from saferun.storage.schema import metadata
-from tests.helpers import decide, make_config, pause
+from tests.helpers import decide, make_config, pause, quorum_group
 from tests.test_x402_funding import Env, fund_url
 
 TS = "bookkeeping time: not evidence, the events carry their own hashed time"
@@ -111,6 +112,7 @@ COVERED: dict[str, dict[str, str | None]] = {
         "created_at": TS,
         "expires_at": None,
         "decided_at": TS,
+        "quorum": None,
         "escalation_step": "which ladder rung the sweep applied last (scheduling); each rung is an "
         "`escalated` event and a reassignment's new supervisor is bound in the review view",
         "next_escalation_at": "when the sweep looks at the request next (scheduling)",
@@ -126,6 +128,16 @@ COVERED: dict[str, dict[str, str | None]] = {
         "automatic": None,
         "created_at": TS,
         "review_digest": None,
+    },
+    "approval_votes": {
+        "vote_id": None,
+        "request_id": None,
+        "workflow_id": None,
+        "voter": None,
+        "vote": None,
+        "rationale": None,
+        "team": None,
+        "created_at": TS,
     },
     "saga_steps": {
         "step_id": None,
@@ -208,6 +220,7 @@ NOT_EVIDENCE = {
     "jobs": "the platform's mirror of a workflow's progress; no decision or money lives there",
     "job_events": "history of the mirror jobs",
     "identities": "who may act; authorization, covered by the authz matrix",
+    "identity_groups": "who may vote in a quorum (authorization); each vote is bound with the voter's team",
     "api_keys": "hashes of keys; authorization",
     "sessions": "hashes of session cookies; authorization",
     "platform_requests": "idempotency answers of platform calls",
@@ -257,6 +270,7 @@ class World:
     step_id: str
     payment_id: str
     approved_snapshot: str
+    quorum_request: str
 
 
 async def build_world(db: Database) -> World:
@@ -271,8 +285,10 @@ async def build_world(db: Database) -> World:
         checkpoints=[
             CheckpointConfig(name="Plan", checkpoint_id="cp1", milestone_weight=1),
             CheckpointConfig(name="Order", checkpoint_id="cp2", milestone_weight=2),
+            CheckpointConfig(name="Sign", checkpoint_id="cp3", quorum=QuorumRule(approvals=2, of="risk")),
         ],
     )
+    quorum_group(db, "risk", {"alice": "north", "bob": "south"})
     env.orch.initialize_workflow(config)
     wf = config.workflow_id
     async with env.paying(env.payer(20_000_000)) as http:
@@ -301,6 +317,9 @@ async def build_world(db: Database) -> World:
     report = await orch.arollback(wf)
     assert report.compensated == ["order"] and undone == [{"order": 42}]
     decide(orch, await pause(orch, wf, "cp2", parameters={"total": 2}), "APPROVED")
+    signed = await pause(orch, wf, "cp3", parameters={"signature": "ok"})
+    decide(orch, signed, "APPROVED", by="alice", rationale="fine by north")
+    decide(orch, signed, "APPROVED", by="bob", rationale="fine by south")
     orch.settle_workflow(wf, {"done": True})
     orch.complete_workflow(wf)
     (payment,) = orch.payments(wf)
@@ -308,7 +327,7 @@ async def build_world(db: Database) -> World:
     assert current.last_approved_snapshot_id is not None
     assert orch.verify_audit(wf)[1] is None
     return World(
-        env, wf, modified, rejected, step_id, payment["payment_id"], current.last_approved_snapshot_id
+        env, wf, modified, rejected, step_id, payment["payment_id"], current.last_approved_snapshot_id, signed
     )
 
 
@@ -324,6 +343,7 @@ def row_of(db: Database, w: World, table: str) -> dict[str, Any]:
         "approval_responses": lambda: t.c.request_id == w.modified_request,
         "saga_steps": lambda: t.c.step_id == w.step_id,
         "x402_payments": lambda: t.c.payment_id == w.payment_id,
+        "approval_votes": lambda: (t.c.request_id == w.quorum_request) & (t.c.voter == "alice"),
         "audit_events": lambda: (t.c.workflow_id == w.wf) & (t.c.kind == "decision"),
     }
     with db.read() as conn:
@@ -473,15 +493,16 @@ def read_paths(db: Database, w: World) -> dict[str, Callable[[], Any]]:
         "get_workflow": lambda: orch.get_workflow(w.wf),
         "approval_history": lambda: orch.approval_history(w.wf),
         "get_approval_request": lambda: orch.get_approval_request(w.modified_request),
+        "quorum_votes": lambda: orch.get_approval_request(w.quorum_request),
         "get_approval_response": lambda: orch.get_approval_response(w.modified_request),
-        # what the approval routes read (request, workflow row and decision in one checked read)
-        "request_view": lambda: orch.request_view(w.modified_request),
-        "workflow_view": lambda: orch.workflow_view(w.wf),  # what the agent's routes check first
         "list_snapshots": lambda: orch.list_snapshots(w.wf),
         "get_snapshot_state": lambda: orch.get_snapshot_state(w.approved_snapshot),
         "latest_approved_state": lambda: orch.latest_approved_state(w.wf),
         "saga_steps": lambda: orch.saga_steps(w.wf),
         "payments": lambda: orch.payments(w.wf),
+        # the ledger's entries and the escrow position are computed from postings checked on the way
+        "ledger_entries": lambda: orch.ledger_entries(w.wf),
+        "escrow_position": lambda: orch.escrow_position(w.wf),
     }
 
 
@@ -496,9 +517,10 @@ def refused_by(db: Database, w: World) -> list[str]:
     return out
 
 
-# Tables whose rows no read path serves: the ledger (postings are read as balances and entries, checked
-# by verify: sums, and each posting against the event that wrote it).
-VERIFY_ONLY = {"ledger_transactions", "ledger_legs"}
+# A flip in a ledger row must be refused by the ledger reads themselves (not only by another read path
+# that happens to re-check the chain): entries and escrow position, and so the ledger page and API.
+LEDGER_TABLES = {"ledger_transactions", "ledger_legs"}
+LEDGER_READS = ["ledger_entries", "escrow_position"]
 
 CASES = [(table, column) for table, cols in COVERED.items() for column, why in cols.items() if why is None]
 
@@ -519,7 +541,6 @@ async def test_every_flipped_byte_is_found(db: Database, world: World) -> None:
     assert refused_by(db, w) == [], "the intact world must read"
     missed_verify: list[str] = []
     missed_read: list[str] = []
-    missed_view: list[str] = []
     read_detected = 0
     old_event_served_warm = 0
     for table_name, column in CASES:
@@ -531,32 +552,23 @@ async def test_every_flipped_byte_is_found(db: Database, world: World) -> None:
         try:
             known = cache.get(w.wf)
             assert known is not None and known.length > 0, "the reads must run with a warm cache"
-            warm = refused_by(db, w) if table_name not in VERIFY_ONLY else []
+            warm = refused_by(db, w)
             if not verify_reports(db, w):
                 missed_verify.append(f"{table_name}.{column}")
             if table_name == "audit_events":
                 old_event_served_warm += not warm
                 assert w.wf not in cache, "a broken chain must leave the verified-prefix cache"
                 warm = refused_by(db, w)  # cold now, as in a process that starts after the flip
-            if table_name not in VERIFY_ONLY:
-                if warm:
-                    read_detected += 1
-                else:
-                    missed_read.append(f"{table_name}.{column}")
-                # the approval routes' one read must refuse whatever the separate reads it replaced did
-                replaced = {"get_workflow", "get_approval_request", "get_approval_response"}
-                if replaced & set(warm) and "request_view" not in warm:
-                    missed_view.append(f"request_view: {table_name}.{column}")
-                if "get_workflow" in warm and "workflow_view" not in warm:
-                    missed_view.append(f"workflow_view: {table_name}.{column}")
+            if warm and (table_name not in LEDGER_TABLES or set(LEDGER_READS) <= set(warm)):
+                read_detected += 1
+            else:
+                missed_read.append(f"{table_name}.{column}")
         finally:
             write(db, table, new_row, column, original)
         assert reader(db).verify_audit(w.wf)[1] is None, f"{table_name}.{column} not restored"
     assert missed_verify == [], f"verify missed {missed_verify}"
     assert missed_read == [], f"the read path served {missed_read}"
-    assert missed_view == [], f"the routes' checked views served {missed_view}"
-    read_cases = sum(1 for t, _ in CASES if t not in VERIFY_ONLY)
-    assert read_detected == read_cases
+    assert read_detected == len(CASES)
     print(
         f"byte-flip cases: {len(CASES)}; verify found {len(CASES)}; read path refused {read_detected} "
         f"({old_event_served_warm} old-event flips only after verify or in a fresh process)"
@@ -583,3 +595,30 @@ async def test_a_forged_decision_is_a_409_tampered_over_http_and_on_the_review_p
         assert r.json()["detail"]["table"] == "approval_responses"
         page = await http.get(f"/approvals/{w.modified_request}")
         assert page.status_code == 409 and "FORGED" not in page.text
+
+
+async def test_a_forged_ledger_leg_is_a_409_tampered_on_the_ledger_escrow_and_page(
+    db: Database, world: World
+) -> None:
+    """A release leg moved to another account (the legs still sum to zero, so only the chain sees it):
+    the ledger API, the platform's escrow answer and the workflow page refuse instead of serving it."""
+    w = world
+    table = metadata.tables["ledger_legs"]
+    row = row_of(db, w, "ledger_legs")
+    async with w.env.plain() as http:
+        intact = await http.get(f"/api/workflows/{w.wf}/ledger")
+        assert intact.status_code == 200, intact.text
+        assert (await http.get(f"/x402/escrow/escrow_{w.wf}")).status_code == 200
+        forged = write(db, table, row, "account", "wallet:mallory")
+        try:
+            for url in (f"/api/workflows/{w.wf}/ledger", f"/x402/escrow/escrow_{w.wf}"):
+                r = await http.get(url)
+                assert r.status_code == 409, (url, r.status_code, r.text)
+                detail = r.json()["detail"]
+                assert detail["error"] == "tampered" and detail["table"] == "ledger_transactions"
+                assert "mallory" not in r.text
+            page = await http.get(f"/workflows/{w.wf}")
+            assert page.status_code == 409 and "mallory" not in page.text
+        finally:
+            write(db, table, forged, "account", row["account"])
+        assert (await http.get(f"/api/workflows/{w.wf}/ledger")).json() == intact.json()

@@ -162,11 +162,18 @@ def decide_each(
     for request_id in request_ids:
         item: dict[str, Any] = {"request_id": request_id}
         try:
+            request = _visible_request(orch, caller, request_id)
+            item.update(
+                checkpoint_id=request.checkpoint_id,
+                checkpoint_name=request.checkpoint_name,
+                item_key=request.item_key,
+            )
             after = _decide_one(orch, caller, request_id, decision, rationale, approved_by, None)
         except NotFound:  # unknown, or not the caller's to see: the same answer, nothing revealed
             item.update(outcome="not_found", error=ApprovalRequestNotFound(request_id).to_dict())
         except DecisionConflict as exc:
-            item.update(outcome="already_decided", error=exc.to_dict())
+            outcome = "closed" if exc.status == "closed" else "already_decided"
+            item.update(outcome=outcome, error=exc.to_dict())
         except Forbidden as exc:
             item.update(outcome="refused", error=exc.to_dict())
         except InvalidInput as exc:
@@ -203,18 +210,45 @@ def _decide_one(
     """One decision by the rules every decision path shares: visible, allowed by policy, exactly once;
     with ``review_digest``, only on the request as the reviewer saw it (409 ``stale_review`` otherwise).
 
-    The checks read the request and its workflow in one chain-checked read (``request_view``); the
-    decision's own transaction then re-checks what it must under its lock (state, claim, digest)."""
+    The checks read the request and its workflow in one chain-checked read (``request_view``)."""
     view = orch.request_view(request_id, decision=False, digest=False)
     _must_see(caller, view, request_id)
-    request = view.request
+    return _decide_seen(
+        orch, caller, view.request, view, decision, rationale, approved_by, modifications, review_digest
+    )
+
+
+def _must_see(caller: Caller, view: RequestView, request_id: str) -> None:
+    """A request of a workflow the caller may not see is 404, exactly as an unknown id."""
+    if not sees(caller, view):
+        raise ApprovalRequestNotFound(request_id)
+
+
+def _visible_request(orch: WorkflowOrchestrator, caller: Caller, request_id: str) -> ApprovalRequest:
+    request = orch.get_approval_request(request_id)
+    visible(orch, caller, request.workflow_id, ApprovalRequestNotFound(request_id))
+    return request
+
+
+def _decide_seen(
+    orch: WorkflowOrchestrator,
+    caller: Caller,
+    request: ApprovalRequest,
+    wf: WorkflowExecution | RequestView,
+    decision: ApprovalDecision,
+    rationale: str,
+    approved_by: str,
+    modifications: dict[str, Any] | None,
+    review_digest: str | None,
+) -> WorkflowExecution:
+    request_id = request.request_id
     enforce(
         may_decide(
             caller,
-            poster_id=view.config.poster_id,
-            executor_id=view.config.executor_id,
+            poster_id=wf.config.poster_id,
+            executor_id=wf.config.executor_id,
             # the assigned one (named or given by the marketplace), or whom an escalation handed it to
-            supervisor_id=assignee(request.supervisor_id, view.supervisor_id, request.escalation_step > 0),
+            supervisor_id=assignee(request.supervisor_id, wf.supervisor_id, request.escalation_step > 0),
             approved_by=approved_by,
         )
     )
@@ -229,10 +263,12 @@ def _decide_one(
     return orch.submit_approval(request.workflow_id, response)
 
 
-def _must_see(caller: Caller, view: RequestView, request_id: str) -> None:
-    """A request of a workflow the caller may not see is 404, exactly as an unknown id."""
-    if not sees(caller, view):
-        raise ApprovalRequestNotFound(request_id)
+def _request_and_decision(
+    orch: WorkflowOrchestrator, caller: Caller, request_id: str
+) -> tuple[ApprovalRequest, ApprovalResponse | None]:
+    request = orch.get_approval_request(request_id)
+    visible(orch, caller, request.workflow_id, ApprovalRequestNotFound(request_id))
+    return request, orch.get_approval_response(request_id)
 
 
 @router.get("/{request_id}", response_model=s.ApprovalDetail)
@@ -260,6 +296,28 @@ async def get_request(
         "request": request.model_dump(mode="json"),
         "status": request.status,
         "decision": response.model_dump(mode="json") if response else None,
+    }
+
+
+@router.get("/{request_id}/items", response_model=s.CheckpointItemsOut)
+def checkpoint_items(request_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
+    """Every item asked at this request's checkpoint pause (parallel tool calls, a LangGraph step's
+    interrupts), in the order asked, with each item's status and decision; a single-request checkpoint
+    lists just this request. An agent that restarted finds its pending items here."""
+    request, _ = _request_and_decision(orch, caller, request_id)
+    items = orch.checkpoint_items(request_id)
+    return {
+        "group_id": request.group_id,
+        "checkpoint_id": request.checkpoint_id,
+        "checkpoint_name": request.checkpoint_name,
+        "items": [
+            {
+                "request": r.model_dump(mode="json"),
+                "status": r.status,
+                "decision": d.model_dump(mode="json") if d else None,
+            }
+            for r, d in items
+        ],
     }
 
 

@@ -85,7 +85,7 @@ class StoreCollector:
             "Approval requests by status (expired: nobody decided in time)",
             labels=["status"],
         )
-        for status in ("pending", "decided", "expired", "cancelled"):
+        for status in ("pending", "decided", "expired", "cancelled", "closed"):
             outcomes.add_metric([status], by_status.get(status, 0))
         yield outcomes
         yield CounterMetricFamily(

@@ -10,7 +10,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from saferun.core.state_machine.models import ApprovalDecision, CheckpointConfig, ExecutionState
+from saferun.core.state_machine.models import (
+    ApprovalDecision,
+    CheckpointConfig,
+    CheckpointItem,
+    ExecutionState,
+)
 from saferun.domain.money import DECIMALS, MAX_AMOUNT
 
 
@@ -88,7 +93,11 @@ class CreateWorkflow(Strict):
     escrow_amount: Annotated[Any, doc(amount_schema())]
     poster_id: str = Field(min_length=1, max_length=200)
     executor_id: str = Field(min_length=1, max_length=200)
-    supervisor_id: str | None = Field(default=None, max_length=200)
+    supervisor_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="four eyes: must differ from poster_id and executor_id (422 naming supervisor_id)",
+    )
     workflow_id: str | None = Field(default=None, min_length=1, max_length=64)
     executor_share: Annotated[Any, doc(SHARE)] = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -182,6 +191,9 @@ class PendingApproval(BaseModel):
     alerts: list[dict[str, Any]]
     supervisor_id: str | None
     workflow_name: str | None = None
+    # an item of a checkpoint that asked several things at once: its group and its own key (else None)
+    group_id: str | None = None
+    item_key: str | None = None
 
 
 class PendingList(PageInfo):
@@ -265,9 +277,14 @@ class BatchDecision(Strict):
 
 class BatchItem(BaseModel):
     request_id: str
-    outcome: Literal["decided", "already_decided", "not_found", "refused", "invalid"]
+    # closed: an item whose sibling (an item of the same checkpoint) was rejected, e.g. earlier in this batch
+    outcome: Literal["decided", "already_decided", "closed", "not_found", "refused", "invalid"]
     workflow_id: str | None = None
     workflow_status: str | None = None
+    # which question this was: the checkpoint, and the item at a checkpoint that asked several at once
+    checkpoint_id: str | None = None
+    checkpoint_name: str | None = None
+    item_key: str | None = None
     error: dict[str, Any] | None = None
 
 
@@ -334,6 +351,16 @@ class CheckpointIn(Strict):
         description="JSON Schema of the parameters the reviewer may change (type, enum, minimum, "
         "maximum, pattern, required); default: the checkpoint's, else inferred from the proposed values",
     )
+    items: list[CheckpointItem] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="several things asked at this one checkpoint (parallel tool calls, a LangGraph step's "
+        "interrupts): one approval request per item, each decided on its own; keys unique (a tool-call or "
+        "interrupt id); each item's parameters go into state.parameters under its key, so state.parameters "
+        "must be empty. The checkpoint completes when every item is approved or modified; a rejection of "
+        "any rejects it and closes the rest",
+    )
 
 
 class CheckpointOut(BaseModel):
@@ -351,12 +378,24 @@ class CheckpointOut(BaseModel):
     new_bytes: int
     approval_request_id: str | None
     approval_request: dict[str, Any] | None = Field(default=None, description="the request opened, if any")
+    approval_requests: list[dict[str, Any]] | None = Field(
+        default=None, description="with items: the request opened for each item, in the order given"
+    )
 
 
 class ApprovalDetail(BaseModel):
     request: dict[str, Any]
     status: str
     decision: dict[str, Any] | None
+
+
+class CheckpointItemsOut(BaseModel):
+    """Every item asked at one checkpoint pause, in the order asked, each with its status and decision."""
+
+    group_id: str | None
+    checkpoint_id: str
+    checkpoint_name: str
+    items: list[ApprovalDetail]
 
 
 class AlertsIn(Strict):

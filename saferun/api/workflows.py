@@ -177,10 +177,30 @@ def checkpoint(
     wf = as_agent(orch, caller, workflow_id)
     state = ExecutionState.model_validate(body.state)
     req = None
-    if body.request_approval:
-        name = next(
-            (c.name for c in wf.config.checkpoints if c.checkpoint_id == state.checkpoint_id), wf.config.name
+    reqs = None
+    name = next(
+        (c.name for c in wf.config.checkpoints if c.checkpoint_id == state.checkpoint_id), wf.config.name
+    )
+    if body.items is not None:
+        if not body.request_approval:
+            raise InvalidInput(
+                "request_approval", "items are approval requests: request_approval must be true"
+            )
+        snap, reqs = orch.pause_items_sync(
+            workflow_id,
+            state,
+            body.summary or f"Review: {name}",
+            body.items,
+            body.context,
+            decision_needed=body.decision_needed,
+            recommendation=body.recommendation,
+            confidence=body.confidence,
+            risk=body.risk,
+            alerts=body.alerts,
+            parameter_schema=body.parameter_schema,
         )
+        req = reqs[0] if reqs else None
+    elif body.request_approval:
         snap, req = orch.pause_sync(
             workflow_id,
             state,
@@ -199,6 +219,7 @@ def checkpoint(
         **snap.model_dump(mode="json", exclude={"execution_state"}),
         "approval_request_id": req.request_id if req else None,
         "approval_request": req.model_dump(mode="json") if req else None,
+        "approval_requests": [r.model_dump(mode="json") for r in reqs] if reqs is not None else None,
     }
 
 
@@ -401,6 +422,6 @@ def ledger(workflow_id: str, orch: OrchestratorDep, caller: CallerDep) -> dict[s
     from saferun.domain.money import format_micro
 
     visible(orch, caller, workflow_id)
-    entries = orch.ledger_entries(workflow_id)
-    position = {k: format_micro(v) for k, v in asdict(orch.escrow_position(workflow_id)).items()}
+    entries, escrow = orch.ledger(workflow_id)  # checked against the chain: 409 tampered, never a forgery
+    position = {k: format_micro(v) for k, v in asdict(escrow).items()}
     return {"entries": entries, "escrow": position}

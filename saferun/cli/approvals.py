@@ -18,6 +18,7 @@ from saferun.cli.common import cell, console, duration, echo_json, orchestrator,
 from saferun.core.state_machine.models import ApprovalDecision, ApprovalRequest, ApprovalResponse
 from saferun.domain import parameter_schema, review_digest
 from saferun.domain.canonical import MAX_DEPTH, json_depth
+from saferun.domain.quorum import QuorumRule, votes_line
 from saferun.errors import ApprovalRequestNotFound, SafeRunError
 from saferun.storage.approvals import level_of
 from saferun.storage.queue import QueueFilter
@@ -181,7 +182,14 @@ def _decide(
         modifications=modifications,
         review_digest=digest,
     )
-    wf = orchestrator(ctx).submit_approval(None, response)
+    orch = orchestrator(ctx)
+    wf = orch.submit_approval(None, response)
+    req = orch.get_approval_request(request_id) if wf.status == "awaiting_approval" else None
+    if req is not None and req.quorum is not None and req.status == "pending" and req.tally is not None:
+        # a vote on a quorum request (docs/quorum.md) that did not decide it: say how far it got
+        console().print(Text(f"Vote {decision.value} on {request_id} by {by} recorded; still pending."))
+        console().print(Text(votes_line(req.tally, req.votes)))
+        return
     line = Text(f"{decision.value} {request_id} by {by}: workflow {wf.workflow_id} is now ")
     line.append_text(state_cell(wf.status))
     line.append(f" (checkpoints {wf.current_checkpoint}/{wf.total_checkpoints})")
@@ -368,6 +376,14 @@ def show(
     out.print(Text("Parameters: " + json.dumps(req.parameters, sort_keys=True)))
     for alert in req.alerts:
         out.print(Text("Alert: " + json.dumps(alert, sort_keys=True), style="yellow"))
+    if req.quorum is not None and req.tally is not None:  # an M-of-N request (docs/quorum.md)
+        out.print(Text(f"Quorum: {QuorumRule.model_validate(req.quorum).text}"))
+        out.print(Text(votes_line(req.tally, req.votes)))
+        for vote in req.votes:
+            team = vote["team"] or "no team"
+            out.print(Text(f"  {vote['voter']} ({team}): {vote['vote']} {vote['rationale']}".rstrip()))
+        if req.status == "pending":
+            out.print(Text(f"May still vote: {', '.join(req.may_still_vote or []) or 'nobody'}"))
     if req.review_digest:
         out.print(Text(f"Review digest: {req.review_digest}"))
         out.print(

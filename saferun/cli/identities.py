@@ -107,6 +107,8 @@ def list_identities(ctx: typer.Context, as_json: AsJson = False) -> None:
                     "identity_id": p.identity_id,
                     "display_name": p.display_name,
                     "roles": sorted(r.value for r in p.roles),
+                    "groups": list(p.groups),
+                    "team": p.team,
                     "disabled": p.disabled,
                     "active_keys": active.get(p.identity_id, 0),
                     "created_at": p.created_at.isoformat(),
@@ -118,12 +120,16 @@ def list_identities(ctx: typer.Context, as_json: AsJson = False) -> None:
     if not people:
         console().print("No identities yet. Create one with `saferun identities create ID --role ROLE`.")
         return
-    table = Table("Identity", "Name", "Roles", "Status", "Active keys", "Created", title="Identities")
+    table = Table(
+        "Identity", "Name", "Roles", "Groups", "Team", "Status", "Active keys", "Created", title="Identities"
+    )
     for p in people:
         table.add_row(
             cell(p.identity_id),
             cell(p.display_name),
             cell(_roles_text(p.roles)),
+            cell(", ".join(p.groups) or "-"),
+            cell(p.team or "-"),
             cell("disabled", "red") if p.disabled else cell("active", "green"),
             cell(active.get(p.identity_id, 0)),
             cell(when(p.created_at)),
@@ -191,6 +197,36 @@ def set_roles(ctx: typer.Context, identity_id: IdentityId, roles: Roles = None) 
     """Replace an identity's roles (no --role leaves it with none)."""
     identity = _service(ctx).set_roles(identity_id, roles or [])
     console().print(Text(f"{identity.identity_id} now has roles: {_roles_text(identity.roles)}"))
+
+
+@app.command("groups")
+def set_groups(
+    ctx: typer.Context,
+    identity_id: IdentityId,
+    groups: Annotated[
+        list[str] | None,
+        typer.Option("--group", help="A quorum group to be in; repeat for several (replaces the list)."),
+    ] = None,
+    no_groups: Annotated[bool, typer.Option("--no-groups", help="Leave every group.")] = False,
+    team: Annotated[str | None, typer.Option("--team", help="The identity's team (distinct_teams).")] = None,
+    no_team: Annotated[bool, typer.Option("--no-team", help="Clear the identity's team.")] = False,
+) -> None:
+    """Set the groups whose quorum votes an identity may cast, and its team (docs/quorum.md)."""
+    if groups and no_groups:
+        raise typer.BadParameter("give --group or --no-groups, not both", param_hint="--no-groups")
+    if team is not None and no_team:
+        raise typer.BadParameter("give --team or --no-team, not both", param_hint="--no-team")
+    identity = _service(ctx).set_membership(
+        identity_id,
+        groups=[] if no_groups else groups,
+        team=team,
+        set_team=team is not None or no_team,
+    )
+    console().print(
+        Text(
+            f"{identity.identity_id}: groups {', '.join(identity.groups) or '-'}; team {identity.team or '-'}"
+        )
+    )
 
 
 @app.command("disable")

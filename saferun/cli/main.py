@@ -18,7 +18,17 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from typer.core import TyperGroup
 
 from saferun import config, logs
-from saferun.cli import approvals, config_cmd, identities, notifications, platform, policy, records, workflows
+from saferun.cli import (
+    approvals,
+    config_cmd,
+    gc,
+    identities,
+    notifications,
+    platform,
+    policy,
+    records,
+    workflows,
+)
 from saferun.cli.common import CliState, console, orchestrator
 from saferun.errors import SafeRunError
 from saferun.storage.database import Database, alembic_config, check_revision, current_revision, upgrade
@@ -80,6 +90,7 @@ app.add_typer(records.keys_app, name="keys")
 app.add_typer(policy.app, name="policy")
 app.command("export")(records.export)
 app.command("verify")(records.verify)
+app.command("gc")(gc.gc)
 audit_app = typer.Typer(help="Check the tamper-evident audit chain.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")

@@ -70,8 +70,8 @@ def balances(ctx: typer.Context, workflow_id: WorkflowId, as_json: AsJson = Fals
     """Where the workflow's escrow is (locked, released, refunded, held) and what each party received."""
     orch = orchestrator(ctx)
     wf = orch.get_workflow(workflow_id)
+    position = orch.escrow_position(workflow_id)  # checked against the chain (Tampered, never a forgery)
     with orch.db.read() as conn:
-        position = book.escrow_position(conn, workflow_id)
         received = book.payments(conn, workflow_id)
         wallets = {
             account: book.balance(conn, account)

@@ -36,6 +36,7 @@ from saferun.core.rollback.reconciliation import registry as default_registry
 from saferun.core.state_machine.models import (
     ApprovalRequest,
     ApprovalResponse,
+    CheckpointItem,
     CheckpointSnapshot,
     ExecutionState,
     WorkflowConfig,
@@ -177,6 +178,28 @@ class RemoteOrchestrator:
         request = out.get("approval_request") or (await client.get_approval(request_id))["request"]
         return snapshot, ApprovalRequest.model_validate(request)
 
+    async def pause_items(
+        self,
+        workflow_id: str,
+        state: ExecutionState,
+        summary: str,
+        items: list[Any],
+        context: dict[str, Any] | None = None,
+        **review: Any,
+    ) -> tuple[CheckpointSnapshot, list[ApprovalRequest]]:
+        """Capture the state and open one request per item (none when the checkpoint needs no approval);
+        the server checks the items (``WorkflowOrchestrator.pause_items_sync``)."""
+        unknown = set(review) - set(REVIEW_FIELDS)
+        if unknown:
+            raise TypeError(f"pause_items() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        body = [i.model_dump(mode="json") if isinstance(i, CheckpointItem) else i for i in items]
+        client = self.aclient()
+        out = await client.checkpoint(
+            workflow_id, state, summary=summary, context=context, items=body, **review
+        )
+        snapshot = await self._snapshot(workflow_id, state, out)
+        return snapshot, [ApprovalRequest.model_validate(r) for r in out.get("approval_requests") or []]
+
     async def wait_for_decision(
         self, request_id: str, timeout: float | None = None, poll_interval: float = 0.25
     ) -> ApprovalResponse:
@@ -205,6 +228,17 @@ class RemoteOrchestrator:
     def get_approval_response(self, request_id: str) -> ApprovalResponse | None:
         decision = self.client.get_approval(request_id).get("decision")
         return ApprovalResponse.model_validate(decision) if decision else None
+
+    def checkpoint_items(self, request_id: str) -> list[tuple[ApprovalRequest, ApprovalResponse | None]]:
+        """The items asked at ``request_id``'s checkpoint pause, each with its decision (server order)."""
+        items = self.client.checkpoint_items(request_id)["items"]
+        return [
+            (
+                ApprovalRequest.model_validate(i["request"]),
+                ApprovalResponse.model_validate(i["decision"]) if i["decision"] else None,
+            )
+            for i in items
+        ]
 
     def pending_approvals(self, workflow_id: str | None = None) -> list[ApprovalRequest]:
         """Requests still waiting for a decision (all, or one workflow's), as the server sees them."""

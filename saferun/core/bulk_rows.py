@@ -74,6 +74,8 @@ def fits(orch: WorkflowOrchestrator, c: _Checked) -> bool:
     gate = getattr(orch, "policy_gate", None)
     if gate is not None and gate.active:
         return False
+    if any(cp.quorum is not None for cp in cfg.checkpoints):  # a quorum is checked as its request opens
+        return False
     return orch.platform_url is None and cfg.supervisor_id is not None and cfg.funding == "ledger"
 
 

@@ -8,6 +8,9 @@ percentiles, time axes and running totals. The result is plain data; drawing it 
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -62,6 +65,41 @@ class ChartData:
     pending_age: list[int]
     money: TimeSeries  # running totals of micro-units locked / released / refunded
     load: list[Load] = field(default_factory=list)
+
+
+# How long the store-wide charts are reused while no kept count moved (see ChartCache)
+CACHE_SECONDS = 10.0
+
+
+class ChartCache:
+    """The store-wide chart data, reused for at most ``CACHE_SECONDS`` while nothing it counts changed.
+
+    The charts' grouped queries read every decision, pending request and escrow posting: seconds at
+    100,000 workflows (issue 14), and ``/stats`` re-asks every 5 s while open. An entry is keyed by who
+    asked (their visibility) and stamped with the kept counts (``storage.counters``: workflows by state,
+    requests by status, decisions), read in one statement; any decision, pause, expiry or state change
+    moves those, so a changed store is always recomputed. What can be up to ``CACHE_SECONDS`` old: the
+    pending requests' ages (the smallest age bucket is 10 s wide) and a posting that moved no count (an
+    x402 payment funding an existing workflow). A workflow's own charts are never cached.
+    """
+
+    def __init__(self, seconds: float = CACHE_SECONDS) -> None:
+        self.seconds = seconds
+        self._entries: dict[Hashable, tuple[float, Hashable, ChartData]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, who: Hashable, stamp: Hashable) -> ChartData | None:
+        with self._lock:
+            entry = self._entries.get(who)
+        if entry is None or entry[1] != stamp or time.monotonic() - entry[0] > self.seconds:
+            return None
+        return entry[2]
+
+    def put(self, who: Hashable, stamp: Hashable, data: ChartData) -> None:
+        with self._lock:
+            if len(self._entries) > 256:  # one per distinct viewer; a bound, not an eviction policy
+                self._entries.clear()
+            self._entries[who] = (time.monotonic(), stamp, data)
 
 
 def chart_data(conn: Connection, scope: Scope, now: datetime) -> ChartData:
@@ -119,9 +157,6 @@ def _load(conn: Connection, scope: Scope) -> list[Load]:
     }
     waiting = dict(q.pending_by_supervisor(conn, scope, TOP_SUPERVISORS))
     people: set[str | None] = set(decided) | set(waiting)
-    rows = [
-        Load(who, *decided.get(who, (0, 0.0)), pending=waiting.get(who, 0))
-        for who in people
-    ]
+    rows = [Load(who, *decided.get(who, (0, 0.0)), pending=waiting.get(who, 0)) for who in people]
     rows.sort(key=lambda r: (-(r.decided + r.pending), r.who is None, r.who or ""))
     return rows[:TOP_SUPERVISORS]

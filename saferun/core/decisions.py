@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import escrow, mirror, notify, parties, review, transitions
+from saferun.core import escrow, mirror, notify, parties, quorum, review, transitions
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
 from saferun.core.parties import IdentityChecks
 from saferun.core.state_machine.models import ApprovalDecision
@@ -46,6 +46,8 @@ class Outcome:
     response_id: str
     snapshot_id: str
     approved_snapshot_id: str | None
+    # a quorum request (saferun/core/quorum.py): the votes after this one; decision None while pending
+    tally: quorum.Tally | None = None
 
 
 # what a decision makes of the snapshot it decided (a MODIFIED one is superseded by a new snapshot)
@@ -112,6 +114,23 @@ def decide(
         # see a row that no longer matches its binding and call it tampered (SQLite's BEGIN IMMEDIATE
         # already serialized every writer before the first read).
         req = approvals.get(conn, request_id)
+    tally = None
+    if req["quorum"] is not None and not automatic:  # a vote (saferun/core/quorum.py), before the claim
+        tally, _ = quorum.cast(
+            conn,
+            req,
+            row,
+            voter=approved_by,
+            vote=decision.value,
+            rationale=rationale,
+            now=now,
+            mode=approver_checks or IdentityChecks.REGISTERED,
+        )
+        if tally.outcome is None:  # recorded; the request stays pending, nothing is paid
+            notify.publish(conn, "workflow", wf_id)
+            state = WorkflowState(row["state"])
+            return Outcome(request_id, wf_id, decision, state, "", req["snapshot_id"], None, tally)
+        decision = ApprovalDecision(tally.outcome)
     if decision == ApprovalDecision.MODIFIED:
         validate_modifications(req["parameters"], modifications or {}, req["parameter_schema"])
     if not approvals.claim(
@@ -122,7 +141,17 @@ def decide(
         require_unexpired=not automatic,
     ):
         current = approvals.get(conn, request_id)
-        raise DecisionConflict(request_id, "expired" if current["status"] == "pending" else current["status"])
+        status = "expired" if current["status"] == "pending" else current["status"]
+        if status == "closed":
+            raise DecisionConflict(
+                request_id,
+                status,
+                f"item {current['item_key']!r} of checkpoint {current['checkpoint_name']!r} was closed "
+                "because a sibling item was rejected; it cannot be decided",
+            )
+        raise DecisionConflict(request_id, status)
+    # an item of a multi-request checkpoint: its siblings decide what this decision does to the workflow
+    group = _Group.read(conn, req, decision, modifications) if req["group_id"] is not None else None
     notify.publish(conn, "decision", request_id)  # wakes waiters once this transaction commits
     # the notice commits with the decision, so none is lost to a crash (saferun/notifications)
     notices.record(conn, claim_status or ("expired" if automatic else "decided"), request_id, wf_id)
@@ -140,6 +169,8 @@ def decide(
         "review_digest": digest,
     }
     approvals.insert_response(conn, workflow_id=wf_id, **response)
+    # what the decided snapshot becomes: nothing yet while siblings of this item still wait
+    snap_status = _SNAPSHOT_STATUS[decision] if group is None else group.snapshot_status
     audit.append(
         conn,
         wf_id,
@@ -155,21 +186,24 @@ def decide(
             "response_sha256": decision_digest(response),
             # what the decider was shown (saferun/domain/review_digest); checked when they sent it
             **({"review_digest": digest} if digest is not None else {}),
+            # decided by a quorum's last vote: the tally it reached (each vote is its own bound event)
+            **({"quorum": tally.as_dict()} if tally is not None else {}),
             # and what the decision changes: the request's outcome, the decided snapshot's status
             "bind": [
                 bind("approval_requests", "review", {**req, "status": new_status}),
-                bind(
-                    "snapshots",
-                    "status",
-                    {"snapshot_id": req["snapshot_id"], "status": _SNAPSHOT_STATUS[decision]},
+                *(
+                    [bind("snapshots", "status", {"snapshot_id": req["snapshot_id"], "status": snap_status})]
+                    if snap_status is not None
+                    else []
                 ),
             ],
+            **({"group_id": req["group_id"], "item_key": req["item_key"]} if group is not None else {}),
         },
     )
     # only a modification needs the snapshot row itself (its artifact and label)
     snap: Any = (
         snapshots.get(conn, req["snapshot_id"])
-        if decision == ApprovalDecision.MODIFIED
+        if snap_status == "superseded"
         else {"snapshot_id": req["snapshot_id"]}
     )
     if req["job_id"]:
@@ -182,10 +216,33 @@ def decide(
         mirror.approval_decided(conn, row, request_id, decision.value, automatic)
 
     if decision == ApprovalDecision.REJECTED:
+        if group is not None:
+            _close_siblings(
+                conn,
+                row,
+                req,
+                group,
+                approved_by,
+                "cancelled" if new_status == "cancelled" else "closed",
+                now,
+            )
         return _reject(conn, row, req, snap, response_id, rationale, approved_by, on_timeout_fail)
+    if group is not None and not group.last:
+        # recorded and audited above; the workflow waits for the other items, nothing is paid yet
+        return Outcome(
+            request_id,
+            wf_id,
+            decision,
+            WorkflowState(row["state"]),
+            response_id,
+            snap["snapshot_id"],
+            row["last_approved_snapshot_id"],
+        )
     approved_id = snap["snapshot_id"]
-    if decision == ApprovalDecision.MODIFIED:
-        approved_id = _store_modified(conn, capture, row, snap, modifications or {}, approved_by)
+    if snap_status == "superseded":
+        # a group's items each merge into their own entry of the state's parameters ({item key: ...})
+        patch = (modifications or {}) if group is None else group.patch
+        approved_id = _store_modified(conn, capture, row, snap, patch, approved_by)
     else:
         snapshots.set_status(conn, snap["snapshot_id"], "approved")
     passed = complete_checkpoint(
@@ -197,7 +254,7 @@ def decide(
         approved_by,
         write=False,
     )
-    event = Event.MODIFIED if decision == ApprovalDecision.MODIFIED else Event.APPROVED
+    event = Event.MODIFIED if snap_status == "superseded" else Event.APPROVED
     state = transitions.apply(
         conn,
         row,
@@ -207,7 +264,84 @@ def decide(
         audit_payload={"request_id": request_id},
         **passed,
     )
-    return Outcome(request_id, wf_id, decision, state, response_id, snap["snapshot_id"], approved_id)
+    return Outcome(request_id, wf_id, decision, state, response_id, snap["snapshot_id"], approved_id, tally)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """What the rest of a multi-request checkpoint says about deciding one of its items (read once, after
+    the claim and under the workflow's lock, so two reviewers deciding the last two items are serialized:
+    the second one sees the first's decision and completes the checkpoint exactly once)."""
+
+    items: list[RowMapping]
+    last: bool  # no sibling still pending: this decision settles the checkpoint
+    patch: dict[str, Any]  # {item key: modifications} of every modified item, this one included
+    snapshot_status: str | None  # what the shared snapshot becomes now (None: nothing yet)
+
+    @classmethod
+    def read(
+        cls,
+        conn: Connection,
+        req: RowMapping,
+        decision: ApprovalDecision,
+        modifications: dict[str, Any] | None,
+    ) -> _Group:
+        items = approvals.group_items(conn, req["group_id"])
+        others = [r for r in items if r["request_id"] != req["request_id"]]
+        last = not any(r["status"] == "pending" for r in others)
+        patch = {
+            r["item_key"]: r["x_modifications"] or {}
+            for r in others
+            if r["x_decision"] == ApprovalDecision.MODIFIED.value
+        }
+        if decision == ApprovalDecision.MODIFIED:
+            patch[req["item_key"]] = modifications or {}
+        if decision == ApprovalDecision.REJECTED:
+            status: str | None = "rejected"
+        elif not last:
+            status = None
+        else:
+            status = "superseded" if patch else "approved"
+        return cls(items, last, patch, status)
+
+
+def _close_siblings(
+    conn: Connection,
+    row: RowMapping,
+    req: RowMapping,
+    group: _Group,
+    actor: str,
+    status: str,
+    now: datetime,
+) -> None:
+    """A rejected item rejects its checkpoint: its siblings still pending are closed (``closed``, or
+    ``cancelled`` with a cancelled workflow), audited, and never decidable afterwards (a 409 says so).
+    Their waiters are woken: an agent waiting on one of them learns of the rejection (``waiting.py``)."""
+    pending = [r for r in group.items if r["status"] == "pending" and r["request_id"] != req["request_id"]]
+    if not pending:
+        return
+    approvals.close_group(conn, req["group_id"], status, now)
+    for sib in pending:
+        notify.publish(conn, "decision", sib["request_id"])
+        notices.record(conn, status, sib["request_id"], row["workflow_id"])
+        if sib["job_id"]:
+            jobs.set_status(
+                conn, sib["job_id"], "cancelled", f"{status}: item {req['item_key']!r} was rejected"
+            )
+    audit.append(
+        conn,
+        row["workflow_id"],
+        "items_closed",
+        actor,
+        {
+            "group_id": req["group_id"],
+            "rejected_request_id": req["request_id"],
+            "rejected_item_key": req["item_key"],
+            "status": status,
+            "closed": [{"request_id": r["request_id"], "item_key": r["item_key"]} for r in pending],
+            "bind": [bind("approval_requests", "review", {**r, "status": status}) for r in pending],
+        },
+    )
 
 
 def complete_checkpoint(

@@ -20,6 +20,7 @@ from sqlalchemy import RowMapping
 
 from saferun.domain.policy import Caller, Role
 from saferun.storage import identities as store
+from saferun.storage import quorum as quorum_store
 from saferun.storage.database import Database
 from saferun.storage.schema import utcnow
 
@@ -34,15 +35,19 @@ class Identity:
     roles: frozenset[Role]
     disabled: bool
     created_at: datetime
+    team: str | None = None  # for a quorum's "different teams" rule (saferun/domain/quorum.py)
+    groups: tuple[str, ...] = ()  # the groups whose quorum votes it may cast (on reads that load them)
 
     @classmethod
-    def from_row(cls, row: RowMapping | dict[str, Any]) -> Identity:
+    def from_row(cls, row: RowMapping | dict[str, Any], groups: Iterable[str] = ()) -> Identity:
         return cls(
             identity_id=row["identity_id"],
             display_name=row["display_name"],
             roles=store.roles_of(row),
             disabled=bool(row["disabled"]),
             created_at=row["created_at"],
+            team=row.get("team"),
+            groups=tuple(groups),
         )
 
     def caller(self) -> Caller:
@@ -136,11 +141,30 @@ class IdentityService:
 
     def get_identity(self, identity_id: str) -> Identity:
         with self.db.read() as conn:
-            return Identity.from_row(store.get_identity(conn, identity_id))
+            row = store.get_identity(conn, identity_id)
+            return Identity.from_row(row, quorum_store.groups_of(conn, identity_id))
 
     def list_identities(self) -> list[Identity]:
         with self.db.read() as conn:
-            return [Identity.from_row(row) for row in store.list_identities(conn)]
+            groups = quorum_store.all_groups(conn)
+            return [
+                Identity.from_row(row, groups.get(row["identity_id"], ()))
+                for row in store.list_identities(conn)
+            ]
+
+    def set_membership(
+        self,
+        identity_id: str,
+        *,
+        groups: Iterable[str] | None = None,
+        team: str | None = None,
+        set_team: bool = False,
+    ) -> Identity:
+        """Replace the identity's quorum groups (``groups`` not None) and/or its team (``set_team``; None
+        or "" clears it). Names are checked before any write (422 naming ``group`` or ``team``)."""
+        with self.db.transaction() as conn:
+            row = quorum_store.set_membership(conn, identity_id, groups, team, set_team=set_team)
+            return Identity.from_row(row, quorum_store.groups_of(conn, identity_id))
 
     def set_roles(self, identity_id: str, roles: Iterable[str]) -> Identity:
         with self.db.transaction() as conn:

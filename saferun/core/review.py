@@ -70,6 +70,7 @@ def _version(
         policy=policy,
         alerts=alerts,
         pending_undo=undo,
+        quorum=req.get("quorum"),
     )
 
 

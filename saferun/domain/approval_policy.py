@@ -40,6 +40,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from saferun.domain.quorum import QuorumRule
 from saferun.errors import InvalidInput
 
 Action = Literal["require_approval", "auto_approve", "forbid"]
@@ -150,6 +151,14 @@ class Rule(_Strict):
     description: str = ""
     when: When = Field(default_factory=When)
     then: Action
+    # with ``then: require_approval``: N approvals of a group decide (saferun/domain/quorum.py)
+    quorum: QuorumRule | None = None
+
+    @model_validator(mode="after")
+    def _quorum_needs_a_person(self) -> Rule:
+        if self.quorum is not None and self.then != "require_approval":
+            raise ValueError(f"quorum: only a require_approval rule takes a quorum, not {self.then}")
+        return self
 
 
 class Policy(_Strict):
@@ -174,7 +183,7 @@ class Policy(_Strict):
     def evaluate(self, case: Case) -> Verdict:
         for rule in self.rules:
             if _matches(rule.when, case):
-                return Verdict(rule.then, self.name, self.version, rule.id, rule.description)
+                return Verdict(rule.then, self.name, self.version, rule.id, rule.description, rule.quorum)
         return Verdict(self.default, self.name, self.version, None, "")
 
 
@@ -198,6 +207,7 @@ class Verdict:
     version: int
     rule: str | None  # None: the default applied
     description: str = ""
+    quorum: QuorumRule | None = None  # require_approval by N of a group (saferun/domain/quorum.py)
 
     @property
     def actor(self) -> str:
@@ -209,15 +219,20 @@ class Verdict:
         which = f"rule {self.rule}" if self.rule else "its default"
         word = {"auto_approve": "approved", "forbid": "forbidden", "require_approval": "sent to a person"}
         text = f"{word[self.action]} by policy {self.policy} v{self.version} {which}"
+        if self.quorum is not None:
+            text += f" (quorum: {self.quorum.text})"
         return f"{text}: {self.description}" if self.description else text
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "action": self.action,
             "policy": self.policy,
             "version": self.version,
             "rule": self.rule,
         }
+        if self.quorum is not None:
+            out["quorum"] = self.quorum.as_dict()
+        return out
 
 
 def load(text: str, source: str = "policy") -> Policy:

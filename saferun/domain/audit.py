@@ -9,7 +9,7 @@ the first one.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -75,6 +75,33 @@ def posting_digest(txn: Mapping[str, Any], legs: Iterable[Mapping[str, Any]]) ->
     return hashlib.sha256(canonical_bytes(body, "posting")).hexdigest()
 
 
+def posting_problem(
+    workflow_id: str,
+    recorded: Mapping[str, Sequence[tuple[int, str]]],
+    entries: Iterable[Mapping[str, Any]],
+) -> tuple[str, str, str] | None:
+    """The read path's ledger check, as ``(table, row id, reason)`` or None: every posting of the workflow
+    (``entries``: all of them, each with its legs) must sum to zero, every posting an event recorded
+    (``recorded``: txn id -> (event seq, ``posting_sha256``), ``ChainFacts.postings``) must be there and
+    hash to what the event recorded. The same rules as ``verify``, on rows already read, so a balance or an
+    entry is never served from a forged leg."""
+    present = set()
+    for entry in entries:
+        txn_id = str(entry["txn_id"])
+        present.add(txn_id)
+        total = sum(int(leg["amount_micro"]) for leg in entry["legs"])
+        if total != 0:
+            return "ledger_legs", txn_id, f"the posting's legs sum to {total} micro-units, not zero"
+        digest = posting_digest({**entry, "workflow_id": workflow_id}, entry["legs"])
+        for seq, expected in recorded.get(txn_id, []):
+            if digest != expected:
+                return "ledger_transactions", txn_id, f"the posting does not match what event {seq} recorded"
+    for txn_id, events in recorded.items():
+        if txn_id not in present:
+            return "ledger_transactions", txn_id, f"it is missing (event {events[0][0]} recorded it)"
+    return None
+
+
 # --- rows bound to the chain by view ------------------------------------------------------------------
 #
 # An event binds a row by carrying ``bind``: a list of ``[table, row id, view, sha256]``. A *view* is the
@@ -119,6 +146,9 @@ VIEWS: dict[str, dict[str, tuple[str, ...]]] = {
             "job_id",
             "on_timeout",
             "expires_at",
+            "quorum",  # optional: hashed only when set (see OPTIONAL), so older rows hash as they did
+            "group_id",  # optional too: an item of a checkpoint that asked several things at once
+            "item_key",
         ),
         # what changes while it waits: the monitor's alerts, the assigned supervisor, the outcome
         "review": ("request_id", "alerts", "supervisor_id", "status"),
@@ -126,6 +156,10 @@ VIEWS: dict[str, dict[str, tuple[str, ...]]] = {
     "saga_steps": {
         "row": ("step_id", "workflow_id", "seq", "name", "compensation", "args"),
         "result": ("step_id", "status", "last_error"),
+    },
+    "approval_votes": {
+        # one vote on a quorum request (issue 16), bound by the ``vote`` event that recorded it
+        "row": ("vote_id", "request_id", "workflow_id", "voter", "vote", "rationale", "team"),
     },
     "x402_payments": {
         "row": (
@@ -148,6 +182,17 @@ VIEWS: dict[str, dict[str, tuple[str, ...]]] = {
 
 KEYS = {"snapshots": "snapshot_id", "approval_requests": "request_id", "saga_steps": "step_id"}
 KEYS["x402_payments"] = "payment_id"
+KEYS["approval_votes"] = "vote_id"
+
+# Fields a view hashes only when they hold a value: added after rows were first bound, so a row without
+# one (every row written before the field existed) hashes exactly as it did, and a row with one is bound
+# to it. Setting one on a row that had none changes the hash like any other forged value.
+OPTIONAL = {
+    ("approval_requests", "quorum"),
+    # an item of a checkpoint that asked several things at once: its group and key (revision 0019)
+    ("approval_requests", "group_id"),
+    ("approval_requests", "item_key"),
+}
 
 # Values a status column can hold. A status outside its vocabulary is a forged row even where no event
 # bound the current value (a saga step's ``committed`` is written by a bulk UPDATE with its approval).
@@ -155,7 +200,7 @@ STATUSES = {
     "snapshots": frozenset(
         {"captured", "passed", "approved", "modified", "superseded", "rejected", "expired", "restored"}
     ),
-    "approval_requests": frozenset({"pending", "decided", "expired", "cancelled"}),
+    "approval_requests": frozenset({"pending", "decided", "expired", "cancelled", "closed"}),
     "saga_steps": frozenset({"pending", "committed", "compensating", "compensated", "failed"}),
     "x402_payments": frozenset({"credited", "unapplied", "unconfirmed"}),
 }
@@ -166,7 +211,12 @@ def row_digest(table: str, view: str, row: Mapping[str, Any]) -> str:
     ``_numbers_as_stored``; datetimes as ISO UTC text)."""
     fields = VIEWS[table][view]
     body = {"table": table, "view": view}
-    body.update({name: _numbers_as_stored(_plain(row[name])) for name in fields})
+    for name in fields:
+        if (table, name) in OPTIONAL:
+            if row.get(name) is not None:
+                body[name] = _numbers_as_stored(_plain(row[name]))
+            continue
+        body[name] = _numbers_as_stored(_plain(row[name]))
     return hashlib.sha256(canonical_bytes(body, f"{table}.{view}")).hexdigest()
 
 

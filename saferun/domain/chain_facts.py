@@ -51,6 +51,10 @@ class ChainFacts:
     assigned: str | None = None  # the first ``supervisor_assigned`` event's supervisor
     bound: Mapping[tuple[str, str, str], Binding] = field(default_factory=dict)
     recorded: Mapping[Any, Any] = field(default_factory=dict)  # request id -> its decision's digest
+    # txn id -> (seq, ``posting_sha256``) of every event that recorded the ledger posting
+    postings: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
+    # request id -> the (seq, vote id) of every ``vote`` event on it (M-of-N quorum, docs/quorum.md)
+    votes: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
 
     @property
     def anchor(self) -> tuple[int, str | None]:
@@ -69,6 +73,8 @@ def extend(facts: ChainFacts, events: Iterable[Mapping[str, Any]]) -> ChainFacts
         return facts
     bound = dict(facts.bound)
     recorded = dict(facts.recorded)
+    postings = dict(facts.postings)
+    votes = dict(facts.votes)
     strict, created = facts.strict, facts.created
     state, last_passed = facts.state, facts.last_passed
     assigned_seen, assigned = facts.assigned_seen, facts.assigned
@@ -87,6 +93,12 @@ def extend(facts: ChainFacts, events: Iterable[Mapping[str, Any]]) -> ChainFacts
             state = payload["to"]
         if isinstance(payload, dict) and "response_sha256" in payload:
             recorded[payload.get("request_id")] = payload.get("response_sha256")
+        if isinstance(payload, dict) and isinstance(payload.get("posting_sha256"), str):
+            txn_id = str(payload.get("txn_id"))
+            postings[txn_id] = (*postings.get(txn_id, ()), (int(ev["seq"]), payload["posting_sha256"]))
+        if ev["kind"] == "vote" and isinstance(payload.get("request_id"), str) and "vote_id" in payload:
+            cast = (int(ev["seq"]), str(payload["vote_id"]))
+            votes[payload["request_id"]] = (*votes.get(payload["request_id"], ()), cast)
         entries = payload.get("bind")
         if isinstance(entries, list):
             for entry in entries:
@@ -110,6 +122,8 @@ def extend(facts: ChainFacts, events: Iterable[Mapping[str, Any]]) -> ChainFacts
         assigned=assigned,
         bound=bound,
         recorded=recorded,
+        postings=postings,
+        votes=votes,
     )
 
 

@@ -384,6 +384,19 @@ def position_from_postings(workflow_id: str, postings: Iterable[Posting]) -> Esc
     return position_from_escrow_deltas(deltas)
 
 
+def position_from_entries(workflow_id: str, entries: Iterable[Mapping[str, Any]]) -> EscrowPosition:
+    """The escrow position from a workflow's stored postings as read (``kind`` and ``legs`` of each, as
+    ``storage.ledger.entries`` returns them): the read path computes it from the postings it has just
+    checked against the chain, so the balance served is the one that was verified."""
+    account = escrow_account(workflow_id)
+    deltas: dict[str, int] = {}
+    for entry in entries:
+        delta = sum(int(leg["amount_micro"]) for leg in entry["legs"] if leg["account"] == account)
+        if delta:
+            deltas[entry["kind"]] = deltas.get(entry["kind"], 0) + delta
+    return position_from_escrow_deltas(deltas)
+
+
 def balances_from_postings(postings: Iterable[Posting]) -> dict[str, int]:
     """Every account's balance after ``postings``: the in-memory twin of the stored SUM over legs."""
     balances: dict[str, int] = {}

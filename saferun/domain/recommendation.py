@@ -4,10 +4,12 @@ A pure function of three things the checkpoint already carries: the monitor's al
 checkpoint's risk assessment (``level`` / ``rating`` / ``severity`` low..critical, or a numeric
 ``score`` in 0..1) and the agent's confidence scores. The rule, exactly:
 
-1. Each finding has a weight: an alert ``info`` 0.05, ``warning`` 0.25, ``critical`` 0.60 (an unknown
-   severity counts as a warning); risk ``low`` 0, ``medium`` 0.10, ``high`` 0.30, ``critical`` 0.60
-   (a ``score`` s maps to low below 0.25, medium below 0.5, high below 0.75, else critical); the
-   agent's doubt is ``1 - min(confidence scores)``, or 0.20 when it reported none.
+1. Each finding has a weight: an alert ``info`` 0.05, ``warning`` 0.25, ``high`` 0.40, ``critical`` 0.60
+   (its ``severity`` or ``level``, read with the risk scale's words too: ``low`` is info, ``medium`` a
+   warning, ``error`` high, ``severe`` critical; an unknown one counts as a warning); risk ``low`` 0,
+   ``medium`` 0.10, ``high`` 0.30, ``critical`` 0.60 (a ``score`` s maps to low below 0.25, medium
+   below 0.5, high below 0.75, else critical); the agent's doubt is ``1 - min(confidence scores)``,
+   or 0.20 when it reported none.
 2. The concern is ``1 - prod(1 - weight)``: independent reasons for worry compound, none alone reaches 1.
 3. Concern below 0.35 recommends ``approve``, below 0.70 ``modify`` (the reviewer should change the
    parameters or scope), otherwise ``reject``.
@@ -30,7 +32,19 @@ from typing import Any
 
 from saferun.errors import InvalidInput
 
-ALERT_WEIGHTS = {"info": 0.05, "warning": 0.25, "critical": 0.60}
+ALERT_WEIGHTS = {"info": 0.05, "warning": 0.25, "high": 0.40, "critical": 0.60}
+# monitors speak either scale: the alert one (info/warning/critical) or the risk one (low..critical)
+ALERT_SYNONYMS = {
+    "low": "info",
+    "notice": "info",
+    "medium": "warning",
+    "moderate": "warning",
+    "warn": "warning",
+    "error": "high",
+    "severe": "critical",
+}
+ALERT_NOUNS = {"critical": "critical alert", "high": "high alert", "warning": "warning", "info": "notice"}
+_NAME_LIMIT = 60
 RISK_WEIGHTS = {"low": 0.0, "medium": 0.10, "high": 0.30, "critical": 0.60}
 RISK_SYNONYMS = {"moderate": "medium", "severe": "critical", "none": "low", "minimal": "low"}
 UNKNOWN_CONFIDENCE_DOUBT = 0.20
@@ -78,13 +92,19 @@ def _severity(alert: Any) -> str:
         value = alert.get("severity") or alert.get("level")
     else:
         value = getattr(alert, "severity", None)
-    value = str(value or "warning").lower()
+    value = str(value or "warning").strip().lower()
+    value = ALERT_SYNONYMS.get(value, value)
     return value if value in ALERT_WEIGHTS else "warning"
 
 
 def _rule(alert: Any) -> str:
-    value = alert.get("rule") if isinstance(alert, Mapping) else getattr(alert, "rule", None)
-    return str(value or "unnamed")
+    """What to call the alert in the reason: its rule, else its message (shortened), else "unnamed"."""
+    for key in ("rule", "message"):
+        value = alert.get(key) if isinstance(alert, Mapping) else getattr(alert, key, None)
+        if isinstance(value, str) and value.strip():
+            text = " ".join(value.split())
+            return text if len(text) <= _NAME_LIMIT else text[: _NAME_LIMIT - 1].rstrip() + "…"
+    return "unnamed"
 
 
 def _join(parts: list[str]) -> str:
@@ -103,7 +123,7 @@ def recommend(
         if not isinstance(score, int | float) or isinstance(score, bool) or not 0 <= score <= 1:
             raise InvalidInput(f"confidence_scores.{name}", f"must be between 0 and 1, got {score!r}")
 
-    by_severity: dict[str, list[str]] = {s: [] for s in ("critical", "warning", "info")}
+    by_severity: dict[str, list[str]] = {s: [] for s in ALERT_NOUNS}
     for alert in alerts:
         by_severity[_severity(alert)].append(_rule(alert))
     level = risk_level(risk)
@@ -123,10 +143,9 @@ def recommend(
     confidence = round(min(max(confidence, 0.0), 1.0), 4)
 
     reasons = []
-    for severity in ("critical", "warning", "info"):
+    for severity, noun in ALERT_NOUNS.items():
         rules = by_severity[severity]
         if rules:
-            noun = {"critical": "critical alert", "warning": "warning", "info": "notice"}[severity]
             names = ", ".join(dict.fromkeys(rules))
             reasons.append(f"{len(rules)} {noun}{'s' if len(rules) > 1 else ''} ({names})")
     if not alerts:

@@ -21,7 +21,9 @@ from saferun.domain.canonical import canonical_bytes
 
 VERSION = 1
 # the order the fields are listed in (stale answers name them in this order)
-FIELDS = ("artifact_uri", "parameters", "parameter_schema", "policy", "alerts", "pending_undo")
+FIELDS = ("artifact_uri", "parameters", "parameter_schema", "policy", "alerts", "pending_undo", "quorum")
+# hashed only when set: a request without a quorum has the digest it always had
+OPTIONAL_FIELDS = ("quorum",)
 PREFIX = "sha256:"
 DIGEST_LENGTH = len(PREFIX) + 64
 
@@ -64,6 +66,7 @@ def review(
     policy: Mapping[str, Any] | None,
     alerts: Iterable[Mapping[str, Any]] | None,
     pending_undo: Iterable[Mapping[str, Any]] | None,
+    quorum: Mapping[str, Any] | None = None,
 ) -> Review:
     """The digest of one version of a request. Equal content gives an equal digest whatever the key order;
     a list's order matters (alerts and undo steps are shown, and undone, in order)."""
@@ -74,8 +77,14 @@ def review(
         "policy": dict(policy) if policy is not None else None,
         "alerts": [dict(a) for a in alerts or ()],
         "pending_undo": [dict(s) for s in pending_undo or ()],
+        # the M-of-N rule the votes count toward (saferun/domain/quorum.py): a vote on another rule is stale
+        "quorum": dict(quorum) if quorum is not None else None,
     }
-    hashes = {name: _sha(fields[name], name) for name in FIELDS}
+    hashes = {
+        name: _sha(fields[name], name)
+        for name in FIELDS
+        if name not in OPTIONAL_FIELDS or fields[name] is not None
+    }
     top = _sha({"v": VERSION, "fields": hashes}, "review")
     return Review(fields, hashes, PREFIX + top)
 
@@ -87,7 +96,7 @@ def parameters_digest(parameters: Mapping[str, Any]) -> str:
 
 def changed_fields(seen: Review, now: Review) -> list[str]:
     """The fields whose content differs between two versions, in ``FIELDS`` order."""
-    return [name for name in FIELDS if seen.field_hashes[name] != now.field_hashes[name]]
+    return [name for name in FIELDS if seen.field_hashes.get(name) != now.field_hashes.get(name)]
 
 
 def well_formed(digest: str) -> bool:

@@ -37,6 +37,7 @@ import httpx
 from sqlalchemy import Connection, RowMapping
 
 from saferun.core import notify
+from saferun.domain.backoff import exponential_bound
 from saferun.notifications import channels, links, messages
 from saferun.notifications.settings import NotificationSettings
 from saferun.outbound import mask_url
@@ -306,5 +307,5 @@ class Dispatcher:
 
     def backoff(self, attempts: int) -> timedelta:
         """Exponential with jitter: half the doubled delay plus a random share of the other half."""
-        ceiling = min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** max(0, attempts - 1))
+        ceiling = exponential_bound(attempts, self.settings.backoff_base, self.settings.backoff_cap)
         return timedelta(seconds=ceiling / 2 + self.rng() * ceiling / 2)

@@ -129,6 +129,34 @@ def inspect(orch: WorkflowOrchestrator, token: str, now: datetime | None = None)
     return LinkView(request, name, link["supervisor_id"], link["expires_at"])
 
 
+@dataclass(frozen=True)
+class LinkState:
+    """Where a link's request stands now, for the link page's live status (``status``)."""
+
+    request: RowMapping
+    response: RowMapping | None
+    workflow_state: str
+
+
+def status(orch: WorkflowOrchestrator, token: str) -> LinkState:
+    """The link's request as it is now, decided or not: the open link page polls it, so a decision made
+    elsewhere (the dashboard, another channel, the timeout) replaces its buttons without a reload.
+
+    Reading only, and the token is the credential, as for ``inspect``: an unknown or altered token is
+    ``NotFound``. A spent or expired link still reads its own request's outcome (it names nothing the
+    link's holder was not already shown), so the page can say what happened instead of going stale."""
+    token_hash = _token_hash(token)
+    with orch.db.read() as conn:
+        link = store.find_link(conn, token_hash)
+        if link is None:
+            raise _unknown()
+        request = approvals.get(conn, link["request_id"])
+        decided = request["status"] != "pending"
+        response = approvals.response_for(conn, link["request_id"]) if decided else None
+        state = wf_store.get(conn, request["workflow_id"])["state"]
+    return LinkState(request, response, str(state))
+
+
 def decide(
     orch: WorkflowOrchestrator,
     token: str,

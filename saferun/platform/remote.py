@@ -9,7 +9,7 @@ be the platform of another: point ``X402_API_URL`` at ``http(s)://<that server>/
 key of an identity with the ``platform`` role there. Same calls, arguments and answers as
 ``EmbeddedPlatform`` (``saferun.platform.base.Platform``); errors come back as the ``saferun.errors`` class
 the platform raised, with its message and fields (``InvalidAmount`` with ``field``, ``Forbidden`` with
-``rule``, ...), through the SafeRun HTTP client's mapping (``saferun.client.http.error_from_answer``).
+``rule``, ...), through the SafeRun HTTP client's mapping (``saferun.client.errors.error_from_answer``).
 
 **Exactly once.** Every mutating call sends an ``Idempotency-Key`` header: the caller's
 ``idempotency_key``, or a fresh one made once per call and reused by each of its retries. The platform
@@ -32,23 +32,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 import math
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
 from saferun import __version__, outbound
-from saferun.client.http import RequestTimedOut, ServerUnreachable, UnexpectedResponse, error_from_answer
+from saferun.client.calls import seg as _seg
+from saferun.client.errors import RequestTimedOut, ServerUnreachable, UnexpectedResponse
+from saferun.client.transport import is_transient, mapped_error, next_delay, timed_out
 from saferun.core.rollback.reconciliation import RetryPolicy
 from saferun.errors import InvalidAmount, InvalidInput, SafeRunError
 from saferun.storage.platform_requests import validate_key
-
-log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRY = RetryPolicy(attempts=5, initial_delay=0.2, max_delay=5.0)
@@ -57,13 +55,6 @@ USER_AGENT = f"saferun-x402-client/{__version__}"
 
 # what may have happened after the request left: retrying with the same key is safe either way
 _RETRYABLE_TRANSPORT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-
-
-def _seg(value: Any, field: str) -> str:
-    """An id as one path segment (quoted: ids may hold ``/`` or ``?``)."""
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(field, f"must be a non-empty string, got {value!r}")
-    return quote(value, safe="")
 
 
 def _amount(value: Any, field: str) -> Any:
@@ -191,6 +182,7 @@ class RemotePlatform:
             headers["Content-Type"] = "application/json"
         if idempotency_key is not None:
             headers[IDEMPOTENCY_HEADER] = idempotency_key
+        key_note = f" (Idempotency-Key {idempotency_key})" if idempotency_key else ""
         attempt = 1
         while True:
             try:
@@ -198,9 +190,11 @@ class RemotePlatform:
                     method, path, params=params, content=content, headers=headers
                 )
             except _RETRYABLE_TRANSPORT as exc:
-                if attempt >= self.retry.attempts:
+                delay = next_delay(
+                    self.retry, attempt, f"x402 {method} {path}", type(exc).__name__ + key_note
+                )
+                if delay is None:
                     raise self._gave_up(method, path, exc, attempt, idempotency_key) from exc
-                what = type(exc).__name__
             except httpx.TransportError as exc:  # a bad URL or proxy setting: the same on every attempt
                 raise ServerUnreachable(
                     f"could not reach the x402 platform: {method} {self.api_url}{path}: "
@@ -208,20 +202,14 @@ class RemotePlatform:
                     url=f"{self.api_url}{path}",
                 ) from exc
             else:
-                if attempt >= self.retry.attempts or not _retryable(response):
+                what = f"HTTP {response.status_code}{key_note}"
+                delay = (
+                    next_delay(self.retry, attempt, f"x402 {method} {path}", what)
+                    if is_transient(response)
+                    else None
+                )
+                if delay is None:
                     return self._read(method, path, response)
-                what = f"HTTP {response.status_code}"
-            delay = self.retry.delay(attempt)
-            log.warning(
-                "x402 %s %s: %s, retry %d/%d in %.2fs%s",
-                method,
-                path,
-                what,
-                attempt,
-                self.retry.attempts - 1,
-                delay,
-                f" (Idempotency-Key {idempotency_key})" if idempotency_key else "",
-            )
             await asyncio.sleep(delay)
             attempt += 1
 
@@ -237,8 +225,7 @@ class RemotePlatform:
                 f"; the platform may or may not have applied it: repeat the call with "
                 f"idempotency_key={key!r} to find out without applying it twice"
             )
-        timed_out = isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout)
-        cls = RequestTimedOut if timed_out else ServerUnreachable
+        cls = RequestTimedOut if timed_out(exc) else ServerUnreachable
         return cls(
             f"x402 platform {where}: {type(exc).__name__} after {attempts} attempts{outcome}", **fields
         )
@@ -250,11 +237,7 @@ class RemotePlatform:
         try:
             response.raise_for_status()
         except httpx.HTTPStatusError as exc:
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            raise error_from_answer(response.status_code, body, response.text) from exc
+            raise mapped_error(response) from exc
         try:
             return response.json()
         except ValueError as exc:
@@ -494,17 +477,3 @@ class RemotePlatform:
         path = f"/supervisors/{_seg(supervisor_id, 'supervisor_id')}/ratings"
         result: dict[str, Any] = await self._post(path, body, idempotency_key)
         return result
-
-
-def _retryable(response: httpx.Response) -> bool:
-    """A 5xx that may pass (a restarting server, a proxy, a lost database connection). A 500 carrying one
-    of SafeRun's own errors (a corrupted artifact) says the same thing every time, as in the HTTP client."""
-    if response.status_code < 500:
-        return False
-    if response.status_code != 500:
-        return True
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        return True
-    return not (isinstance(detail, dict) and isinstance(detail.get("error"), str))

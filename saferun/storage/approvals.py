@@ -84,6 +84,37 @@ def claim(
     return conn.execute(_CLAIM, params).rowcount == 1
 
 
+_GROUP = (
+    select(
+        approval_requests,
+        approval_responses.c.decision.label("x_decision"),
+        approval_responses.c.modifications.label("x_modifications"),
+    )
+    .select_from(
+        approval_requests.outerjoin(
+            approval_responses, approval_responses.c.request_id == approval_requests.c.request_id
+        )
+    )
+    .where(approval_requests.c.group_id == bindparam("b_group"))
+    .order_by(approval_requests.c.created_at, approval_requests.c.request_id)
+)
+
+
+def group_items(conn: Connection, group_id: str) -> list[RowMapping]:
+    """The items of one checkpoint's group with their decision and modifications (``x_decision``,
+    ``x_modifications``; None while undecided), in the order they were asked: one statement."""
+    return list(conn.execute(_GROUP, {"b_group": group_id}).mappings())
+
+
+def close_group(conn: Connection, group_id: str, status: str, now: datetime) -> None:
+    """Close every item of ``group_id`` still pending (a sibling was rejected): no longer decidable."""
+    conn.execute(
+        update(approval_requests)
+        .where(approval_requests.c.group_id == group_id, approval_requests.c.status == "pending")
+        .values(status=status, decided_at=now)
+    )
+
+
 def set_alerts(conn: Connection, request_id: str, alerts: list[dict[str, Any]]) -> None:
     """Replace a request's alerts (the monitor adds to them while the request is pending)."""
     conn.execute(

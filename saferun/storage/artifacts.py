@@ -43,6 +43,10 @@ JSON bytes). Everything lives in the ``blobs`` table, keyed by a sha256:
   blob or artifact at once both succeed, and since the key fixes the content it does not matter whose
   row won.
 
+- **Garbage collection** (``storage.gc``) deletes blobs nothing refers to. It is safe because every
+  writer *reads* a stored blob (the probe) in the transaction that will refer to it: keep it that way (a
+  cache that skips the probe would let a sweep delete what the writer is about to reuse).
+
 The caller owns the transaction: every method takes a ``Connection`` and never commits.
 """
 
@@ -559,6 +563,7 @@ def _encode_index(entries: list[tuple[str, int]]) -> bytes:
 _DIALECT_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 _STATEMENTS: dict[tuple[str, str], Any] = {}
 _DATA_OR_NULL = case((blobs.c.kind.in_([_INDEX, _DELTA]), blobs.c.data), else_=null())
+_REFS_DATA = case((blobs.c.kind.in_([_MANIFEST, _INDEX, _DELTA]), blobs.c.data), else_=null())
 
 
 def _statement(conn: Connection, purpose: str) -> Any:
@@ -581,6 +586,7 @@ def _statement(conn: Connection, purpose: str) -> Any:
             "insert_artifact": lambda: make(artifacts).on_conflict_do_nothing(index_elements=["uri"]),
             "fetch": lambda: select(*columns, blobs.c.data.label("data")).where(keys),
             "probe": lambda: select(*columns, _DATA_OR_NULL.label("data")).where(keys),
+            "refs": lambda: select(*columns, _REFS_DATA.label("data")).where(keys),
         }[purpose]()
         _STATEMENTS[key] = stmt
     return stmt
@@ -705,6 +711,26 @@ class _Reader:
             raise ArtifactCorrupted(key, f"unknown blob kind {row.kind!r}")
         self.values[key] = value
         return value
+
+
+def references(conn: Connection, keys: Collection[str]) -> dict[str, list[str]]:
+    """For each stored key in ``keys``, the blob keys it refers to: a manifest's parts, an index's chunks,
+    a delta's base (a chunk refers to none). Absent keys are missing from the answer. What garbage
+    collection (``storage.gc``) must keep alive with a blob; a blob it cannot parse is ``ArtifactCorrupted``
+    (never "refers to nothing", which would let its children be deleted)."""
+    out: dict[str, list[str]] = {}
+    for key, row in _select(conn, keys, "refs").items():
+        if row.kind == _MANIFEST:
+            out[key] = [sha for _, sha, _ in _parse_manifest(key, _decode(row))]
+        elif row.kind == _INDEX:
+            out[key] = [child for child, _ in _decode_index(key, _decode(row))]
+        elif row.kind == _DELTA:
+            out[key] = [_delta_header(key, _decode(row))[0]]
+        elif row.kind == _CHUNK:
+            out[key] = []
+        else:
+            raise ArtifactCorrupted(key, f"unknown blob kind {row.kind!r}")
+    return out
 
 
 def _parse_manifest(key: str, data: bytes) -> list[tuple[str, str, int]]:

@@ -22,6 +22,7 @@ from saferun.domain.audit import (
     decision_digest,
     event_hash,
     payload_text,
+    posting_problem,
 )
 from saferun.domain.canonical import canonical_loads
 from saferun.domain.chain_facts import ChainFacts, of_events, workflow_problem
@@ -33,6 +34,7 @@ from saferun.storage.database import before_commit
 from saferun.storage.schema import (
     approval_requests,
     approval_responses,
+    approval_votes,
     audit_events,
     ledger_legs,
     ledger_transactions,
@@ -52,6 +54,7 @@ BOUND_TABLES = {
     "approval_requests": approval_requests,
     "saga_steps": saga_steps,
     "x402_payments": x402_payments,
+    "approval_votes": approval_votes,
 }
 
 _HEAD = (
@@ -290,10 +293,13 @@ def check_read(
     responses: list[Any] | None = None,
     workflow: Any = None,
     complete: tuple[str, ...] = (),
+    postings: list[dict[str, Any]] | None = None,
+    votes_of: str | None = None,
 ) -> None:
-    """The read path's check: before a decision, request, snapshot, step or payment is served, its chain
-    must verify link by link and end where the workflow row's anchor says, and the rows must match what
-    their events recorded. Raises ``Tampered`` naming the row, so a forged value is never returned.
+    """The read path's check: before a decision, request, snapshot, step, payment or ledger posting is
+    served, its chain must verify link by link and end where the workflow row's anchor says, and the rows
+    must match what their events recorded (``postings``: all of the workflow's, as ``ledger.entries`` reads
+    them; ``posting_problem``). Raises ``Tampered`` naming the row, so a forged value is never returned.
 
     The chain is verified through this process's verified prefix (``read_facts``): with a warm cache a
     read hashes only the events appended since, but always re-hashes the rows it serves."""
@@ -308,11 +314,21 @@ def check_read(
         for (table, row_id, _view), binding in bound.items():
             if table == name and row_id not in present:
                 raise Tampered(workflow_id, name, row_id, f"it is missing (event {binding.seq} bound it)")
+    if votes_of is not None:  # every vote the chain recorded on this request must be among ``rows``
+        present = {str(r["vote_id"]) for r in (rows or {}).get("approval_votes", [])}
+        for seq, vote_id in facts.votes.get(votes_of, ()):
+            if vote_id not in present:
+                missing = f"it is missing (event {seq} recorded it on request {votes_of})"
+                raise Tampered(workflow_id, "approval_votes", vote_id, missing)
     for name, items in (rows or {}).items():
         for row in items:
             problem = check_row(name, row, bound, strict=strict)
             if problem is not None:
                 raise Tampered(workflow_id, name, str(row[KEYS[name]]), problem)
+    if postings is not None:
+        forged = posting_problem(workflow_id, facts.postings, postings)
+        if forged is not None:
+            raise Tampered(workflow_id, *forged)
     for resp in responses or ():
         expected = facts.recorded.get(resp["request_id"])
         if (expected is None and strict) or (

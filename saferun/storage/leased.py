@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Connection, RowMapping, Table, select, update
 
+from saferun.domain.backoff import full_jitter
+
 PENDING = "pending"
 FAILED = "failed"
 
@@ -53,5 +55,4 @@ def requeue_failed(conn: Connection, table: Table, now: datetime, *where: Column
 
 def backoff(attempts: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> timedelta:
     """Full jitter: uniform in [0, min(cap, base * 2^(attempts-1))] seconds."""
-    ceiling = min(cap, base * 2 ** max(0, attempts - 1))
-    return timedelta(seconds=rng() * ceiling)
+    return timedelta(seconds=full_jitter(attempts, base, cap, rng=rng))

@@ -82,7 +82,7 @@ workflows = Table(
     # how many configured checkpoints have been approved (or passed, when no approval is required)
     Column("current_checkpoint", Integer, nullable=False, default=0),
     Column("job_id", String(64), nullable=True),
-    Column("escrow_id", String(64), nullable=True),
+    Column("escrow_id", String(80), nullable=True),  # "escrow_" + a workflow id of up to 64
     Column("last_approved_snapshot_id", String(64), nullable=True),
     Column("result_uri", String(200), nullable=True),
     # None: the embedded platform holds the workflow's jobs and money; else the remote x402 platform's
@@ -160,7 +160,7 @@ approval_requests = Table(
     Column("supervisor_id", String(200), nullable=True),
     Column("job_id", String(64), nullable=True),  # the x402 approval sub-job
     Column("on_timeout", String(16), nullable=False),
-    # pending | decided | expired
+    # pending | decided | expired | cancelled | closed (a sibling item of its checkpoint was rejected)
     Column("status", String(16), nullable=False, index=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False, index=True),
@@ -169,8 +169,16 @@ approval_requests = Table(
     # left, or no ladder), so a sweep finds due rungs with an index range whatever the queue's size
     Column("escalation_step", Integer, nullable=False, server_default="0", default=0),
     Column("next_escalation_at", UTCDateTime, nullable=True),
+    # M-of-N quorum (issue 16, revision 0018): the rule the request is decided by (approvals, of, rejections,
+    # distinct_teams) from its checkpoint or the approval policy; NULL: one person decides, as always
+    Column("quorum", JSONType, nullable=True),
+    # several requests at one checkpoint (parallel tool calls, a LangGraph step's interrupts): the group
+    # they share and each item's stable key; both NULL on a single-request checkpoint (revision 0019)
+    Column("group_id", String(64), nullable=True),
+    Column("item_key", String(200), nullable=True),
 )
 Index("ix_approval_requests_escalation", approval_requests.c.next_escalation_at)
+Index("ix_approval_requests_group", approval_requests.c.group_id)
 
 approval_responses = Table(
     "approval_responses",
@@ -186,6 +194,22 @@ approval_responses = Table(
     Column("created_at", UTCDateTime, nullable=False),
     # the review digest of what the decider was shown (saferun/domain/review_digest); None: no human
     Column("review_digest", String(80), nullable=True),
+)
+
+# one row per vote on a quorum request (issue 16, revision 0018); each is bound to the workflow's audit chain
+# by the ``vote`` event that recorded it, and (request_id, voter) is unique: nobody votes twice
+approval_votes = Table(
+    "approval_votes",
+    metadata,
+    Column("vote_id", String(64), primary_key=True),
+    Column("request_id", String(64), ForeignKey("approval_requests.request_id"), nullable=False),
+    Column("workflow_id", String(64), ForeignKey("workflows.workflow_id"), nullable=False, index=True),
+    Column("voter", String(200), nullable=False),
+    Column("vote", String(16), nullable=False),  # APPROVED | REJECTED
+    Column("rationale", Text, nullable=False),
+    Column("team", String(100), nullable=True),  # the voter's team when they voted (distinct_teams)
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("request_id", "voter"),
 )
 
 saga_steps = Table(
@@ -329,7 +353,19 @@ identities = Table(
     Column("roles", JSONType, nullable=False),  # sorted list of role names (saferun.domain.policy.Role)
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # the team a person belongs to, for a quorum's "different teams" rule (revision 0018); NULL: none
+    Column("team", String(100), nullable=True),
 )
+
+# which groups an identity is in, for M-of-N quorum votes (revision 0018); keyed group first, so the
+# members of one group are an index range
+identity_groups = Table(
+    "identity_groups",
+    metadata,
+    Column("group_name", String(100), primary_key=True),
+    Column("identity_id", String(200), ForeignKey("identities.identity_id"), primary_key=True),
+)
+Index("ix_identity_groups_identity", identity_groups.c.identity_id)
 
 api_keys = Table(
     "api_keys",

@@ -17,6 +17,7 @@ MAX_BATCH = 500  # the API's limit for request_ids
 OUTCOME_WORDS = {
     "decided": "decided",
     "already_decided": "already decided (nothing changed)",
+    "closed": "closed (a sibling item of its checkpoint was rejected)",
     "not_found": "not found",
     "refused": "refused",
     "invalid": "not decided",
@@ -24,6 +25,7 @@ OUTCOME_WORDS = {
 OUTCOME_TONES = {
     "decided": "good",
     "already_decided": "neutral",
+    "closed": "neutral",
     "not_found": "bad",
     "refused": "bad",
     "invalid": "bad",
@@ -75,6 +77,12 @@ def report(decision: ApprovalDecision, results: list[dict[str, Any]]) -> dict[st
     rows = [
         {
             "request_id": r["request_id"],
+            # which question: the checkpoint, and the item at a checkpoint that asked several at once
+            "label": " · ".join(
+                x
+                for x in (r.get("checkpoint_name"), f"item {r['item_key']}" if r.get("item_key") else None)
+                if x
+            ),
             "outcome": r["outcome"],
             "word": OUTCOME_WORDS[r["outcome"]],
             "tone": OUTCOME_TONES[r["outcome"]],

@@ -76,6 +76,32 @@ def show(request: Request, token: str) -> Response:
     return _page(200, "Approve or reject", view=view, token=token, review=review)
 
 
+@router.get("/decide/{token}/status")
+def live_status(request: Request, token: str) -> Response:
+    """The open link page's live status (polled by ``decide_link.js``): empty while the request is
+    pending, else what happened to it, which replaces the page's buttons. Reading only; the link stays
+    unspent. An unknown or altered token is the same 404 page as ``GET /decide/{token}``."""
+    orch = deps.orchestrator(request)
+    try:
+        now = links.status(orch, token)
+    except SafeRunError as exc:
+        return _refused(exc)
+    req, resp = now.request, now.response
+    said = None
+    if resp is not None:
+        automatic = bool(resp["automatic"])
+        timeout_rule = req["on_timeout"]
+        said = outcome(resp["decision"], now.workflow_state, automatic=automatic, on_timeout=timeout_rule)
+    return render.html(
+        "_link_status.html",
+        200,
+        headers={**HEADERS, "Cache-Control": "no-store"},
+        req=req,
+        response=resp,
+        said=said,
+    )
+
+
 @router.post("/decide/{token}")
 def decide(request: Request, token: str, form: dict[str, str] = FormDep) -> Response:
     """Decide the link's request as its assigned supervisor, spending the link in the same transaction."""
@@ -104,7 +130,9 @@ def decide(request: Request, token: str, form: dict[str, str] = FormDep) -> Resp
         return _page(422, TITLES[422], exc.message, view=view, token=token, review=review)
     except SafeRunError as exc:
         return _refused(exc)
-    said = outcome(decided.decision.value, decided.workflow_state.value)
+    items = orch.checkpoint_items(decided.request_id)  # one row unless several were asked at once
+    waiting = sum(1 for r, _ in items if r.status == "pending") if len(items) > 1 else 0
+    said = outcome(decided.decision.value, decided.workflow_state.value, siblings_pending=waiting)
     return _page(
         200,
         f"Recorded: {said.word.lower()}",

@@ -21,12 +21,28 @@ class Outcome:
     consequence: str  # one sentence: what happened because of it
 
 
-def outcome(decision: str, state: str, *, automatic: bool = False, on_timeout: str | None = None) -> Outcome:
-    """The decision's word, tone and consequence given the workflow's current ``state``."""
+def outcome(
+    decision: str,
+    state: str,
+    *,
+    automatic: bool = False,
+    on_timeout: str | None = None,
+    siblings_pending: int = 0,
+) -> Outcome:
+    """The decision's word, tone and consequence given the workflow's current ``state``;
+    ``siblings_pending``: other items of the same checkpoint still waiting (several asked at once)."""
     word = WORDS.get(decision, decision.title())
     if automatic:
         word = f"Timed out ({word.lower()} by on_timeout={on_timeout or decision.lower()})"
     tone = TONES.get(decision, "neutral")
+    if decision != "REJECTED" and siblings_pending:
+        others = f"{siblings_pending} other item{'s' if siblings_pending != 1 else ''}"
+        return Outcome(
+            word,
+            tone,
+            f"Recorded; {others} of this checkpoint still wait{'s' if siblings_pending == 1 else ''} for a "
+            "decision. Nothing is paid and the agent waits until every item is decided.",
+        )
     if decision == "REJECTED":
         return Outcome(word, tone, _after_reject(state))
     return Outcome(word, tone, _after_approve(state, modified=decision == "MODIFIED"))

@@ -134,18 +134,25 @@ def flash(orch: WorkflowOrchestrator, caller: Caller, request_id: str | None) ->
         return None
     if resp is None:
         return None
-    return {"req": req, "resp": resp, "workflow": wf, "outcome": result(req, resp, wf)}
+    return {"req": req, "resp": resp, "workflow": wf, "outcome": result(req, resp, wf, orch)}
 
 
-def result(req: ApprovalRequest, resp: Any, wf: Any) -> Outcome | None:
-    """What the decision did, given the workflow's state now (None while the request is pending)."""
+def result(
+    req: ApprovalRequest, resp: Any, wf: Any, orch: WorkflowOrchestrator | None = None
+) -> Outcome | None:
+    """What the decision did, given the workflow's state now (None while the request is pending); for an
+    item of a checkpoint that asked several things, whether its siblings still wait (read with ``orch``)."""
     if resp is None:
         return None
+    waiting = 0
+    if req.group_id is not None and orch is not None:
+        waiting = sum(1 for r, _ in orch.checkpoint_items(req.request_id) if r.status == "pending")
     return outcome(
         resp.decision.value,
         str(getattr(wf.current_state, "value", wf.current_state)),
         automatic=resp.automatic,
         on_timeout=req.on_timeout,
+        siblings_pending=waiting,
     )
 
 
@@ -154,7 +161,7 @@ def request_status(orch: WorkflowOrchestrator, caller: Caller, request_id: str) 
     req = orch.get_approval_request(request_id)
     wf = visible(orch, caller, req.workflow_id, ApprovalRequestNotFound(request_id))
     response = orch.get_approval_response(request_id) if req.status != "pending" else None
-    return {"req": req, "response": response, "workflow": wf, "result": result(req, response, wf)}
+    return {"req": req, "response": response, "workflow": wf, "result": result(req, response, wf, orch)}
 
 
 def approval(orch: WorkflowOrchestrator, caller: Caller, request_id: str) -> dict[str, Any]:
@@ -203,7 +210,9 @@ def review_context(orch: WorkflowOrchestrator, req: ApprovalRequest, wf: Any) ->
         "diff": review.state_diff(before, state),
         "first_checkpoint": before is None,
         "response": response,
-        "result": result(req, response, wf),
+        "result": result(req, response, wf, orch),
+        # the other things asked at this checkpoint (parallel tool calls), each with its decision
+        "items": orch.checkpoint_items(req.request_id) if req.group_id is not None else [],
         "memory": state.agent_memory,
         "stakes": _stakes(orch, wf, req) if req.status == "pending" else None,
         # side effects since the last approval: what a rejection would undo (compensate)
@@ -268,8 +277,7 @@ def workflow(orch: WorkflowOrchestrator, caller: Caller, workflow_id: str) -> di
     history = orch.history(workflow_id)
     escalations = [e for e in orch.audit_events(workflow_id) if e["kind"] == "escalated"]
     approvals = orch.approval_history(workflow_id)
-    ledger = orch.ledger_entries(workflow_id)
-    position = orch.escrow_position(workflow_id)
+    ledger, position = orch.ledger(workflow_id)
     locked = position.locked or 1
     return {
         "workflow": wf,

@@ -223,6 +223,7 @@ def _review(
     refusal: Any = None,
     active: str | None = None,
     stale: StaleReview | None = None,
+    flash: dict[str, Any] | None = None,
 ) -> Response:
     orch = _orch(request)
     context = pages.approval(orch, v.who, request_id)
@@ -244,14 +245,16 @@ def _review(
         predicted=pages.decide_refusal(v, req, orch) if req.status == "pending" else None,
         active=active or "APPROVED",
         stale=stale,
+        flash=flash,
         **context,
     )
 
 
 @router.get("/approvals/{request_id}")
 @dashboard()
-def review_page(request: Request, v: Viewer, request_id: str) -> Response:
-    return _review(request, v, request_id)
+def review_page(request: Request, v: Viewer, request_id: str, done: str | None = None) -> Response:
+    """One request's review page; ``done``: a sibling item just decided, whose outcome is shown once."""
+    return _review(request, v, request_id, flash=pages.flash(_orch(request), v.who, done))
 
 
 @router.post("/ui/approvals/{request_id}/decision")
@@ -329,7 +332,12 @@ def decide(request: Request, v: Viewer, request_id: str, form: dict[str, str] = 
             return retry(422, param_errors={name: detail}, problem="Fix the marked fields.")
         return retry(422, problem=exc.message)
     del after
-    response = RedirectResponse(f"/approvals?done={quote(request_id)}", status_code=303)
+    # an item whose siblings still wait: on to the next of them, with this outcome shown there
+    waiting = (
+        [r for r, _ in orch.checkpoint_items(request_id) if r.status == "pending"] if req.group_id else []
+    )
+    where = f"/approvals/{quote(waiting[0].request_id)}" if waiting else "/approvals"
+    response = RedirectResponse(f"{where}?done={quote(request_id)}", status_code=303)
     if not v.caller.authenticated:
         auth.set_acting_as(request, response, approved_by)
     return response

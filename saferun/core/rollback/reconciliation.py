@@ -23,10 +23,11 @@ import asyncio
 import importlib
 import inspect
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from saferun.domain.backoff import full_jitter
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Full jitter: a random wait up to the exponential bound, so retries of many steps spread out."""
-        bound = min(self.max_delay, self.initial_delay * self.multiplier ** (attempt - 1))
-        return random.uniform(0, bound)
+        return full_jitter(attempt, self.initial_delay, self.max_delay, self.multiplier)
 
 
 def compensation_key(workflow_id: str, step_id: str) -> str:

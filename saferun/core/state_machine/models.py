@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     StrictFloat,
+    ValidationInfo,
     field_serializer,
     field_validator,
     model_validator,
@@ -31,6 +32,7 @@ from pydantic import (
 
 from saferun.domain.ids import new_id
 from saferun.domain.money import to_decimal
+from saferun.domain.quorum import QuorumRule
 from saferun.domain.states import WorkflowState
 from saferun.errors import InvalidAmount, InvalidInput
 
@@ -109,6 +111,9 @@ class CheckpointConfig(BaseModel):
     parameter_schema: dict[str, Any] | None = None
     # What happens while nobody decides: reminders and reassignments before on_timeout (issue 16).
     escalation: list[EscalationStep] = Field(default_factory=list, max_length=20)
+    # M-of-N quorum (issue 16, saferun/domain/quorum.py): N approvals of a group's members decide instead
+    # of one person; None: one supervisor decides. An approval policy rule may require one too.
+    quorum: QuorumRule | None = None
 
     @model_validator(mode="after")
     def _ladder_in_order(self) -> CheckpointConfig:
@@ -201,11 +206,14 @@ class WorkflowConfig(BaseModel):
             seen.add(cp.checkpoint_id)
         return value
 
-    @model_validator(mode="after")
-    def _parties_distinct(self) -> WorkflowConfig:
-        if self.supervisor_id is not None and self.supervisor_id in (self.poster_id, self.executor_id):
-            raise ValueError("supervisor_id must differ from poster_id and executor_id (four eyes)")
-        return self
+    @field_validator("supervisor_id")
+    @classmethod
+    def _parties_distinct(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Four eyes. A field validator (the parties are declared before it), so a refusal names
+        ``supervisor_id`` rather than the whole body."""
+        if value is not None and value in (info.data.get("poster_id"), info.data.get("executor_id")):
+            raise ValueError("must differ from poster_id and executor_id (four eyes)")
+        return value
 
     @field_serializer("escrow_amount", "executor_share")
     def _money_as_text(self, value: Decimal) -> str:
@@ -309,7 +317,8 @@ class ApprovalRequest(BaseModel):
     alerts: list[dict[str, Any]] = Field(default_factory=list)
     supervisor_id: str | None = None
     on_timeout: TimeoutPolicy = "reject"
-    status: Literal["pending", "decided", "expired", "cancelled"] = "pending"
+    # closed: an item of a multi-request checkpoint whose sibling was rejected (never decidable again)
+    status: Literal["pending", "decided", "expired", "cancelled", "closed"] = "pending"
     created_at: datetime
     expires_at: datetime
     decided_at: datetime | None = None
@@ -318,6 +327,32 @@ class ApprovalRequest(BaseModel):
     # the escalation ladder (CheckpointConfig.escalation): rungs applied, and when the next one is due
     escalation_step: int = 0
     next_escalation_at: datetime | None = None
+    # M-of-N quorum (saferun/domain/quorum.py): the rule, and on a single read the votes cast so far
+    # ({vote_id, voter, vote, rationale, team, created_at}), the tally and who may still vote
+    quorum: dict[str, Any] | None = None
+    votes: list[dict[str, Any]] = Field(default_factory=list)
+    tally: dict[str, Any] | None = None
+    may_still_vote: list[str] | None = None
+    # an item of a checkpoint that asked several things at once (parallel tool calls, a LangGraph step's
+    # interrupts): the group its siblings share and its own stable key; None on a single-request checkpoint
+    group_id: str | None = None
+    item_key: str | None = None
+
+
+class CheckpointItem(BaseModel):
+    """One of several things asked at one checkpoint (a tool call among parallel ones, one of a LangGraph
+    step's interrupts). ``key`` is its stable identity (a tool-call or interrupt id: nothing a redeploy
+    changes); each item is decided on its own, with its own parameters and Modify form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # a character str.strip() keeps (the same rule as every other required text; see api/schemas.py)
+    key: str = Field(min_length=1, max_length=200, pattern=r"[^\s\x1c-\x1f\x85]")
+    summary: str | None = Field(default=None, max_length=20_000, pattern=r"[^\s\x1c-\x1f\x85]")
+    decision_needed: str | None = Field(default=None, max_length=20_000)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameter_schema: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
 
 
 class ApprovalResponse(BaseModel):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, RowMapping
 
 from saferun.config import get_settings
-from saferun.core import decisions, escrow, mirror, notify, parties, transitions, views
+from saferun.core import decisions, escrow, mirror, notify, parties, quorum, transitions, views
 from saferun.core.checkpoints.capture import CheckpointCapture
 from saferun.core.policy_gate import PolicyGate
 from saferun.core.rollback import saga as saga_ops
@@ -154,6 +154,16 @@ class WorkflowOrchestrator(WorkflowPauses, WorkflowWaits, WorkflowReads, Workflo
         parties.check_config_parties(
             conn, config.poster_id, config.executor_id, config.supervisor_id, self.identity_checks
         )
+        for i, cp in enumerate(config.checkpoints):  # a quorum its group could never reach: refused now
+            if cp.quorum is not None:
+                quorum.require_feasible(
+                    conn,
+                    cp.quorum,
+                    poster_id=config.poster_id,
+                    executor_id=config.executor_id,
+                    mode=self.identity_checks,
+                    field=f"checkpoints.{i}.quorum.of",
+                )
         assigned = None  # the marketplace's pick, when the config names no supervisor
         if config.supervisor_id is None:
             assigned = parties.pick_supervisor(conn, cfg, config.poster_id, config.executor_id)
@@ -413,8 +423,11 @@ class WorkflowOrchestrator(WorkflowPauses, WorkflowWaits, WorkflowReads, Workflo
             if state in (WorkflowState.COMPLETED, WorkflowState.FAILED):
                 raise InvalidTransition(workflow_id, state.value, "cancel", "the workflow has already ended")
             if state == WorkflowState.AWAITING_APPROVAL:
+                groups: set[str] = set()  # cancelling one item of a group cancels its siblings with it
                 for req in approvals.pending(conn, workflow_id):
-                    decisions.cancel_pending(conn, self.capture, req["request_id"], message)
+                    if req["group_id"] is None or req["group_id"] not in groups:
+                        decisions.cancel_pending(conn, self.capture, req["request_id"], message)
+                        groups.add(req["group_id"])
                 return self._fresh(conn, workflow_id)
             if state == WorkflowState.INITIALIZED:
                 # Diagram 1 has no INITIALIZED -> FAILED arrow: start, then fail, both recorded

@@ -14,9 +14,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from pydantic import ValidationError
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import decisions, mirror, parties, transitions
+from saferun.core import decisions, mirror, parties, quorum, transitions
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
 from saferun.core.policy_gate import PolicyGate
 from saferun.core.review import ReviewCheck, policy_of
@@ -25,6 +26,7 @@ from saferun.core.state_machine.models import (
     ApprovalRequest,
     ApprovalResponse,
     CheckpointConfig,
+    CheckpointItem,
     CheckpointSnapshot,
     ExecutionState,
     WorkflowConfig,
@@ -188,6 +190,61 @@ class WorkflowPauses:
             row = {**row, "state": WorkflowState.EXECUTING.value}
             return snapshot, self._open_request(conn, row, snap_row, checked, dict(state.parameters))
 
+    async def pause_items(
+        self,
+        workflow_id: str,
+        state: ExecutionState,
+        summary: str,
+        items: list[CheckpointItem] | list[dict[str, Any]],
+        context: dict[str, Any] | None = None,
+        **review: Any,
+    ) -> tuple[CheckpointSnapshot, list[ApprovalRequest]]:
+        """``pause`` asking several things at once (parallel tool calls, a LangGraph step's interrupts):
+        one snapshot, one request per item, all in one transaction. See ``pause_items_sync``."""
+        if self.io_in_threads:
+            return await anyio.to_thread.run_sync(
+                functools.partial(
+                    self.pause_items_sync, workflow_id, state, summary, items, context, **review
+                )
+            )
+        return self.pause_items_sync(workflow_id, state, summary, items, context, **review)
+
+    def pause_items_sync(
+        self,
+        workflow_id: str,
+        state: ExecutionState,
+        summary: str,
+        items: list[CheckpointItem] | list[dict[str, Any]],
+        context: dict[str, Any] | None = None,
+        **review: Any,
+    ) -> tuple[CheckpointSnapshot, list[ApprovalRequest]]:
+        """Open one request per item at one checkpoint, sharing its snapshot (a *group*).
+
+        The stored state's ``parameters`` become ``{item key: that item's parameters}``, so a modification
+        of one item merges into its own entry when the group completes. Each item is decided on its own;
+        the checkpoint completes (pays once, resumes the workflow) when the last one is approved or
+        modified, and any rejection rejects it at once, closing the siblings still pending
+        (``saferun/core/decisions.py``). Every item is checked before anything is written; an error names
+        the item (``items.1.key``). No request is opened when the checkpoint needs no approval."""
+        checked = _checked_items(items)
+        if state.parameters:
+            raise InvalidInput("state.parameters", "with items, each item carries its own parameters")
+        shared = _Review.checked(summary, context, **review)
+        reviews = [_item_review(i, item, shared) for i, item in enumerate(checked)]
+        parameters = {item.key: dict(item.parameters) for item in checked}
+        for i, item in enumerate(checked):
+            check_json(item.parameters, f"items.{i}.parameters")
+        state = state.model_copy(update={"parameters": parameters})
+        parts = _parts(state)
+        with self._locked(workflow_id) as (conn, row):
+            snapshot = self._capture(conn, row, state, parts)
+            if snapshot.status == "passed":
+                return snapshot, []
+            snap_row = {"snapshot_id": snapshot.snapshot_id, "checkpoint_id": snapshot.checkpoint_id}
+            row = {**row, "state": WorkflowState.EXECUTING.value}
+            opened = [(r, parameters[item.key], item.key) for r, item in zip(reviews, checked, strict=True)]
+            return snapshot, self._open_requests(conn, row, snap_row, opened, new_id("grp"))
+
     def _capture(
         self, conn: Connection, row: RowMapping, state: ExecutionState, parts: dict[str, bytes]
     ) -> CheckpointSnapshot:
@@ -235,20 +292,134 @@ class WorkflowPauses:
         self, conn: Connection, row: Any, snap: Any, review: _Review, parameters: dict[str, Any]
     ) -> ApprovalRequest:
         check_json(parameters, "parameters")
+        return self._open_requests(conn, row, snap, [(review, parameters, None)], None)[0]
+
+    def _open_requests(
+        self,
+        conn: Connection,
+        row: Any,
+        snap: Any,
+        opened: list[tuple[_Review, dict[str, Any], str | None]],
+        group_id: str | None,
+    ) -> list[ApprovalRequest]:
+        """Insert the requests (one, or a group's items), then pause the workflow once for all of them."""
         workflow_id = row["workflow_id"]
         cp = self._config(row).checkpoint(snap["checkpoint_id"])
         assert cp is not None  # snapshots are only ever bound to configured checkpoints
+        now = utcnow()
+        rows, verdicts = [], []
+        for i, (review, parameters, item_key) in enumerate(opened):
+            field = "" if group_id is None else f"items.{i}."
+            values = self._request_values(conn, row, cp, snap, review, parameters, now, field)
+            if group_id is not None:  # a microsecond apart: the items list in the order they were asked
+                values.update(
+                    group_id=group_id, item_key=item_key, created_at=now + timedelta(microseconds=i)
+                )
+            # approval policy as code (saferun/core/policy_gate.py): judged as the request opens
+            active = self.policy_gate.active
+            verdict = self.policy_gate.verdict(conn, row, cp.name, values) if active else None
+            values["quorum"] = quorum.rule_for(conn, row, cp, verdict, self.identity_checks)
+            approvals.insert_request(conn, **values)
+            verdicts.append(verdict)
+            request_id = values["request_id"]
+            notices.record(conn, "waiting", request_id, workflow_id)  # commits with the request it announces
+            mirror.approval_subjob(
+                conn,
+                row,
+                request_id,
+                cp.checkpoint_id,
+                values["supervisor_id"],
+                {"request_id": request_id, "snapshot_id": snap["snapshot_id"], "summary": review.summary},
+            )
+            rows.append(values)
+        first, verdict = rows[0], verdicts[0]
+        payload: dict[str, Any] = {
+            "request_id": first["request_id"],
+            "snapshot_id": snap["snapshot_id"],
+            "checkpoint_id": cp.checkpoint_id,
+            "approval_job_id": first["job_id"],
+        }
+        if group_id is None:
+            if verdict is not None:
+                payload["policy"] = verdict.as_dict()
+        else:
+            payload["group_id"] = group_id
+            payload["items"] = [
+                {
+                    "request_id": v["request_id"],
+                    "item_key": v["item_key"],
+                    "approval_job_id": v["job_id"],
+                    **({"policy": vd.as_dict()} if vd is not None else {}),
+                }
+                for v, vd in zip(rows, verdicts, strict=True)
+            ]
+        # what the reviewer is asked, bound as written (read paths refuse a row that differs)
+        payload["bind"] = [
+            entry
+            for v in rows
+            for entry in (
+                bind("approval_requests", "row", v),
+                bind("approval_requests", "review", {**v, "status": "pending"}),
+            )
+        ]
+        transitions.apply(
+            conn,
+            row,
+            Event.CHECKPOINT_REACHED,
+            actor=row["executor_id"],
+            reason=opened[0][0].summary if group_id is None else f"{len(rows)} items: {opened[0][0].summary}",
+            audit_payload=payload,
+        )
+        statuses = ["pending"] * len(rows)
+        for i, (values, verdict) in enumerate(zip(rows, verdicts, strict=True)):
+            if verdict is None or verdict.action == "require_approval" or statuses[i] != "pending":
+                continue
+            # decided by the rule, in this transaction, recorded as the policy's (never as a person's)
+            decision = _POLICY_DECISIONS[verdict.action]
+            decisions.decide(
+                conn,
+                self.capture,
+                workflow_id=workflow_id,
+                request_id=values["request_id"],
+                decision=decision,
+                rationale=verdict.because,
+                approved_by=verdict.actor,
+                modifications=None,
+                automatic=True,
+                claim_status="decided",
+            )
+            statuses[i] = "decided"
+            if decision == ApprovalDecision.REJECTED:  # the siblings still pending were closed with it
+                statuses = ["closed" if st == "pending" else st for st in statuses]
+        return [ApprovalRequest(status=st, **v) for st, v in zip(statuses, rows, strict=True)]
+
+    def _request_values(
+        self,
+        conn: Connection,
+        row: Any,
+        cp: CheckpointConfig,
+        snap: Any,
+        review: _Review,
+        parameters: dict[str, Any],
+        now: Any,
+        field: str,
+    ) -> dict[str, Any]:
+        """One request's row (and its approval sub-job, created here); ``field`` prefixes error names."""
         declared = review.parameter_schema or cp.parameter_schema
         if declared:
-            param_schema.check_proposed(declared, parameters)  # the proposal must fit its own schema
+            try:  # the proposal must fit its own schema
+                param_schema.check_proposed(declared, parameters)
+            except InvalidInput as exc:
+                if not field:
+                    raise
+                raise InvalidInput(f"{field}{exc.field}", str(exc).split(": ", 1)[-1]) from None
         schema = param_schema.effective(declared, parameters)
-        now = utcnow()
         request_id = new_id("req")
         supervisor = row["supervisor_id"]
         job_id = jobs.create(
             conn,
             job_type="approval",
-            workflow_id=workflow_id,
+            workflow_id=row["workflow_id"],
             parent_job_id=row["job_id"],
             data={
                 "checkpoint_id": cp.checkpoint_id,
@@ -257,9 +428,9 @@ class WorkflowPauses:
                 "snapshot_id": snap["snapshot_id"],
             },
         )
-        values = {
+        return {
             "request_id": request_id,
-            "workflow_id": workflow_id,
+            "workflow_id": row["workflow_id"],
             "snapshot_id": snap["snapshot_id"],
             "checkpoint_id": cp.checkpoint_id,
             "checkpoint_name": cp.name,
@@ -285,53 +456,6 @@ class WorkflowPauses:
                 now + timedelta(seconds=cp.escalation[0].after_seconds) if cp.escalation else None
             ),
         }
-        approvals.insert_request(conn, **values)
-        # approval policy as code (saferun/core/policy_gate.py): judged as the request opens
-        verdict = self.policy_gate.verdict(conn, row, cp.name, values) if self.policy_gate.active else None
-        notices.record(conn, "waiting", request_id, workflow_id)  # commits with the request it announces
-        mirror.approval_subjob(
-            conn,
-            row,
-            request_id,
-            cp.checkpoint_id,
-            supervisor,
-            {"request_id": request_id, "snapshot_id": snap["snapshot_id"], "summary": review.summary},
-        )
-        transitions.apply(
-            conn,
-            row,
-            Event.CHECKPOINT_REACHED,
-            actor=row["executor_id"],
-            reason=review.summary,
-            audit_payload={
-                "request_id": request_id,
-                "snapshot_id": snap["snapshot_id"],
-                "checkpoint_id": cp.checkpoint_id,
-                "approval_job_id": job_id,
-                **({"policy": verdict.as_dict()} if verdict is not None else {}),
-                # what the reviewer is asked, bound as written (read paths refuse a row that differs)
-                "bind": [
-                    bind("approval_requests", "row", values),
-                    bind("approval_requests", "review", {**values, "status": "pending"}),
-                ],
-            },
-        )
-        if verdict is not None and verdict.action != "require_approval":
-            # decided by the rule, in this transaction, recorded as the policy's (never as a person's)
-            decisions.decide(
-                conn,
-                self.capture,
-                workflow_id=workflow_id,
-                request_id=request_id,
-                decision=_POLICY_DECISIONS[verdict.action],
-                rationale=verdict.because,
-                approved_by=verdict.actor,
-                modifications=None,
-                automatic=True,
-                claim_status="decided",
-            )
-            return ApprovalRequest(status="decided", **values)
-        return ApprovalRequest(status="pending", **values)
 
     def submit_approval(self, workflow_id: str | None, response: ApprovalResponse) -> WorkflowExecution:
         """Decide a request exactly once. A second decision, or one after expiry, raises DecisionConflict."""
@@ -364,3 +488,42 @@ class WorkflowPauses:
             return exact
         done = snapshots.passed_checkpoints(conn, row["workflow_id"])
         return next((cp for cp in config.checkpoints if cp.checkpoint_id not in done), config.checkpoints[-1])
+
+
+def _checked_items(items: Any) -> list[CheckpointItem]:
+    """The items as models, refused before any write: not a list, empty, a bad or repeated key."""
+    if not isinstance(items, list | tuple):
+        raise InvalidInput("items", f"expected a list of items, got {type(items).__name__}")
+    if not items:
+        raise InvalidInput("items", "a checkpoint with items needs at least one")
+    checked: list[CheckpointItem] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        try:
+            model = item if isinstance(item, CheckpointItem) else CheckpointItem.model_validate(item)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise InvalidInput(f"items.{i}" + (f".{where}" if where else ""), err["msg"]) from None
+        if model.key in seen:
+            raise InvalidInput(f"items.{i}.key", f"{model.key!r} repeats item {seen[model.key]}'s key")
+        seen[model.key] = i
+        checked.append(model)
+    return checked
+
+
+def _item_review(i: int, item: CheckpointItem, shared: _Review) -> _Review:
+    """An item's review: its own summary, decision, context and schema, else the checkpoint's."""
+    try:
+        return _Review.checked(
+            item.summary if item.summary is not None else f"{item.key}: {shared.summary}",
+            item.context if item.context is not None else shared.context,
+            item.decision_needed or shared.decision_needed,
+            shared.recommendation,
+            shared.confidence,
+            shared.risk,
+            shared.alerts,
+            item.parameter_schema if item.parameter_schema is not None else shared.parameter_schema,
+        )
+    except InvalidInput as exc:
+        raise InvalidInput(f"items.{i}.{exc.field}", str(exc).split(": ", 1)[-1]) from None

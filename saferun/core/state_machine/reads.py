@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import charts, listing, review, views
+from saferun.core import charts, listing, quorum, review, views
 from saferun.core.checkpoints.capture import ARTIFACT_TYPE, CheckpointCapture, state_from_parts
 from saferun.core.state_machine.models import (
     ApprovalRequest,
@@ -21,11 +21,13 @@ from saferun.core.state_machine.models import (
     ExecutionState,
     WorkflowExecution,
 )
+from saferun.domain.ledger import position_from_entries
 from saferun.domain.policy import Caller
 from saferun.domain.states import WorkflowState
 from saferun.errors import InvalidInput, SnapshotNotFound, Tampered
 from saferun.storage import approvals, audit, counters, queue, saga, snapshots
 from saferun.storage import ledger as book
+from saferun.storage import quorum as quorum_store
 from saferun.storage import workflows as wf_store
 from saferun.storage.artifacts import artifact_row_problem
 from saferun.storage.charts import Scope
@@ -182,21 +184,45 @@ class WorkflowReads:
         now: datetime | None = None,
     ) -> charts.ChartData:
         """The numbers behind the dashboard's charts (``core.charts``), from aggregate queries only: over
-        the workflows ``visible_to`` may see, or over one workflow."""
+        the workflows ``visible_to`` may see, or over one workflow. The store-wide charts (no
+        ``workflow_id``, no explicit ``now``) are reused while no kept count moved, for at most
+        ``charts.CACHE_SECONDS`` (``charts.ChartCache`` says what may be that old)."""
         # a caller who sees everything (open mode, an admin) needs no visibility sub-select: at 100,000
         # workflows it is a semi-join on every chart query
         narrowed = visible_to is not None and restricted(visible_to)
         scope = Scope(visible_ids(visible_to) if narrowed and visible_to is not None else None, workflow_id)
+        cached = workflow_id is None and now is None
+        cache: charts.ChartCache = self.__dict__.setdefault("_chart_cache", charts.ChartCache())
+        who = (visible_to.identity_id, tuple(sorted(visible_to.roles))) if narrowed and visible_to else "all"
         with self.db.read() as conn:
             if workflow_id is not None:
                 wf_store.get(conn, workflow_id)
-            return charts.chart_data(conn, scope, now or datetime.now(UTC))
+            stamp = None
+            if cached:
+                counts = counters.read(conn, ("workflows", "requests", "responses")).comparable()
+                stamp = tuple((k, tuple(sorted(v.items()))) for k, v in counts.items())
+                hit = cache.get(who, stamp)
+                if hit is not None:
+                    return hit
+            data = charts.chart_data(conn, scope, now or datetime.now(UTC))
+        if cached:
+            cache.put(who, stamp, data)
+        return data
 
     def get_approval_request(self, request_id: str) -> ApprovalRequest:
         with self.db.read() as conn:
             row = approvals.get(conn, request_id)
-            audit.check_read(conn, row["workflow_id"], {"approval_requests": [row]})
+            rows: dict[str, list[Any]] = {"approval_requests": [row]}
+            if row["quorum"] is not None:  # its votes are served too, checked against the chain with it
+                rows["approval_votes"] = quorum_store.votes_for(conn, request_id)
+            votes_of = request_id if row["quorum"] is not None else None
+            audit.check_read(conn, row["workflow_id"], rows, votes_of=votes_of)
             request = self._request(row)
+            if row["quorum"] is not None:
+                wf = wf_store.get(conn, row["workflow_id"])
+                mode = self.identity_checks  # type: ignore[attr-defined]
+                progress = quorum.progress(conn, row, wf, mode, rows["approval_votes"])
+                request = request.model_copy(update=progress)
             if row["status"] == "pending":  # what a reviewer is shown, to send back with the decision
                 policy = review.policy_of(self.policy_gate)  # type: ignore[attr-defined]
                 request.review_digest = review.current(conn, row, policy).digest
@@ -213,6 +239,17 @@ class WorkflowReads:
             audit.check_read(conn, workflow_id, rows, response_rows, complete=every)
             responses = {r["request_id"]: self._response(r) for r in response_rows}
             return [(self._request(r), responses.get(r["request_id"])) for r in requests]
+
+    def checkpoint_items(self, request_id: str) -> list[tuple[ApprovalRequest, ApprovalResponse | None]]:
+        """The items asked at ``request_id``'s checkpoint pause (its group, in the order asked), each with
+        its decision; just the request itself at a single-request checkpoint. Checked against the chain."""
+        with self.db.read() as conn:
+            req = approvals.get(conn, request_id)
+            rows = [req] if req["group_id"] is None else list(approvals.group_items(conn, req["group_id"]))
+            responses = [r for r in (approvals.response_for(conn, x["request_id"]) for x in rows) if r]
+            audit.check_read(conn, req["workflow_id"], {"approval_requests": rows}, responses)
+            by_id = {r["request_id"]: self._response(r) for r in responses}
+            return [(self._request(r), by_id.get(r["request_id"])) for r in rows]
 
     def get_approval_response(self, request_id: str) -> ApprovalResponse | None:
         with self.db.read() as conn:
@@ -259,11 +296,21 @@ class WorkflowReads:
     def history(self, workflow_id: str) -> list[dict[str, Any]]:
         return self._read(workflow_id, wf_store.history)  # type: ignore[no-any-return]
 
+    def ledger(self, workflow_id: str) -> tuple[list[dict[str, Any]], book.EscrowPosition]:
+        """The workflow's postings and its escrow position, both from postings checked against the chain
+        (each sums to zero and matches the event that wrote it; ``Tampered`` otherwise): one read of the
+        postings, one chain check, for a page or an answer that shows both."""
+        with self.db.read() as conn:
+            wf_store.get(conn, workflow_id)
+            entries = book.entries(conn, workflow_id)
+            audit.check_read(conn, workflow_id, postings=entries)
+        return entries, position_from_entries(workflow_id, entries)
+
     def ledger_entries(self, workflow_id: str) -> list[dict[str, Any]]:
-        return self._read(workflow_id, book.entries)  # type: ignore[no-any-return]
+        return self.ledger(workflow_id)[0]
 
     def escrow_position(self, workflow_id: str) -> book.EscrowPosition:
-        return self._read(workflow_id, book.escrow_position)  # type: ignore[no-any-return]
+        return self.ledger(workflow_id)[1]
 
     def audit_events(self, workflow_id: str) -> list[dict[str, Any]]:
         return self._read(workflow_id, audit.events)  # type: ignore[no-any-return]

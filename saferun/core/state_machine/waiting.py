@@ -23,7 +23,7 @@ from saferun.core.checkpoints.capture import CheckpointCapture
 from saferun.core.rollback.reconciliation import RollbackReport
 from saferun.core.state_machine.models import ApprovalResponse, WorkflowExecution
 from saferun.domain.states import WorkflowState
-from saferun.errors import CompensationError, InvalidTransition
+from saferun.errors import CompensationError, DecisionConflict, InvalidTransition
 from saferun.storage import approvals, audit, counters
 from saferun.storage import workflows as wf_store
 from saferun.storage.database import Database
@@ -109,6 +109,10 @@ class WorkflowWaits:
         with self.db.read() as conn:
             resp = approvals.response_for(conn, request_id)
             req = approvals.get(conn, request_id)
+            if resp is None and req["group_id"] is not None and req["status"] in ("closed", "cancelled"):
+                # an item closed because a sibling was rejected: that rejection is its answer (the
+                # response names the sibling's request, so the agent can say which item it was)
+                req, resp = _rejecting_sibling(conn, req)
             if resp is not None:  # the agent acts on it: it must be the decision the chain recorded
                 audit.check_read(conn, req["workflow_id"], {"approval_requests": [req]}, [resp])
             return resp, req
@@ -179,3 +183,13 @@ class WorkflowWaits:
                 continue  # completed or failed by another process meanwhile
             done.append(workflow_id)
         return done
+
+
+def _rejecting_sibling(conn: Any, req: RowMapping) -> tuple[RowMapping, RowMapping]:
+    """The rejected item of ``req``'s group and its decision (closing happens only with a rejection)."""
+    for item in approvals.group_items(conn, req["group_id"]):
+        if item["x_decision"] == "REJECTED":
+            resp = approvals.response_for(conn, item["request_id"])
+            assert resp is not None
+            return approvals.get(conn, item["request_id"]), resp
+    raise DecisionConflict(req["request_id"], req["status"], "closed without a rejected sibling")

@@ -278,11 +278,20 @@ async def run_graph(
         nodes = {i.id: task.name for task in snapshot.tasks for i in task.interrupts}
         # where the paused graph's state is: with SafeRunSaver, a checkpoint in the same store
         paused_at = str((snapshot.config.get("configurable") or {}).get("checkpoint_id") or "")
-        resume = {}
-        for intr in pending:  # a workflow awaits one decision at a time: parallel requests go in turn
-            resume[intr.id] = await _decide(
-                run, intr.value[INTERRUPT_KEY], nodes.get(intr.id), thread_id, paused_at
-            )
+        # interrupts raised together (parallel nodes, Send fan-out) that name one checkpoint are asked
+        # together, one request per interrupt (its id the item key); different checkpoints go in turn
+        by_checkpoint: dict[Any, list[Any]] = {}
+        for intr in pending:
+            by_checkpoint.setdefault(intr.value[INTERRUPT_KEY]["checkpoint"], []).append(intr)
+        resume: dict[str, Any] = {}
+        for together in by_checkpoint.values():
+            if len(together) == 1:
+                intr = together[0]
+                resume[intr.id] = await _decide(
+                    run, intr.value[INTERRUPT_KEY], nodes.get(intr.id), thread_id, paused_at
+                )
+            else:
+                resume.update(await _decide_together(run, together, nodes, thread_id, paused_at))
         step_input = types.Command(resume=resume)
 
 
@@ -295,12 +304,7 @@ async def _decide(
     if paused_at:
         context["langgraph_checkpoint_id"] = paused_at
     params = request["parameters"]
-    summary = request["summary"] or (
-        f"LangGraph node {where!r} asks to continue with "
-        + ", ".join(f"{k}={v!r}" for k, v in params.items())
-        if params
-        else f"LangGraph node {where!r} asks to continue"
-    )
+    summary = _summary(request, where)
     run.trace.append(f"langgraph: node {where} asks for approval")
     try:
         decision = await run.checkpoint(
@@ -317,6 +321,57 @@ async def _decide(
     except ApprovalRejected as exc:
         return _rejection_value(exc)
     return _decision_value(decision)
+
+
+async def _decide_together(
+    run: SupervisedRun, interrupts: list[Any], nodes: dict[str, str], thread_id: str, paused_at: str
+) -> dict[str, dict[str, Any]]:
+    """One SafeRun checkpoint for several interrupts of one step: an item each, keyed by the interrupt's
+    id (LangGraph derives it from the task's path, not from the code, so a redeploy keeps it). The
+    graph is resumed once all are decided; a rejection of any reaches every one of them."""
+    requests = [i.value[INTERRUPT_KEY] for i in interrupts]
+    items = []
+    for intr, request in zip(interrupts, requests, strict=True):
+        where = nodes.get(intr.id) or "a node"
+        context = {**request["context"], "langgraph_node": where, "langgraph_thread_id": thread_id}
+        if paused_at:
+            context["langgraph_checkpoint_id"] = paused_at
+        items.append(
+            {
+                "key": intr.id,
+                "summary": _summary(request, where),
+                "parameters": request["parameters"],
+                "parameter_schema": request.get("parameter_schema"),
+                "context": context,
+            }
+        )
+        run.trace.append(f"langgraph: node {where} asks for approval")
+    shared = {
+        name: requests[0][name] or None
+        for name in ("recommendation", "confidence", "risk", "alerts")
+        if all(r[name] == requests[0][name] for r in requests)  # one value for all, else per item only
+    }
+    nodes_named = ", ".join(sorted({nodes.get(i.id) or "a node" for i in interrupts}))
+    try:
+        decisions = await run.checkpoint_many(
+            requests[0]["checkpoint"],
+            items=items,
+            summary=f"LangGraph nodes {nodes_named} ask {len(items)} things at once",
+            **shared,
+        )
+    except ApprovalRejected as exc:
+        return {i.id: _rejection_value(exc) for i in interrupts}
+    return {i.id: _decision_value(decisions[i.id]) for i in interrupts}
+
+
+def _summary(request: dict[str, Any], where: str) -> str:
+    params = request["parameters"]
+    return request["summary"] or (
+        f"LangGraph node {where!r} asks to continue with "
+        + ", ".join(f"{k}={v!r}" for k, v in params.items())
+        if params
+        else f"LangGraph node {where!r} asks to continue"
+    )
 
 
 def _is_ours(value: Any) -> bool:

@@ -9,7 +9,8 @@ chunks that are new. A flipped byte in a stored chunk is ``ArtifactCorrupted`` o
 
 One class serves both the sync and the async API: the async methods run the same code in a worker
 thread (``asyncio.to_thread``), so a graph on an event loop never blocks it on a database call.
-``AsyncSafeRunSaver`` is the same class under the name LangGraph users look for.
+``AsyncSafeRunSaver`` is the same class under the name LangGraph users look for. Deleting, copying and
+pruning threads, and freeing the storage they leave behind (``collect_garbage``), are in ``threads``.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, select
+from sqlalchemy import Connection, select
 
 from saferun.errors import InvalidInput
 from saferun.integrations.langgraph.statements import CP_COLUMN_NAMES, CP_COLUMNS, statement, write_lock
+from saferun.integrations.langgraph.threads import ThreadMaintenance
 from saferun.storage.database import Database, get_database
-from saferun.storage.schema import lg_blobs, lg_checkpoints, lg_writes
+from saferun.storage.schema import lg_checkpoints
 
 try:
     from langgraph.checkpoint.base import (
@@ -47,7 +49,7 @@ ARTIFACT_TYPE = "langgraph.channel"
 _EMPTY = "empty"
 
 
-class SafeRunSaver(BaseCheckpointSaver[str]):
+class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
     """A LangGraph checkpointer on SafeRun's store (SQLite by default, PostgreSQL for replicas).
 
     ``database`` is a ``Database`` or a URL; by default the configured SafeRun database, so the graph's
@@ -340,71 +342,6 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
             if keep:
                 conn.execute(statement(conn, "insert_writes"), keep)
 
-    def delete_thread(self, thread_id: str) -> None:
-        with self._write_lock, self.db.transaction() as conn:
-            for table in (lg_writes, lg_blobs, lg_checkpoints):
-                conn.execute(delete(table).where(table.c.thread_id == str(thread_id)))
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        run_ids = [str(r) for r in run_ids]
-        if not run_ids:
-            return
-        with self._write_lock, self.db.transaction() as conn:
-            doomed = conn.execute(
-                select(
-                    lg_checkpoints.c.thread_id, lg_checkpoints.c.checkpoint_ns, lg_checkpoints.c.checkpoint_id
-                ).where(lg_checkpoints.c.run_id.in_(run_ids))
-            ).all()
-            self._delete_checkpoints(conn, [tuple(r) for r in doomed])
-            self._drop_unreferenced_blobs(conn, {t for t, _, _ in doomed})
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        source, target = str(source_thread_id), str(target_thread_id)
-        with self._write_lock, self.db.transaction() as conn:
-            for table in (lg_checkpoints, lg_blobs, lg_writes):
-                rows = conn.execute(select(table).where(table.c.thread_id == source)).mappings().all()
-                copied = []
-                for row in rows:
-                    new = dict(row)
-                    new["thread_id"] = target
-                    if table is lg_checkpoints:
-                        metadata = self.serde.loads_typed((row["metadata_type"], row["metadata"]))
-                        if "thread_id" in metadata:
-                            metadata["thread_id"] = target
-                            new["metadata_type"], new["metadata"] = self.serde.dumps_typed(metadata)
-                    copied.append(new)
-                if copied:
-                    conn.execute(delete(table).where(table.c.thread_id == target))
-                    conn.execute(insert(table), copied)
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        thread_ids = [str(t) for t in thread_ids]
-        if strategy not in ("keep_latest", "delete"):
-            raise InvalidInput("strategy", f"{strategy!r} is not one of 'keep_latest', 'delete'")
-        if not thread_ids:
-            return
-        if strategy == "delete":
-            for thread_id in thread_ids:
-                self.delete_thread(thread_id)
-            return
-        with self._write_lock, self.db.transaction() as conn:
-            rows = conn.execute(
-                select(
-                    lg_checkpoints.c.thread_id, lg_checkpoints.c.checkpoint_ns, lg_checkpoints.c.checkpoint_id
-                )
-                .where(lg_checkpoints.c.thread_id.in_(thread_ids))
-                .order_by(lg_checkpoints.c.checkpoint_id.desc())
-            ).all()
-            latest: set[tuple[str, str]] = set()
-            doomed = []
-            for thread_id, ns, checkpoint_id in rows:
-                if (thread_id, ns) in latest:
-                    doomed.append((thread_id, ns, checkpoint_id))
-                else:
-                    latest.add((thread_id, ns))
-            self._delete_checkpoints(conn, doomed)
-            self._drop_unreferenced_blobs(conn, set(thread_ids))
-
     # ------------------------------------------------------------------------------------------ async
     async def aget_tuple(self, config: dict[str, Any]) -> CheckpointTuple | None:
         return await asyncio.to_thread(self.get_tuple, config)
@@ -437,18 +374,6 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
     ) -> None:
         await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
 
-    async def adelete_thread(self, thread_id: str) -> None:
-        await asyncio.to_thread(self.delete_thread, thread_id)
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await asyncio.to_thread(self.delete_for_runs, run_ids)
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
-
     # ---------------------------------------------------------------------------------------- helpers
     def get_next_version(self, current: str | None, channel: None) -> str:
         """Versions as ``<counter>.<random>`` strings, like LangGraph's SQL savers: ordered by counter."""
@@ -467,49 +392,6 @@ class SafeRunSaver(BaseCheckpointSaver[str]):
             return self.serde.dumps_typed(value)
         except Exception as exc:
             raise InvalidInput(_culprit(self.serde, value, field), f"cannot be serialized: {exc}") from exc
-
-    def _delete_checkpoints(self, conn: Connection, keys: list[tuple[str, str, str]]) -> None:
-        for thread_id, ns, checkpoint_id in keys:
-            for table in (lg_writes, lg_checkpoints):
-                conn.execute(
-                    delete(table).where(
-                        table.c.thread_id == thread_id,
-                        table.c.checkpoint_ns == ns,
-                        table.c.checkpoint_id == checkpoint_id,
-                    )
-                )
-
-    def _drop_unreferenced_blobs(self, conn: Connection, thread_ids: set[str]) -> None:
-        """Channel versions no remaining checkpoint of the thread refers to (the artifacts stay: they are
-        content-addressed and may be shared)."""
-        for thread_id in thread_ids:
-            referenced: set[tuple[str, str, str]] = set()
-            for ns, ctype, cbytes in conn.execute(
-                select(
-                    lg_checkpoints.c.checkpoint_ns,
-                    lg_checkpoints.c.checkpoint_type,
-                    lg_checkpoints.c.checkpoint,
-                ).where(lg_checkpoints.c.thread_id == thread_id)
-            ):
-                checkpoint = self.serde.loads_typed((ctype, cbytes))
-                for channel, version in checkpoint.get("channel_versions", {}).items():
-                    referenced.add((ns, channel, str(version)))
-            for ns, channel, version in conn.execute(
-                select(lg_blobs.c.checkpoint_ns, lg_blobs.c.channel, lg_blobs.c.version).where(
-                    lg_blobs.c.thread_id == thread_id
-                )
-            ).all():
-                if (ns, channel, version) not in referenced:
-                    conn.execute(
-                        delete(lg_blobs).where(
-                            and_(
-                                lg_blobs.c.thread_id == thread_id,
-                                lg_blobs.c.checkpoint_ns == ns,
-                                lg_blobs.c.channel == channel,
-                                lg_blobs.c.version == version,
-                            )
-                        )
-                    )
 
 
 def _culprit(serde: SerializerProtocol, value: Any, field: str) -> str:
