@@ -48,6 +48,8 @@ class Outcome:
     approved_snapshot_id: str | None
     # a quorum request (saferun/core/quorum.py): the votes after this one; decision None while pending
     tally: quorum.Tally | None = None
+    # the workflow row after the decision, with its counts (read by the state's UPDATE), when it was read
+    workflow_row: Any = None
 
 
 # what a decision makes of the snapshot it decided (a MODIFIED one is superseded by a new snapshot)
@@ -90,10 +92,11 @@ def decide(
         # REST, the dashboard and the CLI refuse a rejection without a reason; a library call that gives
         # none (the seed's call shapes allow it) is recorded as such, never as a silent empty string
         rationale = NO_RATIONALE
+    row: Any = None
     if approver_checks is None:
         req = approvals.get(conn, request_id)
-    else:
-        req, identity = approvals.get_with_approver(conn, request_id, approved_by)
+    else:  # the request, the decider's identity and the workflow under its lock: one statement
+        req, identity, row = approvals.get_for_decision(conn, request_id, approved_by)
         parties.require_identity(
             identity, approved_by, Role.SUPERVISOR, approver_checks, "decide an approval"
         )
@@ -103,7 +106,8 @@ def decide(
             f"request {request_id!r} belongs to workflow {req['workflow_id']!r}, not {workflow_id!r}",
         )
     wf_id = req["workflow_id"]
-    row = wf_store.get_locked(conn, wf_id)  # the workflow's lock; the audit chain continues from its anchor
+    if row is None:  # the workflow's lock; the audit chain continues from its anchor
+        row = wf_store.get_locked(conn, wf_id)
     digest = None
     if reviewed is not None and reviewed.seen is not None:  # without one: no extra statement
         req = approvals.get(conn, request_id)  # under the lock: an alert may have just been added
@@ -239,12 +243,13 @@ def decide(
             row["last_approved_snapshot_id"],
         )
     approved_id = snap["snapshot_id"]
+    passed_before = None
     if snap_status == "superseded":
         # a group's items each merge into their own entry of the state's parameters ({item key: ...})
         patch = (modifications or {}) if group is None else group.patch
         approved_id = _store_modified(conn, capture, row, snap, patch, approved_by)
-    else:
-        snapshots.set_status(conn, snap["snapshot_id"], "approved")
+    else:  # the status and the "paid before?" probe in one statement
+        passed_before = snapshots.approve(conn, approved_id, wf_id, req["checkpoint_id"])
     passed = complete_checkpoint(
         conn,
         row,
@@ -253,9 +258,10 @@ def decide(
         req["supervisor_id"] or approved_by,
         approved_by,
         write=False,
+        passed_before=passed_before,
     )
     event = Event.MODIFIED if snap_status == "superseded" else Event.APPROVED
-    state = transitions.apply(
+    state, after = transitions.apply_counted(
         conn,
         row,
         event,
@@ -264,7 +270,9 @@ def decide(
         audit_payload={"request_id": request_id},
         **passed,
     )
-    return Outcome(request_id, wf_id, decision, state, response_id, snap["snapshot_id"], approved_id, tally)
+    return Outcome(
+        request_id, wf_id, decision, state, response_id, snap["snapshot_id"], approved_id, tally, after
+    )
 
 
 @dataclass(frozen=True)
@@ -353,13 +361,19 @@ def complete_checkpoint(
     actor: str,
     *,
     write: bool = True,
+    passed_before: bool | None = None,
 ) -> dict[str, Any]:
     """A checkpoint passed: pay its milestone once, make earlier steps permanent, remember the state.
 
     Returns the workflow fields that change; with ``write=False`` the caller folds them into the state
-    transition's own UPDATE instead of a second one.
+    transition's own UPDATE instead of a second one. ``passed_before``: whether another snapshot of the
+    checkpoint passed already, when the caller learned it with its own statement (``snapshots.approve``).
     """
-    first_time = not snapshots.checkpoint_passed(conn, row["workflow_id"], checkpoint_id, exclude=snapshot_id)
+    if passed_before is None:
+        passed_before = snapshots.checkpoint_passed(
+            conn, row["workflow_id"], checkpoint_id, exclude=snapshot_id
+        )
+    first_time = not passed_before
     if first_time:  # a checkpoint passed before was paid in that same transaction: nothing to look up
         escrow.release_milestone(conn, row, checkpoint_id, supervisor_id, actor)
     saga.commit_pending(conn, row["workflow_id"])

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine, RowMapping, Select, bindparam, func, 
 
 from saferun.domain.recommendation import risk_level
 from saferun.errors import ApprovalRequestNotFound, InvalidInput
+from saferun.storage import audit
 from saferun.storage.database import raw_fetchone
 from saferun.storage.schema import approval_requests, approval_responses, identities, utcnow, workflows
 
@@ -49,29 +50,52 @@ def get(conn: Connection, request_id: str) -> RowMapping:
     return row
 
 
-_GET_WITH_APPROVER = (
+_EXECUTOR = identities.alias("x_executor")
+_APPROVER = identities.alias("x_approver")
+_REQUEST_COLUMNS = tuple(c.name for c in approval_requests.c)
+_WORKFLOW_COLUMNS = tuple(c.name for c in workflows.c)
+_FOR_DECISION = (
     select(
-        approval_requests,
-        identities.c.identity_id.label("x_approver_id"),
-        identities.c.roles.label("x_approver_roles"),
-        identities.c.disabled.label("x_approver_disabled"),
+        *(c.label(f"r_{c.name}") for c in approval_requests.c),
+        *workflows.c,
+        _EXECUTOR.c.identity_id.label("x_executor_id"),
+        _EXECUTOR.c.roles.label("x_executor_roles"),
+        _EXECUTOR.c.disabled.label("x_executor_disabled"),
+        _APPROVER.c.identity_id.label("x_approver_id"),
+        _APPROVER.c.roles.label("x_approver_roles"),
+        _APPROVER.c.disabled.label("x_approver_disabled"),
     )
-    .select_from(approval_requests.outerjoin(identities, identities.c.identity_id == bindparam("b_who")))
+    .select_from(
+        approval_requests.join(workflows, workflows.c.workflow_id == approval_requests.c.workflow_id)
+        .outerjoin(_EXECUTOR, _EXECUTOR.c.identity_id == workflows.c.executor_id)
+        .outerjoin(_APPROVER, _APPROVER.c.identity_id == bindparam("b_who"))
+    )
     .where(approval_requests.c.request_id == bindparam("b_req"))
 )
+_FOR_DECISION_PG = _FOR_DECISION.with_for_update(of=workflows)
 
 
-def get_with_approver(
+def get_for_decision(
     conn: Connection, request_id: str, approver: str
-) -> tuple[RowMapping, dict[str, Any] | None]:
-    """The request and the would-be decider's identity (None: not registered), in one statement: a
-    decision checks both before it writes anything."""
-    row = conn.execute(_GET_WITH_APPROVER, {"b_req": request_id, "b_who": approver}).mappings().first()
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """What a decision reads before it writes, in one statement: the request, the would-be decider's
+    identity (None: not registered) and the request's workflow row under the workflow's lock, as
+    ``workflows.get_locked`` gives it (with the executor's identity; the audit chain of this transaction
+    starts from its anchor). ``SELECT … FOR UPDATE OF workflows`` on PostgreSQL, where the request part
+    may be older than the lock (the caller re-reads it under the lock); on SQLite ``BEGIN IMMEDIATE``
+    already serialized every writer."""
+    stmt = _FOR_DECISION_PG if conn.dialect.name == "postgresql" else _FOR_DECISION
+    row = conn.execute(stmt, {"b_req": request_id, "b_who": approver}).mappings().first()
     if row is None:
         raise ApprovalRequestNotFound(request_id)
-    if row["x_approver_id"] is None:
-        return row, None
-    return row, {"roles": row["x_approver_roles"], "disabled": row["x_approver_disabled"]}
+    req = {name: row[f"r_{name}"] for name in _REQUEST_COLUMNS}
+    wf = {name: row[name] for name in _WORKFLOW_COLUMNS}
+    wf.update({k: row[k] for k in ("x_executor_id", "x_executor_roles", "x_executor_disabled")})
+    audit.seed(conn, wf["workflow_id"], wf["audit_seq"], wf["audit_head"])
+    identity = None
+    if row["x_approver_id"] is not None:
+        identity = {"roles": row["x_approver_roles"], "disabled": row["x_approver_disabled"]}
+    return req, identity, wf
 
 
 def claim(

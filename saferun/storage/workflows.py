@@ -127,19 +127,29 @@ def set_state(
     event: str,
     actor: str,
     reason: str | None = None,
+    counted: bool = False,
     **values: Any,
-) -> None:
-    """Compare-and-set the state and record the transition; the caller checked the edge is legal."""
+) -> RowMapping | None:
+    """Compare-and-set the state and record the transition; the caller checked the edge is legal.
+
+    With ``counted`` (and a ``from_state``) the UPDATE returns the workflow row as it now is with its
+    counts (``get_with_counts``' columns), for a caller that answers with the workflow: no re-read."""
     params = {"b_wf": workflow_id, "state": to_state, "updated_at": utcnow(), **values}
+    row = None
     if from_state is None:
         result = conn.execute(_UPDATE, params)
+        changed = result.rowcount
+    elif counted:
+        row = conn.execute(_SET_STATE_COUNTED, {**params, "b_from": from_state}).mappings().first()
+        changed = 0 if row is None else 1
     else:
-        result = conn.execute(_SET_STATE, {**params, "b_from": from_state})
-    if result.rowcount != 1:
+        changed = conn.execute(_SET_STATE, {**params, "b_from": from_state}).rowcount
+    if changed != 1:
         # Someone else moved the workflow between our read and this write; callers hold the row lock,
         # so reaching this means a bug, and the transaction must not commit.
         raise RuntimeError(f"workflow {workflow_id} left state {from_state} concurrently")
     record_transition(conn, workflow_id, from_state, to_state, event=event, actor=actor, reason=reason)
+    return row
 
 
 def record_transition(
@@ -307,6 +317,12 @@ _WITH_COUNTS = select(
     _count(approval_responses).label("n_responses"),
 )
 _GET_WITH_COUNTS = _WITH_COUNTS.where(workflows.c.workflow_id == bindparam("b_wf"))
+_SET_STATE_COUNTED = _SET_STATE.returning(
+    workflows,
+    _count(snapshots).label("n_snapshots"),
+    _count(approval_requests).label("n_requests"),
+    _count(approval_responses).label("n_responses"),
+)
 
 
 def get_with_counts(conn: Connection, workflow_id: str) -> RowMapping:

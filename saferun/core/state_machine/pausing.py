@@ -473,6 +473,8 @@ class WorkflowPauses:
                 approver_checks=self.identity_checks,
                 reviewed=ReviewCheck(response.review_digest, policy_of(self.policy_gate)),
             )
+            if outcome.workflow_row is not None:  # read by the decision's own UPDATE: no re-read
+                return self._execution(conn, outcome.workflow_row)
             return self._fresh(conn, outcome.workflow_id)
 
     def _bind_checkpoint(self, conn: Connection, row: RowMapping, checkpoint_id: str) -> CheckpointConfig:
