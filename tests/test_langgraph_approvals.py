@@ -173,8 +173,9 @@ def test_kill_9_while_an_interrupt_waits_then_a_redeploy_resumes_with_the_decisi
 
 
 async def test_two_interrupts_in_one_step_are_two_requests_and_the_graph_gets_both(db: Database) -> None:
-    """Parallel branches both interrupt in one superstep: each is its own SafeRun request (decided in
-    turn: the engine holds one open request per workflow), and the graph resumes once with both."""
+    """Parallel branches both interrupt in one superstep, naming two different checkpoints: each is its
+    own SafeRun request, asked one checkpoint after the other, and the graph resumes once with both.
+    (Interrupts naming the same checkpoint are asked together: tests/test_langgraph_parallel.py.)"""
     orch = WorkflowOrchestrator(database=db)
 
     class Trip(TypedDict, total=False):

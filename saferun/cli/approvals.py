@@ -185,12 +185,27 @@ def _decide(
     orch = orchestrator(ctx)
     wf = orch.submit_approval(None, response)
     req = orch.get_approval_request(request_id) if wf.status == "awaiting_approval" else None
+    asked = req if req is not None else orch.get_approval_request(request_id)
+    # an item of a checkpoint that asked several things at once: say which, and what still waits
+    item = f" (item {asked.item_key!r} of {asked.checkpoint_name!r})" if asked.item_key else ""
+    waiting = 0
+    if req is not None and req.group_id is not None:
+        waiting = sum(1 for r, _ in orch.checkpoint_items(request_id) if r.status == "pending")
+    if waiting:
+        others = f"{waiting} other item{'s' if waiting != 1 else ''} of this checkpoint"
+        console().print(
+            Text(
+                f"{decision.value} {request_id}{item} by {by}: recorded; {others} still wait, "
+                "the workflow resumes when all are decided"
+            )
+        )
+        return
     if req is not None and req.quorum is not None and req.status == "pending" and req.tally is not None:
         # a vote on a quorum request (docs/quorum.md) that did not decide it: say how far it got
         console().print(Text(f"Vote {decision.value} on {request_id} by {by} recorded; still pending."))
         console().print(Text(votes_line(req.tally, req.votes)))
         return
-    line = Text(f"{decision.value} {request_id} by {by}: workflow {wf.workflow_id} is now ")
+    line = Text(f"{decision.value} {request_id}{item} by {by}: workflow {wf.workflow_id} is now ")
     line.append_text(state_cell(wf.status))
     line.append(f" (checkpoints {wf.current_checkpoint}/{wf.total_checkpoints})")
     console().print(line)
