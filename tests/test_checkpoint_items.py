@@ -10,13 +10,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from saferun.core.rollback.reconciliation import CompensationRegistry, RetryPolicy
 from saferun.core.state_machine.models import CheckpointConfig, ExecutionState
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.errors import DecisionConflict, InvalidInput
 from saferun.storage.database import Database
-from saferun.storage.schema import utcnow
+from saferun.storage.schema import notifications, utcnow
 from tests.helpers import decide, make_config, started
 
 ITEMS = [
@@ -114,6 +115,11 @@ async def test_one_rejection_closes_the_siblings_and_rolls_back(db: Database) ->
     closed = [e for e in orch.audit_events(wf) if e["kind"] == "items_closed"]
     assert len(closed) == 1 and closed[0]["payload"]["rejected_item_key"] == "call_b"
     assert [c["item_key"] for c in closed[0]["payload"]["closed"]] == ["call_c"]
+    with orch.db.read() as conn:  # the closed sibling's notice commits with the rejection
+        kinds = conn.execute(
+            select(notifications.c.kind).where(notifications.c.request_id == reqs["call_c"])
+        ).scalars()
+        assert sorted(kinds) == ["closed", "waiting"]
     report = await orch.arollback(wf)
     assert report.final_state == "executing" and undone == ["everyone"]
     assert releases(orch, wf) == []

@@ -113,6 +113,8 @@ COVERED: dict[str, dict[str, str | None]] = {
         "expires_at": None,
         "decided_at": TS,
         "quorum": None,
+        "group_id": None,  # an item's group and key (several asked at one checkpoint): in the row view
+        "item_key": None,
         "escalation_step": "which ladder rung the sweep applied last (scheduling); each rung is an "
         "`escalated` event and a reassignment's new supervisor is bound in the review view",
         "next_escalation_at": "when the sweep looks at the request next (scheduling)",

@@ -33,7 +33,7 @@ class NoticeView:
 
     delivery_id: int
     notice_id: int
-    kind: str  # waiting | decided | expired | cancelled
+    kind: str  # waiting | decided | expired | cancelled | closed
     occurred_at: datetime
     request: dict[str, Any]  # the approval_requests row
     workflow_name: str
@@ -56,6 +56,8 @@ class NoticeView:
             return f"Expired without a decision (on_timeout={self.request['on_timeout']}: {outcome})"
         if self.kind == "cancelled":
             return "Cancelled: the workflow was stopped"
+        if self.kind == "closed":
+            return "Closed: another item of this checkpoint was rejected"
         if self.decision is None:
             return "Decided"
         return f"{self.decision['decision'].capitalize()} by {self.decision['approved_by']}"
@@ -81,6 +83,8 @@ def payload(view: NoticeView) -> dict[str, Any]:
             "workflow_name": view.workflow_name,
             "checkpoint_id": r["checkpoint_id"],
             "checkpoint_name": r["checkpoint_name"],
+            # an item of a checkpoint that asked several things at once (else null)
+            "item_key": r.get("item_key"),
             "summary": r["summary"],
             "decision_needed": r["decision_needed"],
             "parameters": r["parameters"],

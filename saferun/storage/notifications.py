@@ -35,7 +35,8 @@ def awaits_decision(kind: str) -> bool:
     """Whether a notice asks its recipient to decide (with a decision link to their own channel): the
     first "waiting" notice and every escalation rung's ("escalated:<n>", one per rung)."""
     return kind == WAITING or kind.startswith(ESCALATED + ":")
-KINDS = ("waiting", "decided", "expired", "cancelled")
+# closed: an item of a checkpoint that asked several things at once, closed by a sibling's rejection
+KINDS = ("waiting", "decided", "expired", "cancelled", "closed")
 
 PENDING = leased.PENDING
 DELIVERED = "delivered"
