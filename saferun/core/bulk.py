@@ -34,10 +34,12 @@ from saferun.domain.monitor_rules import MonitorConfig
 from saferun.domain.states import WorkflowState
 from saferun.errors import InvalidInput, SafeRunError
 from saferun.storage import workflows as wf_store
+from saferun.storage.schema import artifacts, blobs
 
 DEFAULT_PER_TRANSACTION = 500
 MAX_PER_TRANSACTION = 5000
 BULK_CACHE_KIB = 256 * 1024  # SQLite page cache while loading (see _bulk_cache)
+ANALYZE_AFTER = 1000  # PostgreSQL: loads this large refresh the planner's statistics (see _analyze)
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,19 @@ def create_paused(
                 raise BulkError(created, exc) from exc
             created.extend(done)
     orch.compact_counters()  # PostgreSQL's count deltas from this load, folded before anyone reads them
+    if len(created) >= ANALYZE_AFTER and orch.db.dialect == "postgresql":
+        _analyze(orch)
     return created
+
+
+def _analyze(orch: WorkflowOrchestrator) -> None:
+    """Refresh PostgreSQL's statistics of the tables a large load filled. Until autovacuum gets to them
+    the planner believes they are as small as before the load and reads a whole index range and sorts it
+    instead of walking the index in order: the queue's first page took 326 ms at 20,000 freshly loaded
+    requests and 1 ms after ``ANALYZE`` (benchmarks/README.md)."""
+    names = ", ".join(t.name for t in (*bulk_rows.ORDER, blobs, artifacts))
+    with orch.db.transaction() as conn:
+        conn.exec_driver_sql(f"ANALYZE {names}")
 
 
 @contextmanager
