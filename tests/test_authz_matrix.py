@@ -119,6 +119,7 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     "GET /api/snapshots/{snapshot_id}": reads_a(),
     "GET /api/artifacts/{sha256}": reads_a(),
     "GET /api/approvals/{request_id}": reads_a(),
+    "GET /api/approvals/{request_id}/items": reads_a(),  # the checkpoint's items: who may read the request
     # --- A's agent
     f"POST {W}/start": agent_of_a(),
     f"POST {W}/checkpoints": agent_of_a(),
