@@ -497,6 +497,9 @@ def read_paths(db: Database, w: World) -> dict[str, Callable[[], Any]]:
         "get_approval_request": lambda: orch.get_approval_request(w.modified_request),
         "quorum_votes": lambda: orch.get_approval_request(w.quorum_request),
         "get_approval_response": lambda: orch.get_approval_response(w.modified_request),
+        # what the approval routes read (request, workflow row and decision in one checked read)
+        "request_view": lambda: orch.request_view(w.modified_request),
+        "workflow_view": lambda: orch.workflow_view(w.wf),  # what the agent's routes check first
         "list_snapshots": lambda: orch.list_snapshots(w.wf),
         "get_snapshot_state": lambda: orch.get_snapshot_state(w.approved_snapshot),
         "latest_approved_state": lambda: orch.latest_approved_state(w.wf),
@@ -543,6 +546,7 @@ async def test_every_flipped_byte_is_found(db: Database, world: World) -> None:
     assert refused_by(db, w) == [], "the intact world must read"
     missed_verify: list[str] = []
     missed_read: list[str] = []
+    missed_view: list[str] = []
     read_detected = 0
     old_event_served_warm = 0
     for table_name, column in CASES:
@@ -565,11 +569,18 @@ async def test_every_flipped_byte_is_found(db: Database, world: World) -> None:
                 read_detected += 1
             else:
                 missed_read.append(f"{table_name}.{column}")
+            # the approval routes' one read must refuse whatever the separate reads it replaced did
+            replaced = {"get_workflow", "get_approval_request", "get_approval_response"}
+            if replaced & set(warm) and "request_view" not in warm:
+                missed_view.append(f"request_view: {table_name}.{column}")
+            if "get_workflow" in warm and "workflow_view" not in warm:
+                missed_view.append(f"workflow_view: {table_name}.{column}")
         finally:
             write(db, table, new_row, column, original)
         assert reader(db).verify_audit(w.wf)[1] is None, f"{table_name}.{column} not restored"
     assert missed_verify == [], f"verify missed {missed_verify}"
     assert missed_read == [], f"the read path served {missed_read}"
+    assert missed_view == [], f"the routes' checked views served {missed_view}"
     assert read_detected == len(CASES)
     print(
         f"byte-flip cases: {len(CASES)}; verify found {len(CASES)}; read path refused {read_detected} "
