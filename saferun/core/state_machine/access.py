@@ -130,10 +130,10 @@ class WorkflowAccess:
         with notifier.watch("decision", request_id) as watch:
             changed = True  # read the request in full: first, after a notice, when a poll saw it move
             while True:
-                watch.clear()
                 # the answer's digest matters only when it goes out pending (no decision, time is up)
                 final = loop.time() >= deadline
                 if changed or final:
+                    watch.clear()  # right before the read: a notice from now on is not lost
                     view: RequestView = await self._in_thread(functools.partial(read, digest=final))
                     if woken_by == "first read":
                         check(view)
@@ -154,7 +154,10 @@ class WorkflowAccess:
                     woken_by, changed = "notice", True
                 else:
                     # a poll (a decision by another process on SQLite, or a listener reconnecting) asks one
-                    # indexed question; the chain is read and checked only once the answer has moved
+                    # indexed question; the chain is read and checked only once the answer has moved. The
+                    # watch is cleared before the question, never after: a notice that arrives while it
+                    # is asked stays set and wakes the next wait at once.
+                    watch.clear()
                     woken_by, changed = "poll", not await self._in_thread(pending)
                     delay = min(poll_interval, delay * 2)
 
