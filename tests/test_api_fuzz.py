@@ -74,6 +74,8 @@ NOT_STATABLE = {
     ("POST /api/workflows", "checkpoints"): "checkpoints or checkpoint_names, not empty",
     # one field unequal to two others (four eyes): JSON Schema compares no two values of an instance
     ("POST /api/workflows", "supervisor_id"): "must differ from poster_id and executor_id",
+    # a quorum's group must have members (a reference to stored identities, like an unknown id)
+    ("POST /api/workflows", r"checkpoints\.\d+\.quorum\.of"): "a group with members",
     # a reference to what exists in the source workflow (like an unknown id in a body: data, not format)
     ("POST /api/workflows/{workflow_id}/fork", "checkpoint"): "one of the source's checkpoints",
     # NOT YET in the schema although statable (if/then per action): notify takes no 'to', reassign needs one

@@ -11,6 +11,7 @@ import pytest
 
 from saferun.api.server import create_app
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+from saferun.domain.quorum import QuorumRule
 from saferun.storage.database import Database
 from tests.helpers import row_counts
 
@@ -43,3 +44,30 @@ async def test_four_eyes_is_a_422_naming_supervisor_id_and_writes_nothing(
     assert row_counts(db) == before
     schema = (await api.get("/openapi.json")).json()["components"]["schemas"]["CreateWorkflow"]
     assert "four eyes" in schema["properties"]["supervisor_id"]["description"]
+
+
+async def test_a_quorum_count_written_as_a_whole_float_is_read_as_an_integer(
+    api: httpx.AsyncClient, db: Database
+) -> None:
+    """JSON Schema's ``integer`` includes ``49.0``; the strict field refused it. ``true``, ``"2"`` and
+    ``2.5`` are still 422 naming the field, and write nothing."""
+
+    def body(approvals: object) -> dict[str, object]:
+        checkpoint = {"name": "Vote", "quorum": {"approvals": approvals, "of": "ops"}}
+        return {
+            "name": "n",
+            "checkpoints": [checkpoint],
+            "escrow_amount": 0,
+            "poster_id": "p",
+            "executor_id": "e",
+        }
+
+    # accepted as 2 (over HTTP the group must also have members: a data reference, like an unknown id)
+    assert QuorumRule.model_validate({"approvals": 2.0, "of": "ops", "rejections": 3.0}).approvals == 2
+    assert QuorumRule.model_validate({"approvals": 2.0, "of": "ops", "rejections": 3.0}).rejections == 3
+    for bad in (True, "2", 2.5):
+        before = row_counts(db)
+        r = await api.post("/api/workflows", json=body(bad))
+        assert r.status_code == 422, (bad, r.text)
+        assert r.json()["detail"]["field"] == "checkpoints.0.quorum.approvals"
+        assert row_counts(db) == before

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 GROUP_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 MAX_APPROVALS = 50
@@ -44,6 +44,13 @@ class QuorumRule(BaseModel):
     of: str = Field(pattern=GROUP_PATTERN, description="the group whose members vote")
     rejections: int = Field(default=1, ge=1, le=MAX_APPROVALS, strict=True)
     distinct_teams: bool = Field(default=False, strict=True)
+
+    @field_validator("approvals", "rejections", mode="before")
+    @classmethod
+    def _whole(cls, value: Any) -> Any:
+        """JSON Schema's ``integer`` includes ``2.0`` (the OpenAPI schema says integer): read it as 2;
+        strict mode still refuses ``true``, ``"2"`` and ``2.5``. Found by Schemathesis (``49.0``)."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump()
