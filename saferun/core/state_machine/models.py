@@ -339,6 +339,9 @@ class ApprovalRequest(BaseModel):
     item_key: str | None = None
 
 
+_NOT_BLANK = r"^[^\x00]*[^\x00\s\x1c-\x1f\x85][^\x00]*$"
+
+
 class CheckpointItem(BaseModel):
     """One of several things asked at one checkpoint (a tool call among parallel ones, one of a LangGraph
     step's interrupts). ``key`` is its stable identity (a tool-call or interrupt id: nothing a redeploy
@@ -346,9 +349,9 @@ class CheckpointItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # a character str.strip() keeps (the same rule as every other required text; see api/schemas.py)
-    key: str = Field(min_length=1, max_length=200, pattern=r"[^\s\x1c-\x1f\x85]")
-    summary: str | None = Field(default=None, max_length=20_000, pattern=r"[^\s\x1c-\x1f\x85]")
+    # a character str.strip() keeps and no NUL (api/platform.py NOT_BLANK: the schema states the rule)
+    key: str = Field(min_length=1, max_length=200, pattern=_NOT_BLANK)
+    summary: str | None = Field(default=None, max_length=20_000, pattern=_NOT_BLANK)
     decision_needed: str | None = Field(default=None, max_length=20_000)
     parameters: dict[str, Any] = Field(default_factory=dict)
     parameter_schema: dict[str, Any] | None = None
