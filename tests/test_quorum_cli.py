@@ -4,6 +4,7 @@ progress in ``approvals show``; refusals exit 1 naming the rule, with nothing re
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from saferun.storage.database import Database
 from tests.cli_support import cli, pending_workflow
@@ -58,3 +59,35 @@ def test_bad_group_and_team_names_are_refused(database_env: Database) -> None:
     unknown = cli("identities", "groups", "nobody", "--group", "risk")
     assert unknown.exit_code == 1 and "nobody" in unknown.output
     assert json.loads(cli("identities", "list", "--json").output)[0]["groups"] == []
+
+
+POLICY = """
+name: payments
+version: 5
+rules:
+  - id: BIG
+    description: large payouts
+    when: {params: {amount: {gt: "1000"}}}
+    then: require_approval
+    quorum: {approvals: 2, of: risk_officers, distinct_teams: true}
+"""
+
+
+def test_policy_check_and_test_show_the_quorum(tmp_path: Any) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    checked = cli("policy", "check", str(policy))
+    assert checked.exit_code == 0, checked.output
+    assert "[quorum: 2 approvals of risk_officers, each from a different team" in checked.output
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        "- {name: big, checkpoint: pay, parameters: {amount: 5000}, expect: require_approval}\n"
+        "- {name: small, checkpoint: pay, parameters: {amount: 5}, expect: require_approval}\n"
+    )
+    tested = cli("policy", "test", str(policy), str(cases))
+    assert tested.exit_code == 0, tested.output
+    assert "(2 of risk_officers)" in tested.output and "all as expected" in tested.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(POLICY.replace("distinct_teams: true", "distinct_teams: true, approvers: [a]"))
+    refused = cli("policy", "check", str(bad))
+    assert refused.exit_code == 1 and "rules[BIG].quorum.approvers" in refused.output

@@ -99,13 +99,13 @@ def _assignee(caller: Caller, mine: bool, assigned_to: str | None) -> str | None
     return caller.identity_id
 
 
-@router.post("/submit", response_model=s.DecisionResult)
+@router.post("/submit", response_model=s.DecisionResult, response_model_exclude_none=True)
 def submit(body: s.SubmitDecision, orch: OrchestratorDep, caller: CallerDep) -> dict[str, Any]:
     """Decide a request exactly once: 409 if already decided or expired, 403 naming the rule that refused,
     409 ``stale_review`` (naming the ``changed`` fields) when ``review_digest`` is no longer the request's."""
     approved_by = _decider(caller, body.approved_by)
     _require_rationale(body.decision, body.rationale)
-    after = _decide_one(
+    after, before = _decide_one(
         orch,
         caller,
         body.request_id,
@@ -116,12 +116,28 @@ def submit(body: s.SubmitDecision, orch: OrchestratorDep, caller: CallerDep) -> 
         body.review_digest,
     )
     status = after.current_state.value
-    return {
+    answer: dict[str, Any] = {
         "success": True,
         "decision": body.decision,
         "workflow_status": status,
         "message": f"Approval {body.decision.value} - workflow now {status}",
     }
+    request = orch.get_approval_request(body.request_id) if before.quorum is not None else before
+    if request.quorum is not None and request.tally is not None:  # a vote (docs/quorum.md)
+        tally = request.tally
+        answer["quorum"] = {
+            "rule": request.quorum,
+            **tally,
+            "votes": request.votes,
+            "may_still_vote": request.may_still_vote or [],
+        }
+        if request.status == "pending":
+            answer["message"] = (
+                f"Vote {body.decision.value} recorded: {tally['approvals']} of {tally['needed']} "
+                f"approvals, {tally['rejections']} of {tally['rejections_to_reject']} rejections - "
+                f"workflow still {status}"
+            )
+    return answer
 
 
 @router.post("/batch", response_model=s.BatchResult)
@@ -168,7 +184,7 @@ def decide_each(
                 checkpoint_name=request.checkpoint_name,
                 item_key=request.item_key,
             )
-            after = _decide_one(orch, caller, request_id, decision, rationale, approved_by, None)
+            after, _ = _decide_one(orch, caller, request_id, decision, rationale, approved_by, None)
         except NotFound:  # unknown, or not the caller's to see: the same answer, nothing revealed
             item.update(outcome="not_found", error=ApprovalRequestNotFound(request_id).to_dict())
         except DecisionConflict as exc:
@@ -206,16 +222,18 @@ def _decide_one(
     approved_by: str,
     modifications: dict[str, Any] | None,
     review_digest: str | None = None,
-) -> WorkflowExecution:
+) -> tuple[WorkflowExecution, ApprovalRequest]:
     """One decision by the rules every decision path shares: visible, allowed by policy, exactly once;
     with ``review_digest``, only on the request as the reviewer saw it (409 ``stale_review`` otherwise).
+    Returns the workflow after it and the request as read before it.
 
     The checks read the request and its workflow in one chain-checked read (``request_view``)."""
     view = orch.request_view(request_id, decision=False, digest=False)
     _must_see(caller, view, request_id)
-    return _decide_seen(
+    after = _decide_seen(
         orch, caller, view.request, view, decision, rationale, approved_by, modifications, review_digest
     )
+    return after, view.request
 
 
 def _must_see(caller: Caller, view: RequestView, request_id: str) -> None:
@@ -247,8 +265,11 @@ def _decide_seen(
             caller,
             poster_id=wf.config.poster_id,
             executor_id=wf.config.executor_id,
-            # the assigned one (named or given by the marketplace), or whom an escalation handed it to
-            supervisor_id=assignee(request.supervisor_id, wf.supervisor_id, request.escalation_step > 0),
+            # the assigned one (named or given by the marketplace), or whom an escalation handed it to;
+            # a quorum request is the group's to decide (its rules are checked as the vote is cast)
+            supervisor_id=None
+            if request.quorum is not None
+            else assignee(request.supervisor_id, wf.supervisor_id, request.escalation_step > 0),
             approved_by=approved_by,
         )
     )
@@ -260,7 +281,7 @@ def _decide_seen(
         modifications=modifications,
         review_digest=review_digest,
     )
-    return orch.submit_approval(request.workflow_id, response)
+    return orch.submit_approval(request.workflow_id, response), request
 
 
 def _request_and_decision(

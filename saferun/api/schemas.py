@@ -194,6 +194,9 @@ class PendingApproval(BaseModel):
     # an item of a checkpoint that asked several things at once: its group and its own key (else None)
     group_id: str | None = None
     item_key: str | None = None
+    # M-of-N quorum (docs/quorum.md): {approvals, of, rejections, distinct_teams}; None: one person decides
+    quorum: dict[str, Any] | None = None
+    tally: dict[str, Any] | None = Field(default=None, description="a quorum request's votes so far")
 
 
 class PendingList(PageInfo):
@@ -294,11 +297,26 @@ class BatchResult(BaseModel):
     results: list[BatchItem]
 
 
+class QuorumProgress(BaseModel):
+    """A quorum request's votes after this one (docs/quorum.md)."""
+
+    rule: dict[str, Any]
+    approvals: int
+    needed: int
+    rejections: int
+    rejections_to_reject: int
+    outcome: str | None = Field(description="APPROVED or REJECTED once a threshold is reached, else null")
+    votes: list[dict[str, Any]]
+    may_still_vote: list[str]
+
+
 class DecisionResult(BaseModel):
     success: bool
     decision: ApprovalDecision
     workflow_status: str
     message: str
+    # on a quorum request: the vote was recorded; these are the votes so far and what is still needed
+    quorum: QuorumProgress | None = None
 
 
 class Health(BaseModel):

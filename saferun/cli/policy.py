@@ -42,7 +42,15 @@ def check(path: PolicyFile) -> None:
     policy = _load(path)
     console().print(Text(f"OK: policy {policy.label}, {len(policy.rules)} rule(s), default {policy.default}"))
     for rule in policy.rules:
-        console().print(Text(f"  {rule.id:<12} {rule.then:<17} {rule.description}"))
+        who = f" [quorum: {rule.quorum.text}]" if rule.quorum is not None else ""
+        console().print(Text(f"  {rule.id:<12} {rule.then:<17} {rule.description}{who}".rstrip()))
+
+
+def _says(verdict: approval_policy.Verdict) -> str:
+    """The action, and for a quorum who decides: ``require_approval (2 of risk_officers)``."""
+    if verdict.quorum is None:
+        return verdict.action
+    return f"{verdict.action} ({verdict.quorum.approvals} of {verdict.quorum.of})"
 
 
 @app.command("test")
@@ -79,14 +87,14 @@ def test(
             table.add_row(
                 str(item.get("name", i)),
                 case.checkpoint_id,
-                verdict.action,
+                _says(verdict),
                 verdict.rule or "(default)",
                 Text(expect or "-", style="green" if ok else "red"),
             )
     else:
         for name, case, decided in _recorded(ctx, recorded or 0, workflow):
             verdict = policy.evaluate(case)
-            table.add_row(name, case.checkpoint_id, verdict.action, verdict.rule or "(default)", decided)
+            table.add_row(name, case.checkpoint_id, _says(verdict), verdict.rule or "(default)", decided)
     console().print(table)
     if mismatches:
         console().print(

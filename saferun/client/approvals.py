@@ -109,7 +109,9 @@ class ApprovalMethods(Sends[J, B]):
         review_digest: str | None = None,
     ) -> J:
         """Decide a request. ``review_digest``: the request's ``review_digest`` as fetched and shown;
-        if the request changed since: ``StaleReview`` (``exc.changed``) and nothing is decided."""
+        if the request changed since: ``StaleReview`` (``exc.changed``) and nothing is decided. On a
+        quorum request this is a vote: the answer's ``quorum`` holds the votes so far and who may still
+        vote; a refused vote raises ``Forbidden``/``Conflict`` naming the rule (docs/quorum.md)."""
         call = ApprovalEndpoints.submit_decision(
             request_id, decision, approved_by, rationale, modifications, review_digest
         )

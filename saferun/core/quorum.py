@@ -204,3 +204,12 @@ def rule_for(
         conn, rule, poster_id=wf["poster_id"], executor_id=wf["executor_id"], mode=mode, field=field
     )
     return rule.as_dict()
+
+
+def with_tally(request: Any, rows: list[RowMapping] | None) -> Any:
+    """``request`` (an ``ApprovalRequest``) with its votes and tally, for lists (None rows: unchanged)."""
+    rule = rules.parse(request.quorum) if rows is not None else None
+    if rule is None or rows is None:
+        return request
+    tally = rules.tally(rule, cast_votes(rows)).as_dict()
+    return request.model_copy(update={"votes": [vote_dict(r) for r in rows], "tally": tally})

@@ -8,7 +8,8 @@ Two steps, each safe to run in every replica at once:
    with ``saferun identities email``, else from ``SAFERUN_NOTIFY_EMAILS``). Destinations are resolved
    here, in the server, not where the notice was written (often an agent process without this
    configuration). A ``waiting`` notice whose request was already decided when it is fanned out is
-   dropped: its link could decide nothing, and the ``decided`` notice says what happened.
+   dropped: its link could decide nothing, and the ``decided`` notice says what happened. A quorum
+   request's notices go to every member who may still vote (docs/quorum.md), never with a decision link.
 2. **Delivery** (``deliver_due``): a due delivery is claimed for a lease (``next_attempt_at`` moves to
    the lease's end), a fresh decision link is minted for a ``waiting`` notice *sent to the assigned
    supervisor's own channel* (``_own_channel``), and the message is sent. A generic webhook is a shared
@@ -36,7 +37,8 @@ from datetime import datetime, timedelta
 import httpx
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import notify
+from saferun.core import notify, quorum
+from saferun.core.parties import IdentityChecks
 from saferun.domain.backoff import exponential_bound
 from saferun.notifications import channels, links, messages
 from saferun.notifications.settings import NotificationSettings
@@ -145,17 +147,25 @@ class Dispatcher:
     def _destinations(self, conn: Connection, request: RowMapping) -> list[tuple[str, str, str]]:
         fmt = self.settings.webhook_format
         out = [(WEBHOOK, url, fmt) for url in self.settings.webhook_urls]
-        supervisor = request["supervisor_id"]
-        if not supervisor:
-            return out
-        own = self.settings.supervisor_webhooks.get(supervisor)
-        if own:
-            out.append((OWN_WEBHOOK, own, fmt))
-        if self.settings.smtp is not None:
-            address = self._address_of(conn, supervisor)
-            if address:
-                out.append((EMAIL, address, "text"))
-        return out
+        people = [request["supervisor_id"]] if request["supervisor_id"] else []
+        if request["quorum"] is not None:  # every member who may still vote (docs/quorum.md)
+            people = self._voters(conn, request)
+        for person in people:
+            own = self.settings.supervisor_webhooks.get(person)
+            if own:
+                out.append((OWN_WEBHOOK, own, fmt))
+            if self.settings.smtp is not None:
+                address = self._address_of(conn, person)
+                if address:
+                    out.append((EMAIL, address, "text"))
+        return list(dict.fromkeys(out))  # two members sharing one address get one message
+
+    @staticmethod
+    def _voters(conn: Connection, request: RowMapping) -> list[str]:
+        """Who may still vote on a quorum request, as its review page lists them."""
+        wf = wf_store.get(conn, request["workflow_id"])
+        progress = quorum.progress(conn, request, wf, IdentityChecks.REGISTERED)
+        return list(progress["may_still_vote"]) if progress is not None else []
 
     def _address_of(self, conn: Connection, identity_id: str) -> str | None:
         return store.email_of(conn, identity_id) or self.settings.emails.get(identity_id)
@@ -165,7 +175,7 @@ class Dispatcher:
         sent (settings or a stored address may have changed since fan-out): only then may it carry a link
         that decides as that supervisor."""
         supervisor = request["supervisor_id"]
-        if not supervisor:
+        if not supervisor or request["quorum"] is not None:  # a quorum's notice carries no decision link
             return False
         if delivery["channel"] == OWN_WEBHOOK:
             return self.settings.supervisor_webhooks.get(supervisor) == delivery["target"]

@@ -109,17 +109,38 @@ def decide_refusal(viewer: Viewer, req: ApprovalRequest, orch: WorkflowOrchestra
 
 
 def refusal_for(
-    orch: WorkflowOrchestrator, req: ApprovalRequest, caller: Caller, approved_by: str
+    orch: WorkflowOrchestrator,
+    req: ApprovalRequest,
+    caller: Caller,
+    approved_by: str,
+    *,
+    predict: bool = True,
 ) -> Refusal | None:
+    """``may_decide`` for this request; on a quorum request the group decides, and (``predict``, for the
+    page's warning) someone not among those who may still vote is told so before trying. A vote sent is
+    judged by the engine, which names the exact quorum rule."""
     wf = orch.get_workflow(req.workflow_id)
     cfg = wf.config
-    return may_decide(
+    quorum = req.quorum is not None  # the group decides (docs/quorum.md), not the assigned supervisor
+    assigned = assignee(req.supervisor_id, wf.supervisor_id, req.escalation_step > 0)
+    refusal = may_decide(
         caller,
         poster_id=cfg.poster_id,
         executor_id=cfg.executor_id,
-        supervisor_id=assignee(req.supervisor_id, wf.supervisor_id, req.escalation_step > 0),
+        supervisor_id=None if quorum else assigned,
         approved_by=approved_by,
     )
+    may_vote = req.may_still_vote or []
+    if predict and refusal is None and quorum and req.status == "pending" and approved_by not in may_vote:
+        voted = any(v["voter"] == approved_by for v in req.votes)
+        return Refusal(
+            "quorum_one_vote" if voted else "quorum_group",
+            f"{approved_by!r} has already voted on this request"
+            if voted
+            else f"{approved_by!r} is not among those who may still vote: "
+            f"{', '.join(req.may_still_vote or []) or 'nobody'}",
+        )
+    return refusal
 
 
 def flash(orch: WorkflowOrchestrator, caller: Caller, request_id: str | None) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse
 
 from saferun import __version__
 from saferun.domain.money import format_micro, to_micro
+from saferun.domain.quorum import votes_line
 from saferun.errors import SafeRunError
 from saferun.ui.review import pretty, short
 
@@ -129,6 +130,7 @@ def _env() -> Environment:
         level_tone=level_tone,
         percent=percent,
         number=number,
+        votes_line=votes_line,
     )
     env.globals.update(version=__version__, recommendation_tones=RECOMMENDATION_TONES)
     return env

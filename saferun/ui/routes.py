@@ -25,11 +25,13 @@ from saferun.api import deps
 from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain import review_digest
+from saferun.domain.policy import Refusal
 from saferun.domain.states import WorkflowState
 from saferun.errors import (
     ApprovalRequestNotFound,
     Conflict,
     DecisionConflict,
+    Forbidden,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
@@ -303,7 +305,7 @@ def decide(request: Request, v: Viewer, request_id: str, form: dict[str, str] = 
         ]
         problem = " ".join(["Fix the marked fields.", *stray])
         return retry(422, errors=errors, param_errors=param_errors, problem=problem)
-    refusal = pages.refusal_for(orch, req, v.caller, approved_by)
+    refusal = pages.refusal_for(orch, req, v.caller, approved_by, predict=False)
     if refusal is not None:
         return retry(403, refusal=refusal)
     seen = form.get("review_digest") or None
@@ -325,19 +327,25 @@ def decide(request: Request, v: Viewer, request_id: str, form: dict[str, str] = 
         return retry(409, stale=exc)
     except DecisionConflict as exc:
         return retry(409, problem=f"Nothing was recorded: {exc.message}.")
+    except Forbidden as exc:  # a quorum rule the page could not foresee (docs/quorum.md)
+        return retry(403, refusal=Refusal(exc.rule, exc.message))
+    except Conflict as exc:  # quorum_one_vote: a vote cast meanwhile from another tab
+        return retry(409, problem=f"Nothing was recorded: {exc.message}.")
     except InvalidInput as exc:
         name = exc.field.removeprefix("modifications.")
         if exc.field.startswith("modifications.") and name in req.parameters:
             detail = exc.message.split(": ", 1)[-1]
             return retry(422, param_errors={name: detail}, problem="Fix the marked fields.")
         return retry(422, problem=exc.message)
-    del after
     # an item whose siblings still wait: on to the next of them, with this outcome shown there
     waiting = (
         [r for r, _ in orch.checkpoint_items(request_id) if r.status == "pending"] if req.group_id else []
     )
     where = f"/approvals/{quote(waiting[0].request_id)}" if waiting else "/approvals"
-    response = RedirectResponse(f"{where}?done={quote(request_id)}", status_code=303)
+    target = f"{where}?done={quote(request_id)}"
+    if req.quorum is not None and after.current_state == WorkflowState.AWAITING_APPROVAL:
+        target = f"/approvals/{quote(request_id)}?voted=1"  # a vote recorded, the quorum not yet reached
+    response = RedirectResponse(target, status_code=303)
     if not v.caller.authenticated:
         auth.set_acting_as(request, response, approved_by)
     return response

@@ -130,7 +130,15 @@ class WorkflowReads:
         with self.db.read() as conn:
             rows, more = queue.page(conn, flt, limit=limit, after=after, now=now, caller=visible_to)
             total = self._queue_total(conn, flt, now, visible_to)
-        items = [listing.QueueItem(self._request(r), r["workflow_name"]) for r in rows]
+            # quorum requests show their votes so far (one statement, only when the page has any)
+            with_quorum = [r["request_id"] for r in rows if r["quorum"] is not None]
+            votes = quorum_store.votes_for_requests(conn, with_quorum) if with_quorum else {}
+        items = [
+            listing.QueueItem(
+                quorum.with_tally(self._request(r), votes.get(r["request_id"])), r["workflow_name"]
+            )
+            for r in rows
+        ]
         token = listing.queue_cursor(items[-1].request, flt, visible_to) if more and items else None
         return listing.Page(items, total, token, more, limit)
 
