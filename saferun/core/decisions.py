@@ -46,7 +46,8 @@ class Outcome:
     response_id: str
     snapshot_id: str
     approved_snapshot_id: str | None
-    # a quorum request (saferun/core/quorum.py): the votes after this one; decision None while pending
+    # a quorum request (saferun/core/quorum.py): the votes after this one; while it stays pending,
+    # ``decision`` is the vote just cast and ``response_id`` is empty (no decision row exists yet)
     tally: quorum.Tally | None = None
     # the workflow row after the decision, with its counts (read by the state's UPDATE), when it was read
     workflow_row: Any = None
