@@ -281,7 +281,7 @@ def _decide_seen(
         modifications=modifications,
         review_digest=review_digest,
     )
-    return orch.submit_approval(request.workflow_id, response), request
+    return orch.submit_approval(request.workflow_id, response)
 
 
 def _request_and_decision(

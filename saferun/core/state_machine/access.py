@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from saferun.core import notify, review, views
+from saferun.core import notify, quorum, review, views
 from saferun.core.state_machine.models import ApprovalRequest, ApprovalResponse, WorkflowConfig
 from saferun.storage import approvals, audit
+from saferun.storage import quorum as quorum_store
 from saferun.storage import workflows as wf_store
 from saferun.storage.database import Database
 from saferun.storage.schema import utcnow
@@ -88,10 +89,23 @@ class WorkflowAccess:
             workflow_id = req["workflow_id"]
             if not decision:
                 resp = None
+            rows: dict[str, list[Any]] = {"approval_requests": [req]}
+            quorum_request = req["quorum"] is not None
+            if quorum_request:  # its votes are served too, checked with it (docs/quorum.md)
+                rows["approval_votes"] = quorum_store.votes_for(conn, request_id)
             audit.check_read(
-                conn, workflow_id, {"approval_requests": [req]}, [resp] if resp else [], workflow=row
+                conn,
+                workflow_id,
+                rows,
+                [resp] if resp else [],
+                workflow=row,
+                votes_of=request_id if quorum_request else None,
             )
             request = views.request(req)
+            if quorum_request:
+                mode = self.identity_checks  # type: ignore[attr-defined]
+                progress = quorum.progress(conn, req, row, mode, rows["approval_votes"])
+                request = request.model_copy(update=progress)
             if digest and req["status"] == "pending":
                 request.review_digest = review.current(conn, req, review.policy_of(self.policy_gate)).digest
             return RequestView(
