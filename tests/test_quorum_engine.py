@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from saferun.core.identity import IdentityService
 from saferun.core.state_machine.models import CheckpointConfig
@@ -256,3 +257,36 @@ async def test_a_policy_quorum_the_group_cannot_meet_is_refused_naming_the_rule(
     assert "3 approvals" in exc.value.message
     assert orch.get_workflow(wf).current_state == WorkflowState.EXECUTING  # nothing opened
     assert orch.pending_approvals(wf) == []
+
+
+# measured (submit_approval, including its read of the workflow afterwards); a change that adds statements
+# to a vote must raise these on purpose
+VOTE_BOUND = {"sqlite": 8, "postgresql": 10}
+DECIDING_BOUND = {"sqlite": 23, "postgresql": 26}
+
+
+def _statements(db: Database, call: Any) -> list[str]:
+    seen: list[str] = []
+
+    def before(_conn: Any, _cur: Any, statement: str, *_args: Any) -> None:
+        if not statement.startswith(("BEGIN", "SAVEPOINT", "RELEASE")):
+            seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", before)
+    try:
+        call()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", before)
+    return seen
+
+
+async def test_what_a_vote_costs_in_statements(db: Database) -> None:
+    """A vote that decides nothing is one short transaction: the request with the voter's identity, the
+    workflow lock, the request again (PostgreSQL), the votes so far, the chain check, the group, the vote
+    row, its event and the anchor. The deciding vote adds the ordinary decision's writes."""
+    orch, _wf, req = await opened(db)
+    first = _statements(db, partial(decide, orch, req, "APPROVED", by="alice"))
+    last = _statements(db, partial(decide, orch, req, "APPROVED", by="bob"))
+    print(f"{db.engine.dialect.name}: a vote {len(first)} statements, the deciding vote {len(last)}")
+    assert len(first) <= VOTE_BOUND[db.engine.dialect.name], first
+    assert len(last) <= DECIDING_BOUND[db.engine.dialect.name], last
