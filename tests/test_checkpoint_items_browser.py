@@ -163,3 +163,44 @@ def test_reject_the_checkpoint_from_an_items_page_closes_the_rest(browser: Any, 
     assert orch.get_workflow(wf).status in ("rolling_back", "executing")
     statuses = sorted(r.status for r, _ in orch.approval_history(wf))
     assert statuses == ["closed", "closed", "decided"]
+
+
+def test_a_sibling_rejected_elsewhere_shows_on_an_open_items_page(browser: Any, db: Database) -> None:
+    """With one item's page open, a sibling rejected elsewhere (the API, another reviewer) turns the items
+    table live, without a reload: that row rejected, the others closed, nothing left waiting (issue 14
+    item 6). The table refreshes on the workflow's state changes (the event feed); an item approved while
+    siblings still wait moves no state, so it shows on the next change or a reload."""
+    from playwright.sync_api import expect
+
+    from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
+
+    orch = WorkflowOrchestrator(database=db)
+    _, reqs = _paused_with_items(orch)
+    errors: list[str] = []
+    with ui.serve(create_app(orch, auth="open", sweep=False)) as base:
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            page.goto(f"{base}/approvals/{reqs['call_hotel']}")
+            flight = page.locator('#checkpoint-items tr[data-item-key="call_flight"]')
+            car = page.locator('#checkpoint-items tr[data-item-key="call_car"]')
+            expect(flight).to_have_attribute("data-status", "pending")
+            expect(page.locator("#items-waiting")).to_contain_text("3 waiting")
+            page.evaluate("window.__sameDocument = true")
+            orch.submit_approval(
+                None,
+                ApprovalResponse(
+                    request_id=reqs["call_flight"],
+                    decision=ApprovalDecision.REJECTED,
+                    rationale="no flights this week",
+                    approved_by="reviewer",
+                ),
+            )
+            expect(flight.locator(".item-decision")).to_contain_text("rejected", timeout=15_000)
+            expect(car).to_have_attribute("data-status", "closed")
+            expect(page.locator("#items-waiting")).to_contain_text("0 waiting")
+            assert page.evaluate("window.__sameDocument") is True
+        finally:
+            context.close()
+    assert errors == []
