@@ -204,3 +204,91 @@ def test_a_sibling_rejected_elsewhere_shows_on_an_open_items_page(browser: Any, 
         finally:
             context.close()
     assert errors == []
+
+
+def test_an_item_approved_elsewhere_shows_on_an_open_items_page(browser: Any, db: Database) -> None:
+    """An item approved elsewhere while its siblings still wait moves no workflow state; the event stream's
+    hint for that workflow still turns its row on an open items page, without a reload."""
+    from playwright.sync_api import expect
+
+    from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
+
+    orch = WorkflowOrchestrator(database=db)
+    _, reqs = _paused_with_items(orch)
+    errors: list[str] = []
+    with ui.serve(create_app(orch, auth="open", sweep=False)) as base:
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            page.goto(f"{base}/approvals/{reqs['call_hotel']}")
+            flight = page.locator('#checkpoint-items tr[data-item-key="call_flight"]')
+            expect(flight).to_have_attribute("data-status", "pending")
+            expect(page.locator("#live-status")).to_contain_text("Live")
+            page.evaluate("window.__sameDocument = true")
+            orch.submit_approval(
+                None,
+                ApprovalResponse(
+                    request_id=reqs["call_flight"],
+                    decision=ApprovalDecision.APPROVED,
+                    rationale="fine",
+                    approved_by="reviewer",
+                ),
+            )
+            expect(flight.locator(".item-decision")).to_contain_text("approved", timeout=15_000)
+            expect(page.locator("#items-waiting")).to_contain_text("2 waiting")
+            expect(page.locator('#form-approve button[type="submit"]')).to_be_visible()  # still open
+            assert page.evaluate("window.__sameDocument") is True
+        finally:
+            context.close()
+    assert errors == []
+
+
+def test_the_event_stream_hints_a_change_that_moved_no_state(db: Database) -> None:
+    """``/api/events`` sends an id-less ``workflow`` hint for a decision that moved no state (an item whose
+    siblings wait), naming only that workflow; the resumable feed (events with ids) is unchanged."""
+    import json
+    import threading
+
+    import httpx
+
+    from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
+
+    orch = WorkflowOrchestrator(database=db)
+    wf, reqs = _paused_with_items(orch)
+    from saferun.core import events as feed
+
+    with orch.db.read() as conn:
+        last = feed.last_event_id(conn)
+    got: list[tuple[str | None, dict[str, Any]]] = []
+    with (
+        ui.serve(create_app(orch, auth="open", sweep=False)) as base,
+        httpx.Client(base_url=base, timeout=20) as client,
+        client.stream("GET", f"/api/events?after={last}") as stream,
+    ):
+        lines = stream.iter_lines()
+        assert next(lines).startswith("retry:")
+        decided = threading.Timer(
+            0.5,
+            orch.submit_approval,
+            (
+                None,
+                ApprovalResponse(
+                    request_id=reqs["call_car"],
+                    decision=ApprovalDecision.APPROVED,
+                    rationale="fine",
+                    approved_by="reviewer",
+                ),
+            ),
+        )
+        decided.start()
+        event_id = None
+        for line in lines:
+            if line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("data: "):
+                got.append((event_id, json.loads(line[6:])))
+                break
+        decided.join()
+    assert got == [(None, {"workflow_id": wf, "hint": True})]
+    assert orch.get_workflow(wf).status == "awaiting_approval"  # it moved no state

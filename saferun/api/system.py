@@ -103,7 +103,8 @@ def artifact(
 
 @router.get("/api/events")
 async def events(request: Request, orch: OrchestratorDep, caller: CallerDep) -> StreamingResponse:
-    """Server-sent events: one ``workflow`` event per state change, resumable with ``Last-Event-ID``."""
+    """Server-sent events: one ``workflow`` event per state change, resumable with ``Last-Event-ID``, plus
+    an id-less ``workflow`` hint (``{"workflow_id", "hint": true}``) for a change that moved no state."""
     from saferun.core import events as feed
     from saferun.core import notify
 
@@ -112,34 +113,48 @@ async def events(request: Request, orch: OrchestratorDep, caller: CallerDep) -> 
     except ValueError:
         raise InvalidInput("Last-Event-ID", "must be an integer event id") from None
 
-    def read(after: int) -> tuple[list[dict[str, Any]], set[str]]:
-        """The next events and which of their workflows the caller may see (in a worker thread)."""
+    def read(after: int, woken: set[str]) -> tuple[list[dict[str, Any]], set[str]]:
+        """The next events and which of their (and of the ``woken``) workflows the caller may see (in a
+        worker thread)."""
         with orch.db.read() as conn:
             batch = feed.events_since(conn, after, 200)
             # the one visibility rule: a caller's stream carries only workflows they may see
-            return batch, visible_among(conn, caller, {ev["workflow_id"] for ev in batch})
+            return batch, visible_among(conn, caller, {ev["workflow_id"] for ev in batch} | woken)
 
     async def stream() -> AsyncIterator[bytes]:
         nonlocal after
         yield b"retry: 2000\n\n"
         idle = 0
+        woken: set[str] = set()
         # subscribe before the first read, so a change committed between a read and the wait is not missed
         with notify.notifier_for(orch.db).subscribe({"workflow", "resync"}) as changes:
             while not await request.is_disconnected():
-                changes.drain()
-                batch, seen = await run_in_threadpool(read, after)
+                woken |= {key for topic, key in changes.drain() if topic == "workflow"}
+                batch, seen = await run_in_threadpool(read, after, woken)
+                sent: set[str] = set()
                 for ev in batch:
                     after = ev["id"]  # the cursor passes foreign events too, it just does not send them
                     if ev["workflow_id"] not in seen:
                         continue
+                    sent.add(ev["workflow_id"])
                     yield f"id: {ev['id']}\nevent: workflow\ndata: {json.dumps(ev, default=str)}\n\n".encode()
+                # A change that moved no state (a quorum vote, an item decided while its siblings wait, an
+                # escalation rung) has no transition to send: a hint without an id tells a page to refresh
+                # that workflow's regions. It is not part of the resumable feed (a missed hint costs a
+                # refresh, never a state), and only workflows the caller may see are named.
+                for workflow_id in sorted((woken & seen) - sent):
+                    hint = json.dumps({"workflow_id": workflow_id, "hint": True})
+                    yield f"event: workflow\ndata: {hint}\n\n".encode()
+                woken = set()
                 if batch:
                     idle = 0
                     continue
                 idle += 1
                 if idle % 30 == 0:
                     yield b": keep-alive\n\n"
-                await changes.get(0.5)
+                notice = await changes.get(0.5)
+                if notice is not None and notice[0] == "workflow":
+                    woken.add(notice[1])
 
     return StreamingResponse(
         stream(),

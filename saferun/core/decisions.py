@@ -158,6 +158,10 @@ def decide(
     # an item of a multi-request checkpoint: its siblings decide what this decision does to the workflow
     group = _Group.read(conn, req, decision, modifications) if req["group_id"] is not None else None
     notify.publish(conn, "decision", request_id)  # wakes waiters once this transaction commits
+    # and open pages of its workflow, even when the decision moves no state (an item whose siblings still
+    # wait): the event stream turns it into a hint (api/system.events); a transition's own notice is the
+    # same one, sent once
+    notify.publish(conn, "workflow", wf_id)
     # the notice commits with the decision, so none is lost to a crash (saferun/notifications)
     notices.record(conn, claim_status or ("expired" if automatic else "decided"), request_id, wf_id)
 
