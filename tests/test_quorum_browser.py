@@ -100,3 +100,41 @@ def test_two_approvers_vote_through_the_dashboard(browser: Any, orch: WorkflowOr
         finally:
             for context in contexts:
                 context.close()
+
+
+def test_an_open_review_page_shows_another_approvers_vote_live(
+    browser: Any, orch: WorkflowOrchestrator
+) -> None:
+    """Bob has the review page open; Alice votes elsewhere (the API): the vote moves no workflow state,
+    but the event stream's hint refreshes Bob's quorum panel in place: her vote, and Bob still may vote."""
+    from playwright.sync_api import expect
+
+    from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
+
+    _, req = _paused(orch)
+    with ui.serve(create_app(orch, auth="open")) as base:
+        context = browser.new_context(viewport=WIDE)
+        page = context.new_page()
+        watch = Watch(page)
+        try:
+            page.goto(f"{base}/approvals/{req}")
+            expect(page.locator("#quorum-may-vote")).to_contain_text("alice")
+            expect(page.locator("#live-status")).to_contain_text("Live")
+            page.evaluate("window.__sameDocument = true")
+            orch.submit_approval(
+                None,
+                ApprovalResponse(
+                    request_id=req,
+                    decision=ApprovalDecision.APPROVED,
+                    rationale="payee checked",
+                    approved_by="alice",
+                ),
+            )
+            votes = page.locator("#quorum-votes")
+            expect(votes).to_contain_text("Votes: 1 of 2 (alice approved", timeout=15_000)
+            expect(page.locator("#quorum-may-vote")).to_have_text("May still vote: bob")
+            expect(page.locator('#form-approve button[type="submit"]')).to_be_visible()
+            assert page.evaluate("window.__sameDocument") is True
+            assert watch.errors == []
+        finally:
+            context.close()

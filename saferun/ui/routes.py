@@ -509,14 +509,17 @@ def workflow_fragment(request: Request, v: Viewer, workflow_id: str) -> Response
 @dashboard(fragment=True)
 def approval_status_fragment(request: Request, v: Viewer, request_id: str, part: str = "status") -> Response:
     """The review page's status (``part=status``), its items of a checkpoint that asked several things at
-    once (``part=items``), or the queue's flash after a decision (``part=flash``)."""
-    if part not in ("status", "flash", "items"):
-        raise InvalidInput("part", f"expected status, flash or items, got {part!r}")
+    once (``part=items``), a quorum request's votes (``part=quorum``), or the queue's flash after a
+    decision (``part=flash``)."""
+    if part not in ("status", "flash", "items", "quorum"):
+        raise InvalidInput("part", f"expected status, flash, items or quorum, got {part!r}")
     context = pages.request_status(_orch(request), v.who, request_id)  # unknown or foreign: 404
     if part == "items":  # the review page's items of a checkpoint that asked several things at once
         req = context["req"]
         items = _orch(request).checkpoint_items(request_id) if req.group_id is not None else []
         return page(request, v, "_items_table.html", req=req, items=items)
+    if part == "quorum":  # an M-of-N request's votes so far and who may still vote (docs/quorum.md)
+        return page(request, v, "_quorum.html", req=context["req"]) if context["req"].quorum else Response()
     if part == "flash":
         return page(request, v, "_flash.html", flash=pages.flash(_orch(request), v.who, request_id))
     return page(request, v, "_request_status.html", **context)
