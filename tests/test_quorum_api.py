@@ -128,3 +128,24 @@ async def test_the_sdk_votes_and_reads_the_votes(db: Database, api: httpx.AsyncC
         assert [v["voter"] for v in shown["request"]["votes"]] == ["bob"]
         rejected = await client.submit_decision(req, "REJECTED", approved_by="carol", rationale="no")
         assert rejected["quorum"]["outcome"] == "REJECTED" and rejected["workflow_status"] == "rolling_back"
+
+
+async def test_a_batch_vote_says_voted_until_the_quorum_is_reached(api: httpx.AsyncClient) -> None:
+    """A batch approval of a quorum request records one vote: ``voted`` (still pending, not counted in
+    ``decided``) until the vote that reaches the quorum, which is ``decided``."""
+    _, req = await paused(api)
+    first = await api.post(
+        "/api/approvals/batch", json={"request_ids": [req], "decision": "APPROVED", "approved_by": "alice"}
+    )
+    assert first.status_code == 200, first.text
+    assert first.json()["decided"] == 0
+    [item] = first.json()["results"]
+    assert item["outcome"] == "voted" and item["workflow_status"] == "awaiting_approval"
+    assert (await api.get(f"/api/approvals/{req}")).json()["status"] == "pending"
+
+    second = await api.post(
+        "/api/approvals/batch", json={"request_ids": [req], "decision": "APPROVED", "approved_by": "bob"}
+    )
+    assert second.json()["decided"] == 1
+    assert second.json()["results"][0]["outcome"] == "decided"
+    assert second.json()["results"][0]["workflow_status"] == "executing"

@@ -195,7 +195,10 @@ def decide_each(
         except InvalidInput as exc:
             item.update(outcome="invalid", error=exc.to_dict())
         else:
-            item.update(outcome="decided", workflow_id=after.workflow_id, workflow_status=after.status)
+            # a vote on an M-of-N request decides it only when it reaches the quorum (docs/quorum.md)
+            voted = request.quorum is not None and orch.get_approval_request(request_id).status == "pending"
+            outcome = "voted" if voted else "decided"
+            item.update(outcome=outcome, workflow_id=after.workflow_id, workflow_status=after.status)
         results.append(item)
     return results
 

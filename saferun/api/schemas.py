@@ -281,7 +281,8 @@ class BatchDecision(Strict):
 class BatchItem(BaseModel):
     request_id: str
     # closed: an item whose sibling (an item of the same checkpoint) was rejected, e.g. earlier in this batch
-    outcome: Literal["decided", "already_decided", "closed", "not_found", "refused", "invalid"]
+    # voted: a vote on an M-of-N request was recorded and the quorum is not reached yet (still pending)
+    outcome: Literal["decided", "voted", "already_decided", "closed", "not_found", "refused", "invalid"]
     workflow_id: str | None = None
     workflow_status: str | None = None
     # which question this was: the checkpoint, and the item at a checkpoint that asked several at once

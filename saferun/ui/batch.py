@@ -16,6 +16,7 @@ from saferun.core.state_machine.models import ApprovalDecision
 MAX_BATCH = 500  # the API's limit for request_ids
 OUTCOME_WORDS = {
     "decided": "decided",
+    "voted": "vote recorded (its quorum is not reached yet)",
     "already_decided": "already decided (nothing changed)",
     "closed": "closed (a sibling item of its checkpoint was rejected)",
     "not_found": "not found",
@@ -24,6 +25,7 @@ OUTCOME_WORDS = {
 }
 OUTCOME_TONES = {
     "decided": "good",
+    "voted": "info",
     "already_decided": "neutral",
     "closed": "neutral",
     "not_found": "bad",
