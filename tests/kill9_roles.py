@@ -174,13 +174,6 @@ def reviewer(base_url: str, wf: str, log: str, seed: int, reject_first: bool) ->
         time.sleep(0.02)
 
 
-def cli(args: list[str]) -> None:
-    """``saferun ARGS`` in this process (its exit code is the process's)."""
-    from saferun.cli.main import app
-
-    app(args)
-
-
 def server(url: str, port: int, effects: str) -> None:
     """``saferun serve``'s app with its sweeper, able to run the ``undo`` compensation (as a server
     started with SAFERUN_COMPENSATIONS would), and short staleness and grace so takeovers happen in the

@@ -287,6 +287,8 @@ def test_cli_create_list_key_revoke(database_env: Database) -> None:
             "identity_id": "human_789",
             "display_name": "Alice Reviewer",
             "roles": ["supervisor", "verifier"],
+            "groups": [],  # quorum groups and team (docs/quorum.md): none set
+            "team": None,
             "disabled": False,
             "active_keys": 1,
             "created_at": listed[0]["created_at"],
