@@ -178,3 +178,39 @@ async def test_an_agent_that_acted_after_the_decision_is_asked_again(db: Databas
             await asyncio.sleep(0.005)
         decide(orch, orch.pending_approvals(config.workflow_id)[0].request_id, "APPROVED")
         assert (await again).request_id != request_id
+
+
+async def test_an_agent_asking_again_mid_rollback_gets_the_rejection_not_a_failed_workflow(
+    db: Database,
+) -> None:
+    """The kill -9 harness's finding: an agent restarted while its workflow was still ROLLING_BACK asked
+    a checkpoint the replay did not match (here: cp2, after cp1 was rejected), its pause was refused, and
+    leaving the block failed a workflow whose rollback would have succeeded. It now finishes the rollback
+    and gets ApprovalRejected with the restored state; the workflow is EXECUTING, compensated once."""
+    orch = WorkflowOrchestrator(database=db)
+    released: list[str] = []
+    registry = CompensationRegistry()
+    registry.register("release", lambda room: released.append(room))
+    orch.registry = registry
+    config = make_config(n=2)
+    orch.initialize_workflow(config)
+    request_id = await _first_agent_dies_waiting(orch, config)
+    decide(orch, request_id, "REJECTED", rationale="the meeting moved")
+    assert orch.get_workflow(config.workflow_id).current_state.value == "rolling_back"
+
+    async with attach(config.workflow_id, orch) as run:
+        with pytest.raises(ApprovalRejected) as rejected:
+            await run.checkpoint("cp2", parameters={"pizza_count": 10})
+        assert rejected.value.rationale == "the meeting moved"
+        assert rejected.value.rejected_checkpoint_id == "cp1"
+        assert rejected.value.workflow_state == "executing"
+        assert released == ["4B"]  # compensated once
+        assert orch.get_workflow(config.workflow_id).current_state.value == "executing"
+        # the agent redoes the work from the restored state and asks again: a new request, approved
+        again = asyncio.ensure_future(run.checkpoint("cp1", parameters={"pizza_count": 10}))
+        while not orch.pending_approvals(config.workflow_id):
+            assert not again.done(), again.exception()
+            await asyncio.sleep(0.005)
+        decide(orch, orch.pending_approvals(config.workflow_id)[0].request_id, "APPROVED")
+        assert (await again).request_id != request_id
+    assert orch.get_workflow(config.workflow_id).current_state.value != "failed"
