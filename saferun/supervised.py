@@ -161,9 +161,7 @@ class SupervisedRun(CheckpointItems):
                 parameter_schema=parameter_schema,
             )
         except InvalidTransition as exc:
-            undone = self._rejection_being_undone(exc)
-            if undone is not None:  # finish (or await) that rollback; raises ApprovalRejected
-                return await self._decision(undone[0], undone[1], state)
+            await self._answer_rollback_in_progress(exc)
             snapshot, request = self._adopt_pending(cp.checkpoint_id, exc)
         if request is None:  # requires_approval=False: nothing to wait for
             return Decision(
@@ -229,28 +227,28 @@ class SupervisedRun(CheckpointItems):
         )
         return request, response
 
-    def _rejection_being_undone(
-        self, refused: InvalidTransition
-    ) -> tuple[ApprovalRequest, ApprovalResponse] | None:
-        """The rejection a workflow is still rolling back from, when its agent (restarted mid-rollback, or
-        asking a checkpoint other than the rejected one, so the replay above did not apply) asks again.
+    async def _answer_rollback_in_progress(self, refused: InvalidTransition) -> None:
+        """Raise ``ApprovalRejected`` for the rejection a workflow is still rolling back from, when its
+        agent (restarted mid-rollback, or asking a checkpoint the replay did not match) asks again; return
+        when the refusal was anything else. ``checkpoint`` and ``checkpoint_many`` both call it.
 
         The agent must get what the rejection means (the rollback finished by it or by whoever else runs
         it, then ``ApprovalRejected`` with the restored state), never a refused pause that would end its
         ``async with`` block and fail a workflow whose rollback succeeds (the kill -9 harness found one
         in ~1,400 trials)."""
         if refused.state != WorkflowState.ROLLING_BACK.value:
-            return None
+            return
         orch = self.orchestrator
         for event in reversed(orch.audit_events(self.workflow_id)):
             if event["kind"] != "decision":
                 continue
             if event["payload"].get("decision") != ApprovalDecision.REJECTED.value:
-                return None  # the last decision was not a rejection: nothing this agent can answer
+                return  # the last decision was not a rejection: nothing this agent can answer
             request = orch.get_approval_request(event["payload"]["request_id"])
             response = orch.get_approval_response(request.request_id)
-            return (request, response) if response is not None else None
-        return None
+            if response is not None:  # finish (or await) that rollback, then raise
+                await self._after_rejection(request.checkpoint_id, response, request.item_key)
+            return
 
     def _adopt_pending(
         self, checkpoint_id: str, refused: InvalidTransition

@@ -45,6 +45,7 @@ class CheckpointItems:
         async def _after_rejection(
             self, checkpoint_id: str, response: ApprovalResponse, item_key: str | None = None
         ) -> None: ...
+        async def _answer_rollback_in_progress(self, refused: InvalidTransition) -> None: ...
 
     async def checkpoint_many(
         self,
@@ -100,6 +101,7 @@ class CheckpointItems:
                 parameter_schema=parameter_schema,
             )
         except InvalidTransition as exc:
+            await self._answer_rollback_in_progress(exc)
             snapshot, requests = self._adopt_pending_group(cp.checkpoint_id, exc)
         if not requests:  # requires_approval=False: every item passes as asked
             asked = [i if isinstance(i, CheckpointItem) else CheckpointItem.model_validate(i) for i in items]

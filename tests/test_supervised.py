@@ -214,3 +214,25 @@ async def test_an_agent_asking_again_mid_rollback_gets_the_rejection_not_a_faile
         decide(orch, orch.pending_approvals(config.workflow_id)[0].request_id, "APPROVED")
         assert (await again).request_id != request_id
     assert orch.get_workflow(config.workflow_id).current_state.value != "failed"
+
+
+async def test_checkpoint_many_mid_rollback_gets_the_rejection_too(db: Database) -> None:
+    """``checkpoint_many`` shares the answer: asked while the workflow still rolls back from cp1's
+    rejection, it finishes that rollback and raises ApprovalRejected, compensated once."""
+    orch = WorkflowOrchestrator(database=db)
+    released: list[str] = []
+    registry = CompensationRegistry()
+    registry.register("release", lambda room: released.append(room))
+    orch.registry = registry
+    config = make_config(n=2)
+    orch.initialize_workflow(config)
+    request_id = await _first_agent_dies_waiting(orch, config)
+    decide(orch, request_id, "REJECTED", rationale="the meeting moved")
+
+    async with attach(config.workflow_id, orch) as run:
+        with pytest.raises(ApprovalRejected) as rejected:
+            await run.checkpoint_many("cp2", items=[{"key": "a", "summary": "A", "parameters": {"n": 1}}])
+        assert rejected.value.rejected_checkpoint_id == "cp1"
+        assert rejected.value.workflow_state == "executing"
+        assert released == ["4B"]
+        assert orch.get_workflow(config.workflow_id).current_state.value == "executing"
