@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -165,15 +166,12 @@ def test_reject_the_checkpoint_from_an_items_page_closes_the_rest(browser: Any, 
     assert statuses == ["closed", "closed", "decided"]
 
 
-def test_a_sibling_rejected_elsewhere_shows_on_an_open_items_page(browser: Any, db: Database) -> None:
-    """With one item's page open, a sibling rejected elsewhere (the API, another reviewer) turns the items
-    table live, without a reload: that row rejected, the others closed, nothing left waiting (issue 14
-    item 6). The table refreshes on the workflow's state changes (the event feed); an item approved while
-    siblings still wait moves no state, so it shows on the next change or a reload."""
-    from playwright.sync_api import expect
-
-    from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
-
+@contextmanager
+def _hotel_items_page(
+    browser: Any, db: Database
+) -> Iterator[tuple[WorkflowOrchestrator, dict[str, str], Any]]:
+    """The three-item checkpoint, its call_hotel page open in Chromium (marked so a reload shows), no
+    page errors allowed; yields the orchestrator, the item request ids and the page."""
     orch = WorkflowOrchestrator(database=db)
     _, reqs = _paused_with_items(orch)
     errors: list[str] = []
@@ -183,27 +181,41 @@ def test_a_sibling_rejected_elsewhere_shows_on_an_open_items_page(browser: Any, 
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         try:
             page.goto(f"{base}/approvals/{reqs['call_hotel']}")
-            flight = page.locator('#checkpoint-items tr[data-item-key="call_flight"]')
-            car = page.locator('#checkpoint-items tr[data-item-key="call_car"]')
-            expect(flight).to_have_attribute("data-status", "pending")
-            expect(page.locator("#items-waiting")).to_contain_text("3 waiting")
             page.evaluate("window.__sameDocument = true")
-            orch.submit_approval(
-                None,
-                ApprovalResponse(
-                    request_id=reqs["call_flight"],
-                    decision=ApprovalDecision.REJECTED,
-                    rationale="no flights this week",
-                    approved_by="reviewer",
-                ),
-            )
-            expect(flight.locator(".item-decision")).to_contain_text("rejected", timeout=15_000)
-            expect(car).to_have_attribute("data-status", "closed")
-            expect(page.locator("#items-waiting")).to_contain_text("0 waiting")
-            assert page.evaluate("window.__sameDocument") is True
+            yield orch, reqs, page
+            assert page.evaluate("window.__sameDocument") is True  # updated in place, never reloaded
         finally:
             context.close()
     assert errors == []
+
+
+def _decided_elsewhere(orch: WorkflowOrchestrator, request_id: str, decision: str, rationale: str) -> None:
+    from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
+
+    response = ApprovalResponse(
+        request_id=request_id,
+        decision=ApprovalDecision(decision),
+        rationale=rationale,
+        approved_by="reviewer",
+    )
+    orch.submit_approval(None, response)
+
+
+def test_a_sibling_rejected_elsewhere_shows_on_an_open_items_page(browser: Any, db: Database) -> None:
+    """With one item's page open, a sibling rejected elsewhere (the API, another reviewer) turns the items
+    table live, without a reload: that row rejected, the others closed, nothing left waiting (issue 14
+    item 6)."""
+    from playwright.sync_api import expect
+
+    with _hotel_items_page(browser, db) as (orch, reqs, page):
+        flight = page.locator('#checkpoint-items tr[data-item-key="call_flight"]')
+        car = page.locator('#checkpoint-items tr[data-item-key="call_car"]')
+        expect(flight).to_have_attribute("data-status", "pending")
+        expect(page.locator("#items-waiting")).to_contain_text("3 waiting")
+        _decided_elsewhere(orch, reqs["call_flight"], "REJECTED", "no flights this week")
+        expect(flight.locator(".item-decision")).to_contain_text("rejected", timeout=15_000)
+        expect(car).to_have_attribute("data-status", "closed")
+        expect(page.locator("#items-waiting")).to_contain_text("0 waiting")
 
 
 def test_an_item_approved_elsewhere_shows_on_an_open_items_page(browser: Any, db: Database) -> None:
@@ -211,37 +223,14 @@ def test_an_item_approved_elsewhere_shows_on_an_open_items_page(browser: Any, db
     hint for that workflow still turns its row on an open items page, without a reload."""
     from playwright.sync_api import expect
 
-    from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
-
-    orch = WorkflowOrchestrator(database=db)
-    _, reqs = _paused_with_items(orch)
-    errors: list[str] = []
-    with ui.serve(create_app(orch, auth="open", sweep=False)) as base:
-        context = browser.new_context(viewport={"width": 1360, "height": 900})
-        page = context.new_page()
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        try:
-            page.goto(f"{base}/approvals/{reqs['call_hotel']}")
-            flight = page.locator('#checkpoint-items tr[data-item-key="call_flight"]')
-            expect(flight).to_have_attribute("data-status", "pending")
-            expect(page.locator("#live-status")).to_contain_text("Live")
-            page.evaluate("window.__sameDocument = true")
-            orch.submit_approval(
-                None,
-                ApprovalResponse(
-                    request_id=reqs["call_flight"],
-                    decision=ApprovalDecision.APPROVED,
-                    rationale="fine",
-                    approved_by="reviewer",
-                ),
-            )
-            expect(flight.locator(".item-decision")).to_contain_text("approved", timeout=15_000)
-            expect(page.locator("#items-waiting")).to_contain_text("2 waiting")
-            expect(page.locator('#form-approve button[type="submit"]')).to_be_visible()  # still open
-            assert page.evaluate("window.__sameDocument") is True
-        finally:
-            context.close()
-    assert errors == []
+    with _hotel_items_page(browser, db) as (orch, reqs, page):
+        flight = page.locator('#checkpoint-items tr[data-item-key="call_flight"]')
+        expect(flight).to_have_attribute("data-status", "pending")
+        expect(page.locator("#live-status")).to_contain_text("Live")
+        _decided_elsewhere(orch, reqs["call_flight"], "APPROVED", "fine")
+        expect(flight.locator(".item-decision")).to_contain_text("approved", timeout=15_000)
+        expect(page.locator("#items-waiting")).to_contain_text("2 waiting")
+        expect(page.locator('#form-approve button[type="submit"]')).to_be_visible()  # still open
 
 
 def test_the_event_stream_hints_a_change_that_moved_no_state(db: Database) -> None:
