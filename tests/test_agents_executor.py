@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -41,6 +37,7 @@ from saferun.domain.canonical import canonical_bytes
 from saferun.errors import InvalidInput
 from saferun.storage.database import Database
 from tests.helpers import decide, make_config
+from tests.serving import serve_app
 
 GOOD_KEY = "sk-ant-test-0123456789abcdefghijklmn"
 MODELS = {"claude-sonnet-5-5": "Claude Sonnet 5.5", "claude-haiku-5-5": "Claude Haiku 5.5"}
@@ -135,24 +132,8 @@ class MessagesServer:
 @pytest.fixture(scope="module")
 def _server() -> Iterator[MessagesServer]:
     seen: list[dict[str, Any]] = []
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(messages_api(seen), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(400):
-        if server.started:
-            break
-        time.sleep(0.025)
-    try:
-        yield MessagesServer(f"http://127.0.0.1:{port}", seen)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+    with serve_app(messages_api(seen)) as url:
+        yield MessagesServer(url, seen)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from saferun import ApprovalRejected, CompensationRegistry, ExecutionState, supervised
 from saferun.api.server import create_app
@@ -45,32 +44,17 @@ from saferun.errors import (
 )
 from saferun.storage.database import Database
 from tests.helpers import decide, make_config
+from tests.serving import serve_app
 
 FAST = RetryPolicy(attempts=3, initial_delay=0.001, max_delay=0.005)
 
 
 @contextmanager
 def serving(db: Database, **app_options: Any) -> Iterator[str]:
-    """A real SafeRun server on a free loopback port, in a thread; yields its base URL."""
+    """A real SafeRun server on a free loopback port, in a thread; yields its base URL once healthy."""
     app = create_app(WorkflowOrchestrator(database=db), **app_options)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.025)
-        assert httpx.get(f"{url}/api/health", timeout=5).json()["status"] == "healthy"
+    with serve_app(app, health_path="/api/health") as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
 
 
 @pytest.fixture

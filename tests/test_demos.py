@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import httpx
 
 from saferun import WorkflowOrchestrator, WorkflowState
 from saferun.storage.database import Database
+from tests.serving import free_port
 
 ENV = {"PATH": "/usr/bin:/bin"}
 
@@ -156,12 +156,6 @@ def test_demo_impressive_runs_unattended_on_the_configured_store(
     supervisor_paid = sum(float(r["escrow"]["supervisor"]) for r in roi["rows"])
     assert supervisor_paid == 100.0  # 10 % of 200 + 500 + 300, read back from the ledger
     assert "Return on oversight: $275,000.00 saved for $100.00 paid to the supervisor = 2,750x" in out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def decide_in_dashboard(client: httpx.Client, request_id: str, fields: dict[str, str]) -> None:

@@ -14,7 +14,6 @@ import email.policy
 import hashlib
 import hmac
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -44,6 +43,7 @@ from saferun.storage import notifications as store
 from saferun.storage.database import Database
 from saferun.storage.schema import approval_requests, decision_links, notification_deliveries, utcnow
 from tests.helpers import decide, make_config, pause, started
+from tests.serving import free_port
 from tests.test_client import serving
 
 SECRET = "test-webhook-secret-0123456789"
@@ -130,12 +130,6 @@ class Mailbox:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.messages.append((list(envelope.rcpt_tos), message))  # type: ignore[arg-type]
         return "250 Message accepted"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -703,7 +697,9 @@ def test_the_cli_lists_failed_deliveries_and_sends_them_again(database_env: Data
         assert (
             row["request_id"] == request_id and row["kind"] == "waiting" and "HTTP 410" in row["last_error"]
         )
-        assert "HTTP 410" in runner.invoke(cli_app, ["notifications", "list"]).stdout
+        # no terminal: the table gets a width wide enough for the error column
+        table = runner.invoke(cli_app, ["notifications", "list"], env={"COLUMNS": "200"})
+        assert "HTTP 410" in table.stdout
 
         again = runner.invoke(cli_app, ["notifications", "list", "--retry", "--request", request_id])
         assert again.exit_code == 0 and "1 failed deliveries queued again" in again.stdout

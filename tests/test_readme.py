@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from tests.conftest import IN_CI
-from tests.ui_support import free_port
+from tests.serving import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

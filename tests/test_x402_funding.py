@@ -12,7 +12,6 @@ import asyncio
 import base64
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
@@ -71,6 +69,7 @@ from saferun.storage import ledger as book
 from saferun.storage.database import Database
 from saferun.storage.schema import utcnow
 from tests.helpers import make_config
+from tests.serving import serve_app
 
 SETTINGS = X402Settings()  # local facilitator, Base Sepolia USDC, the local platform address
 ESCROW = 12_500_000  # 12.50 USDC = 12.50 in SafeRun micro-units
@@ -703,21 +702,8 @@ async def test_the_ledger_signer_answers_like_the_token_contract(env: Env) -> No
 @contextmanager
 def serving(app: FastAPI) -> Iterator[str]:
     """``app`` on a free loopback port under uvicorn, in a thread; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            assert thread.is_alive(), "the server thread died while starting"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join()
-        sock.close()
+    with serve_app(app) as url:
+        yield url
 
 
 async def test_remote_facilitator_configured_by_url_over_real_http(

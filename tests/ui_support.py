@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 
 from saferun.core.state_machine.models import (
@@ -20,6 +16,7 @@ from saferun.core.state_machine.models import (
     WorkflowConfig,
 )
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+from tests.serving import serve_app
 
 PIZZA_PARAMETERS: dict[str, Any] = {
     "pizza_count": 100,
@@ -200,29 +197,8 @@ def data_workflow(orch: WorkflowOrchestrator, name: str = "Customer data analysi
     return wf, request_id
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def serve(app: FastAPI) -> Iterator[str]:
     """Run ``app`` under uvicorn on a free loopback port in a thread; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="saferun-ui-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with serve_app(app, lifespan="on") as url:
+        yield url
