@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import operator
 import random
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypedDict
 
@@ -117,3 +118,37 @@ def test_tampered_channel_blob_is_an_error_on_read(db: Database) -> None:
     fresh.db.artifacts._cache.max_bytes = 0
     with pytest.raises(ArtifactCorrupted):
         fresh.get_tuple(config)
+
+
+def test_warm_get_state_is_two_selects_and_sees_deletes_and_copies(sqlite_db: Database) -> None:
+    """Warm, a read is what LangGraph's SqliteSaver does: the checkpoint row and its pending writes, on a
+    long-lived per-thread connection. The blob rows it remembered are forgotten when this process deletes
+    or copies a thread, so a re-created thread's values are read again, not served from memory."""
+    from saferun.storage import bare_reads
+
+    saver = SafeRunSaver(sqlite_db)
+    config = {"configurable": {"thread_id": "warm"}}
+    graph = _graph(saver, steps=3)
+    graph.invoke({"big": "b" * 5000, "counter": 0, "messages": [], "extra": None}, config)
+    assert graph.get_state(config).values["counter"] == 3  # fills the verified-parts and blob-row caches
+    statements: list[str] = []
+    reader = bare_reads._thread_connection(sqlite_db, str(sqlite_db.engine.url.database))
+    reader.set_trace_callback(statements.append)
+    try:
+        state = graph.get_state(config)
+    finally:
+        reader.set_trace_callback(None)
+    assert state.values["big"] == "b" * 5000 and state.values["counter"] == 3
+    assert [s.split()[0].lower() for s in statements] == ["select", "select"], statements
+    assert "lg_checkpoints" in statements[0] and "lg_writes" in statements[1]
+
+    saver.copy_thread("warm", "copy")
+    copied = {"configurable": {"thread_id": "copy"}}
+    assert graph.get_state(copied).values["big"] == "b" * 5000
+    saver.delete_thread("warm")
+    assert saver.get_tuple(config) is None
+    graph = _graph(saver, steps=1)
+    graph.invoke({"big": "new", "counter": 0, "messages": [], "extra": None}, config)
+    assert graph.get_state(config).values["big"] == "new"
+    with pytest.raises(sqlite3.OperationalError, match="readonly database"):
+        reader.execute("delete from lg_checkpoints")  # the bare reader can never write

@@ -350,16 +350,7 @@ class ArtifactStore:
 
     def get_cached(self, uri: str) -> dict[str, bytes] | None:
         """The artifact's parts when this process has already verified all of them, else None."""
-        entries = self._cache.manifest(parse_uri(uri))
-        if entries is None:
-            return None
-        out: dict[str, bytes] = {}
-        for name, sha, _ in entries:
-            value = self._cache.part(sha)
-            if value is None:
-                return None
-            out[name] = value
-        return out
+        return self._cache.parts_of(parse_uri(uri))
 
     def get_bytes(self, conn: Connection, uri: str) -> bytes:
         """The value ``put_bytes`` stored; refuses a multi-part artifact rather than guess a part."""
@@ -427,6 +418,21 @@ class _VerifiedCache:
             if value is not None:
                 self._parts.move_to_end(sha)
             return value
+
+    def parts_of(self, key: str) -> dict[str, bytes] | None:
+        """Every part of the manifest ``key`` by name, under one lock; None unless all are here."""
+        with self._lock:
+            entries = self._manifests.get(key)
+            if entries is None:
+                return None
+            out: dict[str, bytes] = {}
+            for name, sha, _ in entries:
+                value = self._parts.get(sha)
+                if value is None:
+                    return None
+                self._parts.move_to_end(sha)
+                out[name] = value
+            return out
 
     def manifest(self, key: str) -> list[tuple[str, str, int]] | None:
         with self._lock:

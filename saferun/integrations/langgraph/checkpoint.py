@@ -23,8 +23,15 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from saferun.errors import InvalidInput
-from saferun.integrations.langgraph.statements import CP_COLUMN_NAMES, CP_COLUMNS, statement, write_lock
+from saferun.integrations.langgraph.statements import (
+    CP_COLUMN_NAMES,
+    CP_COLUMNS,
+    SlotCache,
+    statement,
+    write_lock,
+)
 from saferun.integrations.langgraph.threads import ThreadMaintenance
+from saferun.storage.bare_reads import bare_cursor, placeholder
 from saferun.storage.database import Database, get_database
 from saferun.storage.schema import lg_checkpoints
 
@@ -68,6 +75,7 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         # SQLite two writers of one process would meet at the database lock and back off in busy-timeout
         # sleeps (milliseconds each), so this process's writers queue here instead
         self._write_lock = write_lock(self.db) if self.db.is_sqlite else contextlib.nullcontext()
+        self._slots = SlotCache()
 
     # ------------------------------------------------------------------------------------------ reads
     def get_tuple(self, config: dict[str, Any]) -> CheckpointTuple | None:
@@ -90,65 +98,62 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
             return self._tuple(conn, row)
 
     def _fast_tuple(self, thread_id: str, ns: str, checkpoint_id: str | None) -> Any:
-        """``get_state`` on the bare driver when every channel value is already verified in this process
-        (SQLAlchemy's execution path costs more than SQLite's three indexed lookups); ``_MISS`` sends the
-        caller to the full path, which fetches and verifies the bytes."""
-        q = "" if self.db.engine.dialect.paramstyle == "qmark" else "%s"
+        """``get_state`` on a bare driver cursor when every channel value is already verified in this
+        process (SQLAlchemy's execution path costs more than SQLite's indexed lookups); ``_MISS`` sends the
+        caller to the full path, which fetches and verifies the bytes.
 
-        def sql(text: str) -> str:
-            return text.replace("?", q) if q else text
-
-        conn = self.db.engine.raw_connection()
-        try:
-            cur = conn.cursor()
-            try:
-                where = "thread_id = ? and checkpoint_ns = ?"
-                if checkpoint_id:
+        Warm, this is two SELECTs, as in LangGraph's ``SqliteSaver``: the checkpoint row and its pending
+        writes. Which artifact holds a (channel, version) never changes once written (the row is
+        insert-only), so the lookup of those rows is remembered per thread (``_slots``) after one read."""
+        ph = placeholder(self.db)
+        where = f"thread_id = {ph} and checkpoint_ns = {ph}"
+        with bare_cursor(self.db) as cur:
+            if checkpoint_id:
+                cur.execute(
+                    f"select {CP_COLUMNS} from lg_checkpoints where {where} and checkpoint_id = {ph}",
+                    (thread_id, ns, checkpoint_id),
+                )
+            else:
+                cur.execute(
+                    f"select {CP_COLUMNS} from lg_checkpoints where {where} "
+                    "order by checkpoint_id desc limit 1",
+                    (thread_id, ns),
+                )
+            found = cur.fetchone()
+            if found is None:
+                return None
+            row = dict(zip(CP_COLUMN_NAMES, found, strict=True))
+            checkpoint = self.serde.loads_typed((row["checkpoint_type"], bytes(row["checkpoint"])))
+            versions = checkpoint.get("channel_versions", {})
+            values: dict[str, Any] = {}
+            if versions:
+                slots = self._slots.lookup(thread_id, ns, versions)
+                if slots is None:
+                    ors = " or ".join([f"(channel = {ph} and version = {ph})"] * len(versions))
                     cur.execute(
-                        sql(f"select {CP_COLUMNS} from lg_checkpoints where {where} and checkpoint_id = ?"),
-                        (thread_id, ns, checkpoint_id),
-                    )
-                else:
-                    cur.execute(
-                        sql(
-                            f"select {CP_COLUMNS} from lg_checkpoints where {where} "
-                            "order by checkpoint_id desc limit 1"
-                        ),
-                        (thread_id, ns),
-                    )
-                found = cur.fetchone()
-                if found is None:
-                    return None
-                row = dict(zip(CP_COLUMN_NAMES, found, strict=True))
-                checkpoint = self.serde.loads_typed((row["checkpoint_type"], bytes(row["checkpoint"])))
-                versions = checkpoint.get("channel_versions", {})
-                values: dict[str, Any] = {}
-                if versions:
-                    ors = " or ".join(["(channel = ? and version = ?)"] * len(versions))
-                    columns = "channel, value_type, artifact_uri"
-                    cur.execute(
-                        sql(f"select {columns} from lg_blobs where {where} and ({ors})"),
+                        f"select channel, version, value_type, artifact_uri from lg_blobs where {where} "
+                        f"and ({ors})",
                         (thread_id, ns, *[x for c, v in versions.items() for x in (c, str(v))]),
                     )
-                    for channel, value_type, uri in cur.fetchall():
-                        if value_type == _EMPTY or uri is None:
-                            continue
-                        parts = self.db.artifacts.get_cached(uri)
-                        if parts is None or channel not in parts:
-                            return _MISS
-                        values[channel] = self.serde.loads_typed((value_type, parts[channel]))
-                cur.execute(
-                    sql(
-                        f"select task_id, channel, value_type, value from lg_writes where {where} "
-                        "and checkpoint_id = ? order by task_path, task_id, idx"
-                    ),
-                    (thread_id, ns, row["checkpoint_id"]),
-                )
-                writes = cur.fetchall()
-            finally:
-                cur.close()
-        finally:
-            conn.close()
+                    slots = [(channel, value_type, uri) for channel, _, value_type, uri in cur.fetchall()]
+                    if len(slots) == len(versions):  # remember only a complete answer
+                        self._slots.remember(thread_id, ns, versions, slots)
+                seen: dict[str, dict[str, bytes] | None] = {}  # channels changed together share an artifact
+                for channel, value_type, uri in slots:
+                    if value_type == _EMPTY or uri is None:
+                        continue
+                    parts = (
+                        seen[uri] if uri in seen else seen.setdefault(uri, self.db.artifacts.get_cached(uri))
+                    )
+                    if parts is None or channel not in parts:
+                        return _MISS
+                    values[channel] = self.serde.loads_typed((value_type, parts[channel]))
+            cur.execute(
+                f"select task_id, channel, value_type, value from lg_writes where {where} "
+                f"and checkpoint_id = {ph} order by task_path, task_id, idx",
+                (thread_id, ns, row["checkpoint_id"]),
+            )
+            writes = cur.fetchall()
         metadata = self.serde.loads_typed((row["metadata_type"], bytes(row["metadata"])))
         return self._make_tuple(row, checkpoint, metadata, values, writes)
 

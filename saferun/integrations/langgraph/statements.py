@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, tuple_
@@ -87,3 +88,50 @@ def statement(conn: Connection, purpose: str) -> Any:
         }[purpose]()
         _STATEMENTS[key] = stmt
     return stmt
+
+
+Slot = tuple[str, str, str | None]  # channel, value_type, artifact_uri
+_SlotKey = tuple[str, str, tuple[tuple[str, str], ...]]  # thread, namespace, sorted (channel, version)
+
+
+class SlotCache:
+    """Where each (thread, namespace, channel, version) of a checkpoint is stored, once read.
+
+    The ``lg_blobs`` row of a channel version is insert-only, so the answer cannot change while the row
+    exists; ``forget`` drops a thread's answers when this process deletes, prunes or copies rows (a
+    thread deleted elsewhere has no checkpoint left that names its versions, and versions carry a random
+    part, so a re-created thread never reuses one). Bounded: the least recently used checkpoints go.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[_SlotKey, list[Slot]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(thread_id: str, ns: str, versions: dict[str, Any]) -> _SlotKey:
+        return (thread_id, ns, tuple(sorted((c, str(v)) for c, v in versions.items())))
+
+    def lookup(self, thread_id: str, ns: str, versions: dict[str, Any]) -> list[Slot] | None:
+        key = self._key(thread_id, ns, versions)
+        with self._lock:
+            slots = self._entries.get(key)
+            if slots is not None:
+                self._entries.move_to_end(key)
+            return slots
+
+    def remember(self, thread_id: str, ns: str, versions: dict[str, Any], slots: list[Slot]) -> None:
+        key = self._key(thread_id, ns, versions)
+        with self._lock:
+            self._entries[key] = slots
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def forget(self, thread_ids: set[str] | None = None) -> None:
+        """Drop the answers for ``thread_ids`` (all of them when None)."""
+        with self._lock:
+            if thread_ids is None:
+                self._entries.clear()
+                return
+            for key in [k for k in self._entries if k[0] in thread_ids]:
+                del self._entries[key]

@@ -29,6 +29,7 @@ class ThreadMaintenance:
     db: Database
     serde: Any
     _write_lock: contextlib.AbstractContextManager[Any]
+    _slots: Any  # statements.SlotCache: this process's remembered blob rows, dropped for changed threads
 
     def delete_thread(self, thread_id: str) -> None:
         """Drop the thread's checkpoints, writes and channel-version rows. The artifacts they pointed at
@@ -37,6 +38,7 @@ class ThreadMaintenance:
         with self._write_lock, self.db.transaction() as conn:
             for table in (lg_writes, lg_blobs, lg_checkpoints):
                 conn.execute(delete(table).where(table.c.thread_id == str(thread_id)))
+        self._slots.forget({str(thread_id)})
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         run_ids = [str(r) for r in run_ids]
@@ -50,6 +52,7 @@ class ThreadMaintenance:
             ).all()
             self._delete_checkpoints(conn, [tuple(r) for r in doomed])
             self._drop_unreferenced_blobs(conn, {t for t, _, _ in doomed})
+        self._slots.forget({t for t, _, _ in doomed})
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         source, target = str(source_thread_id), str(target_thread_id)
@@ -71,6 +74,7 @@ class ThreadMaintenance:
                 if copied:
                     conn.execute(delete(table).where(table.c.thread_id == target))
                     conn.execute(insert(table), copied)
+        self._slots.forget({target})
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Keep only each namespace's latest checkpoint of the threads (``keep_latest``) or delete them
@@ -101,6 +105,7 @@ class ThreadMaintenance:
                     latest.add((thread_id, ns))
             self._delete_checkpoints(conn, doomed)
             self._drop_unreferenced_blobs(conn, set(thread_ids))
+        self._slots.forget(set(thread_ids))
 
     def collect_garbage(self, *, grace: timedelta = gc.DEFAULT_GRACE, dry_run: bool = False) -> gc.GcReport:
         """Delete the blobs and artifacts nothing refers to any more (after ``prune``, ``delete_thread``,
