@@ -84,6 +84,18 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
 
 
 @pytest.fixture
+def pg_db() -> Iterator[Database]:
+    """A fresh PostgreSQL schema, for tests of PostgreSQL-only behaviour (no SQLite half to skip)."""
+    require_postgres()
+    database, schema = make_pg_database()
+    try:
+        yield database
+    finally:
+        database.dispose()
+        drop_pg_schema(schema)
+
+
+@pytest.fixture
 def sqlite_db(tmp_path: Path) -> Iterator[Database]:
     database = Database(f"sqlite:///{tmp_path / 'saferun.db'}")
     yield database

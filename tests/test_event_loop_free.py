@@ -106,10 +106,9 @@ async def test_the_check_catches_a_call_made_on_the_loop(db: Database) -> None:
 
 @pytest.mark.postgres
 def test_postgres_checkouts_do_not_ping_and_a_dropped_connection_is_replaced(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    pg_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if db.dialect != "postgresql":
-        pytest.skip("PostgreSQL only")
+    db = pg_db
     pings: list[str] = []
     event.listen(db.engine, "before_cursor_execute", lambda *a: pings.append(a[2]))
     orch = WorkflowOrchestrator(database=db)

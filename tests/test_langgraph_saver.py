@@ -132,7 +132,7 @@ def test_warm_get_state_is_two_selects_and_sees_deletes_and_copies(sqlite_db: Da
     graph.invoke({"big": "b" * 5000, "counter": 0, "messages": [], "extra": None}, config)
     assert graph.get_state(config).values["counter"] == 3  # fills the verified-parts and blob-row caches
     statements: list[str] = []
-    reader = bare_reads._thread_connection(sqlite_db, str(sqlite_db.engine.url.database))
+    reader = bare_reads.thread_connection(sqlite_db)
     reader.set_trace_callback(statements.append)
     try:
         state = graph.get_state(config)
@@ -152,3 +152,24 @@ def test_warm_get_state_is_two_selects_and_sees_deletes_and_copies(sqlite_db: Da
     assert graph.get_state(config).values["big"] == "new"
     with pytest.raises(sqlite3.OperationalError, match="readonly database"):
         reader.execute("delete from lg_checkpoints")  # the bare reader can never write
+
+
+@pytest.mark.postgres
+def test_postgres_warm_reads_survive_a_dropped_connection(pg_db: Database) -> None:
+    """The PostgreSQL bare reader is one autocommit, read-only connection per thread: warm reads are two
+    SELECTs with no BEGIN/ROLLBACK round trips, and a connection the server drops is replaced."""
+    from saferun.storage import bare_reads
+
+    saver = SafeRunSaver(pg_db)
+    config = {"configurable": {"thread_id": "pg-warm"}}
+    graph = _graph(saver, steps=2)
+    graph.invoke({"big": "p" * 3000, "counter": 0, "messages": [], "extra": None}, config)
+    assert graph.get_state(config).values["counter"] == 2
+    reader = bare_reads.thread_connection(pg_db)
+    assert reader is not None and reader.autocommit
+    with pytest.raises(Exception, match="read-only transaction"):
+        reader.execute("delete from lg_checkpoints")
+    with pg_db.transaction() as conn:
+        conn.exec_driver_sql(f"select pg_terminate_backend({reader.info.backend_pid})")
+    assert graph.get_state(config).values["big"] == "p" * 3000  # a new connection, the same answer
+    assert bare_reads.thread_connection(pg_db) is not reader

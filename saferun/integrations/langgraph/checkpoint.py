@@ -31,7 +31,7 @@ from saferun.integrations.langgraph.statements import (
     write_lock,
 )
 from saferun.integrations.langgraph.threads import ThreadMaintenance
-from saferun.storage.bare_reads import bare_cursor, placeholder
+from saferun.storage.bare_reads import bare_read, placeholder
 from saferun.storage.database import Database, get_database
 from saferun.storage.schema import lg_checkpoints
 
@@ -107,7 +107,8 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         insert-only), so the lookup of those rows is remembered per thread (``_slots``) after one read."""
         ph = placeholder(self.db)
         where = f"thread_id = {ph} and checkpoint_ns = {ph}"
-        with bare_cursor(self.db) as cur:
+
+        def read(cur: Any) -> Any:
             if checkpoint_id:
                 cur.execute(
                     f"select {CP_COLUMNS} from lg_checkpoints where {where} and checkpoint_id = {ph}",
@@ -142,9 +143,9 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
                 for channel, value_type, uri in slots:
                     if value_type == _EMPTY or uri is None:
                         continue
-                    parts = (
-                        seen[uri] if uri in seen else seen.setdefault(uri, self.db.artifacts.get_cached(uri))
-                    )
+                    if uri not in seen:
+                        seen[uri] = self.db.artifacts.get_cached(uri)
+                    parts = seen[uri]
                     if parts is None or channel not in parts:
                         return _MISS
                     values[channel] = self.serde.loads_typed((value_type, parts[channel]))
@@ -154,8 +155,10 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
                 (thread_id, ns, row["checkpoint_id"]),
             )
             writes = cur.fetchall()
-        metadata = self.serde.loads_typed((row["metadata_type"], bytes(row["metadata"])))
-        return self._make_tuple(row, checkpoint, metadata, values, writes)
+            metadata = self.serde.loads_typed((row["metadata_type"], bytes(row["metadata"])))
+            return self._make_tuple(row, checkpoint, metadata, values, writes)
+
+        return bare_read(self.db, read)
 
     def list(
         self,
