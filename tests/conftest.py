@@ -109,6 +109,26 @@ def database_env(db: Database, monkeypatch: pytest.MonkeyPatch) -> Database:
     return db
 
 
+@pytest.fixture(autouse=True)
+def _release_apps() -> Iterator[None]:
+    """Let each test's apps (and the orchestrator, database and caches they hold) be freed after it.
+
+    FastAPI keeps bounded LRU caches (4,096 entries) keyed by endpoint and dependency callables; SafeRun's
+    per-app closures land there, so ~40 finished tests' apps stayed reachable at any time, with their
+    databases, pools and verified-data caches: the suite's process grew past 5 GB and slowed as Python's
+    collector walked it. A running server builds one app, so this is only a test-suite concern.
+    """
+    yield
+    from fastapi.dependencies import models
+
+    for cached in (
+        models._is_gen_callable_cached,
+        models._is_async_gen_callable_cached,
+        models._is_coroutine_callable_cached,
+    ):
+        cached.cache_clear()
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_terminal_summary(terminalreporter: Any) -> Iterator[None]:
     """One line for every test skipped because PostgreSQL is absent, instead of one line per test in

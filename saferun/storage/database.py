@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -305,9 +306,19 @@ def _ping_when_idle(engine: Engine) -> None:
 
 
 def _fork_safe(engine: Engine) -> None:
-    """A forked child must not reuse its parent's pooled connections (SQLAlchemy's documented recipe)."""
+    """A forked child must not reuse its parent's pooled connections (SQLAlchemy's documented recipe).
+
+    The hook holds the engine weakly: fork hooks can never be unregistered, and a strong reference kept
+    every engine a process ever made (with its pool) alive for good."""
     if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
+        ref = weakref.ref(engine)
+
+        def _after_fork() -> None:
+            alive = ref()
+            if alive is not None:
+                alive.dispose(close=False)
+
+        os.register_at_fork(after_in_child=_after_fork)
 
 
 def _sqlite_discipline(engine: Engine) -> None:
