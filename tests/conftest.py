@@ -74,18 +74,18 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
         yield database
         database.dispose()
         return
-    require_postgres()
-    database, schema = make_pg_database()
-    try:
-        yield database
-    finally:
-        database.dispose()
-        drop_pg_schema(schema)
+    yield from fresh_pg_database()
 
 
 @pytest.fixture
 def pg_db() -> Iterator[Database]:
     """A fresh PostgreSQL schema, for tests of PostgreSQL-only behaviour (no SQLite half to skip)."""
+    yield from fresh_pg_database()
+
+
+def fresh_pg_database() -> Iterator[Database]:
+    """Yield a database on a brand-new PostgreSQL schema, dropped afterwards (skip, or fail in CI, when
+    PostgreSQL is absent)."""
     require_postgres()
     database, schema = make_pg_database()
     try:

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
@@ -21,7 +20,6 @@ from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.errors import DecisionConflict
 from saferun.storage.database import Database
 from saferun.storage.schema import transitions, utcnow
-from tests.conftest import drop_pg_schema, make_pg_database, require_postgres
 from tests.helpers import decide, make_config, pause, started
 
 ORCH_LOG = "saferun.core.state_machine.orchestrator"
@@ -34,14 +32,8 @@ def orch(db: Database) -> WorkflowOrchestrator:
 
 
 @pytest.fixture
-def pg() -> Iterator[Database]:
-    require_postgres()
-    database, schema = make_pg_database()
-    try:
-        yield database
-    finally:
-        database.dispose()
-        drop_pg_schema(schema)
+def pg(pg_db: Database) -> Database:
+    return pg_db
 
 
 async def listening(db: Database) -> notify.Notifier:

@@ -24,7 +24,7 @@ from saferun.core.state_machine.models import CheckpointConfig
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.storage.database import Database
 from saferun.storage.schema import utcnow
-from tests.conftest import drop_pg_schema, make_pg_database, require_postgres
+from tests.conftest import require_postgres
 from tests.helpers import decide, make_config, pause, started
 
 GENEROUS = 120.0
@@ -111,14 +111,8 @@ class Replica:
 
 
 @pytest.fixture
-def pg() -> Iterator[Database]:
-    require_postgres()
-    database, schema = make_pg_database()
-    try:
-        yield database
-    finally:
-        database.dispose()
-        drop_pg_schema(schema)
+def pg(pg_db: Database) -> Database:
+    return pg_db
 
 
 @pytest.fixture
