@@ -9,6 +9,7 @@ import pytest
 
 from saferun import ApprovalRejected, CompensationRegistry, WorkflowOrchestrator, attach, supervised
 from saferun.core.rollback.reconciliation import RetryPolicy
+from saferun.core.state_machine.models import WorkflowConfig
 from saferun.storage.database import Database
 from tests.helpers import decide, make_config
 
@@ -144,16 +145,25 @@ async def test_a_decision_made_while_no_agent_ran_is_the_answer_when_its_code_ru
     assert history == [("cp1", "MODIFIED"), ("cp2", "APPROVED")]  # cp1 was asked once
 
 
-async def test_a_rejection_made_while_no_agent_ran_rolls_back_and_is_raised_again(db: Database) -> None:
+async def _rejected_while_no_agent_ran(
+    db: Database, n: int
+) -> tuple[WorkflowOrchestrator, WorkflowConfig, str, list[str]]:
+    """A workflow of ``n`` checkpoints whose first agent died waiting at cp1, then cp1 rejected ("the
+    meeting moved") with no agent running; ``released`` records the compensation's runs."""
     orch = WorkflowOrchestrator(database=db)
     released: list[str] = []
     registry = CompensationRegistry()
     registry.register("release", lambda room: released.append(room))
     orch.registry = registry
-    config = make_config(n=1)
+    config = make_config(n=n)
     orch.initialize_workflow(config)
     request_id = await _first_agent_dies_waiting(orch, config)
     decide(orch, request_id, "REJECTED", rationale="the meeting moved")
+    return orch, config, request_id, released
+
+
+async def test_a_rejection_made_while_no_agent_ran_rolls_back_and_is_raised_again(db: Database) -> None:
+    orch, config, _, released = await _rejected_while_no_agent_ran(db, n=1)
 
     with pytest.raises(ApprovalRejected) as rejected:
         async with attach(config.workflow_id, orch) as run:
@@ -187,15 +197,7 @@ async def test_an_agent_asking_again_mid_rollback_gets_the_rejection_not_a_faile
     a checkpoint the replay did not match (here: cp2, after cp1 was rejected), its pause was refused, and
     leaving the block failed a workflow whose rollback would have succeeded. It now finishes the rollback
     and gets ApprovalRejected with the restored state; the workflow is EXECUTING, compensated once."""
-    orch = WorkflowOrchestrator(database=db)
-    released: list[str] = []
-    registry = CompensationRegistry()
-    registry.register("release", lambda room: released.append(room))
-    orch.registry = registry
-    config = make_config(n=2)
-    orch.initialize_workflow(config)
-    request_id = await _first_agent_dies_waiting(orch, config)
-    decide(orch, request_id, "REJECTED", rationale="the meeting moved")
+    orch, config, request_id, released = await _rejected_while_no_agent_ran(db, n=2)
     assert orch.get_workflow(config.workflow_id).current_state.value == "rolling_back"
 
     async with attach(config.workflow_id, orch) as run:
@@ -219,15 +221,7 @@ async def test_an_agent_asking_again_mid_rollback_gets_the_rejection_not_a_faile
 async def test_checkpoint_many_mid_rollback_gets_the_rejection_too(db: Database) -> None:
     """``checkpoint_many`` shares the answer: asked while the workflow still rolls back from cp1's
     rejection, it finishes that rollback and raises ApprovalRejected, compensated once."""
-    orch = WorkflowOrchestrator(database=db)
-    released: list[str] = []
-    registry = CompensationRegistry()
-    registry.register("release", lambda room: released.append(room))
-    orch.registry = registry
-    config = make_config(n=2)
-    orch.initialize_workflow(config)
-    request_id = await _first_agent_dies_waiting(orch, config)
-    decide(orch, request_id, "REJECTED", rationale="the meeting moved")
+    orch, config, _, released = await _rejected_while_no_agent_ran(db, n=2)
 
     async with attach(config.workflow_id, orch) as run:
         with pytest.raises(ApprovalRejected) as rejected:
