@@ -290,6 +290,7 @@ artifacts = Table(
     Column("raw_size", BigInteger, nullable=False),
     Column("compressed_size", BigInteger, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    sqlite_with_rowid=False,  # looked up by key only: one b-tree on SQLite (migration 0021)
 )
 
 jobs = Table(
@@ -647,6 +648,7 @@ lg_checkpoints = Table(
     Column("checkpoint", Blob, nullable=False),
     Column("metadata_type", String(32), nullable=False),
     Column("metadata", Blob, nullable=False),
+    sqlite_with_rowid=False,  # looked up by key only: one b-tree on SQLite (migration 0021)
 )
 
 lg_blobs = Table(
@@ -658,6 +660,7 @@ lg_blobs = Table(
     Column("version", String(255), primary_key=True),
     Column("value_type", String(32), nullable=False),
     Column("artifact_uri", String(100), nullable=True),  # None for LangGraph's "empty" channel
+    sqlite_with_rowid=False,  # looked up by key only: one b-tree on SQLite (migration 0021)
 )
 
 lg_writes = Table(
@@ -672,6 +675,7 @@ lg_writes = Table(
     Column("value_type", String(32), nullable=False),
     Column("value", Blob, nullable=False),
     Column("task_path", Text, nullable=False),
+    sqlite_with_rowid=False,  # looked up by key only: one b-tree on SQLite (migration 0021)
 )
 
 signing_keys = Table(
