@@ -29,6 +29,7 @@ from saferun.integrations.langgraph.statements import (
     SlotCache,
     statement,
     write_lock,
+    write_sql,
 )
 from saferun.integrations.langgraph.threads import ThreadMaintenance
 from saferun.storage.bare_reads import bare_read, placeholder
@@ -295,9 +296,9 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
                 for channel, version, value_type, data in blobs
             ]
             if rows:
-                conn.execute(statement(conn, "insert_blobs"), rows)
-            conn.execute(
-                statement(conn, "upsert_checkpoint"),
+                conn.exec_driver_sql(write_sql(conn, "insert_blobs"), rows)
+            conn.exec_driver_sql(
+                write_sql(conn, "upsert_checkpoint"),
                 {
                     "thread_id": thread_id,
                     "checkpoint_ns": ns,
@@ -346,9 +347,9 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         keep = [r for r in rows if r["idx"] >= 0]
         with self._write_lock, self.db.transaction() as conn:
             if replace:
-                conn.execute(statement(conn, "upsert_writes"), replace)
+                conn.exec_driver_sql(write_sql(conn, "upsert_writes"), replace)
             if keep:
-                conn.execute(statement(conn, "insert_writes"), keep)
+                conn.exec_driver_sql(write_sql(conn, "insert_writes"), keep)
 
     # ------------------------------------------------------------------------------------------ async
     async def aget_tuple(self, config: dict[str, Any]) -> CheckpointTuple | None:

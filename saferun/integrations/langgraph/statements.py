@@ -9,7 +9,6 @@ from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 
 from saferun.storage.database import Database
 from saferun.storage.schema import lg_blobs, lg_checkpoints, lg_writes
@@ -44,21 +43,14 @@ _WRITE_KEYS = (*_CHECKPOINT_KEYS, "task_id", "idx")
 
 
 def statement(conn: Connection, purpose: str) -> Any:
-    """Statements built once per dialect (building a Core statement costs more than running it), with
-    bind parameters so SQLAlchemy's compiled cache serves every call after the first."""
+    """The saver's reads, built once per dialect (building a Core statement costs more than running it),
+    with bind parameters so SQLAlchemy's compiled cache serves every call after the first. Its writes are
+    :func:`write_sql`."""
     key = (conn.dialect.name, purpose)
     stmt = _STATEMENTS.get(key)
     if stmt is None:
-        make = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         c, b, w = lg_checkpoints.c, lg_blobs.c, lg_writes.c
         same = (c.thread_id == bindparam("thread_id"), c.checkpoint_ns == bindparam("ns"))
-
-        def upsert(table: Any, keys: tuple[str, ...]) -> Any:
-            base = make(table)
-            return base.on_conflict_do_update(
-                index_elements=list(keys),
-                set_={col.name: base.excluded[col.name] for col in table.c if col.name not in keys},
-            )
 
         stmt = {
             "checkpoint": lambda: select(lg_checkpoints).where(
@@ -79,15 +71,44 @@ def statement(conn: Connection, purpose: str) -> Any:
                 )
                 .order_by(w.task_path, w.task_id, w.idx)
             ),
-            "insert_blobs": lambda: make(lg_blobs).on_conflict_do_nothing(
-                index_elements=["thread_id", "checkpoint_ns", "channel", "version"]
-            ),
-            "upsert_checkpoint": lambda: upsert(lg_checkpoints, _CHECKPOINT_KEYS),
-            "insert_writes": lambda: make(lg_writes).on_conflict_do_nothing(index_elements=list(_WRITE_KEYS)),
-            "upsert_writes": lambda: upsert(lg_writes, _WRITE_KEYS),
         }[purpose]()
         _STATEMENTS[key] = stmt
     return stmt
+
+
+_WRITES: dict[tuple[str, str], str] = {}
+_WRITE_SHAPES = {  # purpose -> (table, conflict keys, replace the other columns on conflict)
+    "insert_blobs": (lg_blobs, ("thread_id", "checkpoint_ns", "channel", "version"), False),
+    "upsert_checkpoint": (lg_checkpoints, _CHECKPOINT_KEYS, True),
+    "insert_writes": (lg_writes, _WRITE_KEYS, False),
+    "upsert_writes": (lg_writes, _WRITE_KEYS, True),
+}
+
+
+def write_sql(conn: Connection, purpose: str) -> str:
+    """The saver's INSERTs as driver SQL with named parameters (``:name`` for sqlite3, ``%(name)s`` for
+    psycopg), for ``conn.exec_driver_sql(sql, rows)``.
+
+    Why not the Core statement: a step writes three small statements, and SQLAlchemy's compiled-statement
+    path cost ~100 µs more per statement than the text path (measured: 208 vs 100 µs for a checkpoint and
+    its channel rows). The text path still goes through the connection, so the transaction, the
+    statement-counting listeners and the fault handling are the same."""
+    key = (conn.dialect.name, purpose)
+    sql = _WRITES.get(key)
+    if sql is None:
+        table, keys, replace = _WRITE_SHAPES[purpose]
+        names = [col.name for col in table.c]
+        mark = "%({})s" if conn.dialect.name == "postgresql" else ":{}"
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(names)}) "
+            f"VALUES ({', '.join(mark.format(n) for n in names)}) ON CONFLICT ({', '.join(keys)}) "
+        )
+        if replace:
+            sql += "DO UPDATE SET " + ", ".join(f"{n} = excluded.{n}" for n in names if n not in keys)
+        else:
+            sql += "DO NOTHING"
+        _WRITES[key] = sql
+    return sql
 
 
 Slot = tuple[str, str, str | None]  # channel, value_type, artifact_uri
