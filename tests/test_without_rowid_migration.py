@@ -1,6 +1,7 @@
-"""Migration 0021 rebuilds the saver's tables and ``artifacts`` as SQLite ``WITHOUT ROWID`` tables: the
-rows already stored come through unchanged, the secondary index comes back, and the downgrade restores
-ordinary tables with the same rows."""
+"""Migration 0021 rebuilds ``artifacts``, ``lg_blobs`` and ``lg_writes`` as SQLite ``WITHOUT ROWID``
+tables, ``lg_blobs`` keyed version before channel: the rows already stored come through unchanged, the
+other tables and their indexes are untouched, and the downgrade restores ordinary tables with the same
+rows."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy import create_engine
 
 from saferun.storage.database import Database, upgrade
 
-TABLES = ("artifacts", "lg_checkpoints", "lg_blobs", "lg_writes")
+TABLES = ("artifacts", "lg_blobs", "lg_writes")
 ROWS = {
     "artifacts": "('sr://a/1', 'langgraph.channel', '{}', 10, 5, '2026-12-07T05:00:00.000000+00:00')",
     "lg_checkpoints": "('t', '', 'c1', NULL, 'r1', 'msgpack', x'01', 'msgpack', x'02')",
@@ -29,7 +30,7 @@ def _tables(engine) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 def _rows(engine) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def]
     with engine.connect() as conn:
-        return {t: [tuple(r) for r in conn.exec_driver_sql(f"select * from {t} order by 1")] for t in TABLES}
+        return {t: [tuple(r) for r in conn.exec_driver_sql(f"select * from {t} order by 1")] for t in ROWS}
 
 
 def test_the_rows_survive_the_rebuild_both_ways(tmp_path: Path) -> None:
@@ -45,13 +46,17 @@ def test_the_rows_survive_the_rebuild_both_ways(tmp_path: Path) -> None:
     upgrade(engine, "head")
     tables = _tables(engine)
     assert all(tables[t].rstrip().endswith("WITHOUT ROWID") for t in TABLES)
-    assert not tables["blobs"].rstrip().endswith("WITHOUT ROWID")  # chunk payloads keep their rowid table
+    # chunk payloads and the appended checkpoints keep their rowid tables
+    assert not any(tables[t].rstrip().endswith("WITHOUT ROWID") for t in ("blobs", "lg_checkpoints"))
+    assert "PRIMARY KEY (thread_id, checkpoint_ns, version, channel)" in tables["lg_blobs"]
     assert _rows(engine) == before
     with engine.connect() as conn:
         indexes = {n for (n,) in conn.exec_driver_sql("select name from sqlite_master where type = 'index'")}
         plan = " ".join(
             str(r[-1])
-            for r in conn.exec_driver_sql("explain query plan select * from lg_checkpoints where run_id = 'r1'")
+            for r in conn.exec_driver_sql(
+                "explain query plan select * from lg_checkpoints where run_id = 'r1'"
+            )
         )
     assert "ix_lg_checkpoints_run_id" in indexes and "ix_lg_checkpoints_run_id" in plan
 
@@ -64,6 +69,7 @@ def test_the_rows_survive_the_rebuild_both_ways(tmp_path: Path) -> None:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0020")
     assert not any(_tables(engine)[t].rstrip().endswith("WITHOUT ROWID") for t in TABLES)
+    assert "PRIMARY KEY (thread_id, checkpoint_ns, channel, version)" in _tables(engine)["lg_blobs"]
     assert _rows(engine) == before
     engine.dispose()
 
@@ -79,3 +85,31 @@ def test_a_new_database_has_them_and_the_saver_and_artifacts_work_on_them(tmp_pa
     with db.read() as conn:
         assert db.artifacts.get(conn, stored.uri) == {"content": b"x" * 5000}
     db.dispose()
+
+
+def test_postgresql_rekeys_lg_blobs_both_ways(pg_db: Database) -> None:
+    from alembic import command
+
+    from saferun.storage.database import alembic_config
+
+    def key() -> list[str]:
+        with pg_db.engine.connect() as conn:
+            return list(
+                conn.exec_driver_sql(
+                    "select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid "
+                    "and a.attnum = any(i.indkey) where i.indrelid = 'lg_blobs'::regclass and i.indisprimary "
+                    "order by array_position(i.indkey::int2[], a.attnum)"
+                ).scalars()
+            )
+
+    assert key() == ["thread_id", "checkpoint_ns", "version", "channel"]
+    with pg_db.engine.begin() as conn:
+        conn.exec_driver_sql(f"insert into lg_blobs values {ROWS['lg_blobs']}")
+    for target, order in (("0020", ["channel", "version"]), ("head", ["version", "channel"])):
+        with pg_db.engine.begin() as conn:
+            cfg = alembic_config(pg_db.engine)
+            cfg.attributes["connection"] = conn
+            (command.downgrade if target == "0020" else command.upgrade)(cfg, target)
+        assert key() == ["thread_id", "checkpoint_ns", *order]
+        with pg_db.engine.connect() as conn:
+            assert conn.exec_driver_sql("select count(*) from lg_blobs").scalar() == 1

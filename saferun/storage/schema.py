@@ -25,6 +25,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -648,18 +649,19 @@ lg_checkpoints = Table(
     Column("checkpoint", Blob, nullable=False),
     Column("metadata_type", String(32), nullable=False),
     Column("metadata", Blob, nullable=False),
-    sqlite_with_rowid=False,  # looked up by key only: one b-tree on SQLite (migration 0021)
 )
 
 lg_blobs = Table(
     "lg_blobs",
     metadata,
-    Column("thread_id", String(255), primary_key=True),
-    Column("checkpoint_ns", String(255), primary_key=True),
-    Column("channel", String(255), primary_key=True),
-    Column("version", String(255), primary_key=True),
+    Column("thread_id", String(255), nullable=False),
+    Column("checkpoint_ns", String(255), nullable=False),
+    Column("channel", String(255), nullable=False),
+    Column("version", String(255), nullable=False),
     Column("value_type", String(32), nullable=False),
     Column("artifact_uri", String(100), nullable=True),  # None for LangGraph's "empty" channel
+    # version before channel: a step's rows (versions start with a growing counter) append together
+    PrimaryKeyConstraint("thread_id", "checkpoint_ns", "version", "channel"),
     sqlite_with_rowid=False,  # looked up by key only: one b-tree on SQLite (migration 0021)
 )
 
