@@ -62,13 +62,13 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import zstandard
-from sqlalchemy import Connection, bindparam, case, null, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, select
 
 from saferun.domain import chunking
 from saferun.domain import delta as deltas
 from saferun.domain.canonical import canonical_bytes, canonical_loads, check_json
-from saferun.errors import ArtifactCorrupted, ArtifactNotFound, InvalidInput, SafeRunError
+from saferun.errors import ArtifactCorrupted, ArtifactNotFound, InvalidInput
+from saferun.storage.driver_sql import Insert, KeyLookup
 from saferun.storage.schema import artifacts, blobs, utcnow
 
 URI_PREFIX = "x402://artifacts/sha256:"
@@ -78,8 +78,6 @@ ZSTD_LEVEL = 3
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _CHUNK, _INDEX, _MANIFEST, _DELTA = "chunk", "index", "manifest", "delta"
 _ZSTD, _RAW = "zstd", "raw"
-# One IN list per query, short enough for any driver's parameter limit (SQLite's old one is 999).
-_IN_BATCH = 500
 # An index is one version byte, then per chunk its sha256 digest and its size (a chunk is <= 64 KiB).
 _INDEX_VERSION = b"\x01"
 _INDEX_ENTRY = struct.Struct(">32sI")
@@ -306,7 +304,7 @@ class ArtifactStore:
             )
             out.append(StoredArtifact(uri, plan.manifest_key, raw_size, compressed, new_bytes[index]))
         if rows:
-            conn.execute(_statement(conn, "insert_artifact"), rows[0] if len(rows) == 1 else rows)
+            _INSERT_ARTIFACT.execute(conn, rows)
         return out
 
     def put_bytes(
@@ -566,36 +564,17 @@ def _encode_index(entries: list[tuple[str, int]]) -> bytes:
     return _INDEX_VERSION + b"".join(_INDEX_ENTRY.pack(bytes.fromhex(k), n) for k, n in entries)
 
 
-_DIALECT_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
-_STATEMENTS: dict[tuple[str, str], Any] = {}
-_DATA_OR_NULL = case((blobs.c.kind.in_([_INDEX, _DELTA]), blobs.c.data), else_=null())
-_REFS_DATA = case((blobs.c.kind.in_([_MANIFEST, _INDEX, _DELTA]), blobs.c.data), else_=null())
-
-
-def _statement(conn: Connection, purpose: str) -> Any:
-    """Statements built once per dialect: building a Core statement costs more than running it here.
-
-    INSERTs are the dialect's own, because "on conflict do nothing" is not portable SQL.
-    """
-    key = (conn.dialect.name, purpose)
-    stmt = _STATEMENTS.get(key)
-    if stmt is None:
-        make = _DIALECT_INSERT.get(conn.dialect.name)
-        if make is None:
-            raise SafeRunError(f"the artifact store supports SQLite and PostgreSQL, not {conn.dialect.name}")
-        keys = blobs.c.sha256.in_(bindparam("b_keys", expanding=True))
-        columns = (blobs.c.sha256, blobs.c.kind, blobs.c.codec, blobs.c.raw_size, blobs.c.stored_size)
-        stmt = {
-            "insert_blobs": lambda: (
-                make(blobs).on_conflict_do_nothing(index_elements=["sha256"]).returning(blobs.c.sha256)
-            ),
-            "insert_artifact": lambda: make(artifacts).on_conflict_do_nothing(index_elements=["uri"]),
-            "fetch": lambda: select(*columns, blobs.c.data.label("data")).where(keys),
-            "probe": lambda: select(*columns, _DATA_OR_NULL.label("data")).where(keys),
-            "refs": lambda: select(*columns, _REFS_DATA.label("data")).where(keys),
-        }[purpose]()
-        _STATEMENTS[key] = stmt
-    return stmt
+_SIZES = "sha256, kind, codec, raw_size, stored_size"
+# what comes back with each blob's sizes: the payload always, or only where a reader must follow it
+_WHICH = {
+    "fetch": "data",
+    "probe": f"CASE WHEN kind IN ('{_INDEX}', '{_DELTA}') THEN data END",
+    "refs": f"CASE WHEN kind IN ('{_MANIFEST}', '{_INDEX}', '{_DELTA}') THEN data END",
+}
+# Driver SQL text (``storage.driver_sql``): these run several times per checkpoint on every path
+_LOOKUPS = {purpose: KeyLookup("blobs", "sha256", [_SIZES, data]) for purpose, data in _WHICH.items()}
+_INSERT_BLOBS = Insert(blobs, ["sha256"], returning="sha256")
+_INSERT_ARTIFACT = Insert(artifacts, ["uri"])
 
 
 def _insert_blobs(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
@@ -604,7 +583,7 @@ def _insert_blobs(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
         return set()
     # Key order, so two writers sharing chunks wait on each other's rows in one order, never deadlock.
     rows = sorted(rows, key=lambda r: r["sha256"])
-    return set(conn.execute(_statement(conn, "insert_blobs"), rows).scalars())
+    return set(_INSERT_BLOBS.execute(conn, rows))
 
 
 def _leaf_sizes(conn: Connection, roots: Iterable[str], known: dict[str, _Row]) -> dict[str, int]:
@@ -834,12 +813,8 @@ def _probe(conn: Connection, keys: Collection[str]) -> dict[str, _Row]:
 
 def _select(conn: Connection, keys: Collection[str], purpose: str) -> dict[str, _Row]:
     out: dict[str, _Row] = {}
-    unique = list(dict.fromkeys(keys))
-    stmt = _statement(conn, purpose)
-    for i in range(0, len(unique), _IN_BATCH):
-        batch = unique[i : i + _IN_BATCH]
-        for key, kind, codec, raw_size, stored_size, data in conn.execute(stmt, {"b_keys": batch}):
-            out[key] = _Row(key, kind, codec, raw_size, stored_size, None if data is None else bytes(data))
+    for key, kind, codec, raw_size, stored_size, data in _LOOKUPS[purpose].rows(conn, keys):
+        out[key] = _Row(key, kind, codec, raw_size, stored_size, None if data is None else bytes(data))
     return out
 
 

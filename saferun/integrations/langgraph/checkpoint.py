@@ -26,10 +26,13 @@ from saferun.errors import InvalidInput
 from saferun.integrations.langgraph.statements import (
     CP_COLUMN_NAMES,
     CP_COLUMNS,
+    INSERT_BLOBS,
+    INSERT_WRITES,
+    UPSERT_CHECKPOINT,
+    UPSERT_WRITES,
     SlotCache,
     statement,
     write_lock,
-    write_sql,
 )
 from saferun.integrations.langgraph.threads import ThreadMaintenance
 from saferun.storage.bare_reads import bare_read, placeholder
@@ -296,20 +299,22 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
                 for channel, version, value_type, data in blobs
             ]
             if rows:
-                conn.exec_driver_sql(write_sql(conn, "insert_blobs"), rows)
-            conn.exec_driver_sql(
-                write_sql(conn, "upsert_checkpoint"),
-                {
-                    "thread_id": thread_id,
-                    "checkpoint_ns": ns,
-                    "checkpoint_id": checkpoint["id"],
-                    "parent_checkpoint_id": parent_id,
-                    "run_id": None if run_id is None else str(run_id),
-                    "checkpoint_type": checkpoint_type,
-                    "checkpoint": checkpoint_bytes,
-                    "metadata_type": metadata_type,
-                    "metadata": metadata_bytes,
-                },
+                INSERT_BLOBS.execute(conn, rows)
+            UPSERT_CHECKPOINT.execute(
+                conn,
+                [
+                    {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": ns,
+                        "checkpoint_id": checkpoint["id"],
+                        "parent_checkpoint_id": parent_id,
+                        "run_id": None if run_id is None else str(run_id),
+                        "checkpoint_type": checkpoint_type,
+                        "checkpoint": checkpoint_bytes,
+                        "metadata_type": metadata_type,
+                        "metadata": metadata_bytes,
+                    }
+                ],
             )
         return {
             "configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}
@@ -347,9 +352,9 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         keep = [r for r in rows if r["idx"] >= 0]
         with self._write_lock, self.db.transaction() as conn:
             if replace:
-                conn.exec_driver_sql(write_sql(conn, "upsert_writes"), replace)
+                UPSERT_WRITES.execute(conn, replace)
             if keep:
-                conn.exec_driver_sql(write_sql(conn, "insert_writes"), keep)
+                INSERT_WRITES.execute(conn, keep)
 
     # ------------------------------------------------------------------------------------------ async
     async def aget_tuple(self, config: dict[str, Any]) -> CheckpointTuple | None:
