@@ -204,6 +204,28 @@ def _release_apps() -> Iterator[None]:
         cached.cache_clear()
 
 
+_LOGGERS = ("", "saferun", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Each test starts with the logging setup the session had: a test that runs a ``saferun`` command
+    in-process configures logging (level, handlers) for the whole process, and every later test's records
+    (a bulk load writes one per workflow) went through it."""
+    import logging
+
+    saved = []
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level, list(logger.handlers), logger.propagate, logger.disabled))
+    yield
+    for logger, level, handlers, propagate, disabled in saved:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+        logger.disabled = disabled
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_terminal_summary(terminalreporter: Any) -> Iterator[None]:
     """One line for every test skipped because PostgreSQL is absent, instead of one line per test in
