@@ -85,7 +85,7 @@ def _pg_template() -> str | None:
     Why: migrating a new schema from revision 0001 costs 0.5-0.9 s, and the suite makes one per
     PostgreSQL test (~700); replaying the dump is one round trip. Each test's database is still a
     separate schema at the head revision, which ``Database`` checks on open (one SELECT, nothing to do);
-    the migrations themselves are exercised by the template and by ``test_migrations``.
+    the migrations themselves still run for the template, and ``test_fixture_templates`` compares.
     """
     with _template_guard:
         if "sql" in _template_state:
@@ -99,21 +99,27 @@ def _pg_template() -> str | None:
         admin.dispose()
         try:
             Database(_schema_url(_TEMPLATE_TOKEN)).dispose()
-            libpq = make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
-            dumped = subprocess.run(
-                ["pg_dump", "--schema", _TEMPLATE_TOKEN, "--no-owner", "--no-privileges", "--inserts", libpq],
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=120,
-            ).stdout
+            dumped = pg_dump_lines(_TEMPLATE_TOKEN)
         except (OSError, subprocess.SubprocessError):
             return None
         finally:
             drop_pg_schema(_TEMPLATE_TOKEN)
-        # psql meta-commands (``\restrict``) are not SQL; the session settings the dump makes are harmless
-        _template_state["sql"] = "\n".join(line for line in dumped.splitlines() if not line.startswith("\\"))
+        _template_state["sql"] = "\n".join(dumped)
         return _template_state["sql"]
+
+
+def pg_dump_lines(schema: str) -> list[str]:
+    """``pg_dump`` of one schema (definitions and rows as INSERTs, no owners or grants), as SQL lines: the
+    psql meta-commands it may add (``\\restrict``) are left out; its session settings are harmless."""
+    libpq = make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+    out = subprocess.run(
+        ["pg_dump", "--schema", schema, "--no-owner", "--no-privileges", "--inserts", libpq],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    return [line for line in out.splitlines() if not line.startswith("\\")]
 
 
 _sqlite_template: dict[str, Path] = {}

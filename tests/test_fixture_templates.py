@@ -10,26 +10,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 
 import tests.conftest as fixtures
 from saferun.storage.database import Database
 
 
 def _dump(schema: str) -> list[str]:
-    libpq = make_url(fixtures.PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
-    out = subprocess.run(
-        ["pg_dump", "--schema", schema, "--no-owner", "--no-privileges", "--inserts", libpq],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    return [line for line in out.replace(schema, "SCHEMA").splitlines() if not line.startswith("\\")]
+    return [line.replace(schema, "SCHEMA") for line in fixtures.pg_dump_lines(schema)]
 
 
 def test_a_postgresql_schema_from_the_template_is_what_the_migrations_make(

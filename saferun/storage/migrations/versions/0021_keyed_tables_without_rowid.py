@@ -45,19 +45,20 @@ NEW_KEY = "(thread_id, checkpoint_ns, version, channel)"
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
-        for table in TABLES:
-            _rebuild(table, rowid=False, key=(OLD_KEY, NEW_KEY))
-    else:
-        _rekey(NEW_KEY)
+    _reshape(rowid=False, key=(OLD_KEY, NEW_KEY))
 
 
 def downgrade() -> None:
+    _reshape(rowid=True, key=(NEW_KEY, OLD_KEY))
+
+
+def _reshape(*, rowid: bool, key: tuple[str, str]) -> None:
+    """``key``: ``lg_blobs``' primary key, (from, to)."""
     if op.get_bind().dialect.name == "sqlite":
         for table in TABLES:
-            _rebuild(table, rowid=True, key=(NEW_KEY, OLD_KEY))
+            _rebuild(table, rowid=rowid, key=key)
     else:
-        _rekey(OLD_KEY)
+        _rekey(key[1])
 
 
 def _rekey(key: str) -> None:
