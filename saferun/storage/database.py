@@ -344,18 +344,22 @@ def _sqlite_discipline(engine: Engine) -> None:
 
 
 def _apply_lock_wait(conn: Connection) -> None:
+    apply_lock_wait(conn.connection.info, conn.connection.dbapi_connection)
+
+
+def apply_lock_wait(info: dict[Any, Any], dbapi_conn: Any) -> None:
     """Set the pooled connection's busy timeout to this context's wait (less what ``writer_turn`` already
     waited), only when it differs (one PRAGMA through the bare driver cursor, so statement counts and SQL
-    logs see no extra statement)."""
+    logs see no extra statement). ``info`` is the pooled connection's own dict, where the current value is
+    remembered."""
     wanted = _lock_wait_ms.get() or BUSY_TIMEOUT_MS
     deadline = _lock_deadline.get()
     if deadline is not None:
         left = int((deadline - time.monotonic()) * 1000)
         if left < wanted - 50:  # waited noticeably for the turn: BEGIN IMMEDIATE gets only the rest
             wanted = max(left, 1)
-    info = conn.connection.info
     if info.get("saferun_busy_ms", BUSY_TIMEOUT_MS) != wanted:
-        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={int(wanted)}")
         cur.close()
         info["saferun_busy_ms"] = wanted

@@ -36,6 +36,7 @@ from saferun.integrations.langgraph.statements import (
 )
 from saferun.integrations.langgraph.threads import ThreadMaintenance
 from saferun.storage.bare_reads import bare_read, placeholder
+from saferun.storage.bare_writes import bare_transaction
 from saferun.storage.database import Database, get_database
 from saferun.storage.schema import lg_checkpoints
 
@@ -278,7 +279,7 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         full_metadata = get_checkpoint_metadata(config, metadata)  # type: ignore[arg-type]
         metadata_type, metadata_bytes = self._dumps(full_metadata, "metadata")
         run_id = full_metadata.get("run_id")
-        with self._write_lock, self.db.transaction() as conn:
+        with self._write_lock, bare_transaction(self.db) as conn:
             # every channel this checkpoint changed goes into one artifact (a part per channel): one probe
             # and one insert however many changed, and chunks already stored are not stored again
             parts = {channel: data for channel, _, _, data in blobs if data is not None}
@@ -350,7 +351,7 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         # special channels (errors, interrupts, resume) replace; ordinary writes are kept once
         replace = [r for r in rows if r["idx"] < 0]
         keep = [r for r in rows if r["idx"] >= 0]
-        with self._write_lock, self.db.transaction() as conn:
+        with self._write_lock, bare_transaction(self.db) as conn:
             if replace:
                 UPSERT_WRITES.execute(conn, replace)
             if keep:

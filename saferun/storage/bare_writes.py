@@ -1,0 +1,164 @@
+"""A write transaction on the pooled driver connection, for callers whose statements are all driver SQL.
+
+Why: the LangGraph saver's step is two short transactions (``put``, ``put_writes``) of driver-SQL
+statements (``storage.driver_sql``). Through SQLAlchemy's ``Connection`` each transaction costs ~60 µs of
+begin/commit bookkeeping and events, and each statement ~35 µs more of execution context and result
+setup, while SQLite needs ~15 µs to run it: about a third of a step, measured. LangGraph's ``SqliteSaver``
+pays none of it (one ``sqlite3`` connection).
+
+``bare_transaction`` keeps everything that makes ``Database.transaction`` safe and drops only the
+wrapping:
+- the same pooled connection (so the connect-time PRAGMAs, fork safety and the PostgreSQL idle check
+  apply), the same ``writer_turn`` queue and lock-wait budget, ``BEGIN IMMEDIATE`` on SQLite;
+- commit on success, rollback (nothing written) on any exception;
+- driver errors come out as SQLAlchemy's exception classes (``IntegrityError``, ``OperationalError``),
+  and passing faults (disk full, read-only, locked, lost connection) as ``StoreUnavailable``, exactly as
+  from ``Database.transaction``.
+
+What it does not have: Core statements, before-commit hooks and SQLAlchemy's statement events (the
+statement-counting tests count ``Database.transaction``'s paths; the saver's are counted by
+``tests/test_langgraph_saver.py`` through the driver's own trace). A ``BareConnection`` offers what
+``driver_sql.Insert`` and ``KeyLookup`` use: ``dialect`` and ``exec_driver_sql``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+
+from saferun.storage.database import Database, apply_lock_wait, writer_turn
+
+
+class BareResult:
+    """The rows a statement returned (fetched at once: the cursor is reused by the next statement)."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+    def all(self) -> list[Any]:
+        return list(self._rows)
+
+    def scalars(self) -> list[Any]:
+        return [row[0] for row in self._rows]
+
+
+class BareConnection:
+    """One driver cursor inside an open transaction; statements as driver SQL text with named
+    parameters (``:name`` for sqlite3, ``%(name)s`` for psycopg), a list of dicts for executemany."""
+
+    def __init__(self, dialect: Dialect, dbapi_conn: Any, *, pipelined: bool = False) -> None:
+        self.dialect = dialect
+        self._conn = dbapi_conn
+        self._cur = dbapi_conn.cursor()
+        # psycopg's pipeline mode: a statement is sent without waiting for its answer, which comes back
+        # when one is needed (a SELECT or RETURNING fetched here, or the COMMIT); errors surface there
+        self._pipelined = pipelined
+
+    def exec_driver_sql(
+        self, sql: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
+    ) -> BareResult:
+        cur = self._cur
+        try:
+            if isinstance(params, Sequence):
+                cur.executemany(sql, params)
+            else:
+                cur.execute(sql, params or {})
+            if self._pipelined:  # no description before the answer: whether to wait is read off the SQL
+                rows = cur.fetchall() if _returns_rows(sql) else []
+            else:
+                rows = cur.fetchall() if cur.description is not None else []
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise _wrap(self.dialect, self._conn, cur, sql, params, exc) from exc
+        return BareResult(rows)
+
+    def close(self) -> None:
+        self._cur.close()
+
+
+def _returns_rows(sql: str) -> bool:
+    head = sql.lstrip()[:6].upper()
+    return head == "SELECT" or " RETURNING " in sql.upper()
+
+
+def _wrap(dialect: Dialect, conn: Any, cur: Any, sql: str, params: Any, exc: Exception) -> DBAPIError:
+    """The driver's error as SQLAlchemy raises it, so callers and ``faults.classify`` see one kind."""
+    return DBAPIError.instance(  # type: ignore[return-value]
+        sql,
+        params,
+        exc,
+        dialect.loaded_dbapi.Error,
+        connection_invalidated=dialect.is_disconnect(exc, conn, cur),
+        dialect=dialect,
+    )
+
+
+@contextmanager
+def bare_transaction(db: Database) -> Iterator[BareConnection]:
+    """``Database.transaction`` for driver-SQL statements only (see the module docstring)."""
+    dialect = db.engine.dialect
+    with db._faults(), writer_turn(db):
+        fairy = db.engine.raw_connection()
+        conn: BareConnection | None = None
+        try:
+            dbapi_conn = fairy.dbapi_connection
+            if db.is_sqlite:
+                apply_lock_wait(fairy.info, dbapi_conn)
+            pipelined = not db.is_sqlite and _pipeline_supported(dbapi_conn)
+            conn = BareConnection(dialect, dbapi_conn, pipelined=pipelined)
+            try:
+                if db.is_sqlite:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    yield conn
+                    conn.exec_driver_sql("COMMIT")
+                elif pipelined:
+                    # the statements and the COMMIT travel together: one round trip for a transaction
+                    # whose statements return nothing, where each used to cost one
+                    with dbapi_conn.pipeline():
+                        yield conn
+                        _commit(dialect, dbapi_conn)
+                else:
+                    yield conn
+                    _commit(dialect, dbapi_conn)
+            except BaseException:
+                _rollback(db, dbapi_conn)
+                raise
+        finally:
+            if conn is not None:
+                conn.close()
+            fairy.close()  # back to the pool, which resets (rolls back) whatever is left
+
+
+def _commit(dialect: Dialect, dbapi_conn: Any) -> None:
+    try:
+        dbapi_conn.commit()
+    except dialect.loaded_dbapi.Error as exc:
+        raise _wrap(dialect, dbapi_conn, None, "COMMIT", None, exc) from exc
+
+
+def _pipeline_supported(dbapi_conn: Any) -> bool:
+    pipeline = getattr(dbapi_conn, "pipeline", None)
+    if pipeline is None:
+        return False
+    import psycopg
+
+    return bool(psycopg.Pipeline.is_supported())
+
+
+def _rollback(db: Database, dbapi_conn: Any) -> None:
+    try:
+        if db.is_sqlite:
+            if dbapi_conn.in_transaction:
+                dbapi_conn.execute("ROLLBACK")
+        else:
+            dbapi_conn.rollback()
+    except Exception:  # a broken connection: the pool's reset discards it; the first error is the one
+        pass

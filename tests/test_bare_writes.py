@@ -1,0 +1,99 @@
+"""``storage.bare_writes``: the driver-level write transaction keeps ``Database.transaction``'s promises
+(all or nothing, SQLAlchemy's exception classes, passing faults as ``StoreUnavailable``) on both
+databases, including PostgreSQL's pipeline mode, where a statement's error only arrives at the COMMIT."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from saferun.errors import StoreUnavailable
+from saferun.storage.bare_writes import bare_transaction
+from saferun.storage.database import Database, lock_wait
+from saferun.storage.driver_sql import Insert, KeyLookup
+from saferun.storage.schema import blobs, utcnow
+
+RETURNING = Insert(blobs, ["sha256"], returning="sha256")
+PLAIN = Insert(blobs, ["sha256"])
+
+
+def _blob(key: str, data: bytes = b"x") -> dict[str, object]:
+    size = len(data)
+    return {
+        "sha256": key,
+        "kind": "chunk",
+        "codec": "raw",
+        "raw_size": size,
+        "stored_size": size,
+        "data": data,
+        "created_at": utcnow(),
+    }
+
+
+def _keys(db: Database) -> list[str]:
+    with db.read() as conn:
+        return sorted(conn.execute(select(blobs.c.sha256)).scalars())
+
+
+def test_commits_returns_rows_and_reads_its_own_writes(db: Database) -> None:
+    with bare_transaction(db) as conn:
+        assert sorted(RETURNING.execute(conn, [_blob("a"), _blob("b")])) == ["a", "b"]
+        assert RETURNING.execute(conn, [_blob("a"), _blob("c")]) == ["c"]  # a was there: not returned
+        PLAIN.execute(conn, [_blob("d"), _blob("e")])  # executemany, nothing to wait for
+        found = KeyLookup("blobs", "sha256", ["sha256"]).rows(conn, ["a", "d", "zz"])
+        assert sorted(k for (k,) in found) == ["a", "d"]
+    assert _keys(db) == ["a", "b", "c", "d", "e"]
+
+
+def test_an_exception_in_the_block_writes_nothing(db: Database) -> None:
+    with pytest.raises(RuntimeError), bare_transaction(db) as conn:
+        PLAIN.execute(conn, [_blob("a")])
+        raise RuntimeError("the caller failed after writing")
+    assert _keys(db) == []
+    with bare_transaction(db) as conn:  # the pooled connection is clean for the next transaction
+        PLAIN.execute(conn, [_blob("b")])
+    assert _keys(db) == ["b"]
+
+
+def test_a_failing_statement_is_sqlalchemys_error_and_writes_nothing(db: Database) -> None:
+    with bare_transaction(db) as conn:
+        PLAIN.execute(conn, [_blob("a")])
+    # a plain INSERT of an existing key: on PostgreSQL the statement is pipelined and its error comes
+    # with the COMMIT; on SQLite it comes at once. Either way: IntegrityError, and "b" is not written.
+    with pytest.raises(IntegrityError), bare_transaction(db) as conn:
+        PLAIN.execute(conn, [_blob("b")])
+        conn.exec_driver_sql(
+            "INSERT INTO blobs (sha256, kind, codec, raw_size, stored_size, data, created_at) "
+            + (
+                "VALUES (%(k)s, 'chunk', 'raw', 1, 1, %(d)s, now())"
+                if db.dialect == "postgresql"
+                else "VALUES (:k, 'chunk', 'raw', 1, 1, :d, '2026-01-01 00:00:00')"
+            ),
+            {"k": "a", "d": b"y"},
+        )
+    assert _keys(db) == ["a"]
+    with db.read() as conn:
+        assert conn.execute(select(func.count()).select_from(blobs)).scalar_one() == 1
+
+
+def test_a_held_sqlite_lock_is_store_unavailable_locked(tmp_path: Path) -> None:
+    from conftest import new_sqlite_database
+
+    db = new_sqlite_database(tmp_path / "locked.db")
+    other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailable) as caught, lock_wait(50), bare_transaction(db) as conn:
+            PLAIN.execute(conn, [_blob("a")])
+        assert caught.value.reason == "locked"
+        other.execute("ROLLBACK")
+        with bare_transaction(db) as conn:  # the wait was this context's, not the connection's for good
+            PLAIN.execute(conn, [_blob("a")])
+        assert _keys(db) == ["a"]
+    finally:
+        other.close()
+        db.dispose()
