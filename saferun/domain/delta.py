@@ -47,12 +47,21 @@ def anchors(base: bytes) -> Anchors:
 
 def encode(base: bytes, new: bytes, base_anchors: Anchors | None = None) -> bytes:
     """``new`` as operations on ``base``."""
+    return encode_and_anchor(base, new, base_anchors)[0]
+
+
+def encode_and_anchor(base: bytes, new: bytes, base_anchors: Anchors | None = None) -> tuple[bytes, Anchors]:
+    """``encode``, plus ``anchors(new)``, which it computes on the way: a series of versions (each the
+    base of the next delta) then cuts and hashes every version once, not twice."""
     index = anchors(base) if base_anchors is None else base_anchors
     bv, nv = memoryview(base), memoryview(new)
+    new_anchors: Anchors = {}
     copies: list[list[int]] = []  # [new offset, base offset, length], in new's order, non-overlapping
     for offset, length in _pieces(nv):
         piece = nv[offset : offset + length]
-        at = index.get(hash(piece.tobytes()))
+        digest = hash(piece.tobytes())
+        new_anchors.setdefault(digest, offset)
+        at = index.get(digest)
         if at is None or bv[at : at + length] != piece:
             continue
         if copies:
@@ -77,7 +86,7 @@ def encode(base: bytes, new: bytes, base_anchors: Anchors | None = None) -> byte
         pos = start + length
     if pos < len(nv):
         _put_insert(out, nv[pos:])
-    return bytes(out)
+    return bytes(out), new_anchors
 
 
 def apply(base: bytes, delta: bytes) -> bytes:

@@ -91,6 +91,8 @@ _DELTA_HEADER = struct.Struct(">B32sB")
 MAX_DELTA_CHAIN = 16
 # Parts smaller than this are chunked (as one chunk): a delta would save a few hundred bytes at most.
 DELTA_MIN_SIZE = 4 * 1024
+# parts at least this big are probed before they are stored; smaller ones are one chunk and no delta
+PROBE_MIN_SIZE = min(DELTA_MIN_SIZE, chunking.MIN_CHUNK_SIZE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,15 +222,19 @@ class ArtifactStore:
             }
             plans.append(_Plan(item, named, part_keys, manifest, _sha(manifest), bases))
 
-        # One probe answers "is this part stored", "is this manifest stored" and "is each base still there".
-        known = _probe(
-            conn,
-            [
-                key
-                for p in plans
-                for key in (*p.part_keys.values(), p.manifest_key, *(h.sha for h in p.bases.values()))
-            ],
-        )
+        # One probe answers "is this part stored" (for parts big enough to be chunked or delta-encoded,
+        # whose work it saves) and "is each base still there". A small part and a manifest are one blob
+        # each, inserted if absent (``ON CONFLICT DO NOTHING``): asking first cost a statement (on
+        # PostgreSQL a round trip) to save compressing a few KB, and a LangGraph step's values are small.
+        probed = [
+            key
+            for p in plans
+            for key in (
+                *(p.part_keys[name] for name, data in p.named if len(data) >= PROBE_MIN_SIZE),
+                *(h.sha for h in p.bases.values()),
+            )
+        ]
+        known = _probe(conn, probed) if probed else {}
         pending: dict[str, dict[str, Any]] = {}  # key -> row to insert, in insertion order
         owner: dict[str, int] = {}  # key -> the plan that added it (whose new_bytes it counts in)
         now = utcnow()
@@ -246,6 +252,7 @@ class ArtifactStore:
             }
             owner[key] = index
 
+        new_anchors: dict[str, deltas.Anchors] = {}  # a delta-stored part: the anchors of its new value
         chunked: list[tuple[int, str, list[tuple[str, memoryview]]]] = []
         for index, plan in enumerate(plans):
             for name, data in plan.named:
@@ -254,7 +261,8 @@ class ArtifactStore:
                     continue  # already stored: not even chunked
                 hint = plan.bases.get(name)
                 if hint is not None and (encoded := _delta_blob(hint, known.get(hint.sha), data)) is not None:
-                    add(index, key, _DELTA, encoded)
+                    add(index, key, _DELTA, encoded[0])
+                    new_anchors[key] = encoded[1]
                     continue
                 pieces = chunking.split(data)
                 if len(pieces) <= 1:
@@ -290,7 +298,8 @@ class ArtifactStore:
             raw_size = sum(len(data) for _, data in plan.named)
             if plan.item.lineage is not None:
                 for name, data in plan.named:
-                    self._lineages.put(plan.item.lineage, name, plan.part_keys[name], data)
+                    key = plan.part_keys[name]
+                    self._lineages.put(plan.item.lineage, name, key, data, new_anchors.get(key))
             uri = make_uri(plan.manifest_key)
             rows.append(
                 {
@@ -487,7 +496,9 @@ class _LineageHints:
                 self._hints.move_to_end((lineage, name))
             return hint
 
-    def put(self, lineage: str, name: str, sha: str, data: bytes) -> None:
+    def put(
+        self, lineage: str, name: str, sha: str, data: bytes, anchors: deltas.Anchors | None = None
+    ) -> None:
         if len(data) < DELTA_MIN_SIZE or len(data) > self.max_bytes // 4:
             return
         with self._lock:
@@ -498,7 +509,7 @@ class _LineageHints:
                     self._hints[(lineage, name)] = old
                     self._size += len(old.data)
                     return
-            self._hints[(lineage, name)] = _Hint(sha, data)
+            self._hints[(lineage, name)] = _Hint(sha, data, anchors)
             self._size += len(data)
             while self._size > self.max_bytes:
                 _, gone = self._hints.popitem(last=False)
@@ -508,7 +519,7 @@ class _LineageHints:
 # -- writing -------------------------------------------------------------------------------------------
 
 
-def _delta_blob(base: _Hint, row: _Row | None, data: bytes) -> bytes | None:
+def _delta_blob(base: _Hint, row: _Row | None, data: bytes) -> tuple[bytes, deltas.Anchors] | None:
     """``data`` as a delta blob against ``base``, or None when chunking it is the better choice: the
     base is not stored (its transaction never committed), the chain is already as deep as allowed, or
     the edit touched so much that the delta would not be much smaller than the value."""
@@ -521,10 +532,10 @@ def _delta_blob(base: _Hint, row: _Row | None, data: bytes) -> bytes | None:
         return None
     if base.anchors is None:
         base.anchors = deltas.anchors(base.data)
-    ops = deltas.encode(base.data, data, base.anchors)
+    ops, anchors = deltas.encode_and_anchor(base.data, data, base.anchors)
     if len(ops) > len(data) // 2:
         return None
-    return _DELTA_HEADER.pack(_DELTA_VERSION, bytes.fromhex(base.sha), depth) + ops
+    return _DELTA_HEADER.pack(_DELTA_VERSION, bytes.fromhex(base.sha), depth) + ops, anchors
 
 
 def _delta_header(key: str, data: bytes) -> tuple[str, int, bytes]:

@@ -26,6 +26,9 @@ RETURNING_BATCH = 100
 IN_BATCH = 500
 
 
+_UNSET = object()
+
+
 def _mark(dialect: Dialect, name: str) -> str:
     return f"%({name})s" if dialect.name == "postgresql" else f":{name}"
 
@@ -43,7 +46,7 @@ class Insert:
         self.update = update
         self.returning = returning
         self._sql: dict[tuple[str, int], str] = {}
-        self._processors: dict[str, list[tuple[str, Callable[[Any], Any] | None]]] = {}
+        self._processors: dict[str, list[tuple[str, Callable[[Any], Any]]]] = {}
 
     def _text(self, dialect: Dialect, rows: int) -> str:
         key = (dialect.name, rows)
@@ -70,19 +73,37 @@ class Insert:
             self._sql[key] = sql
         return sql
 
-    def _bind(self, dialect: Dialect) -> list[tuple[str, Callable[[Any], Any] | None]]:
+    def _bind(self, dialect: Dialect) -> list[tuple[str, Callable[[Any], Any]]]:
+        """The columns whose type processes bound values (``UTCDateTime``, JSON, binary), with their
+        processor; the others go to the driver as given."""
         found = self._processors.get(dialect.name)
         if found is None:
-            found = self._processors[dialect.name] = [
+            processors = [
                 (col.name, col.type.dialect_impl(dialect).bind_processor(dialect)) for col in self.table.c
             ]
+            found = self._processors[dialect.name] = [(n, p) for n, p in processors if p is not None]
         return found
 
-    def _row(self, dialect: Dialect, row: Mapping[str, Any], suffix: str = "") -> dict[str, Any]:
-        return {
-            f"{name}{suffix}": row.get(name) if process is None else process(row.get(name))
-            for name, process in self._bind(dialect)
-        }
+    def _params(self, dialect: Dialect, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Each row as the driver's parameters. A value shared by the rows of one call (the transaction's
+        ``created_at``, an empty metadata dict) is processed once: this ran for every column of every row
+        and was a tenth of a LangGraph step."""
+        names = self.columns
+        processed = self._bind(dialect)
+        done: dict[tuple[str, int], Any] = {}  # (column, id(value)): the rows keep each value alive
+        out = []
+        for row in rows:
+            params = {name: row.get(name) for name in names}
+            for name, process in processed:
+                value = params[name]
+                if value is not None:
+                    key = (name, id(value))
+                    result = done.get(key, _UNSET)
+                    if result is _UNSET:
+                        result = done[key] = process(value)
+                    params[name] = result
+            out.append(params)
+        return out
 
     def execute(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Insert ``rows`` (dicts keyed by column name; a missing column is NULL); with ``returning``, the
@@ -91,15 +112,15 @@ class Insert:
             return []
         dialect = conn.dialect
         if not self.returning:
-            params = [self._row(dialect, row) for row in rows]
+            params = self._params(dialect, rows)
             conn.exec_driver_sql(self._text(dialect, 0), params if len(params) > 1 else params[0])
             return []
         out: list[Any] = []
         for start in range(0, len(rows), RETURNING_BATCH):
             batch = rows[start : start + RETURNING_BATCH]
-            params: dict[str, Any] = {}
-            for i, row in enumerate(batch):
-                params.update(self._row(dialect, row, f"_{i}"))
+            params = {}
+            for i, row in enumerate(self._params(dialect, batch)):
+                params.update({f"{name}_{i}": value for name, value in row.items()})
             out.extend(conn.exec_driver_sql(self._text(dialect, len(batch)), params).scalars())
         return out
 
