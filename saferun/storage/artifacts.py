@@ -333,7 +333,7 @@ class ArtifactStore:
             row = found.get(key)
             if row is None:
                 raise ArtifactNotFound(uri)
-            if row.kind != _MANIFEST and self.info(conn, uri) is None:
+            if row.kind != _MANIFEST and not _ARTIFACT_ROW.rows(conn, [uri]):
                 raise ArtifactNotFound(uri)  # the key names some other blob, not an artifact
             reader = _Reader(conn, found)
             entries = _parse_manifest(key, reader.read([key])[key])
@@ -586,6 +586,7 @@ _WHICH = {
 _LOOKUPS = {purpose: KeyLookup("blobs", "sha256", [_SIZES, data]) for purpose, data in _WHICH.items()}
 _INSERT_BLOBS = Insert(blobs, ["sha256"], returning="sha256")
 _INSERT_ARTIFACT = Insert(artifacts, ["uri"])
+_ARTIFACT_ROW = KeyLookup("artifacts", "uri", ["uri"])
 
 
 def _insert_blobs(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:

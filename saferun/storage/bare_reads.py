@@ -117,6 +117,12 @@ def _run(conn: Any, read: Callable[[Any], T]) -> T:
 
 
 def _is_disconnect(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):  # raised through a bare_writes.BareConnection on the cursor
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig
     try:
         import psycopg
     except ImportError:  # pragma: no cover - psycopg is a dependency

@@ -18,7 +18,8 @@ wrapping:
 What it does not have: Core statements, before-commit hooks and SQLAlchemy's statement events (the
 statement-counting tests count ``Database.transaction``'s paths; the saver's are counted by
 ``tests/test_langgraph_saver.py`` through the driver's own trace). A ``BareConnection`` offers what
-``driver_sql.Insert`` and ``KeyLookup`` use: ``dialect`` and ``exec_driver_sql``.
+``driver_sql.Insert`` and ``KeyLookup`` use: ``dialect`` and ``exec_driver_sql``; the saver also reads
+artifacts through one on a ``bare_reads`` cursor.
 """
 
 from __future__ import annotations
@@ -55,10 +56,9 @@ class BareConnection:
     """One driver cursor inside an open transaction; statements as driver SQL text with named
     parameters (``:name`` for sqlite3, ``%(name)s`` for psycopg), a list of dicts for executemany."""
 
-    def __init__(self, dialect: Dialect, dbapi_conn: Any, *, pipelined: bool = False) -> None:
+    def __init__(self, dialect: Dialect, cursor: Any, *, pipelined: bool = False) -> None:
         self.dialect = dialect
-        self._conn = dbapi_conn
-        self._cur = dbapi_conn.cursor()
+        self._cur = cursor
         # psycopg's pipeline mode: a statement is sent without waiting for its answer, which comes back
         # when one is needed (a SELECT or RETURNING fetched here, or the COMMIT); errors surface there
         self._pipelined = pipelined
@@ -77,7 +77,7 @@ class BareConnection:
             else:
                 rows = cur.fetchall() if cur.description is not None else []
         except self.dialect.loaded_dbapi.Error as exc:
-            raise _wrap(self.dialect, self._conn, cur, sql, params, exc) from exc
+            raise _wrap(self.dialect, cur.connection, cur, sql, params, exc) from exc
         return BareResult(rows)
 
     def close(self) -> None:
@@ -113,7 +113,7 @@ def bare_transaction(db: Database) -> Iterator[BareConnection]:
             if db.is_sqlite:
                 apply_lock_wait(fairy.info, dbapi_conn)
             pipelined = not db.is_sqlite and _pipeline_supported(dbapi_conn)
-            conn = BareConnection(dialect, dbapi_conn, pipelined=pipelined)
+            conn = BareConnection(dialect, dbapi_conn.cursor(), pipelined=pipelined)
             try:
                 if db.is_sqlite:
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
