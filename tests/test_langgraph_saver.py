@@ -173,3 +173,80 @@ def test_postgres_warm_reads_survive_a_dropped_connection(pg_db: Database) -> No
         conn.exec_driver_sql(f"select pg_terminate_backend({reader.info.backend_pid})")
     assert graph.get_state(config).values["big"] == "p" * 3000  # a new connection, the same answer
     assert bare_reads.thread_connection(pg_db) is not reader
+
+
+def test_a_small_step_is_two_short_transactions_without_a_probe(sqlite_db: Database) -> None:
+    """A step's ``put`` and ``put_writes`` on the driver connection (``storage.bare_writes``): what
+    SQLite runs is BEGIN IMMEDIATE, the INSERTs and COMMIT, twice; small values are inserted if absent,
+    not probed first."""
+    from langgraph.checkpoint.base import empty_checkpoint
+    from sqlalchemy import event
+
+    saver = SafeRunSaver(sqlite_db)
+    sqlite_db.engine.dispose()  # new pooled connections, each traced from its first statement
+    statements: list[str] = []
+    event.listen(sqlite_db.engine, "connect", lambda dbapi, _: dbapi.set_trace_callback(statements.append))
+    checkpoint = empty_checkpoint()
+    versions = {"counter": saver.get_next_version(None, None), "messages": saver.get_next_version(None, None)}
+    checkpoint["channel_values"] = {"counter": 1, "messages": ["hello"]}
+    checkpoint["channel_versions"] = versions
+    config = saver.put({"configurable": {"thread_id": "s", "checkpoint_ns": ""}}, checkpoint, {}, versions)
+    saver.put_writes(config, [("counter", 2)], task_id="task-1")
+
+    heads = [" ".join(s.split()[:3]).upper() for s in statements]
+    assert heads == [
+        "BEGIN IMMEDIATE",
+        "INSERT INTO BLOBS",  # the two values and the manifest, one multi-row INSERT
+        "INSERT INTO ARTIFACTS",
+        "INSERT INTO LG_BLOBS",  # executemany: one per channel
+        "INSERT INTO LG_BLOBS",
+        "INSERT INTO LG_CHECKPOINTS",
+        "COMMIT",
+        "BEGIN IMMEDIATE",
+        "INSERT INTO LG_WRITES",
+        "COMMIT",
+    ], statements
+    fresh = SafeRunSaver(Database(sqlite_db.url))
+    got = fresh.get_tuple(config)
+    assert got is not None and got.checkpoint["channel_values"] == {"counter": 1, "messages": ["hello"]}
+    assert got.pending_writes == [("task-1", "counter", 2)]
+
+
+def test_first_get_state_reads_on_the_bare_cursor_and_falls_back_when_a_row_vanishes(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first read (nothing verified in this process yet) fetches and verifies the artifacts on the
+    per-thread bare cursor, not through SQLAlchemy; if a row it needs is gone (a concurrent delete or
+    prune), the transactional path answers instead."""
+    from sqlalchemy import event
+
+    from saferun.errors import ArtifactNotFound
+    from saferun.storage.artifacts import ArtifactStore
+
+    config = {"configurable": {"thread_id": "cold"}}
+    _graph(SafeRunSaver(sqlite_db), steps=2).invoke(
+        {"big": "c" * 20_000, "counter": 0, "messages": [], "extra": None}, config
+    )
+    engine_statements: list[str] = []
+    event.listen(sqlite_db.engine, "before_cursor_execute", lambda *a: engine_statements.append(a[2]))
+
+    sqlite_db.artifacts = ArtifactStore()  # nothing verified yet
+    state = _graph(SafeRunSaver(sqlite_db)).get_state(config)
+    assert state.values["big"] == "c" * 20_000 and state.values["counter"] == 2
+    assert engine_statements == []  # all on the bare cursor
+
+    sqlite_db.artifacts = ArtifactStore()
+    real_get = ArtifactStore.get
+    calls: list[object] = []
+
+    def vanished_once(self: ArtifactStore, conn: Any, uri: str, only: Any = None) -> dict[str, bytes]:
+        calls.append(type(conn).__name__)
+        if len(calls) == 1:
+            raise ArtifactNotFound(uri)
+        return real_get(self, conn, uri, only)
+
+    monkeypatch.setattr(ArtifactStore, "get", vanished_once)
+    state = _graph(SafeRunSaver(sqlite_db)).get_state(config)
+    assert state.values["big"] == "c" * 20_000 and state.values["counter"] == 2
+    assert calls[0] == "BareConnection" and "Connection" in calls[1:]
+    assert any("lg_checkpoints" in s for s in engine_statements)  # the transactional path answered
