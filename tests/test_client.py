@@ -507,3 +507,12 @@ async def test_the_clients_decide_several_requests_in_one_call(server: str) -> N
         again = await ac.decide_batch(ids, "REJECTED", approved_by="reviewer", rationale="late")
         assert again["decided"] == 0
         assert {r["outcome"] for r in again["results"]} == {"already_decided"}
+
+
+def test_endpoint_groups_without_a_transport_cannot_be_instantiated() -> None:
+    """``Sends`` is abstract: a client class that forgot its transport fails when built, not later with a
+    NotImplementedError on its first call."""
+    from saferun.client.workflows import WorkflowMethods
+
+    with pytest.raises(TypeError, match="abstract"):
+        WorkflowMethods()  # type: ignore[abstract]

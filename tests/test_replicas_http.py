@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,13 +23,8 @@ from saferun.core.identity import IdentityService
 from saferun.storage.database import Database
 from tests import ui_support
 from tests.conftest import drop_pg_schema, make_pg_database, require_postgres
+from tests.serving import free_port
 from tests.test_readme import README, blocks
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -50,7 +44,7 @@ def _replicas(n: int, **env_extra: str) -> Iterator[tuple[list[str], Database]]:
     }
     try:
         for _ in range(n):
-            port = _free_port()
+            port = free_port()
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "saferun.cli.main", "serve", "--port", str(port), "--no-demo"],

@@ -9,6 +9,7 @@ sees ``dict`` on ``SafeRunClient`` and ``Awaitable[dict]`` on ``AsyncSafeRunClie
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
@@ -58,11 +59,13 @@ def compact(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None}
 
 
-class Sends(Generic[J, B]):
-    """What an endpoint group needs from a client: send a call, get its JSON (``J``) or bytes (``B``)."""
+class Sends(ABC, Generic[J, B]):
+    """What an endpoint group needs from a client: send a call, get its JSON (``J``) or bytes (``B``).
+    Abstract: a class mixing the endpoint groups in without a transport (``SyncTransport`` or
+    ``AsyncTransport``) cannot be instantiated."""
 
-    def _json(self, call: Call) -> J:
-        raise NotImplementedError
+    @abstractmethod
+    def _json(self, call: Call) -> J: ...
 
-    def _bytes(self, call: Call) -> B:
-        raise NotImplementedError
+    @abstractmethod
+    def _bytes(self, call: Call) -> B: ...
