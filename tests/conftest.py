@@ -234,6 +234,18 @@ def _restore_logging() -> Iterator[None]:
         logger.disabled = disabled
 
 
+@pytest.fixture(autouse=True)
+def _unfreeze_heap() -> Iterator[None]:
+    """A test that runs ``saferun serve`` in-process freezes the heap, as the server does at startup
+    (``saferun/api/heap.py``); the suite's process is not a server, so the next test starts unfrozen and
+    the garbage of the tests after it stays collectable."""
+    import gc
+
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_terminal_summary(terminalreporter: Any) -> Iterator[None]:
     """One line for every test skipped because PostgreSQL is absent, instead of one line per test in

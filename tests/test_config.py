@@ -206,6 +206,20 @@ def test_keys_mode_creates_no_demo_identities_unless_asked(
     assert "demo_admin" in out  # asked for: created once and shown
 
 
+def test_serve_freezes_the_startup_heap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full garbage collections of a serving process skip what existed when it started (why: the
+    docstring of ``saferun/api/heap.py``): ``saferun serve`` freezes once the app is built."""
+    import gc
+
+    frozen: list[int] = []
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: frozen.append(gc.get_freeze_count()))
+    result = runner.invoke(app, ["--database-url", f"sqlite:///{tmp_path / 'gc.db'}", "serve"])
+    assert result.exit_code == 0, result.output
+    assert frozen and frozen[0] > 10_000  # the app, its routes and every imported module's objects
+
+
 def test_open_mode_keeps_the_demo_identities_by_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -230,6 +230,7 @@ def serve(
     import uvicorn
 
     from saferun.api.deps import auth_mode, is_loopback
+    from saferun.api.heap import freeze_startup_heap
     from saferun.api.server import create_app
     from saferun.core.identity import ensure_demo_identities
 
@@ -269,10 +270,10 @@ def serve(
                 )
     state = ctx.ensure_object(CliState)
     log_config = logs.config_dict(state.log_level, state.settings.log_format if state.settings else "text")
+    server_app = create_app(orch, auth=effective)
+    freeze_startup_heap()  # full GC passes then skip the ~160k startup objects (saferun/api/heap.py)
     # proxy_headers off: forwarding headers are believed only from SAFERUN_TRUSTED_PROXIES (local_guard.py)
-    uvicorn.run(
-        create_app(orch, auth=effective), host=host, port=port, log_config=log_config, proxy_headers=False
-    )
+    uvicorn.run(server_app, host=host, port=port, log_config=log_config, proxy_headers=False)
 
 
 if __name__ == "__main__":  # pragma: no cover
