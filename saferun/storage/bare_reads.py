@@ -150,6 +150,12 @@ def placeholder(db: Database) -> str:
     return "?" if db.engine.dialect.paramstyle == "qmark" else "%s"
 
 
+def close_thread_connection(db: Database) -> None:
+    """Close this thread's bare connection to ``db``, if it has one; the next read opens a new one (as a
+    new process would: the saver benchmark's first-read measurement)."""
+    _drop(db)
+
+
 def thread_connection(db: Database) -> Any | None:
     """This thread's bare connection to ``db`` (tests trace its statements), or None for a pooled one."""
     return _connection(db)
