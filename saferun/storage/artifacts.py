@@ -261,8 +261,8 @@ class ArtifactStore:
                     continue  # already stored: not even chunked
                 hint = plan.bases.get(name)
                 if hint is not None and (encoded := _delta_blob(hint, known.get(hint.sha), data)) is not None:
-                    add(index, key, _DELTA, encoded[0])
-                    new_anchors[key] = encoded[1]
+                    blob, new_anchors[key] = encoded
+                    add(index, key, _DELTA, blob)
                     continue
                 pieces = chunking.split(data)
                 if len(pieces) <= 1:

@@ -83,7 +83,9 @@ def _connection(db: Database) -> Any | None:
     return conn
 
 
-def _drop(db: Database) -> None:
+def close_thread_connection(db: Database) -> None:
+    """Close this thread's bare connection to ``db``, if it has one; the next read opens a new one (after
+    a dropped connection; the saver benchmark's first reads, as a new process would)."""
     entry = _held(db).pop(db, None)
     if entry is not None and entry[0] == os.getpid():
         with contextlib.suppress(Exception):  # a broken connection may fail to close; dropped either way
@@ -102,7 +104,7 @@ def bare_read(db: Database, read: Callable[[Any], T]) -> T:
     except Exception as exc:
         if not _is_disconnect(exc):
             raise
-        _drop(db)
+        close_thread_connection(db)
         conn = _connection(db)
         assert conn is not None
         return _run(conn, read)
@@ -148,12 +150,6 @@ def _pooled_cursor(db: Database) -> Iterator[Any]:
 def placeholder(db: Database) -> str:
     """The driver's positional placeholder: ``?`` (sqlite3) or ``%s`` (psycopg)."""
     return "?" if db.engine.dialect.paramstyle == "qmark" else "%s"
-
-
-def close_thread_connection(db: Database) -> None:
-    """Close this thread's bare connection to ``db``, if it has one; the next read opens a new one (as a
-    new process would: the saver benchmark's first-read measurement)."""
-    _drop(db)
 
 
 def thread_connection(db: Database) -> Any | None:

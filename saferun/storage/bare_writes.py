@@ -24,6 +24,7 @@ artifacts through one on a ``bare_reads`` cursor.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -84,6 +85,7 @@ class BareConnection:
         self._cur.close()
 
 
+@functools.lru_cache(maxsize=512)  # the statements are a few dozen texts built once (driver_sql)
 def _returns_rows(sql: str) -> bool:
     head = sql.lstrip()[:6].upper()
     return head == "SELECT" or " RETURNING " in sql.upper()
@@ -105,7 +107,7 @@ def _wrap(dialect: Dialect, conn: Any, cur: Any, sql: str, params: Any, exc: Exc
 def bare_transaction(db: Database) -> Iterator[BareConnection]:
     """``Database.transaction`` for driver-SQL statements only (see the module docstring)."""
     dialect = db.engine.dialect
-    with db._faults(), writer_turn(db):
+    with db.fault_guard(), writer_turn(db):
         fairy = db.engine.raw_connection()
         conn: BareConnection | None = None
         try:
@@ -145,9 +147,12 @@ def _commit(dialect: Dialect, dbapi_conn: Any) -> None:
 
 
 def _pipeline_supported(dbapi_conn: Any) -> bool:
-    pipeline = getattr(dbapi_conn, "pipeline", None)
-    if pipeline is None:
-        return False
+    return hasattr(dbapi_conn, "pipeline") and _libpq_pipelines()
+
+
+@functools.cache
+def _libpq_pipelines() -> bool:
+    """Whether this process's libpq has pipeline mode (asked once, not per transaction)."""
     import psycopg
 
     return bool(psycopg.Pipeline.is_supported())

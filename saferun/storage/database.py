@@ -90,7 +90,7 @@ class Database:
 
         On SQLite the writers of this process queue on one lock first (``writer_turn``), so only one of
         them at a time waits in ``BEGIN IMMEDIATE`` for SQLite's own lock."""
-        with self._faults(), writer_turn(self), self.engine.begin() as conn:
+        with self.fault_guard(), writer_turn(self), self.engine.begin() as conn:
             yield conn
             run_before_commit(conn)
 
@@ -99,7 +99,7 @@ class Database:
         """One pooled connection for several transactions (``with conn.begin(): ...`` each, the same
         ``BEGIN IMMEDIATE`` as :meth:`transaction`), for a loader that tunes its connection once
         (``core.bulk``); faults as in :meth:`transaction`."""
-        with self._faults(), self.engine.connect() as conn:
+        with self.fault_guard(), self.engine.connect() as conn:
             yield conn
 
     @contextmanager
@@ -113,11 +113,14 @@ class Database:
         options: dict[str, Any] = {"saferun_read": True}
         if self.engine.dialect.name == "postgresql":
             options["isolation_level"] = "REPEATABLE READ"
-        with self._faults(), self.engine.connect().execution_options(**options) as conn:
+        with self.fault_guard(), self.engine.connect().execution_options(**options) as conn:
             yield conn
 
     @contextmanager
-    def _faults(self) -> Iterator[None]:
+    def fault_guard(self) -> Iterator[None]:
+        """A passing fault (disk full, read-only, locked, connection lost) raised in the block becomes
+        ``StoreUnavailable`` and renews the pool; every transaction of this module and
+        ``bare_writes.bare_transaction`` run inside it."""
         try:
             yield
         except Exception as exc:

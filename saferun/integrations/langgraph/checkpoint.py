@@ -296,8 +296,8 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         metadata_type, metadata_bytes = self._dumps(full_metadata, "metadata")
         run_id = full_metadata.get("run_id")
         with self._write_lock, bare_transaction(self.db) as conn:
-            # every channel this checkpoint changed goes into one artifact (a part per channel): one probe
-            # and one insert however many changed, and chunks already stored are not stored again
+            # every channel this checkpoint changed goes into one artifact (a part per channel): at most one
+            # probe and one insert however many changed, and chunks already stored are not stored again
             parts = {channel: data for channel, _, _, data in blobs if data is not None}
             uri = None
             if parts:
