@@ -22,7 +22,7 @@ from sqlalchemy import Select, func, select, text
 from saferun.core.bulk import create_paused
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.policy import Caller, Role
-from saferun.storage import queue
+from saferun.storage import queue, snapshots
 from saferun.storage import workflows as wf_store
 from saferun.storage.database import Database
 from saferun.storage.queue import QueueFilter
@@ -113,6 +113,13 @@ def queries() -> dict[str, tuple[Select[Any], str, bool]]:
             "workflows",
             False,
         ),
+        # a state labelled freely is bound to the first configured checkpoint not yet passed: one probe of
+        # ix_snapshots_workflow_checkpoint per configured checkpoint, never the workflow's whole history
+        "checkpoint a free label binds to": (
+            snapshots.first_open_statement(3).params(b_wf="wf_x", b_cp0="a", b_cp1="b", b_cp2="c"),
+            "snapshots",
+            False,
+        ),
     }
 
 
@@ -175,3 +182,18 @@ def test_list_queries_read_an_index_in_order(filled: Database, name: str) -> Non
             name,
             [n["Node Type"] for n in nodes],
         )
+
+
+def test_binding_a_free_label_probes_each_checkpoint_not_the_history(filled: Database) -> None:
+    """The probes look a (workflow, checkpoint) pair up in the index: the cost of binding a freely
+    labelled state does not grow with the workflow's earlier snapshots (a key of workflow_id alone
+    would walk them all)."""
+    stmt = snapshots.first_open_statement(2).params(b_wf="wf_x", b_cp0="a", b_cp1="b")
+    if filled.dialect == "sqlite":
+        lines = [line for line in sqlite_plan(filled, stmt) if " snapshots " in f" {line} "]
+        assert len(lines) == 2, lines
+        assert all("workflow_id=? AND checkpoint_id=?" in line for line in lines), lines
+        return
+    reads = [n for n in pg_nodes(filled, stmt) if n.get("Relation Name") == "snapshots"]
+    assert len(reads) == 2, reads
+    assert all("checkpoint_id" in n.get("Index Cond", "") for n in reads), reads

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, cast, exists, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    bindparam,
+    cast,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    union_all,
+    update,
+)
 
 from saferun.domain.ids import new_id
 from saferun.errors import SnapshotNotFound
@@ -160,13 +172,40 @@ def checkpoint_passed(
     return conn.execute(_PASSED, params).first() is not None
 
 
-def passed_checkpoints(conn: Connection, workflow_id: str) -> set[str]:
-    rows = conn.execute(
-        select(snapshots.c.checkpoint_id)
-        .distinct()
-        .where(snapshots.c.workflow_id == workflow_id, snapshots.c.status.in_(PASSED))
-    )
-    return {r[0] for r in rows}
+def first_open(conn: Connection, workflow_id: str, checkpoint_ids: list[str]) -> str | None:
+    """The first of ``checkpoint_ids`` (in the given order) never passed, or None when all have passed.
+
+    One statement of ``len(checkpoint_ids)`` probes of ``ix_snapshots_workflow_checkpoint``, so its cost
+    does not grow with the workflow's history. (It used to read every passed snapshot of the workflow with
+    ``DISTINCT``: a long-running agent labelling its states freely paid for all its earlier checkpoints
+    at each new one.)"""
+    if not checkpoint_ids:
+        return None
+    params = {"b_wf": workflow_id, **{f"b_cp{i}": cp for i, cp in enumerate(checkpoint_ids)}}
+    row = conn.execute(first_open_statement(len(checkpoint_ids)), params).first()
+    return None if row is None else checkpoint_ids[row[0]]
+
+
+_FIRST_OPEN: dict[int, Any] = {}
+
+
+def first_open_statement(count: int) -> Any:
+    """The statement for ``count`` checkpoints, built once per count (configs hold a handful)."""
+    stmt = _FIRST_OPEN.get(count)
+    if stmt is None:
+        probes = [
+            select(literal_column(str(i)).label("pos")).where(
+                ~exists().where(
+                    snapshots.c.workflow_id == bindparam("b_wf"),
+                    snapshots.c.checkpoint_id == bindparam(f"b_cp{i}"),
+                    snapshots.c.status.in_(PASSED),
+                )
+            )
+            for i in range(count)
+        ]
+        union = union_all(*probes).subquery()
+        stmt = _FIRST_OPEN[count] = select(union.c.pos).order_by(union.c.pos).limit(1)
+    return stmt
 
 
 _WITH_ARTIFACT = (

@@ -488,8 +488,9 @@ class WorkflowPauses:
         exact = config.checkpoint(checkpoint_id)
         if exact is not None:
             return exact
-        done = snapshots.passed_checkpoints(conn, row["workflow_id"])
-        return next((cp for cp in config.checkpoints if cp.checkpoint_id not in done), config.checkpoints[-1])
+        ids = [cp.checkpoint_id for cp in config.checkpoints]
+        open_id = snapshots.first_open(conn, row["workflow_id"], ids)
+        return config.checkpoint(open_id) if open_id is not None else config.checkpoints[-1]
 
 
 def _checked_items(items: Any) -> list[CheckpointItem]:
