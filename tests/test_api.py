@@ -419,3 +419,42 @@ async def test_the_originals_lower_case_decision_words_are_accepted(api: httpx.A
         json={"request_id": req, "decision": "approve-ish", "approved_by": "human_789"},
     )
     assert wrong.status_code == 422 and "decision" in wrong.text
+
+
+async def test_a_long_poll_reads_a_light_gate_before_it_waits_and_one_checked_view_after(
+    db: Database,
+) -> None:
+    """The read before the wait is ``request_gate`` (status, expiry, the parties for the access check),
+    not a chain-checked view that the view after the notice would replace: one checked read per long-poll
+    that waits (issue 12, target 3)."""
+    import asyncio
+
+    from saferun.core import notify
+    from saferun.core.state_machine.models import ApprovalResponse
+
+    orch = WorkflowOrchestrator(database=db)
+    calls: list[str] = []
+    for name in ("request_view", "request_gate"):
+        real = getattr(orch, name)
+
+        def spy(*args: object, _real: object = real, _name: str = name, **kwargs: object) -> object:
+            calls.append(_name)
+            return _real(*args, **kwargs)  # type: ignore[operator]
+
+        setattr(orch, name, spy)
+    async with client_for(create_app(orch, auth="open", sweep=False)) as api:
+        wf, req = await paused(api)
+        # PostgreSQL's listener wakes every waiter once when it connects (a resync): connect it first
+        assert await notify.notifier_for(db).astart()
+        calls.clear()
+
+        async def decide_soon() -> None:  # through another orchestrator: only the long-poll's reads count
+            await asyncio.sleep(0.05)
+            response = ApprovalResponse(request_id=req, decision="APPROVED", approved_by="human_789")
+            await asyncio.to_thread(WorkflowOrchestrator(database=db).submit_approval, wf, response)
+
+        task = asyncio.create_task(decide_soon())
+        polled = (await api.get(f"/api/approvals/{req}", params={"wait": 30})).json()
+        await task
+    assert polled["decision"]["decision"] == "APPROVED"
+    assert calls == ["request_gate", "request_view"], calls

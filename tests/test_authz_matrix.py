@@ -532,3 +532,25 @@ async def test_an_unassigned_workflow_is_visible_to_every_supervisor(db: Databas
             assert res.status_code == status, name
             listed = (await c.get("/api/workflows", headers=world.headers[name])).text
             assert ("wf_open" in listed) is (status == 200), name
+
+
+async def test_a_long_poll_refuses_a_foreign_pending_request_at_once(db: Database) -> None:
+    """``?wait=`` checks access before it waits (on a light read of the request's workflow): a caller who
+    may not see A's pending request gets the plain read's refusal, with the unknown id's body, instead of
+    waiting on it (waiting would reveal that the request exists and is pending; it would also answer 200
+    after the wait, which this test would see)."""
+    world = await build(db)
+    app = create_app(world.orch, auth="keys", sweep=False)
+    expected = EXPECTED["GET /api/approvals/{request_id}"]
+    refused = [n for n in NAMES if expected[n] != ALLOWED and expected[n] != 200]
+    assert refused and world.orch.get_approval_request(world.a.request_id).status == "pending"
+    wait = {"wait": 30}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+        for name in refused:
+            url = f"/api/approvals/{world.a.request_id}"
+            waited = await c.get(url, params=wait, headers=world.headers[name])
+            assert waited.status_code == expected[name], name
+        b = world.headers["poster_b"]
+        foreign = await c.get(f"/api/approvals/{world.a.request_id}", params=wait, headers=b)
+        missing = await c.get("/api/approvals/req_never", params=wait, headers=b)
+        assert foreign.text.replace(world.a.request_id, "ID") == missing.text.replace("req_never", "ID")

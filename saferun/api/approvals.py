@@ -13,7 +13,7 @@ from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, OrchestratorDep, enforce, sees, visible
 from saferun.api.workflows import as_agent
 from saferun.core.listing import MAX_LIMIT, MAX_SECONDS
-from saferun.core.state_machine.access import RequestView
+from saferun.core.state_machine.access import RequestGate, RequestView
 from saferun.core.state_machine.models import (
     ApprovalDecision,
     ApprovalRequest,
@@ -239,7 +239,7 @@ def _decide_one(
     return after, view.request
 
 
-def _must_see(caller: Caller, view: RequestView, request_id: str) -> None:
+def _must_see(caller: Caller, view: RequestView | RequestGate, request_id: str) -> None:
     """A request of a workflow the caller may not see is 404, exactly as an unknown id."""
     if not sees(caller, view):
         raise ApprovalRequestNotFound(request_id)

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from saferun.api.local_guard import UNTRUSTED_FORWARD
 from saferun.config import get_settings
 from saferun.core.identity import IdentityService
-from saferun.core.state_machine.access import RequestView, WorkflowView
+from saferun.core.state_machine.access import RequestGate, RequestView, WorkflowView
 from saferun.core.state_machine.models import WorkflowExecution
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain.policy import Caller, Refusal, may_see_workflow
@@ -165,7 +165,7 @@ def docs_caller(request: Request) -> Caller | None:
 DocsGuard = Annotated[Caller | None, Depends(docs_caller)]
 
 
-def sees(caller: Caller, wf: WorkflowExecution | WorkflowView | RequestView) -> bool:
+def sees(caller: Caller, wf: WorkflowExecution | WorkflowView | RequestView | RequestGate) -> bool:
     """The one visibility rule (``policy.may_see_workflow``) for a loaded workflow (or the workflow of a
     loaded request)."""
     cfg = wf.config

@@ -181,6 +181,29 @@ def with_context(
     return req, wf, resp if resp["response_id"] is not None else None
 
 
+_GATE = (
+    select(
+        approval_requests.c.status,
+        approval_requests.c.expires_at,
+        workflows.c.workflow_id,
+        workflows.c.created_at,
+        workflows.c.config,
+        workflows.c.supervisor_id,
+    )
+    .join(workflows, workflows.c.workflow_id == approval_requests.c.workflow_id)
+    .where(approval_requests.c.request_id == bindparam("b_req"))
+)
+
+
+def gate(conn: Connection, request_id: str) -> RowMapping:
+    """The request's status and expiry with its workflow's id, creation time, config and supervisor: what
+    a long-poll checks before it waits (``WorkflowAccess.request_gate``), in one indexed read."""
+    row = conn.execute(_GATE, {"b_req": request_id}).mappings().first()
+    if row is None:
+        raise ApprovalRequestNotFound(request_id)
+    return row
+
+
 def is_pending(engine: Engine, request_id: str) -> bool:
     """Whether the request exists and is still pending: one indexed read through the bare driver (no
     transaction), for a long-poll's fallback polls. Only a hint: what is served is read and checked again."""

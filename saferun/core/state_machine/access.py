@@ -49,6 +49,18 @@ class RequestView:
 
 
 @dataclass(frozen=True)
+class RequestGate:
+    """What a long-poll needs before it waits: whether the request is still pending, when it expires, and
+    the workflow's parties for the access check. One indexed read, no chain check: nothing of it is served
+    (the answer is always a checked ``RequestView``, and the access check runs again on that)."""
+
+    status: str
+    expires_at: Any
+    config: WorkflowConfig
+    supervisor_id: str | None
+
+
+@dataclass(frozen=True)
 class WorkflowView:
     """A workflow as an access check needs it, read and checked against its chain: its parties and
     checkpoints (``config``), its supervisor and its state."""
@@ -120,16 +132,20 @@ class WorkflowAccess:
         self,
         request_id: str,
         timeout: float,
-        check: Callable[[RequestView], None] = lambda _: None,
+        check: Callable[[RequestView | RequestGate], None] = lambda _: None,
         poll_interval: float = 0.25,
     ) -> RequestView:
         """``request_view`` once the request is decided, or as it stands when ``timeout`` seconds passed.
 
-        ``check`` runs on the first read (an access check: it raises for a caller who may not see the
-        request, before anything waits). The wait is ``wait_for_decision``'s: the watch is registered
-        before the first read, so a decision committed after it wakes this at once (any process on
-        PostgreSQL, this one on SQLite); polling backs off from 50 ms to ``poll_interval`` as the fallback,
-        and a request past its expiry is resolved here by its on_timeout policy.
+        ``check`` is an access check: it raises for a caller who may not see the request. It runs on the
+        first read, before anything waits (so a foreign id is refused at once, as an unknown one), and
+        again on the view that is served. While the request is pending and time is left, that first read
+        is a ``request_gate`` (one light read), not a checked view: the view read before a wait was thrown
+        away by the view read after it, and was a tenth of a server's cycle (issue 12, target 3). The wait
+        is ``wait_for_decision``'s: the watch is registered before the first read, so a decision committed
+        after it wakes this at once (any process on PostgreSQL, this one on SQLite); polling backs off from
+        50 ms to ``poll_interval`` as the fallback, and a request past its expiry is resolved here by its
+        on_timeout policy.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -139,25 +155,34 @@ class WorkflowAccess:
         delay = 0.05
         woken_by = "first read"
         notifier = notify.notifier_for(self.db)
-        read = functools.partial(self.request_view, request_id)
         pending = functools.partial(self._still_pending, request_id)
         with notifier.watch("decision", request_id) as watch:
             changed = True  # read the request in full: first, after a notice, when a poll saw it move
+            gate_first = True  # the first read, while it finds the request pending, is the light one
             while True:
                 # the answer's digest matters only when it goes out pending (no decision, time is up)
                 final = loop.time() >= deadline
                 if changed or final:
                     watch.clear()  # right before the read: a notice from now on is not lost
-                    view: RequestView = await self._in_thread(functools.partial(read, digest=final))
-                    if woken_by == "first read":
+                    expires_at = None
+                    if gate_first and not final:
+                        gate_first = False
+                        gate = await self._in_thread(functools.partial(self.request_gate, request_id))
+                        check(gate)
+                        if gate.status == "pending" and gate.expires_at > utcnow():
+                            expires_at = gate.expires_at
+                    if expires_at is None:
+                        read = functools.partial(self.request_view, request_id, digest=final)
+                        view: RequestView = await self._in_thread(read)
                         check(view)
-                    if view.response is not None:
-                        extra = {"request_id": request_id, "woken_by": woken_by}
-                        log.debug("decision on %s found by %s", request_id, woken_by, extra=extra)
-                        return view
-                    if final or view.request.status != "pending":
-                        return view
-                until_expiry = (view.expires_at - utcnow()).total_seconds()
+                        if view.response is not None:
+                            extra = {"request_id": request_id, "woken_by": woken_by}
+                            log.debug("decision on %s found by %s", request_id, woken_by, extra=extra)
+                            return view
+                        if final or view.request.status != "pending":
+                            return view
+                        expires_at = view.expires_at
+                until_expiry = (expires_at - utcnow()).total_seconds()
                 if until_expiry <= 0:
                     await self._in_thread(functools.partial(self.sweep_expired, only=request_id))
                     woken_by, changed = "expiry", True
@@ -174,6 +199,13 @@ class WorkflowAccess:
                     watch.clear()
                     woken_by, changed = "poll", not await self._in_thread(pending)
                     delay = min(poll_interval, delay * 2)
+
+    def request_gate(self, request_id: str) -> RequestGate:
+        """The request's status and expiry with its workflow's parties (``RequestGate``); unchecked, so
+        only for deciding whether to wait. ``ApprovalRequestNotFound`` for an unknown id."""
+        with self.db.read() as conn:
+            row = approvals.gate(conn, request_id)
+            return RequestGate(row["status"], row["expires_at"], views.config(row), row["supervisor_id"])
 
     def _still_pending(self, request_id: str) -> bool:
         """Whether the request is still pending: a poll's one indexed read, not a chain check."""
