@@ -1,5 +1,5 @@
 """JSON columns are written by orjson and read by it, with the standard library where orjson would differ
-(``storage.database.json_dumps`` / ``json_loads``): every value reads back exactly as it was given, so the
+(``storage.json_columns``): every value reads back exactly as it was given, so the
 rows still match the digests the audit chain recorded for them."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
-from saferun.storage.database import Database, json_dumps, json_loads
+from saferun.storage.database import Database
+from saferun.storage.json_columns import json_dumps, json_loads
 from saferun.storage.schema import workflows
 from tests.helpers import make_config
 
@@ -47,3 +48,13 @@ def test_a_workflow_with_awkward_metadata_reads_back_exactly_and_untampered(db: 
     with db.read() as conn:
         stored = conn.execute(select(workflows.c.config).where(workflows.c.workflow_id == wf)).scalar_one()
     assert stored["metadata"] == AWKWARD
+
+
+def test_subclasses_are_written_as_the_standard_library_wrote_them() -> None:
+    from enum import StrEnum
+
+    class Colour(StrEnum):
+        RED = "red"
+
+    assert json_loads(json_dumps({"c": Colour.RED, "n": True})) == {"c": "red", "n": True}
+    assert json_dumps({"c": Colour.RED}) == json.dumps({"c": Colour.RED})

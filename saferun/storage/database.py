@@ -18,10 +18,8 @@ connection that hangs for 30 s and then fails anyway (issue 10, item 9).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import threading
 import time
 import weakref
@@ -31,7 +29,6 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
@@ -39,6 +36,7 @@ from sqlalchemy.pool import QueuePool
 from saferun.config import get_settings, normalize_database_url
 from saferun.errors import SchemaMismatch, StoreUnavailable
 from saferun.storage import faults
+from saferun.storage.json_columns import json_dumps, json_loads
 
 log = logging.getLogger(__name__)
 
@@ -235,40 +233,6 @@ def get_database(url: str | None = None) -> Database:
         if db is None:
             db = _instances[resolved] = Database(resolved)
         return db
-
-
-_PASS_THROUGH = (
-    orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
-
-
-def json_dumps(value: Any) -> str:
-    """A JSON column's text: orjson (several times faster than ``json.dumps`` on a request's context and
-    review, which every pause writes), and the standard library for what orjson refuses (integers past
-    64 bits, non-string keys), so a value either library took before is still stored. Dates, dataclasses
-    and str/int subclasses pass through to ``json.dumps``, which refuses them as before: a column never
-    quietly starts storing something it did not. Readers see the same values; only whitespace differs."""
-    try:
-        return orjson.dumps(value, option=_PASS_THROUGH).decode()
-    except TypeError:
-        return json.dumps(value)
-
-
-_LONG_NUMBER = re.compile(r"\d{19}")  # 19 digits or more: possibly past 64 bits
-_LONG_NUMBER_BYTES = re.compile(rb"\d{19}")  # psycopg hands JSONB over as bytes
-
-
-def json_loads(text: str | bytes) -> Any:
-    """A JSON column's value: orjson, or the standard library for text orjson refuses (a ``NaN`` an older
-    version wrote) or would read differently (orjson turns an integer past 64 bits into a float: such a
-    value must come back exact, or its row's digest no longer matches the audit chain)."""
-    long_number = _LONG_NUMBER_BYTES if isinstance(text, bytes) else _LONG_NUMBER
-    if long_number.search(text):  # type: ignore[arg-type]
-        return json.loads(text)
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
 
 
 def _make_engine(url: str, *, echo: bool) -> Engine:
