@@ -57,4 +57,4 @@ def test_subclasses_are_written_as_the_standard_library_wrote_them() -> None:
         RED = "red"
 
     assert json_loads(json_dumps({"c": Colour.RED, "n": True})) == {"c": "red", "n": True}
-    assert json_dumps({"c": Colour.RED}) == json.dumps({"c": Colour.RED})
+    assert json.loads(json_dumps({"c": Colour.RED})) == json.loads(json.dumps({"c": Colour.RED}))

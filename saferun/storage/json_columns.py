@@ -23,8 +23,8 @@ _PASS_THROUGH = (
 def json_dumps(value: Any) -> str:
     """A JSON column's text: orjson (several times faster than ``json.dumps`` on a request's context and
     review, which every pause writes), and the standard library for what orjson refuses (integers past
-    64 bits, non-string keys), so every value is stored as before. Subclasses (a ``StrEnum``) go to
-    ``json.dumps`` too, which writes them as it did; dates and dataclasses, which orjson would write and
+    64 bits, non-string keys, subclasses of str, int, dict and list), so every value is stored as before
+    (an enum is written as its value by both); dates and dataclasses, which orjson would write and
     ``json.dumps`` refuses, are still refused: a column never quietly starts storing something new.
     Readers see the same values; only whitespace differs."""
     try:
