@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, OrchestratorDep, enforce, sees, visible
+from saferun.api.one_hop import OneHopRoute
 from saferun.api.workflows import as_agent
 from saferun.core.listing import MAX_LIMIT, MAX_SECONDS
 from saferun.core.state_machine.access import RequestGate, RequestView
@@ -31,7 +32,7 @@ from saferun.errors import (
 )
 from saferun.storage.queue import QueueFilter
 
-router = APIRouter(prefix="/api/approvals", tags=["approvals"])
+router = APIRouter(prefix="/api/approvals", tags=["approvals"], route_class=OneHopRoute)
 MAX_WAIT_SECONDS = 60.0
 
 

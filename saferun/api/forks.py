@@ -14,10 +14,11 @@ from pydantic import Field
 
 from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, OrchestratorDep, enforce, visible
+from saferun.api.one_hop import OneHopRoute
 from saferun.api.workflows import detail
 from saferun.domain.policy import may_create_workflow
 
-router = APIRouter(prefix="/api/workflows", tags=["workflows"])
+router = APIRouter(prefix="/api/workflows", tags=["workflows"], route_class=OneHopRoute)
 
 
 class ForkIn(s.Strict):

@@ -14,12 +14,13 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from saferun.api.deps import CallerDep, OrchestratorDep, orchestrator, visible
+from saferun.api.one_hop import OneHopRoute
 from saferun.payments import records
 
 if TYPE_CHECKING:  # the x402 EVM stack (eth_account, web3, py_ecc) costs ~0.5 s: load it on first payment
     from saferun.payments.funding import FundingService
 
-router = APIRouter(prefix="/api/workflows", tags=["escrow funding"])
+router = APIRouter(prefix="/api/workflows", tags=["escrow funding"], route_class=OneHopRoute)
 
 _FUND_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {

@@ -33,6 +33,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import ConfigDict, Field
 
 from saferun.api.deps import CallerDep, enforce, orchestrator
+from saferun.api.one_hop import OneHopRoute
 from saferun.api.openapi import MethodNotAllowed
 from saferun.api.schemas import Strict, amount_schema, doc
 from saferun.domain.policy import Role, may_use_platform
@@ -42,7 +43,7 @@ from saferun.storage.artifacts import URI_PREFIX
 from saferun.storage.identities import IDENTITY_ID_PATTERN
 from saferun.storage.platform_requests import MAX_KEY_LENGTH
 
-router = APIRouter(prefix="/x402", tags=["x402 platform"])
+router = APIRouter(prefix="/x402", tags=["x402 platform"], route_class=OneHopRoute)
 
 T = TypeVar("T")
 

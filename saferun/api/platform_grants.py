@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query
 from pydantic import Field
 
 from saferun.api.deps import CallerDep, OrchestratorDep, enforce
+from saferun.api.one_hop import OneHopRoute
 from saferun.api.schemas import Strict
 from saferun.domain.platform_policy import may_grant
 from saferun.domain.policy import Caller, Role
@@ -21,7 +22,7 @@ from saferun.errors import InvalidInput, NotFound
 from saferun.platform import scope
 from saferun.storage import identities as id_store
 
-router = APIRouter(prefix="/api/platform-grants", tags=["x402 platform"])
+router = APIRouter(prefix="/api/platform-grants", tags=["x402 platform"], route_class=OneHopRoute)
 
 Id = Annotated[str, Field(min_length=1, max_length=200)]
 

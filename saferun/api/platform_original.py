@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import Field
 
+from saferun.api.one_hop import OneHopRoute
 from saferun.api.platform import (
     TEXT64,
     Amount,
@@ -36,7 +37,7 @@ from saferun.api.schemas import Strict
 from saferun.errors import InvalidInput
 from saferun.storage.artifacts import URI_PREFIX
 
-router = APIRouter(prefix="/x402/original", tags=["x402 platform (original client)"])
+router = APIRouter(prefix="/x402/original", tags=["x402 platform (original client)"], route_class=OneHopRoute)
 
 
 class Escrow(Strict):

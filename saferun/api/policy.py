@@ -13,9 +13,10 @@ from pydantic import Field
 
 from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, OrchestratorDep
+from saferun.api.one_hop import OneHopRoute
 from saferun.domain.approval_policy import case_from_dict
 
-router = APIRouter(prefix="/api/policy", tags=["policy"])
+router = APIRouter(prefix="/api/policy", tags=["policy"], route_class=OneHopRoute)
 
 
 class EvaluateIn(s.Strict):

@@ -12,11 +12,12 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from saferun.api.deps import CallerDep, OrchestratorDep, visible
+from saferun.api.one_hop import OneHopRoute
 from saferun.config import get_settings
 from saferun.core.bundles import FORMAT, export_bundle
 from saferun.core.signing import KeyRing
 
-router = APIRouter(tags=["records"])
+router = APIRouter(tags=["records"], route_class=OneHopRoute)
 
 
 def _keys(orch: Any) -> KeyRing:

@@ -28,6 +28,7 @@ from saferun.api import platform_original as x402_original
 from saferun.api.input_guard import InputGuard
 from saferun.api.local_guard import LocalGuard
 from saferun.api.lock_wait import LockWait
+from saferun.api.one_hop import OneHopRoute
 from saferun.core import notify
 from saferun.core.identity import IdentityService
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
@@ -59,6 +60,7 @@ def create_app(
         description="Supervised autonomy for AI agents: durable checkpoints, human decisions, "
         "saga rollback and exact escrow.",
     )
+    app.router.route_class = OneHopRoute  # the app's own routes (docs) too: one thread hop per request
     # checked first: an unknown SAFERUN_* name or a malformed value stops the server before it serves
     settings = config.check()
     app.state.orchestrator = orchestrator

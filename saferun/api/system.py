@@ -14,6 +14,7 @@ from saferun import __version__
 from saferun.api import metrics
 from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, DocsGuard, OrchestratorDep, visible
+from saferun.api.one_hop import OneHopRoute
 from saferun.domain.canonical import canonical_loads
 from saferun.errors import ArtifactNotFound, InvalidInput, SnapshotNotFound
 from saferun.storage import snapshots as snapshots_store
@@ -22,7 +23,7 @@ from saferun.storage.visibility import artifact_visible, visible_among
 
 SHA256_PATTERN = "^[0-9a-f]{64}$"  # in the schema too, so clients (and fuzzers) know the form
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=OneHopRoute)
 
 
 @router.get("/api/health", response_model=s.Health)

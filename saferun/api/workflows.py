@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, OrchestratorDep, enforce, sees, visible
+from saferun.api.one_hop import OneHopRoute
 from saferun.config import get_settings
 from saferun.core.listing import MAX_LIMIT
 from saferun.core.rollback.reconciliation import compensation_key
@@ -28,7 +29,7 @@ from saferun.domain.states import WorkflowState
 from saferun.errors import Forbidden, InvalidInput, WorkflowNotFound
 from saferun.storage.schema import utcnow
 
-router = APIRouter(prefix="/api/workflows", tags=["workflows"])
+router = APIRouter(prefix="/api/workflows", tags=["workflows"], route_class=OneHopRoute)
 
 
 def summary(wf: WorkflowExecution) -> dict[str, Any]:

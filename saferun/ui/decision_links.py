@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from saferun.api import deps
+from saferun.api.one_hop import OneHopRoute
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain import review_digest
 from saferun.errors import Forbidden, InvalidInput, SafeRunError, StaleReview
@@ -29,7 +30,7 @@ from saferun.ui.outcome import outcome
 from saferun.ui.routes import FormDep
 from saferun.ui.viewer import same_origin
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=OneHopRoute)
 TITLES = {403: "Not allowed", 404: "Unknown link", 409: "Link can no longer decide", 422: "Check the form"}
 HEADERS = {"Referrer-Policy": "same-origin"}
 STALE_TITLE = "This request changed while you were reviewing it"

@@ -22,6 +22,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from saferun.api import approvals as approvals_api
 from saferun.api import deps
+from saferun.api.one_hop import OneHopRoute
 from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
 from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 from saferun.domain import review_digest
@@ -42,7 +43,7 @@ from saferun.ui import batch, pages, queue, render, review
 from saferun.ui import viewer as auth
 from saferun.ui.viewer import Viewer
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=OneHopRoute)
 MAX_FORM_BYTES = 256 * 1024
 STATIC_TYPES = {
     ".css": "text/css; charset=utf-8",
