@@ -182,3 +182,42 @@ def test_a_transaction_committed_without_the_helper_still_writes_its_gathered_ev
         audit.append(conn, config.workflow_id, "bulk_note", "tester", {})
     assert [e["kind"] for e in orch.audit_events(config.workflow_id)][-1] == "bulk_note"
     assert orch.verify_audit(config.workflow_id)[1] is None
+
+
+async def test_a_decision_through_the_api_is_one_transaction_with_its_checks_inside(db: Database) -> None:
+    """``POST /api/approvals/submit`` checks who may decide on the rows its own transaction reads under the
+    workflow's lock (``submit_approval(authorize=...)``): one transaction, the core decision's statements
+    plus at most the chain check's one read, and no separate checked read before it (it was a read
+    transaction of two statements, then the decision)."""
+    import httpx
+
+    from saferun.api.server import create_app
+    from saferun.core.state_machine.models import ExecutionState
+
+    orch = WorkflowOrchestrator(database=db)
+    config = make_config(n=1, escrow="12.00")
+    wf = orch.initialize_workflow(config).workflow_id
+    orch.start_execution(wf)
+    app = create_app(orch, auth="open", sweep=False)
+    counts: dict[str, list[tuple[bool, int]]] = {}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as api:
+        for i, how in enumerate(["api", "core", "api", "core"]):  # the first pays the milestone
+            _, req = orch.pause_sync(wf, ExecutionState(checkpoint_id="x", agent_memory={"i": i}), "s")
+            assert req is not None
+            with counting(db) as counter:
+                counter.on = True
+                if how == "api":
+                    body = {"request_id": req.request_id, "decision": "APPROVED", "approved_by": "reviewer"}
+                    answer = await api.post("/api/approvals/submit", json=body)
+                    assert answer.status_code == 200, answer.text
+                else:
+                    response = ApprovalResponse(
+                        request_id=req.request_id, decision=ApprovalDecision.APPROVED, approved_by="reviewer"
+                    )
+                    await asyncio.to_thread(orch.submit_approval, wf, response)
+                counter.on = False
+            counts[how] = [(t.committed, len(t.statements)) for t in counter.done]
+    (api_committed, api_statements), *others = counts["api"]
+    assert not others and api_committed, counts  # one transaction, nothing read before it
+    (core_committed, core_statements), *_ = counts["core"]
+    assert core_committed and core_statements <= api_statements <= core_statements + 1, counts

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from fastapi import APIRouter, Query
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from saferun.api import schemas as s
@@ -231,13 +232,33 @@ def _decide_one(
     with ``review_digest``, only on the request as the reviewer saw it (409 ``stale_review`` otherwise).
     Returns the workflow after it and the request as read before it.
 
-    The checks read the request and its workflow in one chain-checked read (``request_view``)."""
-    view = orch.request_view(request_id, decision=False, digest=False)
-    _must_see(caller, view, request_id)
-    after = _decide_seen(
-        orch, caller, view.request, view, decision, rationale, approved_by, modifications, review_digest
-    )
-    return after, view.request
+    The checks run inside the decision's own transaction, on the request and its workflow as it reads
+    them under the workflow's lock, checked against the audit chain (``submit_approval(authorize=...)``):
+    one transaction instead of a checked read and then the decision, and nothing can change between the
+    check and the claim (an escalation handing the request to someone else, say)."""
+    seen: list[RequestView] = []
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "decision": decision,
+        "rationale": rationale,
+        "approved_by": approved_by,
+        "modifications": modifications,
+        "review_digest": review_digest,
+    }
+    try:
+        response, invalid = ApprovalResponse(**fields), None
+    except ValidationError as exc:  # e.g. MODIFIED without modifications: refused once access is settled
+        response, invalid = ApprovalResponse.model_construct(**fields), exc
+
+    def authorize(view: RequestView) -> None:
+        _must_see(caller, view, request_id)  # 404 first: a request the caller may not see reveals nothing
+        _may_decide(caller, view.request, view, approved_by)
+        if invalid is not None:
+            raise invalid
+        seen.append(view)
+
+    after = orch.submit_approval(None, response, authorize=authorize)
+    return after, seen[-1].request
 
 
 def _must_see(caller: Caller, view: RequestView | RequestGate, request_id: str) -> None:
@@ -252,18 +273,13 @@ def _visible_request(orch: WorkflowOrchestrator, caller: Caller, request_id: str
     return request
 
 
-def _decide_seen(
-    orch: WorkflowOrchestrator,
+def _may_decide(
     caller: Caller,
     request: ApprovalRequest,
     wf: WorkflowExecution | RequestView,
-    decision: ApprovalDecision,
-    rationale: str,
     approved_by: str,
-    modifications: dict[str, Any] | None,
-    review_digest: str | None,
-) -> WorkflowExecution:
-    request_id = request.request_id
+) -> None:
+    """403 naming the rule, unless ``caller`` may decide ``request`` as ``approved_by``."""
     enforce(
         may_decide(
             caller,
@@ -277,15 +293,6 @@ def _decide_seen(
             approved_by=approved_by,
         )
     )
-    response = ApprovalResponse(
-        request_id=request_id,
-        decision=decision,
-        rationale=rationale,
-        approved_by=approved_by,
-        modifications=modifications,
-        review_digest=review_digest,
-    )
-    return orch.submit_approval(request.workflow_id, response)
 
 
 def _request_and_decision(

@@ -13,6 +13,7 @@ all processes), record the response, then move the workflow:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -63,6 +64,10 @@ _SNAPSHOT_STATUS = {
 NO_RATIONALE = "(no rationale given: rejected through a call that did not ask for one)"
 
 
+def _require_supervisor(identity: Any, approved_by: str, checks: IdentityChecks) -> None:
+    parties.require_identity(identity, approved_by, Role.SUPERVISOR, checks, "decide an approval")
+
+
 def decide(
     conn: Connection,
     capture: CheckpointCapture,
@@ -80,6 +85,7 @@ def decide(
     claim_status: str | None = None,
     approver_checks: IdentityChecks | None = None,
     reviewed: review.ReviewCheck | None = None,
+    authorize: Callable[[Mapping[str, Any], Mapping[str, Any]], None] | None = None,
 ) -> Outcome:
     """Decide ``request_id`` inside the caller's transaction (see the module docstring).
 
@@ -87,6 +93,8 @@ def decide(
     read by the same statement as the request (a human decision; expiry and cancellation pass None).
     ``reviewed`` (human decisions): the review digest the decider saw, if they sent one, checked under the
     workflow lock (saferun/core/review.py) and recorded with the decision.
+    ``authorize(request_row, workflow_row)``: the caller's access check, on the rows as this transaction
+    reads them under the workflow's lock, before anything is written; it raises to refuse.
     """
     now = now or utcnow()
     if decision == ApprovalDecision.REJECTED and not (rationale or "").strip():
@@ -94,13 +102,13 @@ def decide(
         # none (the seed's call shapes allow it) is recorded as such, never as a silent empty string
         rationale = NO_RATIONALE
     row: Any = None
+    identity: Any = None
     if approver_checks is None:
         req = approvals.get(conn, request_id)
     else:  # the request, the decider's identity and the workflow under its lock: one statement
         req, identity, row = approvals.get_for_decision(conn, request_id, approved_by)
-        parties.require_identity(
-            identity, approved_by, Role.SUPERVISOR, approver_checks, "decide an approval"
-        )
+        if authorize is None:  # with an access check, the identity is checked after it (below)
+            _require_supervisor(identity, approved_by, approver_checks)
     if workflow_id is not None and req["workflow_id"] != workflow_id:
         raise InvalidInput(
             "workflow_id",
@@ -109,16 +117,23 @@ def decide(
     wf_id = req["workflow_id"]
     if row is None:  # the workflow's lock; the audit chain continues from its anchor
         row = wf_store.get_locked(conn, wf_id)
-    digest = None
-    if reviewed is not None and reviewed.seen is not None:  # without one: no extra statement
-        req = approvals.get(conn, request_id)  # under the lock: an alert may have just been added
-        digest = review.check(conn, req, reviewed) if req["status"] == "pending" else None
-    elif conn.dialect.name == "postgresql":
-        # PostgreSQL serializes one workflow's writers only from the lock above, so an alert may have
-        # committed since ``req`` was read: bind the request as it is now, or a later checked read would
-        # see a row that no longer matches its binding and call it tampered (SQLite's BEGIN IMMEDIATE
-        # already serialized every writer before the first read).
+    reviewing = reviewed is not None and reviewed.seen is not None  # without one: no extra statement
+    if reviewing or conn.dialect.name == "postgresql":
+        # under the lock: an alert may have just been added. PostgreSQL serializes one workflow's writers
+        # only from the lock above, so the request may have changed since it was read: bind it as it is
+        # now, or a later checked read would see a row that no longer matches its binding and call it
+        # tampered (SQLite's BEGIN IMMEDIATE already serialized every writer before the first read).
         req = approvals.get(conn, request_id)
+    if authorize is not None:
+        # the caller's access check on these rows, before the identity check: a caller who may not see
+        # the request learns nothing about it (404), whoever they name as the decider
+        authorize(req, row)
+        if approver_checks is not None:
+            _require_supervisor(identity, approved_by, approver_checks)
+    digest = None
+    if reviewing:
+        assert reviewed is not None
+        digest = review.check(conn, req, reviewed) if req["status"] == "pending" else None
     tally = None
     if req["quorum"] is not None and not automatic:  # a vote (saferun/core/quorum.py), before the claim
         tally, _ = quorum.cast(

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from sqlalchemy import Connection
 
 from saferun.core import notify, quorum, review, views
 from saferun.core.state_machine.models import ApprovalRequest, ApprovalResponse, WorkflowConfig
@@ -199,6 +200,34 @@ class WorkflowAccess:
                     watch.clear()
                     woken_by, changed = "poll", not await self._in_thread(pending)
                     delay = min(poll_interval, delay * 2)
+
+    def locked_check(
+        self, conn: Connection, authorize: Callable[[RequestView], None]
+    ) -> Callable[[Mapping[str, Any], Mapping[str, Any]], None]:
+        """``authorize`` as a decision's in-transaction check (``decisions.decide(authorize=...)``): the
+        request and workflow rows the decision read under the workflow's lock are checked against the audit
+        chain as ``request_view`` checks them (a quorum request's votes too), then handed to ``authorize``
+        as a ``RequestView`` (without a decision: there is none while it is pending)."""
+
+        def check(req: Mapping[str, Any], row: Mapping[str, Any]) -> None:
+            request_id = req["request_id"]
+            rows: dict[str, list[Any]] = {"approval_requests": [req]}
+            quorum_request = req["quorum"] is not None
+            if quorum_request:
+                rows["approval_votes"] = quorum_store.votes_for(conn, request_id)
+            audit.check_read(
+                conn, req["workflow_id"], rows, workflow=row, votes_of=request_id if quorum_request else None
+            )
+            view = RequestView(
+                request=views.request(req),
+                response=None,
+                config=views.config(row),
+                supervisor_id=row["supervisor_id"],
+                expires_at=req["expires_at"],
+            )
+            authorize(view)
+
+        return check
 
     def request_gate(self, request_id: str) -> RequestGate:
         """The request's status and expiry with its workflow's parties (``RequestGate``); unchecked, so

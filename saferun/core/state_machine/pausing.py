@@ -8,6 +8,7 @@ each costs). ``WorkflowOrchestrator`` mixes this in and provides the lock, the r
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -42,6 +43,9 @@ from saferun.storage import approvals, audit, jobs, snapshots
 from saferun.storage import notifications as notices
 from saferun.storage.database import Database
 from saferun.storage.schema import utcnow
+
+if TYPE_CHECKING:
+    from saferun.core.state_machine.access import RequestView
 
 
 def _parts(state: ExecutionState) -> dict[str, bytes]:
@@ -115,6 +119,9 @@ class WorkflowPauses:
         def _config(self, row: Any) -> WorkflowConfig: ...
         def _fresh(self, conn: Connection, workflow_id: str) -> WorkflowExecution: ...
         def _snapshot(self, row: Any, state: ExecutionState | None = None) -> CheckpointSnapshot: ...
+        def locked_check(
+            self, conn: Connection, authorize: Callable[[RequestView], None]
+        ) -> Callable[[Mapping[str, Any], Mapping[str, Any]], None]: ...
 
     async def create_checkpoint(self, workflow_id: str, state: ExecutionState) -> CheckpointSnapshot:
         """Store the state as an artifact; a checkpoint that needs no approval passes at once."""
@@ -457,8 +464,18 @@ class WorkflowPauses:
             ),
         }
 
-    def submit_approval(self, workflow_id: str | None, response: ApprovalResponse) -> WorkflowExecution:
-        """Decide a request exactly once. A second decision, or one after expiry, raises DecisionConflict."""
+    def submit_approval(
+        self,
+        workflow_id: str | None,
+        response: ApprovalResponse,
+        authorize: Callable[[RequestView], None] | None = None,
+    ) -> WorkflowExecution:
+        """Decide a request exactly once. A second decision, or one after expiry, raises DecisionConflict.
+
+        ``authorize``: the caller's access check (the API's routes), run on the request and its workflow as
+        this transaction reads them under the workflow's lock, checked against the audit chain first
+        (``WorkflowAccess.locked_view``), before anything is written: no separate read before the
+        decision, and no gap between the check and the claim for an escalation to slip into."""
         with self.db.transaction() as conn:
             outcome = decisions.decide(
                 conn,
@@ -472,6 +489,7 @@ class WorkflowPauses:
                 response_id=response.response_id,
                 approver_checks=self.identity_checks,
                 reviewed=ReviewCheck(response.review_digest, policy_of(self.policy_gate)),
+                authorize=None if authorize is None else self.locked_check(conn, authorize),
             )
             if outcome.workflow_row is not None:  # read by the decision's own UPDATE: no re-read
                 return self._execution(conn, outcome.workflow_row)
