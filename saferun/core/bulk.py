@@ -28,7 +28,8 @@ from sqlalchemy import Connection
 
 from saferun.core import bulk_rows, parties
 from saferun.core.state_machine.models import ExecutionState, WorkflowConfig
-from saferun.core.state_machine.orchestrator import WorkflowOrchestrator, _parts, _Review
+from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
+from saferun.core.state_machine.pause_input import Review, parts_of
 from saferun.domain.canonical import check_json
 from saferun.domain.money import to_micro
 from saferun.domain.monitor_rules import MonitorConfig
@@ -82,7 +83,7 @@ class _Checked:
     cfg: dict[str, Any]
     amount: int
     parts: dict[str, bytes]
-    review: _Review
+    review: Review
 
 
 def _check(index: int, item: PausedWorkflow) -> _Checked:
@@ -101,8 +102,8 @@ def _check(index: int, item: PausedWorkflow) -> _Checked:
         cfg = config.model_dump(mode="json")
         check_json(cfg, "config")
         MonitorConfig.from_metadata(config.metadata.get("monitor"))
-        parts = _parts(item.state)
-        review = _Review.checked(item.summary, item.context, **item.review)
+        parts = parts_of(item.state)
+        review = Review.checked(item.summary, item.context, **item.review)
     except InvalidInput as exc:
         raise InvalidInput(f"items[{index}].{exc.field}", exc.message.split(": ", 1)[-1]) from None
     except TypeError as exc:  # an unknown review keyword

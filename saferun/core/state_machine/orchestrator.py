@@ -41,8 +41,6 @@ from saferun.core.state_machine.models import (
     WorkflowExecution,
 )
 from saferun.core.state_machine.pausing import WorkflowPauses
-from saferun.core.state_machine.pausing import _parts as _parts  # re-exported: core.bulk imports it here
-from saferun.core.state_machine.pausing import _Review as _Review  # (and this)
 from saferun.core.state_machine.reads import WorkflowReads
 from saferun.core.state_machine.stuck_ops import StuckOperations
 from saferun.core.state_machine.waiting import SweepReport, WorkflowWaits

@@ -10,16 +10,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from pydantic import ValidationError
 from sqlalchemy import Connection, RowMapping
 
 from saferun.core import decisions, mirror, parties, quorum, transitions
-from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
+from saferun.core.checkpoints.capture import CheckpointCapture
 from saferun.core.policy_gate import PolicyGate
 from saferun.core.review import ReviewCheck, policy_of
 from saferun.core.state_machine.models import (
@@ -33,6 +31,7 @@ from saferun.core.state_machine.models import (
     WorkflowConfig,
     WorkflowExecution,
 )
+from saferun.core.state_machine.pause_input import Review, checked_items, item_review, parts_of
 from saferun.domain import parameter_schema as param_schema
 from saferun.domain.audit import bind
 from saferun.domain.canonical import check_json
@@ -46,56 +45,6 @@ from saferun.storage.schema import utcnow
 
 if TYPE_CHECKING:
     from saferun.core.state_machine.access import RequestView
-
-
-def _parts(state: ExecutionState) -> dict[str, bytes]:
-    if not isinstance(state, ExecutionState):
-        raise InvalidInput("state", f"expected an ExecutionState, got {type(state).__name__}")
-    return state_parts(state)
-
-
-@dataclass(frozen=True)
-class _Review:
-    """What a reviewer is shown beside the state, checked before any write."""
-
-    summary: str
-    context: dict[str, Any]
-    decision_needed: str | None
-    recommendation: str | None
-    confidence: float | None
-    risk: dict[str, Any]
-    alerts: list[dict[str, Any]]
-    parameter_schema: dict[str, Any] | None = None
-
-    @classmethod
-    def checked(
-        cls,
-        summary: str,
-        context: dict[str, Any] | None = None,
-        decision_needed: str | None = None,
-        recommendation: str | None = None,
-        confidence: float | None = None,
-        risk: dict[str, Any] | None = None,
-        alerts: list[dict[str, Any]] | None = None,
-        parameter_schema: dict[str, Any] | None = None,
-    ) -> _Review:
-        if not isinstance(summary, str) or not summary.strip():
-            raise InvalidInput("summary", "a reviewer needs a non-empty summary")
-        if confidence is not None and not 0 <= confidence <= 1:
-            raise InvalidInput("confidence", f"must be between 0 and 1, got {confidence}")
-        review = cls(
-            summary,
-            dict(context or {}),
-            decision_needed,
-            recommendation,
-            confidence,
-            dict(risk or {}),
-            list(alerts or []),
-            None if parameter_schema is None else param_schema.check_declared(parameter_schema),
-        )
-        for name in ("context", "risk", "alerts"):
-            check_json(getattr(review, name), name)
-        return review
 
 
 _POLICY_DECISIONS = {"auto_approve": ApprovalDecision.APPROVED, "forbid": ApprovalDecision.REJECTED}
@@ -130,7 +79,7 @@ class WorkflowPauses:
         return self.create_checkpoint_sync(workflow_id, state)
 
     def create_checkpoint_sync(self, workflow_id: str, state: ExecutionState) -> CheckpointSnapshot:
-        parts = _parts(state)  # refuses non-JSON state before any write
+        parts = parts_of(state)  # refuses non-JSON state before any write
         with self._locked(workflow_id) as (conn, row):
             return self._capture(conn, row, state, parts)
 
@@ -150,7 +99,7 @@ class WorkflowPauses:
         parameter_schema: dict[str, Any] | None = None,
     ) -> ApprovalRequest:
         """Pause the workflow for a human (EXECUTING -> AWAITING_APPROVAL) and open an approval sub-job."""
-        review = _Review.checked(
+        review = Review.checked(
             summary, context, decision_needed, recommendation, confidence, risk, alerts, parameter_schema
         )
         with self._locked(workflow_id) as (conn, row):
@@ -187,8 +136,8 @@ class WorkflowPauses:
         **review: Any,
     ) -> tuple[CheckpointSnapshot, ApprovalRequest | None]:
         """``pause`` for callers in a worker thread (the server's routes) or without an event loop."""
-        parts = _parts(state)
-        checked = _Review.checked(summary, context, **review)
+        parts = parts_of(state)
+        checked = Review.checked(summary, context, **review)
         with self._locked(workflow_id) as (conn, row):
             snapshot = self._capture(conn, row, state, parts)
             if snapshot.status == "passed":
@@ -233,16 +182,16 @@ class WorkflowPauses:
         modified, and any rejection rejects it at once, closing the siblings still pending
         (``saferun/core/decisions.py``). Every item is checked before anything is written; an error names
         the item (``items.1.key``). No request is opened when the checkpoint needs no approval."""
-        checked = _checked_items(items)
+        checked = checked_items(items)
         if state.parameters:
             raise InvalidInput("state.parameters", "with items, each item carries its own parameters")
-        shared = _Review.checked(summary, context, **review)
-        reviews = [_item_review(i, item, shared) for i, item in enumerate(checked)]
+        shared = Review.checked(summary, context, **review)
+        reviews = [item_review(i, item, shared) for i, item in enumerate(checked)]
         parameters = {item.key: dict(item.parameters) for item in checked}
         for i, item in enumerate(checked):
             check_json(item.parameters, f"items.{i}.parameters")
         state = state.model_copy(update={"parameters": parameters})
-        parts = _parts(state)
+        parts = parts_of(state)
         with self._locked(workflow_id) as (conn, row):
             snapshot = self._capture(conn, row, state, parts)
             if snapshot.status == "passed":
@@ -296,7 +245,7 @@ class WorkflowPauses:
         return self._snapshot(snap, state)
 
     def _open_request(
-        self, conn: Connection, row: Any, snap: Any, review: _Review, parameters: dict[str, Any]
+        self, conn: Connection, row: Any, snap: Any, review: Review, parameters: dict[str, Any]
     ) -> ApprovalRequest:
         check_json(parameters, "parameters")
         return self._open_requests(conn, row, snap, [(review, parameters, None)], None)[0]
@@ -306,7 +255,7 @@ class WorkflowPauses:
         conn: Connection,
         row: Any,
         snap: Any,
-        opened: list[tuple[_Review, dict[str, Any], str | None]],
+        opened: list[tuple[Review, dict[str, Any], str | None]],
         group_id: str | None,
     ) -> list[ApprovalRequest]:
         """Insert the requests (one, or a group's items), then pause the workflow once for all of them."""
@@ -406,7 +355,7 @@ class WorkflowPauses:
         row: Any,
         cp: CheckpointConfig,
         snap: Any,
-        review: _Review,
+        review: Review,
         parameters: dict[str, Any],
         now: Any,
         field: str,
@@ -509,42 +458,3 @@ class WorkflowPauses:
         ids = [cp.checkpoint_id for cp in config.checkpoints]
         open_id = snapshots.first_open(conn, row["workflow_id"], ids)
         return config.checkpoint(open_id) if open_id is not None else config.checkpoints[-1]
-
-
-def _checked_items(items: Any) -> list[CheckpointItem]:
-    """The items as models, refused before any write: not a list, empty, a bad or repeated key."""
-    if not isinstance(items, list | tuple):
-        raise InvalidInput("items", f"expected a list of items, got {type(items).__name__}")
-    if not items:
-        raise InvalidInput("items", "a checkpoint with items needs at least one")
-    checked: list[CheckpointItem] = []
-    seen: dict[str, int] = {}
-    for i, item in enumerate(items):
-        try:
-            model = item if isinstance(item, CheckpointItem) else CheckpointItem.model_validate(item)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise InvalidInput(f"items.{i}" + (f".{where}" if where else ""), err["msg"]) from None
-        if model.key in seen:
-            raise InvalidInput(f"items.{i}.key", f"{model.key!r} repeats item {seen[model.key]}'s key")
-        seen[model.key] = i
-        checked.append(model)
-    return checked
-
-
-def _item_review(i: int, item: CheckpointItem, shared: _Review) -> _Review:
-    """An item's review: its own summary, decision, context and schema, else the checkpoint's."""
-    try:
-        return _Review.checked(
-            item.summary if item.summary is not None else f"{item.key}: {shared.summary}",
-            item.context if item.context is not None else shared.context,
-            item.decision_needed or shared.decision_needed,
-            shared.recommendation,
-            shared.confidence,
-            shared.risk,
-            shared.alerts,
-            item.parameter_schema if item.parameter_schema is not None else shared.parameter_schema,
-        )
-    except InvalidInput as exc:
-        raise InvalidInput(f"items.{i}.{exc.field}", str(exc).split(": ", 1)[-1]) from None
