@@ -49,6 +49,28 @@ class RequestView:
     expires_at: Any
 
 
+def _check_request(
+    conn: Connection, req: Mapping[str, Any], row: Mapping[str, Any], resp: Mapping[str, Any] | None
+) -> list[Any] | None:
+    """Check a request, its workflow row and its decision (when given) against the workflow's audit chain,
+    with a quorum request's votes, which are served with it (docs/quorum.md): ``Tampered`` for a forged
+    row. Returns the votes it read, None for a request without a quorum."""
+    request_id = req["request_id"]
+    rows: dict[str, list[Any]] = {"approval_requests": [req]}
+    votes: list[Any] | None = None
+    if req["quorum"] is not None:
+        votes = rows["approval_votes"] = quorum_store.votes_for(conn, request_id)
+    audit.check_read(
+        conn,
+        req["workflow_id"],
+        rows,
+        [resp] if resp else [],
+        workflow=row,
+        votes_of=request_id if votes is not None else None,
+    )
+    return votes
+
+
 @dataclass(frozen=True)
 class RequestGate:
     """What a long-poll needs before it waits: whether the request is still pending, when it expires, and
@@ -99,25 +121,13 @@ class WorkflowAccess:
         which costs two more reads; a caller that only acts on the request does not need it."""
         with self.db.read() as conn:
             req, row, resp = approvals.with_context(conn, request_id)
-            workflow_id = req["workflow_id"]
             if not decision:
                 resp = None
-            rows: dict[str, list[Any]] = {"approval_requests": [req]}
-            quorum_request = req["quorum"] is not None
-            if quorum_request:  # its votes are served too, checked with it (docs/quorum.md)
-                rows["approval_votes"] = quorum_store.votes_for(conn, request_id)
-            audit.check_read(
-                conn,
-                workflow_id,
-                rows,
-                [resp] if resp else [],
-                workflow=row,
-                votes_of=request_id if quorum_request else None,
-            )
+            votes = _check_request(conn, req, row, resp)
             request = views.request(req)
-            if quorum_request:
+            if votes is not None:
                 mode = self.identity_checks  # type: ignore[attr-defined]
-                progress = quorum.progress(conn, req, row, mode, rows["approval_votes"])
+                progress = quorum.progress(conn, req, row, mode, votes)
                 request = request.model_copy(update=progress)
             if digest and req["status"] == "pending":
                 request.review_digest = review.current(conn, req, review.policy_of(self.policy_gate)).digest
@@ -206,18 +216,11 @@ class WorkflowAccess:
     ) -> Callable[[Mapping[str, Any], Mapping[str, Any]], None]:
         """``authorize`` as a decision's in-transaction check (``decisions.decide(authorize=...)``): the
         request and workflow rows the decision read under the workflow's lock are checked against the audit
-        chain as ``request_view`` checks them (a quorum request's votes too), then handed to ``authorize``
+        chain as ``request_view`` checks them (``_check_request``), then handed to ``authorize``
         as a ``RequestView`` (without a decision: there is none while it is pending)."""
 
         def check(req: Mapping[str, Any], row: Mapping[str, Any]) -> None:
-            request_id = req["request_id"]
-            rows: dict[str, list[Any]] = {"approval_requests": [req]}
-            quorum_request = req["quorum"] is not None
-            if quorum_request:
-                rows["approval_votes"] = quorum_store.votes_for(conn, request_id)
-            audit.check_read(
-                conn, req["workflow_id"], rows, workflow=row, votes_of=request_id if quorum_request else None
-            )
+            _check_request(conn, req, row, None)
             view = RequestView(
                 request=views.request(req),
                 response=None,
