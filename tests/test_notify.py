@@ -275,3 +275,41 @@ async def test_a_waiter_cancelled_as_its_notice_arrives_is_cancelled(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(task), 5)
+
+
+def test_the_channel_names_the_schema_and_fits_postgres_limit() -> None:
+    assert notify.channel_for("public") == notify.channel_for(None) == "saferun"  # in-place upgrades keep it
+    assert notify.channel_for("tenant_a") == "saferun:tenant_a"
+    long = notify.channel_for("s" * 63)
+    assert long.startswith("saferun:") and len(long.encode()) <= 63
+    assert long != notify.channel_for("s" * 62 + "t")
+
+
+async def test_two_deployments_in_two_schemas_of_one_database_never_wake_each_other(pg: Database) -> None:
+    """PostgreSQL delivers a notice to every session of the database; each deployment (schema) listens on
+    its own channel, so a commit in one is neither a wake-up nor a hint (an event stream's workflow id) in
+    the other. The marker proves the negative: the listener reads notices in commit order, so once the
+    later marker arrived, the earlier foreign notice would have too."""
+    from conftest import fresh_pg_database
+
+    others = fresh_pg_database()
+    other = next(others)
+    try:
+        mine, theirs = await listening(pg), await listening(other)
+        assert mine.channel and theirs.channel and mine.channel != theirs.channel
+        with (
+            mine.watch("decision", "shared-key") as foreign,
+            mine.watch("decision", "marker") as marker,
+            theirs.watch("decision", "shared-key") as own,
+        ):
+            for watch in (foreign, marker, own):
+                watch.clear()  # the wake-up every waiter gets when a listener connects
+            with other.transaction() as conn:
+                notify.publish(conn, "decision", "shared-key")
+            assert await own.wait(GENEROUS)  # delivered where it belongs
+            with pg.transaction() as conn:
+                notify.publish(conn, "decision", "marker")
+            assert await marker.wait(GENEROUS)
+            assert foreign.notices == 0
+    finally:
+        others.close()

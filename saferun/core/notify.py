@@ -7,8 +7,12 @@ transaction commits. Nothing is delivered for a transaction that rolls back. A n
 lost one costs latency, never correctness (waiters keep polling as the fallback).
 
 - **PostgreSQL**: ``publish`` runs ``SELECT pg_notify('saferun', '<topic>:<key>')``, which the server
-  delivers only if the transaction commits, to every listener in every process. One daemon thread per
-  Notifier holds a dedicated psycopg 3 connection with ``LISTEN saferun`` and hands notices to waiters on
+  delivers only if the transaction commits, to every listener in every process. A notice reaches every
+  session of the *database*, whatever its schema, so the channel is the deployment's: ``saferun`` in the
+  ``public`` schema, ``saferun:<schema>`` in any other (``channel_for``). Two deployments sharing a
+  database in two schemas then never wake each other, and neither learns the other's workflow ids from
+  an event stream's hints. One daemon thread per
+  Notifier holds a dedicated psycopg 3 connection with ``LISTEN`` on it and hands notices to waiters on
   their own event loops (``call_soon_threadsafe``). The thread starts lazily with the first watch (or with
   ``start()``), reconnects with backoff when its connection drops, and after every (re)connect wakes every
   waiter once (topic ``resync``), because notices sent while it was not listening are lost.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -33,18 +38,33 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, event, text
 
-from saferun.storage.database import before_commit
+from saferun.storage.database import PG_SCHEMA, before_commit
 
 if TYPE_CHECKING:
     from saferun.storage.database import Database
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "saferun"
+CHANNEL = "saferun"  # the channel of a deployment in the ``public`` schema (and of every version before 0.2)
 RESYNC = "resync"  # topic of the wake-up every waiter gets after the listener (re)connects or closes
 ANY = "*"  # a watch on key ANY matches every key of its topic
 
-_NOTIFY_MANY = text(f"SELECT pg_notify('{CHANNEL}', p) FROM unnest(CAST(:payloads AS text[])) AS p")
+_NOTIFY_MANY = text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p")
+_MAX_CHANNEL = 63  # PostgreSQL's identifier limit, which LISTEN's channel name obeys
+
+
+def channel_for(schema: str | None) -> str:
+    """The notification channel of the deployment whose tables live in ``schema``.
+
+    ``public`` (and an unknown schema) keeps the historic ``saferun``, so a single deployment upgraded in
+    place keeps waking replicas still on the previous version. A long schema name is hashed so the
+    channel stays within PostgreSQL's 63 bytes."""
+    if not schema or schema == "public":
+        return CHANNEL
+    channel = f"{CHANNEL}:{schema}"
+    if len(channel.encode()) > _MAX_CHANNEL:
+        channel = f"{CHANNEL}:{hashlib.sha256(schema.encode()).hexdigest()[:32]}"
+    return channel
 _PG_PENDING = "saferun_pg_notices"  # conn.info: (transaction, payloads) not yet sent
 _PENDING = "saferun_notices_pending"  # conn.info: notices of the open transaction
 _COMMITTED = "saferun_notices_committed"  # conn.info: notices whose transaction committed, not yet delivered
@@ -72,7 +92,8 @@ def publish(conn: Connection, topic: str, key: str) -> None:
 def _send_pg(conn: Connection) -> None:
     stash = conn.info.pop(_PG_PENDING, None)
     if stash is not None and stash[0] is conn.get_transaction() and stash[1]:
-        conn.execute(_NOTIFY_MANY, {"payloads": stash[1]})
+        channel = channel_for(conn.info.get(PG_SCHEMA))
+        conn.execute(_NOTIFY_MANY, {"channel": channel, "payloads": stash[1]})
 
 
 @dataclass
@@ -98,6 +119,7 @@ class Notifier:
         self._stop = threading.Event()
         self._listening = threading.Event()
         self.backend_pid: int | None = None  # the listener connection's server process (PostgreSQL)
+        self.channel: str | None = None  # what it listens on (``channel_for`` its schema), once connected
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -217,6 +239,7 @@ class Notifier:
 
     def _listen_forever(self) -> None:
         import psycopg
+        from psycopg import sql
 
         backoff = 0.1
         while not self._stop.is_set():
@@ -231,7 +254,9 @@ class Notifier:
                     keepalives_count=3,
                     application_name="saferun-notify",
                 ) as pg:
-                    pg.execute(f"LISTEN {CHANNEL}")
+                    schema = pg.execute("SELECT current_schema()").fetchone()
+                    self.channel = channel_for(schema[0] if schema else None)
+                    pg.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     self.backend_pid = pg.info.backend_pid
                     self.stats.connects += 1
                     if self.stats.connects > 1:

@@ -268,6 +268,7 @@ def _make_engine(url: str, *, echo: bool) -> Engine:
             json_deserializer=json_loads,
         )
         _ping_when_idle(engine)
+        _remember_schema(engine)
     _fork_safe(engine)
     _no_lost_writes(engine)
     return engine
@@ -283,6 +284,29 @@ def _no_lost_writes(engine: Engine) -> None:
     def _on_commit(conn: Connection) -> None:
         if _hooks_left(conn):
             run_before_commit(conn)
+
+
+PG_SCHEMA = "saferun_schema"  # a pooled PostgreSQL connection's info: its current_schema(), read at connect
+
+
+def _remember_schema(engine: Engine) -> None:
+    """Read each new PostgreSQL connection's ``current_schema()`` once, into its ``info``.
+
+    Why: a notice (``core.notify``) reaches every session of the database, so its channel names the
+    deployment's schema; a writer must know it without a statement inside its transaction. Read on the
+    raw connection at connect, so no transaction or statement count sees it."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute("SELECT current_schema()")
+            row = cur.fetchone()
+        finally:
+            cur.close()
+        if not dbapi_conn.autocommit:
+            dbapi_conn.rollback()  # the SELECT opened a transaction; the pool hands out idle connections
+        record.info[PG_SCHEMA] = row[0] if row else None
 
 
 PG_RECYCLE_SECONDS = 1800
