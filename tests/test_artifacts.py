@@ -480,3 +480,26 @@ def test_the_read_cache_never_returns_bytes_it_did_not_verify(db: Database) -> N
         assert cached.get(conn, stored.uri) == {"agent_memory": part}  # the verified original, not the damage
         with pytest.raises(ArtifactCorrupted):
             ArtifactStore().get(conn, stored.uri)  # any other process (fresh store) finds it
+
+
+def test_get_many_reads_several_artifacts_with_one_statement_per_level(db: Database) -> None:
+    """A first read of a LangGraph checkpoint names several artifacts (one per checkpoint that changed a
+    channel); ``get_many`` fetches their manifests together, then their parts together: two statements,
+    where one ``get`` each took two apiece. Same answers, same verification, ``only`` honoured."""
+    with db.transaction() as conn:
+        parts = [{"a": f"value {i}".encode(), "b": bytes([i]) * 50} for i in range(3)]
+        uris = [store.put(conn, p, artifact_type="t", metadata={}).uri for p in parts]
+    statements: list[str] = []
+    listener = lambda *a: statements.append(a[2])  # noqa: E731
+    event.listen(db.engine, "before_cursor_execute", listener)
+    try:
+        with db.read() as conn:
+            got = ArtifactStore(cache_bytes=0).get_many(conn, uris)
+            assert len([s for s in statements if "blobs" in s]) == 2
+            only = ArtifactStore(cache_bytes=0).get_many(conn, uris, only={"b"})
+    finally:
+        event.remove(db.engine, "before_cursor_execute", listener)
+    with db.read() as conn:
+        assert got == {uri: store.get(conn, uri) for uri in uris}
+    assert got[uris[1]] == {"a": b"value 1", "b": bytes([1]) * 50}
+    assert only == {uri: {"b": parts["b"]} for uri, parts in got.items()}

@@ -268,16 +268,18 @@ def test_first_get_state_reads_on_the_bare_cursor_and_falls_back_when_a_row_vani
     assert engine_statements == []  # all on the bare cursor
 
     sqlite_db.artifacts = ArtifactStore()
-    real_get = ArtifactStore.get
+    real_get = ArtifactStore.get_many
     calls: list[object] = []
 
-    def vanished_once(self: ArtifactStore, conn: Any, uri: str, only: Any = None) -> dict[str, bytes]:
+    def vanished_once(
+        self: ArtifactStore, conn: Any, uris: Any, only: Any = None
+    ) -> dict[str, dict[str, bytes]]:
         calls.append(type(conn).__name__)
         if len(calls) == 1:
-            raise ArtifactNotFound(uri)
-        return real_get(self, conn, uri, only)
+            raise ArtifactNotFound(next(iter(uris)))
+        return real_get(self, conn, uris, only)
 
-    monkeypatch.setattr(ArtifactStore, "get", vanished_once)
+    monkeypatch.setattr(ArtifactStore, "get_many", vanished_once)
     state = _graph(SafeRunSaver(sqlite_db)).get_state(config)
     assert state.values["big"] == "c" * 20_000 and state.values["counter"] == 2
     assert calls[0] == "BareConnection" and "Connection" in calls[1:]

@@ -144,17 +144,22 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
                     slots = [(channel, value_type, uri) for channel, _, value_type, uri in cur.fetchall()]
                     if len(slots) == len(versions):  # remember only a complete answer
                         self._slots.remember(thread_id, ns, versions, slots)
+                stored = [(c, t, uri) for c, t, uri in slots if t != _EMPTY and uri is not None]
                 seen: dict[str, dict[str, bytes]] = {}  # channels changed together share an artifact
-                for channel, value_type, uri in slots:
-                    if value_type == _EMPTY or uri is None:
-                        continue
-                    if uri not in seen:
-                        parts = self.db.artifacts.get_cached(uri)
-                        if parts is None:
-                            parts = self._verified_read(cur, uri)
-                            if parts is None:
-                                return _MISS
-                        seen[uri] = parts
+                unverified: list[str] = []
+                for _, _, uri in stored:
+                    if uri not in seen and uri not in unverified:
+                        cached = self.db.artifacts.get_cached(uri)
+                        if cached is None:
+                            unverified.append(uri)
+                        else:
+                            seen[uri] = cached
+                if unverified:  # all of them together: one statement per tree level, not per artifact
+                    fetched = self._verified_read(cur, unverified)
+                    if fetched is None:
+                        return _MISS
+                    seen.update(fetched)
+                for channel, value_type, uri in stored:
                     parts = seen[uri]
                     if channel not in parts:
                         return _MISS
@@ -170,14 +175,14 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
 
         return bare_read(self.db, read)
 
-    def _verified_read(self, cur: Any, uri: str) -> dict[str, bytes] | None:
-        """The artifact's parts, fetched and verified on the bare cursor (a first ``get_state`` in this
-        process: one statement per level of the artifact's tree, without SQLAlchemy's ~50 µs on each).
+    def _verified_read(self, cur: Any, uris: list[str]) -> dict[str, dict[str, bytes]] | None:
+        """The artifacts' parts, fetched and verified on the bare cursor (a first ``get_state`` in this
+        process: one statement per level of the artifacts' trees, without SQLAlchemy's ~50 µs on each).
         The cursor reads committed rows statement by statement, not one snapshot, so a thread deleted or
         pruned meanwhile can make a row vanish between two reads: then None, and the caller takes the
         full path, which reads in one transaction and raises if the bytes really are wrong."""
         try:
-            return self.db.artifacts.get(BareConnection(self.db.engine.dialect, cur), uri)  # type: ignore[arg-type]
+            return self.db.artifacts.get_many(BareConnection(self.db.engine.dialect, cur), uris)  # type: ignore[arg-type]
         except (ArtifactNotFound, ArtifactCorrupted):
             return None
 
@@ -262,11 +267,11 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
             if value_type != _EMPTY and uri is not None:
                 by_uri.setdefault(uri, []).append((channel, value_type))
         values: dict[str, Any] = {}
+        # all parts, so the verified-parts cache can serve the next read of each artifact on its own
+        stored = self.db.artifacts.get_many(conn, list(by_uri)) if by_uri else {}
         for uri, channels in by_uri.items():
-            # all parts, so the verified-parts cache can serve the next read of this artifact on its own
-            parts = self.db.artifacts.get(conn, uri)
             for channel, value_type in channels:
-                values[channel] = self.serde.loads_typed((value_type, parts[channel]))
+                values[channel] = self.serde.loads_typed((value_type, stored[uri][channel]))
         return values
 
     # ----------------------------------------------------------------------------------------- writes
