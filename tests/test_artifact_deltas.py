@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from saferun.domain import delta
 from saferun.domain.canonical import canonical_bytes
 from saferun.errors import ArtifactCorrupted
-from saferun.storage import artifacts as artifacts_module
+from saferun.storage import artifact_blobs
 from saferun.storage.artifacts import MAX_DELTA_CHAIN, ArtifactStore
 from saferun.storage.database import Database
 from saferun.storage.schema import blobs
@@ -99,7 +99,7 @@ def _get(db: Database, store: ArtifactStore, uri: str) -> bytes:
 def _kind(db: Database, value: bytes) -> str:
     with db.transaction() as conn:
         return conn.execute(
-            select(blobs.c.kind).where(blobs.c.sha256 == artifacts_module._sha(value))
+            select(blobs.c.kind).where(blobs.c.sha256 == artifact_blobs.blob_key(value))
         ).scalar_one()
 
 
@@ -165,7 +165,7 @@ def test_a_flipped_byte_in_a_delta_is_detected(db: Database) -> None:
     writer = ArtifactStore()
     _put(db, writer, base)
     stored = _put(db, writer, new)
-    key = artifacts_module._sha(new)
+    key = artifact_blobs.blob_key(new)
     with db.transaction() as conn:
         row = conn.execute(select(blobs).where(blobs.c.sha256 == key)).mappings().one()
         for i in range(0, len(row["data"]), max(1, len(row["data"]) // 40)):
@@ -174,7 +174,7 @@ def test_a_flipped_byte_in_a_delta_is_detected(db: Database) -> None:
             conn.execute(update(blobs).where(blobs.c.sha256 == key).values(data=bytes(data)))
             with pytest.raises(ArtifactCorrupted) as exc:
                 ArtifactStore(cache_bytes=0).get(conn, stored.uri)
-            assert exc.value.key in {key, artifacts_module._sha(base)}
+            assert exc.value.key in {key, artifact_blobs.blob_key(base)}
         conn.execute(update(blobs).where(blobs.c.sha256 == key).values(data=row["data"]))
 
 
@@ -184,7 +184,7 @@ def test_a_tampered_base_is_detected_through_the_delta(db: Database) -> None:
     writer = ArtifactStore()
     _put(db, writer, base)
     stored = _put(db, writer, new)
-    base_key = artifacts_module._sha(base)
+    base_key = artifact_blobs.blob_key(base)
     with db.transaction() as conn:
         # the base part is an index: point it at the wrong chunks by swapping two entries
         data = bytearray(conn.execute(select(blobs.c.data).where(blobs.c.sha256 == base_key)).scalar_one())

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, event, func, select, update
 from saferun.domain import chunking
 from saferun.domain.canonical import canonical_bytes
 from saferun.errors import ArtifactCorrupted, ArtifactNotFound, InvalidInput, StateNotSerializable
+from saferun.storage import artifact_blobs
 from saferun.storage import artifacts as artifacts_module
 from saferun.storage.artifacts import ArtifactStore, StoredArtifact, make_uri, parse_uri
 from saferun.storage.database import Database
@@ -76,7 +77,7 @@ def _flip_middle_byte(db: Database, key: str) -> None:
 
 
 def _chunk_keys(part: bytes) -> list[str]:
-    return [artifacts_module._sha(c) for c in chunking.split(part)]
+    return [artifact_blobs.blob_key(c) for c in chunking.split(part)]
 
 
 @pytest.fixture
@@ -191,7 +192,7 @@ def test_a_part_equal_to_a_stored_manifest_is_served_by_that_manifest(db: Databa
     """A key names bytes, whatever kind of blob first stored them: nothing is stored twice."""
     first = _put(db, {"a": b"alpha", "b": b"beta"})
     with db.transaction() as conn:
-        manifest = artifacts_module._Reader(conn, {}).read([first.sha256])[first.sha256]
+        manifest = artifact_blobs.Reader(conn, {}).read([first.sha256])[first.sha256]
         second = store.put_bytes(conn, manifest, artifact_type="copy", metadata={})
         assert store.get_bytes(conn, second.uri) == manifest
     with db.transaction() as conn:
@@ -209,7 +210,7 @@ def test_a_chunk_already_stored_as_a_whole_part_is_reassembled_through_its_index
     outer = inner + tail
     first = _put(db, {"inner": inner})
     with db.transaction() as conn:
-        assert _blob(conn, artifacts_module._sha(inner))["kind"] == "index"
+        assert _blob(conn, artifact_blobs.blob_key(inner))["kind"] == "index"
 
     real_split = chunking.split
 
@@ -224,7 +225,7 @@ def test_a_chunk_already_stored_as_a_whole_part_is_reassembled_through_its_index
     assert _get(db, second.uri) == {"outer": outer}
     # the inner part's chunks are shared, only the tail chunk, the outer index and a manifest are new
     with db.transaction() as conn:
-        tail_blob = _blob(conn, artifacts_module._sha(tail))
+        tail_blob = _blob(conn, artifact_blobs.blob_key(tail))
     assert second.compressed_size == first.compressed_size + tail_blob["stored_size"]
 
 
@@ -278,7 +279,7 @@ def test_a_flipped_byte_in_an_uncompressed_chunk_is_detected(db: Database) -> No
 
 def test_a_flipped_byte_in_an_index_is_detected(db: Database, log_1mb: bytes) -> None:
     stored = _put(db, {"api_calls": log_1mb})
-    part_key = artifacts_module._sha(log_1mb)
+    part_key = artifact_blobs.blob_key(log_1mb)
     _flip_middle_byte(db, part_key)
     with pytest.raises(ArtifactCorrupted) as exc:
         _get(db, stored.uri)
@@ -314,7 +315,7 @@ def test_a_missing_chunk_is_blamed_on_the_index_that_names_it(db: Database, log_
         conn.execute(blobs.delete().where(blobs.c.sha256 == _chunk_keys(log_1mb)[0]))
     with pytest.raises(ArtifactCorrupted) as exc:
         _get(db, stored.uri)
-    assert exc.value.key == artifacts_module._sha(log_1mb)
+    assert exc.value.key == artifact_blobs.blob_key(log_1mb)
 
 
 def test_a_lying_size_column_is_detected_before_decompressing(db: Database, log_1mb: bytes) -> None:
@@ -404,7 +405,7 @@ def test_a_writer_that_finds_its_blobs_already_inserted_still_succeeds(
     """What a writer racing another sees: its probe missed rows that its insert then collides with."""
     parts = {"api_calls": log_1mb}
     first = _put(db, parts)
-    monkeypatch.setattr(artifacts_module, "_probe", lambda conn, keys: {})
+    monkeypatch.setattr(artifacts_module, "probe", lambda conn, keys: {})
     second = _put(db, parts)
     assert second.uri == first.uri
     assert second.new_bytes == 0

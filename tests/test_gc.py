@@ -21,7 +21,8 @@ from sqlalchemy import func, insert, select, text
 from saferun.errors import ArtifactNotFound, InvalidInput
 from saferun.integrations.langgraph.checkpoint import SafeRunSaver
 from saferun.storage import gc
-from saferun.storage.artifacts import parse_uri, references
+from saferun.storage.artifact_blobs import references
+from saferun.storage.artifacts import parse_uri
 from saferun.storage.database import Database
 from saferun.storage.schema import artifacts, blobs, lg_blobs, platform_artifacts, utcnow
 from tests.cli_support import cli

@@ -34,7 +34,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, delete, func, select
 
 from saferun.errors import InvalidInput
-from saferun.storage.artifacts import URI_PREFIX, make_uri, references
+from saferun.storage.artifact_blobs import references
+from saferun.storage.artifacts import URI_PREFIX, make_uri
 from saferun.storage.database import Database
 from saferun.storage.schema import (
     artifacts,
