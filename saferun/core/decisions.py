@@ -9,6 +9,9 @@ all processes), record the response, then move the workflow:
 - REJECTED on a checkpoint that can roll back: -> ROLLING_BACK; the compensations run afterwards
   (``Orchestrator.rollback``), outside this transaction, because they are side effects;
 - REJECTED on one that cannot: -> FAILED; nothing more is paid and the escrow's rest is refunded.
+
+What passing a checkpoint writes (milestone, saga, a modified state's new snapshot) is in
+``core.decision_effects``; what the other items of a multi-request checkpoint add, in ``core.decision_groups``.
 """
 
 from __future__ import annotations
@@ -21,16 +24,18 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping
 
 from saferun.core import escrow, mirror, notify, parties, quorum, review, transitions
-from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
+from saferun.core.checkpoints.capture import CheckpointCapture
+from saferun.core.decision_effects import complete_checkpoint, store_modified
+from saferun.core.decision_groups import Group, close_siblings
 from saferun.core.parties import IdentityChecks
 from saferun.core.state_machine.models import ApprovalDecision
 from saferun.domain.audit import bind, decision_digest
 from saferun.domain.ids import new_id
-from saferun.domain.modifications import merge_patch, validate_modifications
+from saferun.domain.modifications import validate_modifications
 from saferun.domain.policy import Role
 from saferun.domain.states import Event, WorkflowState
 from saferun.errors import DecisionConflict, InvalidInput
-from saferun.storage import approvals, audit, jobs, saga, snapshots
+from saferun.storage import approvals, audit, jobs, snapshots
 from saferun.storage import notifications as notices
 from saferun.storage import workflows as wf_store
 from saferun.storage.schema import utcnow
@@ -171,7 +176,7 @@ def decide(
             )
         raise DecisionConflict(request_id, status)
     # an item of a multi-request checkpoint: its siblings decide what this decision does to the workflow
-    group = _Group.read(conn, req, decision, modifications) if req["group_id"] is not None else None
+    group = Group.read(conn, req, decision, modifications) if req["group_id"] is not None else None
     notify.publish(conn, "decision", request_id)  # wakes waiters once this transaction commits
     # and open pages of its workflow, even when the decision moves no state (an item whose siblings still
     # wait): the event stream turns it into a hint (api/system.events); a transition's own notice is the
@@ -241,7 +246,7 @@ def decide(
 
     if decision == ApprovalDecision.REJECTED:
         if group is not None:
-            _close_siblings(
+            close_siblings(
                 conn,
                 row,
                 req,
@@ -267,7 +272,7 @@ def decide(
     if snap_status == "superseded":
         # a group's items each merge into their own entry of the state's parameters ({item key: ...})
         patch = (modifications or {}) if group is None else group.patch
-        approved_id = _store_modified(conn, capture, row, snap, patch, approved_by)
+        approved_id = store_modified(conn, capture, row, snap, patch, approved_by)
     else:  # the status and the "paid before?" probe in one statement
         passed_before = snapshots.approve(conn, approved_id, wf_id, req["checkpoint_id"])
     passed = complete_checkpoint(
@@ -293,158 +298,6 @@ def decide(
     return Outcome(
         request_id, wf_id, decision, state, response_id, snap["snapshot_id"], approved_id, tally, after
     )
-
-
-@dataclass(frozen=True)
-class _Group:
-    """What the rest of a multi-request checkpoint says about deciding one of its items (read once, after
-    the claim and under the workflow's lock, so two reviewers deciding the last two items are serialized:
-    the second one sees the first's decision and completes the checkpoint exactly once)."""
-
-    items: list[RowMapping]
-    last: bool  # no sibling still pending: this decision settles the checkpoint
-    patch: dict[str, Any]  # {item key: modifications} of every modified item, this one included
-    snapshot_status: str | None  # what the shared snapshot becomes now (None: nothing yet)
-
-    @classmethod
-    def read(
-        cls,
-        conn: Connection,
-        req: RowMapping,
-        decision: ApprovalDecision,
-        modifications: dict[str, Any] | None,
-    ) -> _Group:
-        items = approvals.group_items(conn, req["group_id"])
-        others = [r for r in items if r["request_id"] != req["request_id"]]
-        last = not any(r["status"] == "pending" for r in others)
-        patch = {
-            r["item_key"]: r["x_modifications"] or {}
-            for r in others
-            if r["x_decision"] == ApprovalDecision.MODIFIED.value
-        }
-        if decision == ApprovalDecision.MODIFIED:
-            patch[req["item_key"]] = modifications or {}
-        if decision == ApprovalDecision.REJECTED:
-            status: str | None = "rejected"
-        elif not last:
-            status = None
-        else:
-            status = "superseded" if patch else "approved"
-        return cls(items, last, patch, status)
-
-
-def _close_siblings(
-    conn: Connection,
-    row: RowMapping,
-    req: RowMapping,
-    group: _Group,
-    actor: str,
-    status: str,
-    now: datetime,
-) -> None:
-    """A rejected item rejects its checkpoint: its siblings still pending are closed (``closed``, or
-    ``cancelled`` with a cancelled workflow), audited, and never decidable afterwards (a 409 says so).
-    Their waiters are woken: an agent waiting on one of them learns of the rejection (``waiting.py``)."""
-    pending = [r for r in group.items if r["status"] == "pending" and r["request_id"] != req["request_id"]]
-    if not pending:
-        return
-    approvals.close_group(conn, req["group_id"], status, now)
-    for sib in pending:
-        notify.publish(conn, "decision", sib["request_id"])
-        notices.record(conn, status, sib["request_id"], row["workflow_id"])
-        if sib["job_id"]:
-            jobs.set_status(
-                conn, sib["job_id"], "cancelled", f"{status}: item {req['item_key']!r} was rejected"
-            )
-    audit.append(
-        conn,
-        row["workflow_id"],
-        "items_closed",
-        actor,
-        {
-            "group_id": req["group_id"],
-            "rejected_request_id": req["request_id"],
-            "rejected_item_key": req["item_key"],
-            "status": status,
-            "closed": [{"request_id": r["request_id"], "item_key": r["item_key"]} for r in pending],
-            "bind": [bind("approval_requests", "review", {**r, "status": status}) for r in pending],
-        },
-    )
-
-
-def complete_checkpoint(
-    conn: Connection,
-    row: RowMapping,
-    checkpoint_id: str,
-    snapshot_id: str,
-    supervisor_id: str | None,
-    actor: str,
-    *,
-    write: bool = True,
-    passed_before: bool | None = None,
-) -> dict[str, Any]:
-    """A checkpoint passed: pay its milestone once, make earlier steps permanent, remember the state.
-
-    Returns the workflow fields that change; with ``write=False`` the caller folds them into the state
-    transition's own UPDATE instead of a second one. ``passed_before``: whether another snapshot of the
-    checkpoint passed already, when the caller learned it with its own statement (``snapshots.approve``).
-    """
-    if passed_before is None:
-        passed_before = snapshots.checkpoint_passed(
-            conn, row["workflow_id"], checkpoint_id, exclude=snapshot_id
-        )
-    first_time = not passed_before
-    if first_time:  # a checkpoint passed before was paid in that same transaction: nothing to look up
-        escrow.release_milestone(conn, row, checkpoint_id, supervisor_id, actor)
-    saga.commit_pending(conn, row["workflow_id"])
-    values: dict[str, Any] = {"last_approved_snapshot_id": snapshot_id}
-    if first_time:
-        values["current_checkpoint"] = row["current_checkpoint"] + 1
-    if write:
-        wf_store.update_fields(conn, row["workflow_id"], **values)
-    return values
-
-
-def _store_modified(
-    conn: Connection,
-    capture: CheckpointCapture,
-    row: RowMapping,
-    snap: RowMapping,
-    modifications: dict[str, Any],
-    actor: str,
-) -> str:
-    """The seed's "Store Modified State": a new snapshot whose parameters carry the reviewer's changes."""
-    snapshots.set_status(conn, snap["snapshot_id"], "superseded")
-    state = capture.load_state(conn, snap["artifact_uri"])
-    merged = state.model_copy(update={"parameters": merge_patch(state.parameters, modifications)})
-    stored = capture.store_state(
-        conn, state_parts(merged), {"workflow_id": row["workflow_id"], "checkpoint_id": snap["checkpoint_id"]}
-    )
-    new_snap = snapshots.insert_for(
-        conn,
-        row["workflow_id"],
-        snap["checkpoint_id"],
-        snap["label"],
-        "modified",
-        stored,
-        parent_snapshot_id=snap["snapshot_id"],
-    )
-    snapshot_id = new_snap["snapshot_id"]
-    mirror.checkpoint_state(conn, row, snapshot_id, snap["checkpoint_id"], stored.uri)
-    audit.append(
-        conn,
-        row["workflow_id"],
-        "state_modified",
-        actor,
-        {
-            "snapshot_id": snapshot_id,
-            "parent_snapshot_id": snap["snapshot_id"],
-            "artifact_uri": stored.uri,
-            "modifications": modifications,
-            "bind": [bind("snapshots", "row", new_snap), bind("snapshots", "status", new_snap)],
-        },
-    )
-    return snapshot_id
 
 
 def _reject(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from sqlalchemy import Connection, RowMapping
 
-from saferun.core import decisions, mirror, parties, quorum, transitions
+from saferun.core import decision_effects, decisions, mirror, parties, quorum, transitions
 from saferun.core.checkpoints.capture import CheckpointCapture
 from saferun.core.policy_gate import PolicyGate
 from saferun.core.review import ReviewCheck, policy_of
@@ -239,7 +239,7 @@ class WorkflowPauses:
             },
         )
         if not cp.requires_approval:
-            decisions.complete_checkpoint(
+            decision_effects.complete_checkpoint(
                 conn, row, cp.checkpoint_id, snap["snapshot_id"], row["supervisor_id"], self.actor
             )
         return self._snapshot(snap, state)
