@@ -11,7 +11,8 @@ all processes), record the response, then move the workflow:
 - REJECTED on one that cannot: -> FAILED; nothing more is paid and the escrow's rest is refunded.
 
 What passing a checkpoint writes (milestone, saga, a modified state's new snapshot) is in
-``core.decision_effects``; what the other items of a multi-request checkpoint add, in ``core.decision_groups``.
+``core.decision_effects``; what the other items of a multi-request checkpoint add, in
+``core.decision_groups``.
 """
 
 from __future__ import annotations
