@@ -16,9 +16,9 @@ lost one costs latency, never correctness (waiters keep polling as the fallback)
   their own event loops (``call_soon_threadsafe``). The thread starts lazily with the first watch (or with
   ``start()``), reconnects with backoff when its connection drops, and after every (re)connect wakes every
   waiter once (topic ``resync``), because notices sent while it was not listening are lost.
-- **SQLite** has no cross-process notification: ``publish`` records the notice on the connection and it is
+- **SQLite** has no notification of its own: ``publish`` records the notice on the connection and it is
   delivered to this process's waiters after the commit (engine ``commit``/``rollback`` events and the pool's
-  ``checkin``). Waiters in other processes find the change by polling.
+  ``checkin``), and to other processes waiting on the same file as a datagram (``core.notify_peers``).
 """
 
 from __future__ import annotations
@@ -33,11 +33,13 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, event, text
 
+from saferun.core import notify_peers
 from saferun.storage.database import PG_SCHEMA, before_commit
 
 if TYPE_CHECKING:
@@ -84,7 +86,7 @@ def publish(conn: Connection, topic: str, key: str) -> None:
             payloads[1].append(f"{topic}:{key}")
         before_commit(conn, "notify", _send_pg)
         return
-    url = _local_url(conn.engine)
+    url = _local_url(conn.engine) or _peer_url(conn.engine)
     if url is not None:
         conn.info.setdefault(_PENDING, []).append((url, topic, key))
 
@@ -106,9 +108,12 @@ class NotifierStats:
 class Notifier:
     """One per process per database (``notifier_for(db)``); thread-safe, usable from any event loop."""
 
-    def __init__(self, url: str, dialect: str) -> None:
+    def __init__(self, url: str, dialect: str, peer_directory: Path | None = None) -> None:
         self.url = url
         self.is_postgres = dialect == "postgresql"
+        # SQLite: where this process's socket goes while it has waiters (``core.notify_peers``)
+        self.peer_directory = peer_directory
+        self._peers: notify_peers.PeerListener | None = None
         self.stats = NotifierStats()
         self.closed = False
         self.pid = os.getpid()
@@ -124,12 +129,17 @@ class Notifier:
     # ------------------------------------------------------------------ lifecycle
     @property
     def listening(self) -> bool:
-        """True while notices from other processes arrive (PostgreSQL with its listener connected)."""
+        """True while notices from other processes arrive (PostgreSQL with its listener connected; SQLite
+        with this process's peer socket bound)."""
+        if not self.is_postgres:
+            return self._peers is not None
         return self._listening.is_set()
 
     def start(self) -> None:
-        """Start the PostgreSQL listener thread if it is not running (idempotent, returns at once)."""
+        """Start listening for other processes' notices if not already (idempotent, returns at once): the
+        PostgreSQL listener thread, or on SQLite this process's peer socket."""
         if not self.is_postgres:
+            self._start_peers()
             return
         with self._lock:
             if self.closed or (self._thread is not None and self._thread.is_alive()):
@@ -138,10 +148,23 @@ class Notifier:
             self._thread = threading.Thread(target=self._run, name="saferun-notify", daemon=True)
             self._thread.start()
 
+    def _start_peers(self) -> None:
+        with self._lock:
+            if self.closed or self._peers is not None or self.peer_directory is None:
+                return
+            try:
+                self._peers = notify_peers.PeerListener(self.peer_directory, self.deliver)
+            except OSError as exc:  # e.g. a path too long for a Unix socket: waiters poll, as before
+                log.warning("no cross-process wake-ups for %s (%s): waiters poll", self.url, exc)
+                self.peer_directory = None
+                return
+        notify_peers.refresh(self.peer_directory)
+
     async def astart(self, timeout: float = 10.0) -> bool:
         """``start()`` and wait until the listener is connected; True when it is (always True on SQLite,
         where in-process delivery needs no connection)."""
         if not self.is_postgres:
+            self.start()
             return True
         self.start()
         return await asyncio.to_thread(self._listening.wait, timeout)
@@ -151,6 +174,10 @@ class Notifier:
         with self._lock:
             self.closed = True
             thread = self._thread
+            peers, self._peers = self._peers, None
+        if peers is not None:
+            peers.close()
+            notify_peers.refresh(peers.directory)
         self._stop.set()
         self._wake_all()
         if wait and thread is not None and thread is not threading.current_thread():
@@ -415,7 +442,7 @@ def notifier_for(db: Database) -> Notifier:
     with _registry_lock:
         notifier = _registry.get(url)
         if notifier is None or notifier.closed:
-            notifier = _registry[url] = Notifier(url, db.dialect)
+            notifier = _registry[url] = Notifier(url, db.dialect, _peer_directory(db.engine))
             _generation += 1
         _hook(db.engine, url)
     return notifier
@@ -443,6 +470,32 @@ def _local_url(engine: Engine) -> str | None:
             return key
         _missed[engine] = _generation
     return None
+
+
+_peer_dirs: weakref.WeakKeyDictionary[Engine, Path | None] = weakref.WeakKeyDictionary()
+_peer_dir_of: dict[str, Path] = {}  # url -> its peer directory, for the senders
+
+
+def _peer_directory(engine: Engine) -> Path | None:
+    if engine not in _peer_dirs:
+        _peer_dirs[engine] = directory = notify_peers.peer_dir(engine)
+        if directory is not None:
+            _peer_dir_of[_url_key(engine)] = directory
+    return _peer_dirs[engine]
+
+
+def _peer_url(engine: Engine) -> str | None:
+    """For a SQLite engine with no waiter in this process: its URL when another process waits on the same
+    file (so this commit's notices are worth gathering and sending), else None."""
+    if engine.dialect.name == "postgresql":
+        return None
+    directory = _peer_directory(engine)
+    if directory is None or not notify_peers.has_peers(directory):
+        return None
+    key = _url_key(engine)
+    with _registry_lock:
+        _hook(engine, key)
+    return key
 
 
 def _hook(engine: Engine, url: str) -> None:
@@ -473,10 +526,20 @@ def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
         return
     done = record.info.pop(_COMMITTED, None)
     record.info.pop(_PENDING, None)  # a transaction never committed leaves nothing behind
-    for url, topic, key in done or ():
+    if not done:
+        return
+    by_url: dict[str, list[tuple[str, str]]] = {}
+    for url, topic, key in done:
+        by_url.setdefault(url, []).append((topic, key))
+    for url, notices in by_url.items():
         notifier = _registry.get(url)
         if notifier is not None:
-            notifier.deliver(topic, key)
+            for topic, key in notices:
+                notifier.deliver(topic, key)
+        directory = _peer_dir_of.get(url)
+        if directory is not None:  # other processes waiting on this file: after the commit, as here
+            own = notifier._peers.path if notifier is not None and notifier._peers is not None else None
+            notify_peers.send(directory, notices, own=own)
 
 
 def _on_disposed(engine: Engine) -> None:
