@@ -47,8 +47,8 @@ def peer_dir(engine: Engine) -> Path | None:
     """The directory of ``engine``'s SQLite file's listening processes (created by the first listener,
     removed by the last); None when peers cannot be used (not a file-backed SQLite database, no Unix
     datagram sockets, or an unsafe base directory)."""
-    if engine.dialect.name != "sqlite" or not hasattr(socket, "AF_UNIX"):
-        return None
+    if engine.dialect.name != "sqlite" or not hasattr(socket, "AF_UNIX") or not hasattr(os, "getuid"):
+        return None  # (Windows has neither Unix datagram sockets nor a uid to make the directory private)
     if os.environ.get("SAFERUN_PEER_WAKEUPS", "1").strip().lower() in {"0", "false", "no", "off"}:
         return None  # an operator's choice (or a benchmark's): waiters poll, as before
     database = engine.url.database
