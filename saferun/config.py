@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     sqlite_request_busy_ms: int = Field(
         default=3000, ge=100, le=30000, alias="SAFERUN_SQLITE_REQUEST_BUSY_MS"
     )
+    # true: processes waiting on one SQLite file are woken by a datagram when another commits
+    # (core/notify_peers); false: they find other processes' commits by polling, 5 ms backing off to 250 ms
+    peer_wakeups: bool = Field(default=True, alias="SAFERUN_PEER_WAKEUPS")
 
     # --- the server ---
     # open | keys | auto (open on loopback, keys elsewhere): saferun/api/deps.py

@@ -29,6 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix datagram sockets here")
 
 
+@pytest.fixture(autouse=True)
+def _peers_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the caller's environment says (SAFERUN_PEER_WAKEUPS=0 turns the feature off)."""
+    monkeypatch.setenv("SAFERUN_PEER_WAKEUPS", "1")
+
+
 def _in_another_process(db: Database, body: str) -> None:
     """Run ``body`` in a new Python process, with ``db`` open there as ``db`` (orchestrator: ``orch``)."""
     script = textwrap.dedent(

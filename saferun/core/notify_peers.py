@@ -36,6 +36,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from saferun.config import get_settings
+
 log = logging.getLogger(__name__)
 
 MAX_DATAGRAM = 60_000  # bytes per datagram; a commit with more notices sends several
@@ -49,8 +51,8 @@ def peer_dir(engine: Engine) -> Path | None:
     datagram sockets, or an unsafe base directory)."""
     if engine.dialect.name != "sqlite" or not hasattr(socket, "AF_UNIX") or not hasattr(os, "getuid"):
         return None  # (Windows has neither Unix datagram sockets nor a uid to make the directory private)
-    if os.environ.get("SAFERUN_PEER_WAKEUPS", "1").strip().lower() in {"0", "false", "no", "off"}:
-        return None  # an operator's choice (or a benchmark's): waiters poll, as before
+    if not get_settings().peer_wakeups:
+        return None  # SAFERUN_PEER_WAKEUPS=0 (an operator's choice, or a benchmark's): waiters poll
     database = engine.url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
