@@ -48,13 +48,11 @@ async def measure(url: str, rounds: int, peers: bool, think: tuple[float, float]
     notify.close_all()
     db = Database(url, migrate=False)
     orch = WorkflowOrchestrator(database=db)
-    env = {**os.environ}
     reviewer = subprocess.Popen(
         [sys.executable, "-c", REVIEWER, url, str(think[0]), str(think[1])],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env=env,
     )
     out = []
     try:

@@ -67,6 +67,8 @@ def channel_for(schema: str | None) -> str:
     if len(channel.encode()) > _MAX_CHANNEL:
         channel = f"{CHANNEL}:{hashlib.sha256(schema.encode()).hexdigest()[:32]}"
     return channel
+
+
 _PG_PENDING = "saferun_pg_notices"  # conn.info: (transaction, payloads) not yet sent
 _PENDING = "saferun_notices_pending"  # conn.info: notices of the open transaction
 _COMMITTED = "saferun_notices_committed"  # conn.info: notices whose transaction committed, not yet delivered
@@ -147,6 +149,12 @@ class Notifier:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="saferun-notify", daemon=True)
             self._thread.start()
+
+    @property
+    def peer_path(self) -> Path | None:
+        """This process's socket for the file (SQLite, while it has waiters): senders here skip it."""
+        peers = self._peers
+        return None if peers is None else peers.path
 
     def _start_peers(self) -> None:
         with self._lock:
@@ -538,8 +546,7 @@ def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
                 notifier.deliver(topic, key)
         directory = _peer_dir_of.get(url)
         if directory is not None:  # other processes waiting on this file: after the commit, as here
-            own = notifier._peers.path if notifier is not None and notifier._peers is not None else None
-            notify_peers.send(directory, notices, own=own)
+            notify_peers.send(directory, notices, own=notifier.peer_path if notifier is not None else None)
 
 
 def _on_disposed(engine: Engine) -> None:

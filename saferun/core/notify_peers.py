@@ -165,9 +165,10 @@ _listings_lock = threading.Lock()
 _sender = threading.local()
 
 
-def has_peers(directory: Path, own: Path | None = None) -> bool:
-    """Whether any other process listens on ``directory`` (cheap: a cached listing)."""
-    return any(p != str(own) for p in _targets(directory))
+def has_peers(directory: Path) -> bool:
+    """Whether any process listens on ``directory`` (cheap: a cached listing). Asked by a process with no
+    waiter of its own on the file, so every socket there is another process's."""
+    return bool(_targets(directory))
 
 
 def send(directory: Path, notices: Iterable[tuple[str, str]], own: Path | None = None) -> int:
