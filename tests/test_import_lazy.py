@@ -25,6 +25,15 @@ def test_import_saferun_and_server_skips_optional_stacks() -> None:
     assert loaded_after("import saferun, saferun.api.server\nsaferun.api.server.create_app") == []
 
 
+def test_import_saferun_skips_what_only_some_processes_need() -> None:
+    """PostgreSQL's dialect (SQLite processes never use it) and PyYAML (only a policy or monitor file
+    needs it): ~27 ms of ``import saferun`` between them (benchmarks/bench_startup.py)."""
+    probe = "import saferun\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    modules = set(json.loads(out.splitlines()[-1]))
+    assert not {"sqlalchemy.dialects.postgresql", "yaml"} & modules
+
+
 def test_payments_names_still_resolve_on_first_use() -> None:
     # the lazy names are the real ones, and touching them is what loads the EVM stack
     code = "from saferun.payments import mint, balance_of, LedgerEvmSigner\nassert callable(mint)"

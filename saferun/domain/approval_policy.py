@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from saferun.domain.quorum import QuorumRule
@@ -237,6 +236,8 @@ class Verdict:
 
 def load(text: str, source: str = "policy") -> Policy:
     """Parse and check a policy; ``InvalidInput`` names the rule and field that is wrong."""
+    import yaml  # on first use: it costs every ``import saferun`` ~9 ms, and most processes load no policy
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

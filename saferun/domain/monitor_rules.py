@@ -47,7 +47,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -213,6 +212,8 @@ class MonitorConfig(_Model):
     @classmethod
     def from_yaml(cls, text: str) -> MonitorConfig:
         """Rules from YAML text (an empty document gives the defaults)."""
+        import yaml  # on first use, as in approval_policy.load
+
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -237,6 +238,8 @@ class MonitorConfig(_Model):
 
     def to_yaml(self) -> str:
         """The rules as YAML that ``from_yaml`` reads back equal (a rule switched off is ``null``)."""
+        import yaml
+
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 

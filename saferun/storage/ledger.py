@@ -30,7 +30,6 @@ from typing import Any
 from uuid import uuid4
 
 from sqlalchemy import Connection, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from saferun.domain.audit import posting_digest
 from saferun.domain.ledger import (
@@ -285,12 +284,18 @@ def _leg_key(legs: tuple[Leg, ...]) -> list[tuple[str, int]]:
 
 
 def _insert_ignoring_duplicate_key(conn: Connection) -> Any:
+    # the dialect's module is imported here, not at the top: importing sqlalchemy.dialects.postgresql
+    # costs every SQLite process ~18 ms at start (issue 12, target 5); after the first call it is cached
     dialect = conn.dialect.name
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(ledger_transactions).on_conflict_do_nothing(
             index_elements=[ledger_transactions.c.idempotency_key]
         )
     if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(ledger_transactions).on_conflict_do_nothing(
             index_elements=[ledger_transactions.c.idempotency_key]
         )
