@@ -81,6 +81,7 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         # sleeps (milliseconds each), so this process's writers queue here instead
         self._write_lock = write_lock(self.db) if self.db.is_sqlite else contextlib.nullcontext()
         self._slots = SlotCache()
+        self._sql = _BareSQL(placeholder(self.db))
 
     # ------------------------------------------------------------------------------------------ reads
     def get_tuple(self, config: dict[str, Any]) -> CheckpointTuple | None:
@@ -110,21 +111,13 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         writes. Cold, the artifacts are fetched and verified on the same cursor (``_verified_read``).
         Which artifact holds a (channel, version) never changes once written (the row is insert-only),
         so the lookup of those rows is remembered per thread (``_slots``) after one read."""
-        ph = placeholder(self.db)
-        where = f"thread_id = {ph} and checkpoint_ns = {ph}"
+        sql = self._sql
 
         def read(cur: Any) -> Any:
             if checkpoint_id:
-                cur.execute(
-                    f"select {CP_COLUMNS} from lg_checkpoints where {where} and checkpoint_id = {ph}",
-                    (thread_id, ns, checkpoint_id),
-                )
+                cur.execute(sql.checkpoint, (thread_id, ns, checkpoint_id))
             else:
-                cur.execute(
-                    f"select {CP_COLUMNS} from lg_checkpoints where {where} "
-                    "order by checkpoint_id desc limit 1",
-                    (thread_id, ns),
-                )
+                cur.execute(sql.latest, (thread_id, ns))
             found = cur.fetchone()
             if found is None:
                 return None
@@ -133,18 +126,17 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
             versions = checkpoint.get("channel_versions", {})
             values: dict[str, Any] = {}
             if versions:
-                slots = self._slots.lookup(thread_id, ns, versions)
-                if slots is None:
-                    ors = " or ".join([f"(channel = {ph} and version = {ph})"] * len(versions))
+                # the stored (channel, value_type, uri) of each version: remembered after one read
+                stored = self._slots.lookup(thread_id, ns, versions)
+                if stored is None:
                     cur.execute(
-                        f"select channel, version, value_type, artifact_uri from lg_blobs where {where} "
-                        f"and ({ors})",
+                        sql.slots(len(versions)),
                         (thread_id, ns, *[x for c, v in versions.items() for x in (c, str(v))]),
                     )
-                    slots = [(channel, value_type, uri) for channel, _, value_type, uri in cur.fetchall()]
+                    slots = cur.fetchall()
+                    stored = [(c, t, uri) for c, _, t, uri in slots if t != _EMPTY and uri is not None]
                     if len(slots) == len(versions):  # remember only a complete answer
-                        self._slots.remember(thread_id, ns, versions, slots)
-                stored = [(c, t, uri) for c, t, uri in slots if t != _EMPTY and uri is not None]
+                        self._slots.remember(thread_id, ns, versions, stored)
                 seen: dict[str, dict[str, bytes]] = {}  # channels changed together share an artifact
                 unverified: list[str] = []
                 for _, _, uri in stored:
@@ -164,11 +156,7 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
                     if channel not in parts:
                         return _MISS
                     values[channel] = self.serde.loads_typed((value_type, parts[channel]))
-            cur.execute(
-                f"select task_id, channel, value_type, value from lg_writes where {where} "
-                f"and checkpoint_id = {ph} order by task_path, task_id, idx",
-                (thread_id, ns, row["checkpoint_id"]),
-            )
+            cur.execute(sql.writes, (thread_id, ns, row["checkpoint_id"]))
             writes = cur.fetchall()
             metadata = self.serde.loads_typed((row["metadata_type"], bytes(row["metadata"])))
             return self._make_tuple(row, checkpoint, metadata, values, writes)
@@ -446,3 +434,32 @@ _MISS = object()
 AsyncSafeRunSaver = SafeRunSaver
 
 __all__ = ["ARTIFACT_TYPE", "AsyncSafeRunSaver", "SafeRunSaver"]
+
+
+class _BareSQL:
+    """The warm read's statements as driver SQL, written once per saver (not per ``get_state``)."""
+
+    def __init__(self, ph: str) -> None:
+        where = f"thread_id = {ph} and checkpoint_ns = {ph}"
+        self.ph, self.where = ph, where
+        self.checkpoint = f"select {CP_COLUMNS} from lg_checkpoints where {where} and checkpoint_id = {ph}"
+        self.latest = (
+            f"select {CP_COLUMNS} from lg_checkpoints where {where} order by checkpoint_id desc limit 1"
+        )
+        self.writes = (
+            f"select task_id, channel, value_type, value from lg_writes where {where} "
+            f"and checkpoint_id = {ph} order by task_path, task_id, idx"
+        )
+        self._slots: dict[int, str] = {}
+
+    def slots(self, n: int) -> str:
+        """The ``lg_blobs`` rows of ``n`` (channel, version) pairs."""
+        query = self._slots.get(n)
+        if query is None:
+            ors = " or ".join([f"(channel = {self.ph} and version = {self.ph})"] * n)
+            query = (
+                "select channel, version, value_type, artifact_uri from lg_blobs "
+                f"where {self.where} and ({ors})"
+            )
+            self._slots[n] = query
+        return query

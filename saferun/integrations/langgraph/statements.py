@@ -86,7 +86,7 @@ UPSERT_WRITES = Insert(lg_writes, _WRITE_KEYS, update=True)
 
 
 Slot = tuple[str, str, str | None]  # channel, value_type, artifact_uri
-_SlotKey = tuple[str, str, tuple[tuple[str, str], ...]]  # thread, namespace, sorted (channel, version)
+_SlotKey = tuple[str, str, tuple[tuple[str, Any], ...]]  # thread, namespace, (channel, version) pairs
 
 
 class SlotCache:
@@ -105,7 +105,9 @@ class SlotCache:
 
     @staticmethod
     def _key(thread_id: str, ns: str, versions: dict[str, Any]) -> _SlotKey:
-        return (thread_id, ns, tuple(sorted((c, str(v)) for c, v in versions.items())))
+        # in the checkpoint's own order, unsorted: a warm ``get_state`` builds this key every call, and
+        # the same checkpoint always decodes to the same order (another order only costs one more entry)
+        return (thread_id, ns, tuple(versions.items()))
 
     def lookup(self, thread_id: str, ns: str, versions: dict[str, Any]) -> list[Slot] | None:
         key = self._key(thread_id, ns, versions)
