@@ -43,7 +43,7 @@ from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import Text, cast, create_engine, func, select, text
 
 from saferun.integrations.langgraph.checkpoint import SafeRunSaver
 from saferun.storage.artifacts import ArtifactStore
@@ -207,9 +207,15 @@ def _saferun_subject(name: str, url: str, cleanup: list[Callable[[], None]]) -> 
                 c = conn.execute(
                     select(func.coalesce(func.sum(func.length(lg_writes.c.value)), 0))
                 ).scalar_one()
+                # the checkpoint's channel versions, kept as JSON on PostgreSQL for one-statement reads
+                d = conn.execute(
+                    select(
+                        func.coalesce(func.sum(func.length(cast(lg_checkpoints.c.channel_versions, Text))), 0)
+                    )
+                ).scalar_one()
         finally:
             db.dispose()
-        return int(a) + int(b) + int(c)
+        return int(a) + int(b) + int(c) + int(d)
 
     return Subject(name, open_, payload, cleanup)
 

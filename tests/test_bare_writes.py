@@ -182,3 +182,55 @@ def test_a_pooled_postgres_connection_goes_back_transactional_whatever_happened(
         PLAIN.execute(sa_conn, [_blob("d")])
         raise RuntimeError("rolled back")
     assert _keys(pg_db) == ["a"]
+
+
+def test_a_single_statement_transaction_commits_its_one_statement(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``single_statement``: on PostgreSQL the one statement goes without BEGIN and COMMIT (it is atomic on
+    its own, as PostgresSaver's autocommit writes are), on SQLite inside ``BEGIN IMMEDIATE`` as always;
+    its error is still SQLAlchemy's, and a second statement is refused before it is sent."""
+    sent: list[str] = []
+    if db.dialect == "postgresql":
+        import psycopg
+
+        real = psycopg.Cursor.execute
+
+        def spy(self: object, query: object, params: object = None, **kw: object) -> object:
+            sent.append(str(query).split()[0].upper())
+            return real(self, query, params, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", spy)
+    with bare_transaction(db, single_statement=True) as conn:
+        PLAIN.execute(conn, [_blob("a")])
+    if db.dialect == "postgresql":
+        assert sent == ["INSERT"]
+        sent.clear()
+        with bare_transaction(db) as conn:
+            PLAIN.execute(conn, [_blob("b")])
+        assert sent == ["BEGIN", "INSERT", "COMMIT"]  # what a transaction of any length sends
+    else:
+        with bare_transaction(db) as conn:
+            PLAIN.execute(conn, [_blob("b")])
+    assert _keys(db) == ["a", "b"]
+
+    with pytest.raises(IntegrityError), bare_transaction(db, single_statement=True) as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO blobs (sha256, kind, codec, raw_size, stored_size, data, created_at) "
+            + (
+                "VALUES (%(k)s, 'chunk', 'raw', 1, 1, %(d)s, now())"
+                if db.dialect == "postgresql"
+                else "VALUES (:k, 'chunk', 'raw', 1, 1, :d, '2026-01-01 00:00:00')"
+            ),
+            {"k": "a", "d": b"y"},
+        )
+    with (
+        pytest.raises(RuntimeError, match="second statement"),
+        bare_transaction(db, single_statement=True) as conn,
+    ):
+        conn.exec_driver_sql("SELECT 1")
+        PLAIN.execute(conn, [_blob("c")])
+    assert _keys(db) == ["a", "b"]
+    with bare_transaction(db) as conn:  # the pooled connection is fine for the next transaction
+        PLAIN.execute(conn, [_blob("d")])
+    assert _keys(db) == ["a", "b", "d"]

@@ -156,8 +156,8 @@ def test_warm_get_state_is_two_selects_and_sees_deletes_and_copies(sqlite_db: Da
 
 @pytest.mark.postgres
 def test_postgres_warm_reads_survive_a_dropped_connection(pg_db: Database) -> None:
-    """The PostgreSQL bare reader is one autocommit, read-only connection per thread: warm reads are two
-    SELECTs with no BEGIN/ROLLBACK round trips, and a connection the server drops is replaced."""
+    """The PostgreSQL bare reader is one autocommit, read-only connection per thread: a warm read is one
+    SELECT with no BEGIN/ROLLBACK round trips, and a connection the server drops is replaced."""
     from saferun.storage import bare_reads
 
     saver = SafeRunSaver(pg_db)
@@ -173,6 +173,47 @@ def test_postgres_warm_reads_survive_a_dropped_connection(pg_db: Database) -> No
         conn.exec_driver_sql(f"select pg_terminate_backend({reader.info.backend_pid})")
     assert graph.get_state(config).values["big"] == "p" * 3000  # a new connection, the same answer
     assert bare_reads.thread_connection(pg_db) is not reader
+
+
+@pytest.mark.postgres
+def test_a_postgres_read_is_one_statement_with_its_channels_and_writes(
+    pg_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL each statement is a round trip, so a checkpoint, the rows of its channel versions and
+    its pending writes come in one SELECT (by the versions column of migration 0022), as PostgresSaver
+    reads; a saver that has remembered nothing still needs only that one. A row written before 0022 (no
+    versions column) is read the previous way, to the same answer."""
+    import psycopg
+
+    saver = SafeRunSaver(pg_db)
+    config = {"configurable": {"thread_id": "pg-one", "checkpoint_ns": ""}}
+    graph = _graph(saver, steps=2)
+    graph.invoke({"big": "q" * 3000, "counter": 0, "messages": [], "extra": None}, config)
+    latest = saver.get_tuple(config)  # verifies the parts: the reads below find them in this process
+    assert latest is not None
+    saver.put_writes(latest.config, [("counter", 7), ("messages", ["pending"])], task_id="t1")
+    executed: list[str] = []
+    real = psycopg.Cursor.execute
+
+    def spy(self: Any, query: Any, params: Any = None, **kw: Any) -> Any:
+        executed.append(str(query))
+        return real(self, query, params, **kw)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", spy)
+    got = SafeRunSaver(pg_db).get_tuple(config)  # a new saver: no blob rows remembered
+    assert len(executed) == 1 and "lg_blobs" in executed[0] and "lg_writes" in executed[0], executed
+    assert got is not None and got.checkpoint["channel_values"]["big"] == "q" * 3000
+    assert got.checkpoint["channel_values"]["counter"] == 2
+    assert got.pending_writes == [("t1", "counter", 7), ("t1", "messages", ["pending"])]
+    by_id = SafeRunSaver(pg_db).get_tuple(latest.config)
+    assert by_id is not None and by_id.checkpoint == got.checkpoint and len(executed) == 2
+
+    with pg_db.transaction() as conn:
+        conn.exec_driver_sql("update lg_checkpoints set channel_versions = null")
+    executed.clear()
+    old = SafeRunSaver(pg_db).get_tuple(config)
+    assert len(executed) == 3, executed  # the row, its channels' rows, its writes
+    assert old is not None and old.checkpoint == got.checkpoint and old.pending_writes == got.pending_writes
 
 
 def test_a_small_step_is_two_short_transactions_without_a_probe(sqlite_db: Database) -> None:

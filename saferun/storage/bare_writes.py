@@ -57,16 +57,31 @@ class BareConnection:
     """One driver cursor inside an open transaction; statements as driver SQL text with named
     parameters (``:name`` for sqlite3, ``%(name)s`` for psycopg), a list of dicts for executemany."""
 
-    def __init__(self, dialect: Dialect, cursor: Any, *, pipelined: bool = False) -> None:
+    def __init__(
+        self, dialect: Dialect, cursor: Any, *, pipelined: bool = False, statements: int | None = None
+    ) -> None:
         self.dialect = dialect
         self._cur = cursor
         # psycopg's pipeline mode: a statement is sent without waiting for its answer, which comes back
         # when one is needed (a SELECT or RETURNING fetched here, or the COMMIT); errors surface there
         self._pipelined = pipelined
+        # how many statements may still run (None: any): a transaction of one statement sends no
+        # BEGIN/COMMIT on PostgreSQL, so a second would not be part of it
+        self._left = statements
 
     def exec_driver_sql(
         self, sql: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
     ) -> BareResult:
+        if self._left is not None:
+            if self._left == 0:
+                raise RuntimeError("bare_transaction(single_statement=True) ran a second statement")
+            self._left -= 1
+        return self._run(sql, params)
+
+    def _run(
+        self, sql: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
+    ) -> BareResult:
+        """Run a statement, not counted against ``statements`` (the transaction's own BEGIN/COMMIT)."""
         cur = self._cur
         try:
             if isinstance(params, Sequence):
@@ -104,8 +119,13 @@ def _wrap(dialect: Dialect, conn: Any, cur: Any, sql: str, params: Any, exc: Exc
 
 
 @contextmanager
-def bare_transaction(db: Database) -> Iterator[BareConnection]:
-    """``Database.transaction`` for driver-SQL statements only (see the module docstring)."""
+def bare_transaction(db: Database, *, single_statement: bool = False) -> Iterator[BareConnection]:
+    """``Database.transaction`` for driver-SQL statements only (see the module docstring).
+
+    ``single_statement``: the caller runs exactly one statement (a second raises ``RuntimeError``). One
+    statement is atomic on its own, so on PostgreSQL it goes without BEGIN and COMMIT, as PostgresSaver's
+    autocommit writes go: one command and the closing sync instead of three commands (a saver's
+    ``put_writes``). SQLite keeps ``BEGIN IMMEDIATE``: it is what queues writers there."""
     dialect = db.engine.dialect
     with db.fault_guard(), writer_turn(db):
         fairy = db.engine.raw_connection()
@@ -115,12 +135,15 @@ def bare_transaction(db: Database) -> Iterator[BareConnection]:
             if db.is_sqlite:
                 apply_lock_wait(fairy.info, dbapi_conn)
             pipelined = not db.is_sqlite and _pipeline_supported(dbapi_conn)
-            conn = BareConnection(dialect, dbapi_conn.cursor(), pipelined=pipelined)
+            bare = single_statement and pipelined
+            conn = BareConnection(
+                dialect, dbapi_conn.cursor(), pipelined=pipelined, statements=1 if single_statement else None
+            )
             try:
                 if db.is_sqlite:
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    conn._run("BEGIN IMMEDIATE")
                     yield conn
-                    conn.exec_driver_sql("COMMIT")
+                    conn._run("COMMIT")
                 elif pipelined:
                     # BEGIN, the statements and COMMIT travel together and are answered at the
                     # pipeline's one closing sync: one round trip for a transaction whose statements
@@ -134,9 +157,12 @@ def bare_transaction(db: Database) -> Iterator[BareConnection]:
                     dbapi_conn.autocommit = True
                     try:
                         with dbapi_conn.pipeline():
-                            conn.exec_driver_sql(begin)
-                            yield conn
-                            conn.exec_driver_sql("COMMIT")
+                            if bare:
+                                yield conn
+                            else:
+                                conn._run(begin)
+                                yield conn
+                                conn._run("COMMIT")
                     except dialect.loaded_dbapi.Error as exc:  # a statement's error, raised at the sync
                         raise _wrap(dialect, dbapi_conn, None, "COMMIT", None, exc) from exc
                 else:

@@ -682,6 +682,8 @@ lg_checkpoints = Table(
     Column("checkpoint", Blob, nullable=False),
     Column("metadata_type", String(32), nullable=False),
     Column("metadata", Blob, nullable=False),
+    # {channel: version} on PostgreSQL, so one statement reads a checkpoint (migration 0022); NULL on SQLite
+    Column("channel_versions", JSONType, nullable=True),
 )
 
 lg_blobs = Table(

@@ -82,6 +82,9 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         self._write_lock = write_lock(self.db) if self.db.is_sqlite else contextlib.nullcontext()
         self._slots = SlotCache()
         self._sql = _BareSQL(placeholder(self.db))
+        # PostgreSQL: a checkpoint, its channels' rows and its writes in one statement (one round trip);
+        # SQLite runs statements in-process, where three small ones cost less than one with JSON joins
+        self._one_statement_reads = not self.db.is_sqlite
 
     # ------------------------------------------------------------------------------------------ reads
     def get_tuple(self, config: dict[str, Any]) -> CheckpointTuple | None:
@@ -107,28 +110,41 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         """``get_state`` on a bare driver cursor (SQLAlchemy's execution path costs more than SQLite's
         indexed lookups); ``_MISS`` sends the caller to the full path, which reads in one transaction.
 
-        Warm, this is two SELECTs, as in LangGraph's ``SqliteSaver``: the checkpoint row and its pending
-        writes. Cold, the artifacts are fetched and verified on the same cursor (``_verified_read``).
-        Which artifact holds a (channel, version) never changes once written (the row is insert-only),
-        so the lookup of those rows is remembered per thread (``_slots``) after one read."""
+        On SQLite, warm, this is two SELECTs, as in LangGraph's ``SqliteSaver``: the checkpoint row and
+        its pending writes. Which artifact holds a (channel, version) never changes once written (the row
+        is insert-only), so the lookup of those rows is remembered per thread (``_slots``) after one read.
+        On PostgreSQL, where each statement is a round trip, it is one SELECT, as in LangGraph's
+        ``PostgresSaver``: the row with its channels' rows and its writes (``_BareSQL.joined_*``; a row
+        written before migration 0022 has no versions column and is read the SQLite way). Cold, the
+        artifacts are fetched and verified on the same cursor (``_verified_read``)."""
         sql = self._sql
 
         def read(cur: Any) -> Any:
+            joined = self._one_statement_reads
             if checkpoint_id:
-                cur.execute(sql.checkpoint, (thread_id, ns, checkpoint_id))
+                cur.execute(
+                    sql.joined_checkpoint if joined else sql.checkpoint, (thread_id, ns, checkpoint_id)
+                )
             else:
-                cur.execute(sql.latest, (thread_id, ns))
+                cur.execute(sql.joined_latest if joined else sql.latest, (thread_id, ns))
             found = cur.fetchone()
             if found is None:
                 return None
-            row = dict(zip(CP_COLUMN_NAMES, found, strict=True))
+            row = dict(zip(CP_COLUMN_NAMES, found, strict=False))
             checkpoint = self.serde.loads_typed((row["checkpoint_type"], bytes(row["checkpoint"])))
             versions = checkpoint.get("channel_versions", {})
             values: dict[str, Any] = {}
+            writes: Any = None
+            slots: Any = None
+            if joined and found[len(CP_COLUMN_NAMES)]:  # the row has its versions: the rest came with it
+                slots, (task_ids, channels, types, data) = found[-5], found[-4:]
+                writes = list(zip(task_ids, channels, types, data, strict=True)) if task_ids else []
             if versions:
-                # the stored (channel, value_type, uri) of each version: remembered after one read
-                stored = self._slots.lookup(thread_id, ns, versions)
-                if stored is None:
+                # the stored (channel, value_type, uri) of each version: with the row, or remembered
+                # after one read of lg_blobs
+                if slots is not None:
+                    stored = [(c, t, uri) for c, t, uri in slots if t != _EMPTY and uri is not None]
+                elif (stored := self._slots.lookup(thread_id, ns, versions)) is None:
                     cur.execute(
                         sql.slots(len(versions)),
                         (thread_id, ns, *[x for c, v in versions.items() for x in (c, str(v))]),
@@ -156,8 +172,9 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
                     if channel not in parts:
                         return _MISS
                     values[channel] = self.serde.loads_typed((value_type, parts[channel]))
-            cur.execute(sql.writes, (thread_id, ns, row["checkpoint_id"]))
-            writes = cur.fetchall()
+            if writes is None:
+                cur.execute(sql.writes, (thread_id, ns, row["checkpoint_id"]))
+                writes = cur.fetchall()
             metadata = self.serde.loads_typed((row["metadata_type"], bytes(row["metadata"])))
             return self._make_tuple(row, checkpoint, metadata, values, writes)
 
@@ -323,6 +340,12 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
                         "checkpoint": checkpoint_bytes,
                         "metadata_type": metadata_type,
                         "metadata": metadata_bytes,
+                        # PostgreSQL reads a checkpoint in one statement by these (migration 0022)
+                        "channel_versions": (
+                            {c: str(v) for c, v in copy.get("channel_versions", {}).items()}
+                            if self._one_statement_reads
+                            else None
+                        ),
                     }
                 ],
             )
@@ -360,7 +383,12 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         # special channels (errors, interrupts, resume) replace; ordinary writes are kept once
         replace = [r for r in rows if r["idx"] < 0]
         keep = [r for r in rows if r["idx"] >= 0]
-        with self._write_lock, bare_transaction(self.db) as conn:
+        if not rows:
+            return
+        # one command (the usual case: a task's ordinary writes) needs no BEGIN/COMMIT on PostgreSQL
+        dialect = self.db.engine.dialect
+        commands = UPSERT_WRITES.commands(dialect, len(replace)) + INSERT_WRITES.commands(dialect, len(keep))
+        with self._write_lock, bare_transaction(self.db, single_statement=commands == 1) as conn:
             if replace:
                 UPSERT_WRITES.execute(conn, replace)
             if keep:
@@ -451,6 +479,27 @@ class _BareSQL:
             f"and checkpoint_id = {ph} order by task_path, task_id, idx"
         )
         self._slots: dict[int, str] = {}
+        # PostgreSQL: the row, a flag (it has its versions), the lg_blobs rows of those versions and the
+        # pending writes as parallel arrays, in one statement (as LangGraph's PostgresSaver reads)
+        order = "order by w.task_path, w.task_id, w.idx"
+        joined = (
+            f"select {', '.join('c.' + n for n in CP_COLUMN_NAMES)}, c.channel_versions is not null, "
+            # a key lookup per version (a scalar subquery cannot become a hash join over every row the
+            # thread ever stored); a version with no row gives NULL, left out
+            "array(select r from (select (select array[b.channel, b.value_type, b.artifact_uri] "
+            "from lg_blobs b where b.thread_id = c.thread_id and b.checkpoint_ns = c.checkpoint_ns "
+            "and b.version = v.value and b.channel = v.key) r "
+            "from jsonb_each_text(c.channel_versions) v) s where r is not null), "
+            "w.task_ids, w.channels, w.value_types, w.vals "
+            "from lg_checkpoints c left join lateral ("
+            f"select array_agg(w.task_id {order}) task_ids, array_agg(w.channel {order}) channels, "
+            f"array_agg(w.value_type {order}) value_types, array_agg(w.value {order}) vals "
+            "from lg_writes w where w.thread_id = c.thread_id and w.checkpoint_ns = c.checkpoint_ns "
+            "and w.checkpoint_id = c.checkpoint_id) w on true "
+            f"where c.thread_id = {ph} and c.checkpoint_ns = {ph}"
+        )
+        self.joined_checkpoint = f"{joined} and c.checkpoint_id = {ph}"
+        self.joined_latest = f"{joined} order by c.checkpoint_id desc limit 1"
 
     def slots(self, n: int) -> str:
         """The ``lg_blobs`` rows of ``n`` (channel, version) pairs."""
