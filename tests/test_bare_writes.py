@@ -184,12 +184,13 @@ def test_a_pooled_postgres_connection_goes_back_transactional_whatever_happened(
     assert _keys(pg_db) == ["a"]
 
 
-def test_a_single_statement_transaction_commits_its_one_statement(
+def test_combined_statements_go_as_one_and_a_read_opens_a_real_transaction(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``single_statement``: on PostgreSQL the one statement goes without BEGIN and COMMIT (it is atomic on
-    its own, as PostgresSaver's autocommit writes are), on SQLite inside ``BEGIN IMMEDIATE`` as always;
-    its error is still SQLAlchemy's, and a second statement is refused before it is sent."""
+    """``combine``: on PostgreSQL the INSERTs of a transaction go as one statement (a writable ``WITH``;
+    atomic on its own, so no BEGIN/COMMIT), as PostgresSaver's autocommit writes go. A statement that
+    returns rows opens a real transaction first, so a probe's lock lasts until the commit (the GC relies
+    on it). Errors are SQLAlchemy's and write nothing; SQLite runs as always."""
     sent: list[str] = []
     if db.dialect == "postgresql":
         import psycopg
@@ -201,36 +202,36 @@ def test_a_single_statement_transaction_commits_its_one_statement(
             return real(self, query, params, **kw)  # type: ignore[arg-type]
 
         monkeypatch.setattr(psycopg.Cursor, "execute", spy)
-    with bare_transaction(db, single_statement=True) as conn:
+    pg = db.dialect == "postgresql"
+    with bare_transaction(db, combine=True) as conn:
         PLAIN.execute(conn, [_blob("a")])
-    if db.dialect == "postgresql":
-        assert sent == ["INSERT"]
-        sent.clear()
-        with bare_transaction(db) as conn:
-            PLAIN.execute(conn, [_blob("b")])
-        assert sent == ["BEGIN", "INSERT", "COMMIT"]  # what a transaction of any length sends
-    else:
-        with bare_transaction(db) as conn:
-            PLAIN.execute(conn, [_blob("b")])
-    assert _keys(db) == ["a", "b"]
-
-    with pytest.raises(IntegrityError), bare_transaction(db, single_statement=True) as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO blobs (sha256, kind, codec, raw_size, stored_size, data, created_at) "
-            + (
-                "VALUES (%(k)s, 'chunk', 'raw', 1, 1, %(d)s, now())"
-                if db.dialect == "postgresql"
-                else "VALUES (:k, 'chunk', 'raw', 1, 1, :d, '2026-01-01 00:00:00')"
-            ),
-            {"k": "a", "d": b"y"},
-        )
-    with (
-        pytest.raises(RuntimeError, match="second statement"),
-        bare_transaction(db, single_statement=True) as conn,
-    ):
-        conn.exec_driver_sql("SELECT 1")
-        PLAIN.execute(conn, [_blob("c")])
-    assert _keys(db) == ["a", "b"]
-    with bare_transaction(db) as conn:  # the pooled connection is fine for the next transaction
+    assert sent == (["INSERT"] if pg else [])
+    sent.clear()
+    with bare_transaction(db, combine=True) as conn:
+        PLAIN.execute(conn, [_blob("b"), _blob("c")])
         PLAIN.execute(conn, [_blob("d")])
-    assert _keys(db) == ["a", "b", "d"]
+    assert sent == (["WITH"] if pg else [])
+    sent.clear()
+    with bare_transaction(db, combine=True) as conn:
+        PLAIN.execute(conn, [_blob("e")])
+        found = KeyLookup("blobs", "sha256", ["sha256"]).rows(conn, ["a", "e"])
+        PLAIN.execute(conn, [_blob("f")])
+    assert sorted(k for (k,) in found) == ["a", "e"]  # the read saw the held INSERT: sent before it
+    assert sent == (["BEGIN", "INSERT", "SELECT", "INSERT", "COMMIT"] if pg else [])
+    assert _keys(db) == ["a", "b", "c", "d", "e", "f"]
+
+    duplicate = "INSERT INTO blobs (sha256, kind, codec, raw_size, stored_size, data, created_at) " + (
+        "VALUES (%(k)s, 'chunk', 'raw', 1, 1, %(d)s, now())"
+        if pg
+        else "VALUES (:k, 'chunk', 'raw', 1, 1, :d, '2026-01-01 00:00:00')"
+    )
+    with pytest.raises(IntegrityError), bare_transaction(db, combine=True) as conn:
+        PLAIN.execute(conn, [_blob("g")])
+        conn.exec_driver_sql(duplicate, {"k": "a", "d": b"y"})
+    with pytest.raises(RuntimeError), bare_transaction(db, combine=True) as conn:
+        PLAIN.execute(conn, [_blob("h")])
+        raise RuntimeError("the caller failed after writing")
+    assert _keys(db) == ["a", "b", "c", "d", "e", "f"]  # neither g nor h
+    with bare_transaction(db) as conn:  # the pooled connection is fine for the next transaction
+        PLAIN.execute(conn, [_blob("i")])
+    assert _keys(db)[-1] == "i"

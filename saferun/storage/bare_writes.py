@@ -57,31 +57,22 @@ class BareConnection:
     """One driver cursor inside an open transaction; statements as driver SQL text with named
     parameters (``:name`` for sqlite3, ``%(name)s`` for psycopg), a list of dicts for executemany."""
 
-    def __init__(
-        self, dialect: Dialect, cursor: Any, *, pipelined: bool = False, statements: int | None = None
-    ) -> None:
+    def __init__(self, dialect: Dialect, cursor: Any, *, pipelined: bool = False) -> None:
         self.dialect = dialect
         self._cur = cursor
         # psycopg's pipeline mode: a statement is sent without waiting for its answer, which comes back
         # when one is needed (a SELECT or RETURNING fetched here, or the COMMIT); errors surface there
         self._pipelined = pipelined
-        # how many statements may still run (None: any): a transaction of one statement sends no
-        # BEGIN/COMMIT on PostgreSQL, so a second would not be part of it
-        self._left = statements
 
     def exec_driver_sql(
         self, sql: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
     ) -> BareResult:
-        if self._left is not None:
-            if self._left == 0:
-                raise RuntimeError("bare_transaction(single_statement=True) ran a second statement")
-            self._left -= 1
         return self._run(sql, params)
 
     def _run(
         self, sql: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
     ) -> BareResult:
-        """Run a statement, not counted against ``statements`` (the transaction's own BEGIN/COMMIT)."""
+        """Run a statement now (a ``_Combined`` connection holds some back; its own sends come here)."""
         cur = self._cur
         try:
             if isinstance(params, Sequence):
@@ -118,14 +109,73 @@ def _wrap(dialect: Dialect, conn: Any, cur: Any, sql: str, params: Any, exc: Exc
     )
 
 
+class _Combined(BareConnection):
+    """Holds back the statements that return nothing, to send them as one (``bare_transaction(combine=
+    True)``). A statement that returns rows, or an ``executemany``, opens the transaction first: BEGIN,
+    then what was held, in order."""
+
+    def __init__(self, dialect: Dialect, cursor: Any, *, begin: str) -> None:
+        super().__init__(dialect, cursor, pipelined=True)
+        self._begin = begin
+        self._held: list[tuple[str, Mapping[str, Any]]] = []
+        self.begun = False
+
+    def exec_driver_sql(
+        self, sql: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
+    ) -> BareResult:
+        if not isinstance(params, Sequence) and not _returns_rows(sql):
+            self._held.append((sql, params or {}))
+            return BareResult([])
+        self._send_held()
+        return self._run(sql, params)
+
+    def _send_held(self) -> None:
+        if not self.begun:
+            # a read's locks must last until the commit (the store's GC waits on a probe's), so it runs
+            # inside the transaction, not before it
+            self.begun = True
+            self._run(self._begin)
+        held, self._held = self._held, []
+        for sql, params in held:
+            self._run(sql, params)
+
+    def finish(self) -> None:
+        """Send what is held and end the transaction: as one statement (atomic by itself: no BEGIN and
+        COMMIT) when nothing opened one, else the rest and COMMIT."""
+        if self.begun:
+            self._send_held()
+            self._run("COMMIT")
+        elif self._held:
+            self._run(*_one_statement(self._held))
+            self._held = []
+
+
+def _one_statement(held: list[tuple[str, Mapping[str, Any]]]) -> tuple[str, dict[str, Any]]:
+    """PostgreSQL statements as one: all but the last as data-modifying ``WITH`` parts (run once, to
+    completion, on the same snapshot, whether or not anything reads them), parameters renamed apart.
+    The statements are ``driver_sql``'s, whose only ``%(`` are their named parameters."""
+    if len(held) == 1:
+        sql, params = held[0]
+        return sql, dict(params)
+    parts: list[str] = []
+    merged: dict[str, Any] = {}
+    for i, (sql, params) in enumerate(held):
+        parts.append(sql.replace("%(", f"%(q{i}_"))
+        merged.update({f"q{i}_{name}": value for name, value in params.items()})
+    *first, last = parts
+    return "WITH " + ", ".join(f"q{i} AS ({sql})" for i, sql in enumerate(first)) + " " + last, merged
+
+
 @contextmanager
-def bare_transaction(db: Database, *, single_statement: bool = False) -> Iterator[BareConnection]:
+def bare_transaction(db: Database, *, combine: bool = False) -> Iterator[BareConnection]:
     """``Database.transaction`` for driver-SQL statements only (see the module docstring).
 
-    ``single_statement``: the caller runs exactly one statement (a second raises ``RuntimeError``). One
-    statement is atomic on its own, so on PostgreSQL it goes without BEGIN and COMMIT, as PostgresSaver's
-    autocommit writes go: one command and the closing sync instead of three commands (a saver's
-    ``put_writes``). SQLite keeps ``BEGIN IMMEDIATE``: it is what queues writers there."""
+    ``combine`` (PostgreSQL): the statements that return nothing are held back and sent at the end as
+    one statement, which is atomic by itself, so without BEGIN and COMMIT: one command where a LangGraph
+    ``put`` sent six (each a system call and a trip through the server's loop). A statement that
+    returns rows (a probe) or an ``executemany`` opens a real transaction first, and everything goes as
+    without ``combine``. Rows this transaction inserted are therefore not visible to its own later
+    reads until then; the saver's writes never read what they wrote. SQLite runs as always."""
     dialect = db.engine.dialect
     with db.fault_guard(), writer_turn(db):
         fairy = db.engine.raw_connection()
@@ -135,10 +185,11 @@ def bare_transaction(db: Database, *, single_statement: bool = False) -> Iterato
             if db.is_sqlite:
                 apply_lock_wait(fairy.info, dbapi_conn)
             pipelined = not db.is_sqlite and _pipeline_supported(dbapi_conn)
-            bare = single_statement and pipelined
-            conn = BareConnection(
-                dialect, dbapi_conn.cursor(), pipelined=pipelined, statements=1 if single_statement else None
-            )
+            begin = _begin_statement(dbapi_conn) if pipelined else ""
+            if combine and pipelined:
+                conn = _Combined(dialect, dbapi_conn.cursor(), begin=begin)
+            else:
+                conn = BareConnection(dialect, dbapi_conn.cursor(), pipelined=pipelined)
             try:
                 if db.is_sqlite:
                     conn._run("BEGIN IMMEDIATE")
@@ -153,12 +204,12 @@ def bare_transaction(db: Database, *, single_statement: bool = False) -> Iterato
                     # while this transaction sends its own, and is put back before it returns to the
                     # pool. A one-row transaction: 0.67 -> 0.39 ms, measured; a saver ``put`` 3 -> 1
                     # round trips.
-                    begin = _begin_statement(dbapi_conn)
                     dbapi_conn.autocommit = True
                     try:
                         with dbapi_conn.pipeline():
-                            if bare:
+                            if isinstance(conn, _Combined):
                                 yield conn
+                                conn.finish()
                             else:
                                 conn._run(begin)
                                 yield conn

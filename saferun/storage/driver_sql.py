@@ -126,15 +126,6 @@ class Insert:
                 out.extend(result.scalars())
         return out
 
-    def commands(self, dialect: Dialect, rows: int) -> int:
-        """How many commands ``execute`` of ``rows`` rows sends the server (each row of an
-        ``executemany`` counts, as psycopg sends it): whether a caller's write is one statement."""
-        if rows == 0:
-            return 0
-        if not self.returning and (rows == 1 or not self._multi_row(dialect)):
-            return rows
-        return -(-rows // RETURNING_BATCH)
-
     def _multi_row(self, dialect: Dialect) -> bool:
         """Whether several rows go as one multi-row statement rather than ``executemany``.
 

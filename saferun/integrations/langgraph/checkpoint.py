@@ -305,7 +305,9 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         full_metadata = get_checkpoint_metadata(config, metadata)  # type: ignore[arg-type]
         metadata_type, metadata_bytes = self._dumps(full_metadata, "metadata")
         run_id = full_metadata.get("run_id")
-        with self._write_lock, bare_transaction(self.db) as conn:
+        # on PostgreSQL the INSERTs go as one statement, without BEGIN/COMMIT, unless a large value's
+        # probe opens a transaction first (``combine``)
+        with self._write_lock, bare_transaction(self.db, combine=True) as conn:
             # every channel this checkpoint changed goes into one artifact (a part per channel): at most one
             # probe and one insert however many changed, and chunks already stored are not stored again
             parts = {channel: data for channel, _, _, data in blobs if data is not None}
@@ -385,10 +387,8 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         keep = [r for r in rows if r["idx"] >= 0]
         if not rows:
             return
-        # one command (the usual case: a task's ordinary writes) needs no BEGIN/COMMIT on PostgreSQL
-        dialect = self.db.engine.dialect
-        commands = UPSERT_WRITES.commands(dialect, len(replace)) + INSERT_WRITES.commands(dialect, len(keep))
-        with self._write_lock, bare_transaction(self.db, single_statement=commands == 1) as conn:
+        # on PostgreSQL the INSERTs go as one statement, without BEGIN/COMMIT (``combine``)
+        with self._write_lock, bare_transaction(self.db, combine=True) as conn:
             if replace:
                 UPSERT_WRITES.execute(conn, replace)
             if keep:
