@@ -208,12 +208,38 @@ def test_a_postgres_read_is_one_statement_with_its_channels_and_writes(
     by_id = SafeRunSaver(pg_db).get_tuple(latest.config)
     assert by_id is not None and by_id.checkpoint == got.checkpoint and len(executed) == 2
 
-    with pg_db.transaction() as conn:
-        conn.exec_driver_sql("update lg_checkpoints set channel_versions = null")
+    assert b"channel_versions" not in _stored_checkpoint_bytes(pg_db, "pg-one")  # kept once, in the column
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", real)
+    legacy = SafeRunSaver(pg_db)
+    legacy._one_statement_reads = False  # writes rows as before 0022: versions in the bytes, column NULL
+    old_config = {"configurable": {"thread_id": "pg-old", "checkpoint_ns": ""}}
+    _graph(legacy, steps=2).invoke(
+        {"big": "q" * 3000, "counter": 0, "messages": [], "extra": None}, old_config
+    )
+    assert b"channel_versions" in _stored_checkpoint_bytes(pg_db, "pg-old")
+    monkeypatch.setattr(psycopg.Cursor, "execute", spy)
     executed.clear()
-    old = SafeRunSaver(pg_db).get_tuple(config)
+    old = SafeRunSaver(pg_db).get_tuple(old_config)
     assert len(executed) == 3, executed  # the row, its channels' rows, its writes
-    assert old is not None and old.checkpoint == got.checkpoint and old.pending_writes == got.pending_writes
+    assert old is not None and old.checkpoint["channel_values"] == {
+        k: v for k, v in got.checkpoint["channel_values"].items() if k in old.checkpoint["channel_values"]
+    }
+    assert old.checkpoint["channel_values"]["big"] == "q" * 3000
+    SafeRunSaver(pg_db).prune(["pg-one", "pg-old"])  # keeps the latest's channel rows: found by the column
+    for thread in (config, old_config):
+        kept = SafeRunSaver(pg_db).get_tuple(thread)
+        assert kept is not None and kept.checkpoint["channel_values"]["big"] == "q" * 3000
+
+
+def _stored_checkpoint_bytes(db: Database, thread_id: str) -> bytes:
+    with db.read() as conn:
+        return b"".join(
+            bytes(row[0])
+            for row in conn.exec_driver_sql(
+                "select checkpoint from lg_checkpoints where thread_id = %(t)s", {"t": thread_id}
+            )
+        )
 
 
 def test_a_small_step_is_two_short_transactions_without_a_probe(sqlite_db: Database) -> None:

@@ -31,6 +31,7 @@ from saferun.integrations.langgraph.statements import (
     UPSERT_CHECKPOINT,
     UPSERT_WRITES,
     SlotCache,
+    decode_checkpoint,
     statement,
     write_lock,
 )
@@ -131,12 +132,13 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
             if found is None:
                 return None
             row = dict(zip(CP_COLUMN_NAMES, found, strict=False))
-            checkpoint = self.serde.loads_typed((row["checkpoint_type"], bytes(row["checkpoint"])))
+            stored_versions = found[len(CP_COLUMN_NAMES)] if joined else None
+            checkpoint = decode_checkpoint(self.serde, row, stored_versions)
             versions = checkpoint.get("channel_versions", {})
             values: dict[str, Any] = {}
             writes: Any = None
             slots: Any = None
-            if joined and found[len(CP_COLUMN_NAMES)]:  # the row has its versions: the rest came with it
+            if stored_versions is not None:  # the row has its versions column: the rest came with it
                 slots, (task_ids, channels, types, data) = found[-5], found[-4:]
                 writes = list(zip(task_ids, channels, types, data, strict=True)) if task_ids else []
             if versions:
@@ -229,7 +231,7 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
 
     def _tuple(self, conn: Connection, row: Any) -> CheckpointTuple:
         thread_id, ns, checkpoint_id = row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"]
-        checkpoint = self.serde.loads_typed((row["checkpoint_type"], row["checkpoint"]))
+        checkpoint = decode_checkpoint(self.serde, row, row["channel_versions"])
         metadata = self.serde.loads_typed((row["metadata_type"], row["metadata"]))
         values = self._load_values(conn, thread_id, ns, checkpoint.get("channel_versions", {}))
         writes = conn.execute(
@@ -301,6 +303,13 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
                 blobs.append((channel, str(version), value_type, data))
             else:
                 blobs.append((channel, str(version), _EMPTY, None))
+        versions_column = None
+        kinds = {type(v) for v in copy["channel_versions"].values()}
+        if self._one_statement_reads and kinds <= {str, int}:
+            # kept once, in the JSON column a PostgreSQL read joins on, not also in the serialized bytes
+            # (str and int only: their JSON text is what lg_blobs.version holds, and they read back as
+            # they were; another kind of version stays in the bytes, and the read takes the old way)
+            versions_column = copy.pop("channel_versions")  # type: ignore[misc]
         checkpoint_type, checkpoint_bytes = self._dumps(copy, "checkpoint")
         full_metadata = get_checkpoint_metadata(config, metadata)  # type: ignore[arg-type]
         metadata_type, metadata_bytes = self._dumps(full_metadata, "metadata")
@@ -343,11 +352,7 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
                         "metadata_type": metadata_type,
                         "metadata": metadata_bytes,
                         # PostgreSQL reads a checkpoint in one statement by these (migration 0022)
-                        "channel_versions": (
-                            {c: str(v) for c, v in copy.get("channel_versions", {}).items()}
-                            if self._one_statement_reads
-                            else None
-                        ),
+                        "channel_versions": versions_column,
                     }
                 ],
             )
@@ -483,7 +488,7 @@ class _BareSQL:
         # pending writes as parallel arrays, in one statement (as LangGraph's PostgresSaver reads)
         order = "order by w.task_path, w.task_id, w.idx"
         joined = (
-            f"select {', '.join('c.' + n for n in CP_COLUMN_NAMES)}, c.channel_versions is not null, "
+            f"select {', '.join('c.' + n for n in CP_COLUMN_NAMES)}, c.channel_versions, "
             # a key lookup per version (a scalar subquery cannot become a hash join over every row the
             # thread ever stored); a version with no row gives NULL, left out
             "array(select r from (select (select array[b.channel, b.value_type, b.artifact_uri] "

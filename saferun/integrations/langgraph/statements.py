@@ -132,3 +132,12 @@ class SlotCache:
                 return
             for key in [k for k in self._entries if k[0] in thread_ids]:
                 del self._entries[key]
+
+
+def decode_checkpoint(serde: Any, row: Any, stored_versions: dict[str, Any] | None) -> Any:
+    """A checkpoint from its row: the serialized bytes, plus the channel versions when the row keeps
+    them in their own column (PostgreSQL, migration 0022) instead of in the bytes."""
+    checkpoint = serde.loads_typed((row["checkpoint_type"], bytes(row["checkpoint"])))
+    if stored_versions is not None:
+        checkpoint["channel_versions"] = dict(stored_versions)
+    return checkpoint

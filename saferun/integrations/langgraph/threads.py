@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, insert, select
 
 from saferun.errors import ArtifactNotFound, InvalidInput
+from saferun.integrations.langgraph.statements import decode_checkpoint
 from saferun.storage import gc
 from saferun.storage.artifacts import parse_uri
 from saferun.storage.database import Database
@@ -146,14 +147,16 @@ class ThreadMaintenance:
         content-addressed and may be shared)."""
         for thread_id in thread_ids:
             referenced: set[tuple[str, str, str]] = set()
-            for ns, ctype, cbytes in conn.execute(
+            for row in conn.execute(
                 select(
                     lg_checkpoints.c.checkpoint_ns,
                     lg_checkpoints.c.checkpoint_type,
                     lg_checkpoints.c.checkpoint,
+                    lg_checkpoints.c.channel_versions,
                 ).where(lg_checkpoints.c.thread_id == thread_id)
-            ):
-                checkpoint = self.serde.loads_typed((ctype, cbytes))
+            ).mappings():
+                ns = row["checkpoint_ns"]
+                checkpoint = decode_checkpoint(self.serde, row, row["channel_versions"])
                 for channel, version in checkpoint.get("channel_versions", {}).items():
                     referenced.add((ns, channel, str(version)))
             for ns, channel, version in conn.execute(
