@@ -6,6 +6,8 @@
 - ``facilitator``: the SDK facilitator, local (in-process) or remote (HTTP), and ``facilitator_app`` to
   serve one over HTTP.
 - ``funding``: ``FundingService``, the credit-once service behind ``POST /api/workflows/{id}/escrow/fund``.
+  Its steps: ``funding_request`` (the payment header and requirements), ``funding_bookkeeping`` (precheck,
+  claim and credit, in the database), ``funding_answers`` (what the caller is told).
 - ``records``: the rows of settled payments and of in-flight funding claims.
 """
 
