@@ -484,8 +484,9 @@ class _BareSQL:
             f"and checkpoint_id = {ph} order by task_path, task_id, idx"
         )
         self._slots: dict[int, str] = {}
-        # PostgreSQL: the row, a flag (it has its versions), the lg_blobs rows of those versions and the
-        # pending writes as parallel arrays, in one statement (as LangGraph's PostgresSaver reads)
+        # PostgreSQL: the row, its channel versions (NULL for a row written before migration 0022), the
+        # lg_blobs rows of those versions and the pending writes as parallel arrays, in one statement (as
+        # LangGraph's PostgresSaver reads)
         order = "order by w.task_path, w.task_id, w.idx"
         joined = (
             f"select {', '.join('c.' + n for n in CP_COLUMN_NAMES)}, c.channel_versions, "
