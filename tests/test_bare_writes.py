@@ -235,3 +235,28 @@ def test_combined_statements_go_as_one_and_a_read_opens_a_real_transaction(
     with bare_transaction(db) as conn:  # the pooled connection is fine for the next transaction
         PLAIN.execute(conn, [_blob("i")])
     assert _keys(db)[-1] == "i"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("combine", [False, True])
+def test_a_lost_postgres_connection_is_store_unavailable_and_the_next_write_works(
+    pg_db: Database, combine: bool
+) -> None:
+    """The server drops the pooled connection before a write: the pipelined transaction, combined or
+    not, fails as ``StoreUnavailable`` with nothing written, and the pool serves the next write."""
+    with bare_transaction(pg_db, combine=combine) as conn:
+        PLAIN.execute(conn, [_blob("a")])
+    fairy = pg_db.engine.raw_connection()
+    pid = fairy.dbapi_connection.info.backend_pid
+    fairy.close()  # back to the pool: the next transaction takes this connection
+    import psycopg
+
+    libpq = pg_db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as admin:  # not from the pool: it would be that one
+        admin.execute("select pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(StoreUnavailable), bare_transaction(pg_db, combine=combine) as conn:
+        PLAIN.execute(conn, [_blob("b"), _blob("c")])
+        PLAIN.execute(conn, [_blob("d")])
+    with bare_transaction(pg_db, combine=combine) as conn:
+        PLAIN.execute(conn, [_blob("e")])
+    assert _keys(pg_db) == ["a", "e"]
