@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select, update
 
 from saferun.domain.audit import (
     GENESIS,
@@ -304,6 +304,41 @@ def check_read(
     The chain is verified through this process's verified prefix (``read_facts``): with a warm cache a
     read hashes only the events appended since, but always re-hashes the rows it serves."""
     facts = read_facts(conn, workflow_id, workflow)
+    _check_against(facts, workflow_id, rows, responses, workflow, complete, postings, votes_of)
+
+
+def has_verified(engine: Engine, workflow_id: str) -> bool:
+    """Whether this process has verified a prefix of the workflow's chain (``check_cached`` may then
+    answer without a statement)."""
+    return chain_cache.for_engine(engine).get(workflow_id) is not None
+
+
+def check_cached(engine: Engine, workflow_id: str, rows: dict[str, list[Any]], workflow: Any) -> bool:
+    """``check_read`` of ``rows`` and the ``workflow`` row against the prefix of the chain this process
+    has verified already, without a statement: False when that prefix does not end where the row's
+    anchor says (the caller then reads and checks in a transaction), ``Tampered`` when a row disagrees.
+
+    For the bare reads (``storage.bare_select``): their rows come from separate statements, so a
+    disagreement may be a commit that landed between two of them; the caller answers it with the
+    transactional read, which raises ``Tampered`` only for a real one."""
+    known = chain_cache.for_engine(engine).get(workflow_id)
+    if known is None or known.anchor != (int(workflow["audit_seq"] or 0), workflow["audit_head"]):
+        return False
+    _check_against(known, workflow_id, rows, None, workflow, (), None, None)
+    return True
+
+
+def _check_against(
+    facts: ChainFacts,
+    workflow_id: str,
+    rows: dict[str, list[Any]] | None,
+    responses: list[Any] | None,
+    workflow: Any,
+    complete: tuple[str, ...],
+    postings: list[dict[str, Any]] | None,
+    votes_of: str | None,
+) -> None:
+    """The row checks of ``check_read``, against verified chain facts."""
     if workflow is not None:
         problem = workflow_problem(workflow, facts)
         if problem is not None:

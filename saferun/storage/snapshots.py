@@ -17,11 +17,14 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.engine import Dialect
 
 from saferun.domain.ids import new_id
 from saferun.errors import SnapshotNotFound
 from saferun.storage.artifacts import StoredArtifact
+from saferun.storage.bare_select import BareSelect
 from saferun.storage.schema import artifacts, snapshots, utcnow
+from saferun.storage.workflows import GET_BARE
 from saferun.storage.workflows import get as get_workflow
 
 PASSED = ("approved", "modified", "passed")
@@ -225,6 +228,22 @@ def with_artifact(conn: Connection, snapshot_id: str) -> RowMapping | None:
     """The snapshot row with its ``artifacts`` row's uri, type and sizes (None when it has none), in one
     read, for the reads that check one against the other."""
     return conn.execute(_WITH_ARTIFACT, {"b_snap": snapshot_id}).mappings().first()
+
+
+_WITH_ARTIFACT_BARE = BareSelect(_WITH_ARTIFACT)
+
+
+def last_approved_bare(
+    dialect: Dialect, cursor: Any, workflow_id: str
+) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """``last_approved`` on a bare read cursor (``storage.bare_select``); None for an unknown workflow.
+    Two statements, each on committed data, not one snapshot: a caller checks what it got against the
+    chain and falls back to ``last_approved`` in a transaction when they disagree."""
+    row = GET_BARE.first(dialect, cursor, {"b_wf": workflow_id})
+    if row is None:
+        return None
+    snap_id = row["last_approved_snapshot_id"]
+    return row, None if snap_id is None else _WITH_ARTIFACT_BARE.first(dialect, cursor, {"b_snap": snap_id})
 
 
 def last_approved(conn: Connection, workflow_id: str) -> tuple[RowMapping, RowMapping | None]:

@@ -25,6 +25,7 @@ from sqlalchemy import (
 
 from saferun.errors import WorkflowNotFound
 from saferun.storage import audit
+from saferun.storage.bare_select import BareSelect
 from saferun.storage.database import Database
 from saferun.storage.schema import (
     approval_requests,
@@ -78,6 +79,7 @@ def insert_workflow(conn: Connection, **values: Any) -> None:
 # Hot statements are built once: constructing a Core statement costs ~50 us per call, more than SQLite
 # takes to run it. Bind names carry a b_ prefix so they never collide with a column being SET.
 _GET = select(workflows).where(workflows.c.workflow_id == bindparam("b_wf"))
+GET_BARE = BareSelect(_GET)  # ``get`` on a bare read cursor (storage.bare_select)
 _UPDATE = (
     update(workflows)
     .where(workflows.c.workflow_id == bindparam("b_wf"))

@@ -1,0 +1,57 @@
+"""``storage.bare_select``: the engine's hottest read on the bare cursor gives what the transactional one
+gives, with the same checks (issue 12, target 1: the warm latest-state load)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import event
+
+from saferun import WorkflowOrchestrator
+from saferun.storage import bare_reads, snapshots, workflows
+from saferun.storage.database import Database
+from tests.helpers import decide, pause, started
+
+
+async def _approved(tmp_path: Path) -> tuple[Database, WorkflowOrchestrator, str]:
+    db = Database(f"sqlite:///{tmp_path / 'bare.db'}")
+    orch = WorkflowOrchestrator(database=db)
+    wf = started(orch)
+    decide(orch, await pause(orch, wf, "cp1", parameters={"n": 1}, agent_memory={"notes": ["a"]}), "APPROVED")
+    return db, orch, wf
+
+
+async def test_a_bare_row_is_the_core_row(tmp_path: Path) -> None:
+    """Every column typed as SQLAlchemy types it: aware timestamps, decoded JSON, integers, booleans."""
+    db, _, wf = await _approved(tmp_path)
+    with db.read() as conn:
+        row, snap = snapshots.last_approved(conn, wf)
+    got = bare_reads.bare_read(db, lambda cur: snapshots.last_approved_bare(db.engine.dialect, cur, wf))
+    assert got is not None
+    assert got[0] == dict(row) and got[1] == dict(snap)  # type: ignore[arg-type]
+    assert got[0]["created_at"].tzinfo is not None and isinstance(got[0]["config"], dict)
+    dialect = db.engine.dialect
+    assert bare_reads.bare_read(db, lambda cur: workflows.GET_BARE.first(dialect, cur, {"b_wf": "x"})) is None
+    db.dispose()
+
+
+async def test_a_warm_latest_state_runs_no_engine_statement_and_follows_new_commits(tmp_path: Path) -> None:
+    db, orch, wf = await _approved(tmp_path)
+    first = orch.latest_approved_state(wf)  # verifies chain and parts in this process
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(db.engine, "before_cursor_execute", listener)
+    try:
+        again = orch.latest_approved_state(wf)
+        assert again == first and again is not None and again.parameters == {"n": 1}
+        assert statements == []  # the bare cursor, the verified chain prefix, the verified parts
+        # a decision committed since (the anchor moved past what this process verified): the
+        # transactional read verifies the new events and answers with the new state
+        decide(orch, await pause(orch, wf, "cp2", parameters={"n": 2}), "APPROVED")
+        statements.clear()
+        newer = orch.latest_approved_state(wf)
+        assert newer is not None and newer.parameters == {"n": 2}
+        assert statements  # it went the transactional way
+    finally:
+        event.remove(db.engine, "before_cursor_execute", listener)
+    db.dispose()
