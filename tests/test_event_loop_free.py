@@ -1,6 +1,6 @@
 """No database call on the server's event loop (issue 12, target 3).
 
-Every statement and every pool checkout (which covers the reads through the bare driver) is checked: if
+Every statement, every pool checkout and every read on the bare driver cursor is checked: if
 the thread running it is running an asyncio event loop, the call blocked that loop (and with it every
 other agent's long-poll). The whole API flow runs on one loop here, so the test side adds no thread of
 its own: a route that did its database work inline would be caught.
@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, event, text
 from saferun import WorkflowOrchestrator
 from saferun.api.server import create_app
 from saferun.errors import StoreUnavailable
-from saferun.storage import database
+from saferun.storage import bare_reads, database
 from saferun.storage.database import Database
 from tests.conftest import PG_URL
 from tests.test_api import SEED_CREATE, client_for
@@ -44,11 +44,13 @@ def on_loop_calls(db: Database) -> Iterator[list[str]]:
 
     event.listen(db.engine, "before_cursor_execute", check)
     event.listen(db.engine, "checkout", check)
+    bare_reads.observers.append(check)  # the bare cursor's reads bypass the pool and its events
     try:
         yield found
     finally:
         event.remove(db.engine, "before_cursor_execute", check)
         event.remove(db.engine, "checkout", check)
+        bare_reads.observers.remove(check)
 
 
 @pytest.fixture
@@ -84,7 +86,8 @@ async def test_the_agent_and_reviewer_flow_never_touches_the_database_on_the_eve
             answer = (await waiting).json()
             assert answer["status"] == "decided" and answer["decision"]["decision"] == "APPROVED"
             assert (await api.get(f"/api/approvals/{req}")).json()["status"] == "decided"
-        assert (await api.get(f"/api/workflows/{wf}/state")).json()["state"]["parameters"] == {"n": 2}
+        for _ in range(2):  # the second from the warm path, on the bare cursor (SQLite)
+            assert (await api.get(f"/api/workflows/{wf}/state")).json()["state"]["parameters"] == {"n": 2}
         for path in (
             "/api/stats",
             "/api/workflows",
@@ -98,9 +101,13 @@ async def test_the_agent_and_reviewer_flow_never_touches_the_database_on_the_eve
 
 
 async def test_the_check_catches_a_call_made_on_the_loop(db: Database) -> None:
-    """The detector itself: a read made inline in a coroutine is reported."""
+    """The detector itself: a read made inline in a coroutine is reported, a bare-cursor read too."""
     with on_loop_calls(db) as found:
         WorkflowOrchestrator(database=db).list_workflows()
+    assert found
+    found.clear()
+    with on_loop_calls(db) as found:
+        bare_reads.bare_read(db, lambda cur: cur.execute("select 1").fetchall())
     assert found
 
 

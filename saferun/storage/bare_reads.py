@@ -92,9 +92,16 @@ def close_thread_connection(db: Database) -> None:
             entry[1].close()
 
 
+# called with the database before every bare read: these reads bypass the pool, so the engine's events
+# never see them (tests/test_event_loop_free.py registers a check that no event loop runs on the thread)
+observers: list[Callable[[Database], None]] = []
+
+
 def bare_read(db: Database, read: Callable[[Any], T]) -> T:
     """``read(cursor)`` on this thread's long-lived connection (see the module docstring); on PostgreSQL a
     connection found dead is replaced and ``read`` runs once more. ``read`` must only SELECT."""
+    for observe in observers:
+        observe(db)
     conn = _connection(db)
     if conn is None:
         with _pooled_cursor(db) as cur:
