@@ -45,13 +45,37 @@ async def test_a_warm_latest_state_runs_no_engine_statement_and_follows_new_comm
         again = orch.latest_approved_state(wf)
         assert again == first and again is not None and again.parameters == {"n": 1}
         assert statements == []  # the bare cursor, the verified chain prefix, the verified parts
-        # a decision committed since (the anchor moved past what this process verified): the
-        # transactional read verifies the new events and answers with the new state
+        # a decision committed since (the anchor moved past what this process verified): the events
+        # appended since are verified from the prefix on, and the new state's parts fetched and
+        # hash-checked, on the same bare cursor (the resume right after a decision)
         decide(orch, await pause(orch, wf, "cp2", parameters={"n": 2}), "APPROVED")
         statements.clear()
         newer = orch.latest_approved_state(wf)
         assert newer is not None and newer.parameters == {"n": 2}
-        assert statements  # it went the transactional way
+        assert statements == []
     finally:
         event.remove(db.engine, "before_cursor_execute", listener)
+    db.dispose()
+
+
+async def test_a_forged_event_after_the_verified_prefix_is_tampered(tmp_path: Path) -> None:
+    """The events appended since the verified prefix are checked link by link on the bare path too: one
+    rewritten in the database is refused (the transactional read names it), never served as a state."""
+    import pytest
+    from sqlalchemy import text
+
+    from saferun.errors import Tampered
+
+    db, orch, wf = await _approved(tmp_path)
+    orch.latest_approved_state(wf)  # the chain so far is verified in this process
+    decide(orch, await pause(orch, wf, "cp2", parameters={"n": 2}), "APPROVED")
+    last = "(SELECT max(seq) FROM audit_events WHERE workflow_id = :wf)"
+    with db.transaction() as conn:  # rewrite who the last event says acted, keeping its stored hash
+        changed = conn.execute(
+            text(f"UPDATE audit_events SET actor = actor || '!' WHERE workflow_id = :wf AND seq = {last}"),
+            {"wf": wf},
+        ).rowcount
+    assert changed == 1
+    with pytest.raises(Tampered):
+        orch.latest_approved_state(wf)
     db.dispose()

@@ -30,6 +30,7 @@ from saferun.domain.chain_facts import extend as extend_facts
 from saferun.errors import ArtifactCorrupted, ArtifactNotFound, InvalidInput, Tampered
 from saferun.storage import chain_cache, eventlog, ledger
 from saferun.storage.artifacts import ArtifactStore, check_artifact_row
+from saferun.storage.bare_select import BareSelect
 from saferun.storage.database import before_commit
 from saferun.storage.schema import (
     approval_requests,
@@ -313,17 +314,36 @@ def has_verified(engine: Engine, workflow_id: str) -> bool:
     return chain_cache.for_engine(engine).get(workflow_id) is not None
 
 
-def check_cached(engine: Engine, workflow_id: str, rows: dict[str, list[Any]], workflow: Any) -> bool:
+def check_cached(
+    engine: Engine, workflow_id: str, rows: dict[str, list[Any]], workflow: Any, cursor: Any = None
+) -> bool:
     """``check_read`` of ``rows`` and the ``workflow`` row against the prefix of the chain this process
-    has verified already, without a statement: False when that prefix does not end where the row's
-    anchor says (the caller then reads and checks in a transaction), ``Tampered`` when a row disagrees.
+    has verified already: False when that prefix cannot vouch for the row's anchor (the caller then reads
+    and checks in a transaction), ``Tampered`` when a row disagrees. With ``cursor`` (a bare read cursor),
+    a chain that grew since is verified from the prefix on, as ``read_facts`` does in a transaction: the
+    events after it, read with the anchor in one statement, must continue it link by link and end where
+    the row's anchor says.
 
     For the bare reads (``storage.bare_select``): their rows come from separate statements, so a
     disagreement may be a commit that landed between two of them; the caller answers it with the
     transactional read, which raises ``Tampered`` only for a real one."""
-    known = chain_cache.for_engine(engine).get(workflow_id)
-    if known is None or known.anchor != (int(workflow["audit_seq"] or 0), workflow["audit_head"]):
+    cache = chain_cache.for_engine(engine)
+    known = cache.get(workflow_id)
+    anchored = (int(workflow["audit_seq"] or 0), workflow["audit_head"])
+    if known is None:
         return False
+    if known.anchor != anchored:
+        if cursor is None or anchored[0] < known.length:
+            return False
+        tail = _TAIL_BARE.all(engine.dialect, cursor, {"workflow_id": workflow_id, "seq": known.length})
+        if not tail or (int(tail[0]["anchor_seq"] or 0), tail[0]["anchor_head"]) != anchored:
+            return False  # the row moved between the two statements
+        events = [{c: r[c] for c in _EVENT_COLUMNS} for r in tail if r["seq"] is not None]
+        extended = extend_facts(known, events)
+        if not isinstance(extended, ChainFacts) or extended.anchor != anchored:
+            return False  # no continuation of the prefix: the whole chain decides, in a transaction
+        cache.put(extended)
+        known = extended
     _check_against(known, workflow_id, rows, None, workflow, (), None, None)
     return True
 
@@ -428,6 +448,9 @@ def _tail(conn: Connection, workflow_id: str, after: int) -> tuple[tuple[int, st
         return None, []
     anchored = (int(rows[0]["anchor_seq"] or 0), rows[0]["anchor_head"])
     return anchored, [{c: r[c] for c in _EVENT_COLUMNS} for r in rows if r["seq"] is not None]
+
+
+_TAIL_BARE = BareSelect(_TAIL)  # ``_tail`` on a bare read cursor (``check_cached``)
 
 
 def _check_decisions(conn: Connection, workflow_id: str, evs: list[dict[str, Any]]) -> ChainBreak | None:

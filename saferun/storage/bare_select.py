@@ -51,3 +51,15 @@ class BareSelect:
             key: (process(value) if process is not None and value is not None else value)
             for key, process, value in zip(keys, processors, row, strict=True)
         }
+
+    def all(self, dialect: Dialect, cursor: Any, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Every row, as ``first`` gives one."""
+        sql, order, keys, processors = self._plan(dialect)
+        cursor.execute(sql, [params[name] for name in order] if order is not None else dict(params))
+        return [
+            {
+                key: (process(value) if process is not None and value is not None else value)
+                for key, process, value in zip(keys, processors, row, strict=True)
+            }
+            for row in cursor.fetchall()
+        ]
