@@ -79,3 +79,26 @@ async def test_a_forged_event_after_the_verified_prefix_is_tampered(tmp_path: Pa
     with pytest.raises(Tampered):
         orch.latest_approved_state(wf)
     db.dispose()
+
+
+async def test_the_events_past_the_verified_prefix_are_checked_link_by_link(tmp_path: Path) -> None:
+    """An event appended after the prefix that binds nothing the served rows show (a saga step's): only
+    the link-by-link check of the events since the prefix can find it rewritten."""
+    import pytest
+    from sqlalchemy import text
+
+    from saferun.errors import Tampered
+
+    db, orch, wf = await _approved(tmp_path)
+    assert orch.latest_approved_state(wf) is not None  # the chain so far is verified in this process
+    orch.register_step(wf, "send", "undo_send", {"to": "a"})  # the workflow row's anchor moves on
+    last = "(SELECT max(seq) FROM audit_events WHERE workflow_id = :wf)"
+    with db.transaction() as conn:  # the step's event, rewritten with its stored hash kept
+        changed = conn.execute(
+            text(f"UPDATE audit_events SET actor = actor || '!' WHERE workflow_id = :wf AND seq = {last}"),
+            {"wf": wf},
+        ).rowcount
+    assert changed == 1
+    with pytest.raises(Tampered):
+        orch.latest_approved_state(wf)
+    db.dispose()
