@@ -7,7 +7,7 @@ does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select, update
@@ -336,11 +336,11 @@ def check_cached(
         if cursor is None or anchored[0] < known.length:
             return False
         tail = _TAIL_BARE.all(engine.dialect, cursor, {"workflow_id": workflow_id, "seq": known.length})
-        if not tail or (int(tail[0]["anchor_seq"] or 0), tail[0]["anchor_head"]) != anchored:
+        tail_anchor, events = _split_tail(tail)
+        if tail_anchor != anchored:
             return False  # the row moved between the two statements
-        events = [{c: r[c] for c in _EVENT_COLUMNS} for r in tail if r["seq"] is not None]
-        extended = extend_facts(known, events)
-        if not isinstance(extended, ChainFacts) or extended.anchor != anchored:
+        extended = _extended(known, events, anchored)
+        if extended is None:
             return False  # no continuation of the prefix: the whole chain decides, in a transaction
         cache.put(extended)
         known = extended
@@ -420,10 +420,8 @@ def read_facts(conn: Connection, workflow_id: str, workflow: Any = None) -> Chai
         if anchored is None:
             raise Tampered(workflow_id, "workflows", workflow_id, "the workflow row of this chain is missing")
         if known is not None:
-            extended = extend_facts(known, evs)
-            if isinstance(extended, ChainFacts) and extended.anchor == anchored:
-                facts = extended
-            else:  # not a continuation of what this process verified: the whole chain decides
+            facts = _extended(known, evs, anchored)
+            if facts is None:  # not a continuation of what this process verified: the whole chain decides
                 evs = _tail(conn, workflow_id, 0)[1]
         if facts is None:
             whole = of_events(workflow_id, evs)
@@ -443,11 +441,22 @@ def read_facts(conn: Connection, workflow_id: str, workflow: Any = None) -> Chai
 def _tail(conn: Connection, workflow_id: str, after: int) -> tuple[tuple[int, str | None] | None, list[Any]]:
     """The workflow row's anchor and the chain's events after ``after``, in one statement (None for the
     anchor when the workflow row does not exist)."""
-    rows = conn.execute(_TAIL, {"workflow_id": workflow_id, "seq": after}).mappings().all()
+    return _split_tail(conn.execute(_TAIL, {"workflow_id": workflow_id, "seq": after}).mappings().all())
+
+
+def _split_tail(rows: Sequence[Mapping[str, Any]]) -> tuple[tuple[int, str | None] | None, list[Any]]:
+    """``_TAIL``'s rows (through the engine or on a bare cursor) as the anchor and the events."""
     if not rows:
         return None, []
     anchored = (int(rows[0]["anchor_seq"] or 0), rows[0]["anchor_head"])
     return anchored, [{c: r[c] for c in _EVENT_COLUMNS} for r in rows if r["seq"] is not None]
+
+
+def _extended(known: ChainFacts, events: list[Any], anchored: tuple[int, str | None]) -> ChainFacts | None:
+    """The verified prefix ``known`` extended by ``events``, link by link; None unless they continue it
+    and end exactly at ``anchored``."""
+    extended = extend_facts(known, events)
+    return extended if isinstance(extended, ChainFacts) and extended.anchor == anchored else None
 
 
 _TAIL_BARE = BareSelect(_TAIL)  # ``_tail`` on a bare read cursor (``check_cached``)

@@ -42,24 +42,26 @@ class BareSelect:
 
     def first(self, dialect: Dialect, cursor: Any, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The first row as a dict keyed like the Core result's mapping, or None."""
-        sql, order, keys, processors = self._plan(dialect)
-        cursor.execute(sql, [params[name] for name in order] if order is not None else dict(params))
+        keys, processors = self._execute(dialect, cursor, params)
         row = cursor.fetchone()
-        if row is None:
-            return None
-        return {
-            key: (process(value) if process is not None and value is not None else value)
-            for key, process, value in zip(keys, processors, row, strict=True)
-        }
+        return None if row is None else _typed(keys, processors, row)
 
     def all(self, dialect: Dialect, cursor: Any, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Every row, as ``first`` gives one."""
+        keys, processors = self._execute(dialect, cursor, params)
+        return [_typed(keys, processors, row) for row in cursor.fetchall()]
+
+    def _execute(
+        self, dialect: Dialect, cursor: Any, params: Mapping[str, Any]
+    ) -> tuple[list[str], list[Callable[[Any], Any] | None]]:
         sql, order, keys, processors = self._plan(dialect)
         cursor.execute(sql, [params[name] for name in order] if order is not None else dict(params))
-        return [
-            {
-                key: (process(value) if process is not None and value is not None else value)
-                for key, process, value in zip(keys, processors, row, strict=True)
-            }
-            for row in cursor.fetchall()
-        ]
+        return keys, processors
+
+
+def _typed(keys: list[str], processors: list[Callable[[Any], Any] | None], row: Any) -> dict[str, Any]:
+    """A driver row keyed and typed as Core's mapping would be."""
+    return {
+        key: (process(value) if process is not None and value is not None else value)
+        for key, process, value in zip(keys, processors, row, strict=True)
+    }
