@@ -25,7 +25,8 @@ from saferun.storage.schema import blobs, lg_blobs, lg_checkpoints, lg_writes
 
 
 class ThreadMaintenance:
-    """Mixed into ``SafeRunSaver`` (before LangGraph's base, whose versions raise NotImplementedError)."""
+    """Mixed into ``SafeRunSaver`` ahead of LangGraph's base class, so these methods are the ones that run
+    (the base class only declares them, for savers that have them)."""
 
     db: Database
     serde: Any
