@@ -184,3 +184,36 @@ def test_the_cache_is_bounded_and_never_shortens_a_prefix() -> None:
     cache.get("a")
     cache.put(ChainFacts("c", length=1))  # evicts the least recently used: b
     assert "a" in cache and "c" in cache and "b" not in cache and len(cache) == 2
+
+
+async def test_a_replica_that_only_decides_hashes_only_the_events_after_its_prefix(db: Database) -> None:
+    """A decision's access check (``submit_approval(authorize=...)``) reads under the workflow's lock,
+    which seeds the transaction's chain; nothing is appended yet, so what it verifies is committed and is
+    remembered. It was not (a seeded chain counted as written): on a replica that only decides, every
+    decision re-read and re-hashed the workflow's whole chain, a cost growing with its history."""
+    from saferun.core.state_machine.models import ApprovalDecision, ApprovalResponse
+
+    agent = WorkflowOrchestrator(database=db)
+    wf = started(agent)
+    desk_db = Database(db.url)  # the reviewers' replica: its own engine and cache
+    try:
+        desk = WorkflowOrchestrator(database=desk_db)
+        seen_views: list[Any] = []
+
+        def approve(request_id: str) -> None:
+            response = ApprovalResponse(
+                request_id=request_id, decision=ApprovalDecision.APPROVED, approved_by="reviewer"
+            )
+            desk.submit_approval(None, response, authorize=seen_views.append)
+
+        approve(await pause(agent, wf, "cp1"))  # the first: the whole chain (nothing known here yet)
+        known = chain_cache.for_engine(desk_db.engine).get(wf)
+        assert known is not None  # remembered, though the check ran inside the deciding transaction
+        request_id = await pause(agent, wf, "cp2")  # the agent's replica appends
+        with event_reads(desk_db) as seen:
+            approve(request_id)
+        assert [p.get("seq") for p in seen] == [known.length]  # only what was appended since
+        assert len(seen_views) == 2
+    finally:
+        desk_db.dispose()
+    assert agent.verify_audit(wf)[1] is None

@@ -95,13 +95,15 @@ class _Chain:
     """This transaction's view of the chains it appends to: heads, the events not yet sent, and the
     sequence number each workflow row already anchors."""
 
-    __slots__ = ("anchored", "heads", "rows", "txn")
+    __slots__ = ("anchored", "heads", "rows", "seeded", "txn")
 
     def __init__(self, txn: Any) -> None:
         self.txn = txn
         self.heads: dict[str, tuple[int, str]] = {}
         self.rows: list[dict[str, Any]] = []
         self.anchored: dict[str, int] = {}
+        # the head each chain was seeded with (``seed``): a head still equal to it means nothing appended
+        self.seeded: dict[str, tuple[int, str]] = {}
 
 
 def _chain(conn: Connection) -> _Chain:
@@ -122,7 +124,7 @@ def seed(conn: Connection, workflow_id: str, seq: int | None, head: str | None) 
     chain = _chain(conn)
     if workflow_id in chain.heads or seq is None or (seq and not head):
         return  # no anchor to trust: append reads the chain's tail itself
-    chain.heads[workflow_id] = (int(seq), head or GENESIS)
+    chain.heads[workflow_id] = chain.seeded[workflow_id] = (int(seq), head or GENESIS)
     chain.anchored[workflow_id] = int(seq)
 
 
@@ -523,9 +525,16 @@ def _check_bound_postings(conn: Connection, evs: list[dict[str, Any]]) -> ChainB
 
 
 def _appended_here(conn: Connection, workflow_id: str) -> bool:
-    """Whether this transaction appended (or is about to append) to the workflow's chain."""
+    """Whether this transaction appended to the workflow's chain. A chain only seeded from the row read
+    under the lock (``seed``) has nothing of this transaction in it yet: what a read then verifies is
+    committed, and may be remembered. (Counting a seeded chain as appended kept a decision's access check
+    from ever remembering what it verified: on a replica that only decides, every decision re-hashed the
+    workflow's whole chain, a cost growing with its history.)"""
     stash = conn.info.get("saferun_audit_chain")
-    return stash is not None and stash.txn is conn.get_transaction() and workflow_id in stash.heads
+    if stash is None or stash.txn is not conn.get_transaction():
+        return False
+    head = stash.heads.get(workflow_id)
+    return head is not None and head != stash.seeded.get(workflow_id)
 
 
 def _flush_if_writing(conn: Connection) -> None:
