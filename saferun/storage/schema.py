@@ -745,3 +745,5 @@ counters = Table(
     Column("n", BigInteger, nullable=False),
 )
 Index("ix_counters_kind_key", counters.c.kind, counters.c.key)
+# SQLite only (revision 0023): its one row per count is what each trigger's UPSERT lands on
+Index("ux_counters_kind_key", counters.c.kind, counters.c.key, unique=True).ddl_if(dialect="sqlite")
