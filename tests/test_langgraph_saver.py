@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 
 from saferun.errors import ArtifactCorrupted, InvalidInput
 from saferun.integrations.langgraph.checkpoint import SafeRunSaver
+from saferun.storage.artifacts import ArtifactStore
 from saferun.storage.database import Database
 from saferun.storage.schema import blobs, lg_blobs, lg_checkpoints
 
@@ -114,10 +115,49 @@ def test_tampered_channel_blob_is_an_error_on_read(db: Database) -> None:
                 continue
             flipped = bytes([data[0] ^ 0x01]) + data[1:]
             conn.execute(update(blobs).where(blobs.c.sha256 == sha).values(data=flipped))
-    fresh = SafeRunSaver(Database(db.url) if db.is_sqlite else db)  # an empty cache reads the stored bytes
-    fresh.db.artifacts._cache.max_bytes = 0
+    fresh = SafeRunSaver(Database(db.url) if db.is_sqlite else db)
+    fresh.db.artifacts = ArtifactStore()  # an empty cache, as a process that starts afresh has: it reads
+    fresh.db.artifacts._cache.max_bytes = 0  # the stored bytes (this process cached what it wrote)
     with pytest.raises(ArtifactCorrupted):
         fresh.get_tuple(config)
+
+
+def test_a_state_this_process_wrote_is_read_back_without_fetching_its_blobs(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After its commit, a ``put`` leaves the parts it wrote in the verified cache (their keys are the
+    hashes of those very bytes), so the interrupt -> resume read of that state fetches no blob: on
+    PostgreSQL that was two round trips per read. A ``put`` whose transaction fails leaves nothing."""
+    from saferun.integrations.langgraph import checkpoint as module
+
+    saver = SafeRunSaver(db)
+    graph = _graph(saver, steps=2)
+    config = {"configurable": {"thread_id": "written"}}
+    graph.invoke({"big": "b" * 3000, "counter": 0, "messages": [], "extra": None}, config)
+    fetched: list[int] = []
+    real_get_many = db.artifacts.get_many
+
+    def counting(conn: Any, uris: Any, only: Any = None) -> Any:
+        fetched.append(len(uris))
+        return real_get_many(conn, uris, only)
+
+    monkeypatch.setattr(db.artifacts, "get_many", counting)
+    assert graph.get_state(config).values["counter"] == 2
+    assert fetched == []  # every channel's artifact was in the cache: nothing read from the store
+
+    def fail(*_args: Any, **_kw: Any) -> None:
+        raise RuntimeError("the checkpoint row could not be written")
+
+    checkpoint = saver.get_tuple(config).checkpoint
+    changed = {**checkpoint, "id": "1f1f0000-0000-6000-8000-000000000001"}
+    changed["channel_values"] = {**checkpoint["channel_values"], "counter": 99}
+    monkeypatch.setattr(module.UPSERT_CHECKPOINT, "execute", fail)
+    with pytest.raises(RuntimeError):
+        saver.put(config, changed, {}, {"counter": "99.0"})
+    from saferun.storage.artifact_blobs import blob_key
+
+    written = saver.serde.dumps_typed(99)[1]
+    assert db.artifacts._cache.part(blob_key(written)) is None  # rolled back: not remembered
 
 
 def test_warm_get_state_is_two_selects_and_sees_deletes_and_copies(sqlite_db: Database) -> None:

@@ -122,6 +122,8 @@ class StoredArtifact:
     raw_size: int
     compressed_size: int
     new_bytes: int
+    # the manifest's (name, sha256, size) entries, for ``ArtifactStore.remember`` after the commit
+    entries: tuple[tuple[str, str, int], ...] = ()
 
 
 def make_uri(sha: str) -> str:
@@ -183,22 +185,6 @@ class ArtifactStore:
         """
         return self.put_many(conn, [ArtifactInput(parts, metadata, lineage)], artifact_type=artifact_type)[0]
 
-    def put_uri(
-        self,
-        conn: Connection,
-        parts: Mapping[str, bytes],
-        *,
-        artifact_type: str,
-        metadata: dict[str, Any],
-        lineage: str | None = None,
-    ) -> str:
-        """:meth:`put` for a caller that keeps only the uri (the LangGraph saver). The blobs' INSERT asks
-        nothing back, where :meth:`put`'s returns the keys it added, to count ``new_bytes``. On
-        PostgreSQL that answer was a round trip in the middle of a pipelined transaction; without it the
-        INSERT rides the transaction's closing sync. What is stored is the same."""
-        item = ArtifactInput(parts, metadata, lineage)
-        return self.put_many(conn, [item], artifact_type=artifact_type, count_new=False)[0].uri
-
     def put_many(
         self,
         conn: Connection,
@@ -213,7 +199,9 @@ class ArtifactStore:
         Each answer is what a ``put`` per item, in order, would have returned: a blob two items share is
         written once and its bytes count in the ``new_bytes`` of the first. Items of one call are not
         delta bases for each other (give them distinct lineages, as the bulk path's workflows are).
-        With ``count_new=False`` (:meth:`put_uri`) nothing is counted and ``new_bytes`` is 0.
+        With ``count_new=False`` nothing is counted and ``new_bytes`` is 0: the blobs' INSERT asks nothing
+        back, which on PostgreSQL would be a round trip in the middle of a pipelined transaction (the
+        LangGraph saver's writes, whose transaction then costs one).
         """
         _check_type(artifact_type)
         plans: list[_Plan] = []
@@ -329,7 +317,9 @@ class ArtifactStore:
                     "created_at": now,
                 }
             )
-            out.append(StoredArtifact(uri, plan.manifest_key, raw_size, compressed, new_bytes[index]))
+            entries = tuple((name, plan.part_keys[name], len(data)) for name, data in plan.named)
+            stored = StoredArtifact(uri, plan.manifest_key, raw_size, compressed, new_bytes[index], entries)
+            out.append(stored)
         if rows:
             _INSERT_ARTIFACT.execute(conn, rows)
         return out
@@ -398,6 +388,20 @@ class ArtifactStore:
         for sha, value in values.items():
             self._cache.add_part(sha, value)
         return out
+
+    def remember(self, stored: StoredArtifact, parts: Mapping[str, bytes]) -> None:
+        """Once the transaction that wrote ``stored`` has committed: its manifest and ``parts`` (the bytes
+        it was made from) enter the verified cache, so this process's next read of them fetches nothing.
+
+        Why they count as verified: each part's key is the sha256 this process computed from exactly
+        these bytes, which is all a verified read establishes about them; what a read of the stored
+        copy adds is that the database still holds them, and that is re-established by any process
+        with a cold cache (a restart, another replica), as after any cached read. Why: a LangGraph
+        interrupt -> resume read back the state its own ``put`` had just written, two round trips per
+        read on PostgreSQL (the manifest's level, then the parts')."""
+        for name, sha, _size in stored.entries:
+            self._cache.add_part(sha, bytes(parts[name]))
+        self._cache.add_manifest(stored.sha256, list(stored.entries))
 
     def get_cached(self, uri: str) -> dict[str, bytes] | None:
         """The artifact's parts when this process has already verified all of them, else None.

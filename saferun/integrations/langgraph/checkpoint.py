@@ -36,6 +36,7 @@ from saferun.integrations.langgraph.statements import (
     write_lock,
 )
 from saferun.integrations.langgraph.threads import ThreadMaintenance
+from saferun.storage.artifacts import ArtifactInput
 from saferun.storage.bare_reads import bare_read, placeholder
 from saferun.storage.bare_writes import BareConnection, bare_transaction
 from saferun.storage.database import Database, get_database
@@ -320,11 +321,15 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
             # every channel this checkpoint changed goes into one artifact (a part per channel): at most one
             # probe and one insert however many changed, and chunks already stored are not stored again
             parts = {channel: data for channel, _, _, data in blobs if data is not None}
-            uri = None
+            uri = stored = None
             if parts:
-                uri = self.db.artifacts.put_uri(
-                    conn, parts, artifact_type=ARTIFACT_TYPE, metadata={}, lineage=f"lg\0{thread_id}\0{ns}"
-                )
+                stored = self.db.artifacts.put_many(
+                    conn,
+                    [ArtifactInput(parts, {}, f"lg\0{thread_id}\0{ns}")],
+                    artifact_type=ARTIFACT_TYPE,
+                    count_new=False,
+                )[0]
+                uri = stored.uri
             rows = [
                 {
                     "thread_id": thread_id,
@@ -356,6 +361,8 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
                     }
                 ],
             )
+        if stored is not None:  # committed: a read of this state in this process fetches nothing
+            self.db.artifacts.remember(stored, parts)
         return {
             "configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}
         }
