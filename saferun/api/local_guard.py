@@ -16,6 +16,7 @@ Open mode trusts "whoever reaches the loopback socket". Two things break that tr
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from typing import Any
@@ -32,6 +33,7 @@ def split_list(value: str) -> list[str]:
     return [item.strip().lower() for item in value.split(",") if item.strip()]
 
 
+@functools.lru_cache(maxsize=1024)  # asked on every request for the same few socket addresses
 def is_loopback_address(host: str) -> bool:
     host = host.strip("[]")
     if host == "localhost" or host.endswith(".localhost"):
