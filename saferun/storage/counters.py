@@ -11,9 +11,10 @@ per-party counters cannot express the visibility rule (a party may be poster and
 workflow; a supervisor also sees the unassigned pool), and a restricted caller's set is their own work.
 
 PostgreSQL appends a delta row per change (no lock to queue on); :func:`compact` folds each (kind, key)
-into one row and drops zeros. SQLite keeps one row per count, which each trigger adds to with one UPSERT
-(revision 0023; a later migration that rebuilds one of these tables must re-create that form). It is maintenance, never correctness: :func:`read` sums whatever is there.
-The sweep asks :func:`needs_compaction` every pass, and the bulk path after each load.
+into one row and drops zeros. It is maintenance, never correctness: :func:`read` sums whatever is there.
+The sweep asks :func:`needs_compaction` every pass, and the bulk path after each load. SQLite keeps one
+row per count, which each trigger adds to with one UPSERT (revision 0023; a later migration that rebuilds
+one of these tables must re-create that form).
 """
 
 from __future__ import annotations
