@@ -19,6 +19,7 @@ Measured per saver and size:
   interrupt    one ``interrupt()`` -> ``Command(resume=...)`` cycle on the same state (mean of --cycles)
 
     .venv/bin/python benchmarks/bench_langgraph_saver.py [--steps 50] [--cycles 20] [--sizes 1KB,100KB,1MB]
+        [--repeat N] [--calls]   (--calls: also each saver call's median time inside the graph)
 
 PostgreSQL comes from SAFERUN_BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test); each
 saver gets its own schema, dropped at the end. Without PostgreSQL, its two columns are skipped.
@@ -237,16 +238,49 @@ def subjects(tmp: str, size: str, with_pg: bool) -> list[Subject]:
 
 
 # ------------------------------------------------------------------------------------------ measuring
-def measure(subject: Subject, size: int, steps: int, cycles: int) -> dict[str, float]:
+CALLS = ("put", "put_writes", "get_tuple")
+
+
+@contextmanager
+def timed_calls(saver: Any, stage: str, into: dict[str, list[float]] | None) -> Iterator[None]:
+    """With ``--calls``: time each ``put`` / ``put_writes`` / ``get_tuple`` the graph makes (ms), keyed
+    ``<stage>.<method>``. Inside a graph the calls run on LangGraph's threads, next to its own Python, so
+    they can cost more than the same calls replayed alone; this says where a step or a cycle went."""
+    if into is None:
+        yield
+        return
+
+    def wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                into.setdefault(f"{stage}.{name}", []).append((time.perf_counter() - start) * 1000)
+
+        return timed
+
+    for name in CALLS:
+        setattr(saver, name, wrap(name, getattr(saver, name)))
+    try:
+        yield
+    finally:
+        for name in CALLS:
+            delattr(saver, name)  # the instance attribute goes; the class's method is back
+
+
+def measure(subject: Subject, size: int, steps: int, cycles: int, calls: bool = False) -> dict[str, float]:
     big = random.Random(size).randbytes(size // 2).hex()
+    timings: dict[str, list[float]] | None = {} if calls else None
     thread = {"configurable": {"thread_id": "bench"}, "recursion_limit": steps + 10}
     with subject.open() as saver:
         graph = loop_graph(saver)
         graph.invoke({"big": big, "counter": 0, "limit": 1, "messages": []}, thread, durability="sync")
         before = subject.payload_bytes()
-        start = time.perf_counter()
-        graph.invoke({"limit": steps + 1}, thread, durability="sync")
-        step_ms = (time.perf_counter() - start) * 1000 / steps
+        with timed_calls(saver, "step", timings):
+            start = time.perf_counter()
+            graph.invoke({"limit": steps + 1}, thread, durability="sync")
+            step_ms = (time.perf_counter() - start) * 1000 / steps
         written = subject.payload_bytes() - before
         checkpoints = len(list(saver.list(thread))) - 2  # the loop's own (input + steps)
     firsts = []
@@ -271,19 +305,23 @@ def measure(subject: Subject, size: int, steps: int, cycles: int) -> dict[str, f
         graph.invoke({"big": big, "counter": 0, "limit": 0, "messages": []}, hitl, durability="sync")
         graph.invoke(Command(resume="yes"), hitl, durability="sync")
         times = []
-        for _ in range(cycles):
-            start = time.perf_counter()
-            graph.invoke({"counter": 0}, hitl, durability="sync")  # runs to the interrupt
-            out = graph.invoke(Command(resume="yes"), hitl, durability="sync")
-            times.append((time.perf_counter() - start) * 1000)
-            assert out["counter"] == 1
-    return {
+        with timed_calls(saver, "cycle", timings):
+            for _ in range(cycles):
+                start = time.perf_counter()
+                graph.invoke({"counter": 0}, hitl, durability="sync")  # runs to the interrupt
+                out = graph.invoke(Command(resume="yes"), hitl, durability="sync")
+                times.append((time.perf_counter() - start) * 1000)
+                assert out["counter"] == 1
+    result = {
         "bytes": written / max(checkpoints, 1),
         "step": step_ms,
         "first": statistics.median(firsts),
         "warm": statistics.fmean(warm),
         "cycle": statistics.fmean(times),
     }
+    for key, values in (timings or {}).items():
+        result[key] = statistics.median(values)
+    return result
 
 
 def pg_available() -> bool:
@@ -354,6 +392,12 @@ def main() -> None:
         "shows medians and the targets the spread of each ratio (this machine's run-to-run noise is "
         "larger than some of the gaps measured)",
     )
+    parser.add_argument(
+        "--calls",
+        action="store_true",
+        help="also time each saver call inside the graph (put, put_writes, get_tuple) and print their "
+        "medians per stage: where a step and an interrupt cycle go",
+    )
     args = parser.parse_args()
     with_pg = not args.no_postgres and pg_available()
     tmp = tempfile.mkdtemp(prefix="bench_lg_saver_")
@@ -363,6 +407,11 @@ def main() -> None:
     )
     lines = [header]
     notes = []
+    call_keys = [f"{stage}.{name}" for stage in ("step", "cycle") for name in CALLS]
+    call_lines = [
+        "| size | saver | " + " | ".join(f"{k} ms" for k in call_keys) + " |",
+        "|---|---|" + "---:|" * len(call_keys),
+    ]
     try:
         for size in args.sizes.split(","):
             runs: dict[str, list[dict[str, float]]] = {}
@@ -374,7 +423,7 @@ def main() -> None:
                     order.reverse()  # a drift in the machine's speed does not always favour one side
                 for subject in order:
                     try:
-                        r = measure(subject, SIZES[size], args.steps, args.cycles)
+                        r = measure(subject, SIZES[size], args.steps, args.cycles, args.calls)
                     finally:
                         for fn in subject.cleanup:
                             fn()
@@ -385,6 +434,11 @@ def main() -> None:
                     f"| {size} | {name} | {m['bytes']:,.0f} | {m['step']:.2f} | {m['first']:.2f} "
                     f"| {m['warm']:.2f} | {m['cycle']:.2f} |"
                 )
+                call_lines.append(
+                    f"| {size} | {name} | "
+                    + " | ".join(f"{m[k]:.3f}" if k in m else "-" for k in call_keys)
+                    + " |"
+                )
             notes.append(f"{size}: " + "; ".join(verdicts(size, runs)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -393,6 +447,12 @@ def main() -> None:
     print("\n".join(lines))
     print("\nTargets (on the medians):" if args.repeat > 1 else "\nTargets (this run):")
     print("\n".join(f"- {n}" for n in notes))
+    if args.calls:
+        print(
+            "\nMedian time of each saver call inside the graph "
+            "(ms; step = the loop, cycle = interrupt -> resume):\n"
+        )
+        print("\n".join(call_lines))
 
 
 if __name__ == "__main__":
