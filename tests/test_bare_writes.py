@@ -286,7 +286,7 @@ def test_a_statement_psycopg_would_not_cache_goes_with_numbered_parameters(
 ) -> None:
     """psycopg converts ``%(name)s`` with a regex on every execute of a statement over 4 KiB or 50
     parameters (its cache's limits): a LangGraph ``put`` combined is over both, and that conversion was
-    0.6 ms of CPU per put. Such statements go through a ``RawCursor`` with ``$n``, converted once; if
+    ~0.5 ms per put. Such statements go through a ``RawCursor`` with ``$n``, converted once; if
     psycopg's uncached conversion ran, this fails."""
     import psycopg
     from psycopg import _queries
