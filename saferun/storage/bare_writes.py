@@ -64,7 +64,7 @@ class BareConnection:
         # psycopg's pipeline mode: a statement is sent without waiting for its answer, which comes back
         # when one is needed (a SELECT or RETURNING fetched here, or the COMMIT); errors surface there
         self._pipelined = pipelined
-        self._raw: Any = None  # see _positional
+        self._raw: Any = None  # a psycopg RawCursor, made by _execute_positional
 
     def exec_driver_sql(
         self, sql: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
@@ -80,9 +80,7 @@ class BareConnection:
             if isinstance(params, Sequence):
                 cur.executemany(sql, params)
             elif self._pipelined and _uncached_by_psycopg(sql, params):
-                raw, names = _positional((sql,))
-                cur = self._raw_cursor()
-                cur.execute(raw, [params[name] for _, name in names])  # type: ignore[index]
+                cur = self._execute_positional((sql,), (params,))  # type: ignore[arg-type]
             else:
                 cur.execute(sql, params or {})
             if self._pipelined:  # no description before the answer: whether to wait is read off the SQL
@@ -93,12 +91,16 @@ class BareConnection:
             raise _wrap(self.dialect, cur.connection, cur, sql, params, exc) from exc
         return BareResult(rows)
 
-    def _raw_cursor(self) -> Any:
-        """A psycopg ``RawCursor`` on this connection (``$n`` placeholders, no conversion), made once."""
+    def _execute_positional(self, texts: tuple[str, ...], params: Sequence[Mapping[str, Any]]) -> Any:
+        """Run ``texts`` (one statement, or several combined: ``_positional``) with ``params[i]`` as the
+        i-th statement's parameters, on a psycopg ``RawCursor`` (``$n`` placeholders, no conversion, made
+        once per connection); returns that cursor."""
+        sql, order = _positional(texts)
         if self._raw is None:
             import psycopg
 
             self._raw = psycopg.RawCursor(self._cur.connection)
+        self._raw.execute(sql, [params[i][name] for i, name in order])
         return self._raw
 
     def close(self) -> None:
@@ -163,15 +165,13 @@ class _Combined(BareConnection):
             self._run("COMMIT")
         elif self._held:
             held, self._held = self._held, []
-            sql, order = _positional(tuple(text for text, _ in held))
-            self._run_raw(sql, [held[i][1][name] for i, name in order])
-
-    def _run_raw(self, sql: str, values: list[Any]) -> None:
-        cur = self._raw_cursor()
-        try:
-            cur.execute(sql, values)
-        except self.dialect.loaded_dbapi.Error as exc:
-            raise _wrap(self.dialect, cur.connection, cur, sql, values, exc) from exc
+            texts, params = tuple(text for text, _ in held), [values for _, values in held]
+            try:
+                self._execute_positional(texts, params)
+            except self.dialect.loaded_dbapi.Error as exc:
+                raise _wrap(
+                    self.dialect, self._cur.connection, self._raw, _positional(texts)[0], params, exc
+                ) from exc
 
 
 # psycopg converts ``%(name)s`` to ``$n`` with a regex on every execute unless the text is at most this
