@@ -58,24 +58,31 @@ async def test_a_warm_latest_state_runs_no_engine_statement_and_follows_new_comm
     db.dispose()
 
 
+def _rewrite_last_event(db: Database, wf: str) -> None:
+    """Rewrite who the chain's last event says acted, keeping its stored hash (a forgery the link-by-link
+    check must catch)."""
+    from sqlalchemy import text
+
+    last = "(SELECT max(seq) FROM audit_events WHERE workflow_id = :wf)"
+    with db.transaction() as conn:
+        changed = conn.execute(
+            text(f"UPDATE audit_events SET actor = actor || '!' WHERE workflow_id = :wf AND seq = {last}"),
+            {"wf": wf},
+        ).rowcount
+    assert changed == 1
+
+
 async def test_a_forged_event_after_the_verified_prefix_is_tampered(tmp_path: Path) -> None:
     """The events appended since the verified prefix are checked link by link on the bare path too: one
     rewritten in the database is refused (the transactional read names it), never served as a state."""
     import pytest
-    from sqlalchemy import text
 
     from saferun.errors import Tampered
 
     db, orch, wf = await _approved(tmp_path)
     orch.latest_approved_state(wf)  # the chain so far is verified in this process
     decide(orch, await pause(orch, wf, "cp2", parameters={"n": 2}), "APPROVED")
-    last = "(SELECT max(seq) FROM audit_events WHERE workflow_id = :wf)"
-    with db.transaction() as conn:  # rewrite who the last event says acted, keeping its stored hash
-        changed = conn.execute(
-            text(f"UPDATE audit_events SET actor = actor || '!' WHERE workflow_id = :wf AND seq = {last}"),
-            {"wf": wf},
-        ).rowcount
-    assert changed == 1
+    _rewrite_last_event(db, wf)
     with pytest.raises(Tampered):
         orch.latest_approved_state(wf)
     db.dispose()
@@ -85,20 +92,13 @@ async def test_the_events_past_the_verified_prefix_are_checked_link_by_link(tmp_
     """An event appended after the prefix that binds nothing the served rows show (a saga step's): only
     the link-by-link check of the events since the prefix can find it rewritten."""
     import pytest
-    from sqlalchemy import text
 
     from saferun.errors import Tampered
 
     db, orch, wf = await _approved(tmp_path)
     assert orch.latest_approved_state(wf) is not None  # the chain so far is verified in this process
     orch.register_step(wf, "send", "undo_send", {"to": "a"})  # the workflow row's anchor moves on
-    last = "(SELECT max(seq) FROM audit_events WHERE workflow_id = :wf)"
-    with db.transaction() as conn:  # the step's event, rewritten with its stored hash kept
-        changed = conn.execute(
-            text(f"UPDATE audit_events SET actor = actor || '!' WHERE workflow_id = :wf AND seq = {last}"),
-            {"wf": wf},
-        ).rowcount
-    assert changed == 1
+    _rewrite_last_event(db, wf)  # the step's event
     with pytest.raises(Tampered):
         orch.latest_approved_state(wf)
     db.dispose()
