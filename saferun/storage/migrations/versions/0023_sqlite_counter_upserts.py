@@ -36,6 +36,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 WHAT = ("ins", "del", "upd")
+# revision 0017's COUNTED: table -> (columns whose change may move a count, [(kind, key, condition)])
+Counted = dict[str, tuple[tuple[str, ...], list[tuple[str, str, str]]]]
 
 
 def _counted() -> ModuleType:
@@ -49,7 +51,7 @@ def _counted() -> ModuleType:
 
 
 def _upsert(
-    counted: dict[str, tuple[tuple[str, ...], list[tuple[str, str, str]]]],
+    counted: Counted,
     table: str,
     sides: list[tuple[str, int]],
 ) -> str:
@@ -67,7 +69,7 @@ def _upsert(
     )
 
 
-def triggers(counted: dict[str, tuple[tuple[str, ...], list[tuple[str, str, str]]]]) -> list[str]:
+def triggers(counted: Counted) -> list[str]:
     out = []
     for table, (columns, _) in counted.items():
         changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in columns)
