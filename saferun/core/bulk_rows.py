@@ -20,7 +20,7 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from saferun.core import notify
 from saferun.domain import ledger as rules
@@ -37,13 +37,10 @@ from saferun.storage.artifacts import StoredArtifact
 from saferun.storage.schema import (
     approval_requests,
     audit_events,
-    job_events,
     jobs,
     ledger_legs,
     ledger_transactions,
-    notifications,
     snapshots,
-    transitions,
     utcnow,
     workflows,
 )
@@ -52,19 +49,19 @@ if TYPE_CHECKING:
     from saferun.core.bulk import _Checked
     from saferun.core.state_machine.orchestrator import WorkflowOrchestrator
 
-# parent tables first: foreign keys hold at every statement
+# parent tables first: foreign keys hold at every statement. The job history, the approval sub-jobs, the
+# notices and the transitions are written by the database from these rows (revision 0024): the chain's
+# events go last, so each workflow's transitions are in its events' order.
 ORDER = (
     workflows,
     jobs,
-    job_events,
-    transitions,
     ledger_transactions,
     ledger_legs,
     snapshots,
     approval_requests,
-    notifications,
     audit_events,
 )
+JOB_STARTS = "job_starts"  # start_execution's status change of each main job: one executemany UPDATE
 
 
 def fits(orch: WorkflowOrchestrator, c: _Checked) -> bool:
@@ -165,14 +162,13 @@ def build(
             "parent_job_id": None,
             "job_type": "supervised_workflow",
             "workflow_id": wf,
-            "status": "running",  # start_execution's set_status
+            "status": "open",  # made "running" by start_execution's UPDATE, below (JOB_STARTS)
+            "status_reason": "created",
             "data": {"workflow_id": wf, "executor_id": executor, "escrow_amount": str(config.escrow_amount)},
             "created_at": created,
             "updated_at": created,
         }
     )
-    out[job_events].append({"job_id": main_job, "status": "open", "reason": "created", "at": created})
-    out[transitions].append(_transition(wf, None, WorkflowState.INITIALIZED, "create", actor, None))
     chain.append(
         "workflow_created", actor, {"name": config.name, "config": c.cfg, "job_id": main_job, BINDS_MARK: 1}
     )
@@ -206,9 +202,8 @@ def build(
 
     # start_execution
     started = utcnow()
-    out[job_events].append({"job_id": main_job, "status": "running", "reason": "", "at": started})
-    out[transitions].append(
-        _transition(wf, WorkflowState.INITIALIZED, WorkflowState.EXECUTING, "start", executor, None)
+    out[JOB_STARTS].append(
+        {"b_job": main_job, "status": "running", "status_reason": "", "updated_at": started}
     )
     chain.append(
         "transition", executor, {"from": "initialized", "to": "executing", "event": "start", "reason": None}
@@ -251,25 +246,9 @@ def build(
     if declared:
         param_schema.check_proposed(declared, parameters)
     now = utcnow()
+    # the approval sub-job (with its history) and the request's notice are written by the database from
+    # the request's row (revision 0024), as the engine's are
     request_id, approval_job = new_id("req"), new_id("job")
-    out[jobs].append(
-        {
-            "job_id": approval_job,
-            "parent_job_id": main_job,
-            "job_type": "approval",
-            "workflow_id": wf,
-            "status": "open",
-            "data": {
-                "checkpoint_id": cp.checkpoint_id,
-                "supervisor_id": supervisor,
-                "request_id": request_id,
-                "snapshot_id": snap["snapshot_id"],
-            },
-            "created_at": now,
-            "updated_at": now,
-        }
-    )
-    out[job_events].append({"job_id": approval_job, "status": "open", "reason": "created", "at": now})
     values = {
         "request_id": request_id,
         "workflow_id": wf,
@@ -293,25 +272,6 @@ def build(
     }
     out[approval_requests].append(
         {**values, "status": "pending", "risk_level": level_of(review.risk), "decided_at": None}
-    )
-    out[notifications].append(
-        {
-            "kind": "waiting",
-            "request_id": request_id,
-            "workflow_id": wf,
-            "created_at": utcnow(),
-            "dispatched_at": None,
-        }
-    )
-    out[transitions].append(
-        _transition(
-            wf,
-            WorkflowState.EXECUTING,
-            WorkflowState.AWAITING_APPROVAL,
-            "checkpoint_reached",
-            executor,
-            review.summary,
-        )
     )
     chain.append(
         "transition",
@@ -367,23 +327,15 @@ def build(
     return out, request_id
 
 
-def _transition(
-    wf: str, src: WorkflowState | None, dst: WorkflowState, event: str, actor: str, reason: str | None
-) -> dict[str, Any]:
-    return {
-        "workflow_id": wf,
-        "from_state": src.value if src else None,
-        "to_state": dst.value,
-        "event": event,
-        "actor": actor,
-        "reason": reason,
-        "at": utcnow(),
-    }
+_START_JOB = update(jobs).where(jobs.c.job_id == bindparam("b_job"))
 
 
 def write(conn: Connection, tables: dict[Any, list[dict[str, Any]]]) -> None:
-    """One executemany per table, parents first."""
+    """One executemany per table, parents first; the main jobs started (their history's second event)
+    right after the jobs."""
     for table in ORDER:
         rows = tables.get(table)
         if rows:
             conn.execute(insert(table), rows)
+        if table is jobs and tables.get(JOB_STARTS):
+            conn.execute(_START_JOB, tables[JOB_STARTS])

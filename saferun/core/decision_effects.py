@@ -17,7 +17,7 @@ from saferun.core import escrow, mirror
 from saferun.core.checkpoints.capture import CheckpointCapture, state_parts
 from saferun.domain.audit import bind
 from saferun.domain.modifications import merge_patch
-from saferun.storage import audit, saga, snapshots
+from saferun.storage import audit, snapshots
 from saferun.storage import workflows as wf_store
 
 
@@ -36,7 +36,8 @@ def complete_checkpoint(
 
     Returns the workflow fields that change; with ``write=False`` the caller folds them into the state
     transition's own UPDATE instead of a second one. ``passed_before``: whether another snapshot of the
-    checkpoint passed already, when the caller learned it with its own statement (``snapshots.approve``).
+    checkpoint passed already, when the caller learned it with a statement it ran anyway (a decision's read
+    under the lock on SQLite, ``approvals.get_for_decision``).
     """
     if passed_before is None:
         passed_before = snapshots.checkpoint_passed(
@@ -45,7 +46,8 @@ def complete_checkpoint(
     first_time = not passed_before
     if first_time:  # a checkpoint passed before was paid in that same transaction: nothing to look up
         escrow.release_milestone(conn, row, checkpoint_id, supervisor_id, actor)
-    saga.commit_pending(conn, row["workflow_id"])
+    # the new approved state makes the saga's earlier steps permanent: the database commits them when
+    # ``last_approved_snapshot_id`` changes (revision 0024), in this transaction
     values: dict[str, Any] = {"last_approved_snapshot_id": snapshot_id}
     if first_time:
         values["current_checkpoint"] = row["current_checkpoint"] + 1

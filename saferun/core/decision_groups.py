@@ -18,7 +18,6 @@ from saferun.core import notify
 from saferun.core.state_machine.models import ApprovalDecision
 from saferun.domain.audit import bind
 from saferun.storage import approvals, audit, jobs
-from saferun.storage import notifications as notices
 
 
 @dataclass(frozen=True)
@@ -76,8 +75,7 @@ def close_siblings(
         return
     approvals.close_group(conn, req["group_id"], status, now)
     for sib in pending:
-        notify.publish(conn, "decision", sib["request_id"])
-        notices.record(conn, status, sib["request_id"], row["workflow_id"])
+        notify.publish(conn, "decision", sib["request_id"])  # the notice: written with the status
         if sib["job_id"]:
             jobs.set_status(
                 conn, sib["job_id"], "cancelled", f"{status}: item {req['item_key']!r} was rejected"

@@ -36,8 +36,7 @@ from saferun.domain.modifications import validate_modifications
 from saferun.domain.policy import Role
 from saferun.domain.states import Event, WorkflowState
 from saferun.errors import DecisionConflict, InvalidInput
-from saferun.storage import approvals, audit, jobs, snapshots
-from saferun.storage import notifications as notices
+from saferun.storage import approvals, audit, snapshots
 from saferun.storage import workflows as wf_store
 from saferun.storage.schema import utcnow
 
@@ -183,8 +182,8 @@ def decide(
     # wait): the event stream turns it into a hint (api/system.events); a transition's own notice is the
     # same one, sent once
     notify.publish(conn, "workflow", wf_id)
-    # the notice commits with the decision, so none is lost to a crash (saferun/notifications)
-    notices.record(conn, claim_status or ("expired" if automatic else "decided"), request_id, wf_id)
+    # the outbox notice ("decided", "expired", ...) is written by the database with the claim, so it
+    # commits with the decision and none is lost to a crash (revision 0024, saferun/notifications)
 
     new_status = claim_status or ("expired" if automatic else "decided")
     response_id = response_id or new_id("resp")
@@ -236,8 +235,7 @@ def decide(
         if snap_status == "superseded"
         else {"snapshot_id": req["snapshot_id"]}
     )
-    if req["job_id"]:
-        jobs.set_status(conn, req["job_id"], "completed", decision.value.lower())
+    # the approval sub-job is completed (reason: the decision) by the database with the decision's row
     if req["supervisor_id"] is None and not automatic:
         mirror.approval_subjob(
             conn, row, request_id, req["checkpoint_id"], approved_by, {"request_id": request_id}
@@ -274,8 +272,10 @@ def decide(
         # a group's items each merge into their own entry of the state's parameters ({item key: ...})
         patch = (modifications or {}) if group is None else group.patch
         approved_id = store_modified(conn, capture, row, snap, patch, approved_by)
-    else:  # the status and the "paid before?" probe in one statement
-        passed_before = snapshots.approve(conn, approved_id, wf_id, req["checkpoint_id"])
+    else:
+        # the snapshot is approved by the database when it becomes the approved state (revision 0024);
+        # whether its checkpoint was paid before came with the lock's read on SQLite, else it is asked
+        passed_before = row.get("x_passed_before")
     passed = complete_checkpoint(
         conn,
         row,

@@ -1,4 +1,5 @@
-"""Applying a state-machine event inside a transaction: legal edge, row update, history, audit event.
+"""Applying a state-machine event inside a transaction: legal edge, audit event, row update (and, from
+the event, the database writes the history row).
 
 This is the only code that changes ``workflows.state``. It asks the pure table (``next_state``) first,
 so an illegal event raises ``InvalidTransition`` before anything is written.
@@ -46,7 +47,8 @@ def apply_counted(
     state's own UPDATE (``RETURNING``) for a caller that answers with the workflow."""
     current = WorkflowState(row["state"])
     target = next_state(current, event, row["workflow_id"])
-    # the event is hashed first so the state's UPDATE also carries the chain's new anchor (one statement)
+    # the event is hashed first so the state's UPDATE also carries the chain's new anchor (one statement);
+    # the database writes the ``transitions`` row (the history the event stream reads) from this event
     audit.append(
         conn,
         row["workflow_id"],
@@ -65,9 +67,6 @@ def apply_counted(
         row["workflow_id"],
         current.value,
         target.value,
-        event=event.value,
-        actor=actor,
-        reason=reason,
         counted=counted,
         **fields,
         **audit.anchor_fields(conn, row["workflow_id"]),

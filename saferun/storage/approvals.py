@@ -10,13 +10,32 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, Select, bindparam, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    Select,
+    bindparam,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from saferun.domain.recommendation import risk_level
 from saferun.errors import ApprovalRequestNotFound, InvalidInput
 from saferun.storage import audit
 from saferun.storage.database import raw_fetchone
-from saferun.storage.schema import approval_requests, approval_responses, identities, utcnow, workflows
+from saferun.storage.schema import (
+    approval_requests,
+    approval_responses,
+    identities,
+    snapshots,
+    utcnow,
+    workflows,
+)
+from saferun.storage.snapshots import PASSED
 
 _GET = select(approval_requests).where(approval_requests.c.request_id == bindparam("b_req"))
 _CLAIM = update(approval_requests).where(
@@ -73,6 +92,20 @@ _FOR_DECISION = (
     .where(approval_requests.c.request_id == bindparam("b_req"))
 )
 _FOR_DECISION_PG = _FOR_DECISION.with_for_update(of=workflows)
+# SQLite: whether another snapshot of the request's checkpoint passed before (its milestone was paid), read
+# in the same statement. Only there: PostgreSQL evaluates the statement before it holds the lock, so a
+# decision committed meanwhile would be missed; it asks under the lock (decision_effects.complete_checkpoint).
+_EARLIER = snapshots.alias("earlier")
+_FOR_DECISION_SQLITE = _FOR_DECISION.add_columns(
+    exists()
+    .where(
+        _EARLIER.c.workflow_id == approval_requests.c.workflow_id,
+        _EARLIER.c.checkpoint_id == approval_requests.c.checkpoint_id,
+        _EARLIER.c.status.in_(PASSED),
+        _EARLIER.c.snapshot_id != approval_requests.c.snapshot_id,
+    )
+    .label("x_passed_before")
+)
 
 
 def get_for_decision(
@@ -83,14 +116,18 @@ def get_for_decision(
     ``workflows.get_locked`` gives it (with the executor's identity; the audit chain of this transaction
     starts from its anchor). ``SELECT … FOR UPDATE OF workflows`` on PostgreSQL, where the request part
     may be older than the lock (the caller re-reads it under the lock); on SQLite ``BEGIN IMMEDIATE``
-    already serialized every writer."""
-    stmt = _FOR_DECISION_PG if conn.dialect.name == "postgresql" else _FOR_DECISION
+    already serialized every writer, and the workflow row also says whether the request's checkpoint
+    passed before (``x_passed_before``; absent on PostgreSQL)."""
+    sqlite = conn.dialect.name != "postgresql"
+    stmt = _FOR_DECISION_SQLITE if sqlite else _FOR_DECISION_PG
     row = conn.execute(stmt, {"b_req": request_id, "b_who": approver}).mappings().first()
     if row is None:
         raise ApprovalRequestNotFound(request_id)
     req = {name: row[f"r_{name}"] for name in _REQUEST_COLUMNS}
     wf = {name: row[name] for name in _WORKFLOW_COLUMNS}
     wf.update({k: row[k] for k in ("x_executor_id", "x_executor_roles", "x_executor_disabled")})
+    if sqlite:
+        wf["x_passed_before"] = bool(row["x_passed_before"])
     audit.seed(conn, wf["workflow_id"], wf["audit_seq"], wf["audit_head"])
     identity = None
     if row["x_approver_id"] is not None:

@@ -1,8 +1,13 @@
 """Rows of ``jobs`` and ``job_events``: the x402 Jobs primitive on the embedded platform.
 
 A job (a workflow's main job, an approval sub-job per checkpoint, ...) has one current ``status`` on its
-row and a history in ``job_events``: every status it was ever given, in order, including the first. The
-row and its event are written by the same call, in the caller's transaction.
+row, why it has it (``status_reason``), and a history in ``job_events``: every status it was ever given,
+in order, including the first. The database writes the history: a trigger on ``jobs`` copies each status
+written (and its reason) into ``job_events`` in the same statement (revision 0024), so no code path can
+change a status without its event, and a status change costs one statement.
+
+An approval request's sub-job is written by the database too, from the request's row (its ``job_id``),
+and completed by the decision's row: see ``saferun/storage/migrations/versions/0024_derived_rows.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from saferun.errors import NotFound
 from saferun.storage.schema import job_events, jobs, utcnow
 
 _INSERT = insert(jobs)
-_INSERT_EVENT = insert(job_events)
 _SET_STATUS = update(jobs).where(jobs.c.job_id == bindparam("b_job"))
 
 
@@ -39,19 +43,18 @@ def create(
             "job_type": job_type,
             "workflow_id": workflow_id,
             "status": status,
+            "status_reason": "created",
             "data": data,
             "created_at": now,
             "updated_at": now,
         },
     )
-    conn.execute(_INSERT_EVENT, {"job_id": job_id, "status": status, "reason": "created", "at": now})
     return job_id
 
 
 def set_status(conn: Connection, job_id: str, status: str, reason: str = "") -> None:
     now = utcnow()
-    conn.execute(_SET_STATUS, {"b_job": job_id, "status": status, "updated_at": now})
-    conn.execute(_INSERT_EVENT, {"job_id": job_id, "status": status, "reason": reason, "at": now})
+    conn.execute(_SET_STATUS, {"b_job": job_id, "status": status, "status_reason": reason, "updated_at": now})
 
 
 def get(conn: Connection, job_id: str) -> RowMapping:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, RowMapping, func, insert, or_, select, update
 
 from saferun.errors import NotFound
 from saferun.storage.schema import saga_steps, utcnow
@@ -45,16 +45,9 @@ def add(
     return seq
 
 
-_COMMIT = (
-    update(saga_steps)
-    .where(saga_steps.c.workflow_id == bindparam("b_wf"), saga_steps.c.status == "pending")
-    .values(status="committed")
-)
-
-
-def commit_pending(conn: Connection, workflow_id: str) -> int:
-    """An approval makes every step before it permanent: a later rejection no longer undoes them."""
-    return conn.execute(_COMMIT, {"b_wf": workflow_id}).rowcount
+# An approval makes every step before it permanent (a later rejection no longer undoes them): the database
+# sets ``pending`` steps ``committed`` when the workflow's ``last_approved_snapshot_id`` changes (revision
+# 0024's trigger), in the transaction that approves.
 
 
 def to_compensate(conn: Connection, workflow_id: str) -> list[RowMapping]:

@@ -335,6 +335,9 @@ jobs = Table(
     Column("job_type", String(64), nullable=False),
     Column("workflow_id", String(64), nullable=True, index=True),
     Column("status", String(32), nullable=False),
+    # why it has that status ("created", a decision, a refund's reason); the database copies it into the
+    # job's history (``job_events``) whenever the status is written (revision 0024)
+    Column("status_reason", Text, nullable=False, server_default="", default=""),
     Column("data", JSONType, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),

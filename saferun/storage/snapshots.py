@@ -42,24 +42,6 @@ _PASSED = (
     )
     .limit(1)
 )
-_EARLIER = snapshots.alias("earlier")
-_APPROVE = (
-    update(snapshots)
-    .where(snapshots.c.snapshot_id == bindparam("b_snap"))
-    .values(status="approved")
-    .returning(
-        exists()
-        .where(
-            _EARLIER.c.workflow_id == bindparam("b_wf"),
-            _EARLIER.c.checkpoint_id == bindparam("b_cp"),
-            _EARLIER.c.status.in_(PASSED),
-            _EARLIER.c.snapshot_id != bindparam("b_snap"),
-        )
-        .label("passed_before")
-    )
-)
-
-
 _FIELDS = [c for c in snapshots.columns if c.name != "sequence"]
 # The next sequence number is computed by the INSERT itself (writers of a workflow are serialized by its
 # lock), so recording a snapshot is one statement, not a MAX() and an INSERT.
@@ -136,14 +118,6 @@ def get(conn: Connection, snapshot_id: str) -> RowMapping:
 
 def set_status(conn: Connection, snapshot_id: str, status: str) -> None:
     conn.execute(_SET_STATUS, {"b_snap": snapshot_id, "status": status})
-
-
-def approve(conn: Connection, snapshot_id: str, workflow_id: str, checkpoint_id: str) -> bool:
-    """Mark the snapshot approved; returns whether its checkpoint had passed before (another snapshot of
-    it approved, modified or passed): ``checkpoint_passed``'s probe rides on the UPDATE's RETURNING, so a
-    decision pays for one statement instead of two."""
-    params = {"b_snap": snapshot_id, "b_wf": workflow_id, "b_cp": checkpoint_id}
-    return bool(conn.execute(_APPROVE, params).scalar_one())
 
 
 def list_for(conn: Connection, workflow_id: str) -> list[RowMapping]:

@@ -86,7 +86,6 @@ _UPDATE = (
     .values(version=workflows.c.version + 1)
 )
 _SET_STATE = _UPDATE.where(workflows.c.state == bindparam("b_from"))
-_INSERT_TRANSITION = insert(transitions)
 
 
 _GET_LOCKED = (
@@ -123,59 +122,29 @@ def update_fields(conn: Connection, workflow_id: str, **values: Any) -> None:
 def set_state(
     conn: Connection,
     workflow_id: str,
-    from_state: str | None,
+    from_state: str,
     to_state: str,
     *,
-    event: str,
-    actor: str,
-    reason: str | None = None,
     counted: bool = False,
     **values: Any,
 ) -> RowMapping | None:
-    """Compare-and-set the state and record the transition; the caller checked the edge is legal.
+    """Compare-and-set the state; the caller checked the edge is legal and appended its ``transition``
+    audit event, from which the database writes the ``transitions`` row (revision 0024).
 
-    With ``counted`` (and a ``from_state``) the UPDATE returns the workflow row as it now is with its
-    counts (``get_with_counts``' columns), for a caller that answers with the workflow: no re-read."""
-    params = {"b_wf": workflow_id, "state": to_state, "updated_at": utcnow(), **values}
+    With ``counted`` the UPDATE returns the workflow row as it now is with its counts
+    (``get_with_counts``' columns), for a caller that answers with the workflow: no re-read."""
+    params = {"b_wf": workflow_id, "state": to_state, "updated_at": utcnow(), **values, "b_from": from_state}
     row = None
-    if from_state is None:
-        result = conn.execute(_UPDATE, params)
-        changed = result.rowcount
-    elif counted:
-        row = conn.execute(_SET_STATE_COUNTED, {**params, "b_from": from_state}).mappings().first()
+    if counted:
+        row = conn.execute(_SET_STATE_COUNTED, params).mappings().first()
         changed = 0 if row is None else 1
     else:
-        changed = conn.execute(_SET_STATE, {**params, "b_from": from_state}).rowcount
+        changed = conn.execute(_SET_STATE, params).rowcount
     if changed != 1:
         # Someone else moved the workflow between our read and this write; callers hold the row lock,
         # so reaching this means a bug, and the transaction must not commit.
         raise RuntimeError(f"workflow {workflow_id} left state {from_state} concurrently")
-    record_transition(conn, workflow_id, from_state, to_state, event=event, actor=actor, reason=reason)
     return row
-
-
-def record_transition(
-    conn: Connection,
-    workflow_id: str,
-    from_state: str | None,
-    to_state: str,
-    *,
-    event: str,
-    actor: str,
-    reason: str | None = None,
-) -> None:
-    conn.execute(
-        _INSERT_TRANSITION,
-        {
-            "workflow_id": workflow_id,
-            "from_state": from_state,
-            "to_state": to_state,
-            "event": event,
-            "actor": actor,
-            "reason": reason,
-            "at": utcnow(),
-        },
-    )
 
 
 def history(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:

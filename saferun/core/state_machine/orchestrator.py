@@ -191,11 +191,8 @@ class WorkflowOrchestrator(WorkflowPauses, WorkflowWaits, WorkflowReads, Workflo
             },
         )
         wf_store.update_fields(conn, config.workflow_id, job_id=job_id)
-        wf_store.record_transition(
-            conn, config.workflow_id, None, WorkflowState.INITIALIZED.value, event="create", actor=actor
-        )
         notify.publish(conn, "workflow", config.workflow_id)
-        audit.append(
+        audit.append(  # the database writes the first ``transitions`` row (none -> initialized) from it
             conn,
             config.workflow_id,
             "workflow_created",

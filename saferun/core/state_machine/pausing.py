@@ -38,8 +38,7 @@ from saferun.domain.canonical import check_json
 from saferun.domain.ids import new_id
 from saferun.domain.states import Event, WorkflowState
 from saferun.errors import InvalidInput
-from saferun.storage import approvals, audit, jobs, snapshots
-from saferun.storage import notifications as notices
+from saferun.storage import approvals, audit, snapshots
 from saferun.storage.database import Database
 from saferun.storage.schema import utcnow
 
@@ -278,7 +277,6 @@ class WorkflowPauses:
             approvals.insert_request(conn, **values)
             verdicts.append(verdict)
             request_id = values["request_id"]
-            notices.record(conn, "waiting", request_id, workflow_id)  # commits with the request it announces
             mirror.approval_subjob(
                 conn,
                 row,
@@ -360,7 +358,7 @@ class WorkflowPauses:
         now: Any,
         field: str,
     ) -> dict[str, Any]:
-        """One request's row (and its approval sub-job, created here); ``field`` prefixes error names."""
+        """One request's row; ``field`` prefixes error names."""
         declared = review.parameter_schema or cp.parameter_schema
         if declared:
             try:  # the proposal must fit its own schema
@@ -372,18 +370,9 @@ class WorkflowPauses:
         schema = param_schema.effective(declared, parameters)
         request_id = new_id("req")
         supervisor = row["supervisor_id"]
-        job_id = jobs.create(
-            conn,
-            job_type="approval",
-            workflow_id=row["workflow_id"],
-            parent_job_id=row["job_id"],
-            data={
-                "checkpoint_id": cp.checkpoint_id,
-                "supervisor_id": supervisor,
-                "request_id": request_id,
-                "snapshot_id": snap["snapshot_id"],
-            },
-        )
+        # the approval sub-job (x402 Jobs): the database writes it from the request's row, with this id, its
+        # history and its "waiting" notice (revision 0024, storage/jobs.py)
+        job_id = new_id("job")
         return {
             "request_id": request_id,
             "workflow_id": row["workflow_id"],
