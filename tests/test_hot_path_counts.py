@@ -8,9 +8,9 @@ statement, ``BEGIN`` is not counted), so a change that adds a query to the hot p
 Issue 12 asks for <= 12 statements per cycle. SQLite is at 12 (from 38; pause 7, decision 5): the rows that
 only restate others (the job history, the approval sub-job and its outcome, the outbox notices, the
 transitions, the saga's commit and the approved snapshot's status) are written by the database's triggers
-(revision 0024), inside the statements they follow from. PostgreSQL is at 16: it re-reads the request and
-asks whether the checkpoint was paid before once the workflow's lock is held, and sends its wake-ups
-(``pg_notify``) as a statement of their own. docs/decisions.md ("The hot path") lists each statement.
+(revision 0024), inside the statements they follow from. PostgreSQL is at 13: it re-reads the request once
+the workflow's lock is held (its first read ran before the lock was granted); its wake-ups (``pg_notify``)
+ride on the audit INSERT. docs/decisions.md ("The hot path") lists each statement.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tests.helpers import make_config
 
 # per steady cycle (the milestone was paid by the first): pause + decision, and what the agent reads back
 # PostgreSQL re-reads the request under the workflow's lock (an alert may commit in between: decisions.py)
-WRITE_STATEMENTS = {"sqlite": 12, "postgresql": 16}
+WRITE_STATEMENTS = {"sqlite": 12, "postgresql": 13}
 # the decision and its request, the anchor with the events appended since this process verified the chain
 # (storage.chain_cache); the workflow row, its last approved snapshot and the state's parts are read on the
 # bare cursor on SQLite (storage.bare_select: not engine statements), through the engine on PostgreSQL

@@ -128,7 +128,8 @@ def decide(
         # only from the lock above, so the request may have changed since it was read: bind it as it is
         # now, or a later checked read would see a row that no longer matches its binding and call it
         # tampered (SQLite's BEGIN IMMEDIATE already serialized every writer before the first read).
-        req = approvals.get(conn, request_id)
+        req, passed_before = approvals.get_under_lock(conn, request_id)
+        row = {**row, "x_passed_before": passed_before}
     if authorize is not None:
         # the caller's access check on these rows, before the identity check: a caller who may not see
         # the request learns nothing about it (404), whoever they name as the decider

@@ -37,10 +37,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Connection, Engine, event
 
 from saferun.core import notify_peers
-from saferun.storage.database import PG_SCHEMA, before_commit
+from saferun.storage.database import PG_SCHEMA, pg_notice
 
 if TYPE_CHECKING:
     from saferun.storage.database import Database
@@ -51,7 +51,6 @@ CHANNEL = "saferun"  # the channel of a deployment in the ``public`` schema (and
 RESYNC = "resync"  # topic of the wake-up every waiter gets after the listener (re)connects or closes
 ANY = "*"  # a watch on key ANY matches every key of its topic
 
-_NOTIFY_MANY = text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p")
 _MAX_CHANNEL = 63  # PostgreSQL's identifier limit, which LISTEN's channel name obeys
 
 
@@ -69,7 +68,6 @@ def channel_for(schema: str | None) -> str:
     return channel
 
 
-_PG_PENDING = "saferun_pg_notices"  # conn.info: (transaction, payloads) not yet sent
 _PENDING = "saferun_notices_pending"  # conn.info: notices of the open transaction
 _COMMITTED = "saferun_notices_committed"  # conn.info: notices whose transaction committed, not yet delivered
 
@@ -79,25 +77,13 @@ def publish(conn: Connection, topic: str, key: str) -> None:
     if ":" in topic:
         raise ValueError(f"a topic may not contain ':' ({topic!r})")
     if conn.dialect.name == "postgresql":
-        # gathered and sent as one statement just before the commit (a decision announces itself and its
-        # workflow: one round trip, not two); the server still delivers them only if the commit succeeds
-        payloads = conn.info.get(_PG_PENDING)
-        if payloads is None or payloads[0] is not conn.get_transaction():
-            payloads = conn.info[_PG_PENDING] = (conn.get_transaction(), [])
-        if f"{topic}:{key}" not in payloads[1]:
-            payloads[1].append(f"{topic}:{key}")
-        before_commit(conn, "notify", _send_pg)
+        # queued and sent with the transaction's last statement (the audit chain's INSERT when it has
+        # one: storage.database.pg_notice); the server still delivers them only if the commit succeeds
+        pg_notice(conn, channel_for(conn.info.get(PG_SCHEMA)), f"{topic}:{key}")
         return
     url = _local_url(conn.engine) or _peer_url(conn.engine)
     if url is not None:
         conn.info.setdefault(_PENDING, []).append((url, topic, key))
-
-
-def _send_pg(conn: Connection) -> None:
-    stash = conn.info.pop(_PG_PENDING, None)
-    if stash is not None and stash[0] is conn.get_transaction() and stash[1]:
-        channel = channel_for(conn.info.get(PG_SCHEMA))
-        conn.execute(_NOTIFY_MANY, {"channel": channel, "payloads": stash[1]})
 
 
 @dataclass

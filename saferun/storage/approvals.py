@@ -92,11 +92,13 @@ _FOR_DECISION = (
     .where(approval_requests.c.request_id == bindparam("b_req"))
 )
 _FOR_DECISION_PG = _FOR_DECISION.with_for_update(of=workflows)
-# SQLite: whether another snapshot of the request's checkpoint passed before (its milestone was paid), read
-# in the same statement. Only there: PostgreSQL evaluates the statement before it holds the lock, so a
-# decision committed meanwhile would be missed; it asks under the lock (decision_effects.complete_checkpoint).
+# Whether another snapshot of the request's checkpoint passed before (its milestone was paid), asked in a
+# statement the decision runs anyway, once no other writer of the workflow can commit: on SQLite the first
+# read (BEGIN IMMEDIATE serialized the writers), on PostgreSQL the request's re-read once the lock is held
+# (the first statement is evaluated before it waits for the lock, so a decision committed meanwhile would
+# be missed).
 _EARLIER = snapshots.alias("earlier")
-_FOR_DECISION_SQLITE = _FOR_DECISION.add_columns(
+_PASSED_BEFORE = (
     exists()
     .where(
         _EARLIER.c.workflow_id == approval_requests.c.workflow_id,
@@ -105,6 +107,10 @@ _FOR_DECISION_SQLITE = _FOR_DECISION.add_columns(
         _EARLIER.c.snapshot_id != approval_requests.c.snapshot_id,
     )
     .label("x_passed_before")
+)
+_FOR_DECISION_SQLITE = _FOR_DECISION.add_columns(_PASSED_BEFORE)
+_GET_UNDER_LOCK = select(approval_requests, _PASSED_BEFORE).where(
+    approval_requests.c.request_id == bindparam("b_req")
 )
 
 
@@ -133,6 +139,15 @@ def get_for_decision(
     if row["x_approver_id"] is not None:
         identity = {"roles": row["x_approver_roles"], "disabled": row["x_approver_disabled"]}
     return req, identity, wf
+
+
+def get_under_lock(conn: Connection, request_id: str) -> tuple[dict[str, Any], bool]:
+    """The request as it is now, and whether its checkpoint passed before (``_PASSED_BEFORE``): a
+    decision's re-read once it holds the workflow's lock."""
+    row = conn.execute(_GET_UNDER_LOCK, {"b_req": request_id}).mappings().first()
+    if row is None:
+        raise ApprovalRequestNotFound(request_id)
+    return {name: row[name] for name in _REQUEST_COLUMNS}, bool(row["x_passed_before"])
 
 
 def claim(

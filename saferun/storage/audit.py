@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select, text, update
 
 from saferun.domain.audit import (
     GENESIS,
@@ -31,7 +31,7 @@ from saferun.errors import ArtifactCorrupted, ArtifactNotFound, InvalidInput, Ta
 from saferun.storage import chain_cache, eventlog, ledger
 from saferun.storage.artifacts import ArtifactStore, check_artifact_row
 from saferun.storage.bare_select import BareSelect
-from saferun.storage.database import before_commit
+from saferun.storage.database import before_commit, take_pg_notices
 from saferun.storage.schema import (
     approval_requests,
     approval_responses,
@@ -84,6 +84,15 @@ _TAIL = (
     .order_by(audit_events.c.seq)
 )
 _INSERT = insert(audit_events)
+# PostgreSQL: the events as a data-modifying CTE (always run, referenced or not) of the SELECT that queues
+# the transaction's wake-ups (storage.database.pg_notice). Arrays keep the text the same for any number of
+# events, so the driver prepares it once.
+_COLUMNS = ("workflow_id", "seq", "kind", "actor", "payload", "at", "prev_hash", "hash")
+_INSERT_AND_NOTIFY = text(
+    f"WITH a AS (INSERT INTO audit_events ({', '.join(_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{c} AS {'int' if c == 'seq' else 'text'}[])" for c in _COLUMNS)
+    + ")) SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p"
+)
 _ANCHOR = (
     update(workflows)
     .where(workflows.c.workflow_id == bindparam("wf"))
@@ -182,7 +191,12 @@ def flush(conn: Connection) -> None:
     chain = _chain(conn)
     if chain.rows:
         rows, chain.rows = chain.rows, []
-        conn.execute(_INSERT, rows)
+        notices = take_pg_notices(conn) if conn.dialect.name == "postgresql" else None
+        if notices is None:
+            conn.execute(_INSERT, rows)
+        else:  # the transaction's wake-ups ride on the INSERT: one round trip, not two
+            columns = {name: [r[name] for r in rows] for name in _COLUMNS}
+            conn.execute(_INSERT_AND_NOTIFY, {**columns, "channel": notices[0], "payloads": notices[1]})
     for workflow_id, (seq, head) in chain.heads.items():
         if chain.anchored.get(workflow_id) != seq:
             conn.execute(_ANCHOR, {"wf": workflow_id, "seq": seq, "head": head})

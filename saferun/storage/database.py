@@ -29,7 +29,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
@@ -191,29 +191,67 @@ def writer_turn(db: Database) -> Iterator[None]:
 _BEFORE_COMMIT = "saferun_before_commit"
 
 
-def before_commit(conn: Connection, key: str, hook: Callable[[Connection], None]) -> None:
+def before_commit(
+    conn: Connection, key: str, hook: Callable[[Connection], None], *, last: bool = False
+) -> None:
     """Run ``hook(conn)`` once, just before this transaction commits (``Database.transaction``).
 
     Lets a storage module gather the rows a transaction writes and send them as one statement at the end
     (the audit chain: every event of a checkpoint or a decision in one INSERT). Hooks are kept per
-    transaction, so one registered by a transaction that rolled back never runs for the next.
+    transaction, so one registered by a transaction that rolled back never runs for the next. A ``last``
+    hook runs after the others (the PostgreSQL wake-ups: another hook may send them with its own
+    statement, ``take_pg_notices``, and the last one sends what is left).
     """
     txn = conn.get_transaction()
     stash = conn.info.get(_BEFORE_COMMIT)
     if stash is None or stash[0] is not txn:
         stash = conn.info[_BEFORE_COMMIT] = (txn, {})
-    stash[1].setdefault(key, hook)
+    stash[1].setdefault(key, (hook, last))
 
 
 def run_before_commit(conn: Connection) -> None:
-    """Run the hooks registered for this transaction (in registration order); each runs once."""
+    """Run the hooks registered for this transaction (in registration order, ``last`` ones after the
+    others); each runs once."""
     stash = conn.info.get(_BEFORE_COMMIT)
     if stash is None or stash[0] is not conn.get_transaction():
         return
     hooks = stash[1]
     while hooks:
-        key = next(iter(hooks))
-        hooks.pop(key)(conn)
+        key = next((k for k, (_, last) in hooks.items() if not last), None) or next(iter(hooks))
+        hooks.pop(key)[0](conn)
+
+
+# --- PostgreSQL wake-ups (core.notify) sent with the transaction's last statement ---------------------
+
+_PG_NOTICES = "saferun_pg_notices"  # conn.info: (transaction, channel, payloads) not yet sent
+_NOTIFY_MANY = text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p")
+
+
+def pg_notice(conn: Connection, channel: str, payload: str) -> None:
+    """Queue ``pg_notify(channel, payload)`` for this transaction (once per payload). PostgreSQL delivers
+    a notification only when its transaction commits, so queued ones go out just before the commit: with
+    the audit chain's INSERT when there is one (``audit.flush`` takes them), else on their own."""
+    stash = conn.info.get(_PG_NOTICES)
+    if stash is None or stash[0] is not conn.get_transaction():
+        stash = conn.info[_PG_NOTICES] = (conn.get_transaction(), channel, [])
+    if payload not in stash[2]:
+        stash[2].append(payload)
+    before_commit(conn, "pg_notices", _send_pg_notices, last=True)
+
+
+def take_pg_notices(conn: Connection) -> tuple[str, list[str]] | None:
+    """The wake-ups queued in this transaction and not yet sent (channel, payloads), now the caller's to
+    send in a statement it runs anyway; None when there are none."""
+    stash = conn.info.pop(_PG_NOTICES, None)
+    if stash is None or stash[0] is not conn.get_transaction() or not stash[2]:
+        return None
+    return stash[1], stash[2]
+
+
+def _send_pg_notices(conn: Connection) -> None:
+    taken = take_pg_notices(conn)
+    if taken is not None:
+        conn.execute(_NOTIFY_MANY, {"channel": taken[0], "payloads": taken[1]})
 
 
 def _hooks_left(conn: Connection) -> bool:
