@@ -315,6 +315,14 @@ def _check_rows(
 ) -> BundleReport:
     store = ArtifactStore(cache_bytes=0)
     with db.transaction() as conn:
+        # the scratch store holds the bundle's rows exactly: its own triggers must not add the rows a live
+        # store derives from them (revision 0024: sub-jobs, notices, transitions; the bundle carries its
+        # transitions as they were stored, and no jobs)
+        derived = conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'derived%'"
+        ).scalars()
+        for trigger in list(derived):
+            conn.exec_driver_sql(f'DROP TRIGGER "{trigger}"')
         for name, table in TABLES.items():
             items = tables[name]
             if not isinstance(items, list) or not all(isinstance(r, dict) for r in items):
