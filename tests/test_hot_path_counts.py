@@ -150,6 +150,37 @@ async def test_a_cycle_is_two_commits_and_a_bounded_number_of_statements(db: Dat
     assert (pos.released, pos.refunded, pos.held) == (12_000_000, 0, 0)
 
 
+# a durable checkpoint that needs no approval, after its milestone was paid: one transaction of the
+# workflow's lock, the new blobs, the manifest, the snapshot (whose INSERT also says the checkpoint passed
+# before), the workflow's UPDATE (approved state + the chain's anchor) and the audit INSERT
+STEP_STATEMENTS = 6
+
+
+async def test_a_durable_checkpoint_without_approval_is_one_commit_of_six_statements(db: Database) -> None:
+    from saferun.core.state_machine.models import CheckpointConfig, ExecutionState
+
+    orch = WorkflowOrchestrator(database=db)
+    cp = CheckpointConfig(checkpoint_id="step", name="step", requires_approval=False)
+    config = make_config(escrow="3.00", checkpoints=[cp])
+    orch.initialize_workflow(config)
+    orch.start_execution(config.workflow_id)
+    await orch.create_checkpoint(config.workflow_id, ExecutionState(checkpoint_id="step"))  # pays it
+    with counting(db) as counter:
+        counter.on = True
+        snap = await orch.create_checkpoint(
+            config.workflow_id, ExecutionState(checkpoint_id="step", intermediate_outputs={"n": 2})
+        )
+        counter.on = False
+    writes = counter.writes()
+    assert len(writes) == 1 and len(writes[0].statements) <= STEP_STATEMENTS, writes
+    assert snap.status == "passed"
+    wf = orch.get_workflow(config.workflow_id)
+    assert wf.last_approved_snapshot_id == snap.snapshot_id and wf.current_checkpoint == 1
+    releases = [e for e in orch.ledger_entries(config.workflow_id) if e["kind"] == "release"]
+    assert len(releases) == 1  # paid by the first pass only
+    assert orch.verify_audit(config.workflow_id)[1] is None
+
+
 @pytest.mark.parametrize("kind", ["decision", "checkpoint"])
 async def test_events_gathered_for_one_insert_are_readable_inside_their_transaction(
     db: Database, kind: str

@@ -37,7 +37,7 @@ def complete_checkpoint(
     Returns the workflow fields that change; with ``write=False`` the caller folds them into the state
     transition's own UPDATE instead of a second one. ``passed_before``: whether another snapshot of the
     checkpoint passed already, when the caller learned it with a statement it ran anyway (a decision's read
-    under the lock on SQLite, ``approvals.get_for_decision``).
+    under the lock, ``approvals``; a passing snapshot's INSERT, ``snapshots.insert_for(probe=True)``).
     """
     if passed_before is None:
         passed_before = snapshots.checkpoint_passed(
@@ -51,8 +51,10 @@ def complete_checkpoint(
     values: dict[str, Any] = {"last_approved_snapshot_id": snapshot_id}
     if first_time:
         values["current_checkpoint"] = row["current_checkpoint"] + 1
-    if write:
-        wf_store.update_fields(conn, row["workflow_id"], **values)
+    if write:  # the chain's new anchor rides on it: the events so far need no UPDATE of their own
+        wf_store.update_fields(
+            conn, row["workflow_id"], **values, **audit.anchor_fields(conn, row["workflow_id"])
+        )
     return values
 
 

@@ -47,9 +47,25 @@ _FIELDS = [c for c in snapshots.columns if c.name != "sequence"]
 # lock), so recording a snapshot is one statement, not a MAX() and an INSERT.
 
 
-def _insert_next(typed: bool) -> Any:
+_EARLIER = snapshots.alias("earlier")
+# whether another snapshot of the new one's checkpoint passed before (its milestone was paid): asked by the
+# INSERT's RETURNING, under the workflow's lock the writer holds
+_PASSED_BEFORE = (
+    exists()
+    .where(
+        _EARLIER.c.workflow_id == bindparam("workflow_id"),
+        _EARLIER.c.checkpoint_id == bindparam("checkpoint_id"),
+        _EARLIER.c.status.in_(PASSED),
+        _EARLIER.c.snapshot_id != bindparam("snapshot_id"),
+    )
+    .label("passed_before")
+)
+
+
+def _insert_next(typed: bool, probe: bool) -> Any:
     """``typed``: CAST each value to its column's type, which PostgreSQL needs to type the parameters of
-    a SELECT list; SQLite must not get them (CAST(text AS DATETIME) would store a number)."""
+    a SELECT list; SQLite must not get them (CAST(text AS DATETIME) would store a number). ``probe``:
+    also return ``_PASSED_BEFORE``."""
 
     def value(c: Any) -> Any:
         param = bindparam(c.name, type_=c.type)
@@ -64,11 +80,11 @@ def _insert_next(typed: bool) -> Any:
                 func.coalesce(func.max(snapshots.c.sequence), 0) + 1,
             ).where(snapshots.c.workflow_id == bindparam("workflow_id")),
         )
-        .returning(snapshots.c.sequence)
+        .returning(snapshots.c.sequence, *([_PASSED_BEFORE] if probe else []))
     )
 
 
-_INSERT_NEXT = {False: _insert_next(False), True: _insert_next(True)}
+_INSERT_NEXT = {(t, p): _insert_next(t, p) for t in (False, True) for p in (False, True)}
 
 
 def next_sequence(conn: Connection, workflow_id: str) -> int:
@@ -89,8 +105,11 @@ def insert_for(
     stored: StoredArtifact,
     *,
     parent_snapshot_id: str | None,
+    probe: bool = False,
 ) -> dict[str, Any]:
-    """Record a snapshot of a just-stored artifact as the workflow's next one; returns the row written."""
+    """Record a snapshot of a just-stored artifact as the workflow's next one; returns the row written
+    (with ``probe``, also ``passed_before``: whether its checkpoint had passed before, in the same
+    statement; the caller holds the workflow's lock)."""
     row = {
         "snapshot_id": new_id("snap"),
         "workflow_id": workflow_id,
@@ -104,8 +123,11 @@ def insert_for(
         "parent_snapshot_id": parent_snapshot_id,
         "created_at": utcnow(),
     }
-    stmt = _INSERT_NEXT[conn.dialect.name == "postgresql"]
-    row["sequence"] = conn.execute(stmt, row).scalar_one()
+    stmt = _INSERT_NEXT[conn.dialect.name == "postgresql", probe]
+    written = conn.execute(stmt, row).one()
+    row["sequence"] = written[0]
+    if probe:
+        return {**row, "passed_before": bool(written[1])}
     return row
 
 

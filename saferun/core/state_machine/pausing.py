@@ -219,6 +219,7 @@ class WorkflowPauses:
             status,
             stored,
             parent_snapshot_id=row["last_approved_snapshot_id"],
+            probe=not cp.requires_approval,  # passing now: was it paid before? (the INSERT says)
         )
         mirror.checkpoint_state(conn, row, snap["snapshot_id"], cp.checkpoint_id, stored.uri)
         audit.append(
@@ -239,7 +240,13 @@ class WorkflowPauses:
         )
         if not cp.requires_approval:
             decision_effects.complete_checkpoint(
-                conn, row, cp.checkpoint_id, snap["snapshot_id"], row["supervisor_id"], self.actor
+                conn,
+                row,
+                cp.checkpoint_id,
+                snap["snapshot_id"],
+                row["supervisor_id"],
+                self.actor,
+                passed_before=snap["passed_before"],
             )
         return self._snapshot(snap, state)
 
