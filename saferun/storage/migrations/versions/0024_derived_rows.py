@@ -152,7 +152,8 @@ def _postgresql() -> list[str]:
             "(NEW.at::timestamptz AT TIME ZONE 'UTC'));",
         ),
         "CREATE TRIGGER derived_audit_events_ins AFTER INSERT ON audit_events FOR EACH ROW "
-        "WHEN (NEW.kind IN ('transition', 'workflow_created')) EXECUTE FUNCTION derived_transition()",
+        "WHEN (NEW.kind = 'transition' OR NEW.kind = 'workflow_created') "
+        "EXECUTE FUNCTION derived_transition()",
         function("derived_approved_state", _APPROVED_STATE),
         "CREATE TRIGGER derived_workflows_upd AFTER UPDATE OF last_approved_snapshot_id ON workflows "
         "FOR EACH ROW WHEN (NEW.last_approved_snapshot_id IS DISTINCT FROM OLD.last_approved_snapshot_id) "
