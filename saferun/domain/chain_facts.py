@@ -78,6 +78,7 @@ def extend(facts: ChainFacts, events: Iterable[Mapping[str, Any]]) -> ChainFacts
     strict, created = facts.strict, facts.created
     state, last_passed = facts.state, facts.last_passed
     assigned_seen, assigned = facts.assigned_seen, facts.assigned
+    statuses: list[list[Any]] = []  # the snapshot status bindings of these events, in order
     for ev in evs:
         payload = canonical_loads(ev["payload"])
         if int(ev["seq"]) == 1:
@@ -106,9 +107,15 @@ def extend(facts: ChainFacts, events: Iterable[Mapping[str, Any]]) -> ChainFacts
                     table, row_id, view, sha = entry
                     bound[(table, row_id, view)] = Binding(int(ev["seq"]), sha)
         for entry in entries or ():
-            is_status = isinstance(entry, list) and entry[:1] == ["snapshots"] and entry[2:3] == ["status"]
-            if is_status and _status_in(entry, _PASSED):
-                last_passed = entry[1]
+            if isinstance(entry, list) and entry[:1] == ["snapshots"] and entry[2:3] == ["status"]:
+                statuses.append(entry)
+    # the last one that records a passing status (a binding carries only a hash, so each candidate costs
+    # digests): from the newest back, so a long chain pays for the few bindings after its last pass, not
+    # for every binding it holds; none among these events keeps the one found before
+    for entry in reversed(statuses):
+        if _status_in(entry, _PASSED):
+            last_passed = entry[1]
+            break
     last = evs[-1]
     return ChainFacts(
         workflow_id=facts.workflow_id,
