@@ -263,7 +263,32 @@ def _mask_url(url: str) -> str:
 
 
 def get_settings() -> Settings:
-    return Settings()
+    """The settings as the environment and ``.env`` give them now.
+
+    Building them costs ~1 ms (pydantic-settings reads and validates every variable and the file), and
+    hot paths ask (a new pooled connection, a cold read's chain cache): the last answer is kept and given
+    again while the environment, the working directory and the ``.env`` file are unchanged, so a change to
+    any of them (a test's ``monkeypatch.setenv``, an operator's edit) is still seen by the next call."""
+    global _last
+    key = _settings_key()
+    last = _last
+    if last is not None and last[0] == key:
+        return last[1]
+    value = Settings()
+    _last = (key, value)
+    return value
+
+
+_last: tuple[Any, Settings] | None = None
+
+
+def _settings_key() -> Any:
+    try:
+        st = os.stat(ENV_FILE)
+        env_file: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+    except OSError:
+        env_file = None
+    return os.getcwd(), env_file, frozenset(os.environ.items())
 
 
 def __getattr__(name: str) -> Settings:
