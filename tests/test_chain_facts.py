@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from saferun.domain import chain_facts
 from saferun.domain.audit import GENESIS, bind, event_hash, payload_text
@@ -82,3 +84,21 @@ def test_a_long_chain_costs_digests_only_after_its_last_pass(monkeypatch: pytest
     assert facts(events).last_passed == "s199"
     # the trailing "captured" binding (three statuses tried) and the pass before it (found at the third)
     assert calls <= 6, calls
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(),
+    seq=st.integers(min_value=0, max_value=2**70),
+)
+def test_a_stored_events_hash_is_the_checked_one(text: str, seq: int) -> None:
+    """Verification skips the write-time value check (``event_hash(stored=True)``): the digest must be the
+    one the checked encoding gives, for any text (surrogates and NULs included) and any sequence number."""
+    fields = {"workflow_id": WF, "seq": seq, "kind": text, "actor": "a", "at": text, "payload": "{}"}
+    try:
+        checked = event_hash(**fields, prev_hash=GENESIS)
+    except Exception as exc:  # a value the write path refuses: the read path must not invent a digest
+        with pytest.raises(type(exc)):
+            event_hash(**fields, prev_hash=GENESIS, stored=True)
+        return
+    assert event_hash(**fields, prev_hash=GENESIS, stored=True) == checked
