@@ -378,16 +378,61 @@ def test_first_get_state_reads_on_the_bare_cursor_and_falls_back_when_a_row_vani
     real_get = ArtifactStore.get_many
     calls: list[object] = []
 
-    def vanished_once(
+    def vanished(self: ArtifactStore, conn: Any, keys: Any) -> dict[str, bytes]:
+        # the bare read fetches the parts by the keys on their rows (migration 0025): one is gone
+        calls.append(type(conn).__name__)
+        raise ArtifactNotFound(next(iter(keys)))
+
+    def through_manifests(
         self: ArtifactStore, conn: Any, uris: Any, only: Any = None
     ) -> dict[str, dict[str, bytes]]:
         calls.append(type(conn).__name__)
-        if len(calls) == 1:
-            raise ArtifactNotFound(next(iter(uris)))
         return real_get(self, conn, uris, only)
 
-    monkeypatch.setattr(ArtifactStore, "get_many", vanished_once)
+    monkeypatch.setattr(ArtifactStore, "get_parts", vanished)
+    monkeypatch.setattr(ArtifactStore, "get_many", through_manifests)
     state = _graph(SafeRunSaver(sqlite_db)).get_state(config)
     assert state.values["big"] == "c" * 20_000 and state.values["counter"] == 2
     assert calls[0] == "BareConnection" and "Connection" in calls[1:]
     assert any("lg_checkpoints" in s for s in engine_statements)  # the transactional path answered
+
+
+def test_a_cold_read_fetches_parts_by_their_keys_and_old_rows_through_manifests(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each channel version's row carries its part's key (migration 0025): a first read fetches the parts
+    directly and checks them against those keys, no manifest; a row from before the migration (no key) is
+    read through its artifact's manifest as before, with the same values."""
+    from saferun.storage import artifact_blobs
+    from saferun.storage import artifacts as artifacts_module
+
+    config = {"configurable": {"thread_id": "keys"}}
+    _graph(SafeRunSaver(db), steps=2).invoke(
+        {"big": "k" * 3_000, "counter": 0, "messages": [], "extra": None}, config
+    )
+    with db.read() as conn:
+        keys = conn.execute(select(lg_blobs.c.part_key).where(lg_blobs.c.thread_id == "keys")).scalars().all()
+        assert keys and all(k is None or len(k) == 64 for k in keys) and any(keys)
+
+    kinds: list[str] = []
+    real_fetch = artifact_blobs.fetch
+
+    def recording(conn: Any, wanted: Any) -> Any:
+        found = real_fetch(conn, wanted)
+        kinds.extend(row.kind for row in found.values())
+        return found
+
+    monkeypatch.setattr(artifact_blobs, "fetch", recording)  # the part trees' levels
+    monkeypatch.setattr(artifacts_module, "fetch", recording)  # the manifests' level
+    db.artifacts = ArtifactStore()  # nothing verified in this process
+    state = _graph(SafeRunSaver(db)).get_state(config)
+    assert state.values["big"] == "k" * 3_000 and state.values["counter"] == 2
+    assert kinds and artifact_blobs.MANIFEST not in kinds, kinds
+
+    with db.transaction() as conn:  # as written before the migration
+        conn.execute(update(lg_blobs).where(lg_blobs.c.thread_id == "keys").values(part_key=None))
+    kinds.clear()
+    db.artifacts = ArtifactStore()
+    state = _graph(SafeRunSaver(db)).get_state(config)
+    assert state.values["big"] == "k" * 3_000 and state.values["counter"] == 2
+    assert artifact_blobs.MANIFEST in kinds

@@ -389,6 +389,26 @@ class ArtifactStore:
             self._cache.add_part(sha, value)
         return out
 
+    def get_parts(self, conn: Connection, keys: Collection[str]) -> dict[str, bytes]:
+        """Parts by their keys (the sha256 of their bytes, as a manifest lists them), verified: from the
+        verified cache, or fetched (one statement per level of their trees) and checked against their
+        keys. For a reader that learned the keys from a row of its own (``lg_blobs.part_key``), so it
+        needs no manifest: the key fixes the bytes as the manifest's entry would."""
+        out: dict[str, bytes] = {}
+        missing: list[str] = []
+        for key in dict.fromkeys(keys):
+            cached = self._cache.part(key)
+            if cached is None:
+                missing.append(key)
+            else:
+                out[key] = cached
+        if missing:
+            fetched = Reader(conn, {}).read(missing)
+            for key, value in fetched.items():
+                self._cache.add_part(key, value)
+            out.update(fetched)
+        return out
+
     def remember(self, stored: StoredArtifact, parts: Mapping[str, bytes]) -> None:
         """Once the transaction that wrote ``stored`` has committed: its manifest and ``parts`` (the bytes
         it was made from) enter the verified cache, so this process's next read of them fetches nothing.

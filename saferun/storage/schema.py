@@ -698,6 +698,9 @@ lg_blobs = Table(
     Column("version", String(255), nullable=False),
     Column("value_type", String(32), nullable=False),
     Column("artifact_uri", String(100), nullable=True),  # None for LangGraph's "empty" channel
+    # the sha256 of the channel's part in that artifact: a read fetches and checks it without the
+    # manifest (revision 0025; NULL in older rows, read through the manifest)
+    Column("part_key", String(64), nullable=True),
     # version before channel: a step's rows (versions start with a growing counter) append together
     PrimaryKeyConstraint("thread_id", "checkpoint_ns", "version", "channel"),
     sqlite_with_rowid=False,  # looked up by key only: one b-tree on SQLite (migration 0021)

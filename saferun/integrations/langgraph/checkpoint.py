@@ -146,32 +146,22 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
                 # the stored (channel, value_type, uri) of each version: with the row, or remembered
                 # after one read of lg_blobs
                 if slots is not None:
-                    stored = [(c, t, uri) for c, t, uri in slots if t != _EMPTY and uri is not None]
+                    stored = [tuple(s) for s in slots if s[1] != _EMPTY and s[2] is not None]
                 elif (stored := self._slots.lookup(thread_id, ns, versions)) is None:
                     cur.execute(
                         sql.slots(len(versions)),
                         (thread_id, ns, *[x for c, v in versions.items() for x in (c, str(v))]),
                     )
                     slots = cur.fetchall()
-                    stored = [(c, t, uri) for c, _, t, uri in slots if t != _EMPTY and uri is not None]
+                    stored = [
+                        (c, t, uri, key) for c, _, t, uri, key in slots if t != _EMPTY and uri is not None
+                    ]
                     if len(slots) == len(versions):  # remember only a complete answer
                         self._slots.remember(thread_id, ns, versions, stored)
-                seen: dict[str, dict[str, bytes]] = {}  # channels changed together share an artifact
-                unverified: list[str] = []
-                for _, _, uri in stored:
-                    if uri not in seen and uri not in unverified:
-                        cached = self.db.artifacts.get_cached(uri)
-                        if cached is None:
-                            unverified.append(uri)
-                        else:
-                            seen[uri] = cached
-                if unverified:  # all of them together: one statement per tree level, not per artifact
-                    fetched = self._verified_read(cur, unverified)
-                    if fetched is None:
-                        return _MISS
-                    seen.update(fetched)
-                for channel, value_type, uri in stored:
-                    parts = seen[uri]
+                parts = self._parts(cur, stored)
+                if parts is None:
+                    return _MISS
+                for channel, value_type, _, _ in stored:
                     if channel not in parts:
                         return _MISS
                     values[channel] = self.serde.loads_typed((value_type, parts[channel]))
@@ -182,6 +172,40 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
             return self._make_tuple(row, checkpoint, metadata, values, writes)
 
         return bare_read(self.db, read)
+
+    def _parts(self, cur: Any, stored: list[Any]) -> dict[str, bytes] | None:
+        """Each stored channel's bytes, verified: by its part key where the row has one (from the
+        verified cache, or fetched and checked against the key: no manifest), else through its artifact
+        (channels changed together share one). None: something vanished meanwhile (``_verified_read``)."""
+        out: dict[str, bytes] = {}
+        by_key = {channel: key for channel, _, _, key in stored if key is not None}
+        if by_key:
+            try:
+                found = self.db.artifacts.get_parts(
+                    BareConnection(self.db.engine.dialect, cur),  # type: ignore[arg-type]
+                    by_key.values(),
+                )
+            except (ArtifactNotFound, ArtifactCorrupted):
+                return None
+            out.update((channel, found[key]) for channel, key in by_key.items())
+        seen: dict[str, dict[str, bytes]] = {}
+        unverified: list[str] = []
+        for _, _, uri, key in stored:
+            if key is None and uri not in seen and uri not in unverified:
+                cached = self.db.artifacts.get_cached(uri)
+                if cached is None:
+                    unverified.append(uri)
+                else:
+                    seen[uri] = cached
+        if unverified:  # all of them together: one statement per tree level, not per artifact
+            fetched = self._verified_read(cur, unverified)
+            if fetched is None:
+                return None
+            seen.update(fetched)
+        for channel, _, uri, key in stored:
+            if key is None and channel in seen[uri]:
+                out[channel] = seen[uri][channel]
+        return out
 
     def _verified_read(self, cur: Any, uris: list[str]) -> dict[str, dict[str, bytes]] | None:
         """The artifacts' parts, fetched and verified on the bare cursor (a first ``get_state`` in this
@@ -330,6 +354,8 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
                     count_new=False,
                 )[0]
                 uri = stored.uri
+            # each part's key too, so a read fetches the part without the manifest (migration 0025)
+            part_keys = {name: sha for name, sha, _ in stored.entries} if stored is not None else {}
             rows = [
                 {
                     "thread_id": thread_id,
@@ -338,6 +364,7 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
                     "version": version,
                     "value_type": value_type,
                     "artifact_uri": uri if data is not None else None,
+                    "part_key": part_keys.get(channel) if data is not None else None,
                 }
                 for channel, version, value_type, data in blobs
             ]
@@ -499,7 +526,7 @@ class _BareSQL:
             f"select {', '.join('c.' + n for n in CP_COLUMN_NAMES)}, c.channel_versions, "
             # a key lookup per version (a scalar subquery cannot become a hash join over every row the
             # thread ever stored); a version with no row gives NULL, left out
-            "array(select r from (select (select array[b.channel, b.value_type, b.artifact_uri] "
+            "array(select r from (select (select array[b.channel, b.value_type, b.artifact_uri, b.part_key] "
             "from lg_blobs b where b.thread_id = c.thread_id and b.checkpoint_ns = c.checkpoint_ns "
             "and b.version = v.value and b.channel = v.key) r "
             "from jsonb_each_text(c.channel_versions) v) s where r is not null), "
@@ -520,7 +547,7 @@ class _BareSQL:
         if query is None:
             ors = " or ".join([f"(channel = {self.ph} and version = {self.ph})"] * n)
             query = (
-                "select channel, version, value_type, artifact_uri from lg_blobs "
+                "select channel, version, value_type, artifact_uri, part_key from lg_blobs "
                 f"where {self.where} and ({ors})"
             )
             self._slots[n] = query

@@ -85,7 +85,7 @@ INSERT_WRITES = Insert(lg_writes, _WRITE_KEYS)
 UPSERT_WRITES = Insert(lg_writes, _WRITE_KEYS, update=True)
 
 
-Slot = tuple[str, str, str | None]  # channel, value_type, artifact_uri
+Slot = tuple[str, str, str | None, str | None]  # channel, value_type, artifact_uri, part_key
 _SlotKey = tuple[str, str, tuple[tuple[str, Any], ...]]  # thread, namespace, (channel, version) pairs
 
 
