@@ -19,7 +19,7 @@ from saferun.errors import ArtifactCorrupted, InvalidInput
 from saferun.integrations.langgraph.checkpoint import SafeRunSaver
 from saferun.storage.artifacts import ArtifactStore
 from saferun.storage.database import Database
-from saferun.storage.schema import blobs, lg_blobs, lg_checkpoints
+from saferun.storage.schema import blobs, lg_blobs, lg_checkpoints, utcnow
 
 
 async def test_conformance_all_capabilities(db: Database) -> None:
@@ -378,7 +378,7 @@ def test_first_get_state_reads_on_the_bare_cursor_and_falls_back_when_a_row_vani
     real_get = ArtifactStore.get_many
     calls: list[object] = []
 
-    def vanished(self: ArtifactStore, conn: Any, keys: Any) -> dict[str, bytes]:
+    def vanished(self: ArtifactStore, conn: Any, keys: Any, fetched: Any = None) -> dict[str, bytes]:
         # the bare read fetches the parts by the keys on their rows (migration 0025): one is gone
         calls.append(type(conn).__name__)
         raise ArtifactNotFound(next(iter(keys)))
@@ -401,7 +401,8 @@ def test_a_cold_read_fetches_parts_by_their_keys_and_old_rows_through_manifests(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each channel version's row carries its part's key (migration 0025): a first read fetches the parts
-    directly and checks them against those keys, no manifest; a row from before the migration (no key) is
+    directly and checks them against those keys, no manifest (on PostgreSQL the first read of a thread
+    brings them with the checkpoint's row: one statement); a row from before the migration (no key) is
     read through its artifact's manifest as before, with the same values."""
     from saferun.storage import artifact_blobs
     from saferun.storage import artifacts as artifacts_module
@@ -427,7 +428,11 @@ def test_a_cold_read_fetches_parts_by_their_keys_and_old_rows_through_manifests(
     db.artifacts = ArtifactStore()  # nothing verified in this process
     state = _graph(SafeRunSaver(db)).get_state(config)
     assert state.values["big"] == "k" * 3_000 and state.values["counter"] == 2
-    assert kinds and artifact_blobs.MANIFEST not in kinds, kinds
+    assert artifact_blobs.MANIFEST not in kinds, kinds
+    if db.is_sqlite:
+        assert kinds  # the parts, by their keys
+    else:  # PostgreSQL's first read of a thread brings the parts' blobs with the row: nothing else
+        assert kinds == [], kinds
 
     with db.transaction() as conn:  # as written before the migration
         conn.execute(update(lg_blobs).where(lg_blobs.c.thread_id == "keys").values(part_key=None))
@@ -436,3 +441,32 @@ def test_a_cold_read_fetches_parts_by_their_keys_and_old_rows_through_manifests(
     state = _graph(SafeRunSaver(db)).get_state(config)
     assert state.values["big"] == "k" * 3_000 and state.values["counter"] == 2
     assert artifact_blobs.MANIFEST in kinds
+
+
+def test_postgresql_cold_read_looks_up_each_part_by_its_key(pg_db: Database) -> None:
+    """The first read of a thread brings its parts' blobs in the same statement: by a key lookup per
+    version, never a scan or hash join over the blobs table (which holds every artifact's chunks)."""
+    saver = SafeRunSaver(pg_db)
+    config = {"configurable": {"thread_id": "plan"}}
+    _graph(saver, steps=3).invoke({"big": "p" * 5_000, "counter": 0, "messages": [], "extra": None}, config)
+    rows = [
+        {
+            "sha256": f"{i:064x}",
+            "kind": "chunk",
+            "codec": "raw",
+            "raw_size": 1,
+            "stored_size": 1,
+            "data": b"x",
+            "created_at": utcnow(),
+        }
+        for i in range(3_000)
+    ]
+    with pg_db.transaction() as conn:
+        conn.execute(blobs.insert(), rows)
+    with pg_db.connection() as conn:
+        conn.exec_driver_sql("ANALYZE blobs")
+        conn.exec_driver_sql("ANALYZE lg_blobs")
+        sql = saver._sql.cold_latest.replace("%s", "'plan'", 1).replace("%s", "''", 1)
+        plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql))
+    assert "Index Scan using pk_blobs on blobs" in plan, plan
+    assert "Seq Scan on blobs" not in plan and "Hash Join" not in plan, plan

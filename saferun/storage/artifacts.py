@@ -389,11 +389,14 @@ class ArtifactStore:
             self._cache.add_part(sha, value)
         return out
 
-    def get_parts(self, conn: Connection, keys: Collection[str]) -> dict[str, bytes]:
+    def get_parts(
+        self, conn: Connection, keys: Collection[str], fetched: Mapping[str, BlobRow] | None = None
+    ) -> dict[str, bytes]:
         """Parts by their keys (the sha256 of their bytes, as a manifest lists them), verified: from the
         verified cache, or fetched (one statement per level of their trees) and checked against their
         keys. For a reader that learned the keys from a row of its own (``lg_blobs.part_key``), so it
-        needs no manifest: the key fixes the bytes as the manifest's entry would."""
+        needs no manifest: the key fixes the bytes as the manifest's entry would. ``fetched``: blob rows
+        the caller already holds (read with its own statement); they are checked as fetched ones are."""
         out: dict[str, bytes] = {}
         missing: list[str] = []
         for key in dict.fromkeys(keys):
@@ -403,10 +406,10 @@ class ArtifactStore:
             else:
                 out[key] = cached
         if missing:
-            fetched = Reader(conn, {}).read(missing)
-            for key, value in fetched.items():
+            values = Reader(conn, dict(fetched or {})).read(missing)
+            for key, value in values.items():
                 self._cache.add_part(key, value)
-            out.update(fetched)
+            out.update(values)
         return out
 
     def remember(self, stored: StoredArtifact, parts: Mapping[str, bytes]) -> None:

@@ -30,12 +30,14 @@ from saferun.integrations.langgraph.statements import (
     INSERT_WRITES,
     UPSERT_CHECKPOINT,
     UPSERT_WRITES,
+    FirstReads,
     SlotCache,
     decode_checkpoint,
     statement,
     write_lock,
 )
 from saferun.integrations.langgraph.threads import ThreadMaintenance
+from saferun.storage.artifact_blobs import BlobRow
 from saferun.storage.artifacts import ArtifactInput
 from saferun.storage.bare_reads import bare_read, placeholder
 from saferun.storage.bare_writes import BareConnection, bare_transaction
@@ -83,6 +85,7 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         # sleeps (milliseconds each), so this process's writers queue here instead
         self._write_lock = write_lock(self.db) if self.db.is_sqlite else contextlib.nullcontext()
         self._slots = SlotCache()
+        self._cold = FirstReads()  # threads this saver has not read yet (PostgreSQL's cold read)
         self._sql = _BareSQL(placeholder(self.db))
         # PostgreSQL: a checkpoint, its channels' rows and its writes in one statement (one round trip);
         # SQLite runs statements in-process, where three small ones cost less than one with JSON joins
@@ -123,15 +126,24 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
 
         def read(cur: Any) -> Any:
             joined = self._one_statement_reads
+            cold = joined and self._cold.first(thread_id, ns)
             if checkpoint_id:
-                cur.execute(
-                    sql.joined_checkpoint if joined else sql.checkpoint, (thread_id, ns, checkpoint_id)
-                )
+                query = (sql.cold_checkpoint if cold else sql.joined_checkpoint) if joined else sql.checkpoint
+                cur.execute(query, (thread_id, ns, checkpoint_id))
             else:
-                cur.execute(sql.joined_latest if joined else sql.latest, (thread_id, ns))
+                query = (sql.cold_latest if cold else sql.joined_latest) if joined else sql.latest
+                cur.execute(query, (thread_id, ns))
             found = cur.fetchone()
             if found is None:
                 return None
+            fetched: dict[str, BlobRow] = {}
+            if cold:  # the parts' blob rows came along: a level the verified read need not fetch
+                ks, kinds, codecs, raws, storeds, datas = found[-_COLD_WIDTH:]
+                for key, kind, codec, raw, size, data in zip(
+                    ks or (), kinds or (), codecs or (), raws or (), storeds or (), datas or (), strict=True
+                ):
+                    fetched[key] = BlobRow(key, kind, codec, raw, size, bytes(data))
+                found = found[:-_COLD_WIDTH]
             row = dict(zip(CP_COLUMN_NAMES, found, strict=False))
             stored_versions = found[len(CP_COLUMN_NAMES)] if joined else None
             checkpoint = decode_checkpoint(self.serde, row, stored_versions)
@@ -158,7 +170,7 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
                     ]
                     if len(slots) == len(versions):  # remember only a complete answer
                         self._slots.remember(thread_id, ns, versions, stored)
-                parts = self._parts(cur, stored)
+                parts = self._parts(cur, stored, fetched)
                 if parts is None:
                     return _MISS
                 for channel, value_type, _, _ in stored:
@@ -173,7 +185,7 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
 
         return bare_read(self.db, read)
 
-    def _parts(self, cur: Any, stored: list[Any]) -> dict[str, bytes] | None:
+    def _parts(self, cur: Any, stored: list[Any], fetched: dict[str, BlobRow]) -> dict[str, bytes] | None:
         """Each stored channel's bytes, verified: by its part key where the row has one (from the
         verified cache, or fetched and checked against the key: no manifest), else through its artifact
         (channels changed together share one). None: something vanished meanwhile (``_verified_read``)."""
@@ -184,6 +196,7 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
                 found = self.db.artifacts.get_parts(
                     BareConnection(self.db.engine.dialect, cur),  # type: ignore[arg-type]
                     by_key.values(),
+                    fetched,
                 )
             except (ArtifactNotFound, ArtifactCorrupted):
                 return None
@@ -503,6 +516,10 @@ AsyncSafeRunSaver = SafeRunSaver
 __all__ = ["ARTIFACT_TYPE", "AsyncSafeRunSaver", "SafeRunSaver"]
 
 
+_COLD_COLUMNS = "x.ks, x.kinds, x.codecs, x.raws, x.storeds, x.datas"
+_COLD_WIDTH = 6  # the cold read's extra columns: the parts' blob rows as parallel arrays
+
+
 class _BareSQL:
     """The warm read's statements as driver SQL, written once per saver (not per ``get_state``)."""
 
@@ -536,10 +553,30 @@ class _BareSQL:
             f"array_agg(w.value_type {order}) value_types, array_agg(w.value {order}) vals "
             "from lg_writes w where w.thread_id = c.thread_id and w.checkpoint_ns = c.checkpoint_ns "
             "and w.checkpoint_id = c.checkpoint_id) w on true "
-            f"where c.thread_id = {ph} and c.checkpoint_ns = {ph}"
         )
-        self.joined_checkpoint = f"{joined} and c.checkpoint_id = {ph}"
-        self.joined_latest = f"{joined} order by c.checkpoint_id desc limit 1"
+        where_row = f"where c.thread_id = {ph} and c.checkpoint_ns = {ph}"
+        # a thread this saver has not read yet (its parts are likely not verified in this process): also
+        # the blobs its versions' part keys name (migration 0025), so a cold read is one round trip too
+        cold = (
+            joined.replace(
+                "w.task_ids, w.channels, w.value_types, w.vals ",
+                f"w.task_ids, w.channels, w.value_types, w.vals, {_COLD_COLUMNS} ",
+                1,
+            )
+            # per version: its part key, then that blob, each a key lookup (LIMIT 1 keeps PostgreSQL
+            # from flattening them into a hash join over the whole blobs table)
+            + "left join lateral (select array_agg(y.sha256) ks, array_agg(y.kind) kinds, "
+            "array_agg(y.codec) codecs, array_agg(y.raw_size) raws, array_agg(y.stored_size) storeds, "
+            "array_agg(y.data) datas from jsonb_each_text(c.channel_versions) v "
+            "cross join lateral (select b.part_key from lg_blobs b where b.thread_id = c.thread_id "
+            "and b.checkpoint_ns = c.checkpoint_ns and b.version = v.value and b.channel = v.key "
+            "limit 1) p cross join lateral (select bl.sha256, bl.kind, bl.codec, bl.raw_size, "
+            "bl.stored_size, bl.data from blobs bl where bl.sha256 = p.part_key limit 1) y) x on true "
+        )
+        self.joined_checkpoint = f"{joined}{where_row} and c.checkpoint_id = {ph}"
+        self.joined_latest = f"{joined}{where_row} order by c.checkpoint_id desc limit 1"
+        self.cold_checkpoint = f"{cold}{where_row} and c.checkpoint_id = {ph}"
+        self.cold_latest = f"{cold}{where_row} order by c.checkpoint_id desc limit 1"
 
     def slots(self, n: int) -> str:
         """The ``lg_blobs`` rows of ``n`` (channel, version) pairs."""

@@ -141,3 +141,27 @@ def decode_checkpoint(serde: Any, row: Any, stored_versions: dict[str, Any] | No
     if stored_versions is not None:
         checkpoint["channel_versions"] = dict(stored_versions)
     return checkpoint
+
+
+class FirstReads:
+    """The (thread, namespace) pairs a saver has not read yet, so its first read of each can also fetch
+    the blobs of the checkpoint's parts in the same statement (PostgreSQL: one round trip instead of two;
+    a later read finds its parts in the verified cache and would only carry them for nothing).
+    Bounded: past ``max_entries`` the least recently read pairs count as unread again."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._read: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first(self, thread_id: str, ns: str) -> bool:
+        """Whether this is the first read of the pair (and, from now on, it is not)."""
+        key = (thread_id, ns)
+        with self._lock:
+            if key in self._read:
+                self._read.move_to_end(key)
+                return False
+            self._read[key] = None
+            while len(self._read) > self.max_entries:
+                self._read.popitem(last=False)
+            return True
