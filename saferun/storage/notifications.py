@@ -1,8 +1,10 @@
 """Rows of ``notifications``, ``notification_deliveries``, ``decision_links`` and ``identity_emails``.
 
 Like every storage module, each function takes a ``Connection`` and never commits; the caller owns the
-transaction. ``record`` runs inside the engine's own transactions (a request opened, decided, expired or
-cancelled), so a notice exists exactly when the change it announces does. Everything else is the
+transaction. A request's notices are written with the change they announce, so a notice exists exactly
+when the change does: the database writes ``waiting`` with a pending request's row and the new status when
+the row leaves ``pending`` (decided, expired, cancelled, closed; revision 0024's triggers), and ``record``
+writes the others (an escalation rung's) inside the engine's transaction. Everything else is the
 dispatcher's and the decision links' (``saferun.notifications``).
 
 Claims are conditional UPDATEs, as elsewhere: ``claim_notice`` lets one process fan a notice out, and
@@ -48,7 +50,8 @@ SKIPPED = "skipped"  # a "waiting" notice whose request was decided before it co
 
 
 def record(conn: Connection, kind: str, request_id: str, workflow_id: str) -> None:
-    """Write the notice that ``request_id`` is ``kind``, in the caller's transaction.
+    """Write the notice that ``request_id`` is ``kind``, in the caller's transaction (for a kind that is
+    not a status change of the request: those the database writes with the change).
 
     Written whether or not this process has channels configured: the process that opened or decided a
     request (an embedded agent, a CLI) is often not the server that delivers notices. It never refuses
