@@ -16,7 +16,6 @@ from sqlalchemy import (
     RowMapping,
     Select,
     bindparam,
-    exists,
     func,
     insert,
     select,
@@ -31,11 +30,10 @@ from saferun.storage.schema import (
     approval_requests,
     approval_responses,
     identities,
-    snapshots,
     utcnow,
     workflows,
 )
-from saferun.storage.snapshots import PASSED
+from saferun.storage.snapshots import passed_before
 
 _GET = select(approval_requests).where(approval_requests.c.request_id == bindparam("b_req"))
 _CLAIM = update(approval_requests).where(
@@ -97,17 +95,9 @@ _FOR_DECISION_PG = _FOR_DECISION.with_for_update(of=workflows)
 # read (BEGIN IMMEDIATE serialized the writers), on PostgreSQL the request's re-read once the lock is held
 # (the first statement is evaluated before it waits for the lock, so a decision committed meanwhile would
 # be missed).
-_EARLIER = snapshots.alias("earlier")
-_PASSED_BEFORE = (
-    exists()
-    .where(
-        _EARLIER.c.workflow_id == approval_requests.c.workflow_id,
-        _EARLIER.c.checkpoint_id == approval_requests.c.checkpoint_id,
-        _EARLIER.c.status.in_(PASSED),
-        _EARLIER.c.snapshot_id != approval_requests.c.snapshot_id,
-    )
-    .label("x_passed_before")
-)
+_PASSED_BEFORE = passed_before(
+    approval_requests.c.workflow_id, approval_requests.c.checkpoint_id, approval_requests.c.snapshot_id
+).label("x_passed_before")
 _FOR_DECISION_SQLITE = _FOR_DECISION.add_columns(_PASSED_BEFORE)
 _GET_UNDER_LOCK = select(approval_requests, _PASSED_BEFORE).where(
     approval_requests.c.request_id == bindparam("b_req")

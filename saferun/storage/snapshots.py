@@ -18,6 +18,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.selectable import Exists
 
 from saferun.domain.ids import new_id
 from saferun.errors import SnapshotNotFound
@@ -32,34 +33,33 @@ _NEXT_SEQ = select(func.max(snapshots.c.sequence)).where(snapshots.c.workflow_id
 _INSERT = insert(snapshots)
 _GET = select(snapshots).where(snapshots.c.snapshot_id == bindparam("b_snap"))
 _SET_STATUS = update(snapshots).where(snapshots.c.snapshot_id == bindparam("b_snap"))
-_PASSED = (
-    select(snapshots.c.snapshot_id)
-    .where(
-        snapshots.c.workflow_id == bindparam("b_wf"),
-        snapshots.c.checkpoint_id == bindparam("b_cp"),
-        snapshots.c.status.in_(PASSED),
-        snapshots.c.snapshot_id != bindparam("b_exclude"),
+
+
+def passed_before(workflow_id: Any, checkpoint_id: Any, other_than: Any) -> Exists:
+    """Whether a snapshot of the workflow's checkpoint other than ``other_than`` was approved, modified or
+    passed, so its milestone was paid: one seek of ``ix_snapshots_workflow_checkpoint``. The arguments are
+    column expressions or bound parameters, so the probe can ride in another statement (a decision's read
+    under the lock, a snapshot's INSERT); its answer holds only while the workflow's lock is held."""
+    earlier = snapshots.alias("earlier")
+    return exists().where(
+        earlier.c.workflow_id == workflow_id,
+        earlier.c.checkpoint_id == checkpoint_id,
+        earlier.c.status.in_(PASSED),
+        earlier.c.snapshot_id != other_than,
     )
-    .limit(1)
-)
+
+
+_PASSED = select(passed_before(bindparam("b_wf"), bindparam("b_cp"), bindparam("b_exclude")))
 _FIELDS = [c for c in snapshots.columns if c.name != "sequence"]
 # The next sequence number is computed by the INSERT itself (writers of a workflow are serialized by its
 # lock), so recording a snapshot is one statement, not a MAX() and an INSERT.
 
 
-_EARLIER = snapshots.alias("earlier")
-# whether another snapshot of the new one's checkpoint passed before (its milestone was paid): asked by the
-# INSERT's RETURNING, under the workflow's lock the writer holds
-_PASSED_BEFORE = (
-    exists()
-    .where(
-        _EARLIER.c.workflow_id == bindparam("workflow_id"),
-        _EARLIER.c.checkpoint_id == bindparam("checkpoint_id"),
-        _EARLIER.c.status.in_(PASSED),
-        _EARLIER.c.snapshot_id != bindparam("snapshot_id"),
-    )
-    .label("passed_before")
-)
+# whether another snapshot of the new one's checkpoint passed before: asked by the INSERT's RETURNING (the
+# new row's own values as parameters: RETURNING may not correlate a subquery with the row it inserted)
+_PASSED_BEFORE = passed_before(
+    bindparam("workflow_id"), bindparam("checkpoint_id"), bindparam("snapshot_id")
+).label("passed_before")
 
 
 def _insert_next(typed: bool, probe: bool) -> Any:
@@ -168,7 +168,7 @@ def checkpoint_passed(
 ) -> bool:
     """Has this configured checkpoint been approved (or passed) before? One indexed probe."""
     params = {"b_wf": workflow_id, "b_cp": checkpoint_id, "b_exclude": exclude or ""}
-    return conn.execute(_PASSED, params).first() is not None
+    return bool(conn.execute(_PASSED, params).scalar_one())
 
 
 def first_open(conn: Connection, workflow_id: str, checkpoint_ids: list[str]) -> str | None:
