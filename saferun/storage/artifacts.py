@@ -351,7 +351,6 @@ class ArtifactStore:
                 unknown[uri] = key
             else:
                 entries[uri] = cached
-        reader = Reader(conn, {})
         if unknown:
             found = fetch(conn, set(unknown.values()))
             for uri, key in unknown.items():
@@ -367,26 +366,16 @@ class ArtifactStore:
                 self._cache.add_manifest(key, entries[uri])
         if only is not None:
             entries = {uri: [e for e in listed if e[0] in only] for uri, listed in entries.items()}
-        missing = list(
-            dict.fromkeys(
-                sha for listed in entries.values() for _, sha, _ in listed if self._cache.part(sha) is None
-            )
-        )
-        values = reader.read(missing) if missing else {}
+        values = self.get_parts(conn, [sha for listed in entries.values() for _, sha, _ in listed])
         out: dict[str, dict[str, bytes]] = {}
         for uri in keys:
             parts: dict[str, bytes] = {}
             for name, sha, size in entries[uri]:
-                value = values.get(sha)
-                if value is None:
-                    value = self._cache.part(sha)
-                    assert value is not None
-                elif len(value) != size:
+                value = values[sha]
+                if len(value) != size:
                     raise ArtifactCorrupted(sha, f"part {name!r} is {len(value)} bytes, manifest says {size}")
                 parts[name] = value
             out[uri] = parts
-        for sha, value in values.items():
-            self._cache.add_part(sha, value)
         return out
 
     def get_parts(

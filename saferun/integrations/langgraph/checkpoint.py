@@ -121,7 +121,7 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         On PostgreSQL, where each statement is a round trip, it is one SELECT, as in LangGraph's
         ``PostgresSaver``: the row with its channels' rows and its writes (``_BareSQL.joined_*``; a row
         written before migration 0022 has no versions column and is read the SQLite way). Cold, the
-        artifacts are fetched and verified on the same cursor (``_verified_read``)."""
+        artifacts are fetched and verified on the same cursor (``_parts``)."""
         sql = self._sql
 
         def read(cur: Any) -> Any:
@@ -186,50 +186,37 @@ class SafeRunSaver(ThreadMaintenance, BaseCheckpointSaver[str]):
         return bare_read(self.db, read)
 
     def _parts(self, cur: Any, stored: list[Any], fetched: dict[str, BlobRow]) -> dict[str, bytes] | None:
-        """Each stored channel's bytes, verified: by its part key where the row has one (from the
-        verified cache, or fetched and checked against the key: no manifest), else through its artifact
-        (channels changed together share one). None: something vanished meanwhile (``_verified_read``)."""
-        out: dict[str, bytes] = {}
+        """Each stored channel's bytes, verified on the bare cursor (without SQLAlchemy's ~50 µs per
+        statement): by its part key where the row has one (from the verified cache, or fetched, with the
+        blob rows the cold read brought along (``fetched``), and checked against the key: no manifest),
+        else through its artifact (channels changed together share one; all artifacts together, one
+        statement per tree level, not per artifact).
+
+        The cursor reads committed rows statement by statement, not one snapshot, so a thread deleted or
+        pruned meanwhile can make a row vanish between two reads: then None, and the caller takes the full
+        path, which reads in one transaction and raises if the bytes really are wrong."""
+        bare = BareConnection(self.db.engine.dialect, cur)
         by_key = {channel: key for channel, _, _, key in stored if key is not None}
-        if by_key:
-            try:
-                found = self.db.artifacts.get_parts(
-                    BareConnection(self.db.engine.dialect, cur),  # type: ignore[arg-type]
-                    by_key.values(),
-                    fetched,
-                )
-            except (ArtifactNotFound, ArtifactCorrupted):
-                return None
-            out.update((channel, found[key]) for channel, key in by_key.items())
-        seen: dict[str, dict[str, bytes]] = {}
+        through: dict[str, dict[str, bytes]] = {}  # artifact uri -> its parts, for rows without a key
         unverified: list[str] = []
         for _, _, uri, key in stored:
-            if key is None and uri not in seen and uri not in unverified:
+            if key is None and uri not in through and uri not in unverified:
                 cached = self.db.artifacts.get_cached(uri)
                 if cached is None:
                     unverified.append(uri)
                 else:
-                    seen[uri] = cached
-        if unverified:  # all of them together: one statement per tree level, not per artifact
-            fetched = self._verified_read(cur, unverified)
-            if fetched is None:
-                return None
-            seen.update(fetched)
-        for channel, _, uri, key in stored:
-            if key is None and channel in seen[uri]:
-                out[channel] = seen[uri][channel]
-        return out
-
-    def _verified_read(self, cur: Any, uris: list[str]) -> dict[str, dict[str, bytes]] | None:
-        """The artifacts' parts, fetched and verified on the bare cursor (a first ``get_state`` in this
-        process: one statement per level of the artifacts' trees, without SQLAlchemy's ~50 µs on each).
-        The cursor reads committed rows statement by statement, not one snapshot, so a thread deleted or
-        pruned meanwhile can make a row vanish between two reads: then None, and the caller takes the
-        full path, which reads in one transaction and raises if the bytes really are wrong."""
+                    through[uri] = cached
         try:
-            return self.db.artifacts.get_many(BareConnection(self.db.engine.dialect, cur), uris)  # type: ignore[arg-type]
+            by_sha = self.db.artifacts.get_parts(bare, by_key.values(), fetched) if by_key else {}  # type: ignore[arg-type]
+            if unverified:
+                through.update(self.db.artifacts.get_many(bare, unverified))  # type: ignore[arg-type]
         except (ArtifactNotFound, ArtifactCorrupted):
             return None
+        out = {channel: by_sha[key] for channel, key in by_key.items()}
+        for channel, _, uri, key in stored:
+            if key is None and channel in through[uri]:
+                out[channel] = through[uri][channel]
+        return out
 
     def list(
         self,
@@ -539,7 +526,7 @@ class _BareSQL:
         # lg_blobs rows of those versions and the pending writes as parallel arrays, in one statement (as
         # LangGraph's PostgresSaver reads)
         order = "order by w.task_path, w.task_id, w.idx"
-        joined = (
+        columns = (
             f"select {', '.join('c.' + n for n in CP_COLUMN_NAMES)}, c.channel_versions, "
             # a key lookup per version (a scalar subquery cannot become a hash join over every row the
             # thread ever stored); a version with no row gives NULL, left out
@@ -547,25 +534,21 @@ class _BareSQL:
             "from lg_blobs b where b.thread_id = c.thread_id and b.checkpoint_ns = c.checkpoint_ns "
             "and b.version = v.value and b.channel = v.key) r "
             "from jsonb_each_text(c.channel_versions) v) s where r is not null), "
-            "w.task_ids, w.channels, w.value_types, w.vals "
-            "from lg_checkpoints c left join lateral ("
+            "w.task_ids, w.channels, w.value_types, w.vals"
+        )
+        source = (
+            " from lg_checkpoints c left join lateral ("
             f"select array_agg(w.task_id {order}) task_ids, array_agg(w.channel {order}) channels, "
             f"array_agg(w.value_type {order}) value_types, array_agg(w.value {order}) vals "
             "from lg_writes w where w.thread_id = c.thread_id and w.checkpoint_ns = c.checkpoint_ns "
             "and w.checkpoint_id = c.checkpoint_id) w on true "
         )
-        where_row = f"where c.thread_id = {ph} and c.checkpoint_ns = {ph}"
         # a thread this saver has not read yet (its parts are likely not verified in this process): also
-        # the blobs its versions' part keys name (migration 0025), so a cold read is one round trip too
-        cold = (
-            joined.replace(
-                "w.task_ids, w.channels, w.value_types, w.vals ",
-                f"w.task_ids, w.channels, w.value_types, w.vals, {_COLD_COLUMNS} ",
-                1,
-            )
-            # per version: its part key, then that blob, each a key lookup (LIMIT 1 keeps PostgreSQL
-            # from flattening them into a hash join over the whole blobs table)
-            + "left join lateral (select array_agg(y.sha256) ks, array_agg(y.kind) kinds, "
+        # the blobs its versions' part keys name (migration 0025), so a cold read is one round trip too;
+        # per version its part key, then that blob, each a key lookup (LIMIT 1 keeps PostgreSQL from
+        # flattening them into a hash join over the whole blobs table)
+        blobs_source = (
+            "left join lateral (select array_agg(y.sha256) ks, array_agg(y.kind) kinds, "
             "array_agg(y.codec) codecs, array_agg(y.raw_size) raws, array_agg(y.stored_size) storeds, "
             "array_agg(y.data) datas from jsonb_each_text(c.channel_versions) v "
             "cross join lateral (select b.part_key from lg_blobs b where b.thread_id = c.thread_id "
@@ -573,10 +556,13 @@ class _BareSQL:
             "limit 1) p cross join lateral (select bl.sha256, bl.kind, bl.codec, bl.raw_size, "
             "bl.stored_size, bl.data from blobs bl where bl.sha256 = p.part_key limit 1) y) x on true "
         )
-        self.joined_checkpoint = f"{joined}{where_row} and c.checkpoint_id = {ph}"
-        self.joined_latest = f"{joined}{where_row} order by c.checkpoint_id desc limit 1"
-        self.cold_checkpoint = f"{cold}{where_row} and c.checkpoint_id = {ph}"
-        self.cold_latest = f"{cold}{where_row} order by c.checkpoint_id desc limit 1"
+        row_where = f"where c.thread_id = {ph} and c.checkpoint_ns = {ph}"
+        joined = f"{columns}{source}{row_where}"
+        cold = f"{columns}, {_COLD_COLUMNS}{source}{blobs_source}{row_where}"
+        self.joined_checkpoint = f"{joined} and c.checkpoint_id = {ph}"
+        self.joined_latest = f"{joined} order by c.checkpoint_id desc limit 1"
+        self.cold_checkpoint = f"{cold} and c.checkpoint_id = {ph}"
+        self.cold_latest = f"{cold} order by c.checkpoint_id desc limit 1"
 
     def slots(self, n: int) -> str:
         """The ``lg_blobs`` rows of ``n`` (channel, version) pairs."""
