@@ -31,7 +31,7 @@ from saferun.errors import ArtifactCorrupted, ArtifactNotFound, InvalidInput, Ta
 from saferun.storage import chain_cache, eventlog, ledger
 from saferun.storage.artifacts import ArtifactStore, check_artifact_row
 from saferun.storage.bare_select import BareSelect
-from saferun.storage.database import before_commit, take_pg_notices
+from saferun.storage.database import NOTIFY_SELECT, before_commit, take_pg_notices
 from saferun.storage.schema import (
     approval_requests,
     approval_responses,
@@ -91,7 +91,7 @@ _COLUMNS = ("workflow_id", "seq", "kind", "actor", "payload", "at", "prev_hash",
 _INSERT_AND_NOTIFY = text(
     f"WITH a AS (INSERT INTO audit_events ({', '.join(_COLUMNS)}) SELECT * FROM unnest("
     + ", ".join(f"CAST(:{c} AS {'int' if c == 'seq' else 'text'}[])" for c in _COLUMNS)
-    + ")) SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p"
+    + f")) {NOTIFY_SELECT}"
 )
 _ANCHOR = (
     update(workflows)

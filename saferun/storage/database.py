@@ -224,7 +224,9 @@ def run_before_commit(conn: Connection) -> None:
 # --- PostgreSQL wake-ups (core.notify) sent with the transaction's last statement ---------------------
 
 _PG_NOTICES = "saferun_pg_notices"  # conn.info: (transaction, channel, payloads) not yet sent
-_NOTIFY_MANY = text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p")
+# one pg_notify per payload, in one statement; ``audit.flush`` sends it with the chain's INSERT as a CTE
+NOTIFY_SELECT = "SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p"
+_NOTIFY_MANY = text(NOTIFY_SELECT)
 
 
 def pg_notice(conn: Connection, channel: str, payload: str) -> None:
