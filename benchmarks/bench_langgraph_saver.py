@@ -352,7 +352,12 @@ def verdicts(size: str, runs: dict[str, list[dict[str, float]]]) -> list[str]:
         checks = (
             (("step", "step"), ("warm", "get_state warm"), ("first", "get_state first"))
             if sqlite
-            else (("step", "PG step"), ("warm", "PG get_state warm"), ("cycle", "PG interrupt"))
+            else (
+                ("step", "PG step"),
+                ("warm", "PG get_state warm"),
+                ("first", "PG get_state first"),
+                ("cycle", "PG interrupt"),
+            )
         )
         for key, label in checks:
             limit = slack if sqlite else 1.0
