@@ -13,7 +13,11 @@ Reported per run:
 - cycles/s: checkpoint -> decision -> resume cycles completed, over the wall time from the start line to
   the last resume (workflow creation and process start-up are outside it);
 - decision-to-resume latency: from just before a reviewer sends the decision to the moment the agent's
-  long-poll returns with it (it includes the decision's own transaction): p50 / p99 / max.
+  long-poll returns with it (it includes the decision's own transaction): p50 / p99 / max;
+- CPU per cycle of the servers, of the agents and reviewers, and of the local PostgreSQL server's
+  processes, and the two limits that CPU puts on the rate (``ceilings``): the machine's (all its cores
+  busy with this work) and the servers' (each Python server process busy on one core). The measured rate
+  is read against the lower one, measured in the same run.
 
 Where things come from (arguments win over the environment):
 - ``--sqlite-url`` / ``SAFERUN_BENCH_SQLITE_URL``: default a fresh file in a temporary directory per run
@@ -92,6 +96,24 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def database_pids(database_url: str) -> list[int]:
+    """The local PostgreSQL server's processes (backends, writers, autovacuum), whose CPU is part of a
+    cycle's cost on this machine; none for SQLite (it runs inside the server) or a remote database."""
+    if not database_url.startswith("postgresql") or not any(
+        h in database_url for h in ("@127.0.0.1", "@localhost", "@[::1]", "@/")
+    ):
+        return []
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
 
 
 def agent(
@@ -198,6 +220,7 @@ def run_once(database_url: str, ports: list[int], agents: int, cycles: int, memo
         time.sleep(0.5)  # the agents create and start their workflows, then wait at the start line
         _wait_ready(urls[0], agents)
         server_cpu0 = sum(cpu_seconds(p.pid) for p, _ in servers)
+        db_cpu0 = {pid: cpu_seconds(pid) for pid in database_pids(database_url)}
         own_cpu0 = time.process_time()
         t0 = time.perf_counter()
         start.set()
@@ -207,6 +230,8 @@ def run_once(database_url: str, ports: list[int], agents: int, cycles: int, memo
             latencies.append(at - sent[req])
         wall = time.perf_counter() - t0
         server_cpu = sum(cpu_seconds(p.pid) for p, _ in servers) - server_cpu0
+        # a backend opened during the run (a pool growing) counts whole; one that ended is not seen
+        db_cpu = sum(cpu_seconds(pid) - db_cpu0.get(pid, 0.0) for pid in database_pids(database_url))
         client_cpu = time.process_time() - own_cpu0 + sum(spent.get(timeout=30) for _ in procs)
     finally:
         stop.set()
@@ -228,7 +253,23 @@ def run_once(database_url: str, ports: list[int], agents: int, cycles: int, memo
         # CPU per cycle: the servers' (all replicas), and the agents' plus the reviewers' (this process)
         "server_cpu_ms": server_cpu * 1e3 / len(ms),
         "client_cpu_ms": client_cpu * 1e3 / len(ms),
+        "db_cpu_ms": db_cpu * 1e3 / len(ms),  # the local PostgreSQL server's processes (0 for SQLite)
         "load": os.getloadavg()[0],
+        **ceilings(server_cpu, client_cpu, db_cpu, len(ms), len(servers)),
+    }
+
+
+def ceilings(server_cpu: float, client_cpu: float, db_cpu: float, cycles: int, replicas: int) -> dict:
+    """The throughput this run's CPU cost allows, the limit the measured rate is read against:
+    ``machine``: every core of this machine busy with this cycle's work (servers, agents, reviewers and
+    the local database), ``nproc * 1000 / total CPU ms per cycle``; ``server``: each server process busy
+    on one core (a Python process runs its Python code on one core at a time),
+    ``replicas * 1000 / server CPU ms per cycle``. The lower one bounds what the run could reach."""
+    per_cycle = (server_cpu + client_cpu + db_cpu) * 1e3 / cycles
+    server = server_cpu * 1e3 / cycles
+    return {
+        "ceiling_machine": (os.cpu_count() or 1) * 1000 / per_cycle if per_cycle else 0.0,
+        "ceiling_server": replicas * 1000 / server if server else 0.0,
     }
 
 
@@ -312,7 +353,9 @@ def main() -> None:
                 print(
                     f"  {store:<8} {n} agents run {rep + 1}: {r['cycles_per_s']:.1f} cycles/s, "
                     f"resume p50 {r['p50']:.1f} p99 {r['p99']:.1f} ms | CPU/cycle server "
-                    f"{r['server_cpu_ms']:.1f} client {r['client_cpu_ms']:.1f} ms | load {r['load']:.1f}",
+                    f"{r['server_cpu_ms']:.1f} client {r['client_cpu_ms']:.1f} db {r['db_cpu_ms']:.1f} ms "
+                    f"| CPU limit {min(r['ceiling_machine'], r['ceiling_server']):.0f} cycles/s "
+                    f"| load {r['load']:.1f}",
                     flush=True,
                 )
     report(runs, a)
@@ -334,7 +377,7 @@ def report(runs: list[dict[str, Any]], a: argparse.Namespace) -> None:
     print(
         f"{'store':<10} {'replicas':>8} {'agents':>6} | {'cycles/s':>13} {'x before':>11} | "
         f"{'resume p50 ms':>13} {'p99 ms':>11} {'max ms':>13} | {'CPU ms/cycle: server':>20} "
-        f"{'client':>11} | {'load':>9}"
+        f"{'client':>11} {'db':>9} | {'CPU limit: machine':>18} {'server':>13} | {'load':>9}"
     )
     keys = sorted({(r["store"], r["agents"]) for r in runs}, key=lambda k: (k[0] != "sqlite", k[1]))
     for store, n in keys:
@@ -346,7 +389,10 @@ def report(runs: list[dict[str, Any]], a: argparse.Namespace) -> None:
             f"{spread(tput):>13} {factor:>11} | {spread([r['p50'] for r in rs]):>13} "
             f"{spread([r['p99'] for r in rs]):>11} {spread([r['max'] for r in rs]):>13} | "
             f"{spread([r['server_cpu_ms'] for r in rs]):>20} "
-            f"{spread([r['client_cpu_ms'] for r in rs]):>11} | {spread([r['load'] for r in rs]):>9}"
+            f"{spread([r['client_cpu_ms'] for r in rs]):>11} {spread([r['db_cpu_ms'] for r in rs]):>9} | "
+            f"{spread([r['ceiling_machine'] for r in rs], '{:.0f}'):>18} "
+            f"{spread([r['ceiling_server'] for r in rs], '{:.0f}'):>13} | "
+            f"{spread([r['load'] for r in rs]):>9}"
         )
     print(
         f"before (issue 12): {BEFORE[0]:.0f}-{BEFORE[1]:.0f} cycles/s at 1 to 8 agents, SQLite and PostgreSQL"

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     # workflows whose verified audit-chain prefix a process remembers, so a checked read hashes only the
     # events appended since (saferun/storage/chain_cache.py); 0 re-hashes the whole chain on every read
     chain_cache_entries: int = Field(default=2048, ge=0, le=1_000_000, alias="SAFERUN_CHAIN_CACHE_ENTRIES")
+    # PostgreSQL connections one process keeps (opened as needed, never more, kept until recycled): a
+    # pool that closed what it opened above a smaller size reconnected every few cycles under load
+    db_pool_size: int = Field(default=15, ge=1, le=1000, alias="SAFERUN_DB_POOL_SIZE")
 
     # --- workflows ---
     # modules imported at start so compensation names resolve in every process (like Celery's imports)

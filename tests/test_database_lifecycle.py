@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
+from saferun.config import get_settings
 from saferun.storage.database import Database
 
 
@@ -45,3 +46,46 @@ def test_a_forked_child_starts_with_an_empty_pool(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert db.engine.pool.checkedin() >= 1  # type: ignore[attr-defined] # the parent's pool is untouched
     db.dispose()
+
+
+@pytest.mark.postgres
+def test_a_postgres_pool_keeps_the_connections_concurrency_opened(pg_db: Database) -> None:
+    """Issue 12, target 3: a pool that kept 5 connections and opened and closed up to 10 more around them
+    reconnected every few cycles under 8 agents (a new backend each time). The pool now opens connections
+    as concurrency needs them, up to ``SAFERUN_DB_POOL_SIZE``, and keeps them: a second burst of the same
+    concurrency opens none."""
+    import threading
+
+    from sqlalchemy import event, text
+
+    opened: list[object] = []
+
+    def on_connect(conn: object, _record: object) -> None:
+        opened.append(conn)
+
+    event.listen(pg_db.engine, "connect", on_connect)
+    try:
+
+        def burst(width: int) -> None:
+            inside = threading.Barrier(width)
+
+            def one() -> None:
+                with pg_db.transaction() as conn:
+                    conn.execute(text("SELECT 1"))
+                    inside.wait(30)  # all ``width`` transactions hold a connection at once
+
+            threads = [threading.Thread(target=one) for _ in range(width)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+
+        burst(9)
+        first = len(opened)
+        assert first >= 8  # (one may have been pooled before the burst)
+        burst(9)
+        burst(9)
+        assert len(opened) == first  # kept, not closed and opened again
+        assert pg_db.engine.pool.size() == get_settings().db_pool_size
+    finally:
+        event.remove(pg_db.engine, "connect", on_connect)

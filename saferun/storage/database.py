@@ -306,11 +306,15 @@ def _make_engine(url: str, *, echo: bool) -> Engine:
         # PG_RECYCLE_SECONDS, one idle longer than IDLE_PING_SECONDS is checked before use (a restart or
         # failover while the process was quiet goes unseen), and one that dies while busy fails its
         # transaction as StoreUnavailable (503, nothing written) and renews the pool (faults.classify).
+        # No overflow: the pool opens connections as concurrency needs them, up to SAFERUN_DB_POOL_SIZE,
+        # and keeps them. With 5 kept and 10 more opened and closed around them, a replica serving 8 agents
+        # opened a new connection every 4 cycles (a backend started, authenticated and its catalog cache
+        # warmed each time): 108 per 400 cycles, now none after the first few (bench_server, issue 12).
         engine = create_engine(
             url,
             echo=echo,
-            pool_size=5,
-            max_overflow=10,
+            pool_size=get_settings().db_pool_size,
+            max_overflow=0,
             pool_recycle=PG_RECYCLE_SECONDS,
             json_serializer=json_dumps,
             json_deserializer=json_loads,
