@@ -255,3 +255,46 @@ async def test_a_decision_through_the_api_is_one_transaction_with_its_checks_ins
     assert not others and api_committed, counts  # one transaction, nothing read before it
     (core_committed, core_statements), *_ = counts["core"]
     assert core_committed and core_statements <= api_statements <= core_statements + 1, counts
+
+
+async def test_a_decision_reads_nothing_that_grows_with_the_workflows_history(db: Database) -> None:
+    """The decision's transaction (the API's, the dashboard's: ``decide_request``) held the workflow's lock
+    (on SQLite every writer's turn) while its UPDATE also counted the workflow's snapshots, requests and
+    decisions: three index ranges as long as the history, on every decision (~330 rows fetched per
+    PostgreSQL cycle at 400 cycles, measured). Now it counts nothing; ``submit_approval`` still answers
+    with the counts, read after the commit."""
+    from tests.helpers import pause, started
+
+    orch = WorkflowOrchestrator(database=db)
+    wf = started(orch)
+    for i in range(3):
+        req = await pause(orch, wf, "cp1", parameters={"n": i})
+        after = orch.submit_approval(
+            wf, ApprovalResponse(request_id=req, decision=ApprovalDecision.APPROVED, approved_by="reviewer")
+        )
+        counted = orch.get_workflow(wf)
+        assert (
+            (after.snapshots, after.approval_requests, after.approval_responses)
+            == (
+                counted.snapshots,
+                counted.approval_requests,
+                counted.approval_responses,
+            )
+            == (i + 1, i + 1, i + 1)
+        )
+    req = await pause(orch, wf, "cp1", parameters={"n": 9})
+    seen: list[str] = []
+
+    def record(_c: Connection, _cur: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        done = orch.decide_request(
+            ApprovalResponse(request_id=req, decision=ApprovalDecision.APPROVED, approved_by="reviewer")
+        )
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert done.workflow_state.value == "executing" and done.workflow_id == wf
+    assert any("UPDATE approval_requests" in s for s in seen)
+    assert not [s for s in seen if "count(" in s.lower()], seen

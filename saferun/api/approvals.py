@@ -14,6 +14,7 @@ from saferun.api import schemas as s
 from saferun.api.deps import CallerDep, OrchestratorDep, enforce, sees, visible
 from saferun.api.one_hop import OneHopRoute
 from saferun.api.workflows import as_agent
+from saferun.core.decisions import Outcome
 from saferun.core.listing import MAX_LIMIT, MAX_SECONDS
 from saferun.core.state_machine.access import RequestGate, RequestView
 from saferun.core.state_machine.models import (
@@ -117,7 +118,7 @@ def submit(body: s.SubmitDecision, orch: OrchestratorDep, caller: CallerDep) -> 
         body.modifications,
         body.review_digest,
     )
-    status = after.current_state.value
+    status = after.workflow_state.value
     answer: dict[str, Any] = {
         "success": True,
         "decision": body.decision,
@@ -200,7 +201,9 @@ def decide_each(
             # a vote on an M-of-N request decides it only when it reaches the quorum (docs/quorum.md)
             voted = request.quorum is not None and orch.get_approval_request(request_id).status == "pending"
             outcome = "voted" if voted else "decided"
-            item.update(outcome=outcome, workflow_id=after.workflow_id, workflow_status=after.status)
+            item.update(
+                outcome=outcome, workflow_id=after.workflow_id, workflow_status=after.workflow_state.value
+            )
         results.append(item)
     return results
 
@@ -227,10 +230,10 @@ def _decide_one(
     approved_by: str,
     modifications: dict[str, Any] | None,
     review_digest: str | None = None,
-) -> tuple[WorkflowExecution, ApprovalRequest]:
+) -> tuple[Outcome, ApprovalRequest]:
     """One decision by the rules every decision path shares: visible, allowed by policy, exactly once;
     with ``review_digest``, only on the request as the reviewer saw it (409 ``stale_review`` otherwise).
-    Returns the workflow after it and the request as read before it.
+    Returns what the decision did (the workflow's new state) and the request as read before it.
 
     The checks run inside the decision's own transaction, on the request and its workflow as it reads
     them under the workflow's lock, checked against the audit chain (``submit_approval(authorize=...)``):
@@ -257,7 +260,7 @@ def _decide_one(
             raise invalid
         seen.append(view)
 
-    after = orch.submit_approval(None, response, authorize=authorize)
+    after = orch.decide_request(response, authorize=authorize)
     return after, seen[-1].request
 
 

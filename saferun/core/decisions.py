@@ -55,8 +55,6 @@ class Outcome:
     # a quorum request (saferun/core/quorum.py): the votes after this one; while it stays pending,
     # ``decision`` is the vote just cast and ``response_id`` is empty (no decision row exists yet)
     tally: quorum.Tally | None = None
-    # the workflow row after the decision, with its counts (read by the state's UPDATE), when it was read
-    workflow_row: Any = None
 
 
 # what a decision makes of the snapshot it decided (a MODIFIED one is superseded by a new snapshot)
@@ -288,7 +286,7 @@ def decide(
         passed_before=passed_before,
     )
     event = Event.MODIFIED if snap_status == "superseded" else Event.APPROVED
-    state, after = transitions.apply_counted(
+    state = transitions.apply(
         conn,
         row,
         event,
@@ -297,9 +295,7 @@ def decide(
         audit_payload={"request_id": request_id},
         **passed,
     )
-    return Outcome(
-        request_id, wf_id, decision, state, response_id, snap["snapshot_id"], approved_id, tally, after
-    )
+    return Outcome(request_id, wf_id, decision, state, response_id, snap["snapshot_id"], approved_id, tally)
 
 
 def _reject(

@@ -27,24 +27,7 @@ def apply(
     audit_payload: dict[str, Any] | None = None,
     **fields: Any,
 ) -> WorkflowState:
-    return apply_counted(
-        conn, row, event, actor=actor, reason=reason, audit_payload=audit_payload, counted=False, **fields
-    )[0]
-
-
-def apply_counted(
-    conn: Connection,
-    row: RowMapping,
-    event: Event,
-    *,
-    actor: str,
-    reason: str | None = None,
-    audit_payload: dict[str, Any] | None = None,
-    counted: bool = True,
-    **fields: Any,
-) -> tuple[WorkflowState, RowMapping | None]:
-    """``apply``, also returning the workflow row as it now is with its counts (``counted``), read by the
-    state's own UPDATE (``RETURNING``) for a caller that answers with the workflow."""
+    """Move the workflow along ``event`` (the edge checked by the state machine) and record it."""
     current = WorkflowState(row["state"])
     target = next_state(current, event, row["workflow_id"])
     # the event is hashed first so the state's UPDATE also carries the chain's new anchor (one statement);
@@ -62,14 +45,13 @@ def apply_counted(
             **(audit_payload or {}),
         },
     )
-    after = wf_store.set_state(
+    wf_store.set_state(
         conn,
         row["workflow_id"],
         current.value,
         target.value,
-        counted=counted,
         **fields,
         **audit.anchor_fields(conn, row["workflow_id"]),
     )
     notify.publish(conn, "workflow", row["workflow_id"])  # delivered only if the transaction commits
-    return target, after
+    return target

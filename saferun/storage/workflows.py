@@ -119,32 +119,14 @@ def update_fields(conn: Connection, workflow_id: str, **values: Any) -> None:
     conn.execute(_UPDATE, {"b_wf": workflow_id, "updated_at": utcnow(), **values})
 
 
-def set_state(
-    conn: Connection,
-    workflow_id: str,
-    from_state: str,
-    to_state: str,
-    *,
-    counted: bool = False,
-    **values: Any,
-) -> RowMapping | None:
+def set_state(conn: Connection, workflow_id: str, from_state: str, to_state: str, **values: Any) -> None:
     """Compare-and-set the state; the caller checked the edge is legal and appended its ``transition``
-    audit event, from which the database writes the ``transitions`` row (revision 0024).
-
-    With ``counted`` the UPDATE returns the workflow row as it now is with its counts
-    (``get_with_counts``' columns), for a caller that answers with the workflow: no re-read."""
+    audit event, from which the database writes the ``transitions`` row (revision 0024)."""
     params = {"b_wf": workflow_id, "state": to_state, "updated_at": utcnow(), **values, "b_from": from_state}
-    row = None
-    if counted:
-        row = conn.execute(_SET_STATE_COUNTED, params).mappings().first()
-        changed = 0 if row is None else 1
-    else:
-        changed = conn.execute(_SET_STATE, params).rowcount
-    if changed != 1:
+    if conn.execute(_SET_STATE, params).rowcount != 1:
         # Someone else moved the workflow between our read and this write; callers hold the row lock,
         # so reaching this means a bug, and the transaction must not commit.
         raise RuntimeError(f"workflow {workflow_id} left state {from_state} concurrently")
-    return row
 
 
 def history(conn: Connection, workflow_id: str) -> list[dict[str, Any]]:
@@ -288,12 +270,6 @@ _WITH_COUNTS = select(
     _count(approval_responses).label("n_responses"),
 )
 _GET_WITH_COUNTS = _WITH_COUNTS.where(workflows.c.workflow_id == bindparam("b_wf"))
-_SET_STATE_COUNTED = _SET_STATE.returning(
-    workflows,
-    _count(snapshots).label("n_snapshots"),
-    _count(approval_requests).label("n_requests"),
-    _count(approval_responses).label("n_responses"),
-)
 
 
 def get_with_counts(conn: Connection, workflow_id: str) -> RowMapping:

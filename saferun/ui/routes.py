@@ -313,8 +313,7 @@ def decide(request: Request, v: Viewer, request_id: str, form: dict[str, str] = 
     if seen is not None and not review_digest.well_formed(seen):
         return retry(422, problem="The form's review digest is malformed: reload the page and decide again.")
     try:
-        after = orch.submit_approval(
-            req.workflow_id,
+        after = orch.decide_request(
             ApprovalResponse(
                 request_id=request_id,
                 decision=decision,
@@ -323,6 +322,7 @@ def decide(request: Request, v: Viewer, request_id: str, form: dict[str, str] = 
                 modifications=modifications or None,
                 review_digest=seen,
             ),
+            workflow_id=req.workflow_id,
         )
     except StaleReview as exc:  # the page is re-rendered as the request is now, with the new digest
         return retry(409, stale=exc)
@@ -344,7 +344,7 @@ def decide(request: Request, v: Viewer, request_id: str, form: dict[str, str] = 
     )
     where = f"/approvals/{quote(waiting[0].request_id)}" if waiting else "/approvals"
     target = f"{where}?done={quote(request_id)}"
-    if req.quorum is not None and after.current_state == WorkflowState.AWAITING_APPROVAL:
+    if req.quorum is not None and after.workflow_state == WorkflowState.AWAITING_APPROVAL:
         target = f"/approvals/{quote(request_id)}?voted=1"  # a vote recorded, the quorum not yet reached
     response = RedirectResponse(target, status_code=303)
     if not v.caller.authenticated:

@@ -416,13 +416,32 @@ class WorkflowPauses:
         authorize: Callable[[RequestView], None] | None = None,
     ) -> WorkflowExecution:
         """Decide a request exactly once. A second decision, or one after expiry, raises DecisionConflict.
+        Returns the workflow after it, with its counts.
 
         ``authorize``: the caller's access check (the API's routes), run on the request and its workflow as
         this transaction reads them under the workflow's lock, checked against the audit chain first
         (``WorkflowAccess.locked_view``), before anything is written: no separate read before the
-        decision, and no gap between the check and the claim for an escalation to slip into."""
+        decision, and no gap between the check and the claim for an escalation to slip into.
+
+        The counts (snapshots, requests, decisions: they grow with the workflow's history) are read after
+        the commit, outside the writers' lock; a caller that needs only the new state calls
+        ``decide_request``, which reads none."""
+        outcome = self.decide_request(response, workflow_id=workflow_id, authorize=authorize)
+        with self.db.read() as conn:
+            return self._fresh(conn, outcome.workflow_id)
+
+    def decide_request(
+        self,
+        response: ApprovalResponse,
+        *,
+        workflow_id: str | None = None,
+        authorize: Callable[[RequestView], None] | None = None,
+    ) -> decisions.Outcome:
+        """``submit_approval``'s decision, one transaction, answering what it did (the workflow's new state,
+        the response, the snapshot approved) instead of the workflow re-read: what the API, the dashboard
+        and the CLI answer with. Nothing in it grows with the workflow's history."""
         with self.db.transaction() as conn:
-            outcome = decisions.decide(
+            return decisions.decide(
                 conn,
                 self.capture,
                 workflow_id=workflow_id,
@@ -436,9 +455,6 @@ class WorkflowPauses:
                 reviewed=ReviewCheck(response.review_digest, policy_of(self.policy_gate)),
                 authorize=None if authorize is None else self.locked_check(conn, authorize),
             )
-            if outcome.workflow_row is not None:  # read by the decision's own UPDATE: no re-read
-                return self._execution(conn, outcome.workflow_row)
-            return self._fresh(conn, outcome.workflow_id)
 
     def _bind_checkpoint(self, conn: Connection, row: RowMapping, checkpoint_id: str) -> CheckpointConfig:
         """Which configured checkpoint a state belongs to.
