@@ -25,9 +25,10 @@ Per memory size, each side gets a fresh SQLite file and is measured on:
        SafeRun    pause: ``await orch.pause()`` = build the state, store it (content-addressed, deduped),
                   snapshot row, approval request + its sub-job and notice, state change, audit events:
                   one transaction, one fsync'd commit (``--two-calls``: the seed's two calls, two commits);
-                  resume: ``submit_approval(APPROVED)`` (claim exactly once, decision row, milestone and
-                  saga bookkeeping, state change, audit: one commit) + ``await wait_for_decision`` + the
-                  state the agent continues from reloaded (``latest_approved_state``), as
+                  resume: the decision as the API and the dashboard make it, ``decide_request(APPROVED)``
+                  (claim exactly once, decision row, milestone and saga bookkeeping, state change, audit:
+                  one commit; ``submit_approval`` on a checkout without it) + ``await wait_for_decision``
+                  + the state the agent continues from reloaded (``latest_approved_state``), as
                   ``run.checkpoint`` does.
        LangGraph  pause: ``invoke(input)`` runs ``propose`` then ``review`` until ``interrupt()``; it writes
                   the checkpoints of those supersteps (every channel, the memory included) and the pending
@@ -266,12 +267,13 @@ async def saferun_cycles(
             assert maybe_req is not None
             req = maybe_req
         t1 = time.perf_counter()
-        orch.submit_approval(
-            wf,
-            ApprovalResponse(
-                request_id=req.request_id, decision=ApprovalDecision.APPROVED, approved_by="reviewer"
-            ),
+        approve = ApprovalResponse(
+            request_id=req.request_id, decision=ApprovalDecision.APPROVED, approved_by="reviewer"
         )
+        if hasattr(orch, "decide_request"):  # a reviewer's decision through the API or the dashboard
+            orch.decide_request(approve, workflow_id=wf)
+        else:  # an older checkout (an A/B "before" run): the library call, which also re-read the counts
+            orch.submit_approval(wf, approve)
         resp = await orch.wait_for_decision(req.request_id)
         resumed = orch.latest_approved_state(wf)  # the state the agent continues from, as run.checkpoint
         t2 = time.perf_counter()
@@ -473,7 +475,8 @@ def report(rows: list[dict], a: argparse.Namespace) -> list[str]:
     p("")
     p(f"Table 4 - checkpoint -> decision -> resume cycle, {a.cycles} cycles on one workflow/thread, ms")
     p("  SafeRun: pause() = create_checkpoint + request_approval in one transaction, as run.checkpoint()")
-    p("  does (--two-calls: the seed's two calls) | submit_approval(APPROVED) + wait_for_decision +")
+    p("  does (--two-calls: the seed's two calls) | decide_request(APPROVED) (the API's decision) +")
+    p("  wait_for_decision +")
     p("  latest_approved_state (the state the agent continues from, reloaded);")
     p("  LangGraph: invoke() until interrupt() | invoke(Command(resume=...))")
     p(
